@@ -1,0 +1,260 @@
+//! `ImportRun`: one import of one integration, kept as history.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// One import of a FreshteamIntegration: its trigger, progress, counts and errors.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "freshteam.provisioning.dev",
+    version = "v1alpha1",
+    kind = "ImportRun",
+    doc = "One import of a FreshteamIntegration, kept as history (kubectl get importruns).",
+    namespaced,
+    status = "ImportRunStatus",
+    shortname = "ir",
+    derive = "Default",
+    derive = "PartialEq",
+    printcolumn(
+        name = "Integration",
+        type_ = "string",
+        json_path = ".spec.integration"
+    ),
+    printcolumn(name = "Trigger", type_ = "string", json_path = ".spec.trigger"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Progress",
+        type_ = "integer",
+        json_path = ".status.progress.percent"
+    ),
+    printcolumn(
+        name = "Created",
+        type_ = "integer",
+        json_path = ".status.summary.created"
+    ),
+    printcolumn(
+        name = "Updated",
+        type_ = "integer",
+        json_path = ".status.summary.updated"
+    ),
+    printcolumn(
+        name = "Leavers",
+        type_ = "integer",
+        json_path = ".status.summary.leavers"
+    ),
+    printcolumn(
+        name = "Errors",
+        type_ = "integer",
+        json_path = ".status.summary.errors"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportRunSpec {
+    /// Name of the FreshteamIntegration (same namespace) this run imports for.
+    pub integration: String,
+    /// What started the run.
+    #[serde(default)]
+    pub trigger: ImportTrigger,
+    /// When true nothing is written to the destination and no e-mail is sent; the summary
+    /// counts what would have happened.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What started a run.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum ImportTrigger {
+    /// The integration's schedule.
+    #[default]
+    Scheduled,
+    /// The `freshteam.provisioning.dev/import-requested-at` annotation, or `sync`.
+    Manual,
+    /// A dry run of an unpublished integration.
+    Preview,
+}
+
+/// A run's lifecycle phase.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum ImportPhase {
+    /// Created, not started.
+    #[default]
+    Pending,
+    /// Importing.
+    Running,
+    /// Every record went through.
+    Succeeded,
+    /// Finished; some records were rejected (see `errors`).
+    PartiallySucceeded,
+    /// The import could not complete (source or destination unusable).
+    Failed,
+    /// The operator stopped during the run; the next run converges.
+    Interrupted,
+    /// Too many leavers: nothing was deactivated, waiting for approval.
+    Blocked,
+}
+
+impl ImportPhase {
+    /// True once the run has ended.
+    pub fn is_final(self) -> bool {
+        !matches!(self, ImportPhase::Pending | ImportPhase::Running)
+    }
+
+    /// True for outcomes that count against `history.successfulRunsLimit`.
+    pub fn is_successful(self) -> bool {
+        matches!(
+            self,
+            ImportPhase::Succeeded | ImportPhase::PartiallySucceeded
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportPhase::Pending => "Pending",
+            ImportPhase::Running => "Running",
+            ImportPhase::Succeeded => "Succeeded",
+            ImportPhase::PartiallySucceeded => "PartiallySucceeded",
+            ImportPhase::Failed => "Failed",
+            ImportPhase::Interrupted => "Interrupted",
+            ImportPhase::Blocked => "Blocked",
+        }
+    }
+}
+
+impl std::fmt::Display for ImportPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Progress and outcome of a run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportRunStatus {
+    /// Pending, Running, Succeeded, PartiallySucceeded, Failed, Interrupted or Blocked.
+    #[serde(default)]
+    pub phase: ImportPhase,
+    /// When the run started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// When the run ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+    /// Employee records handled so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// Counts of what the run did (or, for a dry run, would have done).
+    #[serde(default)]
+    pub summary: ImportSummary,
+    /// The first 50 record errors and warnings; the full list is in `errorReport`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<RecordError>,
+    /// Where the full CSV report of errors and warnings is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_report: Option<ErrorReportRef>,
+    /// A sentence on the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Records handled so far.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Records handled.
+    pub processed: u64,
+    /// Records in the source.
+    pub total: u64,
+    /// processed / total, 0–100.
+    pub percent: u32,
+}
+
+impl Progress {
+    pub fn new(processed: u64, total: u64) -> Self {
+        let percent = if total == 0 {
+            100
+        } else {
+            ((processed.min(total) * 100) / total) as u32
+        };
+        Progress {
+            processed,
+            total,
+            percent,
+        }
+    }
+}
+
+/// Counts of a run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportSummary {
+    /// Members created.
+    #[serde(default)]
+    pub created: u32,
+    /// Members whose attributes changed.
+    #[serde(default)]
+    pub updated: u32,
+    /// Members already up to date.
+    #[serde(default)]
+    pub unchanged: u32,
+    /// Members marked as leavers (`active: false`).
+    #[serde(default)]
+    pub leavers: u32,
+    /// Leavers who returned and were re-activated.
+    #[serde(default)]
+    pub reactivated: u32,
+    /// Records deliberately not applied (an inactive employee without a member).
+    #[serde(default)]
+    pub skipped: u32,
+    /// Records rejected; each is a row in the report.
+    #[serde(default)]
+    pub errors: u32,
+    /// Warnings; each is a row in the report.
+    #[serde(default)]
+    pub warnings: u32,
+    /// Invitation e-mails sent.
+    #[serde(default)]
+    pub invitations_sent: u32,
+}
+
+/// One row of the error report.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordError {
+    /// The record's Employee ID, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employee_id: Option<String>,
+    /// The record's e-mail, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The member field at fault, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// `error` (the record was not applied) or `warning`.
+    #[serde(default = "default_severity")]
+    pub severity: String,
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+fn default_severity() -> String {
+    "error".to_string()
+}
+
+/// Location of a run's full CSV report.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorReportRef {
+    /// ConfigMap owned by the ImportRun.
+    pub config_map_name: String,
+    /// Key of the CSV in the ConfigMap.
+    pub key: String,
+}

@@ -1,0 +1,367 @@
+//! `FreshteamIntegration`: what a platform team applies to connect one Freshteam account
+//! to one SCIM destination.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::import_run::{ImportPhase, ImportSummary};
+
+/// Connects a Freshteam HR directory to a rewards platform that speaks SCIM 2.0 and keeps
+/// its members in step with the employees: new hires get an account, changes are copied,
+/// leavers are deactivated.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "freshteam.provisioning.dev",
+    version = "v1alpha1",
+    kind = "FreshteamIntegration",
+    doc = "Connects a Freshteam account to a SCIM 2.0 rewards platform and imports its employees as members.",
+    namespaced,
+    status = "FreshteamIntegrationStatus",
+    shortname = "fti",
+    derive = "Default",
+    derive = "PartialEq",
+    printcolumn(name = "Published", type_ = "boolean", json_path = ".spec.published"),
+    printcolumn(
+        name = "Authorized",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Authorized\")].status"
+    ),
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(
+        name = "Last import",
+        type_ = "date",
+        json_path = ".status.lastImport.completionTime"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.lastImport.phase"
+    ),
+    printcolumn(name = "Next", type_ = "date", json_path = ".status.nextImportTime"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FreshteamIntegrationSpec {
+    /// When false (the default) nothing is written to the destination: the operator only
+    /// computes a preview of what an import would do (`status.preview`). Set to true to
+    /// run imports on the schedule.
+    #[serde(default)]
+    pub published: bool,
+
+    /// Stops every call to Freshteam and every import while true. Nothing is deleted.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// How often to import: `hourly`, `daily`, `weekly`, or a 5-field cron expression
+    /// such as `0 3 * * 1-5`.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+
+    /// IANA time zone the schedule is read in, such as `Europe/London`. Defaults to UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+
+    /// The Freshteam account to read employees from.
+    pub source: SourceSpec,
+
+    /// Where members are provisioned.
+    pub destination: DestinationSpec,
+
+    /// Which Freshteam field fills which member field.
+    pub mapping: MappingSpec,
+
+    /// How leavers are recognised.
+    #[serde(default)]
+    pub leavers: LeaversSpec,
+
+    /// The invitation e-mail sent to every newly created member.
+    #[serde(default)]
+    pub welcome_email: WelcomeEmailSpec,
+
+    /// Who receives the summary e-mail after each import.
+    #[serde(default)]
+    pub notifications: NotificationsSpec,
+
+    /// Guards against mass deactivation caused by bad source data.
+    #[serde(default)]
+    pub safety: SafetySpec,
+
+    /// How many finished ImportRuns are kept.
+    #[serde(default)]
+    pub history: HistorySpec,
+}
+
+fn default_schedule() -> String {
+    "daily".to_string()
+}
+
+/// The Freshteam account.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// The account's subdomain: `acme` for https://acme.freshteam.com.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]*[a-z0-9])?$')").message("subdomain must be a DNS label such as 'acme' (lower-case letters, digits and inner hyphens)"))]
+    pub subdomain: String,
+
+    /// The Secret key holding the Freshteam API key. The Secret must live in the
+    /// integration's namespace.
+    pub api_key_secret_ref: SecretKeyRef,
+
+    /// API root replacing `https://{subdomain}.freshteam.com/api`, for a simulator or a
+    /// proxy. The operator accepts it only when started with `--allow-custom-endpoints`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+}
+
+/// A key of a Secret in the integration's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    pub name: String,
+    /// Key inside the Secret's data.
+    pub key: String,
+}
+
+/// The destination service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationSpec {
+    /// A SCIM 2.0 service provider (RFC 7643/7644).
+    pub scim: ScimDestinationSpec,
+}
+
+/// A SCIM 2.0 service provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScimDestinationSpec {
+    /// Base URL of the SCIM API, e.g. `https://members.example.com/scim/v2`.
+    pub url: String,
+    /// The Secret key holding the SCIM bearer token.
+    pub token_secret_ref: SecretKeyRef,
+}
+
+/// Member field ← Freshteam field. A Freshteam field is a field name of the employee
+/// record (`first_name`), a looked-up name (`department`, `sub_department`, `branch`,
+/// `business_unit`, `team`, resolved from their `*_id`), `reporting_to` (the manager's
+/// Employee ID), or `custom_field_values.<name>`. Unmapped member fields are never
+/// written.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.email) && self.email != ''").message("mapping.email is required: every member needs an e-mail address"))]
+pub struct MappingSpec {
+    /// Field that identifies a member (SCIM `externalId`). Defaults to `employee_id`.
+    #[serde(default = "default_employee_id")]
+    pub employee_id: String,
+    /// Field for the member's e-mail (SCIM `userName` and work e-mail). Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Field for the given name (SCIM `name.givenName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    /// Field for the family name (SCIM `name.familyName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    /// Field for the display name (SCIM `displayName`). When unset and a first or last
+    /// name is mapped, the display name is "first last".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Field for the job title (SCIM `title`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_title: Option<String>,
+    /// Field for the department (enterprise extension `department`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    /// Field for the employee number (enterprise extension `employeeNumber`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employee_number: Option<String>,
+    /// Field naming the manager (enterprise extension `manager`), normally
+    /// `reporting_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<String>,
+}
+
+impl Default for MappingSpec {
+    fn default() -> Self {
+        MappingSpec {
+            employee_id: default_employee_id(),
+            email: Some("official_email".into()),
+            first_name: Some("first_name".into()),
+            last_name: Some("last_name".into()),
+            display_name: None,
+            job_title: Some("designation".into()),
+            department: Some("department".into()),
+            employee_number: None,
+            manager: None,
+        }
+    }
+}
+
+fn default_employee_id() -> String {
+    "employee_id".to_string()
+}
+
+/// How leavers are recognised.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaversSpec {
+    /// Freshteam employment statuses that make a member a leaver (SCIM `active: false`).
+    #[serde(default = "default_leaver_statuses")]
+    pub statuses: Vec<String>,
+}
+
+impl Default for LeaversSpec {
+    fn default() -> Self {
+        LeaversSpec {
+            statuses: default_leaver_statuses(),
+        }
+    }
+}
+
+fn default_leaver_statuses() -> Vec<String> {
+    vec!["inactive".to_string()]
+}
+
+/// The invitation e-mail to new members.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WelcomeEmailSpec {
+    /// Send one invitation to every newly created member.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where the member activates the account; quoted in the invitation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_url: Option<String>,
+}
+
+/// Import summary e-mails.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsSpec {
+    /// Addresses that receive the summary after every import.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+}
+
+/// Guards against mass deactivation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SafetySpec {
+    /// A run that would mark more than this percentage of managed members as leavers is
+    /// `Blocked` until approved with the annotation
+    /// `freshteam.provisioning.dev/approve-leavers: <run name>`.
+    #[serde(default = "default_max_leavers_percent")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("safety.maxLeaversPercent must be between 0 and 100"))]
+    pub max_leavers_percent: u32,
+}
+
+impl Default for SafetySpec {
+    fn default() -> Self {
+        SafetySpec {
+            max_leavers_percent: default_max_leavers_percent(),
+        }
+    }
+}
+
+fn default_max_leavers_percent() -> u32 {
+    20
+}
+
+/// ImportRun history limits, like a CronJob's.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistorySpec {
+    /// Finished runs (Succeeded, PartiallySucceeded) to keep.
+    #[serde(default = "default_successful_runs_limit")]
+    pub successful_runs_limit: u32,
+    /// Failed, Interrupted and Blocked runs to keep.
+    #[serde(default = "default_failed_runs_limit")]
+    pub failed_runs_limit: u32,
+}
+
+impl Default for HistorySpec {
+    fn default() -> Self {
+        HistorySpec {
+            successful_runs_limit: default_successful_runs_limit(),
+            failed_runs_limit: default_failed_runs_limit(),
+        }
+    }
+}
+
+fn default_successful_runs_limit() -> u32 {
+    10
+}
+
+fn default_failed_runs_limit() -> u32 {
+    5
+}
+
+/// What the operator observed and did.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FreshteamIntegrationStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Authorized`, `MappingValid`, `Published` and `Importing`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The most recent import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_import: Option<LastImport>,
+    /// When the next scheduled import starts (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_import_time: Option<String>,
+    /// What an import would do, computed while the integration is unpublished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
+    /// The last value of the `freshteam.provisioning.dev/import-requested-at` annotation
+    /// that started a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_import_request: Option<String>,
+}
+
+/// Summary of the most recent import.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastImport {
+    /// Name of the ImportRun.
+    pub run_name: String,
+    /// Its phase.
+    pub phase: ImportPhase,
+    /// When it started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// When it finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+    /// Its counts.
+    #[serde(default)]
+    pub summary: ImportSummary,
+}
+
+/// What an import would do if the integration were published.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Preview {
+    /// The preview ImportRun.
+    pub run_name: String,
+    /// When it was computed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed_at: Option<String>,
+    /// Members that would be created.
+    pub would_create: u32,
+    /// Members that would be updated.
+    pub would_update: u32,
+    /// Members that would be marked as leavers.
+    pub would_mark_as_leavers: u32,
+    /// Members that would be re-activated.
+    pub would_reactivate: u32,
+    /// Records that would be rejected.
+    pub errors: u32,
+}

@@ -1,0 +1,114 @@
+//! The destination: the rewards platform's member directory (SCIM 2.0).
+
+pub mod scim;
+
+use async_trait::async_trait;
+
+use crate::member::{AttrSet, Change, Member};
+
+pub use scim::{ScimClient, ScimConfig};
+
+/// A member as the destination holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestinationMember {
+    /// The destination's id (SCIM `id`).
+    pub id: String,
+    /// Entity tag for `If-Match` (SCIM `meta.version`), when the service has one.
+    pub version: Option<String>,
+    /// Attributes, with `employee_id` from `externalId` (empty when the account has none:
+    /// such an account is never managed).
+    pub member: Member,
+    /// True when the account has a `work` e-mail entry (decides how e-mail is patched).
+    pub has_work_email: bool,
+}
+
+/// One write the plan asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Create a member (new employee).
+    Create { member: Member },
+    /// Change an existing member. `desired` and `managed` let the destination recompute
+    /// `changes` after re-reading a member whose version went stale (HTTP 412).
+    Update {
+        id: String,
+        version: Option<String>,
+        has_work_email: bool,
+        changes: Vec<Change>,
+        desired: Member,
+        managed: AttrSet,
+    },
+}
+
+impl WriteOp {
+    pub fn employee_id(&self) -> &str {
+        match self {
+            WriteOp::Create { member } => &member.employee_id,
+            WriteOp::Update { desired, .. } => &desired.employee_id,
+        }
+    }
+    pub fn email(&self) -> &str {
+        match self {
+            WriteOp::Create { member } => &member.email,
+            WriteOp::Update { desired, .. } => &desired.email,
+        }
+    }
+}
+
+/// What became of one [`WriteOp`] (same index as the op).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Created with this destination id.
+    Created { id: String },
+    /// Updated (or found already up to date after a re-read).
+    Updated,
+    /// Not applied; the message goes into the report as the member's error row.
+    Failed {
+        field: Option<String>,
+        message: String,
+    },
+}
+
+/// Counts of calls a run made to the destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DestinationStats {
+    pub reads: u32,
+    pub writes: u32,
+    pub bulk_requests: u32,
+}
+
+/// Why the destination could not be used at all (record-level failures are
+/// [`WriteOutcome::Failed`] instead).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DestinationError {
+    #[error("the SCIM service at {url} rejected the bearer token ({status}): check the token in the Secret")]
+    Unauthorized { url: String, status: u16 },
+    #[error("cannot reach the SCIM service at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("the SCIM service at {url} answered {status}: {detail}")]
+    Status {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("the SCIM service at {url} sent a response the operator cannot read: {detail}")]
+    BadResponse { url: String, detail: String },
+    #[error("invalid destination configuration: {0}")]
+    Config(String),
+}
+
+/// Where members live. The production implementation is [`ScimClient`].
+#[async_trait]
+pub trait MemberDirectory: Send + Sync {
+    /// Reads every member once (the run diffs against this in memory).
+    async fn list_members(&self) -> Result<Vec<DestinationMember>, DestinationError>;
+    /// Applies writes, in bulk where the service allows, calling `on_done` as each
+    /// finishes. Returns one outcome per op, in order. A failure of one op never stops
+    /// the others.
+    async fn apply(
+        &self,
+        ops: &[WriteOp],
+        on_done: &(dyn Fn(usize, &WriteOutcome) + Send + Sync),
+    ) -> Vec<WriteOutcome>;
+    /// Calls made so far.
+    fn stats(&self) -> DestinationStats;
+}

@@ -1,0 +1,15 @@
+//! freshteam-operator: provisions and de-provisions the members of a SCIM 2.0 rewards
+//! platform from a Freshteam HR directory.
+//!
+//! Data flows one way: [`source`] records → [`mapping`] members → [`plan`] against the
+//! [`destination`] → [`sync`] applies it → an ImportRun report ([`api`]).
+
+pub mod api;
+pub mod destination;
+pub mod mapping;
+pub mod member;
+pub mod plan;
+pub mod progress;
+pub mod secret;
+pub mod simulator;
+pub mod source;

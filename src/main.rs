@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", freshteam_operator::api::crds_yaml());
+}

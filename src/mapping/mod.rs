@@ -1,0 +1,484 @@
+//! Mapping: Freshteam employee records → desired members, with one error row per bad
+//! record. Pure: no I/O.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::api::{LeaversSpec, MappingSpec, RecordError};
+use crate::member::{Attr, AttrSet, Member};
+use crate::source::{LookupKind, SourceRequest, SourceSnapshot};
+
+/// Employee fields the list endpoint carries; anything else needs the detail call.
+pub const LIST_FIELDS: &[&str] = &[
+    "id",
+    "employee_id",
+    "first_name",
+    "middle_name",
+    "last_name",
+    "official_email",
+    "status",
+    "terminated",
+    "termination_date",
+    "deleted",
+    "employee_type",
+    "designation",
+    "department_id",
+    "sub_department_id",
+    "business_unit_id",
+    "branch_id",
+    "team_id",
+    "reporting_to_id",
+    "joining_date",
+    "created_at",
+    "updated_at",
+];
+
+/// Fields only `GET /api/employees/{id}` carries (besides `custom_field_values.*`).
+pub const DETAIL_FIELDS: &[&str] = &[
+    "personal_email",
+    "date_of_birth",
+    "gender",
+    "marital_status",
+    "nick_name",
+    "blood_group",
+];
+
+/// Names that resolve through a lookup endpoint, with the id field they read.
+const LOOKUP_FIELDS: &[(&str, LookupKind, &str)] = &[
+    ("department", LookupKind::Departments, "department_id"),
+    (
+        "sub_department",
+        LookupKind::SubDepartments,
+        "sub_department_id",
+    ),
+    ("branch", LookupKind::Branches, "branch_id"),
+    (
+        "business_unit",
+        LookupKind::BusinessUnits,
+        "business_unit_id",
+    ),
+    ("team", LookupKind::Teams, "team_id"),
+];
+
+/// The manager's Employee ID, resolved through `reporting_to_id`.
+const MANAGER_FIELDS: &[&str] = &["reporting_to", "manager"];
+
+const CUSTOM_PREFIX: &str = "custom_field_values.";
+
+/// A mapping that does not make sense, naming the `spec.mapping` field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct MappingError {
+    /// Path in the manifest, e.g. `spec.mapping.email`.
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Extract {
+    /// Index into the record's values.
+    Value(usize),
+    /// Id at this index, named through the lookup.
+    Lookup(LookupKind, usize),
+    /// Freshteam id of the manager at this index, turned into their Employee ID.
+    Manager(usize),
+}
+
+/// A validated mapping: what to fetch and how to turn a record into a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledMapping {
+    /// What to ask the source for.
+    pub request: SourceRequest,
+    /// Member fields this mapping writes.
+    pub managed: AttrSet,
+    employee_id: usize,
+    status: usize,
+    attrs: Vec<(Attr, Extract)>,
+    derive_display_name: bool,
+    leaver_statuses: HashSet<String>,
+    email_field: String,
+}
+
+impl CompiledMapping {
+    /// Validates `spec.mapping` and `spec.leavers`.
+    pub fn compile(mapping: &MappingSpec, leavers: &LeaversSpec) -> Result<Self, MappingError> {
+        let mut request = SourceRequest::default();
+        let index = |request: &mut SourceRequest, name: &str| -> usize {
+            match request.fields.iter().position(|f| f == name) {
+                Some(i) => i,
+                None => {
+                    request.fields.push(name.to_string());
+                    request.fields.len() - 1
+                }
+            }
+        };
+
+        let employee_id = match mapping.employee_id.trim() {
+            "" => return Err(MappingError {
+                field: "spec.mapping.employeeId".into(),
+                message:
+                    "must name the Freshteam field that identifies a member (default employee_id)"
+                        .into(),
+            }),
+            name => {
+                check_plain_field("spec.mapping.employeeId", name)?;
+                if !LIST_FIELDS.contains(&name) {
+                    request.needs_detail = true;
+                }
+                index(&mut request, name)
+            }
+        };
+        let status = index(&mut request, "status");
+
+        let email = mapping.email.as_deref().map(str::trim).unwrap_or("");
+        if email.is_empty() {
+            return Err(MappingError {
+                field: "spec.mapping.email".into(),
+                message:
+                    "is required: every member needs an e-mail address (e.g. email: official_email)"
+                        .into(),
+            });
+        }
+
+        let targets = [
+            (Attr::Email, Some(email)),
+            (Attr::FirstName, mapping.first_name.as_deref()),
+            (Attr::LastName, mapping.last_name.as_deref()),
+            (Attr::DisplayName, mapping.display_name.as_deref()),
+            (Attr::JobTitle, mapping.job_title.as_deref()),
+            (Attr::Department, mapping.department.as_deref()),
+            (Attr::EmployeeNumber, mapping.employee_number.as_deref()),
+            (Attr::Manager, mapping.manager.as_deref()),
+        ];
+        let mut attrs = Vec::new();
+        let mut managed = AttrSet::default();
+        for (attr, source) in targets {
+            let Some(source) = source.map(str::trim).filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let field = format!("spec.mapping.{}", attr.field_name());
+            let extract = if let Some((_, kind, id_field)) =
+                LOOKUP_FIELDS.iter().find(|(name, _, _)| *name == source)
+            {
+                if !request.lookups.contains(kind) {
+                    request.lookups.push(*kind);
+                }
+                Extract::Lookup(*kind, index(&mut request, id_field))
+            } else if MANAGER_FIELDS.contains(&source) {
+                Extract::Manager(index(&mut request, "reporting_to_id"))
+            } else {
+                check_plain_field(&field, source)?;
+                if !LIST_FIELDS.contains(&source) {
+                    request.needs_detail = true;
+                }
+                Extract::Value(index(&mut request, source))
+            };
+            if attr == Attr::Manager && !matches!(extract, Extract::Manager(_)) {
+                return Err(MappingError {
+                    field,
+                    message: format!(
+                        "'{source}' cannot name a manager: use reporting_to (the manager's Employee ID via reporting_to_id)"
+                    ),
+                });
+            }
+            managed.insert(attr);
+            attrs.push((attr, extract));
+        }
+
+        let derive_display_name = mapping.display_name.is_none()
+            && (managed.contains(Attr::FirstName) || managed.contains(Attr::LastName));
+        if derive_display_name {
+            managed.insert(Attr::DisplayName);
+        }
+
+        let leaver_statuses: HashSet<String> = leavers
+            .statuses
+            .iter()
+            .map(|s| s.trim().to_lowercase())
+            .collect();
+        if leaver_statuses.contains("active") {
+            return Err(MappingError {
+                field: "spec.leavers.statuses".into(),
+                message: "must not contain 'active': every current employee would become a leaver"
+                    .into(),
+            });
+        }
+        if let Some(empty) = leaver_statuses.iter().find(|s| s.is_empty()) {
+            return Err(MappingError {
+                field: "spec.leavers.statuses".into(),
+                message: format!("contains an empty status '{empty}'"),
+            });
+        }
+
+        Ok(CompiledMapping {
+            request,
+            managed,
+            employee_id,
+            status,
+            attrs,
+            derive_display_name,
+            leaver_statuses,
+            email_field: email.to_string(),
+        })
+    }
+}
+
+fn check_plain_field(field: &str, name: &str) -> Result<(), MappingError> {
+    if LIST_FIELDS.contains(&name) || DETAIL_FIELDS.contains(&name) {
+        return Ok(());
+    }
+    if let Some(custom) = name.strip_prefix(CUSTOM_PREFIX) {
+        if !custom.is_empty() {
+            return Ok(());
+        }
+    }
+    let hint = if name.ends_with("_id") || LOOKUP_FIELDS.iter().any(|(n, _, _)| name.starts_with(n))
+    {
+        " (for a name looked up from an id use department, sub_department, branch, business_unit or team)"
+    } else {
+        ""
+    };
+    Err(MappingError {
+        field: field.to_string(),
+        message: format!(
+            "Freshteam has no employee field '{name}'{hint}; use a standard field such as official_email or first_name, or custom_field_values.<name> for a custom field"
+        ),
+    })
+}
+
+/// A member the source wants, before the manager is resolved to a destination id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredMember {
+    pub member: Member,
+    /// The manager's Employee ID, when the mapping manages the manager and one is set.
+    pub manager_employee_id: Option<String>,
+}
+
+/// Records mapped to members.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MappedSource {
+    /// Valid members, one per Employee ID.
+    pub members: Vec<DesiredMember>,
+    /// One row per rejected record.
+    pub errors: Vec<RecordError>,
+    /// Employee IDs the source has but that could not be applied (shared by several
+    /// records): their members stay as they are and are never leavers.
+    pub ambiguous_ids: Vec<String>,
+    /// Records read from the source.
+    pub records: usize,
+}
+
+/// Turns source records into desired members. Never fails: a bad record is an error
+/// row.
+pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> MappedSource {
+    let value = |rec: &crate::source::EmployeeRecord, i: usize| -> Option<String> {
+        rec.values
+            .get(i)
+            .and_then(|v| v.as_deref())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    // Freshteam id → Employee ID, for managers.
+    let employee_ids: HashMap<i64, String> = snapshot
+        .employees
+        .iter()
+        .filter_map(|r| value(r, mapping.employee_id).map(|e| (r.id, e)))
+        .collect();
+
+    let mut out = MappedSource {
+        records: snapshot.employees.len(),
+        ..MappedSource::default()
+    };
+    let mut candidates: Vec<(i64, DesiredMember)> = Vec::new();
+    for rec in &snapshot.employees {
+        let mut member = Member {
+            active: true,
+            ..Member::default()
+        };
+        let mut manager_employee_id = None;
+        for (attr, extract) in &mapping.attrs {
+            let v = match extract {
+                Extract::Value(i) => value(rec, *i),
+                Extract::Lookup(kind, i) => value(rec, *i).and_then(|id| {
+                    let id: i64 = id.parse().ok()?;
+                    snapshot.lookups.get(kind)?.get(&id).cloned()
+                }),
+                Extract::Manager(i) => {
+                    manager_employee_id = value(rec, *i)
+                        .and_then(|id| id.parse::<i64>().ok())
+                        .and_then(|id| employee_ids.get(&id).cloned());
+                    continue;
+                }
+            };
+            member.set(*attr, v);
+        }
+        if mapping.derive_display_name {
+            let name: Vec<&str> = [member.first_name.as_deref(), member.last_name.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect();
+            member.display_name = (!name.is_empty()).then(|| name.join(" "));
+        }
+        if let Some(status) = value(rec, mapping.status) {
+            member.active = !mapping.leaver_statuses.contains(&status.to_lowercase());
+        }
+        let email = member.email.clone();
+
+        let Some(employee_id) = value(rec, mapping.employee_id) else {
+            out.errors.push(RecordError {
+                employee_id: None,
+                email: (!email.is_empty()).then_some(email),
+                field: Some("employeeId".into()),
+                severity: "error".into(),
+                message: format!(
+                    "no Employee ID: Freshteam record {} has an empty {}; set the Employee ID in Freshteam",
+                    rec.id,
+                    mapping.request.fields[mapping.employee_id]
+                ),
+            });
+            continue;
+        };
+        member.employee_id = employee_id.clone();
+        let email_field = &mapping.email_field;
+        if email.is_empty() {
+            out.errors.push(RecordError {
+                employee_id: Some(employee_id),
+                email: None,
+                field: Some("email".into()),
+                severity: "error".into(),
+                message: format!(
+                    "no e-mail: {email_field} is empty; every member needs an e-mail address"
+                ),
+            });
+            continue;
+        }
+        if let Err(why) = check_email(&email) {
+            out.errors.push(RecordError {
+                employee_id: Some(employee_id),
+                email: Some(email.clone()),
+                field: Some("email".into()),
+                severity: "error".into(),
+                message: format!("invalid e-mail '{email}' in {email_field}: {why}"),
+            });
+            continue;
+        }
+        candidates.push((
+            rec.id,
+            DesiredMember {
+                member,
+                manager_employee_id,
+            },
+        ));
+    }
+
+    // An identity shared by several records is never guessed.
+    let mut by_id: HashMap<&str, Vec<i64>> = HashMap::new();
+    let mut by_email: HashMap<String, Vec<&str>> = HashMap::new();
+    for (source_id, d) in &candidates {
+        by_id
+            .entry(&d.member.employee_id)
+            .or_default()
+            .push(*source_id);
+        if d.member.active {
+            by_email
+                .entry(d.member.email.to_lowercase())
+                .or_default()
+                .push(&d.member.employee_id);
+        }
+    }
+    let mut ambiguous: HashSet<String> = HashSet::new();
+    let mut rows = Vec::new();
+    for (_, d) in &candidates {
+        let m = &d.member;
+        if let Some(ids) = by_id
+            .get(m.employee_id.as_str())
+            .filter(|ids| ids.len() > 1)
+        {
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            rows.push(RecordError {
+                employee_id: Some(m.employee_id.clone()),
+                email: Some(m.email.clone()),
+                field: Some("employeeId".into()),
+                severity: "error".into(),
+                message: format!(
+                    "Employee ID {} is shared by {} Freshteam records (ids {}); none of them was applied: give each employee a unique Employee ID",
+                    m.employee_id,
+                    ids.len(),
+                    list.join(", ")
+                ),
+            });
+            ambiguous.insert(m.employee_id.clone());
+            continue;
+        }
+        if let Some(ids) = by_email
+            .get(&m.email.to_lowercase())
+            .filter(|ids| m.active && ids.len() > 1)
+        {
+            let others: Vec<&str> = ids
+                .iter()
+                .copied()
+                .filter(|i| *i != m.employee_id)
+                .collect();
+            rows.push(RecordError {
+                employee_id: Some(m.employee_id.clone()),
+                email: Some(m.email.clone()),
+                field: Some("email".into()),
+                severity: "error".into(),
+                message: format!(
+                    "e-mail {} is shared with Employee ID {}; none of them was applied: give each employee their own e-mail",
+                    m.email,
+                    others.join(", ")
+                ),
+            });
+            ambiguous.insert(m.employee_id.clone());
+        }
+    }
+    out.errors.extend(rows);
+    out.members = candidates
+        .into_iter()
+        .map(|(_, d)| d)
+        .filter(|d| !ambiguous.contains(&d.member.employee_id))
+        .collect();
+    let mut ambiguous: Vec<String> = ambiguous.into_iter().collect();
+    ambiguous.sort();
+    out.ambiguous_ids = ambiguous;
+    out
+}
+
+/// A pragmatic address check: what a SCIM service and a mail relay will accept.
+pub fn check_email(email: &str) -> Result<(), &'static str> {
+    if email.len() > 254 {
+        return Err("longer than 254 characters");
+    }
+    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains white space");
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err("has no @");
+    };
+    if domain.contains('@') {
+        return Err("has more than one @");
+    }
+    if local.is_empty() || local.len() > 64 {
+        return Err("the part before @ is empty or too long");
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Err("the part before @ has a misplaced dot");
+    }
+    if domain.is_empty() || !domain.contains('.') {
+        return Err("the domain has no dot");
+    }
+    let labels_ok = domain.split('.').all(|l| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+    });
+    if !labels_ok {
+        return Err("the domain is not a valid host name");
+    }
+    Ok(())
+}

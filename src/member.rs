@@ -1,0 +1,144 @@
+//! The member: one person on the rewards platform, as the operator manages it.
+
+use std::fmt;
+
+/// A member field the mapping can fill. `Active` is driven by the leaver rule, not the
+/// mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Attr {
+    Email,
+    FirstName,
+    LastName,
+    DisplayName,
+    JobTitle,
+    Department,
+    EmployeeNumber,
+    Manager,
+}
+
+impl Attr {
+    pub const ALL: [Attr; 8] = [
+        Attr::Email,
+        Attr::FirstName,
+        Attr::LastName,
+        Attr::DisplayName,
+        Attr::JobTitle,
+        Attr::Department,
+        Attr::EmployeeNumber,
+        Attr::Manager,
+    ];
+
+    /// The member field's name as written in `spec.mapping`.
+    pub fn field_name(self) -> &'static str {
+        match self {
+            Attr::Email => "email",
+            Attr::FirstName => "firstName",
+            Attr::LastName => "lastName",
+            Attr::DisplayName => "displayName",
+            Attr::JobTitle => "jobTitle",
+            Attr::Department => "department",
+            Attr::EmployeeNumber => "employeeNumber",
+            Attr::Manager => "manager",
+        }
+    }
+}
+
+impl fmt::Display for Attr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.field_name())
+    }
+}
+
+/// A set of member fields (the ones a mapping manages).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttrSet(u16);
+
+impl AttrSet {
+    pub fn insert(&mut self, attr: Attr) {
+        self.0 |= 1 << attr as u16;
+    }
+    pub fn contains(self, attr: Attr) -> bool {
+        self.0 & (1 << attr as u16) != 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = Attr> {
+        Attr::ALL.into_iter().filter(move |a| self.contains(*a))
+    }
+}
+
+impl FromIterator<Attr> for AttrSet {
+    fn from_iter<I: IntoIterator<Item = Attr>>(iter: I) -> Self {
+        let mut set = AttrSet::default();
+        for a in iter {
+            set.insert(a);
+        }
+        set
+    }
+}
+
+/// A member's attributes. `manager` holds the manager's destination id once resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Member {
+    /// The member key (SCIM `externalId`).
+    pub employee_id: String,
+    /// SCIM `userName` and primary work e-mail.
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub display_name: Option<String>,
+    pub job_title: Option<String>,
+    pub department: Option<String>,
+    pub employee_number: Option<String>,
+    pub manager: Option<String>,
+    /// False for a leaver.
+    pub active: bool,
+}
+
+impl Member {
+    pub fn get(&self, attr: Attr) -> Option<&str> {
+        match attr {
+            Attr::Email => Some(self.email.as_str()),
+            Attr::FirstName => self.first_name.as_deref(),
+            Attr::LastName => self.last_name.as_deref(),
+            Attr::DisplayName => self.display_name.as_deref(),
+            Attr::JobTitle => self.job_title.as_deref(),
+            Attr::Department => self.department.as_deref(),
+            Attr::EmployeeNumber => self.employee_number.as_deref(),
+            Attr::Manager => self.manager.as_deref(),
+        }
+    }
+
+    pub fn set(&mut self, attr: Attr, value: Option<String>) {
+        match attr {
+            Attr::Email => self.email = value.unwrap_or_default(),
+            Attr::FirstName => self.first_name = value,
+            Attr::LastName => self.last_name = value,
+            Attr::DisplayName => self.display_name = value,
+            Attr::JobTitle => self.job_title = value,
+            Attr::Department => self.department = value,
+            Attr::EmployeeNumber => self.employee_number = value,
+            Attr::Manager => self.manager = value,
+        }
+    }
+}
+
+/// One change to an existing member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Set a field to a value.
+    Set(Attr, String),
+    /// Remove a field's value (the source no longer has one).
+    Clear(Attr),
+    /// Activate (returning employee) or deactivate (leaver).
+    Active(bool),
+}
+
+impl Change {
+    /// Applies the change to a member in memory (what the destination will hold).
+    pub fn apply_to(&self, member: &mut Member) {
+        match self {
+            Change::Set(a, v) => member.set(*a, Some(v.clone())),
+            Change::Clear(a) => member.set(*a, None),
+            Change::Active(active) => member.active = *active,
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Planning: desired members against the destination's members → the writes to make.
+//! Pure: no I/O, no clock.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::api::RecordError;
+use crate::destination::{DestinationMember, WriteOp};
+use crate::mapping::{DesiredMember, MappedSource};
+use crate::member::{Attr, AttrSet, Change, Member};
+
+/// Knobs of one planning pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Member fields the mapping manages; others are never compared or written.
+    pub managed: AttrSet,
+    /// `safety.maxLeaversPercent`.
+    pub max_leavers_percent: u32,
+    /// Leavers approved for this run (`None`: no approval).
+    pub approved_leavers: Option<u32>,
+}
+
+/// Why a kind of write is in the plan (drives the summary counts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    Create,
+    Update,
+    Reactivate,
+    Leaver,
+}
+
+/// A write with the reason for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedWrite {
+    pub kind: WriteKind,
+    pub op: WriteOp,
+}
+
+/// The leaver threshold was crossed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    pub leavers: u32,
+    pub managed: u32,
+    pub max_percent: u32,
+}
+
+impl Blocked {
+    pub fn message(&self) -> String {
+        let pct = if self.managed == 0 {
+            100.0
+        } else {
+            self.leavers as f64 * 100.0 / self.managed as f64
+        };
+        format!(
+            "{} of {} managed members ({pct:.1}%) would be marked as leavers, above safety.maxLeaversPercent {}%: no member was deactivated; approve this run to apply them",
+            self.leavers, self.managed, self.max_percent
+        )
+    }
+}
+
+/// The outcome of planning.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Writes in a safe order: creates, then updates and re-activations, then leavers.
+    pub writes: Vec<PlannedWrite>,
+    pub unchanged: u32,
+    pub skipped: u32,
+    /// Record errors (mapping's and planning's).
+    pub errors: Vec<RecordError>,
+    /// Members the integration manages (externalId among the source's employees).
+    pub managed: u32,
+    /// Leavers held back by the safety threshold (not in `writes`).
+    pub blocked: Option<Blocked>,
+    /// Desired members whose manager is not in the destination yet; a follow-up pass
+    /// after the creates links them.
+    pub pending_manager_links: u32,
+}
+
+impl Plan {
+    pub fn count(&self, kind: WriteKind) -> u32 {
+        self.writes.iter().filter(|w| w.kind == kind).count() as u32
+    }
+}
+
+/// The changes that turn `current` into `desired`, for managed fields only. `Active`
+/// is not compared here.
+pub fn diff_member(current: &Member, desired: &Member, managed: AttrSet) -> Vec<Change> {
+    managed
+        .iter()
+        .filter_map(|attr| {
+            let want = desired.get(attr).filter(|v| !v.is_empty());
+            let have = current.get(attr).filter(|v| !v.is_empty());
+            match (want, have) {
+                (Some(w), Some(h)) if w == h => None,
+                (Some(w), _) => Some(Change::Set(attr, w.to_string())),
+                // A member always keeps an e-mail; mapping guarantees one anyway.
+                (None, Some(_)) if attr == Attr::Email => None,
+                (None, Some(_)) => Some(Change::Clear(attr)),
+                (None, None) => None,
+            }
+        })
+        .collect()
+}
+
+/// Recomputes an update's changes against a freshly read `current` (after a stale
+/// version, HTTP 412): the same kind of update, against what the member holds now.
+pub fn replan_update(
+    current: &Member,
+    planned: &[Change],
+    desired: &Member,
+    managed: AttrSet,
+) -> Vec<Change> {
+    let touches_attributes = planned.iter().any(|c| !matches!(c, Change::Active(_)));
+    let mut changes = if touches_attributes {
+        diff_member(current, desired, managed)
+    } else {
+        Vec::new()
+    };
+    for c in planned {
+        if let Change::Active(active) = c {
+            if current.active != *active {
+                changes.push(c.clone());
+            }
+        }
+    }
+    changes
+}
+
+fn error_row(member: &Member, field: Option<&str>, message: String) -> RecordError {
+    RecordError {
+        employee_id: Some(member.employee_id.clone()),
+        email: Some(member.email.clone()),
+        field: field.map(str::to_string),
+        severity: "error".into(),
+        message,
+    }
+}
+
+/// Plans a run. `desired` comes from [`crate::mapping::map_records`], `current` from
+/// the destination's member list.
+pub fn plan(desired: &MappedSource, current: &[DestinationMember], options: &PlanOptions) -> Plan {
+    let mut plan = Plan {
+        errors: desired.errors.clone(),
+        ..Plan::default()
+    };
+
+    // The destination side can be ambiguous too: two accounts with one externalId.
+    let mut by_external: HashMap<&str, &DestinationMember> = HashMap::new();
+    let mut ambiguous_in_destination: HashSet<&str> = HashSet::new();
+    for m in current {
+        let key = m.member.employee_id.as_str();
+        if key.is_empty() {
+            continue;
+        }
+        if by_external.insert(key, m).is_some() {
+            ambiguous_in_destination.insert(key);
+        }
+    }
+    // Who holds which userName (case-insensitive, as SCIM compares it).
+    let mut user_names: HashMap<String, &DestinationMember> = HashMap::new();
+    for m in current {
+        user_names.insert(m.member.email.to_lowercase(), m);
+    }
+
+    let source_ids: HashSet<&str> = desired
+        .members
+        .iter()
+        .map(|d| d.member.employee_id.as_str())
+        .chain(desired.ambiguous_ids.iter().map(String::as_str))
+        .collect();
+    plan.managed = current
+        .iter()
+        .filter(|m| source_ids.contains(m.member.employee_id.as_str()))
+        .count() as u32;
+
+    let mut creates = Vec::new();
+    let mut updates = Vec::new();
+    let mut leavers = Vec::new();
+
+    for d in &desired.members {
+        let id = d.member.employee_id.as_str();
+        if ambiguous_in_destination.contains(id) {
+            plan.errors.push(error_row(
+                &d.member,
+                Some("employeeId"),
+                format!("several destination accounts have externalId {id}; none was changed: remove the duplicates in the destination"),
+            ));
+            continue;
+        }
+        let resolved = resolve_manager(d, &by_external);
+        if resolved.pending {
+            plan.pending_manager_links += 1;
+        }
+        let mut want = d.member.clone();
+        want.manager = resolved.id;
+        let mut managed = options.managed;
+        if resolved.pending {
+            // Leave the manager as it is until the manager's account exists.
+            managed = managed.iter().filter(|a| *a != Attr::Manager).collect();
+        }
+
+        match by_external.get(id) {
+            Some(cur) => {
+                if !want.active {
+                    if cur.member.active {
+                        leavers.push(PlannedWrite {
+                            kind: WriteKind::Leaver,
+                            op: update_op(cur, vec![Change::Active(false)], want, managed),
+                        });
+                    } else {
+                        plan.unchanged += 1;
+                    }
+                    continue;
+                }
+                let mut changes = diff_member(&cur.member, &want, managed);
+                if let Some(holder) = email_clash(&changes, cur, &user_names) {
+                    plan.errors.push(error_row(
+                        &want,
+                        Some("email"),
+                        clash_message(&want.email, holder),
+                    ));
+                    continue;
+                }
+                if !cur.member.active {
+                    changes.push(Change::Active(true));
+                    updates.push(PlannedWrite {
+                        kind: WriteKind::Reactivate,
+                        op: update_op(cur, changes, want, managed),
+                    });
+                } else if changes.is_empty() {
+                    plan.unchanged += 1;
+                } else {
+                    updates.push(PlannedWrite {
+                        kind: WriteKind::Update,
+                        op: update_op(cur, changes, want, managed),
+                    });
+                }
+            }
+            None if !want.active => plan.skipped += 1,
+            None => {
+                if let Some(holder) = user_names.get(&want.email.to_lowercase()) {
+                    plan.errors.push(error_row(
+                        &want,
+                        Some("email"),
+                        clash_message(&want.email, holder),
+                    ));
+                    continue;
+                }
+                creates.push(PlannedWrite {
+                    kind: WriteKind::Create,
+                    op: WriteOp::Create {
+                        member: only_managed(want, managed),
+                    },
+                });
+            }
+        }
+    }
+
+    let leaver_count = leavers.len() as u32;
+    let over_threshold =
+        leaver_count as u64 * 100 > options.max_leavers_percent as u64 * plan.managed as u64;
+    let approved = options.approved_leavers.is_some_and(|n| leaver_count <= n);
+    if leaver_count > 0 && over_threshold && !approved {
+        plan.blocked = Some(Blocked {
+            leavers: leaver_count,
+            managed: plan.managed,
+            max_percent: options.max_leavers_percent,
+        });
+        leavers.clear();
+    }
+
+    plan.writes = creates;
+    plan.writes.append(&mut updates);
+    plan.writes.append(&mut leavers);
+    plan
+}
+
+struct ResolvedManager {
+    id: Option<String>,
+    pending: bool,
+}
+
+fn resolve_manager(
+    d: &DesiredMember,
+    by_external: &HashMap<&str, &DestinationMember>,
+) -> ResolvedManager {
+    match d.manager_employee_id.as_deref() {
+        None => ResolvedManager {
+            id: None,
+            pending: false,
+        },
+        Some(manager) => match by_external.get(manager) {
+            Some(m) => ResolvedManager {
+                id: Some(m.id.clone()),
+                pending: false,
+            },
+            None => ResolvedManager {
+                id: None,
+                pending: true,
+            },
+        },
+    }
+}
+
+fn only_managed(mut member: Member, managed: AttrSet) -> Member {
+    for attr in Attr::ALL {
+        if attr != Attr::Email && !managed.contains(attr) {
+            member.set(attr, None);
+        }
+    }
+    member
+}
+
+fn update_op(
+    cur: &DestinationMember,
+    changes: Vec<Change>,
+    desired: Member,
+    managed: AttrSet,
+) -> WriteOp {
+    WriteOp::Update {
+        id: cur.id.clone(),
+        version: cur.version.clone(),
+        has_work_email: cur.has_work_email,
+        changes,
+        desired,
+        managed,
+    }
+}
+
+/// The account that already holds the e-mail a change would give this member.
+fn email_clash<'a>(
+    changes: &[Change],
+    cur: &DestinationMember,
+    user_names: &HashMap<String, &'a DestinationMember>,
+) -> Option<&'a DestinationMember> {
+    changes.iter().find_map(|c| match c {
+        Change::Set(Attr::Email, email) => user_names
+            .get(&email.to_lowercase())
+            .copied()
+            .filter(|holder| holder.id != cur.id),
+        _ => None,
+    })
+}
+
+fn clash_message(email: &str, holder: &DestinationMember) -> String {
+    if holder.member.employee_id.is_empty() {
+        format!("{email} is already the userName of a destination account this integration does not manage (id {}); resolve the clash in the destination", holder.id)
+    } else {
+        format!(
+            "{email} is already the userName of the member with Employee ID {}; fix the e-mail in Freshteam",
+            holder.member.employee_id
+        )
+    }
+}

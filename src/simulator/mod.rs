@@ -1,0 +1,1 @@
+//! A protocol-faithful Freshteam API simulator for tests, benchmarks and the demo.

@@ -1,0 +1,141 @@
+//! The Freshteam source: employee records and the lookups that name their ids.
+
+pub mod client;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use crate::progress::ProgressSink;
+
+pub use client::{FreshteamClient, FreshteamConfig};
+
+/// A lookup endpoint that turns an id on the employee record into a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LookupKind {
+    Departments,
+    SubDepartments,
+    Branches,
+    BusinessUnits,
+    Teams,
+}
+
+impl LookupKind {
+    /// Path below the API root, e.g. `departments` for `/api/departments`.
+    pub fn path(self) -> &'static str {
+        match self {
+            LookupKind::Departments => "departments",
+            LookupKind::SubDepartments => "sub_departments",
+            LookupKind::Branches => "branches",
+            LookupKind::BusinessUnits => "business_units",
+            LookupKind::Teams => "teams",
+        }
+    }
+}
+
+/// What a run needs from Freshteam, derived from the mapping.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceRequest {
+    /// Employee fields to keep from each record (`employee_id`, `department_id`, or a
+    /// dotted path such as `custom_field_values.tshirt`). Everything else is dropped as
+    /// soon as a page is parsed.
+    pub fields: Vec<String>,
+    /// Lookup endpoints to read once.
+    pub lookups: Vec<LookupKind>,
+    /// True when a field is only on `GET /api/employees/{id}`.
+    pub needs_detail: bool,
+}
+
+/// One employee, reduced to the requested fields (same order as
+/// [`SourceRequest::fields`]); numbers and booleans arrive as their text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EmployeeRecord {
+    /// Freshteam's own numeric id (what `reporting_to_id` refers to).
+    pub id: i64,
+    pub values: Vec<Option<String>>,
+}
+
+/// Everything a run reads from Freshteam.
+#[derive(Clone, Debug, Default)]
+pub struct SourceSnapshot {
+    pub employees: Vec<EmployeeRecord>,
+    /// id → name, per lookup endpoint.
+    pub lookups: HashMap<LookupKind, HashMap<i64, String>>,
+    /// Requests made, for the run report and benchmarks.
+    pub stats: SourceStats,
+}
+
+/// Counts of calls a run made to Freshteam.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    pub list_requests: u32,
+    pub detail_requests: u32,
+    pub lookup_requests: u32,
+    pub throttled: u32,
+    pub retries: u32,
+}
+
+/// The account behind an API key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// `acme.freshteam.com`, or the custom base URL's host.
+    pub host: String,
+    pub employees: u64,
+}
+
+/// Why Freshteam could not be used. Every message says what to do about it and none
+/// carries the API key.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SourceError {
+    #[error("Freshteam rejected the API key for {host} (401 invalid_credentials): check the key in the Secret; keys are under Settings → API Settings in Freshteam")]
+    InvalidCredentials { host: String },
+    #[error("the API key for {host} is valid but its role lacks API access (403 forbidden): give the user an admin or HR role with API access")]
+    Forbidden { host: String },
+    #[error("{host} answered 404 not_found for {path}: the subdomain is probably wrong")]
+    UnknownAccount { host: String, path: String },
+    #[error("cannot reach {host}: {detail}")]
+    Unreachable { host: String, detail: String },
+    #[error("Freshteam kept failing after {attempts} attempts on {path}: {detail}")]
+    RetriesExhausted {
+        path: String,
+        attempts: u32,
+        detail: String,
+    },
+    #[error("Freshteam sent a response the operator cannot read on {path}: {detail}")]
+    BadResponse { path: String, detail: String },
+    #[error("invalid source configuration: {0}")]
+    Config(String),
+}
+
+/// Where employees come from. The production implementation is [`FreshteamClient`];
+/// tests and the simulator plug in behind the same trait.
+#[async_trait]
+pub trait EmployeeSource: Send + Sync {
+    /// Checks the key and counts the account's employees (one cheap call).
+    async fn authorize(&self) -> Result<AccountInfo, SourceError>;
+    /// Reads every employee and the lookups the request names.
+    async fn fetch(
+        &self,
+        request: &SourceRequest,
+        progress: &dyn ProgressSink,
+    ) -> Result<SourceSnapshot, SourceError>;
+}
+
+/// Checks that a subdomain is a DNS label (`[a-z0-9]([a-z0-9-]*[a-z0-9])?`) before any
+/// URL is built from it.
+pub fn validate_subdomain(subdomain: &str) -> Result<(), String> {
+    let ok = !subdomain.is_empty()
+        && subdomain.len() <= 63
+        && subdomain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !subdomain.starts_with('-')
+        && !subdomain.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{subdomain}' is not a Freshteam subdomain: use the DNS label before .freshteam.com, e.g. 'acme' for acme.freshteam.com (lower-case letters, digits and inner hyphens, at most 63)"
+        ))
+    }
+}
