@@ -5,11 +5,16 @@
 //! [`destination`] → [`sync`] applies it → an ImportRun report ([`api`]).
 
 pub mod api;
+pub mod cli;
+pub mod clock;
 pub mod destination;
+pub mod manifest;
 pub mod mapping;
 pub mod member;
 pub mod plan;
 pub mod progress;
+pub mod schedule;
 pub mod secret;
 pub mod simulator;
 pub mod source;
+pub mod sync;

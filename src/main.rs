@@ -1,3 +1,5 @@
-fn main() {
-    print!("{}", freshteam_operator::api::crds_yaml());
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    freshteam_operator::cli::main()
 }

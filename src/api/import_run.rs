@@ -163,6 +163,31 @@ pub struct ImportRunStatus {
     /// A sentence on the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Requests the run made to each system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_calls: Option<ApiCalls>,
+}
+
+/// Requests a run made, per system.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiCalls {
+    /// Freshteam employee-list pages read.
+    pub freshteam_list: u32,
+    /// Freshteam employee-detail reads.
+    pub freshteam_detail: u32,
+    /// Freshteam lookup reads (departments, branches, ...).
+    pub freshteam_lookups: u32,
+    /// Freshteam calls answered 429.
+    pub freshteam_throttled: u32,
+    /// Freshteam calls repeated after a 5xx, timeout or connection error.
+    pub freshteam_retries: u32,
+    /// Destination read requests.
+    pub destination_reads: u32,
+    /// Destination writes (individual requests and operations inside bulk requests).
+    pub destination_writes: u32,
+    /// Destination /Bulk requests.
+    pub destination_bulk: u32,
 }
 
 /// Records handled so far.

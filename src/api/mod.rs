@@ -2,6 +2,7 @@
 
 pub mod import_run;
 pub mod integration;
+pub mod validate;
 
 pub use import_run::*;
 pub use integration::*;

@@ -1,0 +1,181 @@
+//! Checks of a `FreshteamIntegrationSpec` beyond what the schema and CEL can see. Every
+//! problem names the field in manifest terms (`spec.mapping.email`).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use chrono_tz::Tz;
+use url::Url;
+
+use super::FreshteamIntegrationSpec;
+use crate::mapping::{check_email, CompiledMapping};
+use crate::schedule::{parse_time_zone, Schedule};
+use crate::source::validate_subdomain;
+
+/// One invalid field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Which non-standard endpoints (`spec.source.baseUrl`, plain-http SCIM) are accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointPolicy {
+    /// Only on loopback addresses (the `sync` command: a local check).
+    LoopbackOnly,
+    /// Never (the controller's default: a shared cluster must not become an SSRF proxy).
+    Deny,
+    /// Always (the controller with `--allow-custom-endpoints`).
+    Allow,
+}
+
+/// A spec that passed every check, with its parsed parts.
+#[derive(Clone, Debug)]
+pub struct ValidatedSpec {
+    pub schedule: Schedule,
+    pub time_zone: Tz,
+    pub mapping: CompiledMapping,
+}
+
+/// Validates everything that can be checked without I/O. Returns every problem found.
+pub fn validate_spec(
+    spec: &FreshteamIntegrationSpec,
+    policy: EndpointPolicy,
+) -> Result<ValidatedSpec, Vec<FieldError>> {
+    let mut errors = Vec::new();
+
+    let schedule = Schedule::parse(&spec.schedule)
+        .map_err(|m| errors.push(err("spec.schedule", m)))
+        .ok();
+    let time_zone = parse_time_zone(spec.time_zone.as_deref())
+        .map_err(|m| errors.push(err("spec.timeZone", m)))
+        .ok();
+
+    if let Err(m) = validate_subdomain(&spec.source.subdomain) {
+        errors.push(err("spec.source.subdomain", m));
+    }
+    check_secret_ref(
+        &mut errors,
+        "spec.source.apiKeySecretRef",
+        &spec.source.api_key_secret_ref,
+    );
+    check_secret_ref(
+        &mut errors,
+        "spec.destination.scim.tokenSecretRef",
+        &spec.destination.scim.token_secret_ref,
+    );
+    if let Some(base) = spec.source.base_url.as_deref() {
+        if let Err(m) = check_custom_endpoint(base, policy, true) {
+            errors.push(err("spec.source.baseUrl", m));
+        }
+    }
+    if let Err(m) = check_custom_endpoint(&spec.destination.scim.url, policy, false) {
+        errors.push(err("spec.destination.scim.url", m));
+    }
+
+    let mapping = CompiledMapping::compile(&spec.mapping, &spec.leavers)
+        .map_err(|e| errors.push(err(e.field, e.message)))
+        .ok();
+
+    if spec.safety.max_leavers_percent > 100 {
+        errors.push(err(
+            "spec.safety.maxLeaversPercent",
+            format!(
+                "{} is not a percentage between 0 and 100",
+                spec.safety.max_leavers_percent
+            ),
+        ));
+    }
+    for (i, r) in spec.notifications.recipients.iter().enumerate() {
+        if let Err(why) = check_email(r.trim()) {
+            errors.push(err(
+                format!("spec.notifications.recipients[{i}]"),
+                format!("'{r}' is not an e-mail address: {why}"),
+            ));
+        }
+    }
+    if let Some(login) = spec.welcome_email.login_url.as_deref() {
+        match Url::parse(login) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => errors.push(err(
+                "spec.welcomeEmail.loginUrl",
+                format!("'{login}' is not an http(s) URL"),
+            )),
+        }
+    }
+
+    match (schedule, time_zone, mapping) {
+        (Some(schedule), Some(time_zone), Some(mapping)) if errors.is_empty() => {
+            Ok(ValidatedSpec {
+                schedule,
+                time_zone,
+                mapping,
+            })
+        }
+        _ => Err(errors),
+    }
+}
+
+fn check_secret_ref(errors: &mut Vec<FieldError>, field: &str, r: &super::SecretKeyRef) {
+    if r.name.trim().is_empty() {
+        errors.push(err(format!("{field}.name"), "must name a Secret"));
+    }
+    if r.key.trim().is_empty() {
+        errors.push(err(format!("{field}.key"), "must name a key of the Secret"));
+    }
+}
+
+/// True for `localhost` and loopback IP literals.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// `custom` is true for `baseUrl` (any value is custom); for the SCIM URL only plain
+/// http is.
+fn check_custom_endpoint(text: &str, policy: EndpointPolicy, custom: bool) -> Result<(), String> {
+    let url = Url::parse(text).map_err(|e| format!("'{text}' is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("'{text}' must be an http(s) URL with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials: put them in the referenced Secret".into());
+    }
+    let custom = custom || url.scheme() == "http";
+    if !custom {
+        return Ok(());
+    }
+    let what = if url.scheme() == "http" {
+        "a plain-http endpoint"
+    } else {
+        "a custom Freshteam endpoint"
+    };
+    match policy {
+        EndpointPolicy::Allow => Ok(()),
+        EndpointPolicy::LoopbackOnly if is_loopback(&url) => Ok(()),
+        EndpointPolicy::LoopbackOnly => Err(format!(
+            "{what} is accepted by sync only on a loopback address (127.0.0.1, ::1, localhost); '{text}' is not"
+        )),
+        EndpointPolicy::Deny => Err(format!(
+            "{what} ('{text}') is refused: the operator accepts it only when started with --allow-custom-endpoints"
+        )),
+    }
+}

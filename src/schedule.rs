@@ -1,0 +1,145 @@
+//! Import schedules: presets or a 5-field cron expression, read in an IANA time zone.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+
+/// A parsed `spec.schedule`.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    /// The text as written.
+    pub source: String,
+    cron: Cron,
+}
+
+/// Cron equivalents of the presets; 03:00 keeps daily and weekly imports out of office
+/// hours and clear of the 01:00–02:00 DST changes.
+const PRESETS: &[(&str, &str)] = &[
+    ("hourly", "0 * * * *"),
+    ("daily", "0 3 * * *"),
+    ("weekly", "0 3 * * 1"),
+];
+
+impl Schedule {
+    /// Parses `hourly`, `daily`, `weekly` or a 5-field cron expression.
+    pub fn parse(text: &str) -> Result<Schedule, String> {
+        let trimmed = text.trim();
+        let pattern = match PRESETS.iter().find(|(name, _)| *name == trimmed) {
+            Some((_, cron)) => *cron,
+            None => {
+                let fields = trimmed.split_whitespace().count();
+                if fields != 5 {
+                    return Err(format!(
+                        "'{text}' is not a schedule: use hourly, daily, weekly or a 5-field cron expression such as \"0 3 * * *\" (minute hour day-of-month month day-of-week){}",
+                        if fields == 1 { "" } else { &"; this one has a different number of fields"[..] }
+                    ));
+                }
+                trimmed
+            }
+        };
+        let cron = Cron::from_str(pattern)
+            .map_err(|e| format!("'{text}' is not a valid cron expression: {e}"))?;
+        Ok(Schedule {
+            source: trimmed.to_string(),
+            cron,
+        })
+    }
+
+    /// The first scheduled time strictly after `after`, in the given zone.
+    pub fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = after.with_timezone(&tz);
+        self.cron
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The latest scheduled time at or before `at`, in the given zone.
+    pub fn previous_at_or_before(&self, tz: Tz, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = at.with_timezone(&tz);
+        self.cron
+            .find_previous_occurrence(&local, true)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+/// Parses `spec.timeZone` (absent: UTC).
+pub fn parse_time_zone(name: Option<&str>) -> Result<Tz, String> {
+    match name.map(str::trim) {
+        None | Some("") => Ok(Tz::UTC),
+        Some(n) => n.parse::<Tz>().map_err(|_| {
+            format!("'{n}' is not an IANA time zone: use a name such as Europe/London, America/New_York or UTC")
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap()
+    }
+
+    #[test]
+    fn presets_and_cron_parse() {
+        for s in [
+            "hourly",
+            "daily",
+            "weekly",
+            "0 3 * * *",
+            "*/15 8-18 * * 1-5",
+        ] {
+            Schedule::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        }
+    }
+
+    #[test]
+    fn rejections_say_what_is_accepted() {
+        let e = Schedule::parse("fortnightly").unwrap_err();
+        assert!(e.contains("'fortnightly' is not a schedule"), "{e}");
+        assert!(e.contains("hourly, daily, weekly"), "{e}");
+        let e = Schedule::parse("0 3 * *").unwrap_err();
+        assert!(e.contains("different number of fields"), "{e}");
+        let e = Schedule::parse("0 0 3 * * *").unwrap_err();
+        assert!(e.contains("5-field"), "{e}");
+        let e = Schedule::parse("61 3 * * *").unwrap_err();
+        assert!(e.contains("not a valid cron expression"), "{e}");
+    }
+
+    #[test]
+    fn daily_runs_at_three_local_time_across_dst() {
+        let s = Schedule::parse("daily").unwrap();
+        let tz: Tz = "Europe/London".parse().unwrap();
+        // Winter: 03:00 GMT = 03:00 UTC.
+        assert_eq!(
+            s.next_after(tz, utc(2026, 1, 10, 12, 0)),
+            Some(utc(2026, 1, 11, 3, 0))
+        );
+        // Summer: 03:00 BST = 02:00 UTC.
+        assert_eq!(
+            s.next_after(tz, utc(2026, 7, 10, 12, 0)),
+            Some(utc(2026, 7, 11, 2, 0))
+        );
+        // The night the clocks go forward (29 March 2026) still has a 03:00.
+        assert_eq!(
+            s.next_after(tz, utc(2026, 3, 28, 12, 0)),
+            Some(utc(2026, 3, 29, 2, 0))
+        );
+    }
+
+    #[test]
+    fn time_zones() {
+        assert_eq!(parse_time_zone(None).unwrap(), Tz::UTC);
+        assert_eq!(
+            parse_time_zone(Some("Europe/London")).unwrap(),
+            Tz::Europe__London
+        );
+        let e = parse_time_zone(Some("Mars/Olympus")).unwrap_err();
+        assert!(e.contains("'Mars/Olympus' is not an IANA time zone"), "{e}");
+    }
+}

@@ -1,0 +1,343 @@
+//! The sync engine: reads the source, maps, plans against the destination, applies the
+//! plan and reports the run as an `ImportRunStatus`.
+
+pub mod report;
+
+use std::sync::Mutex;
+
+use crate::api::{ApiCalls, ImportPhase, ImportRunStatus, ImportSummary, Progress, RecordError};
+use crate::clock::{rfc3339, Clock};
+use crate::destination::{
+    DestinationMember, DestinationStats, MemberDirectory, WriteOp, WriteOutcome,
+};
+use crate::mapping::{map_records, CompiledMapping};
+use crate::member::{Attr, Change};
+use crate::plan::{plan, Plan, PlanOptions, PlannedWrite, WriteKind};
+use crate::progress::ProgressSink;
+use crate::source::{EmployeeSource, SourceStats};
+
+pub use report::{errors_csv, MAX_INLINE_ERRORS};
+
+/// How one run behaves.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Write nothing; count what would have happened.
+    pub dry_run: bool,
+    /// `safety.maxLeaversPercent`.
+    pub max_leavers_percent: u32,
+    /// Leavers approved for this run, if any.
+    pub approved_leavers: Option<u32>,
+}
+
+fn api_calls(source: &SourceStats, dest: &DestinationStats) -> ApiCalls {
+    ApiCalls {
+        freshteam_list: source.list_requests,
+        freshteam_detail: source.detail_requests,
+        freshteam_lookups: source.lookup_requests,
+        freshteam_throttled: source.throttled,
+        freshteam_retries: source.retries,
+        destination_reads: dest.reads,
+        destination_writes: dest.writes,
+        destination_bulk: dest.bulk_requests,
+    }
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOutcome {
+    pub status: ImportRunStatus,
+    /// Every error and warning row (the status keeps the first 50).
+    pub report: Vec<RecordError>,
+    /// Employee IDs of members created by this run (for invitations).
+    pub created: Vec<CreatedMember>,
+    /// Leavers a `Blocked` run held back.
+    pub blocked_leavers: u32,
+}
+
+/// A member this run created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedMember {
+    pub id: String,
+    pub employee_id: String,
+    pub email: String,
+    pub first_name: Option<String>,
+}
+
+/// Runs one import end to end. Never panics on bad data: record problems become report
+/// rows, an unusable source or destination makes the run `Failed`.
+pub async fn run_import(
+    mapping: &CompiledMapping,
+    source: &dyn EmployeeSource,
+    destination: &dyn MemberDirectory,
+    options: &ImportOptions,
+    progress: &dyn ProgressSink,
+    clock: &dyn Clock,
+) -> ImportOutcome {
+    let mut outcome = ImportOutcome::default();
+    outcome.status.phase = ImportPhase::Running;
+    outcome.status.start_time = Some(rfc3339(clock.now()));
+
+    progress.phase("Reading Freshteam employees");
+    let snapshot = match source.fetch(&mapping.request, progress).await {
+        Ok(s) => s,
+        Err(e) => return fail(outcome, clock, format!("Freshteam: {e}")),
+    };
+    let source_stats = snapshot.stats.clone();
+    let mapped = map_records(&snapshot, mapping);
+    drop(snapshot);
+    let total = mapped.records as u64;
+    progress.set_total(total);
+
+    progress.phase("Reading destination members");
+    let current = match destination.list_members().await {
+        Ok(c) => c,
+        Err(e) => {
+            outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
+            return fail(outcome, clock, format!("destination: {e}"));
+        }
+    };
+
+    let plan_options = PlanOptions {
+        managed: mapping.managed,
+        max_leavers_percent: options.max_leavers_percent,
+        approved_leavers: options.approved_leavers,
+    };
+    let planned = plan(&mapped, &current, &plan_options);
+    let decided = total.saturating_sub(planned.writes.len() as u64);
+    progress.advance(decided);
+
+    let mut summary = ImportSummary {
+        unchanged: planned.unchanged,
+        skipped: planned.skipped,
+        ..ImportSummary::default()
+    };
+    let mut report = planned.errors.clone();
+
+    if options.dry_run {
+        summary.created = planned.count(WriteKind::Create);
+        summary.updated = planned.count(WriteKind::Update);
+        summary.reactivated = planned.count(WriteKind::Reactivate);
+        summary.leavers = planned.count(WriteKind::Leaver);
+        progress.advance(planned.writes.len() as u64);
+    } else {
+        progress.phase("Applying changes");
+        let results = apply_writes(destination, &planned.writes, progress).await;
+        tally(
+            &planned.writes,
+            &results,
+            &mut summary,
+            &mut report,
+            &mut outcome.created,
+        );
+        if planned.pending_manager_links > 0 && !outcome.created.is_empty() {
+            link_new_managers(
+                &mapped,
+                &current,
+                &outcome.created,
+                &plan_options,
+                destination,
+                &mut report,
+            )
+            .await;
+        }
+    }
+
+    summary.errors = report.iter().filter(|r| r.severity == "error").count() as u32;
+    summary.warnings = report.iter().filter(|r| r.severity != "error").count() as u32;
+    outcome.blocked_leavers = planned.blocked.as_ref().map_or(0, |b| b.leavers);
+    outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
+
+    let status = &mut outcome.status;
+    status.phase = if planned.blocked.is_some() {
+        ImportPhase::Blocked
+    } else if summary.errors > 0 {
+        ImportPhase::PartiallySucceeded
+    } else {
+        ImportPhase::Succeeded
+    };
+    status.message = Some(match &planned.blocked {
+        Some(b) => b.message(),
+        None => describe(&summary, options.dry_run),
+    });
+    status.progress = Some(Progress::new(total, total));
+    status.summary = summary;
+    status.errors = report.iter().take(MAX_INLINE_ERRORS).cloned().collect();
+    status.completion_time = Some(rfc3339(clock.now()));
+    outcome.report = report;
+    outcome
+}
+
+fn fail(mut outcome: ImportOutcome, clock: &dyn Clock, message: String) -> ImportOutcome {
+    outcome.status.phase = ImportPhase::Failed;
+    outcome.status.message = Some(message);
+    outcome.status.completion_time = Some(rfc3339(clock.now()));
+    outcome
+}
+
+async fn apply_writes(
+    destination: &dyn MemberDirectory,
+    writes: &[PlannedWrite],
+    progress: &dyn ProgressSink,
+) -> Vec<WriteOutcome> {
+    let ops: Vec<WriteOp> = writes.iter().map(|w| w.op.clone()).collect();
+    let on_done = |_: usize, _: &WriteOutcome| progress.advance(1);
+    destination.apply(&ops, &on_done).await
+}
+
+fn tally(
+    writes: &[PlannedWrite],
+    results: &[WriteOutcome],
+    summary: &mut ImportSummary,
+    report: &mut Vec<RecordError>,
+    created: &mut Vec<CreatedMember>,
+) {
+    for (w, r) in writes.iter().zip(results) {
+        match r {
+            WriteOutcome::Failed { field, message } => report.push(RecordError {
+                employee_id: Some(w.op.employee_id().to_string()),
+                email: Some(w.op.email().to_string()),
+                field: field.clone(),
+                severity: "error".into(),
+                message: message.clone(),
+            }),
+            WriteOutcome::Created { id } => {
+                summary.created += 1;
+                if let WriteOp::Create { member } = &w.op {
+                    created.push(CreatedMember {
+                        id: id.clone(),
+                        employee_id: member.employee_id.clone(),
+                        email: member.email.clone(),
+                        first_name: member.first_name.clone(),
+                    });
+                }
+            }
+            WriteOutcome::Updated => match w.kind {
+                WriteKind::Create | WriteKind::Update => summary.updated += 1,
+                WriteKind::Reactivate => summary.reactivated += 1,
+                WriteKind::Leaver => summary.leavers += 1,
+            },
+        }
+    }
+}
+
+/// After the creates, members whose manager was created in the same run get their
+/// manager link, so one run converges.
+async fn link_new_managers(
+    mapped: &crate::mapping::MappedSource,
+    current: &[DestinationMember],
+    created: &[CreatedMember],
+    options: &PlanOptions,
+    destination: &dyn MemberDirectory,
+    report: &mut Vec<RecordError>,
+) {
+    let by_employee: std::collections::HashMap<&str, &crate::mapping::DesiredMember> = mapped
+        .members
+        .iter()
+        .map(|d| (d.member.employee_id.as_str(), d))
+        .collect();
+    let mut now: Vec<DestinationMember> = current.to_vec();
+    for c in created {
+        if let Some(d) = by_employee.get(c.employee_id.as_str()) {
+            let mut member = d.member.clone();
+            member.manager = None;
+            now.push(DestinationMember {
+                id: c.id.clone(),
+                version: None,
+                member,
+                has_work_email: true,
+            });
+        }
+    }
+    let only_managers = PlanOptions {
+        managed: [Attr::Manager].into_iter().collect(),
+        ..options.clone()
+    };
+    let follow_up: Plan = plan(mapped, &now, &only_managers);
+    let writes: Vec<PlannedWrite> = follow_up
+        .writes
+        .into_iter()
+        .filter(|w| match &w.op {
+            WriteOp::Update { changes, .. } => {
+                w.kind == WriteKind::Update
+                    && changes
+                        .iter()
+                        .all(|c| matches!(c, Change::Set(Attr::Manager, _)))
+            }
+            WriteOp::Create { .. } => false,
+        })
+        .map(|mut w| {
+            // Versions of just-created members are unknown here; the write is idempotent.
+            if let WriteOp::Update { version, .. } = &mut w.op {
+                *version = None;
+            }
+            w
+        })
+        .collect();
+    if writes.is_empty() {
+        return;
+    }
+    let ops: Vec<WriteOp> = writes.iter().map(|w| w.op.clone()).collect();
+    let results = destination.apply(&ops, &|_, _| {}).await;
+    for (w, r) in writes.iter().zip(results) {
+        if let WriteOutcome::Failed { message, .. } = r {
+            report.push(RecordError {
+                employee_id: Some(w.op.employee_id().to_string()),
+                email: Some(w.op.email().to_string()),
+                field: Some("manager".into()),
+                severity: "warning".into(),
+                message: format!("the manager link could not be set: {message}"),
+            });
+        }
+    }
+}
+
+/// One line on the outcome: `12 created, 3 updated, 1 leaver, 2 errors`.
+pub fn describe(s: &ImportSummary, dry_run: bool) -> String {
+    let mut parts = Vec::new();
+    let mut add = |n: u32, one: &str, many: &str| {
+        if n > 0 {
+            parts.push(format!("{n} {}", if n == 1 { one } else { many }));
+        }
+    };
+    add(s.created, "created", "created");
+    add(s.updated, "updated", "updated");
+    add(s.reactivated, "re-activated", "re-activated");
+    add(s.leavers, "leaver", "leavers");
+    add(s.unchanged, "unchanged", "unchanged");
+    add(s.skipped, "skipped", "skipped");
+    add(s.errors, "error", "errors");
+    add(s.warnings, "warning", "warnings");
+    let text = if parts.is_empty() {
+        "no employees".to_string()
+    } else {
+        parts.join(", ")
+    };
+    if dry_run {
+        format!("dry run, nothing written: would be {text}")
+    } else {
+        text
+    }
+}
+
+/// A `ProgressSink` that records the latest counts (the controller patches these into
+/// `ImportRun.status.progress`).
+#[derive(Default)]
+pub struct ProgressCounter {
+    inner: Mutex<(u64, u64)>,
+}
+
+impl ProgressCounter {
+    pub fn snapshot(&self) -> Progress {
+        let (processed, total) = *self.inner.lock().expect("progress lock");
+        Progress::new(processed, total)
+    }
+}
+
+impl ProgressSink for ProgressCounter {
+    fn set_total(&self, total: u64) {
+        self.inner.lock().expect("progress lock").1 = total;
+    }
+    fn advance(&self, n: u64) {
+        self.inner.lock().expect("progress lock").0 += n;
+    }
+}
