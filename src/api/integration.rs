@@ -153,7 +153,7 @@ pub struct ScimDestinationSpec {
 /// written.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.email) && self.email != ''").message("mapping.email is required: every member needs an e-mail address"))]
+#[x_kube(cel, validation = Rule::new("has(self.email) && self.email != ''").message("mapping.email is required: every member needs an e-mail address"))]
 pub struct MappingSpec {
     /// Field that identifies a member (SCIM `externalId`). Defaults to `employee_id`.
     #[serde(default = "default_employee_id")]

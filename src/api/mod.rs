@@ -25,3 +25,38 @@ pub fn crds_yaml() -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cel_rule_rejects_a_mapping_without_email() {
+        let ok = serde_json::json!({"employeeId": "employee_id", "email": "official_email"});
+        assert!(MappingSpec::validate_cel(&ok, None).is_ok());
+        for bad in [
+            serde_json::json!({"employeeId": "employee_id"}),
+            serde_json::json!({"employeeId": "employee_id", "email": ""}),
+        ] {
+            let e = MappingSpec::validate_cel(&bad, None).unwrap_err();
+            assert!(format!("{e:?}").contains("mapping.email is required"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn crds_carry_short_names_columns_status_and_the_cel_rule() {
+        let yaml = crds_yaml();
+        for needle in [
+            "- fti",
+            "- ir",
+            "name: Published",
+            "name: Authorized",
+            "name: Last import",
+            "name: Next",
+            "status: {}",
+            "rule: has(self.email) && self.email != ''",
+        ] {
+            assert!(yaml.contains(needle), "missing {needle}");
+        }
+    }
+}
