@@ -107,7 +107,7 @@ pub trait MemberDirectory: Send + Sync {
     async fn apply(
         &self,
         ops: &[WriteOp],
-        on_done: &(dyn Fn(usize, &WriteOutcome) + Send + Sync),
+        on_done: &(dyn for<'a> Fn(usize, &'a WriteOutcome) + Send + Sync),
     ) -> Vec<WriteOutcome>;
     /// Calls made so far.
     fn stats(&self) -> DestinationStats;

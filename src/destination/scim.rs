@@ -65,7 +65,7 @@ impl MemberDirectory for ScimClient {
     async fn apply(
         &self,
         _ops: &[WriteOp],
-        _on_done: &(dyn Fn(usize, &WriteOutcome) + Send + Sync),
+        _on_done: &(dyn for<'a> Fn(usize, &'a WriteOutcome) + Send + Sync),
     ) -> Vec<WriteOutcome> {
         todo!("SCIM client")
     }

@@ -2,6 +2,8 @@
 //! plan and reports the run as an `ImportRunStatus`.
 
 pub mod report;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Mutex;
 

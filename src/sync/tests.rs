@@ -1,0 +1,276 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::*;
+use crate::api::{LeaversSpec, MappingSpec};
+use crate::destination::DestinationError;
+use crate::member::Member;
+use crate::source::{AccountInfo, EmployeeRecord, LookupKind, SourceError, SourceRequest, SourceSnapshot};
+
+struct FixedClock;
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0).unwrap()
+    }
+}
+
+/// Employees as field maps; answers with exactly the requested fields.
+struct FakeSource {
+    employees: Vec<(i64, HashMap<&'static str, String>)>,
+    fail: Option<SourceError>,
+}
+
+#[async_trait]
+impl EmployeeSource for FakeSource {
+    async fn authorize(&self) -> Result<AccountInfo, SourceError> {
+        unreachable!()
+    }
+    async fn fetch(&self, request: &SourceRequest, _: &dyn ProgressSink) -> Result<SourceSnapshot, SourceError> {
+        if let Some(e) = &self.fail {
+            return Err(e.clone());
+        }
+        let employees = self
+            .employees
+            .iter()
+            .map(|(id, f)| EmployeeRecord {
+                id: *id,
+                values: request.fields.iter().map(|k| f.get(k.as_str()).cloned()).collect(),
+            })
+            .collect();
+        let mut lookups = HashMap::new();
+        lookups.insert(LookupKind::Departments, HashMap::from([(1, "Engineering".to_string())]));
+        Ok(SourceSnapshot {
+            employees,
+            lookups,
+            stats: SourceStats {
+                list_requests: 1,
+                lookup_requests: 1,
+                ..SourceStats::default()
+            },
+        })
+    }
+}
+
+/// A destination in memory; fails writes for e-mails listed in `reject`.
+#[derive(Default)]
+struct FakeDirectory {
+    members: Mutex<Vec<DestinationMember>>,
+    reject: Vec<String>,
+    writes: Mutex<u32>,
+}
+
+#[async_trait]
+impl MemberDirectory for FakeDirectory {
+    async fn list_members(&self) -> Result<Vec<DestinationMember>, DestinationError> {
+        Ok(self.members.lock().unwrap().clone())
+    }
+    async fn apply(&self, ops: &[WriteOp], on_done: &(dyn for<'a> Fn(usize, &'a WriteOutcome) + Send + Sync)) -> Vec<WriteOutcome> {
+        let mut out = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            *self.writes.lock().unwrap() += 1;
+            let outcome = if self.reject.iter().any(|r| r == op.email()) {
+                WriteOutcome::Failed {
+                    field: Some("email".into()),
+                    message: "409 uniqueness".into(),
+                }
+            } else {
+                let mut members = self.members.lock().unwrap();
+                match op {
+                    WriteOp::Create { member } => {
+                        let id = format!("id-{}", members.len());
+                        members.push(DestinationMember {
+                            id: id.clone(),
+                            version: None,
+                            member: member.clone(),
+                            has_work_email: true,
+                        });
+                        WriteOutcome::Created { id }
+                    }
+                    WriteOp::Update { id, changes, .. } => {
+                        let m = members.iter_mut().find(|m| &m.id == id).unwrap();
+                        for c in changes {
+                            c.apply_to(&mut m.member);
+                        }
+                        WriteOutcome::Updated
+                    }
+                }
+            };
+            on_done(i, &outcome);
+            out.push(outcome);
+        }
+        out
+    }
+    fn stats(&self) -> DestinationStats {
+        DestinationStats {
+            reads: 1,
+            writes: *self.writes.lock().unwrap(),
+            bulk_requests: 0,
+        }
+    }
+}
+
+fn employee(id: i64, eid: &str, email: &str, status: &str) -> (i64, HashMap<&'static str, String>) {
+    let mut f = HashMap::new();
+    f.insert("employee_id", eid.to_string());
+    f.insert("official_email", email.to_string());
+    f.insert("first_name", format!("Name{id}"));
+    f.insert("last_name", "Surname".to_string());
+    f.insert("department_id", "1".to_string());
+    f.insert("status", status.to_string());
+    (id, f)
+}
+
+fn mapping(manager: bool) -> CompiledMapping {
+    let mut m = MappingSpec::default();
+    if manager {
+        m.manager = Some("reporting_to".into());
+    }
+    CompiledMapping::compile(&m, &LeaversSpec::default()).unwrap()
+}
+
+fn opts(dry_run: bool) -> ImportOptions {
+    ImportOptions {
+        dry_run,
+        max_leavers_percent: 20,
+        approved_leavers: None,
+    }
+}
+
+async fn run(source: &FakeSource, dest: &FakeDirectory, o: &ImportOptions) -> ImportOutcome {
+    let counter = ProgressCounter::default();
+    let out = run_import(&mapping(false), source, dest, o, &counter, &FixedClock).await;
+    assert_eq!(counter.snapshot().percent, 100, "progress reaches 100%");
+    out
+}
+
+#[tokio::test]
+async fn first_import_creates_then_second_is_a_no_op() {
+    let source = FakeSource {
+        employees: vec![
+            employee(1, "E-1", "a@acme.example", "active"),
+            employee(2, "E-2", "b@acme.example", "active"),
+            employee(3, "E-3", "c@acme.example", "inactive"),
+        ],
+        fail: None,
+    };
+    let dest = FakeDirectory::default();
+    let first = run(&source, &dest, &opts(false)).await;
+    assert_eq!(first.status.phase, ImportPhase::Succeeded);
+    assert_eq!(first.status.summary.created, 2);
+    assert_eq!(first.status.summary.skipped, 1);
+    assert_eq!(first.created.len(), 2);
+    assert_eq!(first.status.message.as_deref(), Some("2 created, 1 skipped"));
+    assert_eq!(first.status.start_time.as_deref(), Some("2026-11-24T03:00:00Z"));
+    let writes = *dest.writes.lock().unwrap();
+
+    let second = run(&source, &dest, &opts(false)).await;
+    assert_eq!(*dest.writes.lock().unwrap(), writes, "no write on the second run");
+    assert_eq!(second.status.summary.unchanged, 2);
+    assert!(second.created.is_empty());
+}
+
+#[tokio::test]
+async fn dry_run_counts_but_writes_nothing() {
+    let source = FakeSource {
+        employees: vec![employee(1, "E-1", "a@acme.example", "active")],
+        fail: None,
+    };
+    let dest = FakeDirectory::default();
+    let out = run(&source, &dest, &opts(true)).await;
+    assert_eq!(out.status.summary.created, 1);
+    assert_eq!(*dest.writes.lock().unwrap(), 0);
+    assert!(dest.members.lock().unwrap().is_empty());
+    assert!(out.status.message.unwrap().starts_with("dry run, nothing written: would be 1 created"));
+}
+
+#[tokio::test]
+async fn a_failed_write_is_an_error_row_and_the_rest_go_through() {
+    let source = FakeSource {
+        employees: vec![
+            employee(1, "E-1", "taken@acme.example", "active"),
+            employee(2, "E-2", "b@acme.example", "active"),
+            employee(3, "", "nobody@acme.example", "active"),
+        ],
+        fail: None,
+    };
+    let dest = FakeDirectory {
+        reject: vec!["taken@acme.example".into()],
+        ..FakeDirectory::default()
+    };
+    let out = run(&source, &dest, &opts(false)).await;
+    assert_eq!(out.status.phase, ImportPhase::PartiallySucceeded);
+    assert_eq!(out.status.summary.created, 1);
+    assert_eq!(out.status.summary.errors, 2);
+    assert_eq!(out.report.len(), 2);
+    assert!(out.report.iter().any(|r| r.employee_id.as_deref() == Some("E-1") && r.message == "409 uniqueness"));
+    let csv = errors_csv(&out.report);
+    assert_eq!(csv.lines().count(), 3);
+}
+
+#[tokio::test]
+async fn unusable_source_fails_the_run_with_its_reason() {
+    let source = FakeSource {
+        employees: vec![],
+        fail: Some(SourceError::InvalidCredentials {
+            host: "acme.freshteam.com".into(),
+        }),
+    };
+    let dest = FakeDirectory::default();
+    let counter = ProgressCounter::default();
+    let out = run_import(&mapping(false), &source, &dest, &opts(false), &counter, &FixedClock).await;
+    assert_eq!(out.status.phase, ImportPhase::Failed);
+    assert!(out.status.message.unwrap().contains("rejected the API key for acme.freshteam.com"));
+    assert!(out.status.completion_time.is_some());
+}
+
+#[tokio::test]
+async fn too_many_leavers_block_and_approval_applies_them() {
+    let mut employees: Vec<_> = (1..=4)
+        .map(|i| employee(i, &format!("E-{i}"), &format!("p{i}@acme.example"), "active"))
+        .collect();
+    let source = FakeSource {
+        employees: employees.clone(),
+        fail: None,
+    };
+    let dest = FakeDirectory::default();
+    run(&source, &dest, &opts(false)).await;
+    employees[0].1.insert("status", "inactive".into());
+    let source = FakeSource { employees, fail: None };
+    let blocked = run(&source, &dest, &opts(false)).await;
+    assert_eq!(blocked.status.phase, ImportPhase::Blocked);
+    assert_eq!(blocked.status.summary.leavers, 0);
+    assert_eq!(blocked.blocked_leavers, 1);
+    assert!(dest.members.lock().unwrap().iter().all(|m| m.member.active));
+    let mut approved = opts(false);
+    approved.approved_leavers = Some(1);
+    let applied = run(&source, &dest, &approved).await;
+    assert_eq!(applied.status.phase, ImportPhase::Succeeded);
+    assert_eq!(applied.status.summary.leavers, 1);
+}
+
+#[tokio::test]
+async fn managers_created_in_the_same_run_are_linked_in_that_run() {
+    let mut boss = employee(10, "E-10", "boss@acme.example", "active");
+    boss.1.remove("department_id");
+    let mut dev = employee(11, "E-11", "dev@acme.example", "active");
+    dev.1.insert("reporting_to_id", "10".into());
+    let source = FakeSource {
+        employees: vec![dev, boss],
+        fail: None,
+    };
+    let dest = FakeDirectory::default();
+    let counter = ProgressCounter::default();
+    let first = run_import(&mapping(true), &source, &dest, &opts(false), &counter, &FixedClock).await;
+    assert_eq!(first.status.summary.created, 2);
+    let members = dest.members.lock().unwrap().clone();
+    let boss_id = members.iter().find(|m| m.member.employee_id == "E-10").unwrap().id.clone();
+    let dev_m: &Member = &members.iter().find(|m| m.member.employee_id == "E-11").unwrap().member;
+    assert_eq!(dev_m.manager.as_deref(), Some(boss_id.as_str()));
+    let writes = *dest.writes.lock().unwrap();
+    let second = run_import(&mapping(true), &source, &dest, &opts(false), &counter, &FixedClock).await;
+    assert_eq!(second.status.summary.unchanged, 2);
+    assert_eq!(*dest.writes.lock().unwrap(), writes);
+}
