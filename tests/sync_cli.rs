@@ -1,0 +1,373 @@
+//! The real `freshteam-operator sync` binary against the project's Freshteam simulator
+//! and a real SCIM 2.0 server (`scim2-server` from PyPI).
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use freshteam_operator::simulator::{Faults, SimConfig, Simulator};
+use serde_json::{json, Value};
+use support::ScimServer;
+
+const API_KEY: &str = "ft-live-9c1f2e7d";
+/// An odd page size, so that pages never line up with round numbers.
+const PAGE: usize = 7;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+    fn summary(&self) -> Value {
+        self.json()["status"]["summary"].clone()
+    }
+}
+
+struct Env {
+    sim: Simulator,
+    scim: ScimServer,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    async fn start(employees: usize) -> Env {
+        let sim = Simulator::start(SimConfig {
+            employees,
+            page_size: PAGE,
+            api_key: API_KEY.into(),
+            inactive_percent: 0,
+            ..SimConfig::default()
+        })
+        .await
+        .expect("start the simulator");
+        let scim = ScimServer::start();
+        Env {
+            sim,
+            scim,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn manifest(&self, api_key: &str, spec_extra: &str) -> String {
+        format!(
+            r#"apiVersion: v1
+kind: Secret
+metadata: {{name: freshteam-acme, namespace: hr}}
+stringData: {{apiKey: "{api_key}"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: members-scim, namespace: hr}}
+stringData: {{token: "{token}"}}
+---
+apiVersion: freshteam.provisioning.dev/v1alpha1
+kind: FreshteamIntegration
+metadata: {{name: acme, namespace: hr}}
+spec:
+  source:
+    subdomain: acme
+    baseUrl: {base}
+    apiKeySecretRef: {{name: freshteam-acme, key: apiKey}}
+  destination:
+    scim:
+      url: {scim}
+      tokenSecretRef: {{name: members-scim, key: token}}
+{spec_extra}"#,
+            token = self.scim.token,
+            base = self.sim.base_url(),
+            scim = self.scim.url,
+        )
+    }
+
+    fn default_mapping() -> &'static str {
+        "  mapping:\n    email: official_email\n    firstName: first_name\n    lastName: last_name\n    jobTitle: designation\n    department: department\n"
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    async fn sync_file(&self, file: &PathBuf, args: &[&str]) -> Run {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_freshteam-operator"))
+            .arg("sync")
+            .arg("--file")
+            .arg(file)
+            .args(args)
+            .output()
+            .await
+            .expect("run freshteam-operator sync");
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        for secret in [API_KEY, "wrong-key-51b0", self.scim.token.as_str()] {
+            assert!(
+                !run.stdout.contains(secret) && !run.stderr.contains(secret),
+                "a secret leaked into the output:\n{}\n{}",
+                run.stdout,
+                run.stderr
+            );
+        }
+        run
+    }
+
+    async fn sync(&self, args: &[&str]) -> Run {
+        let file = self.write("acme.yaml", &self.manifest(API_KEY, Self::default_mapping()));
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        self.sync_file(&file, &all).await
+    }
+
+    fn versions(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .scim
+            .users()
+            .iter()
+            .map(|u| {
+                (
+                    u["externalId"].as_str().unwrap_or_default().to_string(),
+                    u["meta"]["version"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn user(&self, employee_id: &str) -> Value {
+        self.scim
+            .user_by_external_id(employee_id)
+            .unwrap_or_else(|| panic!("no member {employee_id}"))
+    }
+}
+
+fn employee_id(n: usize) -> String {
+    format!("E-{n:05}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_import_then_an_identical_run_writes_nothing() {
+    let env = Env::start(40).await;
+    let first = env.sync(&[]).await;
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    let run = first.json();
+    assert_eq!(run["kind"], "ImportRun");
+    assert_eq!(run["status"]["phase"], "Succeeded");
+    assert_eq!(run["status"]["summary"]["created"], 40);
+    assert_eq!(run["status"]["progress"]["percent"], 100);
+    let users = env.scim.users();
+    assert_eq!(users.len(), 40);
+
+    // Every mapped attribute arrived, from the list and the department lookup.
+    let sim_emp = env.sim.employees().into_iter().find(|e| e["employee_id"] == employee_id(3)).unwrap();
+    let u = env.user(&employee_id(3));
+    assert_eq!(u["userName"], sim_emp["official_email"]);
+    assert_eq!(u["name"]["givenName"], sim_emp["first_name"]);
+    assert_eq!(u["name"]["familyName"], sim_emp["last_name"]);
+    assert_eq!(u["title"], sim_emp["designation"]);
+    assert!(u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"].is_string());
+    assert_eq!(u["active"], true);
+
+    let before = env.versions();
+    env.sim.clear_requests();
+    let second = env.sync(&[]).await;
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let s = second.summary();
+    assert_eq!((s["created"].as_u64(), s["updated"].as_u64(), s["unchanged"].as_u64()), (Some(0), Some(0), Some(40)));
+    assert_eq!(env.versions(), before, "the second run changed a member's meta.version");
+
+    // Exactly ⌈40/7⌉ list pages, one lookup, no detail call; only reads on SCIM.
+    assert_eq!(env.sim.count("/api/employees?"), 40usize.div_ceil(PAGE));
+    assert_eq!(env.sim.count("/api/employees/"), 0);
+    assert_eq!(env.sim.count("/api/departments"), 1);
+    assert_eq!(env.sim.requests().len(), 40usize.div_ceil(PAGE) + 1);
+    let calls = &second.json()["status"]["apiCalls"];
+    assert_eq!(calls["destinationWrites"], 0);
+    assert_eq!(calls["freshteamList"], 40usize.div_ceil(PAGE) as u64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delta_hires_updates_marks_leavers_and_reactivates() {
+    let env = Env::start(30).await;
+    assert_eq!(env.sync(&[]).await.code, 0);
+
+    env.sim.add_employee(json!({
+        "employee_id": "E-NEW", "first_name": "Nora", "last_name": "New",
+        "official_email": "nora.new@acme.example", "status": "active", "designation": "Analyst"
+    }));
+    env.sim.update_employee(&employee_id(2), json!({"designation": "Head of Rewards"}));
+    env.sim.update_employee(&employee_id(5), json!({"status": "inactive", "terminated": true}));
+    let before_untouched = env.user(&employee_id(9));
+
+    let delta = env.sync(&[]).await;
+    assert_eq!(delta.code, 0, "{}", delta.stderr);
+    let s = delta.summary();
+    assert_eq!(s["created"], 1);
+    assert_eq!(s["updated"], 1);
+    assert_eq!(s["leavers"], 1);
+    assert_eq!(s["unchanged"], 28);
+    assert_eq!(env.user("E-NEW")["name"]["givenName"], "Nora");
+    assert_eq!(env.user(&employee_id(2))["title"], "Head of Rewards");
+    assert_eq!(env.user(&employee_id(5))["active"], false);
+    assert_eq!(env.user(&employee_id(9))["meta"]["version"], before_untouched["meta"]["version"]);
+
+    env.sim.update_employee(&employee_id(5), json!({"status": "active", "terminated": false}));
+    let back = env.sync(&[]).await;
+    assert_eq!(back.summary()["reactivated"], 1);
+    assert_eq!(env.user(&employee_id(5))["active"], true);
+    assert_eq!(env.scim.users().len(), 31, "no member duplicated");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_records_are_error_rows_and_the_rest_go_through() {
+    let env = Env::start(20).await;
+    env.sim.update_employee(&employee_id(1), json!({"employee_id": null}));
+    env.sim.update_employee(&employee_id(2), json!({"official_email": "not-an-address"}));
+    env.sim.update_employee(&employee_id(4), json!({"employee_id": employee_id(3)}));
+    let report = env.dir.path().join("errors.csv");
+    let run = env.sync(&["--error-report", report.to_str().unwrap()]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["status"]["phase"], "PartiallySucceeded");
+    assert_eq!(v["status"]["summary"]["errors"], 4);
+    assert_eq!(v["status"]["summary"]["created"], 16);
+    let errors = v["status"]["errors"].as_array().unwrap();
+    let msg = |f: &dyn Fn(&Value) -> bool| errors.iter().filter(|e| f(e)).count();
+    assert_eq!(msg(&|e| e["message"].as_str().unwrap().starts_with("no Employee ID")), 1);
+    assert_eq!(msg(&|e| e["employeeId"] == employee_id(2) && e["field"] == "email"), 1);
+    assert_eq!(msg(&|e| e["employeeId"] == employee_id(3) && e["field"] == "employeeId"), 2);
+    assert!(env.scim.user_by_external_id(&employee_id(3)).is_none(), "an ambiguous identity was applied");
+    let csv = std::fs::read_to_string(report).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(csv.starts_with("severity,employee_id,email,field,message\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_writes_nothing_and_counts_what_would_happen() {
+    let env = Env::start(12).await;
+    let run = env.sync(&["--dry-run"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["spec"]["dryRun"], true);
+    assert_eq!(run.summary()["created"], 12);
+    assert!(env.scim.users().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_input_exits_2_naming_the_field_and_touches_nothing() {
+    let env = Env::start(5).await;
+    let m = Env::default_mapping();
+    let cases: Vec<(String, &str)> = vec![
+        (
+            env.manifest(API_KEY, m).replace("name: members-scim, key: token", "name: scim-gone, key: token"),
+            "spec.destination.scim.tokenSecretRef: Secret 'scim-gone' is not in",
+        ),
+        (
+            env.manifest(API_KEY, m).replace("name: freshteam-acme, key: apiKey", "name: freshteam-acme, key: api_key"),
+            "spec.source.apiKeySecretRef: Secret 'freshteam-acme' has no key 'api_key'",
+        ),
+        (
+            env.manifest(API_KEY, "  mapping:\n    firstName: first_name\n"),
+            "spec.mapping.email: is required",
+        ),
+        (
+            env.manifest(API_KEY, m).replace("subdomain: acme", "subdomain: acme.evil.example/x"),
+            "spec.source.subdomain: 'acme.evil.example/x' is not a Freshteam subdomain",
+        ),
+        (
+            format!("{}  schedule: fortnightly\n", env.manifest(API_KEY, m)),
+            "spec.schedule: 'fortnightly' is not a schedule",
+        ),
+        (
+            format!("{}  schedule: \"0 25 * * *\"\n", env.manifest(API_KEY, m)),
+            "spec.schedule: '0 25 * * *' is not a valid cron expression",
+        ),
+        (
+            format!("{}  timeZone: Europe/Londn\n", env.manifest(API_KEY, m)),
+            "spec.timeZone: 'Europe/Londn' is not an IANA time zone",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let file = env.write(&format!("bad{i}.yaml"), text);
+        let run = env.sync_file(&file, &[]).await;
+        assert_eq!(run.code, 2, "case {i}: {}", run.stderr);
+        assert!(run.stderr.contains(expected), "case {i}: expected {expected:?} in\n{}", run.stderr);
+        assert!(run.stdout.is_empty(), "case {i}");
+    }
+    assert!(env.sim.requests().is_empty(), "Freshteam was called for invalid input");
+    assert!(env.scim.users().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_api_key_fails_with_a_credentials_message() {
+    let env = Env::start(5).await;
+    let file = env.write("k.yaml", &env.manifest("wrong-key-51b0", Env::default_mapping()));
+    let run = env.sync_file(&file, &["--output", "json"]).await;
+    assert_eq!(run.code, 1);
+    let v = run.json();
+    assert_eq!(v["status"]["phase"], "Failed");
+    let message = v["status"]["message"].as_str().unwrap();
+    assert!(message.contains("rejected the API key"), "{message}");
+    assert!(message.contains("401 invalid_credentials"), "{message}");
+    assert!(env.scim.users().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn freshteam_5xx_on_every_4th_call_is_survived() {
+    let env = Env::start(60).await;
+    env.sim.set_faults(Faults {
+        fail_every: Some(4),
+        ..Faults::default()
+    });
+    let run = env.sync(&[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.summary()["created"], 60);
+    assert!(run.json()["status"]["apiCalls"]["freshteamRetries"].as_u64().unwrap() > 0);
+    assert!(env.sim.requests().iter().filter(|r| r.status == 503).count() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limit_429_and_retry_after_are_honoured() {
+    let env = Env::start(60).await;
+    // 9 pages + 1 lookup against 3 requests per 1-second window.
+    env.sim.set_rate_limit(Some(3), Duration::from_secs(1));
+    let run = env.sync(&[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.summary()["created"], 60);
+    let throttled = env.sim.throttled_calls_per_window();
+    assert!(!throttled.is_empty(), "the quota was never reached");
+    for (window, n) in &throttled {
+        assert!(*n <= 1, "{n} calls in window {window} after it was exhausted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_off_writes_one_request_per_member() {
+    let env = Env::start(15).await;
+    let run = env.sync(&["--bulk", "off"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let calls = &run.json()["status"]["apiCalls"];
+    assert_eq!(calls["destinationBulk"], 0);
+    assert_eq!(calls["destinationWrites"], 15);
+    assert_eq!(env.scim.users().len(), 15);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_output_is_a_readable_summary() {
+    let env = Env::start(8).await;
+    let file = env.write("t.yaml", &env.manifest(API_KEY, Env::default_mapping()));
+    let run = env.sync_file(&file, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.starts_with("ImportRun acme-"), "{}", run.stdout);
+    assert!(run.stdout.contains("Phase:     Succeeded"));
+    assert!(run.stdout.contains("8 created, 0 updated"));
+}
