@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark of `freshteam-operator sync`.
+
+Starts the project's Freshteam simulator and a real scim2-server on loopback, runs a first
+import and a steady-state import for each size, and prints, per run: wall time, the
+operator's CPU time and peak RSS, requests per system against the protocol minimum
+(ceil(N / page) list pages + lookups), and writes.
+
+    scripts/bench.py --sizes 1000,10000 [--page-size 37] [--bulk auto|off|both]
+                     [--rate-limit 50 --window-ms 1000]
+"""
+
+import argparse
+import json
+import math
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOKEN = "bench-scim-token"
+API_KEY = "bench-api-key"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, headers=None, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            urllib.request.urlopen(req, timeout=2).read()
+            return
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def http_json(url, method="GET", body=None, headers=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, method=method, data=data, headers=headers or {})
+    if data:
+        req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        raw = r.read()
+        return json.loads(raw) if raw else None
+
+
+MANIFEST = """apiVersion: v1
+kind: Secret
+metadata: {{name: ft}}
+stringData: {{apiKey: {api_key}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: scim}}
+stringData: {{token: {token}}}
+---
+apiVersion: freshteam.provisioning.dev/v1alpha1
+kind: FreshteamIntegration
+metadata: {{name: bench}}
+spec:
+  source:
+    subdomain: bench
+    baseUrl: http://127.0.0.1:{sim_port}/api
+    apiKeySecretRef: {{name: ft, key: apiKey}}
+  destination:
+    scim:
+      url: http://127.0.0.1:{scim_port}/v2
+      tokenSecretRef: {{name: scim, key: token}}
+  mapping:
+    email: official_email
+    firstName: first_name
+    lastName: last_name
+    jobTitle: designation
+    department: department
+"""
+
+
+def run_sync(binary, manifest, bulk):
+    """Runs sync as a child and measures it with wait4 (CPU and peak RSS of that child)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [binary, "sync", "--file", manifest, "--output", "json", "--bulk", bulk],
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+        # Read stdout to the end before wait4 so a large JSON can't block the child.
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        if code not in (0, 3):
+            err.seek(0)
+            sys.stderr.write(err.read().decode())
+            raise SystemExit(f"sync exited {code}")
+    run = json.loads(out)
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024,
+        "run": run,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--page-size", type=int, default=37)
+    ap.add_argument("--bulk", choices=["auto", "off", "both"], default="both")
+    ap.add_argument("--rate-limit", type=int, default=None, help="simulator requests per window")
+    ap.add_argument("--window-ms", type=int, default=1000)
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "freshteam-operator"))
+    args = ap.parse_args()
+
+    if not os.path.exists(args.binary):
+        raise SystemExit(f"{args.binary} missing: run `cargo build --release` first")
+    scim_bin = os.path.join(ROOT, ".venv", "bin", "scim2-server")
+    bulks = ["auto", "off"] if args.bulk == "both" else [args.bulk]
+
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        for bulk in bulks:
+            sim_port, scim_port = free_port(), free_port()
+            sim_cmd = [args.binary, "simulate", "--port", str(sim_port), "--employees", str(size),
+                       "--page-size", str(args.page_size), "--api-key", API_KEY]
+            if args.rate_limit:
+                sim_cmd += ["--rate-limit", str(args.rate_limit), "--window-ms", str(args.window_ms)]
+            sim = subprocess.Popen(sim_cmd, stderr=subprocess.DEVNULL)
+            scim = subprocess.Popen([scim_bin, "--port", str(scim_port), "--bearer-token", TOKEN],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_http(f"http://127.0.0.1:{sim_port}/_sim/requests")
+                wait_http(f"http://127.0.0.1:{scim_port}/v2/ServiceProviderConfig",
+                          {"Authorization": f"Bearer {TOKEN}"})
+                with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+                    f.write(MANIFEST.format(api_key=API_KEY, token=TOKEN, sim_port=sim_port, scim_port=scim_port))
+                    manifest = f.name
+                minimum = math.ceil(size / args.page_size) + 1
+                for label in ["first import", "steady state"]:
+                    http_json(f"http://127.0.0.1:{sim_port}/_sim/requests", method="DELETE")
+                    m = run_sync(args.binary, manifest, bulk)
+                    log = http_json(f"http://127.0.0.1:{sim_port}/_sim/requests")
+                    calls = m["run"]["status"].get("apiCalls", {})
+                    summary = m["run"]["status"]["summary"]
+                    rows.append({
+                        "size": size, "bulk": bulk, "run": label, "wall": m["wall"], "cpu": m["cpu"],
+                        "rss": m["rss_mb"], "ft_requests": len(log), "ft_min": minimum,
+                        "throttled": calls.get("freshteamThrottled", 0),
+                        "scim_reads": calls.get("destinationReads", 0),
+                        "scim_writes": calls.get("destinationWrites", 0),
+                        "scim_bulk": calls.get("destinationBulk", 0),
+                        "created": summary.get("created", 0), "unchanged": summary.get("unchanged", 0),
+                    })
+                    print_row(rows[-1], header=len(rows) == 1)
+                os.unlink(manifest)
+            finally:
+                sim.terminate()
+                scim.terminate()
+                sim.wait()
+                scim.wait()
+    if args.rate_limit:
+        for r in rows:
+            floor = max(0, math.ceil(r["ft_min"] / args.rate_limit) - 1) * args.window_ms / 1000
+            print(f"quota floor for {r['size']} ({r['run']}): {floor:.1f} s of waiting for "
+                  f"{r['ft_min']} requests at {args.rate_limit}/{args.window_ms} ms; measured wall {r['wall']:.1f} s")
+
+
+def print_row(r, header):
+    if header:
+        print(f"{'employees':>9} {'bulk':>4} {'run':<13} {'wall s':>7} {'cpu s':>6} {'rss MB':>7} "
+              f"{'FT req':>7} {'FT min':>7} {'429s':>4} {'SCIM rd':>7} {'SCIM wr':>7} {'bulk req':>8} "
+              f"{'created':>7} {'unchanged':>9}")
+    print(f"{r['size']:>9} {r['bulk']:>4} {r['run']:<13} {r['wall']:>7.2f} {r['cpu']:>6.2f} {r['rss']:>7.1f} "
+          f"{r['ft_requests']:>7} {r['ft_min']:>7} {r['throttled']:>4} {r['scim_reads']:>7} "
+          f"{r['scim_writes']:>7} {r['scim_bulk']:>8} {r['created']:>7} {r['unchanged']:>9}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
