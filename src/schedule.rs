@@ -143,3 +143,56 @@ mod tests {
         assert!(e.contains("'Mars/Olympus' is not an IANA time zone"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod dst {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn ny() -> Tz {
+        "America/New_York".parse().unwrap()
+    }
+
+    fn walk(s: &Schedule, from: DateTime<Utc>, n: usize) -> Vec<String> {
+        let mut t = from;
+        (0..n)
+            .map(|_| {
+                t = s.next_after(ny(), t).unwrap();
+                t.to_rfc3339()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_time_skipped_by_spring_forward_runs_once_at_the_first_valid_minute() {
+        let s = Schedule::parse("30 2 * * *").unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 3, 7, 12, 0, 0).unwrap();
+        assert_eq!(
+            walk(&s, start, 3),
+            [
+                "2026-03-08T07:00:00+00:00", // 03:00 EDT: 02:30 does not exist that night
+                "2026-03-09T06:30:00+00:00",
+                "2026-03-10T06:30:00+00:00",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_time_repeated_by_fall_back_runs_once() {
+        let s = Schedule::parse("30 1 * * *").unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 10, 31, 12, 0, 0).unwrap();
+        assert_eq!(
+            walk(&s, start, 2),
+            ["2026-11-01T05:30:00+00:00", "2026-11-02T06:30:00+00:00"]
+        );
+    }
+
+    #[test]
+    fn previous_slot_agrees_with_next_across_fall_back() {
+        let s = Schedule::parse("hourly").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 1, 6, 30, 0).unwrap();
+        let prev = s.previous_at_or_before(ny(), at).unwrap();
+        assert!(prev <= at);
+        assert!(s.next_after(ny(), prev).unwrap() > at);
+    }
+}
