@@ -8,6 +8,13 @@
 //! on at run time, and every API request is logged so tests can check how a client
 //! behaved, e.g. that it waited for a throttled window to reopen.
 //!
+//! Admin routes for scripts (no auth, not rate limited, not logged):
+//! `GET`/`DELETE /_sim/requests`, `GET`/`POST /_sim/employees`,
+//! `GET`/`PATCH`/`DELETE /_sim/employees/{employee_id}`, `GET`/`PUT /_sim/faults`
+//! (`{"fail_every", "unknown_account", "truncate_every", "stall_every", "stall_ms",
+//! "latency_ms"}`, missing keys reset to their defaults) and `PUT /_sim/rate_limit`
+//! (`{"limit": n | null, "window_ms": ms}`).
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use freshteam_operator::simulator::{SimConfig, Simulator};

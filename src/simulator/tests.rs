@@ -540,7 +540,7 @@ async fn over_the_limit_gets_429_with_retry_after_until_the_window_reopens() {
         (status, code.as_str(), field),
         (429, "too_many_requests", None)
     );
-    // Hammering does not help, and throttled calls do not eat into the next window.
+    // Hammering does not help: every call gets 429 until the window reopens.
     assert_eq!(get(&sim, "/api/departments").await.status(), 429);
 
     tokio::time::sleep(Duration::from_millis(1050)).await;
