@@ -65,9 +65,11 @@ pub fn parse(text: &str, file: &str) -> Result<Manifests, ManifestError> {
                     )));
                 }
             }
-            "" => return Err(ManifestError(format!(
+            "" => {
+                return Err(ManifestError(format!(
                 "{file}: document {doc_no} has no kind (expected FreshteamIntegration or Secret)"
-            ))),
+            )))
+            }
             // Namespaces, kustomizations and the like may sit in the same file.
             _ => {}
         }

@@ -33,7 +33,7 @@ impl Schedule {
                 if fields != 5 {
                     return Err(format!(
                         "'{text}' is not a schedule: use hourly, daily, weekly or a 5-field cron expression such as \"0 3 * * *\" (minute hour day-of-month month day-of-week){}",
-                        if fields == 1 { "" } else { &"; this one has a different number of fields"[..] }
+                        if fields == 1 { "" } else { "; this one has a different number of fields" }
                     ));
                 }
                 trimmed

@@ -10,11 +10,16 @@ fn checked_in_crds_match_the_generated_ones() {
         .expect("run freshteam-operator crds");
     assert!(out.status.success());
     let generated = String::from_utf8(out.stdout).unwrap();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/freshteam.provisioning.dev.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/freshteam.provisioning.dev.yaml"
+    );
     let checked_in = std::fs::read_to_string(path).unwrap();
     assert!(
         generated == checked_in,
         "crds/ is out of date: run `cargo run -- crds > crds/freshteam.provisioning.dev.yaml`"
     );
-    assert!(generated.contains("kind: FreshteamIntegration") && generated.contains("kind: ImportRun"));
+    assert!(
+        generated.contains("kind: FreshteamIntegration") && generated.contains("kind: ImportRun")
+    );
 }

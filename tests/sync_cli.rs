@@ -42,10 +42,9 @@ impl Env {
             employees,
             page_size: PAGE,
             api_key: API_KEY.into(),
-            inactive_percent: 0,
+            inactive_percent: 0.0,
             ..SimConfig::default()
         })
-        .await
         .expect("start the simulator");
         let scim = ScimServer::start();
         Env {

@@ -1,5 +1,8 @@
 //! `ImportRun`: one import of one integration, kept as history.
 
+// kube's printcolumn syntax repeats `type_` and `json_path` by design.
+#![allow(clippy::duplicated_attributes)]
+
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -204,11 +207,9 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(processed: u64, total: u64) -> Self {
-        let percent = if total == 0 {
-            100
-        } else {
-            ((processed.min(total) * 100) / total) as u32
-        };
+        let percent = (processed.min(total) * 100)
+            .checked_div(total)
+            .map_or(100, |p| p as u32);
         Progress {
             processed,
             total,

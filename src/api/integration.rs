@@ -1,6 +1,9 @@
 //! `FreshteamIntegration`: what a platform team applies to connect one Freshteam account
 //! to one SCIM destination.
 
+// kube's printcolumn syntax repeats `type_` and `json_path` by design.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};

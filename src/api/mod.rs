@@ -39,7 +39,10 @@ mod tests {
             serde_json::json!({"employeeId": "employee_id", "email": ""}),
         ] {
             let e = MappingSpec::validate_cel(&bad, None).unwrap_err();
-            assert!(format!("{e:?}").contains("mapping.email is required"), "{e:?}");
+            assert!(
+                format!("{e:?}").contains("mapping.email is required"),
+                "{e:?}"
+            );
         }
     }
 

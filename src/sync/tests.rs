@@ -8,7 +8,9 @@ use super::*;
 use crate::api::{LeaversSpec, MappingSpec};
 use crate::destination::DestinationError;
 use crate::member::Member;
-use crate::source::{AccountInfo, EmployeeRecord, LookupKind, SourceError, SourceRequest, SourceSnapshot};
+use crate::source::{
+    AccountInfo, EmployeeRecord, LookupKind, SourceError, SourceRequest, SourceSnapshot,
+};
 
 struct FixedClock;
 impl Clock for FixedClock {
@@ -28,7 +30,11 @@ impl EmployeeSource for FakeSource {
     async fn authorize(&self) -> Result<AccountInfo, SourceError> {
         unreachable!()
     }
-    async fn fetch(&self, request: &SourceRequest, _: &dyn ProgressSink) -> Result<SourceSnapshot, SourceError> {
+    async fn fetch(
+        &self,
+        request: &SourceRequest,
+        _: &dyn ProgressSink,
+    ) -> Result<SourceSnapshot, SourceError> {
         if let Some(e) = &self.fail {
             return Err(e.clone());
         }
@@ -37,11 +43,18 @@ impl EmployeeSource for FakeSource {
             .iter()
             .map(|(id, f)| EmployeeRecord {
                 id: *id,
-                values: request.fields.iter().map(|k| f.get(k.as_str()).cloned()).collect(),
+                values: request
+                    .fields
+                    .iter()
+                    .map(|k| f.get(k.as_str()).cloned())
+                    .collect(),
             })
             .collect();
         let mut lookups = HashMap::new();
-        lookups.insert(LookupKind::Departments, HashMap::from([(1, "Engineering".to_string())]));
+        lookups.insert(
+            LookupKind::Departments,
+            HashMap::from([(1, "Engineering".to_string())]),
+        );
         Ok(SourceSnapshot {
             employees,
             lookups,
@@ -67,7 +80,11 @@ impl MemberDirectory for FakeDirectory {
     async fn list_members(&self) -> Result<Vec<DestinationMember>, DestinationError> {
         Ok(self.members.lock().unwrap().clone())
     }
-    async fn apply(&self, ops: &[WriteOp], on_done: &(dyn for<'a> Fn(usize, &'a WriteOutcome) + Send + Sync)) -> Vec<WriteOutcome> {
+    async fn apply(
+        &self,
+        ops: &[WriteOp],
+        on_done: &(dyn for<'a> Fn(usize, &'a WriteOutcome) + Send + Sync),
+    ) -> Vec<WriteOutcome> {
         let mut out = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             *self.writes.lock().unwrap() += 1;
@@ -162,12 +179,22 @@ async fn first_import_creates_then_second_is_a_no_op() {
     assert_eq!(first.status.summary.created, 2);
     assert_eq!(first.status.summary.skipped, 1);
     assert_eq!(first.created.len(), 2);
-    assert_eq!(first.status.message.as_deref(), Some("2 created, 1 skipped"));
-    assert_eq!(first.status.start_time.as_deref(), Some("2026-11-24T03:00:00Z"));
+    assert_eq!(
+        first.status.message.as_deref(),
+        Some("2 created, 1 skipped")
+    );
+    assert_eq!(
+        first.status.start_time.as_deref(),
+        Some("2026-11-24T03:00:00Z")
+    );
     let writes = *dest.writes.lock().unwrap();
 
     let second = run(&source, &dest, &opts(false)).await;
-    assert_eq!(*dest.writes.lock().unwrap(), writes, "no write on the second run");
+    assert_eq!(
+        *dest.writes.lock().unwrap(),
+        writes,
+        "no write on the second run"
+    );
     assert_eq!(second.status.summary.unchanged, 2);
     assert!(second.created.is_empty());
 }
@@ -183,7 +210,11 @@ async fn dry_run_counts_but_writes_nothing() {
     assert_eq!(out.status.summary.created, 1);
     assert_eq!(*dest.writes.lock().unwrap(), 0);
     assert!(dest.members.lock().unwrap().is_empty());
-    assert!(out.status.message.unwrap().starts_with("dry run, nothing written: would be 1 created"));
+    assert!(out
+        .status
+        .message
+        .unwrap()
+        .starts_with("dry run, nothing written: would be 1 created"));
 }
 
 #[tokio::test]
@@ -205,7 +236,10 @@ async fn a_failed_write_is_an_error_row_and_the_rest_go_through() {
     assert_eq!(out.status.summary.created, 1);
     assert_eq!(out.status.summary.errors, 2);
     assert_eq!(out.report.len(), 2);
-    assert!(out.report.iter().any(|r| r.employee_id.as_deref() == Some("E-1") && r.message == "409 uniqueness"));
+    assert!(out
+        .report
+        .iter()
+        .any(|r| r.employee_id.as_deref() == Some("E-1") && r.message == "409 uniqueness"));
     let csv = errors_csv(&out.report);
     assert_eq!(csv.lines().count(), 3);
 }
@@ -220,16 +254,35 @@ async fn unusable_source_fails_the_run_with_its_reason() {
     };
     let dest = FakeDirectory::default();
     let counter = ProgressCounter::default();
-    let out = run_import(&mapping(false), &source, &dest, &opts(false), &counter, &FixedClock).await;
+    let out = run_import(
+        &mapping(false),
+        &source,
+        &dest,
+        &opts(false),
+        &counter,
+        &FixedClock,
+    )
+    .await;
     assert_eq!(out.status.phase, ImportPhase::Failed);
-    assert!(out.status.message.unwrap().contains("rejected the API key for acme.freshteam.com"));
+    assert!(out
+        .status
+        .message
+        .unwrap()
+        .contains("rejected the API key for acme.freshteam.com"));
     assert!(out.status.completion_time.is_some());
 }
 
 #[tokio::test]
 async fn too_many_leavers_block_and_approval_applies_them() {
     let mut employees: Vec<_> = (1..=4)
-        .map(|i| employee(i, &format!("E-{i}"), &format!("p{i}@acme.example"), "active"))
+        .map(|i| {
+            employee(
+                i,
+                &format!("E-{i}"),
+                &format!("p{i}@acme.example"),
+                "active",
+            )
+        })
         .collect();
     let source = FakeSource {
         employees: employees.clone(),
@@ -238,7 +291,10 @@ async fn too_many_leavers_block_and_approval_applies_them() {
     let dest = FakeDirectory::default();
     run(&source, &dest, &opts(false)).await;
     employees[0].1.insert("status", "inactive".into());
-    let source = FakeSource { employees, fail: None };
+    let source = FakeSource {
+        employees,
+        fail: None,
+    };
     let blocked = run(&source, &dest, &opts(false)).await;
     assert_eq!(blocked.status.phase, ImportPhase::Blocked);
     assert_eq!(blocked.status.summary.leavers, 0);
@@ -263,14 +319,39 @@ async fn managers_created_in_the_same_run_are_linked_in_that_run() {
     };
     let dest = FakeDirectory::default();
     let counter = ProgressCounter::default();
-    let first = run_import(&mapping(true), &source, &dest, &opts(false), &counter, &FixedClock).await;
+    let first = run_import(
+        &mapping(true),
+        &source,
+        &dest,
+        &opts(false),
+        &counter,
+        &FixedClock,
+    )
+    .await;
     assert_eq!(first.status.summary.created, 2);
     let members = dest.members.lock().unwrap().clone();
-    let boss_id = members.iter().find(|m| m.member.employee_id == "E-10").unwrap().id.clone();
-    let dev_m: &Member = &members.iter().find(|m| m.member.employee_id == "E-11").unwrap().member;
+    let boss_id = members
+        .iter()
+        .find(|m| m.member.employee_id == "E-10")
+        .unwrap()
+        .id
+        .clone();
+    let dev_m: &Member = &members
+        .iter()
+        .find(|m| m.member.employee_id == "E-11")
+        .unwrap()
+        .member;
     assert_eq!(dev_m.manager.as_deref(), Some(boss_id.as_str()));
     let writes = *dest.writes.lock().unwrap();
-    let second = run_import(&mapping(true), &source, &dest, &opts(false), &counter, &FixedClock).await;
+    let second = run_import(
+        &mapping(true),
+        &source,
+        &dest,
+        &opts(false),
+        &counter,
+        &FixedClock,
+    )
+    .await;
     assert_eq!(second.status.summary.unchanged, 2);
     assert_eq!(*dest.writes.lock().unwrap(), writes);
 }
