@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use crate::member::{AttrSet, Change, Member};
 
-pub use scim::{ScimClient, ScimConfig};
+pub use scim::{BulkLimits, BulkMode, Capabilities, ScimClient, ScimConfig};
 
 /// A member as the destination holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,9 +71,14 @@ pub enum WriteOutcome {
 /// Counts of calls a run made to the destination.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DestinationStats {
+    /// GET requests (service config, list pages, re-reads), retries included.
     pub reads: u32,
+    /// Individual write requests (POST/PATCH/PUT), retries included; not `/Bulk`.
     pub writes: u32,
+    /// `POST /Bulk` requests, retries included.
     pub bulk_requests: u32,
+    /// Operations carried inside those bulk requests.
+    pub bulk_operations: u32,
 }
 
 /// Why the destination could not be used at all (record-level failures are
@@ -104,10 +109,13 @@ pub trait MemberDirectory: Send + Sync {
     /// Applies writes, in bulk where the service allows, calling `on_done` as each
     /// finishes. Returns one outcome per op, in order. A failure of one op never stops
     /// the others.
+    ///
+    /// The `for<'o>` is needed: `#[async_trait]` would otherwise tie the outcome's
+    /// lifetime to the call, and no implementation could pass a local outcome.
     async fn apply(
         &self,
         ops: &[WriteOp],
-        on_done: &(dyn for<'a> Fn(usize, &'a WriteOutcome) + Send + Sync),
+        on_done: &(dyn for<'o> Fn(usize, &'o WriteOutcome) + Send + Sync),
     ) -> Vec<WriteOutcome>;
     /// Calls made so far.
     fn stats(&self) -> DestinationStats;

@@ -83,7 +83,7 @@ impl MemberDirectory for FakeDirectory {
     async fn apply(
         &self,
         ops: &[WriteOp],
-        on_done: &(dyn for<'a> Fn(usize, &'a WriteOutcome) + Send + Sync),
+        on_done: &(dyn for<'o> Fn(usize, &'o WriteOutcome) + Send + Sync),
     ) -> Vec<WriteOutcome> {
         let mut out = Vec::new();
         for (i, op) in ops.iter().enumerate() {

@@ -1,0 +1,235 @@
+//! Test harness shared by integration tests: a real `scim2-server` per test, plus
+//! helpers that look at (and plant data in) that server without going through the
+//! client under test.
+//!
+//! Each test file uses a subset of this module, hence the `dead_code` allowances.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use freshteam_operator::destination::ScimConfig;
+use freshteam_operator::secret::SecretString;
+use serde_json::{json, Value};
+
+const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// A `scim2-server` child process, empty at start, killed on drop.
+pub struct ScimServer {
+    /// SCIM base URL, e.g. `http://127.0.0.1:PORT/v2`.
+    pub url: String,
+    pub token: String,
+    pub port: u16,
+    child: Child,
+    log: tempfile::NamedTempFile,
+    http: reqwest::Client,
+}
+
+/// Where the server binary is: `SCIM2_SERVER`, else the project's `.venv`.
+pub fn scim2_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SCIM2_SERVER") {
+        return PathBuf::from(path);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/scim2-server")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free local port")
+        .port()
+}
+
+/// One blocking HTTP/1.0 GET (no runtime needed): the status code.
+fn probe(port: u16, path: &str, token: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 16];
+    let n = stream.read(&mut head).ok()?;
+    std::str::from_utf8(&head[..n])
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+impl ScimServer {
+    /// Starts a server on a free port with a fresh bearer token and waits until it
+    /// answers that token.
+    pub fn start() -> ScimServer {
+        let binary = scim2_server_binary();
+        if !binary.exists() {
+            panic!(
+                "scim2-server not found at {}: run `.ci/run` (it creates the venv), or \
+                 `python3 -m venv .venv && .venv/bin/pip install scim2-server`, or set \
+                 SCIM2_SERVER to the binary",
+                binary.display()
+            );
+        }
+        let token = format!("test-token-{:016x}", rand::random::<u64>());
+        let mut last_log = String::new();
+        // The free port can be taken by someone else before the server binds it: retry.
+        for _ in 0..5 {
+            let port = free_port();
+            let log = tempfile::NamedTempFile::new().expect("temp file");
+            let child = Command::new(&binary)
+                .args(["--port", &port.to_string(), "--bearer-token", &token])
+                .stdin(Stdio::null())
+                .stdout(log.reopen().expect("log file"))
+                .stderr(log.reopen().expect("log file"))
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            let mut server = ScimServer {
+                url: format!("http://127.0.0.1:{port}/v2"),
+                token: token.clone(),
+                port,
+                child,
+                log,
+                http: reqwest::Client::new(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = server.child.try_wait() {
+                    break;
+                }
+                // An answer to this token proves it is this server, not another test's.
+                if probe(port, "/v2/Users?count=0", &token) == Some(200) {
+                    return server;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            last_log = std::fs::read_to_string(server.log.path()).unwrap_or_default();
+        }
+        panic!("scim2-server did not start; its last output:\n{last_log}");
+    }
+
+    /// A client configuration for this server.
+    pub fn config(&self) -> ScimConfig {
+        ScimConfig::new(&self.url, SecretString::new(self.token.clone())).expect("valid URL")
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+    }
+
+    async fn json(resp: reqwest::Response, what: &str) -> Value {
+        let status = resp.status();
+        let body = resp.text().await.expect("response body");
+        assert!(status.is_success(), "{what}: {status} {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"))
+    }
+
+    /// Every User, as raw JSON.
+    pub async fn users(&self) -> Vec<Value> {
+        let mut users = Vec::new();
+        loop {
+            let resp = self
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/Users?startIndex={}&count=1000", users.len() + 1),
+                )
+                .send()
+                .await
+                .expect("list users");
+            let page = Self::json(resp, "list users").await;
+            let resources = page["Resources"].as_array().cloned().unwrap_or_default();
+            if resources.is_empty() {
+                return users;
+            }
+            users.extend(resources);
+        }
+    }
+
+    /// One User by id (`None` when absent).
+    pub async fn user(&self, id: &str) -> Option<Value> {
+        let resp = self
+            .request(reqwest::Method::GET, &format!("/Users/{id}"))
+            .send()
+            .await
+            .expect("get user");
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        Some(Self::json(resp, "get user").await)
+    }
+
+    /// The User with this `externalId`, if exactly one has it.
+    pub async fn user_by_external_id(&self, external_id: &str) -> Option<Value> {
+        let resp = self
+            .request(reqwest::Method::GET, "/Users")
+            .query(&[("filter", format!("externalId eq \"{external_id}\""))])
+            .send()
+            .await
+            .expect("filter users");
+        let page = Self::json(resp, "filter users").await;
+        let mut found = page["Resources"].as_array().cloned().unwrap_or_default();
+        assert!(
+            found.len() <= 1,
+            "several users with externalId {external_id}"
+        );
+        found.pop()
+    }
+
+    /// Creates a User as given (schemas default to the core one): an account the
+    /// operator did not make. Returns the created resource.
+    pub async fn create_raw_user(&self, mut user: Value) -> Value {
+        if user.get("schemas").is_none() {
+            user["schemas"] = json!([USER_SCHEMA]);
+        }
+        let resp = self
+            .request(reqwest::Method::POST, "/Users")
+            .header("Content-Type", "application/scim+json")
+            .body(user.to_string())
+            .send()
+            .await
+            .expect("create user");
+        Self::json(resp, "create user").await
+    }
+
+    /// Applies PATCH operations directly (a change made behind the client's back).
+    pub async fn patch_raw_user(&self, id: &str, operations: Value) {
+        let resp = self
+            .request(reqwest::Method::PATCH, &format!("/Users/{id}"))
+            .header("Content-Type", "application/scim+json")
+            .body(json!({ "schemas": [PATCH_SCHEMA], "Operations": operations }).to_string())
+            .send()
+            .await
+            .expect("patch user");
+        let status = resp.status();
+        assert!(
+            status.is_success(),
+            "patch user: {status} {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+
+    pub async fn delete_user(&self, id: &str) {
+        let resp = self
+            .request(reqwest::Method::DELETE, &format!("/Users/{id}"))
+            .send()
+            .await
+            .expect("delete user");
+        assert!(resp.status().is_success(), "delete user: {}", resp.status());
+    }
+}
+
+impl Drop for ScimServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
