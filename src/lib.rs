@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cli;
 pub mod clock;
+pub mod controller;
 pub mod destination;
 pub mod manifest;
 pub mod mapping;

@@ -22,8 +22,12 @@ struct Run {
 
 impl Run {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
     fn summary(&self) -> Value {
         self.json()["status"]["summary"].clone()
@@ -121,21 +125,28 @@ spec:
     }
 
     async fn sync(&self, args: &[&str]) -> Run {
-        let file = self.write("acme.yaml", &self.manifest(API_KEY, Self::default_mapping()));
+        let file = self.write(
+            "acme.yaml",
+            &self.manifest(API_KEY, Self::default_mapping()),
+        );
         let mut all = vec!["--output", "json"];
         all.extend_from_slice(args);
         self.sync_file(&file, &all).await
     }
 
-    fn versions(&self) -> Vec<(String, String)> {
+    async fn versions(&self) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = self
             .scim
             .users()
+            .await
             .iter()
             .map(|u| {
                 (
                     u["externalId"].as_str().unwrap_or_default().to_string(),
-                    u["meta"]["version"].as_str().unwrap_or_default().to_string(),
+                    u["meta"]["version"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                 )
             })
             .collect();
@@ -143,9 +154,10 @@ spec:
         v
     }
 
-    fn user(&self, employee_id: &str) -> Value {
+    async fn user(&self, employee_id: &str) -> Value {
         self.scim
             .user_by_external_id(employee_id)
+            .await
             .unwrap_or_else(|| panic!("no member {employee_id}"))
     }
 }
@@ -164,26 +176,44 @@ async fn first_import_then_an_identical_run_writes_nothing() {
     assert_eq!(run["status"]["phase"], "Succeeded");
     assert_eq!(run["status"]["summary"]["created"], 40);
     assert_eq!(run["status"]["progress"]["percent"], 100);
-    let users = env.scim.users();
+    let users = env.scim.users().await;
     assert_eq!(users.len(), 40);
 
     // Every mapped attribute arrived, from the list and the department lookup.
-    let sim_emp = env.sim.employees().into_iter().find(|e| e["employee_id"] == employee_id(3)).unwrap();
-    let u = env.user(&employee_id(3));
+    let sim_emp = env
+        .sim
+        .employees()
+        .into_iter()
+        .find(|e| e["employee_id"] == employee_id(3))
+        .unwrap();
+    let u = env.user(&employee_id(3)).await;
     assert_eq!(u["userName"], sim_emp["official_email"]);
     assert_eq!(u["name"]["givenName"], sim_emp["first_name"]);
     assert_eq!(u["name"]["familyName"], sim_emp["last_name"]);
     assert_eq!(u["title"], sim_emp["designation"]);
-    assert!(u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"].is_string());
+    assert!(
+        u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"].is_string()
+    );
     assert_eq!(u["active"], true);
 
-    let before = env.versions();
+    let before = env.versions().await;
     env.sim.clear_requests();
     let second = env.sync(&[]).await;
     assert_eq!(second.code, 0, "{}", second.stderr);
     let s = second.summary();
-    assert_eq!((s["created"].as_u64(), s["updated"].as_u64(), s["unchanged"].as_u64()), (Some(0), Some(0), Some(40)));
-    assert_eq!(env.versions(), before, "the second run changed a member's meta.version");
+    assert_eq!(
+        (
+            s["created"].as_u64(),
+            s["updated"].as_u64(),
+            s["unchanged"].as_u64()
+        ),
+        (Some(0), Some(0), Some(40))
+    );
+    assert_eq!(
+        env.versions().await,
+        before,
+        "the second run changed a member's meta.version"
+    );
 
     // Exactly ⌈40/7⌉ list pages, one lookup, no detail call; only reads on SCIM.
     assert_eq!(env.sim.count("/api/employees?"), 40usize.div_ceil(PAGE));
@@ -204,9 +234,13 @@ async fn a_delta_hires_updates_marks_leavers_and_reactivates() {
         "employee_id": "E-NEW", "first_name": "Nora", "last_name": "New",
         "official_email": "nora.new@acme.example", "status": "active", "designation": "Analyst"
     }));
-    env.sim.update_employee(&employee_id(2), json!({"designation": "Head of Rewards"}));
-    env.sim.update_employee(&employee_id(5), json!({"status": "inactive", "terminated": true}));
-    let before_untouched = env.user(&employee_id(9));
+    env.sim
+        .update_employee(&employee_id(2), json!({"designation": "Head of Rewards"}));
+    env.sim.update_employee(
+        &employee_id(5),
+        json!({"status": "inactive", "terminated": true}),
+    );
+    let before_untouched = env.user(&employee_id(9)).await;
 
     let delta = env.sync(&[]).await;
     assert_eq!(delta.code, 0, "{}", delta.stderr);
@@ -215,26 +249,37 @@ async fn a_delta_hires_updates_marks_leavers_and_reactivates() {
     assert_eq!(s["updated"], 1);
     assert_eq!(s["leavers"], 1);
     assert_eq!(s["unchanged"], 28);
-    assert_eq!(env.user("E-NEW")["name"]["givenName"], "Nora");
-    assert_eq!(env.user(&employee_id(2))["title"], "Head of Rewards");
-    assert_eq!(env.user(&employee_id(5))["active"], false);
-    assert_eq!(env.user(&employee_id(9))["meta"]["version"], before_untouched["meta"]["version"]);
+    assert_eq!(env.user("E-NEW").await["name"]["givenName"], "Nora");
+    assert_eq!(env.user(&employee_id(2)).await["title"], "Head of Rewards");
+    assert_eq!(env.user(&employee_id(5)).await["active"], false);
+    assert_eq!(
+        env.user(&employee_id(9)).await["meta"]["version"],
+        before_untouched["meta"]["version"]
+    );
 
-    env.sim.update_employee(&employee_id(5), json!({"status": "active", "terminated": false}));
+    env.sim.update_employee(
+        &employee_id(5),
+        json!({"status": "active", "terminated": false}),
+    );
     let back = env.sync(&[]).await;
     assert_eq!(back.summary()["reactivated"], 1);
-    assert_eq!(env.user(&employee_id(5))["active"], true);
-    assert_eq!(env.scim.users().len(), 31, "no member duplicated");
+    assert_eq!(env.user(&employee_id(5)).await["active"], true);
+    assert_eq!(env.scim.users().await.len(), 31, "no member duplicated");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_records_are_error_rows_and_the_rest_go_through() {
     let env = Env::start(20).await;
-    env.sim.update_employee(&employee_id(1), json!({"employee_id": null}));
-    env.sim.update_employee(&employee_id(2), json!({"official_email": "not-an-address"}));
-    env.sim.update_employee(&employee_id(4), json!({"employee_id": employee_id(3)}));
+    env.sim
+        .update_employee(&employee_id(1), json!({"employee_id": null}));
+    env.sim
+        .update_employee(&employee_id(2), json!({"official_email": "not-an-address"}));
+    env.sim
+        .update_employee(&employee_id(4), json!({"employee_id": employee_id(3)}));
     let report = env.dir.path().join("errors.csv");
-    let run = env.sync(&["--error-report", report.to_str().unwrap()]).await;
+    let run = env
+        .sync(&["--error-report", report.to_str().unwrap()])
+        .await;
     assert_eq!(run.code, 3, "{}", run.stderr);
     let v = run.json();
     assert_eq!(v["status"]["phase"], "PartiallySucceeded");
@@ -242,10 +287,25 @@ async fn bad_records_are_error_rows_and_the_rest_go_through() {
     assert_eq!(v["status"]["summary"]["created"], 16);
     let errors = v["status"]["errors"].as_array().unwrap();
     let msg = |f: &dyn Fn(&Value) -> bool| errors.iter().filter(|e| f(e)).count();
-    assert_eq!(msg(&|e| e["message"].as_str().unwrap().starts_with("no Employee ID")), 1);
-    assert_eq!(msg(&|e| e["employeeId"] == employee_id(2) && e["field"] == "email"), 1);
-    assert_eq!(msg(&|e| e["employeeId"] == employee_id(3) && e["field"] == "employeeId"), 2);
-    assert!(env.scim.user_by_external_id(&employee_id(3)).is_none(), "an ambiguous identity was applied");
+    assert_eq!(
+        msg(&|e| e["message"].as_str().unwrap().starts_with("no Employee ID")),
+        1
+    );
+    assert_eq!(
+        msg(&|e| e["employeeId"] == employee_id(2) && e["field"] == "email"),
+        1
+    );
+    assert_eq!(
+        msg(&|e| e["employeeId"] == employee_id(3) && e["field"] == "employeeId"),
+        2
+    );
+    assert!(
+        env.scim
+            .user_by_external_id(&employee_id(3))
+            .await
+            .is_none(),
+        "an ambiguous identity was applied"
+    );
     let csv = std::fs::read_to_string(report).unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");
     assert!(csv.starts_with("severity,employee_id,email,field,message\n"));
@@ -258,7 +318,7 @@ async fn dry_run_writes_nothing_and_counts_what_would_happen() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.json()["spec"]["dryRun"], true);
     assert_eq!(run.summary()["created"], 12);
-    assert!(env.scim.users().is_empty());
+    assert!(env.scim.users().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -267,11 +327,17 @@ async fn invalid_input_exits_2_naming_the_field_and_touches_nothing() {
     let m = Env::default_mapping();
     let cases: Vec<(String, &str)> = vec![
         (
-            env.manifest(API_KEY, m).replace("name: members-scim, key: token", "name: scim-gone, key: token"),
+            env.manifest(API_KEY, m).replace(
+                "name: members-scim, key: token",
+                "name: scim-gone, key: token",
+            ),
             "spec.destination.scim.tokenSecretRef: Secret 'scim-gone' is not in",
         ),
         (
-            env.manifest(API_KEY, m).replace("name: freshteam-acme, key: apiKey", "name: freshteam-acme, key: api_key"),
+            env.manifest(API_KEY, m).replace(
+                "name: freshteam-acme, key: apiKey",
+                "name: freshteam-acme, key: api_key",
+            ),
             "spec.source.apiKeySecretRef: Secret 'freshteam-acme' has no key 'api_key'",
         ),
         (
@@ -279,7 +345,8 @@ async fn invalid_input_exits_2_naming_the_field_and_touches_nothing() {
             "spec.mapping.email: is required",
         ),
         (
-            env.manifest(API_KEY, m).replace("subdomain: acme", "subdomain: acme.evil.example/x"),
+            env.manifest(API_KEY, m)
+                .replace("subdomain: acme", "subdomain: acme.evil.example/x"),
             "spec.source.subdomain: 'acme.evil.example/x' is not a Freshteam subdomain",
         ),
         (
@@ -299,17 +366,27 @@ async fn invalid_input_exits_2_naming_the_field_and_touches_nothing() {
         let file = env.write(&format!("bad{i}.yaml"), text);
         let run = env.sync_file(&file, &[]).await;
         assert_eq!(run.code, 2, "case {i}: {}", run.stderr);
-        assert!(run.stderr.contains(expected), "case {i}: expected {expected:?} in\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(expected),
+            "case {i}: expected {expected:?} in\n{}",
+            run.stderr
+        );
         assert!(run.stdout.is_empty(), "case {i}");
     }
-    assert!(env.sim.requests().is_empty(), "Freshteam was called for invalid input");
-    assert!(env.scim.users().is_empty());
+    assert!(
+        env.sim.requests().is_empty(),
+        "Freshteam was called for invalid input"
+    );
+    assert!(env.scim.users().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_api_key_fails_with_a_credentials_message() {
     let env = Env::start(5).await;
-    let file = env.write("k.yaml", &env.manifest("wrong-key-51b0", Env::default_mapping()));
+    let file = env.write(
+        "k.yaml",
+        &env.manifest("wrong-key-51b0", Env::default_mapping()),
+    );
     let run = env.sync_file(&file, &["--output", "json"]).await;
     assert_eq!(run.code, 1);
     let v = run.json();
@@ -317,7 +394,7 @@ async fn a_wrong_api_key_fails_with_a_credentials_message() {
     let message = v["status"]["message"].as_str().unwrap();
     assert!(message.contains("rejected the API key"), "{message}");
     assert!(message.contains("401 invalid_credentials"), "{message}");
-    assert!(env.scim.users().is_empty());
+    assert!(env.scim.users().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -330,8 +407,20 @@ async fn freshteam_5xx_on_every_4th_call_is_survived() {
     let run = env.sync(&[]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.summary()["created"], 60);
-    assert!(run.json()["status"]["apiCalls"]["freshteamRetries"].as_u64().unwrap() > 0);
-    assert!(env.sim.requests().iter().filter(|r| r.status == 503).count() >= 2);
+    assert!(
+        run.json()["status"]["apiCalls"]["freshteamRetries"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        env.sim
+            .requests()
+            .iter()
+            .filter(|r| r.status == 503)
+            .count()
+            >= 2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -345,7 +434,10 @@ async fn rate_limit_429_and_retry_after_are_honoured() {
     let throttled = env.sim.throttled_calls_per_window();
     assert!(!throttled.is_empty(), "the quota was never reached");
     for (window, n) in &throttled {
-        assert!(*n <= 1, "{n} calls in window {window} after it was exhausted");
+        assert!(
+            *n <= 1,
+            "{n} calls in window {window} after it was exhausted"
+        );
     }
 }
 
@@ -357,7 +449,7 @@ async fn bulk_off_writes_one_request_per_member() {
     let calls = &run.json()["status"]["apiCalls"];
     assert_eq!(calls["destinationBulk"], 0);
     assert_eq!(calls["destinationWrites"], 15);
-    assert_eq!(env.scim.users().len(), 15);
+    assert_eq!(env.scim.users().await.len(), 15);
 }
 
 #[tokio::test(flavor = "multi_thread")]

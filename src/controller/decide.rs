@@ -77,7 +77,10 @@ pub fn decide(i: &Inputs) -> Decision {
         return d;
     }
 
-    if let Some(req) = i.requested_at.filter(|r| !r.is_empty() && Some(*r) != i.last_handled_request) {
+    if let Some(req) = i
+        .requested_at
+        .filter(|r| !r.is_empty() && Some(*r) != i.last_handled_request)
+    {
         d.start = Some(StartRun {
             trigger: if i.published {
                 ImportTrigger::Manual
@@ -92,7 +95,10 @@ pub fn decide(i: &Inputs) -> Decision {
         return d;
     }
 
-    if let Some(run) = i.approved_run.filter(|r| !r.is_empty() && Some(*r) != i.last_handled_approval) {
+    if let Some(run) = i
+        .approved_run
+        .filter(|r| !r.is_empty() && Some(*r) != i.last_handled_approval)
+    {
         if i.published {
             d.start = Some(StartRun {
                 trigger: ImportTrigger::Manual,

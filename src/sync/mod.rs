@@ -39,7 +39,7 @@ fn api_calls(source: &SourceStats, dest: &DestinationStats) -> ApiCalls {
         freshteam_throttled: source.throttled,
         freshteam_retries: source.retries,
         destination_reads: dest.reads,
-        destination_writes: dest.writes,
+        destination_writes: dest.writes + dest.bulk_operations,
         destination_bulk: dest.bulk_requests,
     }
 }

@@ -124,7 +124,7 @@ impl MemberDirectory for FakeDirectory {
         DestinationStats {
             reads: 1,
             writes: *self.writes.lock().unwrap(),
-            bulk_requests: 0,
+            ..DestinationStats::default()
         }
     }
 }

@@ -1,0 +1,3 @@
+//! The Kubernetes controller: FreshteamIntegrations reconciled into scheduled imports.
+
+pub mod decide;
