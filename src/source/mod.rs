@@ -1,6 +1,10 @@
 //! The Freshteam source: employee records and the lookups that name their ids.
 
 pub mod client;
+mod link;
+mod project;
+mod ratelimit;
+mod retry;
 
 use std::collections::HashMap;
 
@@ -105,6 +109,19 @@ pub enum SourceError {
     BadResponse { path: String, detail: String },
     #[error("invalid source configuration: {0}")]
     Config(String),
+    #[error("{host} refused {path} with HTTP {status}: {detail}")]
+    Rejected {
+        host: String,
+        path: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("Freshteam kept rate-limiting {host} ({detail}); a run waits at most {limit_secs}s in total for the rate limit, which is per account per minute and shared with every other API client of the account: run again later, or read fewer fields so that no detail calls are needed")]
+    RateLimited {
+        host: String,
+        limit_secs: u64,
+        detail: String,
+    },
 }
 
 /// Where employees come from. The production implementation is [`FreshteamClient`];

@@ -1,0 +1,301 @@
+//! One rate limiter per client, shared by every request it makes.
+//!
+//! Freshteam counts calls per account per minute and says how many are left on every
+//! response (`x-ratelimit-remaining`). The limiter:
+//! - caps requests in flight at the configured concurrency and at what the account has
+//!   left (divided by the cost of a call, `x-ratelimit-used-currentrequest`);
+//! - with nothing left, lets a single probe through at a time, so a window costs at
+//!   most one throttled call;
+//! - after a 429, holds every request until `Retry-After` (or a backoff) has passed.
+//!
+//! Responses can arrive out of order, so a `remaining` value is only taken as-is from a
+//! request launched after the value we hold was learnt; an older request may only
+//! lower it. Otherwise a stale "49 left" could overwrite a fresh "0 left".
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::retry::throttle_backoff;
+
+/// Shortest wait after a 429, so that `Retry-After: 0` (or a date in the past) can't
+/// turn into a tight loop.
+const MIN_THROTTLE_WAIT: Duration = Duration::from_secs(1);
+
+pub(crate) struct RateLimiter {
+    concurrency: usize,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    in_flight: usize,
+    blocked_until: Option<Instant>,
+    /// Calls the account has left in the current window, when known.
+    remaining: Option<u64>,
+    /// Bumped whenever `remaining` changes.
+    remaining_version: u64,
+    /// Cost of one call as last reported.
+    cost: u64,
+    /// Bumped on every 429 that starts a new wait.
+    throttle_epoch: u64,
+    /// 429s in a row without `Retry-After`, for the backoff.
+    throttle_streak: u32,
+}
+
+/// Rate-limit headers of one response.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RateHeaders {
+    pub total: Option<u64>,
+    pub remaining: Option<u64>,
+    pub cost: Option<u64>,
+}
+
+impl RateHeaders {
+    pub fn parse(headers: &http::HeaderMap) -> Self {
+        let num = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        RateHeaders {
+            total: num("x-ratelimit-total"),
+            remaining: num("x-ratelimit-remaining"),
+            cost: num("x-ratelimit-used-currentrequest"),
+        }
+    }
+}
+
+/// The right to send one request. Dropping it (however the request ended) frees the
+/// slot and wakes whoever waits.
+pub(crate) struct Permit<'a> {
+    limiter: &'a RateLimiter,
+    remaining_version: u64,
+    throttle_epoch: u64,
+}
+
+impl RateLimiter {
+    pub fn new(concurrency: usize) -> Self {
+        RateLimiter {
+            concurrency: concurrency.max(1),
+            state: Mutex::new(State {
+                cost: 1,
+                ..State::default()
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Waits until a request may be sent.
+    pub async fn acquire(&self) -> Permit<'_> {
+        loop {
+            // Registered before the state is read so a release in between isn't missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let blocked = {
+                let mut s = self.state.lock().expect("rate limiter lock");
+                let now = Instant::now();
+                match s.blocked_until {
+                    Some(until) if until > now => Some(until),
+                    _ => {
+                        let cap = match s.remaining {
+                            None => self.concurrency,
+                            // Nothing left: one probe, to learn when the window reopens.
+                            Some(r) => ((r / s.cost.max(1)) as usize).clamp(1, self.concurrency),
+                        };
+                        if s.in_flight < cap {
+                            s.in_flight += 1;
+                            return Permit {
+                                limiter: self,
+                                remaining_version: s.remaining_version,
+                                throttle_epoch: s.throttle_epoch,
+                            };
+                        }
+                        None
+                    }
+                }
+            };
+            match blocked {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => changed.await,
+            }
+        }
+    }
+
+    fn notify(&self) {
+        self.changed.notify_waiters();
+    }
+}
+
+impl Permit<'_> {
+    /// Records what a non-429 response said about the account's budget.
+    pub fn observe(&self, rate: RateHeaders) {
+        let mut s = self.limiter.state.lock().expect("rate limiter lock");
+        s.throttle_streak = 0;
+        if let Some(cost) = rate.cost.filter(|c| *c > 0) {
+            s.cost = cost;
+        }
+        if let Some(r) = rate.remaining {
+            let fresh = self.remaining_version >= s.remaining_version;
+            if fresh || s.remaining.is_none_or(|cur| r < cur) {
+                s.remaining = Some(r);
+                s.remaining_version += 1;
+            }
+        }
+        drop(s);
+        self.limiter.notify();
+    }
+
+    /// Records a 429 and holds every request of the client until `retry_after` (or a
+    /// backoff when the server gave none) has passed. Returns how much longer the client
+    /// is now held than it already was, for the run's throttle budget.
+    pub fn throttled(self, retry_after: Option<Duration>) -> Duration {
+        let mut s = self.limiter.state.lock().expect("rate limiter lock");
+        let now = Instant::now();
+        s.remaining = Some(0);
+        s.remaining_version += 1;
+        // A 429 for a request launched before the last 429 belongs to the same closed
+        // window: it doesn't grow the backoff, though its Retry-After is still obeyed.
+        let fresh = self.throttle_epoch == s.throttle_epoch;
+        let wait = match retry_after {
+            Some(d) => d.max(MIN_THROTTLE_WAIT),
+            None if fresh => throttle_backoff(s.throttle_streak),
+            None => Duration::ZERO,
+        };
+        if fresh {
+            s.throttle_epoch += 1;
+            if retry_after.is_none() {
+                s.throttle_streak += 1;
+            }
+        }
+        let held_until = s.blocked_until.filter(|t| *t > now).unwrap_or(now);
+        let until = now + wait;
+        let added = until.saturating_duration_since(held_until);
+        if until > held_until {
+            s.blocked_until = Some(until);
+        }
+        drop(s);
+        added
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut s = self.limiter.state.lock().expect("rate limiter lock");
+        s.in_flight -= 1;
+        drop(s);
+        self.limiter.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn rate(remaining: u64) -> RateHeaders {
+        RateHeaders {
+            total: Some(10),
+            remaining: Some(remaining),
+            cost: Some(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn in_flight_never_exceeds_concurrency_or_remaining() {
+        let limiter = Arc::new(RateLimiter::new(4));
+        // 2 left: at most two requests at once.
+        limiter.acquire().await.observe(rate(2));
+        let live = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (limiter, live, peak) = (limiter.clone(), live.clone(), peak.clone());
+                tokio::spawn(async move {
+                    let p = limiter.acquire().await;
+                    let n = live.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    live.fetch_sub(1, Ordering::SeqCst);
+                    p.observe(rate(2));
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn stale_remaining_cannot_raise_a_fresh_one() {
+        let limiter = RateLimiter::new(4);
+        let old = limiter.acquire().await;
+        let newer = limiter.acquire().await;
+        newer.observe(rate(0));
+        drop(newer);
+        // `old` was launched before "0 left" was learnt: its "5 left" is stale.
+        old.observe(rate(5));
+        drop(old);
+        assert_eq!(limiter.state.lock().unwrap().remaining, Some(0));
+        // A request launched now is fresh and may raise it.
+        let probe = limiter.acquire().await;
+        probe.observe(rate(5));
+        drop(probe);
+        assert_eq!(limiter.state.lock().unwrap().remaining, Some(5));
+    }
+
+    fn held_for(limiter: &RateLimiter) -> Duration {
+        let until = limiter.state.lock().unwrap().blocked_until.unwrap();
+        until.saturating_duration_since(Instant::now())
+    }
+
+    /// Lets the hold lapse without sleeping through it.
+    fn lapse(limiter: &RateLimiter) {
+        limiter.state.lock().unwrap().blocked_until = None;
+    }
+
+    #[tokio::test]
+    async fn a_429_holds_everyone_and_stale_429s_add_nothing() {
+        let limiter = RateLimiter::new(4);
+        let a = limiter.acquire().await;
+        let b = limiter.acquire().await;
+        assert_eq!(
+            a.throttled(Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        // Launched in the same window: no extra wait without Retry-After.
+        assert_eq!(b.throttled(None), Duration::ZERO);
+        assert!(held_for(&limiter) > Duration::from_millis(2900));
+        // Held: nobody gets through.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), limiter.acquire()).await;
+        assert!(waiting.is_err());
+
+        // Fresh 429s without Retry-After back off 2 s, then 4 s.
+        lapse(&limiter);
+        let probe = limiter.acquire().await;
+        assert_eq!(probe.throttled(None), Duration::from_secs(2));
+        lapse(&limiter);
+        let probe = limiter.acquire().await;
+        assert_eq!(probe.throttled(None), Duration::from_secs(4));
+        lapse(&limiter);
+        // Nothing left: one probe at a time.
+        let probe = limiter.acquire().await;
+        let second = tokio::time::timeout(Duration::from_millis(50), limiter.acquire()).await;
+        assert!(second.is_err());
+        probe.observe(rate(9));
+        drop(probe);
+        assert_eq!(limiter.state.lock().unwrap().throttle_streak, 0);
+        // Retry-After: 0 still waits a moment.
+        assert_eq!(
+            limiter.acquire().await.throttled(Some(Duration::ZERO)),
+            MIN_THROTTLE_WAIT
+        );
+    }
+}
