@@ -236,16 +236,21 @@ async fn a_delta_hires_updates_marks_leavers_and_reactivates() {
     let env = Env::start(30).await;
     assert_eq!(env.sync(&[]).await.code, 0);
 
-    env.sim.add_employee(json!({
-        "employee_id": "E-NEW", "first_name": "Nora", "last_name": "New",
-        "official_email": "nora.new@acme.example", "status": "active", "designation": "Analyst"
-    }));
     env.sim
-        .update_employee(&employee_id(2), json!({"designation": "Head of Rewards"}));
-    env.sim.update_employee(
-        &employee_id(5),
-        json!({"status": "inactive", "terminated": true}),
-    );
+        .add_employee(json!({
+            "employee_id": "E-NEW", "first_name": "Nora", "last_name": "New",
+            "official_email": "nora.new@acme.example", "status": "active", "designation": "Analyst"
+        }))
+        .unwrap();
+    env.sim
+        .update_employee(&employee_id(2), json!({"designation": "Head of Rewards"}))
+        .unwrap();
+    env.sim
+        .update_employee(
+            &employee_id(5),
+            json!({"status": "inactive", "terminated": true}),
+        )
+        .unwrap();
     let before_untouched = env.user(&employee_id(9)).await;
 
     let delta = env.sync(&[]).await;
@@ -263,10 +268,12 @@ async fn a_delta_hires_updates_marks_leavers_and_reactivates() {
         before_untouched["meta"]["version"]
     );
 
-    env.sim.update_employee(
-        &employee_id(5),
-        json!({"status": "active", "terminated": false}),
-    );
+    env.sim
+        .update_employee(
+            &employee_id(5),
+            json!({"status": "active", "terminated": false}),
+        )
+        .unwrap();
     let back = env.sync(&[]).await;
     assert_eq!(back.summary()["reactivated"], 1);
     assert_eq!(env.user(&employee_id(5)).await["active"], true);
@@ -277,11 +284,14 @@ async fn a_delta_hires_updates_marks_leavers_and_reactivates() {
 async fn bad_records_are_error_rows_and_the_rest_go_through() {
     let env = Env::start(20).await;
     env.sim
-        .update_employee(&employee_id(1), json!({"employee_id": null}));
+        .update_employee(&employee_id(1), json!({"employee_id": null}))
+        .unwrap();
     env.sim
-        .update_employee(&employee_id(2), json!({"official_email": "not-an-address"}));
+        .update_employee(&employee_id(2), json!({"official_email": "not-an-address"}))
+        .unwrap();
     env.sim
-        .update_employee(&employee_id(4), json!({"employee_id": employee_id(3)}));
+        .update_employee(&employee_id(4), json!({"employee_id": employee_id(3)}))
+        .unwrap();
     let report = env.dir.path().join("errors.csv");
     let run = env
         .sync(&["--error-report", report.to_str().unwrap()])
