@@ -7,6 +7,8 @@ mod tests;
 
 use std::sync::Mutex;
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use crate::api::{ApiCalls, ImportPhase, ImportRunStatus, ImportSummary, Progress, RecordError};
 use crate::clock::{rfc3339, Clock};
 use crate::destination::{
@@ -63,6 +65,8 @@ pub struct CreatedMember {
     pub employee_id: String,
     pub email: String,
     pub first_name: Option<String>,
+    /// The manager's destination id the member was created with.
+    pub manager: Option<String>,
 }
 
 /// Runs one import end to end. Never panics on bad data: record problems become report
@@ -123,9 +127,24 @@ pub async fn run_import(
         progress.advance(planned.writes.len() as u64);
     } else {
         progress.phase("Applying changes");
-        let results = apply_writes(destination, &planned.writes, progress).await;
+        let managers: HashMap<&str, &str> = if mapping.managed.contains(Attr::Manager) {
+            mapped
+                .members
+                .iter()
+                .filter_map(|d| {
+                    Some((
+                        d.member.employee_id.as_str(),
+                        d.manager_employee_id.as_deref()?,
+                    ))
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let (applied, results) =
+            apply_writes(destination, &planned.writes, &managers, progress).await;
         tally(
-            &planned.writes,
+            &applied,
             &results,
             &mut summary,
             &mut report,
@@ -176,14 +195,87 @@ fn fail(mut outcome: ImportOutcome, clock: &dyn Clock, message: String) -> Impor
     outcome
 }
 
+/// Applies the plan's writes. Creates go in waves down the reporting line, so that a
+/// new member's manager, when created in the same run, already has an id to point to.
+/// Returns the writes as sent (managers filled in) with their outcomes, in plan order.
 async fn apply_writes(
     destination: &dyn MemberDirectory,
     writes: &[PlannedWrite],
+    managers: &HashMap<&str, &str>,
     progress: &dyn ProgressSink,
-) -> Vec<WriteOutcome> {
-    let ops: Vec<WriteOp> = writes.iter().map(|w| w.op.clone()).collect();
+) -> (Vec<PlannedWrite>, Vec<WriteOutcome>) {
     let on_done = |_: usize, _: &WriteOutcome| progress.advance(1);
-    destination.apply(&ops, &on_done).await
+    let creating: HashSet<&str> = writes
+        .iter()
+        .filter(|w| w.kind == WriteKind::Create)
+        .map(|w| w.op.employee_id())
+        .collect();
+    let mut waves: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut rest = Vec::new();
+    for (i, w) in writes.iter().enumerate() {
+        if w.kind == WriteKind::Create {
+            let depth = creation_depth(w.op.employee_id(), managers, &creating);
+            waves.entry(depth).or_default().push(i);
+        } else {
+            rest.push(i);
+        }
+    }
+    let mut sent: Vec<PlannedWrite> = writes.to_vec();
+    let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
+    let mut created_ids: HashMap<String, String> = HashMap::new();
+    for idxs in waves.values().chain(std::iter::once(&rest)) {
+        if idxs.is_empty() {
+            continue;
+        }
+        for &i in idxs {
+            if let WriteOp::Create { member } = &mut sent[i].op {
+                if member.manager.is_none() {
+                    member.manager = managers
+                        .get(member.employee_id.as_str())
+                        .and_then(|m| created_ids.get(*m))
+                        .cloned();
+                }
+            }
+        }
+        let ops: Vec<WriteOp> = idxs.iter().map(|&i| sent[i].op.clone()).collect();
+        let results = destination.apply(&ops, &on_done).await;
+        for (&i, r) in idxs.iter().zip(results) {
+            if let WriteOutcome::Created { id } = &r {
+                created_ids.insert(sent[i].op.employee_id().to_string(), id.clone());
+            }
+            outcomes[i] = Some(r);
+        }
+    }
+    let outcomes = outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| WriteOutcome::Failed {
+                field: None,
+                message: "the destination returned no outcome for this write".into(),
+            })
+        })
+        .collect();
+    (sent, outcomes)
+}
+
+/// How many managers up the reporting line are also being created (0: none). A cycle
+/// in the source data counts as depth 0 at the point it closes.
+fn creation_depth(
+    employee: &str,
+    managers: &HashMap<&str, &str>,
+    creating: &HashSet<&str>,
+) -> usize {
+    let mut depth = 0;
+    let mut seen = HashSet::new();
+    let mut cur = employee;
+    while let Some(m) = managers.get(cur) {
+        if !creating.contains(m) || !seen.insert(*m) || *m == employee {
+            break;
+        }
+        depth += 1;
+        cur = m;
+    }
+    depth
 }
 
 fn tally(
@@ -210,6 +302,7 @@ fn tally(
                         employee_id: member.employee_id.clone(),
                         email: member.email.clone(),
                         first_name: member.first_name.clone(),
+                        manager: member.manager.clone(),
                     });
                 }
             }
@@ -241,7 +334,7 @@ async fn link_new_managers(
     for c in created {
         if let Some(d) = by_employee.get(c.employee_id.as_str()) {
             let mut member = d.member.clone();
-            member.manager = None;
+            member.manager = c.manager.clone();
             now.push(DestinationMember {
                 id: c.id.clone(),
                 version: None,

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -307,6 +307,47 @@ async fn too_many_leavers_block_and_approval_applies_them() {
     assert_eq!(applied.status.summary.leavers, 1);
 }
 
+#[test]
+fn creation_depth_follows_the_reporting_line_and_survives_cycles() {
+    let managers = HashMap::from([("c", "b"), ("b", "a"), ("x", "y"), ("y", "x")]);
+    let creating = HashSet::from(["a", "b", "c", "x", "y"]);
+    assert_eq!(creation_depth("a", &managers, &creating), 0);
+    assert_eq!(creation_depth("b", &managers, &creating), 1);
+    assert_eq!(creation_depth("c", &managers, &creating), 2);
+    assert!(creation_depth("x", &managers, &creating) <= 2);
+    let only_c = HashSet::from(["c"]);
+    assert_eq!(creation_depth("c", &managers, &only_c), 0);
+}
+
+#[tokio::test]
+async fn a_manager_cycle_still_creates_everyone_and_links_in_a_follow_up() {
+    let mut a = employee(20, "E-20", "a@acme.example", "active");
+    a.1.insert("reporting_to_id", "21".into());
+    let mut b = employee(21, "E-21", "b@acme.example", "active");
+    b.1.insert("reporting_to_id", "20".into());
+    let source = FakeSource {
+        employees: vec![a, b],
+        fail: None,
+    };
+    let dest = FakeDirectory::default();
+    let counter = ProgressCounter::default();
+    let out = run_import(
+        &mapping(true),
+        &source,
+        &dest,
+        &opts(false),
+        &counter,
+        &FixedClock,
+    )
+    .await;
+    assert_eq!(out.status.summary.created, 2);
+    let members = dest.members.lock().unwrap().clone();
+    assert!(
+        members.iter().all(|m| m.member.manager.is_some()),
+        "{members:?}"
+    );
+}
+
 #[tokio::test]
 async fn managers_created_in_the_same_run_are_linked_in_that_run() {
     let mut boss = employee(10, "E-10", "boss@acme.example", "active");
@@ -329,6 +370,11 @@ async fn managers_created_in_the_same_run_are_linked_in_that_run() {
     )
     .await;
     assert_eq!(first.status.summary.created, 2);
+    assert_eq!(
+        *dest.writes.lock().unwrap(),
+        2,
+        "the manager went first; no extra patch"
+    );
     let members = dest.members.lock().unwrap().clone();
     let boss_id = members
         .iter()
