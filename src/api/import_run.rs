@@ -166,6 +166,9 @@ pub struct ImportRunStatus {
     /// A sentence on the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Leavers a `Blocked` run held back; approving the run lets up to this many through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leavers_awaiting_approval: Option<u32>,
     /// Requests the run made to each system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_calls: Option<ApiCalls>,

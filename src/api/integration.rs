@@ -327,6 +327,18 @@ pub struct FreshteamIntegrationStatus {
     /// that started a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_import_request: Option<String>,
+    /// The last value of the `freshteam.provisioning.dev/approve-leavers` annotation that
+    /// was acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_approval: Option<String>,
+    /// The schedule slot of the last scheduled import (RFC 3339), or when scheduling
+    /// began; slots after it are due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<String>,
+    /// The spec generation and Secret versions the `Authorized` condition was checked
+    /// against; a change re-authorizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_for: Option<String>,
 }
 
 /// Summary of the most recent import.
@@ -357,6 +369,9 @@ pub struct Preview {
     /// When it was computed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub computed_at: Option<String>,
+    /// The spec generation it was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
     /// Members that would be created.
     pub would_create: u32,
     /// Members that would be updated.

@@ -166,6 +166,7 @@ pub async fn run_import(
     summary.errors = report.iter().filter(|r| r.severity == "error").count() as u32;
     summary.warnings = report.iter().filter(|r| r.severity != "error").count() as u32;
     outcome.blocked_leavers = planned.blocked.as_ref().map_or(0, |b| b.leavers);
+    outcome.status.leavers_awaiting_approval = planned.blocked.as_ref().map(|b| b.leavers);
     outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
 
     let status = &mut outcome.status;
