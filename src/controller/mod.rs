@@ -1,5 +1,129 @@
-//! The Kubernetes controller: FreshteamIntegrations reconciled into scheduled imports.
+//! The Kubernetes controller: FreshteamIntegrations reconciled into scheduled imports
+//! with ImportRun history.
 
 pub mod conditions;
+pub mod connect;
 pub mod decide;
 pub mod history;
+pub mod reconcile;
+pub mod runner;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::api::FreshteamIntegration;
+use crate::clock::Clock;
+use connect::Connector;
+
+pub use reconcile::{error_policy, reconcile};
+
+/// Label on every ImportRun naming its integration.
+pub const INTEGRATION_LABEL: &str = "freshteam.provisioning.dev/integration";
+
+/// Operator-wide settings.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// Accept `spec.source.baseUrl` and plain-http SCIM URLs.
+    pub allow_custom_endpoints: bool,
+    /// Imports running at once across all integrations.
+    pub max_concurrent_imports: usize,
+    /// How often a running import's progress is written to its ImportRun.
+    pub progress_interval: Duration,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            allow_custom_endpoints: false,
+            max_concurrent_imports: 2,
+            progress_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What every reconcile and every run shares.
+pub struct Context {
+    pub client: Client,
+    pub clock: Arc<dyn Clock>,
+    pub config: OperatorConfig,
+    pub connector: Arc<dyn Connector>,
+    pub recorder: Option<Recorder>,
+    pub metrics: Option<crate::telemetry::Metrics>,
+    pub slots: Arc<Semaphore>,
+    active: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        clock: Arc<dyn Clock>,
+        config: OperatorConfig,
+        connector: Arc<dyn Connector>,
+        reporter: Option<Reporter>,
+        metrics: Option<crate::telemetry::Metrics>,
+    ) -> Self {
+        Context {
+            recorder: reporter.map(|r| Recorder::new(client.clone(), r)),
+            slots: Arc::new(Semaphore::new(config.max_concurrent_imports.max(1))),
+            client,
+            clock,
+            config,
+            connector,
+            metrics,
+            active: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// True while a run of the integration `namespace/name` is under way.
+    pub fn is_running(&self, key: &str) -> bool {
+        let mut active = self.active.lock().expect("active runs lock");
+        active.retain(|_, h| !h.is_finished());
+        active.contains_key(key)
+    }
+
+    fn start(&self, key: &str, run: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(run);
+        self.active.lock().expect("active runs lock").insert(key.to_string(), handle);
+    }
+
+    /// Waits until no run is under way (tests, and shutdown).
+    pub async fn wait_idle(&self) {
+        loop {
+            let handles: Vec<JoinHandle<()>> = {
+                let mut active = self.active.lock().expect("active runs lock");
+                active.drain().map(|(_, h)| h).collect()
+            };
+            if handles.is_empty() {
+                return;
+            }
+            for h in handles {
+                let _ = h.await;
+            }
+        }
+    }
+
+    /// Publishes an Event on the integration (best effort: a failed Event never fails a
+    /// reconcile).
+    async fn event(&self, fti: &FreshteamIntegration, type_: EventType, reason: &str, note: String) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, &fti.object_ref(&())).await {
+            tracing::debug!(error = %e, "could not publish an Event");
+        }
+    }
+}

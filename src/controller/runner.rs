@@ -1,0 +1,327 @@
+//! One ImportRun from creation to its final phase: Pending → Running → outcome, with
+//! progress patched while it runs, the error report in a ConfigMap owned by the run, the
+//! integration's `lastImport`, Events, and history pruning.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::decide::StartRun;
+use super::history::{runs_to_prune, RunEntry};
+use super::{Context, INTEGRATION_LABEL};
+use crate::api::{
+    ErrorReportRef, FreshteamIntegration, ImportPhase, ImportRun, ImportRunSpec, ImportRunStatus, ImportTrigger,
+    LastImport, Preview,
+};
+use crate::clock::rfc3339;
+use crate::mapping::CompiledMapping;
+use crate::secret::SecretString;
+use crate::sync::{errors_csv, run_import, ImportOptions, ProgressCounter};
+
+/// The ImportRun object for a run about to start (phase Pending).
+pub fn new_run(fti: &FreshteamIntegration, name: &str, start: &StartRun) -> ImportRun {
+    let integration = fti.name_any();
+    let mut labels = BTreeMap::new();
+    labels.insert(INTEGRATION_LABEL.to_string(), integration.clone());
+    ImportRun {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: fti.namespace(),
+            labels: Some(labels),
+            owner_references: fti.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: ImportRunSpec {
+            integration,
+            trigger: start.trigger,
+            dry_run: start.dry_run,
+        },
+        status: Some(ImportRunStatus::default()),
+    }
+}
+
+/// Creates the ImportRun; a name already taken (two runs in one second) gets a suffix.
+pub async fn create_run(api: &Api<ImportRun>, mut run: ImportRun) -> Result<ImportRun, kube::Error> {
+    let base = run.name_any();
+    for attempt in 0..5 {
+        if attempt > 0 {
+            run.metadata.name = Some(format!("{base}-{attempt}"));
+        }
+        match api.create(&PostParams::default(), &run).await {
+            Ok(created) => return Ok(created),
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(kube::Error::Api(
+        kube::core::Status::failure(&format!("ImportRun names {base}-* are taken"), "AlreadyExists").with_code(409).boxed(),
+    ))
+}
+
+async fn patch_run_status(api: &Api<ImportRun>, name: &str, status: serde_json::Value) -> Result<(), kube::Error> {
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+        .await
+        .map(|_| ())
+}
+
+/// Everything a run needs, resolved by the reconciler before the run starts.
+pub struct RunRequest {
+    pub integration: Arc<FreshteamIntegration>,
+    pub run_name: String,
+    pub start: StartRun,
+    pub mapping: CompiledMapping,
+    pub api_key: SecretString,
+    pub token: SecretString,
+}
+
+/// Runs an import to its end. Never panics on a Kubernetes error: it logs and leaves the
+/// run for the next start-up to mark `Interrupted`.
+pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
+    let fti = &req.integration;
+    let ns = fti.namespace().unwrap_or_default();
+    let integration = fti.name_any();
+    let runs: Api<ImportRun> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = req.run_name.clone();
+
+    let _slot = ctx.slots.clone().acquire_owned().await;
+    let started = ctx.clock.now();
+    let _ = patch_run_status(
+        &runs,
+        &name,
+        json!({"phase": "Running", "startTime": rfc3339(started), "progress": {"processed": 0, "total": 0, "percent": 0}}),
+    )
+    .await;
+    ctx.event(fti, EventType::Normal, "ImportStarted", format!("ImportRun {name} started ({:?})", req.start.trigger))
+        .await;
+
+    let approved_leavers = match &req.start.approval {
+        Some(blocked) => match runs.get_opt(blocked).await {
+            Ok(Some(r)) => r
+                .status
+                .as_ref()
+                .filter(|s| s.phase == ImportPhase::Blocked)
+                .and_then(|s| s.leavers_awaiting_approval),
+            _ => None,
+        },
+        None => None,
+    };
+
+    let outcome = match (
+        ctx.connector.source(&fti.spec, req.api_key.clone()).await,
+        ctx.connector.destination(&fti.spec, req.token.clone()).await,
+    ) {
+        (Ok(source), Ok(destination)) => {
+            let progress = Arc::new(ProgressCounter::default());
+            let ticker = spawn_progress_ticker(ctx.clone(), runs.clone(), name.clone(), progress.clone());
+            let options = ImportOptions {
+                dry_run: req.start.dry_run,
+                max_leavers_percent: fti.spec.safety.max_leavers_percent,
+                approved_leavers,
+            };
+            let outcome = run_import(
+                &req.mapping,
+                source.as_ref(),
+                destination.as_ref(),
+                &options,
+                progress.as_ref(),
+                ctx.clock.as_ref(),
+            )
+            .await;
+            ticker.abort();
+            outcome
+        }
+        (Err(e), _) => failed(&ctx, started, format!("Freshteam: {e}")),
+        (_, Err(e)) => failed(&ctx, started, format!("destination: {e}")),
+    };
+
+    let mut status = outcome.status.clone();
+    if !outcome.report.is_empty() {
+        match store_report(&ctx, &runs, &ns, &name, &errors_csv(&outcome.report)).await {
+            Ok(report) => status.error_report = Some(report),
+            Err(e) => tracing::warn!(run = %name, error = %e, "could not store the error report"),
+        }
+    }
+    if let Err(e) = patch_run_status(&runs, &name, serde_json::to_value(&status).expect("status serialises")).await
+    {
+        tracing::warn!(run = %name, error = %e, "could not record the run's outcome");
+    }
+
+    // The integration's view of the run.
+    let last = LastImport {
+        run_name: name.clone(),
+        phase: status.phase,
+        start_time: status.start_time.clone(),
+        completion_time: status.completion_time.clone(),
+        summary: status.summary.clone(),
+    };
+    let mut patch = json!({ "status": { "lastImport": last } });
+    if req.start.trigger == ImportTrigger::Preview && status.phase != ImportPhase::Failed {
+        let s = &status.summary;
+        let preview = Preview {
+            run_name: name.clone(),
+            computed_at: status.completion_time.clone(),
+            generation: fti.metadata.generation,
+            would_create: s.created,
+            would_update: s.updated,
+            would_mark_as_leavers: s.leavers + status.leavers_awaiting_approval.unwrap_or(0),
+            would_reactivate: s.reactivated,
+            errors: s.errors,
+        };
+        patch["status"]["preview"] = serde_json::to_value(preview).expect("preview serialises");
+    }
+    let integrations: Api<FreshteamIntegration> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = integrations
+        .patch_status(&integration, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::warn!(integration = %integration, error = %e, "could not record lastImport");
+    }
+
+    let message = status.message.clone().unwrap_or_default();
+    let (kind, reason) = match status.phase {
+        ImportPhase::Succeeded => (EventType::Normal, "ImportSucceeded"),
+        ImportPhase::PartiallySucceeded => (EventType::Warning, "ImportPartiallySucceeded"),
+        ImportPhase::Blocked => (EventType::Warning, "ImportBlocked"),
+        _ => (EventType::Warning, "ImportFailed"),
+    };
+    ctx.event(fti, kind, reason, format!("ImportRun {name}: {message}")).await;
+    if let Some(metrics) = &ctx.metrics {
+        let elapsed = (ctx.clock.now() - started).to_std().unwrap_or_default();
+        metrics.record_run(&ns, &integration, req.start.trigger, &status, elapsed);
+    }
+
+    prune(&runs, fti).await;
+}
+
+fn failed(ctx: &Context, started: chrono::DateTime<chrono::Utc>, message: String) -> crate::sync::ImportOutcome {
+    let mut outcome = crate::sync::ImportOutcome::default();
+    outcome.status.phase = ImportPhase::Failed;
+    outcome.status.start_time = Some(rfc3339(started));
+    outcome.status.completion_time = Some(rfc3339(ctx.clock.now()));
+    outcome.status.message = Some(message);
+    outcome
+}
+
+fn spawn_progress_ticker(
+    ctx: Arc<Context>,
+    runs: Api<ImportRun>,
+    name: String,
+    progress: Arc<ProgressCounter>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            tokio::time::sleep(ctx.config.progress_interval).await;
+            let now = progress.snapshot();
+            if last.as_ref() != Some(&now) {
+                let _ = patch_run_status(&runs, &name, json!({ "progress": now })).await;
+                last = Some(now);
+            }
+        }
+    })
+}
+
+async fn store_report(
+    ctx: &Context,
+    runs: &Api<ImportRun>,
+    ns: &str,
+    run: &str,
+    csv: &str,
+) -> Result<ErrorReportRef, kube::Error> {
+    let owner = runs.get(run).await?.controller_owner_ref(&());
+    let name = format!("{run}-errors");
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.to_string()),
+            owner_references: owner.map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([("errors.csv".to_string(), csv.to_string())])),
+        ..ConfigMap::default()
+    };
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    match cms.create(&PostParams::default(), &cm).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            cms.replace(&name, &PostParams::default(), &cm).await?;
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(ErrorReportRef {
+        config_map_name: name,
+        key: "errors.csv".into(),
+    })
+}
+
+/// Deletes runs beyond the history limits (their report ConfigMaps go with them through
+/// the owner reference).
+pub async fn prune(runs: &Api<ImportRun>, fti: &FreshteamIntegration) {
+    let selector = format!("{INTEGRATION_LABEL}={}", fti.name_any());
+    let Ok(list) = runs.list(&ListParams::default().labels(&selector)).await else {
+        return;
+    };
+    let entries: Vec<RunEntry> = list
+        .items
+        .iter()
+        .map(|r| RunEntry {
+            name: r.name_any(),
+            phase: r.status.as_ref().map(|s| s.phase).unwrap_or_default(),
+            created: r
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .or_else(|| r.status.as_ref().and_then(|s| s.start_time.clone()))
+                .unwrap_or_else(|| r.name_any()),
+        })
+        .collect();
+    for name in runs_to_prune(&entries, &fti.spec.history) {
+        if let Err(e) = runs.delete(&name, &DeleteParams::background()).await {
+            tracing::warn!(run = %name, error = %e, "could not prune an ImportRun");
+        }
+    }
+}
+
+/// Marks runs left `Pending`/`Running` by a process that died as `Interrupted`. Called
+/// by a new leader before it starts any run, so none of these can still be running.
+pub async fn mark_interrupted(ctx: &Context, runs: &Api<ImportRun>) -> Result<u32, kube::Error> {
+    let mut n = 0;
+    for r in runs.list(&ListParams::default()).await?.items {
+        let phase = r.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        if phase.is_final() {
+            continue;
+        }
+        let ns = r.namespace().unwrap_or_default();
+        let name = r.name_any();
+        let api: Api<ImportRun> = Api::namespaced(ctx.client.clone(), &ns);
+        let now = rfc3339(ctx.clock.now());
+        patch_run_status(
+            &api,
+            &name,
+            json!({"phase": "Interrupted", "completionTime": now,
+                   "message": "the operator stopped during this run; the next run converges"}),
+        )
+        .await?;
+        let integrations: Api<FreshteamIntegration> = Api::namespaced(ctx.client.clone(), &ns);
+        if let Ok(Some(fti)) = integrations.get_opt(&r.spec.integration).await {
+            let last = fti.status.as_ref().and_then(|s| s.last_import.as_ref());
+            if last.is_some_and(|l| l.run_name == name) {
+                let _ = integrations
+                    .patch_status(
+                        &r.spec.integration,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"status": {"lastImport": {"phase": "Interrupted", "completionTime": now}}})),
+                    )
+                    .await;
+            }
+        }
+        n += 1;
+    }
+    Ok(n)
+}
