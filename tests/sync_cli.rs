@@ -323,7 +323,10 @@ async fn bad_records_are_error_rows_and_the_rest_go_through() {
         "an ambiguous identity was applied"
     );
     let csv = std::fs::read_to_string(report).unwrap();
-    assert!(!csv.contains(API_KEY) && !csv.contains(&env.scim.token), "a secret leaked into the report");
+    assert!(
+        !csv.contains(API_KEY) && !csv.contains(&env.scim.token),
+        "a secret leaked into the report"
+    );
     assert_eq!(csv.lines().count(), 5, "{csv}");
     assert!(csv.starts_with("severity,employee_id,email,field,message\n"));
 }
@@ -417,13 +420,17 @@ async fn a_wrong_api_key_fails_with_a_credentials_message() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_scim_token_fails_without_showing_it() {
     let env = Env::start(5).await;
-    let text = env
-        .manifest(API_KEY, Env::default_mapping())
-        .replace(&format!("token: \"{}\"", env.scim.token), "token: \"wrong-key-51b0\"");
+    let text = env.manifest(API_KEY, Env::default_mapping()).replace(
+        &format!("token: \"{}\"", env.scim.token),
+        "token: \"wrong-key-51b0\"",
+    );
     let file = env.write("t.yaml", &text);
     let run = env.sync_file(&file, &["--output", "json"]).await;
     assert_eq!(run.code, 1, "{}", run.stderr);
-    let message = run.json()["status"]["message"].as_str().unwrap().to_string();
+    let message = run.json()["status"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(message.contains("rejected the bearer token"), "{message}");
     assert!(env.scim.users().await.is_empty());
 }

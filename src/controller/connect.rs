@@ -32,9 +32,15 @@ impl Connector for HttpConnector {
         spec: &FreshteamIntegrationSpec,
         api_key: SecretString,
     ) -> Result<Box<dyn EmployeeSource>, String> {
-        let config = FreshteamConfig::new(&spec.source.subdomain, spec.source.base_url.as_deref(), api_key)
-            .map_err(|e| e.to_string())?;
-        Ok(Box::new(FreshteamClient::new(config).map_err(|e| e.to_string())?))
+        let config = FreshteamConfig::new(
+            &spec.source.subdomain,
+            spec.source.base_url.as_deref(),
+            api_key,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Box::new(
+            FreshteamClient::new(config).map_err(|e| e.to_string())?,
+        ))
     }
 
     async fn destination(
@@ -42,7 +48,12 @@ impl Connector for HttpConnector {
         spec: &FreshteamIntegrationSpec,
         token: SecretString,
     ) -> Result<Box<dyn MemberDirectory>, String> {
-        let config = ScimConfig::new(&spec.destination.scim.url, token).map_err(|e| e.to_string())?;
-        Ok(Box::new(ScimClient::connect(config).await.map_err(|e| e.to_string())?))
+        let config =
+            ScimConfig::new(&spec.destination.scim.url, token).map_err(|e| e.to_string())?;
+        Ok(Box::new(
+            ScimClient::connect(config)
+                .await
+                .map_err(|e| e.to_string())?,
+        ))
     }
 }

@@ -90,7 +90,10 @@ impl Context {
 
     fn start(&self, key: &str, run: impl Future<Output = ()> + Send + 'static) {
         let handle = tokio::spawn(run);
-        self.active.lock().expect("active runs lock").insert(key.to_string(), handle);
+        self.active
+            .lock()
+            .expect("active runs lock")
+            .insert(key.to_string(), handle);
     }
 
     /// Waits until no run is under way (tests, and shutdown).
@@ -111,7 +114,13 @@ impl Context {
 
     /// Publishes an Event on the integration (best effort: a failed Event never fails a
     /// reconcile).
-    async fn event(&self, fti: &FreshteamIntegration, type_: EventType, reason: &str, note: String) {
+    async fn event(
+        &self,
+        fti: &FreshteamIntegration,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let Some(recorder) = &self.recorder else {
             return;
         };

@@ -18,8 +18,8 @@ use super::runner::{create_run, execute, new_run, RunRequest};
 use super::Context;
 use crate::api::validate::{validate_spec, EndpointPolicy};
 use crate::api::{
-    FreshteamIntegration, FreshteamIntegrationStatus, ImportRun, ImportTrigger, Preview, SecretKeyRef,
-    APPROVE_LEAVERS, IMPORT_REQUESTED_AT,
+    FreshteamIntegration, FreshteamIntegrationStatus, ImportRun, ImportTrigger, Preview,
+    SecretKeyRef, APPROVE_LEAVERS, IMPORT_REQUESTED_AT,
 };
 use crate::clock::rfc3339;
 use crate::secret::SecretString;
@@ -52,9 +52,10 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
     let running = ctx.is_running(&key);
     let mut extra = serde_json::Map::new();
 
-    let set = |status: &mut FreshteamIntegrationStatus, t: &str, ok: bool, reason: &str, msg: String| {
-        cond::set(&mut status.conditions, t, ok, reason, msg, generation, now)
-    };
+    let set =
+        |status: &mut FreshteamIntegrationStatus, t: &str, ok: bool, reason: &str, msg: String| {
+            cond::set(&mut status.conditions, t, ok, reason, msg, generation, now)
+        };
     set(
         &mut status,
         IMPORTING,
@@ -70,7 +71,11 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         &mut status,
         PUBLISHED,
         fti.spec.published,
-        if fti.spec.published { "Published" } else { "Unpublished" },
+        if fti.spec.published {
+            "Published"
+        } else {
+            "Unpublished"
+        },
         if fti.spec.published {
             "imports write to the destination on the schedule".into()
         } else {
@@ -86,11 +91,21 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
     };
     let validated = match validate_spec(&fti.spec, policy) {
         Ok(v) => {
-            set(&mut status, MAPPING_VALID, true, "Valid", "mapping, schedule and endpoints are valid".into());
+            set(
+                &mut status,
+                MAPPING_VALID,
+                true,
+                "Valid",
+                "mapping, schedule and endpoints are valid".into(),
+            );
             v
         }
         Err(errors) => {
-            let message = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+            let message = errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
             let reason = if message.contains("--allow-custom-endpoints") {
                 "CustomEndpointRefused"
             } else {
@@ -117,7 +132,12 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let credentials = async {
-        let key = read_secret(&secrets, "spec.source.apiKeySecretRef", &fti.spec.source.api_key_secret_ref).await?;
+        let key = read_secret(
+            &secrets,
+            "spec.source.apiKeySecretRef",
+            &fti.spec.source.api_key_secret_ref,
+        )
+        .await?;
         let token = read_secret(
             &secrets,
             "spec.destination.scim.tokenSecretRef",
@@ -132,7 +152,13 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         Err((reason, message)) => {
             let was = cond::get(&previous.conditions, AUTHORIZED).map(|c| c.reason.clone());
             if was.as_deref() != Some(reason.as_str()) {
-                ctx.event(&fti, EventType::Warning, "AuthorizationFailed", message.clone()).await;
+                ctx.event(
+                    &fti,
+                    EventType::Warning,
+                    "AuthorizationFailed",
+                    message.clone(),
+                )
+                .await;
             }
             set(&mut status, AUTHORIZED, false, &reason, message.clone());
             set(&mut status, READY, false, &reason, message);
@@ -150,11 +176,18 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
     let fingerprint = format!("{}/{key_version}/{token_version}", generation.unwrap_or(0));
     let authorized = cond::is_true(&status.conditions, AUTHORIZED);
     let retry_due = cond::get(&status.conditions, AUTHORIZED)
-        .map(|c| now.timestamp() - c.last_transition_time.0.as_second() >= REAUTHORIZE_AFTER.as_secs() as i64)
+        .map(|c| {
+            now.timestamp() - c.last_transition_time.0.as_second()
+                >= REAUTHORIZE_AFTER.as_secs() as i64
+        })
         .unwrap_or(true);
-    if status.authorized_for.as_deref() != Some(fingerprint.as_str()) || (!authorized && retry_due) {
+    if status.authorized_for.as_deref() != Some(fingerprint.as_str()) || (!authorized && retry_due)
+    {
         let result = match ctx.connector.source(&fti.spec, api_key.clone()).await {
-            Ok(source) => source.authorize().await.map_err(|e| (reason_of(&e), e.to_string())),
+            Ok(source) => source
+                .authorize()
+                .await
+                .map_err(|e| (reason_of(&e), e.to_string())),
             Err(e) => Err(("InvalidSource".to_string(), e)),
         };
         status.authorized_for = Some(fingerprint);
@@ -164,10 +197,20 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
                 AUTHORIZED,
                 true,
                 "Connected",
-                format!("Connected to {} ({} employees)", info.host, group_thousands(info.employees)),
+                format!(
+                    "Connected to {} ({} employees)",
+                    info.host,
+                    group_thousands(info.employees)
+                ),
             ),
             Err((reason, message)) => {
-                ctx.event(&fti, EventType::Warning, "AuthorizationFailed", message.clone()).await;
+                ctx.event(
+                    &fti,
+                    EventType::Warning,
+                    "AuthorizationFailed",
+                    message.clone(),
+                )
+                .await;
                 set(&mut status, AUTHORIZED, false, &reason, message);
             }
         }
@@ -177,7 +220,9 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         m.set_authorized(&ns, &name, authorized);
     }
     if !authorized {
-        let message = cond::get(&status.conditions, AUTHORIZED).map(|c| c.message.clone()).unwrap_or_default();
+        let message = cond::get(&status.conditions, AUTHORIZED)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
         set(&mut status, READY, false, "NotAuthorized", message);
         write_status(&ctx, &ns, &name, &status, extra).await?;
         return Ok(Action::requeue(REAUTHORIZE_AFTER));
@@ -230,7 +275,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
                 run_name: run_name.clone(),
                 ..Preview::default()
             });
-            preview.generation = generation;
+            preview.generation = Some(generation.unwrap_or(0));
             status.preview = Some(preview);
         }
         set(
@@ -285,8 +330,12 @@ async fn write_status(
         }
     }
     let api: Api<FreshteamIntegration> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": value })))
-        .await?;
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": value })),
+    )
+    .await?;
     Ok(())
 }
 
@@ -302,10 +351,18 @@ async fn read_secret(
         Ok(None) => {
             return Err((
                 "SecretNotFound".into(),
-                format!("{field}: Secret '{}' not found in the integration's namespace", r.name),
+                format!(
+                    "{field}: Secret '{}' not found in the integration's namespace",
+                    r.name
+                ),
             ))
         }
-        Err(e) => return Err(("SecretUnreadable".into(), format!("{field}: cannot read Secret '{}': {e}", r.name))),
+        Err(e) => {
+            return Err((
+                "SecretUnreadable".into(),
+                format!("{field}: cannot read Secret '{}': {e}", r.name),
+            ))
+        }
     };
     let version = secret.resource_version().unwrap_or_default();
     let from_data = secret
@@ -322,7 +379,10 @@ async fn read_secret(
         Some(v) => Ok((SecretString::new(v), version)),
         None => Err((
             "SecretKeyMissing".into(),
-            format!("{field}: Secret '{}' has no non-empty key '{}'", r.name, r.key),
+            format!(
+                "{field}: Secret '{}' has no non-empty key '{}'",
+                r.name, r.key
+            ),
         )),
     }
 }
@@ -356,7 +416,11 @@ pub fn group_thousands(n: u64) -> String {
 pub fn error_policy(fti: Arc<FreshteamIntegration>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(integration = %fti.name_any(), error = %error, "reconcile failed");
     if let Some(m) = &ctx.metrics {
-        m.reconcile_error(&fti.namespace().unwrap_or_default(), &fti.name_any(), "kube");
+        m.reconcile_error(
+            &fti.namespace().unwrap_or_default(),
+            &fti.name_any(),
+            "kube",
+        );
     }
     Action::requeue(Duration::from_secs(15))
 }

@@ -15,8 +15,8 @@ use super::decide::StartRun;
 use super::history::{runs_to_prune, RunEntry};
 use super::{Context, INTEGRATION_LABEL};
 use crate::api::{
-    ErrorReportRef, FreshteamIntegration, ImportPhase, ImportRun, ImportRunSpec, ImportRunStatus, ImportTrigger,
-    LastImport, Preview,
+    ErrorReportRef, FreshteamIntegration, ImportPhase, ImportRun, ImportRunSpec, ImportRunStatus,
+    ImportTrigger, LastImport, Preview,
 };
 use crate::clock::rfc3339;
 use crate::mapping::CompiledMapping;
@@ -46,7 +46,10 @@ pub fn new_run(fti: &FreshteamIntegration, name: &str, start: &StartRun) -> Impo
 }
 
 /// Creates the ImportRun; a name already taken (two runs in one second) gets a suffix.
-pub async fn create_run(api: &Api<ImportRun>, mut run: ImportRun) -> Result<ImportRun, kube::Error> {
+pub async fn create_run(
+    api: &Api<ImportRun>,
+    mut run: ImportRun,
+) -> Result<ImportRun, kube::Error> {
     let base = run.name_any();
     for attempt in 0..5 {
         if attempt > 0 {
@@ -59,14 +62,27 @@ pub async fn create_run(api: &Api<ImportRun>, mut run: ImportRun) -> Result<Impo
         }
     }
     Err(kube::Error::Api(
-        kube::core::Status::failure(&format!("ImportRun names {base}-* are taken"), "AlreadyExists").with_code(409).boxed(),
+        kube::core::Status::failure(
+            &format!("ImportRun names {base}-* are taken"),
+            "AlreadyExists",
+        )
+        .with_code(409)
+        .boxed(),
     ))
 }
 
-async fn patch_run_status(api: &Api<ImportRun>, name: &str, status: serde_json::Value) -> Result<(), kube::Error> {
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
-        .await
-        .map(|_| ())
+async fn patch_run_status(
+    api: &Api<ImportRun>,
+    name: &str,
+    status: serde_json::Value,
+) -> Result<(), kube::Error> {
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Everything a run needs, resolved by the reconciler before the run starts.
@@ -96,8 +112,13 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         json!({"phase": "Running", "startTime": rfc3339(started), "progress": {"processed": 0, "total": 0, "percent": 0}}),
     )
     .await;
-    ctx.event(fti, EventType::Normal, "ImportStarted", format!("ImportRun {name} started ({:?})", req.start.trigger))
-        .await;
+    ctx.event(
+        fti,
+        EventType::Normal,
+        "ImportStarted",
+        format!("ImportRun {name} started ({:?})", req.start.trigger),
+    )
+    .await;
 
     let approved_leavers = match &req.start.approval {
         Some(blocked) => match runs.get_opt(blocked).await {
@@ -113,11 +134,14 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
 
     let outcome = match (
         ctx.connector.source(&fti.spec, req.api_key.clone()).await,
-        ctx.connector.destination(&fti.spec, req.token.clone()).await,
+        ctx.connector
+            .destination(&fti.spec, req.token.clone())
+            .await,
     ) {
         (Ok(source), Ok(destination)) => {
             let progress = Arc::new(ProgressCounter::default());
-            let ticker = spawn_progress_ticker(ctx.clone(), runs.clone(), name.clone(), progress.clone());
+            let ticker =
+                spawn_progress_ticker(ctx.clone(), runs.clone(), name.clone(), progress.clone());
             let options = ImportOptions {
                 dry_run: req.start.dry_run,
                 max_leavers_percent: fti.spec.safety.max_leavers_percent,
@@ -146,7 +170,12 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
             Err(e) => tracing::warn!(run = %name, error = %e, "could not store the error report"),
         }
     }
-    if let Err(e) = patch_run_status(&runs, &name, serde_json::to_value(&status).expect("status serialises")).await
+    if let Err(e) = patch_run_status(
+        &runs,
+        &name,
+        serde_json::to_value(&status).expect("status serialises"),
+    )
+    .await
     {
         tracing::warn!(run = %name, error = %e, "could not record the run's outcome");
     }
@@ -165,7 +194,7 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         let preview = Preview {
             run_name: name.clone(),
             computed_at: status.completion_time.clone(),
-            generation: fti.metadata.generation,
+            generation: Some(fti.metadata.generation.unwrap_or(0)),
             would_create: s.created,
             would_update: s.updated,
             would_mark_as_leavers: s.leavers + status.leavers_awaiting_approval.unwrap_or(0),
@@ -189,7 +218,8 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         ImportPhase::Blocked => (EventType::Warning, "ImportBlocked"),
         _ => (EventType::Warning, "ImportFailed"),
     };
-    ctx.event(fti, kind, reason, format!("ImportRun {name}: {message}")).await;
+    ctx.event(fti, kind, reason, format!("ImportRun {name}: {message}"))
+        .await;
     if let Some(metrics) = &ctx.metrics {
         let elapsed = (ctx.clock.now() - started).to_std().unwrap_or_default();
         metrics.record_run(&ns, &integration, req.start.trigger, &status, elapsed);
@@ -198,7 +228,11 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
     prune(&runs, fti).await;
 }
 
-fn failed(ctx: &Context, started: chrono::DateTime<chrono::Utc>, message: String) -> crate::sync::ImportOutcome {
+fn failed(
+    ctx: &Context,
+    started: chrono::DateTime<chrono::Utc>,
+    message: String,
+) -> crate::sync::ImportOutcome {
     let mut outcome = crate::sync::ImportOutcome::default();
     outcome.status.phase = ImportPhase::Failed;
     outcome.status.start_time = Some(rfc3339(started));
@@ -242,7 +276,10 @@ async fn store_report(
             owner_references: owner.map(|o| vec![o]),
             ..ObjectMeta::default()
         },
-        data: Some(BTreeMap::from([("errors.csv".to_string(), csv.to_string())])),
+        data: Some(BTreeMap::from([(
+            "errors.csv".to_string(),
+            csv.to_string(),
+        )])),
         ..ConfigMap::default()
     };
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);

@@ -1,0 +1,572 @@
+//! The reconciler against an in-process Kubernetes API (kube-fake-client), the project's
+//! Freshteam simulator and a real SCIM 2.0 server, with an injectable clock.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use freshteam_operator::api::*;
+use freshteam_operator::clock::Clock;
+use freshteam_operator::controller::connect::HttpConnector;
+use freshteam_operator::controller::runner::mark_interrupted;
+use freshteam_operator::controller::{reconcile, Context, OperatorConfig, INTEGRATION_LABEL};
+use freshteam_operator::simulator::{SimConfig, Simulator};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::ByteString;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::events::Reporter;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use support::ScimServer;
+
+const NS: &str = "hr";
+const API_KEY: &str = "ft-ctrl-5d1e";
+
+struct TestClock(Mutex<DateTime<Utc>>);
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl TestClock {
+    fn set(&self, t: DateTime<Utc>) {
+        *self.0.lock().unwrap() = t;
+    }
+    fn advance(&self, secs: i64) {
+        let mut t = self.0.lock().unwrap();
+        *t += chrono::Duration::seconds(secs);
+    }
+}
+
+struct Harness {
+    client: Client,
+    ctx: Arc<Context>,
+    clock: Arc<TestClock>,
+    sim: Simulator,
+    scim: ScimServer,
+}
+
+fn secret(name: &str, key: &str, value: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            key.to_string(),
+            ByteString(value.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+impl Harness {
+    async fn new(
+        employees: usize,
+        allow_custom_endpoints: bool,
+        edit: impl FnOnce(&mut FreshteamIntegrationSpec),
+    ) -> Self {
+        let sim = Simulator::start(SimConfig {
+            employees,
+            page_size: 9,
+            api_key: API_KEY.into(),
+            inactive_percent: 0.0,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let scim = ScimServer::start();
+        let mut spec = FreshteamIntegrationSpec {
+            source: SourceSpec {
+                subdomain: "acme".into(),
+                api_key_secret_ref: SecretKeyRef {
+                    name: "freshteam-acme".into(),
+                    key: "apiKey".into(),
+                },
+                base_url: Some(sim.base_url()),
+            },
+            destination: DestinationSpec {
+                scim: ScimDestinationSpec {
+                    url: scim.url.clone(),
+                    token_secret_ref: SecretKeyRef {
+                        name: "members-scim".into(),
+                        key: "token".into(),
+                    },
+                },
+            },
+            schedule: "daily".into(),
+            mapping: MappingSpec::default(),
+            ..FreshteamIntegrationSpec::default()
+        };
+        edit(&mut spec);
+        let mut fti = FreshteamIntegration::new("acme", spec);
+        fti.metadata.namespace = Some(NS.into());
+        fti.metadata.generation = Some(1);
+        let client = kube_fake_client::ClientBuilder::new()
+            .with_resource::<FreshteamIntegration>()
+            .with_status_subresource::<FreshteamIntegration>()
+            .with_resource::<ImportRun>()
+            .with_status_subresource::<ImportRun>()
+            .with_object(secret("freshteam-acme", "apiKey", API_KEY))
+            .with_object(secret("members-scim", "token", &scim.token))
+            .with_object(fti)
+            .build()
+            .await
+            .expect("fake API");
+        let clock = Arc::new(TestClock(Mutex::new(
+            Utc.with_ymd_and_hms(2026, 7, 1, 12, 0, 0).unwrap(),
+        )));
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            clock.clone(),
+            OperatorConfig {
+                allow_custom_endpoints,
+                max_concurrent_imports: 2,
+                progress_interval: Duration::from_millis(20),
+            },
+            Arc::new(HttpConnector),
+            Some(Reporter {
+                controller: "freshteam-operator".into(),
+                instance: None,
+            }),
+            None,
+        ));
+        Harness {
+            client,
+            ctx,
+            clock,
+            sim,
+            scim,
+        }
+    }
+
+    fn integrations(&self) -> Api<FreshteamIntegration> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    async fn fti(&self) -> FreshteamIntegration {
+        self.integrations().get("acme").await.unwrap()
+    }
+
+    async fn status(&self) -> FreshteamIntegrationStatus {
+        self.fti().await.status.unwrap_or_default()
+    }
+
+    /// One reconcile, then waits for any run it started.
+    async fn reconcile(&self) {
+        let fti = self.fti().await;
+        reconcile(Arc::new(fti), self.ctx.clone())
+            .await
+            .expect("reconcile");
+        self.ctx.wait_idle().await;
+    }
+
+    async fn runs(&self) -> Vec<ImportRun> {
+        let api: Api<ImportRun> = Api::namespaced(self.client.clone(), NS);
+        let mut runs = api.list(&ListParams::default()).await.unwrap().items;
+        runs.sort_by_key(|r| r.name_any());
+        runs
+    }
+
+    async fn edit(&self, patch: serde_json::Value) {
+        self.integrations()
+            .patch("acme", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    async fn publish(&self) {
+        self.edit(json!({"metadata": {"generation": 2}, "spec": {"published": true}}))
+            .await;
+    }
+
+    async fn annotate(&self, key: &str, value: &str) {
+        self.edit(json!({"metadata": {"annotations": {key: value}}}))
+            .await;
+    }
+
+    fn condition(status: &FreshteamIntegrationStatus, t: &str) -> (String, String, String) {
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap_or_else(|| panic!("no {t} condition"));
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+}
+
+fn phase(r: &ImportRun) -> ImportPhase {
+    r.status.as_ref().unwrap().phase
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unpublished_computes_a_preview_and_writes_nothing() {
+    let h = Harness::new(20, true, |_| {}).await;
+    h.reconcile().await;
+    let runs = h.runs().await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].spec.trigger, ImportTrigger::Preview);
+    assert!(runs[0].spec.dry_run);
+    assert_eq!(phase(&runs[0]), ImportPhase::Succeeded);
+    assert_eq!(
+        runs[0].labels().get(INTEGRATION_LABEL).map(String::as_str),
+        Some("acme")
+    );
+    assert!(
+        h.scim.users().await.is_empty(),
+        "a preview wrote to the destination"
+    );
+
+    let status = h.status().await;
+    let preview = status.preview.clone().unwrap();
+    assert_eq!(preview.would_create, 20);
+    assert_eq!(preview.run_name, runs[0].name_any());
+    let (s, reason, msg) = Harness::condition(&status, "Authorized");
+    assert_eq!((s.as_str(), reason.as_str()), ("True", "Connected"));
+    assert_eq!(msg, "Connected to 127.0.0.1 (20 employees)");
+    assert_eq!(Harness::condition(&status, "Published").0, "False");
+    assert_eq!(Harness::condition(&status, "Ready").0, "True");
+    assert_eq!(status.next_import_time, None);
+
+    // Same generation: no second preview.
+    h.reconcile().await;
+    assert_eq!(h.runs().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn published_imports_at_the_schedule_and_records_last_import() {
+    let h = Harness::new(15, true, |s| s.published = true).await;
+    h.reconcile().await;
+    assert!(
+        h.runs().await.is_empty(),
+        "publishing starts the schedule, not an import"
+    );
+    let status = h.status().await;
+    assert_eq!(
+        status.next_import_time.as_deref(),
+        Some("2026-07-02T03:00:00Z")
+    );
+
+    h.clock
+        .set(Utc.with_ymd_and_hms(2026, 7, 2, 3, 0, 0).unwrap());
+    h.reconcile().await;
+    let runs = h.runs().await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].spec.trigger, ImportTrigger::Scheduled);
+    let run_status = runs[0].status.clone().unwrap();
+    assert_eq!(run_status.phase, ImportPhase::Succeeded);
+    assert_eq!(run_status.summary.created, 15);
+    assert_eq!(run_status.progress.unwrap().percent, 100);
+    assert_eq!(h.scim.users().await.len(), 15);
+
+    let status = h.status().await;
+    let last = status.last_import.unwrap();
+    assert_eq!(last.run_name, runs[0].name_any());
+    assert_eq!(last.phase, ImportPhase::Succeeded);
+    assert_eq!(last.summary.created, 15);
+    assert_eq!(
+        status.next_import_time.as_deref(),
+        Some("2026-07-03T03:00:00Z")
+    );
+
+    // A later reconcile within the same slot starts nothing.
+    h.clock.advance(60);
+    h.reconcile().await;
+    assert_eq!(h.runs().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_annotation_starts_exactly_one_manual_run() {
+    let h = Harness::new(10, true, |s| s.published = true).await;
+    h.reconcile().await;
+    h.annotate(IMPORT_REQUESTED_AT, "2026-07-01T12:00:05Z")
+        .await;
+    h.reconcile().await;
+    h.reconcile().await;
+    h.reconcile().await;
+    let runs = h.runs().await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].spec.trigger, ImportTrigger::Manual);
+    assert_eq!(phase(&runs[0]), ImportPhase::Succeeded);
+    assert_eq!(
+        h.status().await.last_handled_import_request.as_deref(),
+        Some("2026-07-01T12:00:05Z")
+    );
+    // A new value: one more.
+    h.clock.advance(5);
+    h.annotate(IMPORT_REQUESTED_AT, "again").await;
+    h.reconcile().await;
+    assert_eq!(h.runs().await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_secret_revokes_access_without_calling_freshteam() {
+    let h = Harness::new(5, true, |_| {}).await;
+    h.reconcile().await;
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), NS);
+    secrets
+        .delete("freshteam-acme", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.sim.clear_requests();
+    h.annotate(IMPORT_REQUESTED_AT, "now").await;
+    h.reconcile().await;
+    let status = h.status().await;
+    let (s, reason, msg) = Harness::condition(&status, "Authorized");
+    assert_eq!((s.as_str(), reason.as_str()), ("False", "SecretNotFound"));
+    assert!(
+        msg.contains("spec.source.apiKeySecretRef: Secret 'freshteam-acme' not found"),
+        "{msg}"
+    );
+    assert!(
+        h.sim.requests().is_empty(),
+        "Freshteam was called without a Secret"
+    );
+    assert_eq!(h.runs().await.len(), 1, "only the earlier preview");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suspend_stops_calls_to_freshteam() {
+    let h = Harness::new(5, true, |s| s.suspend = true).await;
+    h.reconcile().await;
+    let (s, reason, _) = Harness::condition(&h.status().await, "Authorized");
+    assert_eq!((s.as_str(), reason.as_str()), ("False", "Suspended"));
+    assert!(h.sim.requests().is_empty());
+    assert!(h.runs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_key_is_reported_with_its_reason_and_an_event() {
+    let h = Harness::new(5, true, |_| {}).await;
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), NS);
+    secrets
+        .replace("freshteam-acme", &PostParams::default(), &{
+            let mut s = secret("freshteam-acme", "apiKey", "wrong-key");
+            s.metadata.resource_version = secrets
+                .get("freshteam-acme")
+                .await
+                .unwrap()
+                .resource_version();
+            s
+        })
+        .await
+        .unwrap();
+    h.reconcile().await;
+    let status = h.status().await;
+    let (s, reason, msg) = Harness::condition(&status, "Authorized");
+    assert_eq!(
+        (s.as_str(), reason.as_str()),
+        ("False", "InvalidCredentials")
+    );
+    assert!(!msg.contains("wrong-key"));
+    assert!(h.runs().await.is_empty());
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.client.clone(), NS);
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("AuthorizationFailed")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_is_pruned_to_the_limits() {
+    let h = Harness::new(4, true, |s| {
+        s.published = true;
+        s.history = HistorySpec {
+            successful_runs_limit: 2,
+            failed_runs_limit: 1,
+        };
+    })
+    .await;
+    h.reconcile().await;
+    for i in 0..4 {
+        h.clock.advance(1);
+        h.annotate(IMPORT_REQUESTED_AT, &format!("req-{i}")).await;
+        h.reconcile().await;
+    }
+    let runs = h.runs().await;
+    assert_eq!(
+        runs.len(),
+        2,
+        "{:?}",
+        runs.iter().map(|r| r.name_any()).collect::<Vec<_>>()
+    );
+    assert!(runs.iter().all(|r| phase(r) == ImportPhase::Succeeded));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blocked_run_applies_its_leavers_once_approved() {
+    let h = Harness::new(10, true, |s| s.published = true).await;
+    h.reconcile().await;
+    h.annotate(IMPORT_REQUESTED_AT, "first").await;
+    h.reconcile().await;
+    assert_eq!(h.scim.users().await.len(), 10);
+
+    for i in 1..=4 {
+        h.sim
+            .update_employee(&format!("E-{i:05}"), json!({"status": "inactive"}))
+            .unwrap();
+    }
+    h.clock.advance(10);
+    h.annotate(IMPORT_REQUESTED_AT, "second").await;
+    h.reconcile().await;
+    let blocked = h
+        .runs()
+        .await
+        .into_iter()
+        .find(|r| phase(r) == ImportPhase::Blocked)
+        .expect("a Blocked run");
+    let bs = blocked.status.clone().unwrap();
+    assert_eq!(bs.leavers_awaiting_approval, Some(4));
+    assert_eq!(bs.summary.leavers, 0);
+    assert!(
+        h.scim.users().await.iter().all(|u| u["active"] == true),
+        "deactivated before approval"
+    );
+    assert_eq!(
+        h.status().await.last_import.unwrap().phase,
+        ImportPhase::Blocked
+    );
+
+    h.clock.advance(10);
+    h.annotate(APPROVE_LEAVERS, &blocked.name_any()).await;
+    h.reconcile().await;
+    let last = h.status().await.last_import.unwrap();
+    assert_eq!(last.phase, ImportPhase::Succeeded);
+    assert_eq!(last.summary.leavers, 4);
+    let inactive = h
+        .scim
+        .users()
+        .await
+        .iter()
+        .filter(|u| u["active"] == false)
+        .count();
+    assert_eq!(inactive, 4);
+    // The approval is handled once.
+    h.clock.advance(10);
+    h.reconcile().await;
+    assert_eq!(h.runs().await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn record_errors_go_to_a_report_configmap_owned_by_the_run() {
+    let h = Harness::new(6, true, |s| s.published = true).await;
+    h.sim
+        .update_employee("E-00002", json!({"official_email": "broken"}))
+        .unwrap();
+    h.reconcile().await;
+    h.annotate(IMPORT_REQUESTED_AT, "go").await;
+    h.reconcile().await;
+    let run = h.runs().await.pop().unwrap();
+    let st = run.status.clone().unwrap();
+    assert_eq!(st.phase, ImportPhase::PartiallySucceeded);
+    assert_eq!(st.errors.len(), 1);
+    let report = st.error_report.unwrap();
+    assert_eq!(report.key, "errors.csv");
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+    let cm = cms.get(&report.config_map_name).await.unwrap();
+    assert_eq!(cm.owner_references()[0].name, run.name_any());
+    let csv = &cm.data.unwrap()["errors.csv"];
+    assert!(
+        csv.contains("E-00002") && csv.contains("invalid e-mail 'broken'"),
+        "{csv}"
+    );
+    assert!(!csv.contains(API_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_orphaned_running_run_is_marked_interrupted() {
+    let h = Harness::new(3, true, |s| s.published = true).await;
+    let runs: Api<ImportRun> = Api::namespaced(h.client.clone(), NS);
+    let mut orphan = ImportRun::new(
+        "acme-orphan",
+        ImportRunSpec {
+            integration: "acme".into(),
+            trigger: ImportTrigger::Scheduled,
+            dry_run: false,
+        },
+    );
+    orphan.metadata.namespace = Some(NS.into());
+    runs.create(&PostParams::default(), &orphan).await.unwrap();
+    runs.patch_status(
+        "acme-orphan",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running", "startTime": "2026-07-01T11:00:00Z"}})),
+    )
+    .await
+    .unwrap();
+    h.integrations()
+        .patch_status(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"lastImport": {"runName": "acme-orphan", "phase": "Running"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let all: Api<ImportRun> = Api::all(h.client.clone());
+    assert_eq!(mark_interrupted(&h.ctx, &all).await.unwrap(), 1);
+    let r = runs.get("acme-orphan").await.unwrap();
+    assert_eq!(phase(&r), ImportPhase::Interrupted);
+    assert_eq!(
+        h.status().await.last_import.unwrap().phase,
+        ImportPhase::Interrupted
+    );
+    // The next run converges.
+    h.reconcile().await;
+    h.annotate(IMPORT_REQUESTED_AT, "after-crash").await;
+    h.reconcile().await;
+    assert_eq!(
+        h.status().await.last_import.unwrap().phase,
+        ImportPhase::Succeeded
+    );
+    assert_eq!(h.scim.users().await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_cron_or_zone_is_a_condition_naming_the_field() {
+    let h = Harness::new(3, true, |s| {
+        s.schedule = "0 25 * * *".into();
+        s.time_zone = Some("Mars/Base".into());
+    })
+    .await;
+    h.reconcile().await;
+    let status = h.status().await;
+    let (s, reason, msg) = Harness::condition(&status, "MappingValid");
+    assert_eq!((s.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert!(
+        msg.contains("spec.schedule: '0 25 * * *' is not a valid cron expression"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("spec.timeZone: 'Mars/Base' is not an IANA time zone"),
+        "{msg}"
+    );
+    assert_eq!(Harness::condition(&status, "Ready").0, "False");
+    assert!(h.sim.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_custom_endpoint_is_refused_without_the_flag() {
+    let h = Harness::new(3, false, |_| {}).await;
+    h.reconcile().await;
+    let status = h.status().await;
+    let (s, reason, msg) = Harness::condition(&status, "MappingValid");
+    assert_eq!(
+        (s.as_str(), reason.as_str()),
+        ("False", "CustomEndpointRefused")
+    );
+    assert!(msg.contains("spec.source.baseUrl"), "{msg}");
+    assert!(msg.contains("--allow-custom-endpoints"), "{msg}");
+    assert!(h.sim.requests().is_empty(), "a refused endpoint was called");
+    assert!(h.runs().await.is_empty());
+}
