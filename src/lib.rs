@@ -19,3 +19,4 @@ pub mod secret;
 pub mod simulator;
 pub mod source;
 pub mod sync;
+pub mod telemetry;
