@@ -1,22 +1,57 @@
-//! Placeholder replaced by the telemetry module.
-use std::time::Duration;
+//! Telemetry: Prometheus metrics, the `/metrics` `/healthz` `/readyz` server and
+//! logging setup.
 
-use crate::api::{ImportRunStatus, ImportTrigger};
+pub mod metrics;
+pub mod server;
+#[cfg(test)]
+mod tests;
 
-#[derive(Clone, Default)]
-pub struct Metrics;
+pub use metrics::{trigger_label, Metrics, RunningImport, IMPORT_DURATION_BUCKETS};
+pub use server::{bind, router, serve, serve_listener, Health, OPENMETRICS_CONTENT_TYPE};
 
-impl Metrics {
-    pub fn record_run(
-        &self,
-        _ns: &str,
-        _i: &str,
-        _t: ImportTrigger,
-        _s: &ImportRunStatus,
-        _d: Duration,
-    ) {
+use std::io::IsTerminal;
+
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Installs the global logger, writing to stderr (stdout carries command output).
+/// `RUST_LOG` overrides `default_level` (e.g. `info`, `freshteam_operator=debug`).
+/// Does nothing if a logger is already installed, so tests may call it freely.
+pub fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // Colour codes only help a person at a terminal; in a pod they litter the logs.
+    let ansi = std::io::stderr().is_terminal();
+    let _ = subscriber(format, filter, std::io::stderr, ansi).try_init();
+}
+
+fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.with_ansi(ansi).finish()),
+        // Fields at the top level of each object, where log collectors index them.
+        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
     }
-    pub fn reconcile(&self, _ns: &str, _i: &str) {}
-    pub fn reconcile_error(&self, _ns: &str, _i: &str, _r: &str) {}
-    pub fn set_authorized(&self, _ns: &str, _i: &str, _a: bool) {}
 }
