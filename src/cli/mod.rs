@@ -17,6 +17,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the controller: reconcile FreshteamIntegrations into scheduled imports
+    /// (leader election, /metrics, /healthz, /readyz).
+    Run(crate::controller::operator::RunArgs),
     /// Print the CustomResourceDefinitions as YAML (kubectl apply -f -).
     Crds,
     /// Run one import without a cluster, from a file holding the FreshteamIntegration and
@@ -43,6 +46,13 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Sync(args) => runtime().block_on(sync::run(args)),
+        Command::Run(args) => match runtime().block_on(crate::controller::operator::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Simulate(args) => {
             init_logging("info");
             match runtime().block_on(crate::simulator::run(args)) {

@@ -5,11 +5,13 @@ pub mod conditions;
 pub mod connect;
 pub mod decide;
 pub mod history;
+pub mod operator;
 pub mod reconcile;
 pub mod runner;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +59,8 @@ pub struct Context {
     pub recorder: Option<Recorder>,
     pub metrics: Option<crate::telemetry::Metrics>,
     pub slots: Arc<Semaphore>,
+    /// Runs waiting for a slot.
+    pub waiting: AtomicUsize,
     active: Mutex<HashMap<String, JoinHandle<()>>>,
 }
 
@@ -77,6 +81,7 @@ impl Context {
             config,
             connector,
             metrics,
+            waiting: AtomicUsize::new(0),
             active: Mutex::new(HashMap::new()),
         }
     }

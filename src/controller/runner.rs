@@ -3,6 +3,7 @@
 //! integration's `lastImport`, Events, and history pruning.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -104,7 +105,16 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
     let runs: Api<ImportRun> = Api::namespaced(ctx.client.clone(), &ns);
     let name = req.run_name.clone();
 
+    let waiting = ctx.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Some(m) = &ctx.metrics {
+        m.set_queue_depth(waiting);
+    }
     let _slot = ctx.slots.clone().acquire_owned().await;
+    let waiting = ctx.waiting.fetch_sub(1, Ordering::Relaxed) - 1;
+    if let Some(m) = &ctx.metrics {
+        m.set_queue_depth(waiting);
+    }
+    let _running = ctx.metrics.as_ref().map(|m| m.running_import());
     let started = ctx.clock.now();
     let _ = patch_run_status(
         &runs,
@@ -222,7 +232,7 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         .await;
     if let Some(metrics) = &ctx.metrics {
         let elapsed = (ctx.clock.now() - started).to_std().unwrap_or_default();
-        metrics.record_run(&ns, &integration, req.start.trigger, &status, elapsed);
+        metrics.record_outcome(&ns, &integration, req.start.trigger, &outcome, elapsed);
     }
 
     prune(&runs, fti).await;

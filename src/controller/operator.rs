@@ -1,0 +1,225 @@
+//! `freshteam-operator run`: the controller process. Thin wiring of what the rest of the
+//! module implements and tests: leader election, the watches, probes and metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client, ResourceExt};
+use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
+
+use super::connect::HttpConnector;
+use super::runner::mark_interrupted;
+use super::{error_policy, reconcile, Context, OperatorConfig};
+use crate::api::{FreshteamIntegration, ImportRun};
+use crate::clock::SystemClock;
+use crate::telemetry::{init_logging, serve, Health, LogFormat, Metrics};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Watch one namespace only (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Imports running at once across all integrations.
+    #[arg(long, default_value_t = 2)]
+    pub max_concurrent_imports: usize,
+    /// Accept spec.source.baseUrl and plain-http SCIM URLs (simulators, proxies). Off by
+    /// default: in a shared cluster these would let any tenant make the operator call
+    /// arbitrary addresses.
+    #[arg(long)]
+    pub allow_custom_endpoints: bool,
+    /// Log format.
+    #[arg(long, value_enum, env = "LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Name of the coordination.k8s.io Lease used for leader election.
+    #[arg(long, default_value = "freshteam-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (normally the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long a leader's Lease lasts without renewal.
+    #[arg(long, default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// How long SIGTERM waits for running imports before recording them as Interrupted.
+    #[arg(long, default_value_t = 25)]
+    pub shutdown_grace_seconds: u64,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format, "info");
+    let client = Client::try_default().await?;
+    let metrics = Metrics::new();
+    let health = Health::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(wait_for_signal(stop_tx));
+
+    let server_stop = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let addr = args.metrics_addr;
+    let server_health = health.clone();
+    let server_metrics = metrics.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve(addr, server_metrics, server_health, server_stop).await {
+            tracing::error!(error = %e, %addr, "metrics server stopped");
+        }
+    });
+
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("freshteam-operator-{}", std::process::id()));
+    let ttl = Duration::from_secs(args.lease_seconds.max(5));
+    let lease = LeaseLock::new(
+        client.clone(),
+        &args.lease_namespace,
+        LeaseLockParams {
+            lease_name: args.lease_name.clone(),
+            holder_id: identity.clone(),
+            lease_ttl: ttl,
+        },
+    );
+    health.set_ready(true, "standing by for the leader Lease");
+    loop {
+        if *stop_rx.borrow() {
+            return Ok(());
+        }
+        match lease.try_acquire_or_renew().await {
+            Ok(LeaseLockResult::Acquired(_)) => break,
+            Ok(LeaseLockResult::NotAcquired(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "leader election"),
+        }
+        tokio::time::sleep(ttl / 3).await;
+    }
+    tracing::info!(%identity, lease = %args.lease_name, "became leader");
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(SystemClock),
+        OperatorConfig {
+            allow_custom_endpoints: args.allow_custom_endpoints,
+            max_concurrent_imports: args.max_concurrent_imports,
+            ..OperatorConfig::default()
+        },
+        Arc::new(HttpConnector),
+        Some(Reporter {
+            controller: "freshteam-operator".into(),
+            instance: Some(identity.clone()),
+        }),
+        Some(metrics.clone()),
+    ));
+    let (integrations, runs, secrets): (Api<FreshteamIntegration>, Api<ImportRun>, Api<Secret>) =
+        match &args.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
+    let interrupted = mark_interrupted(&ctx, &runs).await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            count = interrupted,
+            "marked runs of a previous leader as Interrupted"
+        );
+    }
+
+    // Keep the Lease; losing it means another replica may start runs, so stop at once.
+    let renew = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match lease.try_acquire_or_renew().await {
+                Ok(LeaseLockResult::Acquired(_)) => {}
+                other => {
+                    tracing::error!(result = ?other.map(|_| ()), "lost the leader Lease; exiting");
+                    std::process::exit(1);
+                }
+            }
+        }
+    });
+
+    let controller = Controller::new(integrations, watcher::Config::default());
+    let store = controller.store();
+    let mut stop = stop_rx.clone();
+    controller
+        .owns(runs.clone(), watcher::Config::default())
+        .watches(
+            secrets,
+            watcher::Config::default(),
+            move |secret: Secret| {
+                // A changed API key or token re-authorizes the integrations that use it.
+                let ns = secret.namespace();
+                let name = secret.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|f| {
+                        f.namespace() == ns
+                            && (f.spec.source.api_key_secret_ref.name == name
+                                || f.spec.destination.scim.token_secret_ref.name == name)
+                    })
+                    .map(|f| ObjectRef::from_obj(&*f))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile");
+            }
+        })
+        .await;
+
+    // SIGTERM: no new work; let running imports reach their end, or record them.
+    health.set_ready(false, "shutting down");
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    if tokio::time::timeout(grace, ctx.wait_idle()).await.is_err() {
+        let n = mark_interrupted(&ctx, &runs).await.unwrap_or(0);
+        tracing::warn!(
+            count = n,
+            "imports did not finish within the grace period; marked Interrupted"
+        );
+    }
+    renew.abort();
+    Ok(())
+}
+
+async fn wait_for_signal(stop: tokio::sync::watch::Sender<bool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    let _ = stop.send(true);
+}
