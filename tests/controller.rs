@@ -242,7 +242,10 @@ async fn unpublished_computes_a_preview_and_writes_nothing() {
     h.reconcile().await;
     let status = h.status().await;
     assert_eq!(Harness::condition(&status, "Published").0, "True");
-    assert_eq!(status.next_import_time.as_deref(), Some("2026-07-02T03:00:00Z"));
+    assert_eq!(
+        status.next_import_time.as_deref(),
+        Some("2026-07-02T03:00:00Z")
+    );
     assert_eq!(h.runs().await.len(), 1);
 }
 
