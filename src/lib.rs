@@ -12,6 +12,7 @@ pub mod destination;
 pub mod manifest;
 pub mod mapping;
 pub mod member;
+pub mod notify;
 pub mod plan;
 pub mod progress;
 pub mod schedule;
