@@ -2,13 +2,16 @@
 //! and a real SCIM 2.0 server (`scim2-server` from PyPI).
 
 mod support;
+mod support_smtp;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use freshteam_operator::simulator::{Faults, SimConfig, Simulator};
 use serde_json::{json, Value};
 use support::ScimServer;
+use support_smtp::SmtpServer;
 
 const API_KEY: &str = "ft-live-9c1f2e7d";
 /// An odd page size, so that pages never line up with round numbers.
@@ -122,6 +125,18 @@ spec:
             );
         }
         run
+    }
+
+    fn spawn_sync(&self, file: &PathBuf, args: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_freshteam-operator"))
+            .arg("sync")
+            .arg("--file")
+            .arg(file)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn freshteam-operator sync")
     }
 
     async fn sync(&self, args: &[&str]) -> Run {
@@ -499,4 +514,300 @@ async fn text_output_is_a_readable_summary() {
     assert!(run.stdout.starts_with("ImportRun acme-"), "{}", run.stdout);
     assert!(run.stdout.contains("Phase:     Succeeded"));
     assert!(run.stdout.contains("8 created, 0 updated"));
+}
+
+const MAIL_SPEC: &str = "  welcomeEmail: {enabled: true, loginUrl: \"https://rewards.example.com/activate\"}\n  notifications: {recipients: [\"hr-admin@acme.example\"]}\n";
+
+fn mail_manifest(env: &Env, welcome: bool) -> String {
+    let spec = format!("{}{}", Env::default_mapping(), MAIL_SPEC);
+    let spec = if welcome {
+        spec
+    } else {
+        spec.replace("enabled: true", "enabled: false")
+    };
+    env.manifest(API_KEY, &spec)
+}
+
+fn invitations(smtp: &SmtpServer) -> HashMap<String, usize> {
+    let mut per = HashMap::new();
+    for m in smtp.messages() {
+        if m.to.iter().any(|t| t.contains("hr-admin@")) {
+            continue;
+        }
+        for t in &m.to {
+            *per.entry(t.clone()).or_insert(0) += 1;
+        }
+    }
+    per
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invitations_go_out_once_and_the_owner_gets_a_summary() {
+    let env = Env::start(12).await;
+    let smtp = SmtpServer::start();
+    let file = env.write("mail.yaml", &mail_manifest(&env, true));
+    let state = env.dir.path().join("state.json");
+    let args = [
+        "--output",
+        "json",
+        "--smtp-url",
+        &smtp.url(),
+        "--mail-from",
+        "rewards@acme.example",
+        "--state-file",
+        state.to_str().unwrap(),
+    ];
+    let first = env.sync_file(&file, &args).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(first.summary()["invitationsSent"], 12);
+    let messages = smtp.wait_for(13, Duration::from_secs(10));
+    assert_eq!(messages.len(), 13);
+    let per = invitations(&smtp);
+    assert_eq!(per.len(), 12);
+    assert!(per.values().all(|n| *n == 1));
+    let sample = env
+        .sim
+        .employees()
+        .into_iter()
+        .find(|e| e["employee_id"] == employee_id(4))
+        .unwrap();
+    let invite = messages
+        .iter()
+        .find(|m| {
+            m.to.iter()
+                .any(|t| t.contains(sample["official_email"].as_str().unwrap()))
+        })
+        .expect("an invitation for E-00004");
+    assert!(invite.from.contains("rewards@acme.example"));
+    let text = invite.text.clone().unwrap();
+    assert!(
+        text.contains(sample["first_name"].as_str().unwrap()),
+        "{text}"
+    );
+    assert!(
+        text.contains("https://rewards.example.com/activate"),
+        "{text}"
+    );
+    assert!(invite
+        .html
+        .as_deref()
+        .unwrap_or("")
+        .contains("https://rewards.example.com/activate"));
+    let summary = messages
+        .iter()
+        .find(|m| m.to.iter().any(|t| t.contains("hr-admin@")))
+        .unwrap();
+    assert!(
+        summary.subject.starts_with("acme: 12 created"),
+        "{}",
+        summary.subject
+    );
+
+    // The same import again: nothing written, nothing sent.
+    let second = env.sync_file(&file, &args).await;
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(second.summary()["invitationsSent"], 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.count(), 13);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn welcome_off_sends_no_invitation_but_the_summary_with_errors_attached() {
+    let env = Env::start(6).await;
+    env.sim
+        .update_employee(&employee_id(3), json!({"official_email": "nope"}))
+        .unwrap();
+    let smtp = SmtpServer::start();
+    let file = env.write("mail.yaml", &mail_manifest(&env, false));
+    let run = env
+        .sync_file(
+            &file,
+            &[
+                "--output",
+                "json",
+                "--smtp-url",
+                &smtp.url(),
+                "--mail-from",
+                "rewards@acme.example",
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let messages = smtp.wait_for(1, Duration::from_secs(10));
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].to[0].contains("hr-admin@acme.example"));
+    assert!(
+        messages[0].subject.contains("5 created") && messages[0].subject.contains("1 error"),
+        "{}",
+        messages[0].subject
+    );
+    let (name, csv) = &messages[0].attachments[0];
+    assert_eq!(name, "errors.csv");
+    let csv = String::from_utf8_lossy(csv);
+    assert!(
+        csv.lines()
+            .any(|l| l.contains("E-00003") && l.contains("invalid e-mail 'nope'")),
+        "{csv}"
+    );
+    assert!(invitations(&smtp).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smtp_down_leaves_invitations_pending_and_the_next_run_sends_them_once() {
+    let env = Env::start(8).await;
+    let port = support_smtp::free_port();
+    let url = format!("smtp://127.0.0.1:{port}");
+    let file = env.write("mail.yaml", &mail_manifest(&env, true));
+    let state = env.dir.path().join("state.json");
+    let args = [
+        "--output",
+        "json",
+        "--smtp-url",
+        &url,
+        "--mail-from",
+        "rewards@acme.example",
+        "--state-file",
+        state.to_str().unwrap(),
+    ];
+    let down = env.sync_file(&file, &args).await;
+    assert_eq!(
+        down.code, 0,
+        "an SMTP outage failed the import: {}",
+        down.stderr
+    );
+    assert_eq!(down.summary()["created"], 8);
+    assert_eq!(down.summary()["invitationsSent"], 0);
+    assert!(down.summary()["warnings"].as_u64().unwrap() > 0);
+    assert!(down.stderr.contains("warning"), "{}", down.stderr);
+
+    let smtp = SmtpServer::start_on(port);
+    let up = env.sync_file(&file, &args).await;
+    assert_eq!(up.code, 0, "{}", up.stderr);
+    assert_eq!(up.summary()["invitationsSent"], 8);
+    let again = env.sync_file(&file, &args).await;
+    assert_eq!(again.summary()["invitationsSent"], 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let per = invitations(&smtp);
+    assert_eq!(per.len(), 8);
+    assert!(per.values().all(|n| *n == 1), "{per:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_while_sending_then_rerun_invites_everyone_exactly_once() {
+    let env = Env::start(60).await;
+    let smtp = SmtpServer::start();
+    let file = env.write("mail.yaml", &mail_manifest(&env, true));
+    let state = env.dir.path().join("state.json");
+    let slow = format!("{}?rate=15&burst=1", smtp.url());
+    let mut child = env.spawn_sync(
+        &file,
+        &[
+            "--smtp-url",
+            &slow,
+            "--mail-from",
+            "rewards@acme.example",
+            "--state-file",
+            state.to_str().unwrap(),
+        ],
+    );
+    smtp.wait_for(10, Duration::from_secs(30));
+    child.kill().await.expect("SIGKILL sync");
+    let sent_before = smtp.count();
+    assert!(sent_before < 61, "the run finished before it was killed");
+
+    let rerun = env
+        .sync_file(
+            &file,
+            &[
+                "--output",
+                "json",
+                "--smtp-url",
+                &smtp.url(),
+                "--mail-from",
+                "rewards@acme.example",
+                "--state-file",
+                state.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    assert_eq!(
+        env.scim.users().await.len(),
+        60,
+        "members lost or duplicated"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per = invitations(&smtp);
+    assert!(
+        per.values().all(|n| *n == 1),
+        "someone got two invitations: {per:?}"
+    );
+    let in_doubt = rerun.json()["status"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("may not have been delivered")
+        })
+        .count();
+    assert!(in_doubt <= 1);
+    assert_eq!(
+        per.len() + in_doubt,
+        60,
+        "invitations lost: {} sent, {in_doubt} in doubt",
+        per.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_smtp_password_never_shows() {
+    let env = Env::start(3).await;
+    let smtp = SmtpServer::start();
+    let url = format!("smtp://mailer:s3cr3t-pw-77@127.0.0.1:{}", smtp.port);
+    let file = env.write("mail.yaml", &mail_manifest(&env, true));
+    let state = env.dir.path().join("state.json");
+    let run = env
+        .sync_file(
+            &file,
+            &[
+                "--output",
+                "json",
+                "--smtp-url",
+                &url,
+                "--mail-from",
+                "rewards@acme.example",
+                "--state-file",
+                state.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.summary()["warnings"].as_u64().unwrap() > 0,
+        "a refused login is a warning"
+    );
+    for text in [
+        &run.stdout,
+        &run.stderr,
+        &std::fs::read_to_string(&state).unwrap_or_default(),
+    ] {
+        assert!(
+            !text.contains("s3cr3t-pw-77"),
+            "the SMTP password leaked:\n{text}"
+        );
+    }
+    // Invalid SMTP settings are invalid input.
+    let bad = env
+        .sync_file(&file, &["--smtp-url", "gopher://x:s3cr3t-pw-77@host"])
+        .await;
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("--mail-from") || bad.stderr.contains("SMTP_URL"),
+        "{}",
+        bad.stderr
+    );
+    assert!(!bad.stderr.contains("s3cr3t-pw-77"));
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use chrono::Utc;
 use clap::{Args, ValueEnum};
@@ -15,6 +16,10 @@ use crate::clock::SystemClock;
 use crate::destination::scim::BulkMode;
 use crate::destination::{ScimClient, ScimConfig};
 use crate::manifest::{self, Manifests};
+use crate::notify::{
+    notify_after_run, FileOutboxStore, Mail, MemoryOutboxStore, OutboxStore, RunInfo, SmtpMailer,
+    SmtpSettings, Templates,
+};
 use crate::progress::ProgressSink;
 use crate::source::{FreshteamClient, FreshteamConfig};
 use crate::sync::{describe, errors_csv, run_import, ImportOptions, ImportOutcome};
@@ -54,12 +59,24 @@ pub struct SyncArgs {
     /// Use SCIM /Bulk when the service announces it (`auto`), or never (`off`).
     #[arg(long, value_enum, default_value_t = BulkChoice::Auto)]
     pub bulk: BulkChoice,
-    /// SMTP server for invitation and summary e-mails, e.g. smtp://127.0.0.1:2525.
+    /// SMTP server for invitation and summary e-mails: smtp://host:port,
+    /// smtp://user:password@host:587?tls=required (STARTTLS) or smtps://user:password@host
+    /// (implicit TLS). Without one, e-mails are skipped with a warning.
     #[arg(long, env = "SMTP_URL", value_name = "URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
-    /// Sender address of e-mails.
+    /// Sender address of e-mails (required with --smtp-url).
     #[arg(long, env = "MAIL_FROM", value_name = "ADDR")]
     pub mail_from: Option<String>,
+    /// Invitation outbox: records each invitation before the member is created and after
+    /// it is sent, so that re-runs send pending invitations exactly once, even after a
+    /// crash. Without it invitations are at most once: a crash or an SMTP outage during
+    /// the run can lose them.
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Directory overriding the invitation templates (invitation.subject, invitation.txt,
+    /// invitation.html).
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
 }
 
 /// Runs the command and maps the outcome to the exit codes of the contract.
@@ -86,30 +103,64 @@ pub async fn run(args: SyncArgs) -> ExitCode {
         Err(Setup::Invalid(m)) => return invalid(&m),
         Err(Setup::Failed(m)) => {
             let outcome = failed_outcome(m);
-            return finish(&args, &manifests, outcome);
+            let name = run_name(&manifests);
+            return finish(&args, &manifests, &name, outcome);
         }
     };
 
+    let mail = match mail_setup(&args) {
+        Ok(m) => m,
+        Err(message) => return invalid(&message),
+    };
+    let file_store = args.state_file.as_ref().map(FileOutboxStore::new);
+    let memory_store = MemoryOutboxStore::new();
+    let store: &dyn OutboxStore = match &file_store {
+        Some(f) => f,
+        None => &memory_store,
+    };
+    let invitations = (spec.welcome_email.enabled && !args.dry_run).then_some(store);
+
     let progress = TerminalProgress::new();
-    if args.smtp_url.is_some() || args.mail_from.is_some() {
-        progress.warn("e-mail (invitations and import summaries) is not supported by this version yet; no e-mail is sent");
+    if mail.transport.is_none()
+        && !args.dry_run
+        && (spec.welcome_email.enabled || !spec.notifications.recipients.is_empty())
+    {
+        progress.warn("no SMTP server configured (--smtp-url / SMTP_URL): e-mails are skipped");
     }
     let options = ImportOptions {
         dry_run: args.dry_run,
         max_leavers_percent: spec.safety.max_leavers_percent,
         approved_leavers: args.approve_leavers.then_some(u32::MAX),
     };
-    let outcome = run_import(
+    let mut outcome = run_import(
         &validated.mapping,
         &source,
         destination.as_ref(),
         &options,
+        invitations,
         &progress,
         &SystemClock,
     )
     .await;
+    let run_name = run_name(&manifests);
+    progress.phase("Sending e-mail");
+    let integration = manifests
+        .integration
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_default();
+    let info = RunInfo {
+        integration: &integration,
+        run_name: &run_name,
+        spec,
+        dry_run: args.dry_run,
+    };
+    for w in notify_after_run(&mail, Some(store), &info, &mut outcome).await {
+        progress.warn(&w);
+    }
     progress.finish();
-    finish(&args, &manifests, outcome)
+    finish(&args, &manifests, &run_name, outcome)
 }
 
 enum Setup {
@@ -154,6 +205,45 @@ async fn clients(
     Ok((source, Box::new(destination)))
 }
 
+fn mail_setup(args: &SyncArgs) -> Result<Mail, String> {
+    let templates = match &args.templates {
+        Some(dir) => {
+            Templates::load_dir(dir).map_err(|e| format!("--templates {}: {e}", dir.display()))?
+        }
+        None => Templates::default(),
+    };
+    let Some(url) = args.smtp_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        return Ok(Mail {
+            templates,
+            ..Mail::default()
+        });
+    };
+    let from = args
+        .mail_from
+        .as_deref()
+        .ok_or("--mail-from / MAIL_FROM is required with --smtp-url")?;
+    let settings = SmtpSettings::parse(url, from)?;
+    let domain = from
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('>').to_string());
+    let mailer = SmtpMailer::new(settings)?;
+    Ok(Mail {
+        transport: Some(Arc::new(mailer)),
+        templates,
+        message_id_domain: domain,
+    })
+}
+
+fn run_name(manifests: &Manifests) -> String {
+    let name = manifests
+        .integration
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_default();
+    format!("{name}-{}", Utc::now().format("%Y%m%d-%H%M%S"))
+}
+
 fn failed_outcome(message: String) -> ImportOutcome {
     let mut outcome = ImportOutcome::default();
     let now = crate::clock::rfc3339(Utc::now());
@@ -169,12 +259,17 @@ fn invalid(message: &str) -> ExitCode {
     ExitCode::from(exit::INVALID_INPUT)
 }
 
-fn finish(args: &SyncArgs, manifests: &Manifests, outcome: ImportOutcome) -> ExitCode {
+fn finish(
+    args: &SyncArgs,
+    manifests: &Manifests,
+    run_name: &str,
+    outcome: ImportOutcome,
+) -> ExitCode {
     let integration = &manifests.integration;
     let name = integration.metadata.name.clone().unwrap_or_default();
     let run = ImportRun {
         metadata: ObjectMeta {
-            name: Some(format!("{name}-{}", Utc::now().format("%Y%m%d-%H%M%S"))),
+            name: Some(run_name.to_string()),
             namespace: integration.metadata.namespace.clone(),
             ..ObjectMeta::default()
         },

@@ -6,6 +6,7 @@ pub mod connect;
 pub mod decide;
 pub mod history;
 pub mod operator;
+pub mod outbox;
 pub mod reconcile;
 pub mod runner;
 
@@ -58,6 +59,8 @@ pub struct Context {
     pub connector: Arc<dyn Connector>,
     pub recorder: Option<Recorder>,
     pub metrics: Option<crate::telemetry::Metrics>,
+    /// E-mail: invitations and summaries (no transport: skipped with a warning).
+    pub mail: crate::notify::Mail,
     pub slots: Arc<Semaphore>,
     /// Runs waiting for a slot.
     pub waiting: AtomicUsize,
@@ -81,9 +84,16 @@ impl Context {
             config,
             connector,
             metrics,
+            mail: crate::notify::Mail::default(),
             waiting: AtomicUsize::new(0),
             active: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets how e-mail is sent.
+    pub fn with_mail(mut self, mail: crate::notify::Mail) -> Self {
+        self.mail = mail;
+        self
     }
 
     /// True while a run of the integration `namespace/name` is under way.

@@ -19,6 +19,8 @@ use super::runner::mark_interrupted;
 use super::{error_policy, reconcile, Context, OperatorConfig};
 use crate::api::{FreshteamIntegration, ImportRun};
 use crate::clock::SystemClock;
+use crate::notify::{Mail, SmtpMailer, SmtpSettings, Templates};
+use crate::secret::SecretString;
 use crate::telemetry::{init_logging, serve, Health, LogFormat, Metrics};
 
 #[derive(Args, Debug)]
@@ -52,6 +54,23 @@ pub struct RunArgs {
     /// How long a leader's Lease lasts without renewal.
     #[arg(long, default_value_t = 15)]
     pub lease_seconds: u64,
+    /// SMTP server for invitations and summaries (smtp://, smtp://…?tls=required,
+    /// smtps://). Without one, e-mails are skipped with a warning.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// SMTP user name, when not in the URL (e.g. from a Secret through the environment).
+    #[arg(long, env = "SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    /// SMTP password, when not in the URL (from a Secret through the environment).
+    #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<String>,
+    /// Sender address of e-mails.
+    #[arg(long, env = "MAIL_FROM")]
+    pub mail_from: Option<String>,
+    /// Directory with invitation templates (a mounted ConfigMap): invitation.subject,
+    /// invitation.txt, invitation.html.
+    #[arg(long, env = "TEMPLATES_DIR")]
+    pub templates_dir: Option<std::path::PathBuf>,
     /// How long SIGTERM waits for running imports before recording them as Interrupted.
     #[arg(long, default_value_t = 25)]
     pub shutdown_grace_seconds: u64,
@@ -59,6 +78,7 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, "info");
+    let mail = mail_setup(&args)?;
     let client = Client::try_default().await?;
     let metrics = Metrics::new();
     let health = Health::new();
@@ -109,21 +129,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!(%identity, lease = %args.lease_name, "became leader");
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Arc::new(SystemClock),
-        OperatorConfig {
-            allow_custom_endpoints: args.allow_custom_endpoints,
-            max_concurrent_imports: args.max_concurrent_imports,
-            ..OperatorConfig::default()
-        },
-        Arc::new(HttpConnector),
-        Some(Reporter {
-            controller: "freshteam-operator".into(),
-            instance: Some(identity.clone()),
-        }),
-        Some(metrics.clone()),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            Arc::new(SystemClock),
+            OperatorConfig {
+                allow_custom_endpoints: args.allow_custom_endpoints,
+                max_concurrent_imports: args.max_concurrent_imports,
+                ..OperatorConfig::default()
+            },
+            Arc::new(HttpConnector),
+            Some(Reporter {
+                controller: "freshteam-operator".into(),
+                instance: Some(identity.clone()),
+            }),
+            Some(metrics.clone()),
+        )
+        .with_mail(mail),
+    );
     let (integrations, runs, secrets): (Api<FreshteamIntegration>, Api<ImportRun>, Api<Secret>) =
         match &args.namespace {
             Some(ns) => (
@@ -206,6 +229,40 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     renew.abort();
     Ok(())
+}
+
+fn mail_setup(args: &RunArgs) -> anyhow::Result<Mail> {
+    let templates = match &args.templates_dir {
+        Some(dir) => Templates::load_dir(dir)
+            .map_err(|e| anyhow::anyhow!("--templates-dir {}: {e}", dir.display()))?,
+        None => Templates::default(),
+    };
+    let Some(url) = args.smtp_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        tracing::warn!("no SMTP server configured (--smtp-url / SMTP_URL): invitations and summaries are skipped");
+        return Ok(Mail {
+            templates,
+            ..Mail::default()
+        });
+    };
+    let from = args
+        .mail_from
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--mail-from / MAIL_FROM is required with --smtp-url"))?;
+    let mut settings = SmtpSettings::parse(url, from).map_err(anyhow::Error::msg)?;
+    if let (Some(user), Some(password)) = (&args.smtp_username, &args.smtp_password) {
+        settings = settings.with_credentials(user.clone(), SecretString::new(password.clone()));
+    }
+    tracing::info!(smtp = %settings.redacted(), "e-mail enabled");
+    let domain = from
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('>').to_string());
+    Ok(Mail {
+        transport: Some(Arc::new(
+            SmtpMailer::new(settings).map_err(anyhow::Error::msg)?,
+        )),
+        templates,
+        message_id_domain: domain,
+    })
 }
 
 async fn wait_for_signal(stop: tokio::sync::watch::Sender<bool>) {

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::decide::StartRun;
 use super::history::{runs_to_prune, RunEntry};
+use super::outbox::ConfigMapOutboxStore;
 use super::{Context, INTEGRATION_LABEL};
 use crate::api::{
     ErrorReportRef, FreshteamIntegration, ImportPhase, ImportRun, ImportRunSpec, ImportRunStatus,
@@ -21,6 +22,7 @@ use crate::api::{
 };
 use crate::clock::rfc3339;
 use crate::mapping::CompiledMapping;
+use crate::notify::{notify_after_run, OutboxStore, RunInfo};
 use crate::secret::SecretString;
 use crate::sync::{errors_csv, run_import, ImportOptions, ProgressCounter};
 
@@ -142,7 +144,12 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         None => None,
     };
 
-    let outcome = match (
+    let outbox = ConfigMapOutboxStore::new(
+        Api::namespaced(ctx.client.clone(), &ns),
+        &integration,
+        fti.controller_owner_ref(&()),
+    );
+    let mut outcome = match (
         ctx.connector.source(&fti.spec, req.api_key.clone()).await,
         ctx.connector
             .destination(&fti.spec, req.token.clone())
@@ -157,11 +164,14 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
                 max_leavers_percent: fti.spec.safety.max_leavers_percent,
                 approved_leavers,
             };
+            let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
+                .then_some(&outbox as &dyn OutboxStore);
             let outcome = run_import(
                 &req.mapping,
                 source.as_ref(),
                 destination.as_ref(),
                 &options,
+                invitations,
                 progress.as_ref(),
                 ctx.clock.as_ref(),
             )
@@ -172,6 +182,16 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         (Err(e), _) => failed(&ctx, started, format!("Freshteam: {e}")),
         (_, Err(e)) => failed(&ctx, started, format!("destination: {e}")),
     };
+
+    let info = RunInfo {
+        integration: &integration,
+        run_name: &name,
+        spec: &fti.spec,
+        dry_run: req.start.dry_run,
+    };
+    for w in notify_after_run(&ctx.mail, Some(&outbox), &info, &mut outcome).await {
+        ctx.event(fti, EventType::Warning, "EmailNotSent", w).await;
+    }
 
     let mut status = outcome.status.clone();
     if !outcome.report.is_empty() {

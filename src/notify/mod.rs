@@ -15,6 +15,7 @@
 //! 4. [`summary_mail`] from the final status, sent with [`send_summary`]; its warnings
 //!    belong on stderr or in an Event (the run's status is written by then).
 
+pub mod after_run;
 pub mod outbox;
 pub mod smtp;
 pub mod summary;
@@ -22,6 +23,7 @@ pub mod templates;
 
 use async_trait::async_trait;
 
+pub use after_run::{notify_after_run, Mail, RunInfo};
 pub use outbox::{
     confirm, deliver_pending, discard_pending, forget, invitation_message_id, record_intents,
     DeliveryContext, DeliveryReport, EntryState, FileOutboxStore, InvitationIntent,

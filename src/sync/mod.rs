@@ -16,6 +16,7 @@ use crate::destination::{
 };
 use crate::mapping::{map_records, CompiledMapping};
 use crate::member::{Attr, Change};
+use crate::notify::{InvitationIntent, OutboxStore};
 use crate::plan::{plan, Plan, PlanOptions, PlannedWrite, WriteKind};
 use crate::progress::ProgressSink;
 use crate::source::{EmployeeSource, SourceStats};
@@ -56,6 +57,9 @@ pub struct ImportOutcome {
     pub created: Vec<CreatedMember>,
     /// Leavers a `Blocked` run held back.
     pub blocked_leavers: u32,
+    /// Employee IDs with a member in the destination after the run (`None` when the
+    /// destination could not be read).
+    pub member_ids: Option<HashSet<String>>,
 }
 
 /// A member this run created.
@@ -71,11 +75,16 @@ pub struct CreatedMember {
 
 /// Runs one import end to end. Never panics on bad data: record problems become report
 /// rows, an unusable source or destination makes the run `Failed`.
+///
+/// With an `outbox`, an invitation intent is recorded durably for every member before it
+/// is created and confirmed after, so that [`crate::notify::deliver_pending`] can send
+/// each invitation exactly once, even across a crash.
 pub async fn run_import(
     mapping: &CompiledMapping,
     source: &dyn EmployeeSource,
     destination: &dyn MemberDirectory,
     options: &ImportOptions,
+    outbox: Option<&dyn OutboxStore>,
     progress: &dyn ProgressSink,
     clock: &dyn Clock,
 ) -> ImportOutcome {
@@ -127,6 +136,10 @@ pub async fn run_import(
         progress.advance(planned.writes.len() as u64);
     } else {
         progress.phase("Applying changes");
+        let outbox = match outbox {
+            Some(store) => record_invitations(store, &planned.writes, progress).await,
+            None => None,
+        };
         let managers: HashMap<&str, &str> = if mapping.managed.contains(Attr::Manager) {
             mapped
                 .members
@@ -150,6 +163,16 @@ pub async fn run_import(
             &mut report,
             &mut outcome.created,
         );
+        if let Some(store) = outbox {
+            let ids: Vec<String> = outcome
+                .created
+                .iter()
+                .map(|c| c.employee_id.clone())
+                .collect();
+            if let Err(e) = crate::notify::confirm(store, &ids).await {
+                progress.warn(&format!("invitation outbox: {e}"));
+            }
+        }
         if planned.pending_manager_links > 0 && !outcome.created.is_empty() {
             link_new_managers(
                 &mapped,
@@ -165,6 +188,14 @@ pub async fn run_import(
 
     summary.errors = report.iter().filter(|r| r.severity == "error").count() as u32;
     summary.warnings = report.iter().filter(|r| r.severity != "error").count() as u32;
+    outcome.member_ids = Some(
+        current
+            .iter()
+            .map(|m| m.member.employee_id.clone())
+            .filter(|id| !id.is_empty())
+            .chain(outcome.created.iter().map(|c| c.employee_id.clone()))
+            .collect(),
+    );
     outcome.blocked_leavers = planned.blocked.as_ref().map_or(0, |b| b.leavers);
     outcome.status.leavers_awaiting_approval = planned.blocked.as_ref().map(|b| b.leavers);
     outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
@@ -187,6 +218,35 @@ pub async fn run_import(
     status.completion_time = Some(rfc3339(clock.now()));
     outcome.report = report;
     outcome
+}
+
+/// Records an invitation intent for each planned create. A store that cannot be written
+/// is a warning: members are still created, their invitations are then not guaranteed.
+async fn record_invitations<'a>(
+    store: &'a dyn OutboxStore,
+    writes: &[PlannedWrite],
+    progress: &dyn ProgressSink,
+) -> Option<&'a dyn OutboxStore> {
+    let intents: Vec<InvitationIntent> = writes
+        .iter()
+        .filter_map(|w| match &w.op {
+            WriteOp::Create { member } => Some(InvitationIntent {
+                employee_id: member.employee_id.clone(),
+                email: member.email.clone(),
+                first_name: member.first_name.clone(),
+            }),
+            WriteOp::Update { .. } => None,
+        })
+        .collect();
+    match crate::notify::record_intents(store, &intents).await {
+        Ok(()) => Some(store),
+        Err(e) => {
+            progress.warn(&format!(
+                "invitation outbox could not be written ({e}): this run's invitations are not guaranteed"
+            ));
+            None
+        }
+    }
 }
 
 fn fail(mut outcome: ImportOutcome, clock: &dyn Clock, message: String) -> ImportOutcome {

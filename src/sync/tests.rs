@@ -158,7 +158,16 @@ fn opts(dry_run: bool) -> ImportOptions {
 
 async fn run(source: &FakeSource, dest: &FakeDirectory, o: &ImportOptions) -> ImportOutcome {
     let counter = ProgressCounter::default();
-    let out = run_import(&mapping(false), source, dest, o, &counter, &FixedClock).await;
+    let out = run_import(
+        &mapping(false),
+        source,
+        dest,
+        o,
+        None,
+        &counter,
+        &FixedClock,
+    )
+    .await;
     assert_eq!(counter.snapshot().percent, 100, "progress reaches 100%");
     out
 }
@@ -259,6 +268,7 @@ async fn unusable_source_fails_the_run_with_its_reason() {
         &source,
         &dest,
         &opts(false),
+        None,
         &counter,
         &FixedClock,
     )
@@ -336,6 +346,7 @@ async fn a_manager_cycle_still_creates_everyone_and_links_in_a_follow_up() {
         &source,
         &dest,
         &opts(false),
+        None,
         &counter,
         &FixedClock,
     )
@@ -365,6 +376,7 @@ async fn managers_created_in_the_same_run_are_linked_in_that_run() {
         &source,
         &dest,
         &opts(false),
+        None,
         &counter,
         &FixedClock,
     )
@@ -394,6 +406,7 @@ async fn managers_created_in_the_same_run_are_linked_in_that_run() {
         &source,
         &dest,
         &opts(false),
+        None,
         &counter,
         &FixedClock,
     )

@@ -1,0 +1,123 @@
+//! The e-mail side of a finished run, shared by `sync` and the controller: pending
+//! invitations, then the owner's summary. Outages are warnings, never a failed import.
+
+use std::sync::Arc;
+
+use super::{
+    deliver_pending, discard_pending, send_summary, summary_mail, DeliveryContext, MailTransport,
+    OutboxStore, RunSummary, Templates,
+};
+use crate::api::{FreshteamIntegrationSpec, RecordError};
+use crate::sync::{errors_csv, ImportOutcome, MAX_INLINE_ERRORS};
+
+/// How a process sends e-mail. `transport: None` means no SMTP server is configured.
+#[derive(Clone, Default)]
+pub struct Mail {
+    pub transport: Option<Arc<dyn MailTransport>>,
+    pub templates: Templates,
+    /// Domain of the invitations' fixed Message-IDs (the sender's domain).
+    pub message_id_domain: Option<String>,
+}
+
+/// The run the e-mails are about.
+pub struct RunInfo<'a> {
+    pub integration: &'a str,
+    pub run_name: &'a str,
+    pub spec: &'a FreshteamIntegrationSpec,
+    pub dry_run: bool,
+}
+
+/// Sends what a finished run owes: the pending invitations (through `outbox`) and the
+/// summary to `spec.notifications.recipients`. Updates the outcome's counts and warning
+/// rows, and returns the warnings for stderr or an Event. Dry runs send nothing.
+pub async fn notify_after_run(
+    mail: &Mail,
+    outbox: Option<&dyn OutboxStore>,
+    run: &RunInfo<'_>,
+    outcome: &mut ImportOutcome,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if run.dry_run {
+        return warnings;
+    }
+    if let Some(store) = outbox {
+        if !run.spec.welcome_email.enabled {
+            // Switched off: what was pending must not go out later.
+            if let Err(e) = discard_pending(store).await {
+                warnings.push(format!("invitation outbox: {e}"));
+            }
+        } else if let Some(transport) = &mail.transport {
+            let ctx = DeliveryContext {
+                integration: run.integration.to_string(),
+                login_url: run.spec.welcome_email.login_url.clone(),
+                message_id_domain: mail.message_id_domain.clone(),
+                ..DeliveryContext::default()
+            };
+            let report = deliver_pending(
+                store,
+                transport.as_ref(),
+                &mail.templates,
+                &ctx,
+                outcome.member_ids.as_ref(),
+            )
+            .await;
+            report.apply_to(outcome);
+            warnings.extend(report.warnings.iter().cloned());
+        } else {
+            let pending = store.load().await.map(|o| o.pending()).unwrap_or(0);
+            if pending > 0 {
+                let w = format!(
+                    "{pending} invitation(s) pending: no SMTP server is configured (--smtp-url / SMTP_URL); they are sent by the first run that has one"
+                );
+                add_warning(outcome, &w);
+                warnings.push(w);
+            }
+        }
+    }
+
+    let recipients = &run.spec.notifications.recipients;
+    if !recipients.is_empty() {
+        match &mail.transport {
+            Some(transport) => {
+                let csv = errors_csv(&outcome.report);
+                let summary = RunSummary {
+                    integration: run.integration,
+                    run_name: run.run_name,
+                    status: &outcome.status,
+                    dry_run: run.dry_run,
+                    report_csv: Some(&csv),
+                    blocked_leavers: outcome.blocked_leavers,
+                };
+                if let Some(message) = summary_mail(&summary, recipients) {
+                    for w in send_summary(transport.as_ref(), &message).await {
+                        add_warning(outcome, &w);
+                        warnings.push(w);
+                    }
+                }
+            }
+            None => {
+                let w = "no SMTP server is configured (--smtp-url / SMTP_URL): the import summary e-mail was not sent".to_string();
+                add_warning(outcome, &w);
+                warnings.push(w);
+            }
+        }
+    }
+    warnings
+}
+
+fn add_warning(outcome: &mut ImportOutcome, message: &str) {
+    outcome.report.push(RecordError {
+        employee_id: None,
+        email: None,
+        field: None,
+        severity: "warning".into(),
+        message: message.to_string(),
+    });
+    outcome.status.summary.warnings += 1;
+    outcome.status.errors = outcome
+        .report
+        .iter()
+        .take(MAX_INLINE_ERRORS)
+        .cloned()
+        .collect();
+}
