@@ -2,6 +2,7 @@
 //! Freshteam simulator and a real SCIM 2.0 server, with an injectable clock.
 
 mod support;
+mod support_smtp;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use freshteam_operator::clock::Clock;
 use freshteam_operator::controller::connect::HttpConnector;
 use freshteam_operator::controller::runner::mark_interrupted;
 use freshteam_operator::controller::{reconcile, Context, OperatorConfig, INTEGRATION_LABEL};
+use freshteam_operator::notify::{Mail, SmtpMailer, SmtpSettings};
 use freshteam_operator::simulator::{SimConfig, Simulator};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::ByteString;
@@ -21,6 +23,7 @@ use kube::runtime::events::Reporter;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use support::ScimServer;
+use support_smtp::SmtpServer;
 
 const NS: &str = "hr";
 const API_KEY: &str = "ft-ctrl-5d1e";
@@ -72,6 +75,15 @@ impl Harness {
         allow_custom_endpoints: bool,
         edit: impl FnOnce(&mut FreshteamIntegrationSpec),
     ) -> Self {
+        Self::with_mail(employees, allow_custom_endpoints, Mail::default(), edit).await
+    }
+
+    async fn with_mail(
+        employees: usize,
+        allow_custom_endpoints: bool,
+        mail: Mail,
+        edit: impl FnOnce(&mut FreshteamIntegrationSpec),
+    ) -> Self {
         let sim = Simulator::start(SimConfig {
             employees,
             page_size: 9,
@@ -121,21 +133,24 @@ impl Harness {
         let clock = Arc::new(TestClock(Mutex::new(
             Utc.with_ymd_and_hms(2026, 7, 1, 12, 0, 0).unwrap(),
         )));
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            clock.clone(),
-            OperatorConfig {
-                allow_custom_endpoints,
-                max_concurrent_imports: 2,
-                progress_interval: Duration::from_millis(20),
-            },
-            Arc::new(HttpConnector),
-            Some(Reporter {
-                controller: "freshteam-operator".into(),
-                instance: None,
-            }),
-            None,
-        ));
+        let ctx = Arc::new(
+            Context::new(
+                client.clone(),
+                clock.clone(),
+                OperatorConfig {
+                    allow_custom_endpoints,
+                    max_concurrent_imports: 2,
+                    progress_interval: Duration::from_millis(20),
+                },
+                Arc::new(HttpConnector),
+                Some(Reporter {
+                    controller: "freshteam-operator".into(),
+                    instance: None,
+                }),
+                None,
+            )
+            .with_mail(mail),
+        );
         Harness {
             client,
             ctx,
@@ -580,4 +595,42 @@ async fn a_custom_endpoint_is_refused_without_the_flag() {
     assert!(msg.contains("--allow-custom-endpoints"), "{msg}");
     assert!(h.sim.requests().is_empty(), "a refused endpoint was called");
     assert!(h.runs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invitations_are_sent_once_through_the_configmap_outbox() {
+    let smtp = SmtpServer::start();
+    let settings = SmtpSettings::parse(&smtp.url(), "rewards@acme.example").unwrap();
+    let mail = Mail {
+        transport: Some(Arc::new(SmtpMailer::new(settings).unwrap())),
+        ..Mail::default()
+    };
+    let h = Harness::with_mail(7, true, mail, |s| {
+        s.published = true;
+        s.welcome_email.enabled = true;
+        s.notifications.recipients = vec!["hr-admin@acme.example".into()];
+    })
+    .await;
+    h.reconcile().await;
+    h.annotate(IMPORT_REQUESTED_AT, "one").await;
+    h.reconcile().await;
+    let run = h.runs().await.pop().unwrap();
+    assert_eq!(run.status.as_ref().unwrap().summary.invitations_sent, 7);
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+    let outbox = cms
+        .get("acme-invitations")
+        .await
+        .expect("the outbox ConfigMap");
+    assert_eq!(outbox.owner_references()[0].name, "acme");
+    assert_eq!(
+        smtp.wait_for(8, Duration::from_secs(10)).len(),
+        8,
+        "7 invitations and a summary"
+    );
+
+    h.clock.advance(5);
+    h.annotate(IMPORT_REQUESTED_AT, "two").await;
+    h.reconcile().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.count(), 8, "a second run sent e-mail again");
 }
