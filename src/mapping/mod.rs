@@ -4,6 +4,7 @@
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use crate::api::{LeaversSpec, MappingSpec, RecordError};
@@ -281,12 +282,21 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
-    // Freshteam id → Employee ID, for managers.
-    let employee_ids: HashMap<i64, String> = snapshot
-        .employees
+    // Freshteam id → Employee ID, for managers (only built when a manager is mapped:
+    // it is one allocation and hash insert per record).
+    let maps_manager = mapping
+        .attrs
         .iter()
-        .filter_map(|r| value(r, mapping.employee_id).map(|e| (r.id, e)))
-        .collect();
+        .any(|(_, e)| matches!(e, Extract::Manager(_)));
+    let employee_ids: HashMap<i64, String> = if maps_manager {
+        snapshot
+            .employees
+            .iter()
+            .filter_map(|r| value(r, mapping.employee_id).map(|e| (r.id, e)))
+            .collect()
+    } else {
+        HashMap::new()
+    };
 
     let mut out = MappedSource {
         records: snapshot.employees.len(),
@@ -316,18 +326,21 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
             member.set(*attr, v);
         }
         if mapping.derive_display_name {
-            let name: Vec<&str> = [member.first_name.as_deref(), member.last_name.as_deref()]
-                .into_iter()
-                .flatten()
-                .collect();
-            member.display_name = (!name.is_empty()).then(|| name.join(" "));
+            member.display_name = match (member.first_name.as_deref(), member.last_name.as_deref())
+            {
+                (Some(first), Some(last)) => Some(format!("{first} {last}")),
+                (Some(name), None) | (None, Some(name)) => Some(name.to_string()),
+                (None, None) => None,
+            };
         }
         if let Some(status) = value(rec, mapping.status) {
-            member.active = !mapping.leaver_statuses.contains(&status.to_lowercase());
+            member.active = !mapping
+                .leaver_statuses
+                .contains(lowercase(&status).as_ref());
         }
-        let email = member.email.clone();
-
+        // The record is dropped on every error path: its e-mail moves into the row.
         let Some(employee_id) = value(rec, mapping.employee_id) else {
+            let email = std::mem::take(&mut member.email);
             out.errors.push(RecordError {
                 employee_id: None,
                 email: (!email.is_empty()).then_some(email),
@@ -341,9 +354,8 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
             });
             continue;
         };
-        member.employee_id = employee_id.clone();
         let email_field = &mapping.email_field;
-        if email.is_empty() {
+        if member.email.is_empty() {
             out.errors.push(RecordError {
                 employee_id: Some(employee_id),
                 email: None,
@@ -355,16 +367,19 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
             });
             continue;
         }
-        if let Err(why) = check_email(&email) {
+        if let Err(why) = check_email(&member.email) {
+            let email = std::mem::take(&mut member.email);
+            let message = format!("invalid e-mail '{email}' in {email_field}: {why}");
             out.errors.push(RecordError {
                 employee_id: Some(employee_id),
-                email: Some(email.clone()),
+                email: Some(email),
                 field: Some("email".into()),
                 severity: "error".into(),
-                message: format!("invalid e-mail '{email}' in {email_field}: {why}"),
+                message,
             });
             continue;
         }
+        member.employee_id = employee_id;
         candidates.push((
             rec.id,
             DesiredMember {
@@ -375,8 +390,9 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
     }
 
     // An identity shared by several records is never guessed.
-    let mut by_id: HashMap<&str, Vec<i64>> = HashMap::new();
-    let mut by_email: HashMap<String, Vec<&str>> = HashMap::new();
+    // Sized up front: growing re-hashes every key, and hashing is much of the cost here.
+    let mut by_id: HashMap<&str, Vec<i64>> = HashMap::with_capacity(candidates.len());
+    let mut by_email: HashMap<Cow<str>, Vec<&str>> = HashMap::with_capacity(candidates.len());
     for (source_id, d) in &candidates {
         by_id
             .entry(&d.member.employee_id)
@@ -384,7 +400,7 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
             .push(*source_id);
         if d.member.active {
             by_email
-                .entry(d.member.email.to_lowercase())
+                .entry(lowercase(&d.member.email))
                 .or_default()
                 .push(&d.member.employee_id);
         }
@@ -414,7 +430,7 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
             continue;
         }
         if let Some(ids) = by_email
-            .get(&m.email.to_lowercase())
+            .get(&lowercase(&m.email))
             .filter(|ids| m.active && ids.len() > 1)
         {
             let others: Vec<&str> = ids
@@ -446,6 +462,19 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
     ambiguous.sort();
     out.ambiguous_ids = ambiguous;
     out
+}
+
+/// `text.to_lowercase()`, without an allocation when it is lower case already (e-mail
+/// addresses usually are).
+pub(crate) fn lowercase(text: &str) -> Cow<'_, str> {
+    if text
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+    {
+        Cow::Owned(text.to_lowercase())
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// A pragmatic address check: what a SCIM service and a mail relay will accept.

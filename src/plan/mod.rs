@@ -4,11 +4,13 @@
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 
 use crate::api::RecordError;
 use crate::destination::{DestinationMember, WriteOp};
-use crate::mapping::{DesiredMember, MappedSource};
+use crate::mapping::{lowercase, DesiredMember, MappedSource};
 use crate::member::{Attr, AttrSet, Change, Member};
 
 /// Knobs of one planning pass.
@@ -147,7 +149,8 @@ pub fn plan(desired: &MappedSource, current: &[DestinationMember], options: &Pla
     };
 
     // The destination side can be ambiguous too: two accounts with one externalId.
-    let mut by_external: HashMap<&str, &DestinationMember> = HashMap::new();
+    // Sized up front: growing re-hashes every key.
+    let mut by_external: HashMap<&str, &DestinationMember> = HashMap::with_capacity(current.len());
     let mut ambiguous_in_destination: HashSet<&str> = HashSet::new();
     for m in current {
         let key = m.member.employee_id.as_str();
@@ -158,11 +161,10 @@ pub fn plan(desired: &MappedSource, current: &[DestinationMember], options: &Pla
             ambiguous_in_destination.insert(key);
         }
     }
-    // Who holds which userName (case-insensitive, as SCIM compares it).
-    let mut user_names: HashMap<String, &DestinationMember> = HashMap::new();
-    for m in current {
-        user_names.insert(m.member.email.to_lowercase(), m);
-    }
+    let user_names = UserNames {
+        current,
+        map: OnceCell::new(),
+    };
 
     let source_ids: HashSet<&str> = desired
         .members
@@ -193,8 +195,16 @@ pub fn plan(desired: &MappedSource, current: &[DestinationMember], options: &Pla
         if resolved.pending {
             plan.pending_manager_links += 1;
         }
-        let mut want = d.member.clone();
-        want.manager = resolved.id;
+        // Borrowed unless the manager differs: most members are unchanged, and copying
+        // each one was a good part of a steady-state plan.
+        let want: Cow<Member> = if d.member.manager == resolved.id {
+            Cow::Borrowed(&d.member)
+        } else {
+            Cow::Owned(Member {
+                manager: resolved.id,
+                ..d.member.clone()
+            })
+        };
         let mut managed = options.managed;
         if resolved.pending {
             // Leave the manager as it is until the manager's account exists.
@@ -207,7 +217,12 @@ pub fn plan(desired: &MappedSource, current: &[DestinationMember], options: &Pla
                     if cur.member.active {
                         leavers.push(PlannedWrite {
                             kind: WriteKind::Leaver,
-                            op: update_op(cur, vec![Change::Active(false)], want, managed),
+                            op: update_op(
+                                cur,
+                                vec![Change::Active(false)],
+                                want.into_owned(),
+                                managed,
+                            ),
                         });
                     } else {
                         plan.unchanged += 1;
@@ -227,20 +242,20 @@ pub fn plan(desired: &MappedSource, current: &[DestinationMember], options: &Pla
                     changes.push(Change::Active(true));
                     updates.push(PlannedWrite {
                         kind: WriteKind::Reactivate,
-                        op: update_op(cur, changes, want, managed),
+                        op: update_op(cur, changes, want.into_owned(), managed),
                     });
                 } else if changes.is_empty() {
                     plan.unchanged += 1;
                 } else {
                     updates.push(PlannedWrite {
                         kind: WriteKind::Update,
-                        op: update_op(cur, changes, want, managed),
+                        op: update_op(cur, changes, want.into_owned(), managed),
                     });
                 }
             }
             None if !want.active => plan.skipped += 1,
             None => {
-                if let Some(holder) = user_names.get(&want.email.to_lowercase()) {
+                if let Some(holder) = user_names.holder(&want.email) {
                     plan.errors.push(error_row(
                         &want,
                         Some("email"),
@@ -251,7 +266,7 @@ pub fn plan(desired: &MappedSource, current: &[DestinationMember], options: &Pla
                 creates.push(PlannedWrite {
                     kind: WriteKind::Create,
                     op: WriteOp::Create {
-                        member: only_managed(want, managed),
+                        member: only_managed(want.into_owned(), managed),
                     },
                 });
             }
@@ -329,16 +344,37 @@ fn update_op(
     }
 }
 
+/// Who holds which userName (case-insensitive, as SCIM compares it). Built on first
+/// use: a run without creates or e-mail changes never needs it.
+struct UserNames<'a> {
+    current: &'a [DestinationMember],
+    map: OnceCell<HashMap<Cow<'a, str>, &'a DestinationMember>>,
+}
+
+impl<'a> UserNames<'a> {
+    fn holder(&self, email: &str) -> Option<&'a DestinationMember> {
+        self.map
+            .get_or_init(|| {
+                let mut map = HashMap::with_capacity(self.current.len());
+                for m in self.current {
+                    map.insert(lowercase(&m.member.email), m);
+                }
+                map
+            })
+            .get(lowercase(email).as_ref())
+            .copied()
+    }
+}
+
 /// The account that already holds the e-mail a change would give this member.
 fn email_clash<'a>(
     changes: &[Change],
     cur: &DestinationMember,
-    user_names: &HashMap<String, &'a DestinationMember>,
+    user_names: &UserNames<'a>,
 ) -> Option<&'a DestinationMember> {
     changes.iter().find_map(|c| match c {
         Change::Set(Attr::Email, email) => user_names
-            .get(&email.to_lowercase())
-            .copied()
+            .holder(email)
             .filter(|holder| holder.id != cur.id),
         _ => None,
     })
