@@ -115,7 +115,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
             set(&mut status, READY, false, reason, message);
             status.next_import_time = None;
             extra.insert("nextImportTime".into(), serde_json::Value::Null);
-            write_status(&ctx, &ns, &name, &status, extra).await?;
+            write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
             return Ok(Action::await_change());
         }
     };
@@ -127,7 +127,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         set(&mut status, READY, false, "Suspended", msg);
         status.next_import_time = None;
         extra.insert("nextImportTime".into(), serde_json::Value::Null);
-        write_status(&ctx, &ns, &name, &status, extra).await?;
+        write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
         return Ok(Action::await_change());
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
@@ -167,7 +167,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
             if let Some(m) = &ctx.metrics {
                 m.set_authorized(&ns, &name, false);
             }
-            write_status(&ctx, &ns, &name, &status, extra).await?;
+            write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
             return Ok(Action::await_change());
         }
     };
@@ -224,7 +224,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
             .map(|c| c.message.clone())
             .unwrap_or_default();
         set(&mut status, READY, false, "NotAuthorized", message);
-        write_status(&ctx, &ns, &name, &status, extra).await?;
+        write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
         return Ok(Action::requeue(REAUTHORIZE_AFTER));
     }
 
@@ -306,7 +306,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         None => "unpublished: previews only; set spec.published: true to import".into(),
     };
     set(&mut status, READY, true, "Ready", ready_message);
-    write_status(&ctx, &ns, &name, &status, extra).await?;
+    write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
     Ok(match decision.requeue_after.and_then(|d| d.to_std().ok()) {
         Some(d) => Action::requeue(d),
         None => Action::requeue(Duration::from_secs(3600)),
@@ -319,9 +319,15 @@ async fn write_status(
     ctx: &Context,
     ns: &str,
     name: &str,
+    previous: &FreshteamIntegrationStatus,
     status: &FreshteamIntegrationStatus,
     extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), Error> {
+    // An unchanged status is not written: every write is a watch event that would
+    // reconcile again.
+    if status == previous {
+        return Ok(());
+    }
     let mut value = serde_json::to_value(status).expect("status serialises");
     if let Some(obj) = value.as_object_mut() {
         obj.remove("lastImport");
