@@ -19,7 +19,7 @@ use super::runner::mark_interrupted;
 use super::{error_policy, reconcile, Context, OperatorConfig};
 use crate::api::{FreshteamIntegration, ImportRun};
 use crate::clock::SystemClock;
-use crate::notify::{Mail, SmtpMailer, SmtpSettings, Templates};
+use crate::notify::Mail;
 use crate::secret::SecretString;
 use crate::telemetry::{init_logging, serve, Health, LogFormat, Metrics};
 
@@ -232,37 +232,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn mail_setup(args: &RunArgs) -> anyhow::Result<Mail> {
-    let templates = match &args.templates_dir {
-        Some(dir) => Templates::load_dir(dir)
-            .map_err(|e| anyhow::anyhow!("--templates-dir {}: {e}", dir.display()))?,
-        None => Templates::default(),
+    let credentials = match (&args.smtp_username, &args.smtp_password) {
+        (Some(user), Some(password)) => Some((user.clone(), SecretString::new(password.clone()))),
+        _ => None,
     };
-    let Some(url) = args.smtp_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+    let mail = Mail::configure(
+        args.smtp_url.as_deref(),
+        args.mail_from.as_deref(),
+        credentials,
+        args.templates_dir.as_deref(),
+        "--templates-dir",
+    )
+    .map_err(anyhow::Error::msg)?;
+    if mail.transport.is_none() {
         tracing::warn!("no SMTP server configured (--smtp-url / SMTP_URL): invitations and summaries are skipped");
-        return Ok(Mail {
-            templates,
-            ..Mail::default()
-        });
-    };
-    let from = args
-        .mail_from
-        .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("--mail-from / MAIL_FROM is required with --smtp-url"))?;
-    let mut settings = SmtpSettings::parse(url, from).map_err(anyhow::Error::msg)?;
-    if let (Some(user), Some(password)) = (&args.smtp_username, &args.smtp_password) {
-        settings = settings.with_credentials(user.clone(), SecretString::new(password.clone()));
     }
-    tracing::info!(smtp = %settings.redacted(), "e-mail enabled");
-    let domain = from
-        .rsplit_once('@')
-        .map(|(_, d)| d.trim_end_matches('>').to_string());
-    Ok(Mail {
-        transport: Some(Arc::new(
-            SmtpMailer::new(settings).map_err(anyhow::Error::msg)?,
-        )),
-        templates,
-        message_id_domain: domain,
-    })
+    Ok(mail)
 }
 
 async fn wait_for_signal(stop: tokio::sync::watch::Sender<bool>) {
