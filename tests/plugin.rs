@@ -830,7 +830,7 @@ async fn import_now_times_out_on_a_run_that_does_not_end() {
     };
     let p = plugin(client).with_poll_interval(Duration::from_millis(20));
     let options = ImportNowOptions {
-        timeout: Duration::from_millis(800),
+        timeout: Duration::from_secs(3),
         follow: true,
     };
     let output = p.import_now("acme", &options, view.as_ref()).await;
@@ -840,7 +840,7 @@ async fn import_now_times_out_on_a_run_that_does_not_end() {
         out(
             1,
             "",
-            "error: timed out after 800ms waiting for ImportRun acme-stuck to end (phase Running, 5/10 records); it goes on in the cluster: kubectl freshteam history acme -n hr\n"
+            "error: timed out after 3s waiting for ImportRun acme-stuck to end (phase Running, 5/10 records); it goes on in the cluster: kubectl freshteam history acme -n hr\n"
         )
     );
 }
