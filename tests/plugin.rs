@@ -962,8 +962,9 @@ async fn import_now_drives_the_real_operator_to_each_outcome() {
             allow_custom_endpoints: true,
             max_concurrent_imports: 1,
             progress_interval: Duration::from_millis(10),
+            ..OperatorConfig::default()
         },
-        Arc::new(HttpConnector),
+        Arc::new(HttpConnector::default()),
         None,
         None,
     ));

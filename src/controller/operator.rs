@@ -16,6 +16,7 @@ use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
 
 use super::connect::HttpConnector;
 use super::runner::mark_interrupted;
+use super::shard::ShardSelector;
 use super::{error_policy, reconcile, Context, OperatorConfig};
 use crate::api::{FreshteamIntegration, ImportRun};
 use crate::clock::SystemClock;
@@ -31,6 +32,18 @@ pub struct RunArgs {
     /// Imports running at once across all integrations.
     #[arg(long, default_value_t = 2)]
     pub max_concurrent_imports: usize,
+    /// Serve only the integrations matching this label selector, e.g.
+    /// `sharding.freshteam.provisioning.dev/key=s1`; the default shard uses
+    /// `sharding.freshteam.provisioning.dev/key notin (s1,s2)`. Each shard needs its own
+    /// --lease-name.
+    #[arg(long, env = "SHARD_SELECTOR")]
+    pub shard_selector: Option<String>,
+    /// Imports at once against one Freshteam account (they share its quota).
+    #[arg(long, default_value_t = 2)]
+    pub max_imports_per_account: usize,
+    /// Imports at once against one destination host.
+    #[arg(long, default_value_t = 2)]
+    pub max_imports_per_destination: usize,
     /// Accept spec.source.baseUrl and plain-http SCIM URLs (simulators, proxies). Off by
     /// default: in a shared cluster these would let any tenant make the operator call
     /// arbitrary addresses.
@@ -79,6 +92,12 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, "info");
     let mail = mail_setup(&args)?;
+    let shard = args
+        .shard_selector
+        .as_deref()
+        .map(ShardSelector::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let client = Client::try_default().await?;
     let metrics = Metrics::new();
     let health = Health::new();
@@ -138,7 +157,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 max_concurrent_imports: args.max_concurrent_imports,
                 ..OperatorConfig::default()
             },
-            Arc::new(HttpConnector),
+            Arc::new(HttpConnector::default()),
             Some(Reporter {
                 controller: "freshteam-operator".into(),
                 instance: Some(identity.clone()),
@@ -182,7 +201,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
 
-    let controller = Controller::new(integrations, watcher::Config::default());
+    // The shard's selector goes to the API server: other shards' integrations never
+    // reach this process, and one relabelled away is seen as deleted here.
+    let mut watch = watcher::Config::default();
+    if let Some(s) = &shard {
+        watch = watch.labels(&s.text);
+    }
+    let controller = Controller::new(integrations, watch);
     let store = controller.store();
     let mut stop = stop_rx.clone();
     controller

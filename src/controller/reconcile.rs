@@ -38,6 +38,10 @@ pub enum Error {
 const REAUTHORIZE_AFTER: Duration = Duration::from_secs(300);
 
 pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.in_shard(&fti) {
+        // Another shard's: not ours to touch (a label change moved it away).
+        return Ok(Action::await_change());
+    }
     let ns = fti.namespace().ok_or(Error::NoNamespace)?;
     let name = fti.name_any();
     let key = format!("{ns}/{name}");
@@ -49,7 +53,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
     if let Some(m) = &ctx.metrics {
         m.reconcile(&ns, &name);
     }
-    let running = ctx.is_running(&key);
+    let running = ctx.is_running(&key) || run_in_progress_elsewhere(&ctx, &ns, &name).await?;
     let mut extra = serde_json::Map::new();
 
     let set =
@@ -311,6 +315,23 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         Some(d) => Action::requeue(d),
         None => Action::requeue(Duration::from_secs(3600)),
     })
+}
+
+/// An unfinished ImportRun this process does not run: the integration's previous shard
+/// or leader is still at it. Waiting for it keeps one run at a time per integration.
+async fn run_in_progress_elsewhere(ctx: &Context, ns: &str, name: &str) -> Result<bool, Error> {
+    let runs: Api<ImportRun> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{}={name}", super::INTEGRATION_LABEL);
+    let list = runs
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?;
+    Ok(list.items.iter().any(|r| {
+        !r.status
+            .as_ref()
+            .map(|s| s.phase)
+            .unwrap_or_default()
+            .is_final()
+    }))
 }
 
 /// The reconciler writes what it owns; `lastImport` and `preview` counts belong to the
