@@ -1,9 +1,10 @@
 """The Helm chart, linted and rendered with the Helm SDK (helm-python-sdk; no cluster):
 what a default install creates, single-namespace mode, least-privilege RBAC, the hardened
-pod, e-mail settings, and the values schema."""
+pod, e-mail settings, shards, the alert rules and the dashboard, and the values schema."""
 
 import json
 import pathlib
+import re
 import tomllib
 
 import helm_python as helm
@@ -128,8 +129,15 @@ def bindings_of_service_account(docs):
             "metrics": {"serviceMonitor": {"enabled": True}},
             "emailTemplates": {"files": {"invitation.subject": "Welcome, {{first_name}}"}},
         },
+        {
+            "sharding": {"shards": ["s1", {"name": "s2", "replicaCount": 3}]},
+            "metrics": {"serviceMonitor": {"enabled": True}},
+            "alerts": {"prometheusRule": {"enabled": True, "alertLabels": {"team": "hr"}}},
+            "dashboard": {"enabled": True},
+        },
+        {"sharding": {"shards": ["s1"], "defaultShard": False}, "watch": {"scope": "namespace"}},
     ],
-    ids=["defaults", "single-namespace", "everything-on"],
+    ids=["defaults", "single-namespace", "everything-on", "shards-alerts-dashboard", "named-shards-only"],
 )
 def test_lint_strict_reports_no_warning_or_error(values):
     result = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
@@ -414,6 +422,435 @@ def test_notes_tell_the_next_steps(chart):
     assert "-n people get fti" in notes
 
 
+# --- shards ------------------------------------------------------------------------------
+
+SHARD_KEY = "sharding.freshteam.provisioning.dev/key"
+SHARD_POD_LABEL = "sharding.freshteam.provisioning.dev/shard"
+SHARDED = {"sharding": {"shards": ["s1", "s2"]}}
+
+
+def deployments(docs):
+    return {d["metadata"]["name"]: d for d in of_kind(docs, "Deployment")}
+
+
+def args_of(deployment):
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    return c["args"]
+
+
+def flag(deployment, name):
+    """The value of --name=value in the container's arguments; None when absent."""
+    found = [a.split("=", 1)[1] for a in args_of(deployment) if a.startswith(f"--{name}=")]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def test_default_install_is_one_unsharded_deployment(chart):
+    docs = render(chart)
+    (deployment,) = of_kind(docs, "Deployment")
+    assert deployment["metadata"]["name"] == FULLNAME
+    assert flag(deployment, "shard-selector") is None
+    assert flag(deployment, "lease-name") == FULLNAME
+    for labels in (
+        deployment["metadata"]["labels"],
+        deployment["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["template"]["metadata"]["labels"],
+        one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    ):
+        assert SHARD_POD_LABEL not in labels
+
+
+def test_named_shards_each_get_a_deployment_lease_and_selector(chart):
+    docs = render(chart, SHARDED)
+    by_name = deployments(docs)
+    assert set(by_name) == {f"{FULLNAME}-default", f"{FULLNAME}-s1", f"{FULLNAME}-s2"}
+    expected = {
+        "default": (FULLNAME, f"{SHARD_KEY} notin (s1,s2)"),
+        "s1": (f"{FULLNAME}-s1", f"{SHARD_KEY}=s1"),
+        "s2": (f"{FULLNAME}-s2", f"{SHARD_KEY}=s2"),
+    }
+    for shard, (lease, selector) in expected.items():
+        d = by_name[f"{FULLNAME}-{shard}"]
+        # The default shard keeps the unsharded Lease, so it takes over from an unsharded leader.
+        assert flag(d, "lease-name") == lease, shard
+        assert flag(d, "shard-selector") == selector, shard
+        assert d["spec"]["replicas"] == 2
+        match = d["spec"]["selector"]["matchLabels"]
+        assert match[SHARD_POD_LABEL] == shard
+        assert d["metadata"]["labels"][SHARD_POD_LABEL] == shard
+        pod_labels = d["spec"]["template"]["metadata"]["labels"]
+        assert match.items() <= pod_labels.items()
+    # No Deployment selects another shard's pods.
+    for a in by_name.values():
+        for b in by_name.values():
+            if a is not b:
+                sel = a["spec"]["selector"]["matchLabels"]
+                assert not sel.items() <= b["spec"]["template"]["metadata"]["labels"].items()
+    assert len({flag(d, "lease-name") for d in by_name.values()}) == 3
+
+
+def test_every_shard_may_use_its_lease_and_nothing_else(chart):
+    docs = render(chart, SHARDED)
+    role = one(docs, "Role", f"{FULLNAME}-leader-election")
+    assert rule_set(role) == LEASE_RULES
+    leases = {flag(d, "lease-name") for d in of_kind(docs, "Deployment")}
+    for rule in role["rules"]:
+        if set(rule["verbs"]) == {"create"}:
+            assert "resourceNames" not in rule
+        else:
+            assert sorted(rule["resourceNames"]) == sorted(leases)
+            assert rule["resourceNames"] == [FULLNAME, f"{FULLNAME}-s1", f"{FULLNAME}-s2"]
+
+
+def test_one_pdb_per_shard_and_one_service_for_all(chart):
+    docs = render(chart, SHARDED)
+    pdbs = {p["metadata"]["name"]: p for p in of_kind(docs, "PodDisruptionBudget")}
+    by_name = deployments(docs)
+    assert set(pdbs) == set(by_name)
+    for name, d in by_name.items():
+        assert pdbs[name]["spec"]["selector"] == d["spec"]["selector"]
+        assert pdbs[name]["spec"]["maxUnavailable"] == 1
+    # The metrics Service (and so the ServiceMonitor) reaches the pods of every shard.
+    service = one(docs, "Service")
+    for d in by_name.values():
+        assert service["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+    assert not of_kind(render(chart, {**SHARDED, "podDisruptionBudget": {"enabled": False}}), "PodDisruptionBudget")
+
+
+def test_without_the_default_shard_only_named_shards_run(chart):
+    docs = render(chart, {"sharding": {"shards": ["s1", "s2"], "defaultShard": False}})
+    by_name = deployments(docs)
+    assert set(by_name) == {f"{FULLNAME}-s1", f"{FULLNAME}-s2"}
+    assert {flag(d, "shard-selector") for d in by_name.values()} == {f"{SHARD_KEY}=s1", f"{SHARD_KEY}=s2"}
+    role = one(docs, "Role", f"{FULLNAME}-leader-election")
+    named = [r for r in role["rules"] if "resourceNames" in r]
+    assert named and all(r["resourceNames"] == [f"{FULLNAME}-s1", f"{FULLNAME}-s2"] for r in named)
+    assert {p["metadata"]["name"] for p in of_kind(docs, "PodDisruptionBudget")} == set(by_name)
+    notes = render_files(chart, {"sharding": {"shards": ["s1"], "defaultShard": False}})
+    assert "There is no default shard" in notes["freshteam-operator/templates/NOTES.txt"]
+
+
+def test_nothing_to_run_fails_at_install(chart):
+    with pytest.raises(helm.HelmError, match="no operator would run"):
+        render(chart, {"sharding": {"defaultShard": False}})
+
+
+def test_a_shard_listed_twice_fails_at_install(chart):
+    with pytest.raises(helm.HelmError, match="listed twice"):
+        render(chart, {"sharding": {"shards": ["s1", {"name": "s1", "replicaCount": 3}]}})
+
+
+def test_a_shard_name_too_long_for_the_deployment_fails_at_install(chart):
+    with pytest.raises(helm.HelmError, match="longer than 63 characters"):
+        render(chart, {"fullnameOverride": "f" * 40, "sharding": {"shards": ["s" * 30]}})
+
+
+def test_per_shard_replicas_and_resources(chart):
+    big = {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}}
+    docs = render(
+        chart,
+        {
+            "replicaCount": 3,
+            "sharding": {"shards": ["s1", {"name": "s2", "replicaCount": 1, "resources": big}]},
+        },
+    )
+    by_name = deployments(docs)
+    assert by_name[f"{FULLNAME}-default"]["spec"]["replicas"] == 3
+    assert by_name[f"{FULLNAME}-s1"]["spec"]["replicas"] == 3
+    assert by_name[f"{FULLNAME}-s2"]["spec"]["replicas"] == 1
+    default_resources = container(render(chart))["resources"]
+    for name, resources in (("default", default_resources), ("s1", default_resources), ("s2", big)):
+        (c,) = by_name[f"{FULLNAME}-{name}"]["spec"]["template"]["spec"]["containers"]
+        assert c["resources"] == resources, name
+
+
+def test_shards_share_the_rest_of_the_pod(chart):
+    values = {**SHARDED, **SMTP_VALUES, "watch": {"scope": "namespace", "namespace": "hr"}}
+    by_name = deployments(render(chart, values))
+    pods = [d["spec"]["template"]["spec"] for d in by_name.values()]
+    for pod in pods:
+        (c,) = pod["containers"]
+        assert {e["name"]: e for e in c["env"]}["WATCH_NAMESPACE"]["value"] == "hr"
+        assert {e["name"] for e in c["env"]} >= {"SMTP_URL", "MAIL_FROM", "POD_NAME", "POD_NAMESPACE"}
+        assert pod["serviceAccountName"] == FULLNAME
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_notes_list_the_shards(chart):
+    notes = render_files(chart, SHARDED)["freshteam-operator/templates/NOTES.txt"]
+    for text in (
+        f"Deployment {FULLNAME}-s1",
+        f"Lease {FULLNAME}-s2",
+        f"labelled {SHARD_KEY}=s1",
+        f"kubectl -n hr label fti acme {SHARD_KEY}=s1 --overwrite",
+    ):
+        assert text in notes, text
+    assert "shard" not in render_files(chart)["freshteam-operator/templates/NOTES.txt"]
+
+
+def test_service_monitor_labels_series_with_their_shard(chart):
+    docs = render(chart, {**SHARDED, "metrics": {"serviceMonitor": {"enabled": True}}})
+    endpoint = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    # The operator's "namespace" label (the integration's) wins over the target's.
+    assert endpoint["honorLabels"] is True
+    meta = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", SHARD_POD_LABEL)
+    assert endpoint["relabelings"] == [
+        {"targetLabel": "shard", "replacement": "default"},
+        {"sourceLabels": [meta], "regex": "(.+)", "targetLabel": "shard", "replacement": "$1"},
+    ]
+
+
+# --- alert rules and dashboard -----------------------------------------------------------
+
+METRICS_RS = ROOT / "src" / "telemetry" / "metrics.rs"
+RULES = {"alerts": {"prometheusRule": {"enabled": True}}}
+DASHBOARD = {"dashboard": {"enabled": True}}
+ALERTS = {
+    "FreshteamImportFailing",
+    "FreshteamNoRecentSuccessfulImport",
+    "FreshteamLeaversAwaitingApproval",
+    "FreshteamAuthorizationLost",
+    "FreshteamThrottlingSustained",
+    "FreshteamReconcileErrors",
+}
+
+
+def exported_families():
+    """{exposed family name: kind}, read from the registrations in src/telemetry/metrics.rs
+    as prometheus-client names them: prefix, name, unit, and _total for counters."""
+    src = METRICS_RS.read_text()
+    prefix = re.search(r'Registry::with_prefix\("(\w+)"\)', src).group(1)
+    aliases = dict(re.findall(r"\btype (\w+)\s*=\s*([^;]+);", src))
+    bindings = {name: ann + rhs for name, ann, rhs in re.findall(r"\blet (\w+)([^=;]*)=([^;]+);", src)}
+    families = {}
+    for name, unit, var in re.findall(
+        r'registry\.register(?:_with_unit)?\(\s*"(\w+)",\s*"(?:[^"\\]|\\.)*",\s*(?:Unit::(\w+),\s*)?(\w+)\.clone\(\)',
+        src,
+    ):
+        binding = bindings[var]
+        for alias, definition in aliases.items():
+            binding = re.sub(rf"\b{alias}\b", definition, binding)
+        kind = next(k for k in ("Histogram", "Counter", "Gauge") if k in binding)
+        family = f"{prefix}_{name}" + (f"_{unit.lower()}" if unit else "")
+        families[family + ("_total" if kind == "Counter" else "")] = kind
+    return families
+
+
+def exported_series_names():
+    names = set()
+    for family, kind in exported_families().items():
+        if kind == "Histogram":
+            names |= {f"{family}_bucket", f"{family}_sum", f"{family}_count"}
+        else:
+            names.add(family)
+    return names
+
+
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset"}
+
+
+def metric_names(expr):
+    """The metric names a PromQL expression (or a Grafana label_values query) selects."""
+    e = re.sub(r"^\s*label_values\((.*),\s*\w+\s*\)\s*$", r"\1", expr, flags=re.S)
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', e)  # strings
+    e = re.sub(r"\{[^}]*\}", " ", e)  # label matchers
+    e = re.sub(r"\[[^\]]*\]", " ", e)  # ranges
+    e = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)  # label lists
+    e = re.sub(r"\$\{?\w+\}?", " ", e)  # Grafana variables
+    names = set()
+    for m in re.finditer(r"\d[\w.]*|[A-Za-z_:][A-Za-z0-9_:]*", e):
+        word = m.group(0)
+        if word[0].isdigit() or word in PROMQL_WORDS or e[m.end() :].lstrip().startswith("("):
+            continue  # a number or duration, a keyword, a function
+        names.add(word)
+    return names
+
+
+def test_exported_metric_names_are_read_from_the_source():
+    families = exported_families()
+    # A guard for the parser itself: these are the families of src/telemetry/metrics.rs.
+    assert families == {
+        "freshteam_imports_total": "Counter",
+        "freshteam_import_duration_seconds": "Histogram",
+        "freshteam_members_changed_total": "Counter",
+        "freshteam_api_requests_total": "Counter",
+        "freshteam_api_throttled_total": "Counter",
+        "freshteam_api_retries_total": "Counter",
+        "freshteam_reconcile_errors_total": "Counter",
+        "freshteam_reconciliations_total": "Counter",
+        "freshteam_imports_running": "Gauge",
+        "freshteam_import_queue_depth": "Gauge",
+        "freshteam_last_successful_import_timestamp_seconds": "Gauge",
+        "freshteam_leavers_awaiting_approval": "Gauge",
+        "freshteam_authorized": "Gauge",
+    }
+    # The README's table of metrics names the same families.
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("### Metrics", 1)[1].split("\n## ", 1)[0]
+    assert set(re.findall(r"`(freshteam_\w+)`", table)) == set(families)
+
+
+def test_metric_name_extraction():
+    assert metric_names('sum by (phase) (increase(freshteam_imports_total{phase="Failed", job=~"$job"}[$__interval]))') == {
+        "freshteam_imports_total"
+    }
+    assert metric_names("time() - max(x_seconds offset 1h) > 172800 or vector(0)") == {"x_seconds"}
+    assert metric_names('label_values(freshteam_authorized{job=~"$job"}, namespace)') == {"freshteam_authorized"}
+    assert metric_names("histogram_quantile(0.95, sum by (le) (rate(a_bucket[5m]))) / on (x) b") == {"a_bucket", "b"}
+
+
+def prometheus_rules(docs):
+    (rule,) = of_kind(docs, "PrometheusRule")
+    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def dashboard_of(docs):
+    (cm,) = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"] == f"{FULLNAME}-dashboard"]
+    (text,) = cm["data"].values()
+    return cm, json.loads(text)
+
+
+def dashboard_queries(dashboard):
+    """Every PromQL expression of the dashboard: panel targets and variable queries."""
+    queries = []
+
+    def panels(items):
+        for p in items:
+            yield p
+            yield from panels(p.get("panels", []))
+
+    for p in panels(dashboard["panels"]):
+        queries += [(p["title"], t["expr"]) for t in p.get("targets", [])]
+    for v in dashboard["templating"]["list"]:
+        if v["type"] == "query":
+            q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+            queries.append((f"${v['name']}", q))
+    return queries
+
+
+def test_rules_and_dashboard_only_when_enabled(chart):
+    docs = render(chart)
+    assert of_kind(docs, "PrometheusRule") == []
+    assert [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")] == []
+    docs = render(chart, {**RULES, **DASHBOARD})
+    assert len(of_kind(docs, "PrometheusRule")) == 1
+    dashboard_of(docs)
+
+
+def test_alert_rules(chart):
+    docs = render(
+        chart,
+        {
+            "alerts": {
+                "prometheusRule": {
+                    "enabled": True,
+                    "labels": {"release": "prom"},
+                    # The per-alert severity wins over a severity here.
+                    "alertLabels": {"team": "hr", "severity": "page"},
+                },
+                "noRecentSuccessfulImport": {"expectedIntervalSeconds": 3600},
+                "authorizationLost": {"severity": "critical", "for": "20m"},
+                "throttlingSustained": {"ratePerSecond": 0.5},
+            }
+        },
+    )
+    (rule,) = of_kind(docs, "PrometheusRule")
+    assert rule["metadata"]["namespace"] == NAMESPACE
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    rules = {r["alert"]: r for r in prometheus_rules(docs)}
+    assert set(rules) == ALERTS
+    for name, r in rules.items():
+        assert r["annotations"]["summary"] and r["annotations"]["description"], name
+        assert r["labels"]["team"] == "hr", name
+        assert r["labels"]["severity"] in ("warning", "critical"), name
+    assert "freshteam_imports_total" in rules["FreshteamImportFailing"]["expr"]
+    assert 'phase="Failed"' in rules["FreshteamImportFailing"]["expr"]
+    # Twice the expected interval; the schedule is not a metric, so the interval is a value.
+    no_success = rules["FreshteamNoRecentSuccessfulImport"]["expr"]
+    assert "freshteam_last_successful_import_timestamp_seconds" in no_success
+    assert no_success.rstrip().endswith("> 7200")
+    assert "expectedIntervalSeconds" in rules["FreshteamNoRecentSuccessfulImport"]["annotations"]["description"]
+    assert rules["FreshteamLeaversAwaitingApproval"]["for"] == "15m"
+    assert "freshteam_leavers_awaiting_approval" in rules["FreshteamLeaversAwaitingApproval"]["expr"]
+    assert rules["FreshteamAuthorizationLost"]["for"] == "20m"
+    assert rules["FreshteamAuthorizationLost"]["labels"]["severity"] == "critical"
+    assert rules["FreshteamAuthorizationLost"]["expr"].rstrip().endswith("== 0")
+    assert rules["FreshteamThrottlingSustained"]["for"] == "30m"
+    assert rules["FreshteamThrottlingSustained"]["expr"].rstrip().endswith("> 0.5")
+    # The alert text templates reach Prometheus as they are, not expanded by Helm.
+    assert "{{ $labels.integration }}" in rules["FreshteamImportFailing"]["annotations"]["summary"]
+
+
+def test_default_alert_thresholds(chart):
+    rules = {r["alert"]: r for r in prometheus_rules(render(chart, RULES))}
+    assert rules["FreshteamNoRecentSuccessfulImport"]["expr"].rstrip().endswith("> 172800")
+    assert rules["FreshteamAuthorizationLost"]["for"] == "10m"
+    assert "[1h]" in rules["FreshteamImportFailing"]["expr"]
+
+
+def test_alerts_can_be_turned_off_one_by_one_and_scoped(chart):
+    values = {
+        "alerts": {
+            "prometheusRule": {"enabled": True, "matchers": 'job="fto-freshteam-operator"'},
+            "throttlingSustained": {"enabled": False},
+            "reconcileErrors": {"enabled": False},
+        }
+    }
+    rules = prometheus_rules(render(chart, values))
+    assert {r["alert"] for r in rules} == ALERTS - {"FreshteamThrottlingSustained", "FreshteamReconcileErrors"}
+    for r in rules:
+        selectors = re.findall(r"freshteam_\w+(\{[^}]*\})?", r["expr"])
+        assert selectors and all('job="fto-freshteam-operator"' in s for s in selectors), r["expr"]
+
+
+def test_every_promql_names_an_exported_metric(chart):
+    allowed = exported_series_names()
+    docs = render(chart, {**RULES, **DASHBOARD, **SHARDED})
+    queries = [(r["alert"], r["expr"]) for r in prometheus_rules(docs)]
+    queries += dashboard_queries(dashboard_of(docs)[1])
+    assert len(queries) > 20
+    used = set()
+    for where, expr in queries:
+        names = metric_names(expr)
+        assert names, f"{where}: no metric in {expr!r}"
+        assert names <= allowed, f"{where}: {sorted(names - allowed)} not exported by the operator"
+        used |= names
+    # The dashboard and the rules read the histogram the way it is exposed.
+    assert "freshteam_import_duration_seconds_bucket" in used
+
+
+def test_dashboard_config_map(chart):
+    docs = render(chart, {"dashboard": {"enabled": True, "annotations": {"grafana_folder": "HR"}}})
+    cm, dashboard = dashboard_of(docs)
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "HR"}
+    assert cm["metadata"]["namespace"] == NAMESPACE
+    assert dashboard == json.loads((CHART / "dashboards" / "freshteam.json").read_text())
+    assert dashboard["uid"] and dashboard["title"]
+    titles = {p["title"] for p in dashboard["panels"]}
+    for title in (
+        "Runs by phase",
+        "Import duration",
+        "Members changed by kind",
+        "Throttling and retries",
+        "Queue depth per shard",
+        "Running imports per shard",
+    ):
+        assert title in titles, title
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "job", "shard", "namespace", "integration"} <= variables
+    # Per-shard panels split by the ServiceMonitor's shard label.
+    for p in dashboard["panels"]:
+        if p["title"].endswith("per shard"):
+            assert all("by (shard)" in t["expr"] for t in p["targets"]), p["title"]
+    # Another sidecar label instead of the default one (null drops a default key).
+    labels = {"grafana_dashboard": None, "dash": "yes"}
+    docs = render(chart, {"dashboard": {"enabled": True, "labels": labels, "namespace": "monitoring"}})
+    cm, _ = dashboard_of(docs)
+    assert cm["metadata"]["labels"]["dash"] == "yes" and "grafana_dashboard" not in cm["metadata"]["labels"]
+    assert cm["metadata"]["namespace"] == "monitoring"
+
+
 # --- values schema -----------------------------------------------------------------------
 
 
@@ -453,6 +890,16 @@ def test_schema_covers_every_value():
         {"resources": {"limits": {"memory": "lots"}}},
         {"image": {"pullPolicy": "Sometimes"}},
         {"replicas": 2},
+        {"sharding": {"shards": ["default"]}},
+        {"sharding": {"shards": ["S1"]}},
+        {"sharding": {"shards": ["s1", "s1"]}},
+        {"sharding": {"shards": [{"name": "s1", "replicas": 2}]}},
+        {"sharding": {"shards": [{"name": "s1", "resources": {"limits": {"memory": "lots"}}}]}},
+        {"sharding": {"defaultShard": "yes"}},
+        {"alerts": {"importFailing": {"window": "1 hour"}}},
+        {"alerts": {"noRecentSuccessfulImport": {"expectedIntervalSeconds": "1d"}}},
+        {"alerts": {"prometheusRule": {"enable": True}}},
+        {"dashboard": {"enabled": "yes"}},
     ],
     ids=lambda v: json.dumps(v),
 )
