@@ -94,32 +94,7 @@ impl Harness {
         })
         .unwrap();
         let scim = ScimServer::start();
-        let mut spec = FreshteamIntegrationSpec {
-            source: SourceSpec {
-                subdomain: "acme".into(),
-                api_key_secret_ref: SecretKeyRef {
-                    name: "freshteam-acme".into(),
-                    key: "apiKey".into(),
-                },
-                base_url: Some(sim.base_url()),
-            },
-            destination: DestinationSpec {
-                scim: ScimDestinationSpec {
-                    url: scim.url.clone(),
-                    token_secret_ref: SecretKeyRef {
-                        name: "members-scim".into(),
-                        key: "token".into(),
-                    },
-                },
-            },
-            schedule: "daily".into(),
-            mapping: MappingSpec::default(),
-            ..FreshteamIntegrationSpec::default()
-        };
-        edit(&mut spec);
-        let mut fti = FreshteamIntegration::new("acme", spec);
-        fti.metadata.namespace = Some(NS.into());
-        fti.metadata.generation = Some(1);
+        let fti = integration_for("acme", &sim.base_url(), &scim.url, &[], edit);
         let client = kube_fake_client::ClientBuilder::new()
             .with_resource::<FreshteamIntegration>()
             .with_status_subresource::<FreshteamIntegration>()
@@ -643,6 +618,17 @@ fn integration(
     labels: &[(&str, &str)],
     edit: impl FnOnce(&mut FreshteamIntegrationSpec),
 ) -> FreshteamIntegration {
+    integration_for(name, &h.sim.base_url(), &h.scim.url, labels, edit)
+}
+
+/// An integration reading the simulator at `sim` and writing to the SCIM server at `scim`.
+fn integration_for(
+    name: &str,
+    sim: &str,
+    scim: &str,
+    labels: &[(&str, &str)],
+    edit: impl FnOnce(&mut FreshteamIntegrationSpec),
+) -> FreshteamIntegration {
     let mut spec = FreshteamIntegrationSpec {
         source: SourceSpec {
             subdomain: "acme".into(),
@@ -650,11 +636,11 @@ fn integration(
                 name: "freshteam-acme".into(),
                 key: "apiKey".into(),
             },
-            base_url: Some(h.sim.base_url()),
+            base_url: Some(sim.to_string()),
         },
         destination: DestinationSpec {
             scim: ScimDestinationSpec {
-                url: h.scim.url.clone(),
+                url: scim.to_string(),
                 token_secret_ref: SecretKeyRef {
                     name: "members-scim".into(),
                     key: "token".into(),
@@ -669,12 +655,14 @@ fn integration(
     let mut fti = FreshteamIntegration::new(name, spec);
     fti.metadata.namespace = Some(NS.into());
     fti.metadata.generation = Some(1);
-    fti.metadata.labels = Some(
-        labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    );
+    if !labels.is_empty() {
+        fti.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+    }
     fti
 }
 
