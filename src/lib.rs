@@ -14,6 +14,7 @@ pub mod mapping;
 pub mod member;
 pub mod notify;
 pub mod plan;
+pub mod plugin;
 pub mod progress;
 pub mod schedule;
 pub mod secret;

@@ -26,6 +26,9 @@ impl Schedule {
     /// Parses `hourly`, `daily`, `weekly` or a 5-field cron expression.
     pub fn parse(text: &str) -> Result<Schedule, String> {
         let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err("is empty: use hourly, daily, weekly or a 5-field cron expression such as \"0 3 * * *\"".into());
+        }
         let pattern = match PRESETS.iter().find(|(name, _)| *name == trimmed) {
             Some((_, cron)) => *cron,
             None => {

@@ -13,6 +13,7 @@ use freshteam_operator::api::*;
 use freshteam_operator::clock::Clock;
 use freshteam_operator::controller::connect::HttpConnector;
 use freshteam_operator::controller::runner::mark_interrupted;
+use freshteam_operator::controller::shard::{ShardSelector, SHARD_LABEL};
 use freshteam_operator::controller::{reconcile, Context, OperatorConfig, INTEGRATION_LABEL};
 use freshteam_operator::notify::{Mail, SmtpMailer, SmtpSettings};
 use freshteam_operator::simulator::{SimConfig, Simulator};
@@ -93,32 +94,7 @@ impl Harness {
         })
         .unwrap();
         let scim = ScimServer::start();
-        let mut spec = FreshteamIntegrationSpec {
-            source: SourceSpec {
-                subdomain: "acme".into(),
-                api_key_secret_ref: SecretKeyRef {
-                    name: "freshteam-acme".into(),
-                    key: "apiKey".into(),
-                },
-                base_url: Some(sim.base_url()),
-            },
-            destination: DestinationSpec {
-                scim: ScimDestinationSpec {
-                    url: scim.url.clone(),
-                    token_secret_ref: SecretKeyRef {
-                        name: "members-scim".into(),
-                        key: "token".into(),
-                    },
-                },
-            },
-            schedule: "daily".into(),
-            mapping: MappingSpec::default(),
-            ..FreshteamIntegrationSpec::default()
-        };
-        edit(&mut spec);
-        let mut fti = FreshteamIntegration::new("acme", spec);
-        fti.metadata.namespace = Some(NS.into());
-        fti.metadata.generation = Some(1);
+        let fti = integration_for("acme", &sim.base_url(), &scim.url, &[], edit);
         let client = kube_fake_client::ClientBuilder::new()
             .with_resource::<FreshteamIntegration>()
             .with_status_subresource::<FreshteamIntegration>()
@@ -141,8 +117,9 @@ impl Harness {
                     allow_custom_endpoints,
                     max_concurrent_imports: 2,
                     progress_interval: Duration::from_millis(20),
+                    ..OperatorConfig::default()
                 },
-                Arc::new(HttpConnector),
+                Arc::new(HttpConnector::default()),
                 Some(Reporter {
                     controller: "freshteam-operator".into(),
                     instance: None,
@@ -633,4 +610,280 @@ async fn invitations_are_sent_once_through_the_configmap_outbox() {
     h.reconcile().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(smtp.count(), 8, "a second run sent e-mail again");
+}
+
+fn integration(
+    name: &str,
+    h: &Harness,
+    labels: &[(&str, &str)],
+    edit: impl FnOnce(&mut FreshteamIntegrationSpec),
+) -> FreshteamIntegration {
+    integration_for(name, &h.sim.base_url(), &h.scim.url, labels, edit)
+}
+
+/// An integration reading the simulator at `sim` and writing to the SCIM server at `scim`.
+fn integration_for(
+    name: &str,
+    sim: &str,
+    scim: &str,
+    labels: &[(&str, &str)],
+    edit: impl FnOnce(&mut FreshteamIntegrationSpec),
+) -> FreshteamIntegration {
+    let mut spec = FreshteamIntegrationSpec {
+        source: SourceSpec {
+            subdomain: "acme".into(),
+            api_key_secret_ref: SecretKeyRef {
+                name: "freshteam-acme".into(),
+                key: "apiKey".into(),
+            },
+            base_url: Some(sim.to_string()),
+        },
+        destination: DestinationSpec {
+            scim: ScimDestinationSpec {
+                url: scim.to_string(),
+                token_secret_ref: SecretKeyRef {
+                    name: "members-scim".into(),
+                    key: "token".into(),
+                },
+            },
+        },
+        schedule: "daily".into(),
+        mapping: MappingSpec::default(),
+        ..FreshteamIntegrationSpec::default()
+    };
+    edit(&mut spec);
+    let mut fti = FreshteamIntegration::new(name, spec);
+    fti.metadata.namespace = Some(NS.into());
+    fti.metadata.generation = Some(1);
+    if !labels.is_empty() {
+        fti.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+    }
+    fti
+}
+
+fn shard_context(h: &Harness, selector: &str, config: OperatorConfig) -> Arc<Context> {
+    Arc::new(
+        Context::new(
+            h.client.clone(),
+            h.clock.clone(),
+            config,
+            Arc::new(HttpConnector::default()),
+            None,
+            None,
+        )
+        .with_shard(Some(ShardSelector::parse(selector).unwrap())),
+    )
+}
+
+async fn runs_of(h: &Harness, integration: &str) -> usize {
+    h.runs()
+        .await
+        .iter()
+        .filter(|r| r.spec.integration == integration)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_shards_reconcile_only_their_own_and_a_moved_integration_runs_once() {
+    let h = Harness::new(4, true, |s| s.published = true).await;
+    h.integrations()
+        .create(
+            &PostParams::default(),
+            &integration("beta", &h, &[(SHARD_LABEL, "a")], |s| s.published = true),
+        )
+        .await
+        .unwrap();
+    let config = || OperatorConfig {
+        allow_custom_endpoints: true,
+        ..OperatorConfig::default()
+    };
+    let shard_a = shard_context(&h, &format!("{SHARD_LABEL}=a"), config());
+    let default = shard_context(&h, &format!("{SHARD_LABEL} notin (a)"), config());
+    let reconcile_all = |ctx: Arc<Context>| {
+        let api = h.integrations();
+        async move {
+            for name in ["acme", "beta"] {
+                let fti = api.get(name).await.unwrap();
+                reconcile(Arc::new(fti), ctx.clone()).await.unwrap();
+            }
+            ctx.wait_idle().await;
+        }
+    };
+    for (name, value) in [("acme", "req-1"), ("beta", "req-1")] {
+        h.integrations()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {IMPORT_REQUESTED_AT: value}}})),
+            )
+            .await
+            .unwrap();
+    }
+    // Shard a alone: only beta runs.
+    reconcile_all(shard_a.clone()).await;
+    assert_eq!(
+        (runs_of(&h, "acme").await, runs_of(&h, "beta").await),
+        (0, 1)
+    );
+    assert!(
+        h.status().await.conditions.is_empty(),
+        "shard a touched acme's status"
+    );
+    // The default shard: acme runs, beta is not touched again.
+    reconcile_all(default.clone()).await;
+    assert_eq!(
+        (runs_of(&h, "acme").await, runs_of(&h, "beta").await),
+        (1, 1)
+    );
+
+    // Move acme to shard a, with a new request: exactly one run, by its new shard.
+    h.edit(json!({"metadata": {"labels": {SHARD_LABEL: "a"}, "annotations": {IMPORT_REQUESTED_AT: "req-2"}}})).await;
+    h.clock.advance(5);
+    reconcile_all(default.clone()).await;
+    reconcile_all(shard_a.clone()).await;
+    reconcile_all(default.clone()).await;
+    reconcile_all(shard_a.clone()).await;
+    assert_eq!(runs_of(&h, "acme").await, 2);
+    assert_eq!(
+        h.status().await.last_handled_import_request.as_deref(),
+        Some("req-2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_still_going_on_the_old_shard_holds_back_the_new_one() {
+    let h = Harness::new(3, true, |s| s.published = true).await;
+    let runs: Api<ImportRun> = Api::namespaced(h.client.clone(), NS);
+    let mut foreign = ImportRun::new(
+        "acme-elsewhere",
+        ImportRunSpec {
+            integration: "acme".into(),
+            trigger: ImportTrigger::Manual,
+            dry_run: false,
+        },
+    );
+    foreign.metadata.namespace = Some(NS.into());
+    foreign.metadata.labels = Some(BTreeMap::from([(
+        INTEGRATION_LABEL.to_string(),
+        "acme".to_string(),
+    )]));
+    runs.create(&PostParams::default(), &foreign).await.unwrap();
+    runs.patch_status(
+        "acme-elsewhere",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    h.reconcile().await;
+    h.annotate(IMPORT_REQUESTED_AT, "now").await;
+    h.reconcile().await;
+    assert_eq!(
+        h.runs().await.len(),
+        1,
+        "a second run started beside one still going"
+    );
+    runs.patch_status(
+        "acme-elsewhere",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+    )
+    .await
+    .unwrap();
+    h.reconcile().await;
+    assert_eq!(
+        h.runs().await.len(),
+        2,
+        "the request waiting for that run was not honoured"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_integrations_share_one_accounts_quota_and_the_small_ones_finish_first() {
+    let h = Harness::new(40, true, |_| {}).await;
+    // 10 requests per half-second window for the whole account.
+    h.sim.set_rate_limit(Some(10), Duration::from_millis(500));
+    // The big one also needs a detail call per employee (a custom field).
+    h.integrations()
+        .create(
+            &PostParams::default(),
+            &integration("big", &h, &[], |s| {
+                s.mapping.employee_number = Some("custom_field_values.cost_center".into())
+            }),
+        )
+        .await
+        .unwrap();
+    for i in 0..9 {
+        h.integrations()
+            .create(
+                &PostParams::default(),
+                &integration(&format!("small-{i}"), &h, &[], |_| {}),
+            )
+            .await
+            .unwrap();
+    }
+    let ctx = shard_context(
+        &h,
+        &format!("{SHARD_LABEL} notin (x)"),
+        OperatorConfig {
+            allow_custom_endpoints: true,
+            max_concurrent_imports: 10,
+            max_imports_per_account: 10,
+            max_imports_per_destination: 10,
+            progress_interval: Duration::from_millis(50),
+        },
+    );
+    h.sim.clear_requests();
+    let mut names = vec!["big".to_string()];
+    names.extend((0..9).map(|i| format!("small-{i}")));
+    // All ten start together, as after an operator restart.
+    let starts = names.iter().map(|name| {
+        let api = h.integrations();
+        let ctx = ctx.clone();
+        async move {
+            let fti = api.get(name).await.unwrap();
+            reconcile(Arc::new(fti), ctx).await.unwrap();
+        }
+    });
+    futures::future::join_all(starts).await;
+    // Record the order in which the previews finish.
+    let mut finished: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while finished.len() < names.len() && std::time::Instant::now() < deadline {
+        for r in h.runs().await {
+            let done = r.status.as_ref().is_some_and(|s| s.phase.is_final());
+            if done && !finished.contains(&r.spec.integration) {
+                finished.push(r.spec.integration.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ctx.wait_idle().await;
+    assert_eq!(finished.len(), 10, "{finished:?}");
+    assert_eq!(
+        finished.last().map(String::as_str),
+        Some("big"),
+        "{finished:?}"
+    );
+    for r in h.runs().await {
+        assert_eq!(
+            r.status.unwrap().phase,
+            ImportPhase::Succeeded,
+            "{}",
+            r.spec.integration
+        );
+    }
+    // One limiter for the account: at most one throttled probe per window.
+    let throttled = h.sim.throttled_calls_per_window();
+    for (window, n) in &throttled {
+        assert!(
+            *n <= 1,
+            "{n} throttled calls in window {window}: the account's quota was fought over"
+        );
+    }
 }

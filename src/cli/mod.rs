@@ -39,6 +39,8 @@ pub mod exit {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // One TLS provider for kube, reqwest and lettre, whatever else is linked in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Crds => {

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use chrono::Utc;
 use clap::{Args, ValueEnum};
@@ -17,8 +16,7 @@ use crate::destination::scim::BulkMode;
 use crate::destination::{ScimClient, ScimConfig};
 use crate::manifest::{self, Manifests};
 use crate::notify::{
-    notify_after_run, FileOutboxStore, Mail, MemoryOutboxStore, OutboxStore, RunInfo, SmtpMailer,
-    SmtpSettings, Templates,
+    notify_after_run, FileOutboxStore, Mail, MemoryOutboxStore, OutboxStore, RunInfo,
 };
 use crate::progress::ProgressSink;
 use crate::source::{FreshteamClient, FreshteamConfig};
@@ -206,32 +204,13 @@ async fn clients(
 }
 
 fn mail_setup(args: &SyncArgs) -> Result<Mail, String> {
-    let templates = match &args.templates {
-        Some(dir) => {
-            Templates::load_dir(dir).map_err(|e| format!("--templates {}: {e}", dir.display()))?
-        }
-        None => Templates::default(),
-    };
-    let Some(url) = args.smtp_url.as_deref().filter(|u| !u.trim().is_empty()) else {
-        return Ok(Mail {
-            templates,
-            ..Mail::default()
-        });
-    };
-    let from = args
-        .mail_from
-        .as_deref()
-        .ok_or("--mail-from / MAIL_FROM is required with --smtp-url")?;
-    let settings = SmtpSettings::parse(url, from)?;
-    let domain = from
-        .rsplit_once('@')
-        .map(|(_, d)| d.trim_end_matches('>').to_string());
-    let mailer = SmtpMailer::new(settings)?;
-    Ok(Mail {
-        transport: Some(Arc::new(mailer)),
-        templates,
-        message_id_domain: domain,
-    })
+    Mail::configure(
+        args.smtp_url.as_deref(),
+        args.mail_from.as_deref(),
+        None,
+        args.templates.as_deref(),
+        "--templates",
+    )
 }
 
 fn run_name(manifests: &Manifests) -> String {

@@ -1,12 +1,15 @@
 //! Builds the source and destination clients of an integration from its spec and the
 //! credentials in its Secrets. Behind a trait so tests can count or refuse connections.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use async_trait::async_trait;
 
 use crate::api::FreshteamIntegrationSpec;
 use crate::destination::{MemberDirectory, ScimClient, ScimConfig};
 use crate::secret::SecretString;
-use crate::source::{EmployeeSource, FreshteamClient, FreshteamConfig};
+use crate::source::{AccountLimiter, EmployeeSource, FreshteamClient, FreshteamConfig};
 
 #[async_trait]
 pub trait Connector: Send + Sync {
@@ -22,8 +25,20 @@ pub trait Connector: Send + Sync {
     ) -> Result<Box<dyn MemberDirectory>, String>;
 }
 
-/// The real HTTP clients.
-pub struct HttpConnector;
+/// The real HTTP clients. Integrations on one Freshteam account share one rate
+/// limiter, so together they stay within the account's quota instead of fighting over it.
+#[derive(Default)]
+pub struct HttpConnector {
+    accounts: Mutex<HashMap<String, AccountLimiter>>,
+}
+
+/// The key of a Freshteam account: its API root.
+pub fn account_key(spec: &FreshteamIntegrationSpec) -> String {
+    match &spec.source.base_url {
+        Some(base) => base.trim_end_matches('/').to_string(),
+        None => format!("https://{}.freshteam.com/api", spec.source.subdomain),
+    }
+}
 
 #[async_trait]
 impl Connector for HttpConnector {
@@ -38,8 +53,15 @@ impl Connector for HttpConnector {
             api_key,
         )
         .map_err(|e| e.to_string())?;
+        let account = self
+            .accounts
+            .lock()
+            .expect("accounts lock")
+            .entry(account_key(spec))
+            .or_insert_with(|| AccountLimiter::new(config.concurrency))
+            .clone();
         Ok(Box::new(
-            FreshteamClient::new(config).map_err(|e| e.to_string())?,
+            FreshteamClient::with_account(config, &account).map_err(|e| e.to_string())?,
         ))
     }
 

@@ -9,6 +9,7 @@ pub mod operator;
 pub mod outbox;
 pub mod reconcile;
 pub mod runner;
+pub mod shard;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -39,6 +40,10 @@ pub struct OperatorConfig {
     pub max_concurrent_imports: usize,
     /// How often a running import's progress is written to its ImportRun.
     pub progress_interval: Duration,
+    /// Imports at once against one Freshteam account (they share its quota).
+    pub max_imports_per_account: usize,
+    /// Imports at once against one destination host.
+    pub max_imports_per_destination: usize,
 }
 
 impl Default for OperatorConfig {
@@ -47,6 +52,8 @@ impl Default for OperatorConfig {
             allow_custom_endpoints: false,
             max_concurrent_imports: 2,
             progress_interval: Duration::from_secs(2),
+            max_imports_per_account: 2,
+            max_imports_per_destination: 2,
         }
     }
 }
@@ -61,6 +68,10 @@ pub struct Context {
     pub metrics: Option<crate::telemetry::Metrics>,
     /// E-mail: invitations and summaries (no transport: skipped with a warning).
     pub mail: crate::notify::Mail,
+    /// The integrations this operator serves (`--shard-selector`); `None`: all.
+    pub shard: Option<shard::ShardSelector>,
+    /// Import slots per Freshteam account and per destination host.
+    keyed_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     pub slots: Arc<Semaphore>,
     /// Runs waiting for a slot.
     pub waiting: AtomicUsize,
@@ -85,6 +96,8 @@ impl Context {
             connector,
             metrics,
             mail: crate::notify::Mail::default(),
+            shard: None,
+            keyed_slots: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
             active: Mutex::new(HashMap::new()),
         }
@@ -94,6 +107,28 @@ impl Context {
     pub fn with_mail(mut self, mail: crate::notify::Mail) -> Self {
         self.mail = mail;
         self
+    }
+
+    /// Serves only the integrations matching `selector`.
+    pub fn with_shard(mut self, selector: Option<shard::ShardSelector>) -> Self {
+        self.shard = selector;
+        self
+    }
+
+    /// True when this operator serves the integration.
+    pub fn in_shard(&self, fti: &FreshteamIntegration) -> bool {
+        self.shard.as_ref().is_none_or(|s| s.matches(fti.labels()))
+    }
+
+    /// The import-slot semaphore for `key` (an account or a destination), created with
+    /// `permits` on first use.
+    pub fn slot(&self, key: &str, permits: usize) -> Arc<Semaphore> {
+        self.keyed_slots
+            .lock()
+            .expect("slots lock")
+            .entry(key.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(permits.max(1))))
+            .clone()
     }
 
     /// True while a run of the integration `namespace/name` is under way.

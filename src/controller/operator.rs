@@ -16,10 +16,11 @@ use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
 
 use super::connect::HttpConnector;
 use super::runner::mark_interrupted;
+use super::shard::ShardSelector;
 use super::{error_policy, reconcile, Context, OperatorConfig};
 use crate::api::{FreshteamIntegration, ImportRun};
 use crate::clock::SystemClock;
-use crate::notify::{Mail, SmtpMailer, SmtpSettings, Templates};
+use crate::notify::Mail;
 use crate::secret::SecretString;
 use crate::telemetry::{init_logging, serve, Health, LogFormat, Metrics};
 
@@ -31,6 +32,18 @@ pub struct RunArgs {
     /// Imports running at once across all integrations.
     #[arg(long, default_value_t = 2)]
     pub max_concurrent_imports: usize,
+    /// Serve only the integrations matching this label selector, e.g.
+    /// `sharding.freshteam.provisioning.dev/key=s1`; the default shard uses
+    /// `sharding.freshteam.provisioning.dev/key notin (s1,s2)`. Each shard needs its own
+    /// --lease-name.
+    #[arg(long, env = "SHARD_SELECTOR")]
+    pub shard_selector: Option<String>,
+    /// Imports at once against one Freshteam account (they share its quota).
+    #[arg(long, default_value_t = 2)]
+    pub max_imports_per_account: usize,
+    /// Imports at once against one destination host.
+    #[arg(long, default_value_t = 2)]
+    pub max_imports_per_destination: usize,
     /// Accept spec.source.baseUrl and plain-http SCIM URLs (simulators, proxies). Off by
     /// default: in a shared cluster these would let any tenant make the operator call
     /// arbitrary addresses.
@@ -79,6 +92,12 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, "info");
     let mail = mail_setup(&args)?;
+    let shard = args
+        .shard_selector
+        .as_deref()
+        .map(ShardSelector::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let client = Client::try_default().await?;
     let metrics = Metrics::new();
     let health = Health::new();
@@ -138,7 +157,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 max_concurrent_imports: args.max_concurrent_imports,
                 ..OperatorConfig::default()
             },
-            Arc::new(HttpConnector),
+            Arc::new(HttpConnector::default()),
             Some(Reporter {
                 controller: "freshteam-operator".into(),
                 instance: Some(identity.clone()),
@@ -182,7 +201,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
 
-    let controller = Controller::new(integrations, watcher::Config::default());
+    // The shard's selector goes to the API server: other shards' integrations never
+    // reach this process, and one relabelled away is seen as deleted here.
+    let mut watch = watcher::Config::default();
+    if let Some(s) = &shard {
+        watch = watch.labels(&s.text);
+    }
+    let controller = Controller::new(integrations, watch);
     let store = controller.store();
     let mut stop = stop_rx.clone();
     controller
@@ -232,37 +257,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn mail_setup(args: &RunArgs) -> anyhow::Result<Mail> {
-    let templates = match &args.templates_dir {
-        Some(dir) => Templates::load_dir(dir)
-            .map_err(|e| anyhow::anyhow!("--templates-dir {}: {e}", dir.display()))?,
-        None => Templates::default(),
+    let credentials = match (&args.smtp_username, &args.smtp_password) {
+        (Some(user), Some(password)) => Some((user.clone(), SecretString::new(password.clone()))),
+        _ => None,
     };
-    let Some(url) = args.smtp_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+    let mail = Mail::configure(
+        args.smtp_url.as_deref(),
+        args.mail_from.as_deref(),
+        credentials,
+        args.templates_dir.as_deref(),
+        "--templates-dir",
+    )
+    .map_err(anyhow::Error::msg)?;
+    if mail.transport.is_none() {
         tracing::warn!("no SMTP server configured (--smtp-url / SMTP_URL): invitations and summaries are skipped");
-        return Ok(Mail {
-            templates,
-            ..Mail::default()
-        });
-    };
-    let from = args
-        .mail_from
-        .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("--mail-from / MAIL_FROM is required with --smtp-url"))?;
-    let mut settings = SmtpSettings::parse(url, from).map_err(anyhow::Error::msg)?;
-    if let (Some(user), Some(password)) = (&args.smtp_username, &args.smtp_password) {
-        settings = settings.with_credentials(user.clone(), SecretString::new(password.clone()));
     }
-    tracing::info!(smtp = %settings.redacted(), "e-mail enabled");
-    let domain = from
-        .rsplit_once('@')
-        .map(|(_, d)| d.trim_end_matches('>').to_string());
-    Ok(Mail {
-        transport: Some(Arc::new(
-            SmtpMailer::new(settings).map_err(anyhow::Error::msg)?,
-        )),
-        templates,
-        message_id_domain: domain,
-    })
+    Ok(mail)
 }
 
 async fn wait_for_signal(stop: tokio::sync::watch::Sender<bool>) {

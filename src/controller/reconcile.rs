@@ -38,6 +38,10 @@ pub enum Error {
 const REAUTHORIZE_AFTER: Duration = Duration::from_secs(300);
 
 pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.in_shard(&fti) {
+        // Another shard's: not ours to touch (a label change moved it away).
+        return Ok(Action::await_change());
+    }
     let ns = fti.namespace().ok_or(Error::NoNamespace)?;
     let name = fti.name_any();
     let key = format!("{ns}/{name}");
@@ -49,7 +53,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
     if let Some(m) = &ctx.metrics {
         m.reconcile(&ns, &name);
     }
-    let running = ctx.is_running(&key);
+    let running = ctx.is_running(&key) || run_in_progress_elsewhere(&ctx, &ns, &name).await?;
     let mut extra = serde_json::Map::new();
 
     let set =
@@ -115,7 +119,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
             set(&mut status, READY, false, reason, message);
             status.next_import_time = None;
             extra.insert("nextImportTime".into(), serde_json::Value::Null);
-            write_status(&ctx, &ns, &name, &status, extra).await?;
+            write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
             return Ok(Action::await_change());
         }
     };
@@ -127,7 +131,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         set(&mut status, READY, false, "Suspended", msg);
         status.next_import_time = None;
         extra.insert("nextImportTime".into(), serde_json::Value::Null);
-        write_status(&ctx, &ns, &name, &status, extra).await?;
+        write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
         return Ok(Action::await_change());
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
@@ -167,7 +171,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
             if let Some(m) = &ctx.metrics {
                 m.set_authorized(&ns, &name, false);
             }
-            write_status(&ctx, &ns, &name, &status, extra).await?;
+            write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
             return Ok(Action::await_change());
         }
     };
@@ -224,7 +228,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
             .map(|c| c.message.clone())
             .unwrap_or_default();
         set(&mut status, READY, false, "NotAuthorized", message);
-        write_status(&ctx, &ns, &name, &status, extra).await?;
+        write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
         return Ok(Action::requeue(REAUTHORIZE_AFTER));
     }
 
@@ -306,11 +310,28 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         None => "unpublished: previews only; set spec.published: true to import".into(),
     };
     set(&mut status, READY, true, "Ready", ready_message);
-    write_status(&ctx, &ns, &name, &status, extra).await?;
+    write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
     Ok(match decision.requeue_after.and_then(|d| d.to_std().ok()) {
         Some(d) => Action::requeue(d),
         None => Action::requeue(Duration::from_secs(3600)),
     })
+}
+
+/// An unfinished ImportRun this process does not run: the integration's previous shard
+/// or leader is still at it. Waiting for it keeps one run at a time per integration.
+async fn run_in_progress_elsewhere(ctx: &Context, ns: &str, name: &str) -> Result<bool, Error> {
+    let runs: Api<ImportRun> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{}={name}", super::INTEGRATION_LABEL);
+    let list = runs
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?;
+    Ok(list.items.iter().any(|r| {
+        !r.status
+            .as_ref()
+            .map(|s| s.phase)
+            .unwrap_or_default()
+            .is_final()
+    }))
 }
 
 /// The reconciler writes what it owns; `lastImport` and `preview` counts belong to the
@@ -319,9 +340,15 @@ async fn write_status(
     ctx: &Context,
     ns: &str,
     name: &str,
+    previous: &FreshteamIntegrationStatus,
     status: &FreshteamIntegrationStatus,
     extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), Error> {
+    // An unchanged status is not written: every write is a watch event that would
+    // reconcile again.
+    if status == previous {
+        return Ok(());
+    }
     let mut value = serde_json::to_value(status).expect("status serialises");
     if let Some(obj) = value.as_object_mut() {
         obj.remove("lastImport");

@@ -12,6 +12,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use super::connect::account_key;
 use super::decide::StartRun;
 use super::history::{runs_to_prune, RunEntry};
 use super::outbox::ConfigMapOutboxStore;
@@ -111,6 +112,26 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
     if let Some(m) = &ctx.metrics {
         m.set_queue_depth(waiting);
     }
+    // Account and destination first, the global slot last: a run waiting for a busy
+    // account must not hold a slot that another tenant's run could use.
+    let _account = ctx
+        .slot(
+            &format!("freshteam {}", account_key(&fti.spec)),
+            ctx.config.max_imports_per_account,
+        )
+        .acquire_owned()
+        .await;
+    let destination_host = url::Url::parse(&fti.spec.destination.scim.url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let _destination = ctx
+        .slot(
+            &format!("destination {destination_host}"),
+            ctx.config.max_imports_per_destination,
+        )
+        .acquire_owned()
+        .await;
     let _slot = ctx.slots.clone().acquire_owned().await;
     let waiting = ctx.waiting.fetch_sub(1, Ordering::Relaxed) - 1;
     if let Some(m) = &ctx.metrics {
@@ -366,6 +387,12 @@ pub async fn mark_interrupted(ctx: &Context, runs: &Api<ImportRun>) -> Result<u3
         }
         let ns = r.namespace().unwrap_or_default();
         let name = r.name_any();
+        let integrations: Api<FreshteamIntegration> = Api::namespaced(ctx.client.clone(), &ns);
+        let owner = integrations.get_opt(&r.spec.integration).await?;
+        if owner.as_ref().is_some_and(|f| !ctx.in_shard(f)) {
+            // Another shard's run: its own leader deals with it.
+            continue;
+        }
         let api: Api<ImportRun> = Api::namespaced(ctx.client.clone(), &ns);
         let now = rfc3339(ctx.clock.now());
         patch_run_status(

@@ -14,30 +14,9 @@ use serde_json::{json, Map, Value};
 
 use super::SimError;
 
-/// Fields the list endpoint returns; the detail endpoint returns these and more.
-pub(crate) const LIST_FIELDS: &[&str] = &[
-    "id",
-    "employee_id",
-    "first_name",
-    "middle_name",
-    "last_name",
-    "official_email",
-    "status",
-    "terminated",
-    "termination_date",
-    "deleted",
-    "employee_type",
-    "designation",
-    "department_id",
-    "sub_department_id",
-    "business_unit_id",
-    "branch_id",
-    "team_id",
-    "reporting_to_id",
-    "joining_date",
-    "created_at",
-    "updated_at",
-];
+/// Fields the list endpoint returns; the detail endpoint returns these and more. The
+/// same list the mapping uses to decide when detail calls are needed.
+pub(crate) use crate::mapping::LIST_FIELDS;
 
 /// Fields only on `GET /api/employees/{id}`.
 pub(crate) const DETAIL_ONLY_FIELDS: &[&str] = &[

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -92,12 +92,24 @@ impl FreshteamConfig {
     }
 }
 
+/// One Freshteam account's rate limiter, to share between the clients of several
+/// integrations on that account.
+#[derive(Clone)]
+pub struct AccountLimiter(Arc<RateLimiter>);
+
+impl AccountLimiter {
+    /// `concurrency`: requests in flight at once across all the account's clients.
+    pub fn new(concurrency: usize) -> Self {
+        AccountLimiter(Arc::new(RateLimiter::new(concurrency)))
+    }
+}
+
 /// The Freshteam API client. One per account: its rate limiter is shared by every
 /// request it makes, including concurrent runs.
 pub struct FreshteamClient {
     config: FreshteamConfig,
     http: reqwest::Client,
-    limiter: RateLimiter,
+    limiter: Arc<RateLimiter>,
 }
 
 /// What kind of call a request is, for the run's counts.
@@ -170,6 +182,17 @@ enum Attempt {
 }
 
 impl FreshteamClient {
+    /// A client that shares `account`'s rate limiter with every other client of the
+    /// same Freshteam account, so that integrations on one account share its quota.
+    pub fn with_account(
+        config: FreshteamConfig,
+        account: &AccountLimiter,
+    ) -> Result<Self, SourceError> {
+        let mut client = Self::new(config)?;
+        client.limiter = account.0.clone();
+        Ok(client)
+    }
+
     pub fn new(config: FreshteamConfig) -> Result<Self, SourceError> {
         let root = &config.api_root;
         if root.cannot_be_a_base() || !matches!(root.scheme(), "http" | "https") {
@@ -204,7 +227,7 @@ impl FreshteamClient {
             .build()
             .map_err(|e| SourceError::Config(format!("cannot set up the HTTP client: {e}")))?;
         Ok(FreshteamClient {
-            limiter: RateLimiter::new(config.concurrency),
+            limiter: Arc::new(RateLimiter::new(config.concurrency)),
             config,
             http,
         })

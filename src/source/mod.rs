@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use crate::progress::ProgressSink;
 
-pub use client::{FreshteamClient, FreshteamConfig};
+pub use client::{AccountLimiter, FreshteamClient, FreshteamConfig};
 
 /// A lookup endpoint that turns an id on the employee record into a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -44,6 +44,45 @@ struct State {
     throttle_epoch: u64,
     /// 429s in a row without `Retry-After`, for the backoff.
     throttle_streak: u32,
+    /// First come, first served: the next ticket to hand out and the one being served,
+    /// so that several integrations sharing an account's limiter get their turns in
+    /// order instead of whoever wakes first.
+    next_ticket: u64,
+    serving: u64,
+    /// Tickets whose waiter gave up before its turn.
+    abandoned: std::collections::BTreeSet<u64>,
+}
+
+impl State {
+    fn advance(&mut self) {
+        self.serving += 1;
+        while self.abandoned.remove(&self.serving) {
+            self.serving += 1;
+        }
+    }
+}
+
+/// A place in the queue; gives it up when dropped before its turn.
+struct Ticket<'a> {
+    limiter: &'a RateLimiter,
+    number: u64,
+    served: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.served {
+            return;
+        }
+        let mut s = self.limiter.state.lock().expect("rate limiter lock");
+        if s.serving == self.number {
+            s.advance();
+        } else {
+            s.abandoned.insert(self.number);
+        }
+        drop(s);
+        self.limiter.notify();
+    }
 }
 
 /// Rate-limit headers of one response.
@@ -92,6 +131,16 @@ impl RateLimiter {
 
     /// Waits until a request may be sent.
     pub async fn acquire(&self) -> Permit<'_> {
+        let mut ticket = {
+            let mut s = self.state.lock().expect("rate limiter lock");
+            let number = s.next_ticket;
+            s.next_ticket += 1;
+            Ticket {
+                limiter: self,
+                number,
+                served: false,
+            }
+        };
         loop {
             // Registered before the state is read so a release in between isn't missed.
             let changed = self.changed.notified();
@@ -108,13 +157,19 @@ impl RateLimiter {
                             // Nothing left: one probe, to learn when the window reopens.
                             Some(r) => ((r / s.cost.max(1)) as usize).clamp(1, self.concurrency),
                         };
-                        if s.in_flight < cap {
+                        if s.serving == ticket.number && s.in_flight < cap {
                             s.in_flight += 1;
-                            return Permit {
+                            s.advance();
+                            ticket.served = true;
+                            let permit = Permit {
                                 limiter: self,
                                 remaining_version: s.remaining_version,
                                 throttle_epoch: s.throttle_epoch,
                             };
+                            drop(s);
+                            // The next in line may fit too.
+                            self.notify();
+                            return permit;
                         }
                         None
                     }
@@ -198,6 +253,42 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    #[tokio::test]
+    async fn turns_are_first_come_first_served_and_a_waiter_that_leaves_frees_its_turn() {
+        let limiter = Arc::new(RateLimiter::new(1));
+        let first = limiter.acquire().await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // A waiter that gives up must not block the queue.
+        let quitter = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_millis(20), limiter.acquire()).await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut waiters = Vec::new();
+        for i in 0..5 {
+            let (limiter, order) = (limiter.clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let p = limiter.acquire().await;
+                order.lock().unwrap().push(i);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                drop(p);
+            }));
+            // Arrival order is the order of the spawns.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        quitter.await.unwrap();
+        drop(first);
+        for w in waiters {
+            tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .expect("queue stuck")
+                .unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
 
     fn rate(remaining: u64) -> RateHeaders {
         RateHeaders {
