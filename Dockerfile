@@ -8,10 +8,12 @@ WORKDIR /build
 # Dependencies first, built against a dummy crate with the real manifest and lockfile: this
 # layer is rebuilt only when Cargo.toml or Cargo.lock change, not on every source edit.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
+RUN mkdir -p src/bin benches \
  && echo 'fn main() {}' > src/main.rs \
+ && echo 'fn main() {}' > src/bin/kubectl-freshteam.rs \
  && touch src/lib.rs \
  && echo 'fn main() {}' > benches/reconcile_scale.rs \
+ && echo 'fn main() {}' > benches/plan.rs \
  && cargo build --release --locked --bin freshteam-operator \
  && rm -rf src benches
 
@@ -19,7 +21,7 @@ RUN mkdir -p src benches \
 # dummy build's outputs: touch them so cargo rebuilds the crate itself.
 COPY src ./src
 COPY benches ./benches
-RUN touch src/main.rs src/lib.rs \
+RUN touch src/main.rs src/lib.rs src/bin/kubectl-freshteam.rs \
  && cargo build --release --locked --bin freshteam-operator \
  && cp target/release/freshteam-operator /freshteam-operator
 

@@ -59,6 +59,9 @@ def test_dependencies_are_built_before_the_source_is_copied():
     cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
     for bench in cargo.get("bench", []):
         assert f"benches/{bench['name']}.rs" in dummy, bench["name"]
+    # Cargo refuses a manifest whose declared targets are missing.
+    for binary in cargo.get("bin", []):
+        assert binary["path"] in dummy, binary["name"]
     # The real sources must be newer than the dummy build's outputs.
     assert "touch src/main.rs src/lib.rs" in steps[builds[1]][1]
 
