@@ -270,9 +270,26 @@ async fn a_wrong_scim_token_fails_without_showing_it() {
         &format!("token: \"{}\"", env.scim.token),
         "token: \"wrong-key-51b0\"",
     );
+    let text = format!("{text}  notifications: {{recipients: [\"hr-admin@acme.example\"]}}\n");
     let file = env.write("t.yaml", &text);
-    let run = env.sync_file(&file, &["--output", "json"]).await;
+    let smtp = SmtpServer::start();
+    let run = env
+        .sync_file(
+            &file,
+            &[
+                "--output",
+                "json",
+                "--smtp-url",
+                &smtp.url(),
+                "--mail-from",
+                "rewards@acme.example",
+            ],
+        )
+        .await;
     assert_eq!(run.code, 1, "{}", run.stderr);
+    // A run that could not start still tells its owners.
+    let mails = smtp.wait_for(1, Duration::from_secs(10));
+    assert_eq!(mails[0].subject, "acme: import failed");
     let message = run.json()["status"]["message"]
         .as_str()
         .unwrap()

@@ -96,20 +96,36 @@ pub async fn run(args: SyncArgs) -> ExitCode {
             ));
         }
     };
-    let (source, destination) = match clients(&manifests, args.bulk).await {
-        Ok(c) => c,
-        Err(Setup::Invalid(m)) => return invalid(&m),
-        Err(Setup::Failed(m)) => {
-            let outcome = failed_outcome(m);
-            let name = run_name(&manifests);
-            return finish(&args, &manifests, &name, outcome);
-        }
-    };
-
     let mail = match mail_setup(&args) {
         Ok(m) => m,
         Err(message) => return invalid(&message),
     };
+    let integration = manifests
+        .integration
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_default();
+    let (source, destination) = match clients(&manifests, args.bulk).await {
+        Ok(c) => c,
+        Err(Setup::Invalid(m)) => return invalid(&m),
+        Err(Setup::Failed(m)) => {
+            // A run that could not start is still a failed run: its owners hear of it.
+            let mut outcome = failed_outcome(m);
+            let name = run_name(&manifests);
+            let info = RunInfo {
+                integration: &integration,
+                run_name: &name,
+                spec,
+                dry_run: args.dry_run,
+            };
+            for w in notify_after_run(&mail, None, &info, &mut outcome).await {
+                eprintln!("warning: {w}");
+            }
+            return finish(&args, &manifests, &name, outcome);
+        }
+    };
+
     let file_store = args.state_file.as_ref().map(FileOutboxStore::new);
     let memory_store = MemoryOutboxStore::new();
     let store: &dyn OutboxStore = match &file_store {
