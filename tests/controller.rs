@@ -5,12 +5,11 @@ mod support;
 mod support_smtp;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use freshteam_operator::api::*;
-use freshteam_operator::clock::Clock;
 use freshteam_operator::controller::connect::HttpConnector;
 use freshteam_operator::controller::runner::mark_interrupted;
 use freshteam_operator::controller::shard::{ShardSelector, SHARD_LABEL};
@@ -18,34 +17,15 @@ use freshteam_operator::controller::{reconcile, Context, OperatorConfig, INTEGRA
 use freshteam_operator::notify::{Mail, SmtpMailer, SmtpSettings};
 use freshteam_operator::simulator::{SimConfig, Simulator};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::ByteString;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use support::ScimServer;
+use support::{ScimServer, TestClock};
 use support_smtp::SmtpServer;
 
 const NS: &str = "hr";
 const API_KEY: &str = "ft-ctrl-5d1e";
-
-struct TestClock(Mutex<DateTime<Utc>>);
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
-
-impl TestClock {
-    fn set(&self, t: DateTime<Utc>) {
-        *self.0.lock().unwrap() = t;
-    }
-    fn advance(&self, secs: i64) {
-        let mut t = self.0.lock().unwrap();
-        *t += chrono::Duration::seconds(secs);
-    }
-}
 
 struct Harness {
     client: Client,
@@ -53,21 +33,6 @@ struct Harness {
     clock: Arc<TestClock>,
     sim: Simulator,
     scim: ScimServer,
-}
-
-fn secret(name: &str, key: &str, value: &str) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(NS.into()),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(
-            key.to_string(),
-            ByteString(value.as_bytes().to_vec()),
-        )])),
-        ..Secret::default()
-    }
 }
 
 impl Harness {
@@ -100,15 +65,13 @@ impl Harness {
             .with_status_subresource::<FreshteamIntegration>()
             .with_resource::<ImportRun>()
             .with_status_subresource::<ImportRun>()
-            .with_object(secret("freshteam-acme", "apiKey", API_KEY))
-            .with_object(secret("members-scim", "token", &scim.token))
+            .with_object(support::secret(NS, "freshteam-acme", "apiKey", API_KEY))
+            .with_object(support::secret(NS, "members-scim", "token", &scim.token))
             .with_object(fti)
             .build()
             .await
             .expect("fake API");
-        let clock = Arc::new(TestClock(Mutex::new(
-            Utc.with_ymd_and_hms(2026, 7, 1, 12, 0, 0).unwrap(),
-        )));
+        let clock = TestClock::at(Utc.with_ymd_and_hms(2026, 7, 1, 12, 0, 0).unwrap());
         let ctx = Arc::new(
             Context::new(
                 client.clone(),
@@ -349,7 +312,7 @@ async fn a_wrong_key_is_reported_with_its_reason_and_an_event() {
     let secrets: Api<Secret> = Api::namespaced(h.client.clone(), NS);
     secrets
         .replace("freshteam-acme", &PostParams::default(), &{
-            let mut s = secret("freshteam-acme", "apiKey", "wrong-key");
+            let mut s = support::secret(NS, "freshteam-acme", "apiKey", "wrong-key");
             s.metadata.resource_version = secrets
                 .get("freshteam-acme")
                 .await

@@ -11,38 +11,19 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use freshteam_operator::api::*;
-use freshteam_operator::clock::Clock;
 use freshteam_operator::controller::connect::HttpConnector;
 use freshteam_operator::controller::decide::StartRun;
 use freshteam_operator::controller::runner::new_run;
 use freshteam_operator::controller::{reconcile, Context, OperatorConfig};
 use freshteam_operator::plugin::{FollowView, HistoryFormat, ImportNowOptions, Output, Plugin};
 use freshteam_operator::simulator::{SimConfig, Simulator};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use support::ScimServer;
+use support::{ScimServer, TestClock};
 
 const NS: &str = "hr";
-
-struct TestClock(Mutex<DateTime<Utc>>);
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
-
-impl TestClock {
-    fn at(t: DateTime<Utc>) -> Arc<Self> {
-        Arc::new(TestClock(Mutex::new(t)))
-    }
-    fn advance(&self, secs: i64) {
-        *self.0.lock().unwrap() += chrono::Duration::seconds(secs);
-    }
-}
 
 fn noon() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 7, 1, 12, 0, 0).unwrap()
@@ -898,21 +879,6 @@ async fn import_now_refuses_a_suspended_integration() {
 
 // ------------------------------------------------------------------ import-now, real reconciler
 
-fn secret(name: &str, key: &str, value: &str) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(NS.into()),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(
-            key.to_string(),
-            ByteString(value.as_bytes().to_vec()),
-        )])),
-        ..Secret::default()
-    }
-}
-
 /// The operator's reconciler, called in a loop as the controller would on changes.
 fn spawn_reconciler(ctx: Arc<Context>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -948,8 +914,8 @@ async fn import_now_drives_the_real_operator_to_each_outcome() {
         .with_status_subresource::<FreshteamIntegration>()
         .with_resource::<ImportRun>()
         .with_status_subresource::<ImportRun>()
-        .with_object(secret("freshteam-acme", "apiKey", API_KEY))
-        .with_object(secret("members-scim", "token", &scim.token))
+        .with_object(support::secret(NS, "freshteam-acme", "apiKey", API_KEY))
+        .with_object(support::secret(NS, "members-scim", "token", &scim.token))
         .with_object(fti)
         .build()
         .await
