@@ -53,7 +53,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
     if let Some(m) = &ctx.metrics {
         m.reconcile(&ns, &name);
     }
-    let running = ctx.is_running(&key) || run_in_progress_elsewhere(&ctx, &ns, &name).await?;
+    let running = ctx.is_running(&key);
     let mut extra = serde_json::Map::new();
 
     let set =
@@ -239,7 +239,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc))
     };
-    let decision = decide(&Inputs {
+    let inputs = Inputs {
         now,
         published: fti.spec.published,
         generation: generation.unwrap_or(0),
@@ -252,7 +252,16 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         approved_run: annotations.get(APPROVE_LEAVERS).map(String::as_str),
         last_handled_approval: status.last_handled_approval.as_deref(),
         running,
-    });
+    };
+    let mut decision = decide(&inputs);
+    // Only when a run would start: is one still going elsewhere (the previous shard or
+    // leader)? Then this reconcile decides as if it were running here.
+    if decision.start.is_some() && run_in_progress_elsewhere(&ctx, &ns, &name).await? {
+        decision = decide(&Inputs {
+            running: true,
+            ..inputs
+        });
+    }
     status.next_import_time = decision.next_import_time.map(rfc3339);
     if status.next_import_time.is_none() {
         extra.insert("nextImportTime".into(), serde_json::Value::Null);
