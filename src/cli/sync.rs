@@ -158,12 +158,6 @@ pub async fn run(args: SyncArgs) -> ExitCode {
     .await;
     let run_name = run_name(&manifests);
     progress.phase("Sending e-mail");
-    let integration = manifests
-        .integration
-        .metadata
-        .name
-        .clone()
-        .unwrap_or_default();
     let info = RunInfo {
         integration: &integration,
         run_name: &run_name,

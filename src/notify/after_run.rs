@@ -10,7 +10,7 @@ use super::{
 };
 use crate::api::{FreshteamIntegrationSpec, RecordError};
 use crate::secret::SecretString;
-use crate::sync::{errors_csv, ImportOutcome, MAX_INLINE_ERRORS};
+use crate::sync::{errors_csv, ImportOutcome};
 
 /// How a process sends e-mail. `transport: None` means no SMTP server is configured.
 #[derive(Clone, Default)]
@@ -147,18 +147,11 @@ pub async fn notify_after_run(
 }
 
 fn add_warning(outcome: &mut ImportOutcome, message: &str) {
-    outcome.report.push(RecordError {
+    outcome.add_warnings([RecordError {
         employee_id: None,
         email: None,
         field: None,
         severity: "warning".into(),
         message: message.to_string(),
-    });
-    outcome.status.summary.warnings += 1;
-    outcome.status.errors = outcome
-        .report
-        .iter()
-        .take(MAX_INLINE_ERRORS)
-        .cloned()
-        .collect();
+    }]);
 }

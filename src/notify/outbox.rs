@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use super::templates::{InvitationVars, Templates};
 use super::{MailError, MailTransport, OutgoingMail};
 use crate::api::RecordError;
-use crate::sync::{ImportOutcome, MAX_INLINE_ERRORS};
+use crate::sync::ImportOutcome;
 
 /// The outbox as stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -373,17 +373,8 @@ impl DeliveryReport {
     /// Adds the delivery to a run: `invitationsSent`, the warning rows in the report and
     /// in `status.errors`, and the warnings count.
     pub fn apply_to(&self, outcome: &mut ImportOutcome) {
-        let rows = self.rows();
-        let summary = &mut outcome.status.summary;
-        summary.invitations_sent += self.sent;
-        summary.warnings += rows.len() as u32;
-        outcome.report.extend(rows);
-        outcome.status.errors = outcome
-            .report
-            .iter()
-            .take(MAX_INLINE_ERRORS)
-            .cloned()
-            .collect();
+        outcome.status.summary.invitations_sent += self.sent;
+        outcome.add_warnings(self.rows());
     }
 }
 

@@ -62,6 +62,22 @@ pub struct ImportOutcome {
     pub member_ids: Option<HashSet<String>>,
 }
 
+impl ImportOutcome {
+    /// Adds warning rows to the report, the summary's warnings count and the inline
+    /// rows of the status.
+    pub fn add_warnings(&mut self, rows: impl IntoIterator<Item = RecordError>) {
+        let before = self.report.len();
+        self.report.extend(rows);
+        self.status.summary.warnings += (self.report.len() - before) as u32;
+        self.status.errors = self
+            .report
+            .iter()
+            .take(MAX_INLINE_ERRORS)
+            .cloned()
+            .collect();
+    }
+}
+
 /// A member this run created.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreatedMember {
