@@ -5,6 +5,7 @@ pub mod conditions;
 pub mod connect;
 pub mod decide;
 pub mod history;
+pub mod leader;
 pub mod operator;
 pub mod outbox;
 pub mod reconcile;

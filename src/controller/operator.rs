@@ -12,9 +12,9 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, ResourceExt};
-use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
 
 use super::connect::HttpConnector;
+use super::leader::LeaderLease;
 use super::runner::mark_interrupted;
 use super::shard::ShardSelector;
 use super::{error_policy, reconcile, Context, OperatorConfig};
@@ -125,47 +125,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("freshteam-operator-{}", std::process::id()));
     let ttl = Duration::from_secs(args.lease_seconds.max(5));
-    let lease = LeaseLock::new(
+    let lease = Arc::new(LeaderLease::new(
         client.clone(),
         &args.lease_namespace,
-        LeaseLockParams {
-            lease_name: args.lease_name.clone(),
-            holder_id: identity.clone(),
-            lease_ttl: ttl,
-        },
-    );
+        &args.lease_name,
+        &identity,
+        ttl,
+    ));
     health.set_ready(true, "standing by for the leader Lease");
-    loop {
-        if *stop_rx.borrow() {
-            return Ok(());
-        }
-        match lease.try_acquire_or_renew().await {
-            Ok(LeaseLockResult::Acquired(_)) => break,
-            Ok(LeaseLockResult::NotAcquired(_)) => {}
-            Err(e) => tracing::warn!(error = %e, "leader election"),
-        }
-        tokio::time::sleep(ttl / 3).await;
+    if !lease.acquire(&mut stop_rx.clone()).await {
+        return Ok(());
     }
     tracing::info!(%identity, lease = %args.lease_name, "became leader");
 
-    let ctx = Arc::new(
-        Context::new(
-            client.clone(),
-            Arc::new(SystemClock),
-            OperatorConfig {
-                allow_custom_endpoints: args.allow_custom_endpoints,
-                max_concurrent_imports: args.max_concurrent_imports,
-                ..OperatorConfig::default()
-            },
-            Arc::new(HttpConnector::default()),
-            Some(Reporter {
-                controller: "freshteam-operator".into(),
-                instance: Some(identity.clone()),
-            }),
-            Some(metrics.clone()),
-        )
-        .with_mail(mail),
-    );
+    let ctx = Arc::new(context(
+        &args,
+        client.clone(),
+        &identity,
+        Some(metrics.clone()),
+        mail,
+        shard.clone(),
+    ));
     let (integrations, runs, secrets): (Api<FreshteamIntegration>, Api<ImportRun>, Api<Secret>) =
         match &args.namespace {
             Some(ns) => (
@@ -187,19 +167,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
-    // Keep the Lease; losing it means another replica may start runs, so stop at once.
-    let renew = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(ttl / 3).await;
-            match lease.try_acquire_or_renew().await {
-                Ok(LeaseLockResult::Acquired(_)) => {}
-                other => {
-                    tracing::error!(result = ?other.map(|_| ()), "lost the leader Lease; exiting");
-                    std::process::exit(1);
-                }
-            }
-        }
-    });
+    // Keep the Lease; losing it (or not renewing it in time) means another replica may
+    // start runs, so stop at once.
+    let renew = {
+        let lease = lease.clone();
+        tokio::spawn(async move {
+            let why = lease.hold().await;
+            tracing::error!(reason = %why, "lost the leader Lease; exiting");
+            std::process::exit(1);
+        })
+    };
 
     // The shard's selector goes to the API server: other shards' integrations never
     // reach this process, and one relabelled away is seen as deleted here.
@@ -253,7 +230,40 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     renew.abort();
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, "could not release the leader Lease");
+    }
     Ok(())
+}
+
+/// The reconcile context `run` serves with: every flag that shapes what it touches.
+pub fn context(
+    args: &RunArgs,
+    client: Client,
+    identity: &str,
+    metrics: Option<Metrics>,
+    mail: Mail,
+    shard: Option<ShardSelector>,
+) -> Context {
+    Context::new(
+        client,
+        Arc::new(SystemClock),
+        OperatorConfig {
+            allow_custom_endpoints: args.allow_custom_endpoints,
+            max_concurrent_imports: args.max_concurrent_imports,
+            max_imports_per_account: args.max_imports_per_account,
+            max_imports_per_destination: args.max_imports_per_destination,
+            ..OperatorConfig::default()
+        },
+        Arc::new(HttpConnector::default()),
+        Some(Reporter {
+            controller: "freshteam-operator".into(),
+            instance: Some(identity.to_string()),
+        }),
+        metrics,
+    )
+    .with_mail(mail)
+    .with_shard(shard)
 }
 
 fn mail_setup(args: &RunArgs) -> anyhow::Result<Mail> {
@@ -289,4 +299,56 @@ async fn wait_for_signal(stop: tokio::sync::watch::Sender<bool>) {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     let _ = stop.send(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::shard::SHARD_LABEL;
+    use clap::Parser;
+    use std::collections::BTreeMap;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[tokio::test]
+    async fn the_context_carries_the_shard_and_the_import_limits() {
+        let cli = Cli::parse_from([
+            "run",
+            "--shard-selector",
+            "sharding.freshteam.provisioning.dev/key=s1",
+            "--max-imports-per-account",
+            "1",
+            "--max-imports-per-destination",
+            "3",
+        ]);
+        let shard = ShardSelector::parse(cli.run.shard_selector.as_deref().unwrap()).unwrap();
+        let client = kube_fake_client::ClientBuilder::new()
+            .build()
+            .await
+            .unwrap();
+        let ctx = context(&cli.run, client, "r1", None, Mail::default(), Some(shard));
+        assert_eq!(ctx.config.max_imports_per_account, 1);
+        assert_eq!(ctx.config.max_imports_per_destination, 3);
+        let mut fti = crate::api::FreshteamIntegration::new("a", serde_json::from_value(
+            serde_json::json!({"source": {"subdomain": "acme", "apiKeySecretRef": {"name": "k", "key": "k"}},
+                "destination": {"scim": {"url": "https://m.example/scim/v2", "tokenSecretRef": {"name": "t", "key": "t"}}},
+                "mapping": {"email": "official_email"}})).unwrap());
+        fti.metadata.labels = Some(BTreeMap::from([(
+            SHARD_LABEL.to_string(),
+            "s2".to_string(),
+        )]));
+        assert!(
+            !ctx.in_shard(&fti),
+            "another shard's integration is not ours"
+        );
+        fti.metadata.labels = Some(BTreeMap::from([(
+            SHARD_LABEL.to_string(),
+            "s1".to_string(),
+        )]));
+        assert!(ctx.in_shard(&fti));
+    }
 }

@@ -39,11 +39,11 @@ OPERATOR_RULES = {
     ("events.k8s.io", "events", "create"),
     ("events.k8s.io", "events", "patch"),
 }
-# kube-leader-election: get, create, then merge patches to acquire and renew.
+# Leader election: get, create, then updates at the resourceVersion read.
 LEASE_RULES = {
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "create"),
-    ("coordination.k8s.io", "leases", "patch"),
+    ("coordination.k8s.io", "leases", "update"),
 }
 
 SMTP_VALUES = {
