@@ -179,7 +179,8 @@ async fn unpublished_computes_a_preview_and_writes_nothing() {
 
     let status = h.status().await;
     let preview = status.preview.clone().unwrap();
-    assert_eq!(preview.would_create, 20);
+    assert_eq!(preview.would_create, Some(20));
+    assert_eq!(preview.phase, Some(ImportPhase::Succeeded));
     assert_eq!(preview.run_name, runs[0].name_any());
     let (s, reason, msg) = Harness::condition(&status, "Authorized");
     assert_eq!((s.as_str(), reason.as_str()), ("True", "Connected"));
@@ -202,6 +203,96 @@ async fn unpublished_computes_a_preview_and_writes_nothing() {
         Some("2026-07-02T03:00:00Z")
     );
     assert_eq!(h.runs().await.len(), 1);
+}
+
+/// Polls the integration until `f` holds (the run works in the background).
+async fn wait_status(h: &Harness, what: &str, f: impl Fn(&FreshteamIntegrationStatus) -> bool) {
+    for _ in 0..500 {
+        if f(&h.status().await) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}: {:?}", h.status().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_preview_has_one_writer_and_never_shows_an_older_generations_counts() {
+    let h = Harness::new(20, true, |_| {}).await;
+    h.reconcile().await;
+    assert_eq!(h.status().await.preview.unwrap().would_create, Some(20));
+
+    // A spec change: generation 2 is previewed, slowly.
+    h.sim.set_faults(freshteam_operator::simulator::Faults {
+        latency: Duration::from_millis(150),
+        ..Default::default()
+    });
+    h.edit(json!({"metadata": {"generation": 2}, "spec": {"leavers": {"statuses": ["inactive", "terminated"]}}}))
+        .await;
+    reconcile(Arc::new(h.fti().await), h.ctx.clone())
+        .await
+        .expect("reconcile");
+    wait_status(&h, "the running preview", |s| {
+        s.preview.as_ref().and_then(|p| p.phase) == Some(ImportPhase::Running)
+    })
+    .await;
+    // While it runs, generation 2 carries no counts (generation 1's 20 are not its).
+    let running = h.status().await.preview.unwrap();
+    assert_eq!(running.generation, Some(2));
+    assert_eq!(
+        (running.would_create, running.computed_at.as_deref()),
+        (None, None),
+        "{running:?}"
+    );
+    // What a watch cache holds while the run goes on.
+    let stale = h.fti().await;
+    h.ctx.wait_idle().await;
+    let done = h.status().await.preview.unwrap();
+    assert_eq!(
+        (done.generation, done.would_create, done.phase),
+        (Some(2), Some(20), Some(ImportPhase::Succeeded))
+    );
+    assert!(done.computed_at.is_some());
+
+    // A reconcile of the stale copy (its Importing condition changes, so it writes
+    // status) leaves the run's result alone and starts no second preview.
+    h.sim.set_faults(Default::default());
+    reconcile(Arc::new(stale), h.ctx.clone())
+        .await
+        .expect("reconcile");
+    h.ctx.wait_idle().await;
+    assert_eq!(h.status().await.preview.unwrap(), done);
+    assert_eq!(h.runs().await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_preview_is_recorded_without_counts_and_not_retried_in_a_loop() {
+    let h = Harness::new(5, true, |_| {}).await;
+    h.reconcile().await;
+    // Generation 2 with a SCIM token the destination refuses: its preview fails.
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), NS);
+    secrets
+        .replace(
+            "members-scim",
+            &PostParams::default(),
+            &support::secret(NS, "members-scim", "token", "wrong-token"),
+        )
+        .await
+        .unwrap();
+    h.edit(json!({"metadata": {"generation": 2}, "spec": {"safety": {"maxLeaversPercent": 30}}}))
+        .await;
+    h.reconcile().await;
+    let p = h.status().await.preview.unwrap();
+    assert_eq!(
+        (p.generation, p.phase),
+        (Some(2), Some(ImportPhase::Failed))
+    );
+    assert_eq!(
+        p.would_create, None,
+        "a failed preview has no counts: {p:?}"
+    );
+    h.reconcile().await;
+    assert_eq!(h.runs().await.len(), 2, "one preview per generation");
 }
 
 #[tokio::test(flavor = "multi_thread")]

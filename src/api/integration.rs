@@ -360,26 +360,35 @@ pub struct LastImport {
     pub summary: ImportSummary,
 }
 
-/// What an import would do if the integration were published.
+/// What an import would do if the integration were published. Written by the preview run
+/// alone: when it starts (`phase: Running`, no counts yet) and when it ends.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Preview {
     /// The preview ImportRun.
     pub run_name: String,
-    /// When it was computed (RFC 3339).
+    /// `Running` while the preview is under way, then the run's final phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ImportPhase>,
+    /// When it was computed (RFC 3339); absent while it runs.
+    #[serde(default)]
     pub computed_at: Option<String>,
-    /// The spec generation it was computed for.
+    /// The spec generation it is computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
-    /// Members that would be created.
-    pub would_create: u32,
+    /// Members that would be created (absent until the preview has finished).
+    #[serde(default)]
+    pub would_create: Option<u32>,
     /// Members that would be updated.
-    pub would_update: u32,
+    #[serde(default)]
+    pub would_update: Option<u32>,
     /// Members that would be marked as leavers.
-    pub would_mark_as_leavers: u32,
+    #[serde(default)]
+    pub would_mark_as_leavers: Option<u32>,
     /// Members that would be re-activated.
-    pub would_reactivate: u32,
+    #[serde(default)]
+    pub would_reactivate: Option<u32>,
     /// Records that would be rejected.
-    pub errors: u32,
+    #[serde(default)]
+    pub errors: Option<u32>,
 }

@@ -18,8 +18,8 @@ use super::runner::{create_run, execute, new_run, RunRequest};
 use super::Context;
 use crate::api::validate::{validate_spec, EndpointPolicy};
 use crate::api::{
-    FreshteamIntegration, FreshteamIntegrationStatus, ImportRun, ImportTrigger, Preview,
-    SecretKeyRef, APPROVE_LEAVERS, IMPORT_REQUESTED_AT,
+    FreshteamIntegration, FreshteamIntegrationStatus, ImportPhase, ImportRun, SecretKeyRef,
+    APPROVE_LEAVERS, IMPORT_REQUESTED_AT,
 };
 use crate::clock::rfc3339;
 use crate::secret::SecretString;
@@ -247,7 +247,12 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         time_zone: validated.time_zone,
         requested_at: annotations.get(IMPORT_REQUESTED_AT).map(String::as_str),
         last_handled_request: status.last_handled_import_request.as_deref(),
-        preview_generation: status.preview.as_ref().and_then(|p| p.generation),
+        // An interrupted preview is computed again.
+        preview_generation: status
+            .preview
+            .as_ref()
+            .filter(|p| p.phase != Some(ImportPhase::Interrupted))
+            .and_then(|p| p.generation),
         last_schedule_time: parse_time(&status.last_schedule_time),
         approved_run: annotations.get(APPROVE_LEAVERS).map(String::as_str),
         last_handled_approval: status.last_handled_approval.as_deref(),
@@ -280,16 +285,6 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         }
         if let Some(a) = &start.approval {
             status.last_handled_approval = Some(a.clone());
-        }
-        if start.trigger == ImportTrigger::Preview {
-            // Marks this generation as previewed even if the preview fails, so a broken
-            // destination does not start a new preview on every reconcile.
-            let mut preview = status.preview.clone().unwrap_or(Preview {
-                run_name: run_name.clone(),
-                ..Preview::default()
-            });
-            preview.generation = Some(generation.unwrap_or(0));
-            status.preview = Some(preview);
         }
         set(
             &mut status,
@@ -343,8 +338,8 @@ async fn run_in_progress_elsewhere(ctx: &Context, ns: &str, name: &str) -> Resul
     }))
 }
 
-/// The reconciler writes what it owns; `lastImport` and `preview` counts belong to the
-/// run and are left alone unless set here.
+/// The reconciler writes what it owns; `lastImport` and `preview` belong to the run and
+/// are never written here (a copy read before the run wrote them would be stale).
 async fn write_status(
     ctx: &Context,
     ns: &str,
@@ -361,6 +356,7 @@ async fn write_status(
     let mut value = serde_json::to_value(status).expect("status serialises");
     if let Some(obj) = value.as_object_mut() {
         obj.remove("lastImport");
+        obj.remove("preview");
         for (k, v) in extra {
             obj.insert(k, v);
         }

@@ -108,6 +108,24 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
     let runs: Api<ImportRun> = Api::namespaced(ctx.client.clone(), &ns);
     let name = req.run_name.clone();
 
+    let integrations: Api<FreshteamIntegration> = Api::namespaced(ctx.client.clone(), &ns);
+    if req.start.trigger == ImportTrigger::Preview {
+        // From now on the preview describes this run; no older counts stay beside it.
+        let preview = Preview {
+            run_name: name.clone(),
+            phase: Some(ImportPhase::Running),
+            generation: Some(fti.metadata.generation.unwrap_or(0)),
+            ..Preview::default()
+        };
+        let patch = json!({ "status": { "preview": preview } });
+        if let Err(e) = integrations
+            .patch_status(&integration, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(integration = %integration, error = %e, "could not record the preview's start");
+        }
+    }
+
     let waiting = ctx.waiting.fetch_add(1, Ordering::Relaxed) + 1;
     if let Some(m) = &ctx.metrics {
         m.set_queue_depth(waiting);
@@ -240,21 +258,25 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         summary: status.summary.clone(),
     };
     let mut patch = json!({ "status": { "lastImport": last } });
-    if req.start.trigger == ImportTrigger::Preview && status.phase != ImportPhase::Failed {
+    if req.start.trigger == ImportTrigger::Preview {
+        // A failed preview is recorded too (without counts): this generation has had its
+        // preview, and a broken destination does not start one on every reconcile.
         let s = &status.summary;
+        let counted = status.phase != ImportPhase::Failed;
+        let count = |n: u32| counted.then_some(n);
         let preview = Preview {
             run_name: name.clone(),
+            phase: Some(status.phase),
             computed_at: status.completion_time.clone(),
             generation: Some(fti.metadata.generation.unwrap_or(0)),
-            would_create: s.created,
-            would_update: s.updated,
-            would_mark_as_leavers: s.leavers + status.leavers_awaiting_approval.unwrap_or(0),
-            would_reactivate: s.reactivated,
-            errors: s.errors,
+            would_create: count(s.created),
+            would_update: count(s.updated),
+            would_mark_as_leavers: count(s.leavers + status.leavers_awaiting_approval.unwrap_or(0)),
+            would_reactivate: count(s.reactivated),
+            errors: count(s.errors),
         };
         patch["status"]["preview"] = serde_json::to_value(preview).expect("preview serialises");
     }
-    let integrations: Api<FreshteamIntegration> = Api::namespaced(ctx.client.clone(), &ns);
     if let Err(e) = integrations
         .patch_status(&integration, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -405,12 +427,21 @@ pub async fn mark_interrupted(ctx: &Context, runs: &Api<ImportRun>) -> Result<u3
         let integrations: Api<FreshteamIntegration> = Api::namespaced(ctx.client.clone(), &ns);
         if let Ok(Some(fti)) = integrations.get_opt(&r.spec.integration).await {
             let last = fti.status.as_ref().and_then(|s| s.last_import.as_ref());
+            let mut patch = json!({});
             if last.is_some_and(|l| l.run_name == name) {
+                patch["lastImport"] = json!({"phase": "Interrupted", "completionTime": now});
+            }
+            let preview = fti.status.as_ref().and_then(|s| s.preview.as_ref());
+            if preview.is_some_and(|p| p.run_name == name) {
+                // Not a finished preview: the next reconcile computes it again.
+                patch["preview"] = json!({"phase": "Interrupted"});
+            }
+            if patch != json!({}) {
                 let _ = integrations
                     .patch_status(
                         &r.spec.integration,
                         &PatchParams::default(),
-                        &Patch::Merge(json!({"status": {"lastImport": {"phase": "Interrupted", "completionTime": now}}})),
+                        &Patch::Merge(json!({ "status": patch })),
                     )
                     .await;
             }

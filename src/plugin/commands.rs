@@ -567,7 +567,32 @@ impl Plugin {
         let fti = self.integration(name).await?;
         let status = fti.status.clone().unwrap_or_default();
         let mut out = String::new();
-        match status.preview.as_ref().filter(|p| p.computed_at.is_some()) {
+        let finished = status
+            .preview
+            .as_ref()
+            .filter(|p| p.computed_at.is_some() && p.would_create.is_some());
+        let under_way = status.preview.as_ref().filter(|p| p.computed_at.is_none());
+        if let Some(p) = under_way.filter(|p| p.phase == Some(ImportPhase::Running)) {
+            out.push_str(&format!(
+                "A preview of {name} is running (ImportRun {}): follow it with\n  \
+                 kubectl get importrun {} {} -w\n",
+                p.run_name,
+                p.run_name,
+                self.ns_flag()
+            ));
+        } else if let Some(p) = status
+            .preview
+            .as_ref()
+            .filter(|p| p.phase == Some(ImportPhase::Failed))
+        {
+            out.push_str(&format!(
+                "The last preview of {name} (ImportRun {}) failed: kubectl freshteam describe {name} {}\n",
+                p.run_name,
+                self.ns_flag()
+            ));
+        }
+        match finished {
+            None if under_way.is_some_and(|p| p.phase == Some(ImportPhase::Running)) => {}
             None => {
                 out.push_str(&format!("No preview of {name} yet.\n"));
                 if let Some(c) =
@@ -589,16 +614,19 @@ impl Plugin {
                     p.computed_at.as_deref().unwrap_or("-")
                 ));
                 let rows = [
-                    ("Would create:", p.would_create),
-                    ("Would update:", p.would_update),
-                    ("Would mark as leavers:", p.would_mark_as_leavers),
-                    ("Would re-activate:", p.would_reactivate),
-                    ("Errors:", p.errors),
+                    ("Would create:", p.would_create.unwrap_or(0)),
+                    ("Would update:", p.would_update.unwrap_or(0)),
+                    (
+                        "Would mark as leavers:",
+                        p.would_mark_as_leavers.unwrap_or(0),
+                    ),
+                    ("Would re-activate:", p.would_reactivate.unwrap_or(0)),
+                    ("Errors:", p.errors.unwrap_or(0)),
                 ];
                 for (label, n) in rows {
                     out.push_str(&format!("  {label:<23}{n}\n"));
                 }
-                if p.errors > 0 {
+                if p.errors.unwrap_or(0) > 0 {
                     out.push_str(&format!(
                         "The rejected records: kubectl freshteam errors {} {}\n",
                         p.run_name,
