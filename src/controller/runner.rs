@@ -428,8 +428,21 @@ pub async fn mark_interrupted(ctx: &Context, runs: &Api<ImportRun>) -> Result<u3
         if let Ok(Some(fti)) = integrations.get_opt(&r.spec.integration).await {
             let last = fti.status.as_ref().and_then(|s| s.last_import.as_ref());
             let mut patch = json!({});
-            if last.is_some_and(|l| l.run_name == name) {
-                patch["lastImport"] = json!({"phase": "Interrupted", "completionTime": now});
+            // The interrupted run is the last import unless a later one was recorded.
+            let started = r.status.as_ref().and_then(|s| s.start_time.clone());
+            if last.is_none_or(|l| l.run_name == name || l.start_time < started) {
+                let interrupted = LastImport {
+                    run_name: name.clone(),
+                    phase: ImportPhase::Interrupted,
+                    start_time: started,
+                    completion_time: Some(now.clone()),
+                    summary: r
+                        .status
+                        .as_ref()
+                        .map(|s| s.summary.clone())
+                        .unwrap_or_default(),
+                };
+                patch["lastImport"] = serde_json::to_value(interrupted).expect("serialises");
             }
             let preview = fti.status.as_ref().and_then(|s| s.preview.as_ref());
             if preview.is_some_and(|p| p.run_name == name) {
