@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod controlplane;
 pub mod sync_env;
 
 use std::io::{Read, Write};
