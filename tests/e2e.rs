@@ -619,6 +619,44 @@ async fn the_operator_with_the_charts_rbac_imports_follows_watches_and_cannot_wr
         ("Connected", "Connected to 127.0.0.1 (12 employees)")
     );
 
+    // An unpublished integration: a preview per generation, each with its own counts
+    // (the destination is empty: all 12 would be created).
+    env.apply(env.manifest("beta", false, &[])).await.unwrap();
+    for generation in 1..=3 {
+        if generation > 1 {
+            env.integrations()
+                .patch(
+                    "beta",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"spec": {"safety": {"maxLeaversPercent": 10 + generation}}}),
+                    ),
+                )
+                .await
+                .unwrap();
+        }
+        eventually(Duration::from_secs(60), "beta's preview", || async {
+            env.fti("beta")
+                .await
+                .status
+                .and_then(|s| s.preview)
+                .is_some_and(|p| p.generation == Some(generation) && p.computed_at.is_some())
+        })
+        .await;
+        let preview = env.fti("beta").await.status.unwrap().preview.unwrap();
+        assert_eq!(
+            (preview.would_create, preview.phase),
+            (Some(12), Some(ImportPhase::Succeeded)),
+            "generation {generation}: {preview:?}"
+        );
+    }
+    assert_eq!(
+        env.runs_of("beta").await.len(),
+        3,
+        "one preview per generation"
+    );
+    assert!(env.scim.users().await.is_empty(), "a preview wrote members");
+
     // import-now: requests a run and follows it to its end.
     let out = env
         .kubectl_freshteam(&["import-now", "acme", "--timeout", "90s"])
@@ -684,29 +722,6 @@ async fn the_operator_with_the_charts_rbac_imports_follows_watches_and_cannot_wr
         .unwrap();
     env.wait_condition("acme", "Authorized", "True", Duration::from_secs(20))
         .await;
-
-    // An unpublished integration: its preview, with the counts of this generation.
-    env.apply(env.manifest("beta", false, &[])).await.unwrap();
-    eventually(Duration::from_secs(60), "beta's preview", || async {
-        env.fti("beta")
-            .await
-            .status
-            .and_then(|s| s.preview)
-            .is_some_and(|p| p.computed_at.is_some())
-    })
-    .await;
-    let beta = env.fti("beta").await;
-    let preview = beta.status.unwrap().preview.unwrap();
-    assert_eq!(
-        (preview.would_create, preview.generation, preview.phase),
-        (
-            Some(0),
-            beta.metadata.generation,
-            Some(ImportPhase::Succeeded)
-        ),
-        "the members exist already: nothing to create"
-    );
-    assert_eq!(preview.would_update, Some(0));
 
     // What the chart does not grant is refused by the server.
     let as_operator: Api<Secret> = Api::namespaced(env.cluster.cp.operator().await, &env.ns);

@@ -45,7 +45,10 @@ impl ControlPlane {
     pub fn start(operator_user: &str) -> Option<ControlPlane> {
         let required = std::env::var_os(REQUIRED_VAR).is_some_and(|v| !v.is_empty());
         if !required && cached_binaries().is_none() {
-            eprintln!(
+            // Straight to stderr: the test harness captures eprintln! of passing tests.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n*** SKIPPED: the e2e tests need a real control plane, and its binaries are \
                  not built. Build them with tests/cluster/build.sh (Go, several minutes the \
                  first time), or set {REQUIRED_VAR}=1 to build them and fail instead of \
