@@ -550,6 +550,34 @@ globex is not published: nothing is written to the destination. To publish:
     );
 }
 
+#[tokio::test]
+async fn preview_of_a_running_preview_shows_no_counts_and_how_to_follow_it() {
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_resource::<FreshteamIntegration>()
+        .with_object(integration("acme", |v| {
+            v["spec"]["published"] = json!(false);
+            v["metadata"]["generation"] = json!(4);
+            v["status"] = json!({"preview": {
+                "runName": "acme-20260701-110000", "generation": 4, "phase": "Running"}});
+        }))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        plugin(client).preview("acme").await,
+        out(
+            0,
+            "\
+A preview of acme is running (ImportRun acme-20260701-110000): follow it with
+  kubectl get importrun acme-20260701-110000 -n hr -w
+acme is not published: nothing is written to the destination. To publish:
+  kubectl patch fti acme -n hr --type merge -p '{\"spec\":{\"published\":true}}'
+",
+            ""
+        )
+    );
+}
+
 // ------------------------------------------------------------------ import-now, scripted
 
 /// How the scripted operator ends the run.
