@@ -20,6 +20,7 @@ use super::shard::ShardSelector;
 use super::{error_policy, reconcile, Context, OperatorConfig};
 use crate::api::{FreshteamIntegration, ImportRun};
 use crate::clock::SystemClock;
+use crate::egress::Egress;
 use crate::notify::Mail;
 use crate::secret::SecretString;
 use crate::telemetry::{init_logging, serve, Health, LogFormat, Metrics};
@@ -157,7 +158,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 max_concurrent_imports: args.max_concurrent_imports,
                 ..OperatorConfig::default()
             },
-            Arc::new(HttpConnector::default()),
+            Arc::new(HttpConnector::new(Egress::operator(
+                args.allow_custom_endpoints,
+            ))),
             Some(Reporter {
                 controller: "freshteam-operator".into(),
                 instance: Some(identity.clone()),
