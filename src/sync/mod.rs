@@ -118,13 +118,14 @@ pub async fn run_import(
     progress.phase("Reading Freshteam employees");
     // Reads are abandoned as soon as a stop is asked for: they changed nothing.
     let snapshot = tokio::select! {
+        biased;
+        reason = options.stop.stopped() => {
+            return interrupted(outcome, clock, reason, "while reading Freshteam; nothing was written")
+        }
         fetched = source.fetch(&mapping.request, progress) => match fetched {
             Ok(s) => s,
             Err(e) => return fail(outcome, clock, format!("Freshteam: {e}")),
         },
-        reason = options.stop.stopped() => {
-            return interrupted(outcome, clock, reason, "while reading Freshteam; nothing was written")
-        }
     };
     let source_stats = snapshot.stats.clone();
     let mapped = map_records(&snapshot, mapping);
@@ -134,13 +135,14 @@ pub async fn run_import(
 
     progress.phase("Reading destination members");
     let listed = tokio::select! {
-        listed = destination.list_members() => Some(listed),
+        biased;
         reason = options.stop.stopped() => {
             outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
             return interrupted(outcome, clock, reason, "while reading the destination; nothing was written")
         }
+        listed = destination.list_members() => listed,
     };
-    let current = match listed.expect("select returned") {
+    let current = match listed {
         Ok(c) => c,
         Err(e) => {
             outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
