@@ -941,3 +941,193 @@ async fn ten_integrations_share_one_accounts_quota_and_the_small_ones_finish_fir
         );
     }
 }
+
+/// How a running import is stopped, and the reason its run must give.
+enum StopBy {
+    Suspend,
+    SecretDeletion,
+    IntegrationDeletion,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suspend_secret_or_integration_deletion_stops_a_slow_import_within_one_page() {
+    use freshteam_operator::simulator::Faults;
+    // 90 employees, 9 a page: 10 pages, each answered after `latency`.
+    let latency = Duration::from_millis(1000);
+    for (by, reason) in [
+        (StopBy::Suspend, "spec.suspend was set to true"),
+        (StopBy::SecretDeletion, "freshteam-acme"),
+        (StopBy::IntegrationDeletion, "the integration was deleted"),
+    ] {
+        let h = Harness::new(90, true, |s| s.published = true).await;
+        h.reconcile().await;
+        let before: Vec<String> = h.runs().await.iter().map(|r| r.name_any()).collect();
+        h.sim.set_faults(Faults {
+            latency,
+            ..Faults::default()
+        });
+        h.sim.clear_requests();
+        h.annotate(IMPORT_REQUESTED_AT, "slow").await;
+        reconcile(Arc::new(h.fti().await), h.ctx.clone())
+            .await
+            .unwrap();
+        // Under way: page 1 answered, the next pages asked for.
+        let waited = std::time::Instant::now();
+        while h.sim.count("/api/employees") < 2 {
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "the run never read"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let asked = std::time::Instant::now();
+        match by {
+            StopBy::Suspend => h.edit(json!({"spec": {"suspend": true}})).await,
+            StopBy::SecretDeletion => {
+                let secrets: Api<Secret> = Api::namespaced(h.client.clone(), NS);
+                secrets
+                    .delete("freshteam-acme", &DeleteParams::default())
+                    .await
+                    .unwrap();
+            }
+            StopBy::IntegrationDeletion => {
+                h.integrations()
+                    .delete("acme", &DeleteParams::default())
+                    .await
+                    .unwrap();
+            }
+        }
+        if !matches!(by, StopBy::IntegrationDeletion) {
+            reconcile(Arc::new(h.fti().await), h.ctx.clone())
+                .await
+                .unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(10), h.ctx.wait_idle())
+            .await
+            .expect("the run ended");
+        let took = asked.elapsed();
+        assert!(
+            took < latency,
+            "{reason}: took {took:?}, a page takes {latency:?}"
+        );
+        let pages = h.sim.count("/api/employees");
+        assert!(pages < 10, "{reason}: all {pages} pages were read");
+        tokio::time::sleep(latency * 2).await;
+        assert_eq!(
+            h.sim.count("/api/employees"),
+            pages,
+            "requests after the stop"
+        );
+        assert!(h.scim.users().await.is_empty(), "{reason}: wrote members");
+
+        let runs: Api<ImportRun> = Api::namespaced(h.client.clone(), NS);
+        let run = runs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|r| !before.contains(&r.name_any()));
+        let run = match (run, &by) {
+            (Some(run), _) => run,
+            // Deleted with its owner (the fake API collects owned objects at once).
+            (None, StopBy::IntegrationDeletion) => continue,
+            (None, _) => panic!("{reason}: no new run besides {before:?}"),
+        };
+        let status = run.status.unwrap();
+        assert_eq!(status.phase, ImportPhase::Interrupted, "{reason}");
+        let message = status.message.unwrap_or_default();
+        assert!(
+            message.starts_with("Interrupted: ") && message.contains(reason),
+            "{message}"
+        );
+        assert!(status.completion_time.is_some());
+        if !matches!(by, StopBy::IntegrationDeletion) {
+            let last = h.status().await.last_import.unwrap();
+            assert_eq!(last.phase, ImportPhase::Interrupted);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_integration_name_too_long_for_a_label_is_named_precisely() {
+    let h = Harness::new(3, true, |_| {}).await;
+    let long = "a".repeat(64);
+    let fti = integration_for(&long, &h.sim.base_url(), &h.scim.url, &[], |_| {});
+    let created = h
+        .integrations()
+        .create(&PostParams::default(), &fti)
+        .await
+        .unwrap();
+    reconcile(Arc::new(created), h.ctx.clone()).await.unwrap();
+    h.ctx.wait_idle().await;
+    let status = h.integrations().get(&long).await.unwrap().status.unwrap();
+    let (s, reason, message) = Harness::condition(&status, "MappingValid");
+    assert_eq!((s.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert_eq!(
+        message,
+        format!("metadata.name: '{long}' is 64 characters long; an integration name may have at most 63, because it labels every ImportRun (label values stop at 63)")
+    );
+    let runs: Api<ImportRun> = Api::namespaced(h.client.clone(), NS);
+    assert!(runs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leaver_approval_counts_only_for_the_integrations_own_blocked_run() {
+    let h = Harness::new(10, true, |s| s.published = true).await;
+    h.reconcile().await;
+    h.annotate(IMPORT_REQUESTED_AT, "first").await;
+    h.reconcile().await;
+    assert_eq!(h.scim.users().await.len(), 10);
+    for i in 1..=4 {
+        h.sim
+            .update_employee(&format!("E-{i:05}"), json!({"status": "inactive"}))
+            .unwrap();
+    }
+
+    // Another integration's Blocked run in the same namespace, approving 4 leavers.
+    let runs: Api<ImportRun> = Api::namespaced(h.client.clone(), NS);
+    let foreign = ImportRun::new(
+        "other-20260701-1200",
+        ImportRunSpec {
+            integration: "other".into(),
+            trigger: ImportTrigger::Manual,
+            dry_run: false,
+        },
+    );
+    runs.create(&PostParams::default(), &foreign).await.unwrap();
+    runs.patch_status(
+        "other-20260701-1200",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Blocked", "leaversAwaitingApproval": 4}})),
+    )
+    .await
+    .unwrap();
+
+    h.clock.advance(10);
+    h.annotate(APPROVE_LEAVERS, "other-20260701-1200").await;
+    h.reconcile().await;
+    let last = h.status().await.last_import.unwrap();
+    assert_eq!(
+        last.phase,
+        ImportPhase::Blocked,
+        "another integration's approval applied"
+    );
+    assert!(
+        h.scim.users().await.iter().all(|u| u["active"] == true),
+        "deactivated on a foreign approval"
+    );
+
+    // Its own Blocked run's approval still works.
+    h.clock.advance(10);
+    h.annotate(APPROVE_LEAVERS, &last.run_name).await;
+    h.reconcile().await;
+    let last = h.status().await.last_import.unwrap();
+    assert_eq!(last.phase, ImportPhase::Succeeded);
+    assert_eq!(last.summary.leavers, 4);
+}

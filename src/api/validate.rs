@@ -8,6 +8,7 @@ use chrono_tz::Tz;
 use url::Url;
 
 use super::FreshteamIntegrationSpec;
+use crate::egress::internal_range;
 use crate::mapping::{check_email, CompiledMapping};
 use crate::schedule::{parse_time_zone, Schedule};
 use crate::source::validate_subdomain;
@@ -49,6 +50,35 @@ pub struct ValidatedSpec {
     pub schedule: Schedule,
     pub time_zone: Tz,
     pub mapping: CompiledMapping,
+}
+
+/// Longest integration name: it is the value of the `freshteam.provisioning.dev/integration`
+/// label on every ImportRun, and label values stop at 63 characters.
+pub const MAX_INTEGRATION_NAME: usize = 63;
+
+/// [`validate_spec`] plus the integration's own name (`metadata.name`).
+pub fn validate_integration(
+    name: &str,
+    spec: &FreshteamIntegrationSpec,
+    policy: EndpointPolicy,
+) -> Result<ValidatedSpec, Vec<FieldError>> {
+    let name_error = (name.len() > MAX_INTEGRATION_NAME).then(|| {
+        err(
+            "metadata.name",
+            format!(
+                "'{name}' is {} characters long; an integration name may have at most {MAX_INTEGRATION_NAME}, because it labels every ImportRun (label values stop at 63)",
+                name.len()
+            ),
+        )
+    });
+    match (validate_spec(spec, policy), name_error) {
+        (result, None) => result,
+        (Ok(_), Some(e)) => Err(vec![e]),
+        (Err(mut errors), Some(e)) => {
+            errors.insert(0, e);
+            Err(errors)
+        }
+    }
 }
 
 /// Validates everything that can be checked without I/O. Returns every problem found.
@@ -149,6 +179,16 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// The internal range of a URL whose host is an IP literal (names are checked when they
+/// are resolved, by the clients).
+fn internal_literal(url: &Url) -> Option<&'static str> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => internal_range(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => internal_range(IpAddr::V6(ip)),
+        url::Host::Domain(_) => None,
+    }
+}
+
 /// `custom` is true for `baseUrl` (any value is custom); for the SCIM URL only plain
 /// http is.
 fn check_custom_endpoint(text: &str, policy: EndpointPolicy, custom: bool) -> Result<(), String> {
@@ -161,6 +201,24 @@ fn check_custom_endpoint(text: &str, policy: EndpointPolicy, custom: bool) -> Re
     }
     let custom = custom || url.scheme() == "http";
     if !custom {
+        // An https URL on an IP literal: refused here with the field named, the same rule
+        // the clients apply to every resolved address.
+        if let Some(range) = internal_literal(&url) {
+            match policy {
+                EndpointPolicy::Allow => {}
+                EndpointPolicy::LoopbackOnly if range == "loopback" => {}
+                EndpointPolicy::LoopbackOnly => {
+                    return Err(format!(
+                        "'{text}' is a {range} address; sync reaches only public and loopback addresses"
+                    ))
+                }
+                EndpointPolicy::Deny => {
+                    return Err(format!(
+                        "'{text}' is a {range} address: the operator reaches only public addresses unless started with --allow-custom-endpoints"
+                    ))
+                }
+            }
+        }
         return Ok(());
     }
     let what = if url.scheme() == "http" {

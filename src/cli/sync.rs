@@ -145,6 +145,7 @@ pub async fn run(args: SyncArgs) -> ExitCode {
         dry_run: args.dry_run,
         max_leavers_percent: spec.safety.max_leavers_percent,
         approved_leavers: args.approve_leavers.then_some(u32::MAX),
+        ..ImportOptions::default()
     };
     let mut outcome = run_import(
         &validated.mapping,

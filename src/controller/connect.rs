@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use crate::api::FreshteamIntegrationSpec;
 use crate::destination::{MemberDirectory, ScimClient, ScimConfig};
+use crate::egress::Egress;
 use crate::secret::SecretString;
 use crate::source::{AccountLimiter, EmployeeSource, FreshteamClient, FreshteamConfig};
 
@@ -27,9 +28,21 @@ pub trait Connector: Send + Sync {
 
 /// The real HTTP clients. Integrations on one Freshteam account share one rate
 /// limiter, so together they stay within the account's quota instead of fighting over it.
+/// `default()` lets the clients reach public and loopback addresses (tests against local
+/// peers); the operator builds it with [`HttpConnector::new`] and its own policy.
 #[derive(Default)]
 pub struct HttpConnector {
     accounts: Mutex<HashMap<String, AccountLimiter>>,
+    egress: Egress,
+}
+
+impl HttpConnector {
+    pub fn new(egress: Egress) -> Self {
+        HttpConnector {
+            accounts: Mutex::default(),
+            egress,
+        }
+    }
 }
 
 /// The key of a Freshteam account: its API root.
@@ -47,12 +60,13 @@ impl Connector for HttpConnector {
         spec: &FreshteamIntegrationSpec,
         api_key: SecretString,
     ) -> Result<Box<dyn EmployeeSource>, String> {
-        let config = FreshteamConfig::new(
+        let mut config = FreshteamConfig::new(
             &spec.source.subdomain,
             spec.source.base_url.as_deref(),
             api_key,
         )
         .map_err(|e| e.to_string())?;
+        config.egress = self.egress.clone();
         let account = self
             .accounts
             .lock()
@@ -70,8 +84,9 @@ impl Connector for HttpConnector {
         spec: &FreshteamIntegrationSpec,
         token: SecretString,
     ) -> Result<Box<dyn MemberDirectory>, String> {
-        let config =
+        let mut config =
             ScimConfig::new(&spec.destination.scim.url, token).map_err(|e| e.to_string())?;
+        config.egress = self.egress.clone();
         Ok(Box::new(
             ScimClient::connect(config)
                 .await

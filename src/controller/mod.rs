@@ -77,6 +77,8 @@ pub struct Context {
     /// Runs waiting for a slot.
     pub waiting: AtomicUsize,
     active: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Stop signals of the runs under way, by integration key.
+    stops: Mutex<HashMap<String, crate::sync::StopSignal>>,
 }
 
 impl Context {
@@ -101,6 +103,7 @@ impl Context {
             keyed_slots: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
             active: Mutex::new(HashMap::new()),
+            stops: Mutex::new(HashMap::new()),
         }
     }
 
@@ -137,6 +140,42 @@ impl Context {
         let mut active = self.active.lock().expect("active runs lock");
         active.retain(|_, h| !h.is_finished());
         active.contains_key(key)
+    }
+
+    /// A fresh stop signal for the run of `key` about to start.
+    pub(crate) fn stop_signal(&self, key: &str) -> crate::sync::StopSignal {
+        let signal = crate::sync::StopSignal::default();
+        self.stops
+            .lock()
+            .expect("stop signals lock")
+            .insert(key.to_string(), signal.clone());
+        signal
+    }
+
+    pub(crate) fn forget_stop_signal(&self, key: &str, signal: &crate::sync::StopSignal) {
+        let mut stops = self.stops.lock().expect("stop signals lock");
+        if stops.get(key).is_some_and(|s| s.same(signal)) {
+            stops.remove(key);
+        }
+    }
+
+    /// Asks the run of `namespace/name`, if one is under way, to stop at its next safe
+    /// point. Returns whether there was one.
+    pub fn stop_run(&self, key: &str, reason: &str) -> bool {
+        let signal = self
+            .stops
+            .lock()
+            .expect("stop signals lock")
+            .get(key)
+            .cloned();
+        match signal {
+            Some(s) if self.is_running(key) => {
+                tracing::info!(integration = %key, %reason, "stopping the running import");
+                s.stop(reason);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn start(&self, key: &str, run: impl Future<Output = ()> + Send + 'static) {

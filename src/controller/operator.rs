@@ -20,15 +20,17 @@ use super::shard::ShardSelector;
 use super::{error_policy, reconcile, Context, OperatorConfig};
 use crate::api::{FreshteamIntegration, ImportRun};
 use crate::clock::SystemClock;
+use crate::egress::Egress;
 use crate::notify::Mail;
 use crate::secret::SecretString;
 use crate::telemetry::{init_logging, serve, Health, LogFormat, Metrics};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Watch one namespace only (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated; default: all namespaces). With a
+    /// list, every watch is namespaced, so RBAC Roles in those namespaces are enough.
+    #[arg(long, env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    pub namespace: Vec<String>,
     /// Imports running at once across all integrations.
     #[arg(long, default_value_t = 2)]
     pub max_concurrent_imports: usize,
@@ -146,25 +148,36 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         mail,
         shard.clone(),
     ));
-    let (integrations, runs, secrets): (Api<FreshteamIntegration>, Api<ImportRun>, Api<Secret>) =
-        match &args.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-            ),
-        };
-    let interrupted = mark_interrupted(&ctx, &runs).await?;
-    if interrupted > 0 {
-        tracing::warn!(
-            count = interrupted,
-            "marked runs of a previous leader as Interrupted"
-        );
+    // One scope per watched namespace (`None`: the whole cluster).
+    let scopes: Vec<Option<String>> = {
+        let listed: Vec<Option<String>> = args
+            .namespace
+            .iter()
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+            .map(|n| Some(n.to_string()))
+            .collect();
+        if listed.is_empty() {
+            vec![None]
+        } else {
+            listed
+        }
+    };
+    let runs_in = |scope: &Option<String>| -> Api<ImportRun> {
+        match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    };
+    for scope in &scopes {
+        let interrupted = mark_interrupted(&ctx, &runs_in(scope)).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                count = interrupted,
+                namespace = scope.as_deref().unwrap_or("*"),
+                "marked runs of a previous leader as Interrupted"
+            );
+        }
     }
 
     // Keep the Lease; losing it (or not renewing it in time) means another replica may
@@ -178,17 +191,69 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         })
     };
 
+    futures::future::join_all(scopes.iter().map(|scope| {
+        control(
+            ctx.clone(),
+            client.clone(),
+            scope.as_deref(),
+            shard.as_ref(),
+            stop_rx.clone(),
+        )
+    }))
+    .await;
+
+    // SIGTERM: no new work; let running imports reach their end, or record them.
+    health.set_ready(false, "shutting down");
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    if tokio::time::timeout(grace, ctx.wait_idle()).await.is_err() {
+        let mut n = 0;
+        for scope in &scopes {
+            n += mark_interrupted(&ctx, &runs_in(scope)).await.unwrap_or(0);
+        }
+        tracing::warn!(
+            count = n,
+            "imports did not finish within the grace period; marked Interrupted"
+        );
+    }
+    renew.abort();
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, "could not release the leader Lease");
+    }
+    Ok(())
+}
+
+/// The controller of one scope: a namespace, or the whole cluster (`None`).
+async fn control(
+    ctx: Arc<Context>,
+    client: Client,
+    namespace: Option<&str>,
+    shard: Option<&ShardSelector>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+) {
+    let (integrations, runs, secrets): (Api<FreshteamIntegration>, Api<ImportRun>, Api<Secret>) =
+        match namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
     // The shard's selector goes to the API server: other shards' integrations never
     // reach this process, and one relabelled away is seen as deleted here.
     let mut watch = watcher::Config::default();
-    if let Some(s) = &shard {
+    if let Some(s) = shard {
         watch = watch.labels(&s.text);
     }
     let controller = Controller::new(integrations, watch);
     let store = controller.store();
     let mut stop = stop_rx.clone();
     controller
-        .owns(runs.clone(), watcher::Config::default())
+        .owns(runs, watcher::Config::default())
         .watches(
             secrets,
             watcher::Config::default(),
@@ -218,22 +283,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         })
         .await;
-
-    // SIGTERM: no new work; let running imports reach their end, or record them.
-    health.set_ready(false, "shutting down");
-    let grace = Duration::from_secs(args.shutdown_grace_seconds);
-    if tokio::time::timeout(grace, ctx.wait_idle()).await.is_err() {
-        let n = mark_interrupted(&ctx, &runs).await.unwrap_or(0);
-        tracing::warn!(
-            count = n,
-            "imports did not finish within the grace period; marked Interrupted"
-        );
-    }
-    renew.abort();
-    if let Err(e) = lease.release().await {
-        tracing::warn!(error = %e, "could not release the leader Lease");
-    }
-    Ok(())
 }
 
 /// The reconcile context `run` serves with: every flag that shapes what it touches.
@@ -255,7 +304,9 @@ pub fn context(
             max_imports_per_destination: args.max_imports_per_destination,
             ..OperatorConfig::default()
         },
-        Arc::new(HttpConnector::default()),
+        Arc::new(HttpConnector::new(Egress::operator(
+            args.allow_custom_endpoints,
+        ))),
         Some(Reporter {
             controller: "freshteam-operator".into(),
             instance: Some(identity.to_string()),

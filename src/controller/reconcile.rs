@@ -16,7 +16,7 @@ use super::conditions::{self as cond, AUTHORIZED, IMPORTING, MAPPING_VALID, PUBL
 use super::decide::{decide, Inputs};
 use super::runner::{create_run, execute, new_run, RunRequest};
 use super::Context;
-use crate::api::validate::{validate_spec, EndpointPolicy};
+use crate::api::validate::{validate_integration, EndpointPolicy};
 use crate::api::{
     FreshteamIntegration, FreshteamIntegrationStatus, ImportPhase, ImportRun, SecretKeyRef,
     APPROVE_LEAVERS, IMPORT_REQUESTED_AT,
@@ -93,7 +93,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
     } else {
         EndpointPolicy::Deny
     };
-    let validated = match validate_spec(&fti.spec, policy) {
+    let validated = match validate_integration(&name, &fti.spec, policy) {
         Ok(v) => {
             set(
                 &mut status,
@@ -127,6 +127,9 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
     // 2. Revoked access: no call to Freshteam at all.
     if fti.spec.suspend {
         let msg = "spec.suspend is true: no calls to Freshteam and no imports".to_string();
+        if running {
+            ctx.stop_run(&key, "spec.suspend was set to true");
+        }
         set(&mut status, AUTHORIZED, false, "Suspended", msg.clone());
         set(&mut status, READY, false, "Suspended", msg);
         status.next_import_time = None;
@@ -154,6 +157,9 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
     let ((api_key, key_version), (token, token_version)) = match credentials {
         Ok(c) => c,
         Err((reason, message)) => {
+            if running {
+                ctx.stop_run(&key, &message);
+            }
             let was = cond::get(&previous.conditions, AUTHORIZED).map(|c| c.reason.clone());
             if was.as_deref() != Some(reason.as_str()) {
                 ctx.event(

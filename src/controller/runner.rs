@@ -49,6 +49,17 @@ pub fn new_run(fti: &FreshteamIntegration, name: &str, start: &StartRun) -> Impo
     }
 }
 
+/// Whether `run` belongs to `fti`: it names the integration and, when the integration
+/// has a uid, is owned by it (a same-named integration deleted and re-created is another).
+fn is_own_run(fti: &FreshteamIntegration, run: &ImportRun) -> bool {
+    run.spec.integration == fti.name_any()
+        && fti.metadata.uid.as_ref().is_none_or(|uid| {
+            run.owner_references()
+                .iter()
+                .any(|o| &o.uid == uid && o.kind == "FreshteamIntegration")
+        })
+}
+
 /// Creates the ImportRun; a name already taken (two runs in one second) gets a suffix.
 pub async fn create_run(
     api: &Api<ImportRun>,
@@ -173,7 +184,9 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
 
     let approved_leavers = match &req.start.approval {
         Some(blocked) => match runs.get_opt(blocked).await {
-            Ok(Some(r)) => r
+            // Only this integration's own Blocked run: an approval naming another
+            // integration's run (same namespace) must not release its count here.
+            Ok(Some(r)) if is_own_run(fti, &r) => r
                 .status
                 .as_ref()
                 .filter(|s| s.phase == ImportPhase::Blocked)
@@ -183,6 +196,8 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         None => None,
     };
 
+    let key = format!("{ns}/{integration}");
+    let stop = ctx.stop_signal(&key);
     let outbox = ConfigMapOutboxStore::new(
         Api::namespaced(ctx.client.clone(), &ns),
         &integration,
@@ -196,12 +211,21 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
     ) {
         (Ok(source), Ok(destination)) => {
             let progress = Arc::new(ProgressCounter::default());
-            let ticker =
-                spawn_progress_ticker(ctx.clone(), runs.clone(), name.clone(), progress.clone());
+            let ticker = spawn_progress_ticker(
+                ctx.clone(),
+                runs.clone(),
+                name.clone(),
+                progress.clone(),
+                Watched {
+                    integration: req.integration.clone(),
+                    stop: stop.clone(),
+                },
+            );
             let options = ImportOptions {
                 dry_run: req.start.dry_run,
                 max_leavers_percent: fti.spec.safety.max_leavers_percent,
                 approved_leavers,
+                stop: stop.clone(),
             };
             let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
                 .then_some(&outbox as &dyn OutboxStore);
@@ -221,6 +245,8 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         (Err(e), _) => failed(&ctx, started, format!("Freshteam: {e}")),
         (_, Err(e)) => failed(&ctx, started, format!("destination: {e}")),
     };
+
+    ctx.forget_stop_signal(&key, &stop);
 
     let info = RunInfo {
         integration: &integration,
@@ -289,6 +315,7 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         ImportPhase::Succeeded => (EventType::Normal, "ImportSucceeded"),
         ImportPhase::PartiallySucceeded => (EventType::Warning, "ImportPartiallySucceeded"),
         ImportPhase::Blocked => (EventType::Warning, "ImportBlocked"),
+        ImportPhase::Interrupted => (EventType::Warning, "ImportInterrupted"),
         _ => (EventType::Warning, "ImportFailed"),
     };
     ctx.event(fti, kind, reason, format!("ImportRun {name}: {message}"))
@@ -314,11 +341,42 @@ fn failed(
     outcome
 }
 
+/// The integration a run belongs to, checked on every progress tick: once it is deleted
+/// (or re-created under the same name) or suspended, the run is asked to stop.
+struct Watched {
+    integration: Arc<FreshteamIntegration>,
+    stop: crate::sync::StopSignal,
+}
+
+impl Watched {
+    async fn check(&self, ctx: &Context) {
+        let fti = &self.integration;
+        let api: Api<FreshteamIntegration> =
+            Api::namespaced(ctx.client.clone(), &fti.namespace().unwrap_or_default());
+        let reason = match api.get_opt(&fti.name_any()).await {
+            Ok(None) => Some("the integration was deleted"),
+            Ok(Some(now)) if now.metadata.uid != fti.metadata.uid => {
+                Some("the integration was deleted (and re-created)")
+            }
+            Ok(Some(now)) if now.metadata.deletion_timestamp.is_some() => {
+                Some("the integration is being deleted")
+            }
+            Ok(Some(now)) if now.spec.suspend => Some("spec.suspend was set to true"),
+            // An API hiccup is no reason to stop.
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            self.stop.stop(reason);
+        }
+    }
+}
+
 fn spawn_progress_ticker(
     ctx: Arc<Context>,
     runs: Api<ImportRun>,
     name: String,
     progress: Arc<ProgressCounter>,
+    watched: Watched,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = None;
@@ -329,6 +387,7 @@ fn spawn_progress_ticker(
                 let _ = patch_run_status(&runs, &name, json!({ "progress": now })).await;
                 last = Some(now);
             }
+            watched.check(&ctx).await;
         }
     })
 }

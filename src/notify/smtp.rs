@@ -102,6 +102,8 @@ pub struct SmtpSettings {
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// `tls=none` was written out: credentials may cross the network in the clear.
+    pub cleartext_login: bool,
 }
 
 impl SmtpSettings {
@@ -161,6 +163,7 @@ impl SmtpSettings {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             retry_base: DEFAULT_RETRY_BASE,
             retry_max: DEFAULT_RETRY_MAX,
+            cleartext_login: false,
         };
 
         for (key, value) in parsed.query_pairs() {
@@ -174,7 +177,10 @@ impl SmtpSettings {
                     security = match value.as_ref() {
                         "required" => SmtpSecurity::StartTlsRequired,
                         "opportunistic" => SmtpSecurity::StartTlsOpportunistic,
-                        "none" => SmtpSecurity::Plain,
+                        "none" => {
+                            settings.cleartext_login = true;
+                            SmtpSecurity::Plain
+                        }
                         _ => {
                             return Err(format!(
                                 "{URL_FLAG}: tls must be required, opportunistic or none"
@@ -248,6 +254,27 @@ impl SmtpSettings {
         self.username = Some(username.into());
         self.password = Some(password);
         self
+    }
+
+    /// A login over a connection that may be plain text (no TLS, or STARTTLS an attacker
+    /// can strip) goes only to a loopback relay, unless `tls=none` says so on purpose.
+    pub fn check_login_transport(&self) -> Result<(), String> {
+        let cleartext = matches!(
+            self.security,
+            SmtpSecurity::Plain | SmtpSecurity::StartTlsOpportunistic
+        );
+        let loopback = self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if self.username.is_none() || !cleartext || loopback || self.cleartext_login {
+            return Ok(());
+        }
+        Err(format!(
+            "{URL_FLAG}: a user name and password would go to {} without TLS; use smtps://, or smtp://…?tls=required (STARTTLS), or write ?tls=none to send them in the clear on purpose",
+            self.host
+        ))
     }
 
     /// The URL with the password masked, e.g. `smtps://user:***@host:465`.
@@ -407,6 +434,7 @@ impl SmtpMailer {
         if !(settings.rate_per_second.is_finite() && settings.rate_per_second > 0.0) {
             return Err(format!("{URL_FLAG}: rate must be a positive number"));
         }
+        settings.check_login_transport()?;
         Ok(SmtpMailer {
             limiter: RateLimiter::new(settings.rate_per_second, settings.burst),
             slots: Semaphore::new(settings.pool_size.max(1) as usize),
@@ -448,7 +476,7 @@ impl SmtpMailer {
     /// Masks the password should a relay ever echo it.
     fn scrub(&self, text: String) -> String {
         match &self.settings.password {
-            Some(p) if !p.expose().is_empty() => text.replace(p.expose(), "***"),
+            Some(p) => p.scrub(&text),
             _ => text,
         }
     }
@@ -862,6 +890,35 @@ mod tests {
         assert_eq!(s.rate_per_second, DEFAULT_RATE_PER_SECOND);
         assert_eq!(s.burst, DEFAULT_BURST);
         assert_eq!(s.pool_size, DEFAULT_POOL_SIZE);
+    }
+
+    #[test]
+    fn a_login_in_the_clear_goes_only_to_loopback_or_on_purpose() {
+        let mailer = |url: &str| SmtpMailer::new(parse(url)).map(|_| ());
+        for refused in [
+            "smtp://u:pw-1234@relay.example",
+            "smtp://u:pw-1234@relay.example?tls=opportunistic",
+        ] {
+            let e = mailer(refused).unwrap_err();
+            assert!(
+                e.contains("would go to relay.example without TLS") && !e.contains("pw-1234"),
+                "{refused}: {e}"
+            );
+        }
+        for accepted in [
+            "smtp://u:pw@127.0.0.1:2525",
+            "smtp://u:pw@localhost:2525",
+            "smtp://u:pw@[::1]:2525",
+            "smtp://u:pw@relay.example?tls=required",
+            "smtps://u:pw@relay.example",
+            "smtp://u:pw@relay.example?tls=none",
+            "smtp://relay.example",
+        ] {
+            assert_eq!(mailer(accepted), Ok(()), "{accepted}");
+        }
+        // Credentials from a Secret count the same as the URL's.
+        let s = parse("smtp://relay.example").with_credentials("u", SecretString::new("pw"));
+        assert!(SmtpMailer::new(s).is_err());
     }
 
     #[test]

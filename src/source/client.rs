@@ -24,7 +24,7 @@ use serde_json::Value;
 use tracing::debug;
 use url::Url;
 
-use super::link::next_link;
+use super::link::{check_next, next_link, MAX_LIST_PAGES};
 use super::project::{lookup_names, project, record_id};
 use super::ratelimit::{RateHeaders, RateLimiter};
 use super::retry;
@@ -32,8 +32,9 @@ use super::{
     validate_subdomain, AccountInfo, EmployeeRecord, EmployeeSource, LookupKind, SourceError,
     SourceRequest, SourceSnapshot, SourceStats,
 };
+use crate::egress::{self, Egress};
 use crate::progress::{NoProgress, ProgressSink};
-use crate::secret::SecretString;
+use crate::secret::{truncate_chars, SecretString};
 
 /// How to reach one Freshteam account.
 #[derive(Clone, Debug)]
@@ -52,6 +53,8 @@ pub struct FreshteamConfig {
     pub backoff_max: Duration,
     /// Total time a run may spend waiting on 429s before it fails.
     pub max_throttle_wait: Duration,
+    /// Redirects, addresses and body sizes (see `egress.rs`).
+    pub egress: Egress,
 }
 
 impl FreshteamConfig {
@@ -88,6 +91,7 @@ impl FreshteamConfig {
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
             max_throttle_wait: Duration::from_secs(15 * 60),
+            egress: Egress::default(),
         })
     }
 }
@@ -165,12 +169,15 @@ struct Response {
 enum Problem {
     Connect(String),
     Other(String),
+    /// Not worth retrying (a body over the size cap).
+    Fatal(SourceError),
 }
 
 impl Problem {
-    fn detail(&self) -> &str {
+    fn detail(&self) -> String {
         match self {
-            Problem::Connect(d) | Problem::Other(d) => d,
+            Problem::Connect(d) | Problem::Other(d) => d.clone(),
+            Problem::Fatal(e) => e.to_string(),
         }
     }
 }
@@ -217,13 +224,18 @@ impl FreshteamClient {
         }
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let http = reqwest::Client::builder()
+        config
+            .egress
+            .check_url(root)
+            .map_err(|r| SourceError::Config(format!("baseUrl: {r}")))?;
+        let http = config
+            .egress
+            .client_builder()
             .use_rustls_tls()
             .default_headers(headers)
             .user_agent(concat!("freshteam-operator/", env!("CARGO_PKG_VERSION")))
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
-            .redirect(same_host_redirects())
             .build()
             .map_err(|e| SourceError::Config(format!("cannot set up the HTTP client: {e}")))?;
         Ok(FreshteamClient {
@@ -258,12 +270,7 @@ impl FreshteamClient {
     /// Replaces the API key in text that came from outside (an error body, a library
     /// message) in case anything echoes it back.
     fn redact(&self, text: &str) -> String {
-        let key = self.config.api_key.expose().trim();
-        if key.is_empty() {
-            text.to_string()
-        } else {
-            text.replace(key, "[redacted]")
-        }
+        self.config.api_key.scrub(text)
     }
 
     /// GET with retries and rate limiting; 2xx bodies come back parsed.
@@ -290,6 +297,7 @@ impl FreshteamClient {
                                 attempts,
                                 detail,
                             },
+                            Problem::Fatal(e) => e,
                         });
                     }
                     run.retries.fetch_add(1, Ordering::Relaxed);
@@ -299,7 +307,7 @@ impl FreshteamClient {
                         path = %path,
                         attempt = failures,
                         wait_ms = wait.as_millis() as u64,
-                        problem = problem.detail(),
+                        problem = %problem.detail(),
                         "Freshteam request failed, retrying"
                     );
                     tokio::time::sleep(wait).await;
@@ -359,10 +367,11 @@ impl FreshteamClient {
         permit.observe(rate);
 
         if status.is_success() {
-            return Ok(match self.read(response).await {
-                Ok(r) => Attempt::Done(r),
-                Err(p) => Attempt::Retry(p),
-            });
+            return match self.read(response).await {
+                Ok(r) => Ok(Attempt::Done(r)),
+                Err(Problem::Fatal(e)) => Err(e),
+                Err(p) => Ok(Attempt::Retry(p)),
+            };
         }
         if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
             let detail = self.error_detail(response).await;
@@ -387,6 +396,9 @@ impl FreshteamClient {
             return Ok(());
         }
         let detail = match retry_after {
+            Some(d) if d >= retry::MAX_RETRY_AFTER => {
+                "it asked to wait a day or more before the next call".to_string()
+            }
             Some(d) if d > self.config.max_throttle_wait => {
                 format!("it asked to wait {}s before the next call", d.as_secs())
             }
@@ -404,6 +416,12 @@ impl FreshteamClient {
     }
 
     fn transport_problem(&self, e: &reqwest::Error) -> Result<Problem, SourceError> {
+        if let Some(refused) = egress::refusal(e) {
+            return Err(SourceError::Unreachable {
+                host: self.config.host.clone(),
+                detail: refused.to_string(),
+            });
+        }
         if e.is_builder() {
             return Err(SourceError::Config(format!(
                 "cannot build a request to Freshteam: {}",
@@ -436,7 +454,17 @@ impl FreshteamClient {
         let total_objects = number("total-objects");
         let total_pages = number("total-pages");
         let next = next_link(headers, &url).map(|n| self.onto_our_origin(n, &url));
-        let bytes = response.bytes().await.map_err(|e| {
+        let limit = self.config.egress.max_body_bytes;
+        let bytes = egress::read_body(response, limit).await.map_err(|e| {
+            let e = match e {
+                egress::BodyError::TooLarge { .. } => {
+                    return Problem::Fatal(SourceError::BadResponse {
+                        path: shown_path(&url),
+                        detail: e.describe(),
+                    })
+                }
+                egress::BodyError::Read(e) => e,
+            };
             Problem::Other(if e.is_timeout() {
                 format!(
                     "no complete answer within {:?} (request timeout)",
@@ -481,7 +509,8 @@ impl FreshteamClient {
 
     /// `: code: message` from a Freshteam error body, or nothing.
     async fn error_detail(&self, response: reqwest::Response) -> String {
-        let body = response.bytes().await.unwrap_or_default();
+        let limit = self.config.egress.max_body_bytes.min(64 << 10);
+        let body = egress::read_body(response, limit).await.unwrap_or_default();
         let text = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| describe_errors(&v))
@@ -489,7 +518,8 @@ impl FreshteamClient {
         if text.is_empty() {
             text
         } else {
-            format!(": {}", self.redact(&text))
+            // Redacted before it is cut short, so no part of the key survives the cut.
+            format!(": {}", truncate_chars(&self.redact(&text), 500))
         }
     }
 
@@ -577,7 +607,10 @@ impl FreshteamClient {
         // Only when the link really numbers pages from 1 and the count is plausible
         // (no more pages than records): otherwise the chain is the safer guide.
         if let (Some(pages), Some(template)) = (total_pages, next.clone()) {
-            let plausible = pages <= total_objects.map_or(100_000, |t| t.max(1));
+            let plausible = pages
+                <= total_objects
+                    .map_or(100_000, |t| t.max(1))
+                    .min(MAX_LIST_PAGES);
             if pages > 2 && plausible && page_number(&template) == Some(2) {
                 let mut fetched = stream::iter(2..=pages)
                     .map(|page| {
@@ -604,10 +637,10 @@ impl FreshteamClient {
         }
 
         while let Some(url) = next.take() {
-            if !visited.insert(url.clone()) {
-                debug!(path = %shown_path(&url), "next link points back to a page already read");
-                break;
-            }
+            check_next(&mut visited, done, &url).map_err(|detail| SourceError::BadResponse {
+                path: shown_path(&url),
+                detail,
+            })?;
             let response = self.get(run, &url, Call::List).await?;
             total_objects = response.total_objects.or(total_objects);
             let count = merge_page(&url, response.body, fields, records)?;
@@ -784,25 +817,6 @@ impl EmployeeSource for FreshteamClient {
     }
 }
 
-/// Follows redirects only within the same host and never from https to http, so the
-/// API key can't be carried elsewhere.
-fn same_host_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let Some(first) = attempt.previous().first() else {
-            return attempt.follow();
-        };
-        let same_host = attempt.url().host_str() == first.host_str();
-        let downgrade = first.scheme() == "https" && attempt.url().scheme() != "https";
-        if attempt.previous().len() > 5 {
-            attempt.error("too many redirects")
-        } else if same_host && !downgrade {
-            attempt.follow()
-        } else {
-            attempt.stop()
-        }
-    })
-}
-
 /// Projects one list page into `records`, keeping the first copy of a record seen
 /// twice. Returns the number of records on the page.
 fn merge_page(
@@ -859,8 +873,6 @@ fn describe_errors(body: &Value) -> Option<String> {
         Some(Value::Array(errors)) => errors.iter().filter_map(one).collect::<Vec<_>>().join("; "),
         _ => one(body).unwrap_or_default(),
     };
-    // Error bodies are the server's to fill; keep messages readable.
-    let text: String = text.chars().take(500).collect();
     (!text.is_empty()).then_some(text)
 }
 

@@ -2,8 +2,37 @@
 //! spells it: several links per header or several headers, quoted or bare `rel`, several
 //! relation types in one `rel`, commas and semicolons inside `<…>` or quoted values.
 
+use std::collections::HashSet;
+
 use http::header::{HeaderMap, LINK};
 use url::Url;
+
+use crate::egress::MAX_HEADER_BYTES;
+
+/// Most list pages one pass reads: 20,000 pages of 50 is a million employees, far more
+/// than any directory, and a chain that is still going by then is not going to end.
+pub(crate) const MAX_LIST_PAGES: u64 = 20_000;
+
+/// Whether the list may go on to `next` after `pages_read` pages: never back to a page
+/// already read (a loop would repeat forever, and the pages past it would be missed, their
+/// employees taken for leavers), never past [`MAX_LIST_PAGES`].
+pub(crate) fn check_next(
+    visited: &mut HashSet<Url>,
+    pages_read: u64,
+    next: &Url,
+) -> Result<(), String> {
+    if pages_read >= MAX_LIST_PAGES {
+        return Err(format!(
+            "the employee list still links to a next page after {MAX_LIST_PAGES} pages; stopped there rather than read for ever"
+        ));
+    }
+    if !visited.insert(next.clone()) {
+        return Err(format!(
+            "the `link` header after page {pages_read} points back to a page already read; the list loops, so stopped rather than miss the employees past the loop"
+        ));
+    }
+    Ok(())
+}
 
 /// One link-value: its target (still unresolved) and relation types (lower-cased).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +46,8 @@ pub(crate) fn next_link(headers: &HeaderMap, request_url: &Url) -> Option<Url> {
     headers
         .get_all(LINK)
         .iter()
+        // A header longer than any real link list is not parsed at all.
+        .filter(|v| v.len() <= MAX_HEADER_BYTES)
         .filter_map(|v| v.to_str().ok())
         .flat_map(parse)
         .find(|l| l.rels.iter().any(|r| r == "next"))
@@ -188,6 +219,18 @@ mod tests {
         assert_eq!(rels(&links[0]), ["prev"]);
         assert_eq!(links[1].target, "b");
         assert_eq!(rels(&links[1]), ["next"]);
+    }
+
+    #[test]
+    fn a_chain_may_not_loop_or_run_past_the_page_cap() {
+        let page =
+            |n: u64| Url::parse(&format!("https://a.example/api/employees?page={n}")).unwrap();
+        let mut visited = HashSet::from([page(1)]);
+        assert_eq!(check_next(&mut visited, 1, &page(2)), Ok(()));
+        let e = check_next(&mut visited, 2, &page(1)).unwrap_err();
+        assert!(e.contains("after page 2 points back"), "{e}");
+        let e = check_next(&mut visited, MAX_LIST_PAGES, &page(99_999)).unwrap_err();
+        assert!(e.contains("after 20000 pages"), "{e}");
     }
 
     #[test]

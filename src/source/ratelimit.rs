@@ -229,7 +229,10 @@ impl Permit<'_> {
             }
         }
         let held_until = s.blocked_until.filter(|t| *t > now).unwrap_or(now);
-        let until = now + wait;
+        // Saturating: a peer's number must never overflow an Instant under this lock.
+        let until = now
+            .checked_add(wait)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 60 * 60));
         let added = until.saturating_duration_since(held_until);
         if until > held_until {
             s.blocked_until = Some(until);
@@ -253,6 +256,19 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    #[tokio::test]
+    async fn an_enormous_retry_after_holds_the_limiter_without_panicking() {
+        let limiter = RateLimiter::new(2);
+        let added = limiter.acquire().await.throttled(Some(Duration::MAX));
+        assert!(
+            added >= Duration::from_secs(364 * 24 * 60 * 60),
+            "{added:?}"
+        );
+        // The lock is not poisoned: the next caller waits instead of panicking.
+        let next = tokio::time::timeout(Duration::from_millis(20), limiter.acquire()).await;
+        assert!(next.is_err(), "still held by the 429");
+    }
 
     #[tokio::test]
     async fn turns_are_first_come_first_served_and_a_waiter_that_leaves_frees_its_turn() {

@@ -23,13 +23,19 @@ pub(crate) fn throttle_backoff(streak: u32) -> Duration {
     Duration::from_secs(2u64 << streak.min(5)).min(Duration::from_secs(60))
 }
 
-/// `Retry-After` as delay-seconds or an HTTP-date. A date is measured against the
+/// Longest `Retry-After` taken as given; longer asks are this long (and past any run's
+/// throttle budget, so the run fails with a message instead of sleeping for years).
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `Retry-After` as delay-seconds or an HTTP-date, at most [`MAX_RETRY_AFTER`]. A date is measured against the
 /// response's own `Date` header when there is one, so a skewed local clock doesn't
 /// shorten the wait.
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+        // Too many digits for a u64 is still "very long": saturate, then cap.
+        let secs = value.parse().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
     let at = http_date(value)?;
     let reference = headers
@@ -37,7 +43,12 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
         .and_then(|d| d.to_str().ok())
         .and_then(http_date)
         .unwrap_or_else(|| DateTime::<Utc>::from(now));
-    Some((at - reference).to_std().unwrap_or(Duration::ZERO))
+    Some(
+        (at - reference)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 /// IMF-fixdate, plus the two obsolete forms RFC 9110 still asks recipients to accept.
@@ -103,6 +114,18 @@ mod tests {
         assert_eq!(retry_after(&headers(&[(RETRY_AFTER, "soon")]), now), None);
         assert_eq!(retry_after(&headers(&[(RETRY_AFTER, "-1")]), now), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
+        // More digits than a u64 holds, or a date centuries away: capped, no panic.
+        assert_eq!(
+            retry_after(&headers(&[(RETRY_AFTER, "99999999999999999999")]), now),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            retry_after(
+                &headers(&[(RETRY_AFTER, "Fri, 31 Dec 9999 23:59:59 GMT")]),
+                now
+            ),
+            Some(MAX_RETRY_AFTER)
+        );
     }
 
     #[test]

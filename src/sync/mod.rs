@@ -2,6 +2,7 @@
 //! plan and reports the run as an `ImportRunStatus`.
 
 pub mod report;
+pub mod stop;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +23,10 @@ use crate::progress::ProgressSink;
 use crate::source::{EmployeeSource, SourceStats};
 
 pub use report::{errors_csv, MAX_INLINE_ERRORS};
+pub use stop::StopSignal;
+
+/// Writes sent between two checks for a stop request.
+const WRITE_BATCH: usize = 500;
 
 /// How one run behaves.
 #[derive(Clone, Debug, Default)]
@@ -32,6 +37,8 @@ pub struct ImportOptions {
     pub max_leavers_percent: u32,
     /// Leavers approved for this run, if any.
     pub approved_leavers: Option<u32>,
+    /// Asks the run to stop at its next safe point (the run ends `Interrupted`).
+    pub stop: StopSignal,
 }
 
 fn api_calls(source: &SourceStats, dest: &DestinationStats) -> ApiCalls {
@@ -109,9 +116,16 @@ pub async fn run_import(
     outcome.status.start_time = Some(rfc3339(clock.now()));
 
     progress.phase("Reading Freshteam employees");
-    let snapshot = match source.fetch(&mapping.request, progress).await {
-        Ok(s) => s,
-        Err(e) => return fail(outcome, clock, format!("Freshteam: {e}")),
+    // Reads are abandoned as soon as a stop is asked for: they changed nothing.
+    let snapshot = tokio::select! {
+        biased;
+        reason = options.stop.stopped() => {
+            return interrupted(outcome, clock, reason, "while reading Freshteam; nothing was written")
+        }
+        fetched = source.fetch(&mapping.request, progress) => match fetched {
+            Ok(s) => s,
+            Err(e) => return fail(outcome, clock, format!("Freshteam: {e}")),
+        },
     };
     let source_stats = snapshot.stats.clone();
     let mapped = map_records(&snapshot, mapping);
@@ -120,7 +134,15 @@ pub async fn run_import(
     progress.set_total(total);
 
     progress.phase("Reading destination members");
-    let current = match destination.list_members().await {
+    let listed = tokio::select! {
+        biased;
+        reason = options.stop.stopped() => {
+            outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
+            return interrupted(outcome, clock, reason, "while reading the destination; nothing was written")
+        }
+        listed = destination.list_members() => listed,
+    };
+    let current = match listed {
         Ok(c) => c,
         Err(e) => {
             outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
@@ -143,6 +165,7 @@ pub async fn run_import(
         ..ImportSummary::default()
     };
     let mut report = planned.errors.clone();
+    let mut stopped: Option<String> = None;
 
     if options.dry_run {
         summary.created = planned.count(WriteKind::Create);
@@ -150,6 +173,9 @@ pub async fn run_import(
         summary.reactivated = planned.count(WriteKind::Reactivate);
         summary.leavers = planned.count(WriteKind::Leaver);
         progress.advance(planned.writes.len() as u64);
+    } else if let Some(reason) = options.stop.reason() {
+        outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
+        return interrupted(outcome, clock, reason, "before any write");
     } else {
         progress.phase("Applying changes");
         let outbox = match outbox {
@@ -170,8 +196,21 @@ pub async fn run_import(
         } else {
             HashMap::new()
         };
-        let (applied, results) =
-            apply_writes(destination, &planned.writes, &managers, progress).await;
+        let (applied, results, stop) = apply_writes(
+            destination,
+            &planned.writes,
+            &managers,
+            progress,
+            &options.stop,
+        )
+        .await;
+        if let Some(reason) = stop {
+            stopped = Some(format!(
+                "{reason}; stopped after {} of {} writes, the next run applies the rest",
+                applied.len(),
+                planned.writes.len()
+            ));
+        }
         tally(
             &applied,
             &results,
@@ -189,7 +228,7 @@ pub async fn run_import(
                 progress.warn(&format!("invitation outbox: {e}"));
             }
         }
-        if planned.pending_manager_links > 0 && !outcome.created.is_empty() {
+        if planned.pending_manager_links > 0 && !outcome.created.is_empty() && stopped.is_none() {
             link_new_managers(
                 &mapped,
                 &current,
@@ -217,16 +256,19 @@ pub async fn run_import(
     outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
 
     let status = &mut outcome.status;
-    status.phase = if planned.blocked.is_some() {
+    status.phase = if stopped.is_some() {
+        ImportPhase::Interrupted
+    } else if planned.blocked.is_some() {
         ImportPhase::Blocked
     } else if summary.errors > 0 {
         ImportPhase::PartiallySucceeded
     } else {
         ImportPhase::Succeeded
     };
-    status.message = Some(match &planned.blocked {
-        Some(b) => b.message(),
-        None => describe(&summary, options.dry_run),
+    status.message = Some(match (&stopped, &planned.blocked) {
+        (Some(why), _) => format!("Interrupted: {why} ({})", describe(&summary, false)),
+        (None, Some(b)) => b.message(),
+        (None, None) => describe(&summary, options.dry_run),
     });
     status.progress = Some(Progress::new(total, total));
     status.summary = summary;
@@ -265,6 +307,19 @@ async fn record_invitations<'a>(
     }
 }
 
+/// A run stopped on request before it wrote anything.
+fn interrupted(
+    mut outcome: ImportOutcome,
+    clock: &dyn Clock,
+    reason: String,
+    when: &str,
+) -> ImportOutcome {
+    outcome.status.phase = ImportPhase::Interrupted;
+    outcome.status.message = Some(format!("Interrupted: {reason}; stopped {when}"));
+    outcome.status.completion_time = Some(rfc3339(clock.now()));
+    outcome
+}
+
 fn fail(mut outcome: ImportOutcome, clock: &dyn Clock, message: String) -> ImportOutcome {
     outcome.status.phase = ImportPhase::Failed;
     outcome.status.message = Some(message);
@@ -275,12 +330,15 @@ fn fail(mut outcome: ImportOutcome, clock: &dyn Clock, message: String) -> Impor
 /// Applies the plan's writes. Creates go in waves down the reporting line, so that a
 /// new member's manager, when created in the same run, already has an id to point to.
 /// Returns the writes as sent (managers filled in) with their outcomes, in plan order.
+/// A stop request is honoured between batches of [`WRITE_BATCH`]: the writes not sent
+/// are left out of what is returned, and the reason comes back.
 async fn apply_writes(
     destination: &dyn MemberDirectory,
     writes: &[PlannedWrite],
     managers: &HashMap<&str, &str>,
     progress: &dyn ProgressSink,
-) -> (Vec<PlannedWrite>, Vec<WriteOutcome>) {
+    stop: &StopSignal,
+) -> (Vec<PlannedWrite>, Vec<WriteOutcome>, Option<String>) {
     let on_done = |_: usize, _: &WriteOutcome| progress.advance(1);
     let creating: HashSet<&str> = writes
         .iter()
@@ -300,9 +358,18 @@ async fn apply_writes(
     let mut sent: Vec<PlannedWrite> = writes.to_vec();
     let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
     let mut created_ids: HashMap<String, String> = HashMap::new();
-    for idxs in waves.values().chain(std::iter::once(&rest)) {
+    let mut stopped = None;
+    let batches = waves
+        .values()
+        .chain(std::iter::once(&rest))
+        .flat_map(|wave| wave.chunks(WRITE_BATCH));
+    for idxs in batches {
         if idxs.is_empty() {
             continue;
+        }
+        if let Some(reason) = stop.reason() {
+            stopped = Some(reason);
+            break;
         }
         for &i in idxs {
             if let WriteOp::Create { member } = &mut sent[i].op {
@@ -323,16 +390,23 @@ async fn apply_writes(
             outcomes[i] = Some(r);
         }
     }
-    let outcomes = outcomes
+    let (sent, outcomes) = sent
         .into_iter()
-        .map(|o| {
-            o.unwrap_or_else(|| WriteOutcome::Failed {
-                field: None,
-                message: "the destination returned no outcome for this write".into(),
-            })
+        .zip(outcomes)
+        .filter_map(|(w, o)| match o {
+            Some(o) => Some((w, o)),
+            // Never sent: the run stopped first.
+            None if stopped.is_some() => None,
+            None => Some((
+                w,
+                WriteOutcome::Failed {
+                    field: None,
+                    message: "the destination returned no outcome for this write".into(),
+                },
+            )),
         })
-        .collect();
-    (sent, outcomes)
+        .unzip();
+    (sent, outcomes, stopped)
 }
 
 /// How many managers up the reporting line are also being created (0: none). A cycle

@@ -13,14 +13,24 @@ pub fn errors_csv(rows: &[RecordError]) -> String {
     for r in rows {
         w.write_record([
             r.severity.as_str(),
-            r.employee_id.as_deref().unwrap_or(""),
-            r.email.as_deref().unwrap_or(""),
-            r.field.as_deref().unwrap_or(""),
-            r.message.as_str(),
+            &neutralise(r.employee_id.as_deref().unwrap_or("")),
+            &neutralise(r.email.as_deref().unwrap_or("")),
+            &neutralise(r.field.as_deref().unwrap_or("")),
+            &neutralise(r.message.as_str()),
         ])
         .expect("writing to memory");
     }
     String::from_utf8(w.into_inner().expect("writing to memory")).expect("CSV of UTF-8 is UTF-8")
+}
+
+/// A cell a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, tab, carriage
+/// return first) gets a leading `'`: the report carries text from Freshteam and the
+/// destination, which anyone with a profile can fill.
+fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
 }
 
 #[cfg(test)]
@@ -40,6 +50,32 @@ mod tests {
         assert_eq!(
             csv,
             "severity,employee_id,email,field,message\nerror,E-1,,email,\"invalid e-mail 'a,b' in official_email: has no @\"\n"
+        );
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_neutralised() {
+        let row = |id: &str, message: &str| RecordError {
+            employee_id: Some(id.into()),
+            email: Some("@SUM(A1)".into()),
+            field: None,
+            severity: "error".into(),
+            message: message.into(),
+        };
+        let csv = errors_csv(&[
+            row("=HYPERLINK(\"http://x\")", "+1 in cell"),
+            row("-2", "\tcmd"),
+            row("E-3", "plain, untouched"),
+        ]);
+        let mut lines = csv.lines().skip(1);
+        assert_eq!(
+            lines.next(),
+            Some("error,\"'=HYPERLINK(\"\"http://x\"\")\",'@SUM(A1),,'+1 in cell")
+        );
+        assert_eq!(lines.next(), Some("error,'-2,'@SUM(A1),,'\tcmd"));
+        assert_eq!(
+            lines.next(),
+            Some("error,E-3,'@SUM(A1),,\"plain, untouched\"")
         );
     }
 }

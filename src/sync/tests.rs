@@ -153,6 +153,7 @@ fn opts(dry_run: bool) -> ImportOptions {
         dry_run,
         max_leavers_percent: 20,
         approved_leavers: None,
+        ..ImportOptions::default()
     }
 }
 
@@ -413,4 +414,113 @@ async fn managers_created_in_the_same_run_are_linked_in_that_run() {
     .await;
     assert_eq!(second.status.summary.unchanged, 2);
     assert_eq!(*dest.writes.lock().unwrap(), writes);
+}
+
+/// Asks the run to stop as soon as its first write batch is done.
+struct StopsAfterFirstBatch {
+    inner: FakeDirectory,
+    stop: StopSignal,
+}
+
+#[async_trait]
+impl MemberDirectory for StopsAfterFirstBatch {
+    async fn list_members(&self) -> Result<Vec<DestinationMember>, DestinationError> {
+        self.inner.list_members().await
+    }
+    async fn apply(
+        &self,
+        ops: &[WriteOp],
+        on_done: &(dyn for<'o> Fn(usize, &'o WriteOutcome) + Send + Sync),
+    ) -> Vec<WriteOutcome> {
+        let out = self.inner.apply(ops, on_done).await;
+        self.stop.stop("spec.suspend was set to true");
+        out
+    }
+    fn stats(&self) -> DestinationStats {
+        self.inner.stats()
+    }
+}
+
+#[tokio::test]
+async fn a_stop_between_write_batches_keeps_the_outbox_consistent_and_the_next_run_finishes() {
+    let emails: Vec<String> = (1..=1200).map(|i| format!("e{i}@acme.example")).collect();
+    let ids: Vec<String> = (1..=1200).map(|i| format!("E-{i}")).collect();
+    let source = FakeSource {
+        employees: (0..1200)
+            .map(|i| employee(i as i64 + 1, &ids[i], &emails[i], "active"))
+            .collect(),
+        fail: None,
+    };
+    let stop = StopSignal::default();
+    let dest = StopsAfterFirstBatch {
+        inner: FakeDirectory::default(),
+        stop: stop.clone(),
+    };
+    let outbox = crate::notify::MemoryOutboxStore::new();
+    let options = ImportOptions {
+        stop,
+        ..opts(false)
+    };
+    let counter = ProgressCounter::default();
+    let out = run_import(
+        &mapping(false),
+        &source,
+        &dest,
+        &options,
+        Some(&outbox),
+        &counter,
+        &FixedClock,
+    )
+    .await;
+    assert_eq!(out.status.phase, ImportPhase::Interrupted);
+    assert_eq!(out.status.summary.created, WRITE_BATCH as u32);
+    let message = out.status.message.clone().unwrap();
+    assert!(
+        message.starts_with(
+            "Interrupted: spec.suspend was set to true; stopped after 500 of 1200 writes"
+        ),
+        "{message}"
+    );
+    assert_eq!(*dest.inner.writes.lock().unwrap(), 500);
+    // Every create had its intent first; exactly the members created are confirmed.
+    let saved = outbox.snapshot();
+    assert_eq!(saved.entries.len(), 1200);
+    assert_eq!(saved.entries.values().filter(|e| e.confirmed).count(), 500);
+
+    // The next run, not stopped, creates the rest and nothing twice.
+    let next = run(&source, &dest.inner, &opts(false)).await;
+    assert_eq!(next.status.phase, ImportPhase::Succeeded);
+    assert_eq!(next.status.summary.created, 700);
+    assert_eq!(dest.inner.members.lock().unwrap().len(), 1200);
+}
+
+#[tokio::test]
+async fn a_run_asked_to_stop_before_it_starts_reads_and_writes_nothing() {
+    let source = FakeSource {
+        employees: vec![employee(1, "E-1", "a@acme.example", "active")],
+        fail: None,
+    };
+    let dest = FakeDirectory::default();
+    let options = ImportOptions {
+        stop: StopSignal::default(),
+        ..opts(false)
+    };
+    options.stop.stop("the Secret freshteam-acme was deleted");
+    let counter = ProgressCounter::default();
+    let out = run_import(
+        &mapping(false),
+        &source,
+        &dest,
+        &options,
+        None,
+        &counter,
+        &FixedClock,
+    )
+    .await;
+    assert_eq!(out.status.phase, ImportPhase::Interrupted);
+    assert_eq!(
+        out.status.message.as_deref(),
+        Some("Interrupted: the Secret freshteam-acme was deleted; stopped while reading Freshteam; nothing was written")
+    );
+    assert_eq!(*dest.writes.lock().unwrap(), 0);
 }

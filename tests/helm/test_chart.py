@@ -116,6 +116,10 @@ def bindings_of_service_account(docs):
     ]
 
 
+# Shared-cluster mode: a Role in each listed namespace, nothing cluster-wide.
+NAMESPACED = {"watch": {"scope": "namespaces", "namespaces": ["hr-acme", "hr-globex"]}}
+
+
 # --- lint and metadata -------------------------------------------------------------------
 
 
@@ -136,8 +140,16 @@ def bindings_of_service_account(docs):
             "dashboard": {"enabled": True},
         },
         {"sharding": {"shards": ["s1"], "defaultShard": False}, "watch": {"scope": "namespace"}},
+        NAMESPACED,
     ],
-    ids=["defaults", "single-namespace", "everything-on", "shards-alerts-dashboard", "named-shards-only"],
+    ids=[
+        "defaults",
+        "single-namespace",
+        "everything-on",
+        "shards-alerts-dashboard",
+        "named-shards-only",
+        "listed-namespaces",
+    ],
 )
 def test_lint_strict_reports_no_warning_or_error(values):
     result = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
@@ -363,6 +375,45 @@ def test_smtp_settings_come_from_the_secret(chart):
     e = env(render(chart, {"smtp": {"existingSecret": "s", "mailFrom": "r@example.com"}}))
     assert e["SMTP_URL"]["valueFrom"]["secretKeyRef"] == {"name": "s", "key": "url"}
     assert "SMTP_USERNAME" not in e and "SMTP_PASSWORD" not in e
+
+
+def test_namespaces_mode_grants_roles_in_the_listed_namespaces_only(chart):
+    docs = render(chart, NAMESPACED)
+    roles = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == FULLNAME]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["hr-acme", "hr-globex"]
+    for role in roles:
+        assert rule_set(role) == OPERATOR_RULES
+    bindings = [b for b in of_kind(docs, "RoleBinding") if b["metadata"]["name"] == FULLNAME]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["hr-acme", "hr-globex"]
+    for b in bindings:
+        assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME}
+        assert b["subjects"] == [SERVICE_ACCOUNT]
+    # Nothing cluster-wide for the operator: no ClusterRoleBinding of its account, and no
+    # ClusterRole that reaches Secrets or ConfigMaps (the aggregated ones are for users).
+    assert [b for b in bindings_of_service_account(docs) if b["kind"] == "ClusterRoleBinding"] == []
+    for r in of_kind(docs, "ClusterRole"):
+        assert not any(res in ("secrets", "configmaps") for _, res, _ in rule_set(r)), r["metadata"]["name"]
+    assert env(docs)["WATCH_NAMESPACE"] == {"name": "WATCH_NAMESPACE", "value": "hr-acme,hr-globex"}
+    # Everything the account may do, added up: the operator's rules and its Lease.
+    granted = set()
+    for b in bindings_of_service_account(docs):
+        [role] = [
+            r
+            for r in of_kind(docs, b["roleRef"]["kind"])
+            if r["metadata"]["name"] == b["roleRef"]["name"]
+            and r["metadata"].get("namespace") == b["metadata"]["namespace"]
+        ]
+        granted |= rule_set(role)
+    assert granted == OPERATOR_RULES | LEASE_RULES
+
+
+def test_namespaces_mode_refuses_an_empty_or_repeated_list(chart):
+    with pytest.raises(helm.HelmError, match="needs watch.namespaces"):
+        render(chart, {"watch": {"scope": "namespaces"}})
+    with pytest.raises(helm.HelmError, match="lists a namespace twice"):
+        render(chart, {"watch": {"scope": "namespaces", "namespaces": ["a", "a"]}})
+    with pytest.raises(helm.HelmError, match="watch.namespaces is only used"):
+        render(chart, {"watch": {"namespaces": ["a"]}})
 
 
 def test_a_watch_namespace_without_namespace_scope_fails_at_install(chart):

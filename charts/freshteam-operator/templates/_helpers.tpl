@@ -54,6 +54,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default .Release.Namespace .Values.watch.namespace }}
 {{- end }}
 
+{{- /* The watched namespaces as {"namespaces": [...]}: empty for scope cluster. */}}
+{{- define "freshteam-operator.watchNamespaces" -}}
+{{- $list := list }}
+{{- if eq .Values.watch.scope "namespace" }}
+{{- $list = list (include "freshteam-operator.watchNamespace" .) }}
+{{- else if eq .Values.watch.scope "namespaces" }}
+{{- if not .Values.watch.namespaces }}
+{{- fail "watch.scope=namespaces needs watch.namespaces: the namespaces whose integrations the operator serves" }}
+{{- end }}
+{{- if ne (len .Values.watch.namespaces) (len (uniq .Values.watch.namespaces)) }}
+{{- fail "watch.namespaces lists a namespace twice" }}
+{{- end }}
+{{- $list = .Values.watch.namespaces }}
+{{- end }}
+{{- dict "namespaces" $list | toJson }}
+{{- end }}
+
 {{- define "freshteam-operator.leaseName" -}}
 {{- default (include "freshteam-operator.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
@@ -156,4 +173,35 @@ or nothing when both are empty. Call with (dict "root" $ "m" `phase="Failed"`).
 {{- define "freshteam-operator.promSelector" -}}
 {{- $parts := compact (list .m .root.Values.alerts.prometheusRule.matchers) }}
 {{- if $parts }}{{ printf "{%s}" (join ", " $parts) }}{{ end }}
+{{- end }}
+
+{{- /* The operator's own rules: exactly the calls the controller makes. */}}
+{{- define "freshteam-operator.operatorRules" }}
+rules:
+  # The watched resource; only its status is written.
+  - apiGroups: ["freshteam.provisioning.dev"]
+    resources: ["freshteamintegrations"]
+    verbs: ["get", "list", "watch"]
+  - apiGroups: ["freshteam.provisioning.dev"]
+    resources: ["freshteamintegrations/status"]
+    verbs: ["patch"]
+  # One ImportRun per run: created, progress in status, pruned to the history limits.
+  - apiGroups: ["freshteam.provisioning.dev"]
+    resources: ["importruns"]
+    verbs: ["get", "list", "watch", "create", "delete"]
+  - apiGroups: ["freshteam.provisioning.dev"]
+    resources: ["importruns/status"]
+    verbs: ["patch"]
+  # Error reports (<run>-errors) and the invitation outbox (<integration>-invitations).
+  - apiGroups: [""]
+    resources: ["configmaps"]
+    verbs: ["get", "create", "update"]
+  # API keys and SCIM tokens; watched so that a rotated key re-authorizes at once.
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["get", "list", "watch"]
+  # Events on integrations (kube-runtime's Recorder creates, then patches a series).
+  - apiGroups: ["events.k8s.io"]
+    resources: ["events"]
+    verbs: ["create", "patch"]
 {{- end }}

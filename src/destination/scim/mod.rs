@@ -24,6 +24,7 @@ use url::Url;
 use super::{
     DestinationError, DestinationMember, DestinationStats, MemberDirectory, WriteOp, WriteOutcome,
 };
+use crate::egress::{self, BodyError, Egress};
 use crate::member::{AttrSet, Change, Member};
 use crate::plan::replan_update;
 use crate::secret::SecretString;
@@ -55,6 +56,8 @@ pub struct ScimConfig {
     pub max_attempts: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Redirects, addresses and body sizes (see `egress.rs`).
+    pub egress: Egress,
 }
 
 impl ScimConfig {
@@ -72,6 +75,7 @@ impl ScimConfig {
             max_attempts: 4,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
+            egress: Egress::default(),
         })
     }
 }
@@ -263,7 +267,13 @@ impl ScimClient {
     /// token with a one-user list (that config is public on many services).
     pub async fn connect(config: ScimConfig) -> Result<Self, DestinationError> {
         check_scheme(&config.base_url)?;
-        let http = reqwest::Client::builder()
+        config
+            .egress
+            .check_url(&config.base_url)
+            .map_err(|r| DestinationError::Config(r.to_string()))?;
+        let http = config
+            .egress
+            .client_builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("freshteam-operator/", env!("CARGO_PKG_VERSION")))
@@ -345,12 +355,7 @@ impl ScimClient {
 
     /// Removes the token from text that came from elsewhere (a server's detail).
     fn redact(&self, text: &str) -> String {
-        let token = self.config.token.expose();
-        let mut text = if token.is_empty() {
-            text.to_string()
-        } else {
-            text.replace(token, "[redacted]")
-        };
+        let mut text = self.config.token.scrub(text);
         if text.len() > MAX_DETAIL {
             let mut cut = MAX_DETAIL;
             while !text.is_char_boundary(cut) {
@@ -421,9 +426,11 @@ impl ScimClient {
                     Ok(resp) => {
                         let status = resp.status();
                         let headers = resp.headers().clone();
-                        resp.bytes().await.map(|b| (status, headers, b.to_vec()))
+                        egress::read_body(resp, self.config.egress.max_body_bytes)
+                            .await
+                            .map(|b| (status, headers, b))
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err(BodyError::Read(e)),
                 };
                 debug!(
                     %method, %url, attempt,
@@ -456,7 +463,14 @@ impl ScimClient {
                         retried: attempt > 1,
                     });
                 }
-                Err(e) => {
+                // Not worth retrying: the same answer would come again.
+                Err(e @ BodyError::TooLarge { .. }) => {
+                    return Err(format!("{method} {}: {}", url.path(), e.describe()));
+                }
+                Err(BodyError::Read(e)) => {
+                    if let Some(refused) = egress::refusal(&e) {
+                        return Err(refused.to_string());
+                    }
                     let detail = self.redact(&describe_transport(&e, timeout));
                     if last {
                         return Err(detail);
