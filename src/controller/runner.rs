@@ -165,6 +165,7 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         None => None,
     };
 
+    let notes_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let outbox = ConfigMapOutboxStore::new(
         Api::namespaced(ctx.client.clone(), &ns),
         &integration,
@@ -184,6 +185,7 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
                 dry_run: req.start.dry_run,
                 max_leavers_percent: fti.spec.safety.max_leavers_percent,
                 approved_leavers,
+                convergence: super::convergence::load(&notes_api, &integration).await,
             };
             let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
                 .then_some(&outbox as &dyn OutboxStore);
@@ -204,6 +206,16 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         (_, Err(e)) => failed(&ctx, started, format!("destination: {e}")),
     };
 
+    if let Some(notes) = &outcome.convergence {
+        let owner = fti.controller_owner_ref(&());
+        if let Err(e) = super::convergence::save(&notes_api, &integration, owner, notes).await {
+            outcome.add_warnings([crate::api::RecordError {
+                severity: "warning".into(),
+                message: format!("convergence notes could not be saved ({e}): the next run may write unkept values again"),
+                ..crate::api::RecordError::default()
+            }]);
+        }
+    }
     let info = RunInfo {
         integration: &integration,
         run_name: &name,
@@ -238,6 +250,8 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         start_time: status.start_time.clone(),
         completion_time: status.completion_time.clone(),
         summary: status.summary.clone(),
+        unsupported_mapping_targets: (status.phase != ImportPhase::Failed)
+            .then(|| outcome.unsupported_targets.clone()),
     };
     let mut patch = json!({ "status": { "lastImport": last } });
     if req.start.trigger == ImportTrigger::Preview && status.phase != ImportPhase::Failed {

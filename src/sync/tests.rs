@@ -153,6 +153,7 @@ fn opts(dry_run: bool) -> ImportOptions {
         dry_run,
         max_leavers_percent: 20,
         approved_leavers: None,
+        ..ImportOptions::default()
     }
 }
 
