@@ -60,6 +60,10 @@ pub struct ScimConfig {
     pub max_attempts: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// A list longer than this many users, or than `max_list_pages` requests, stops the
+    /// run with an error (a service whose list never ends).
+    pub max_listed_users: usize,
+    pub max_list_pages: usize,
 }
 
 impl ScimConfig {
@@ -77,6 +81,8 @@ impl ScimConfig {
             max_attempts: 4,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
+            max_listed_users: MAX_LISTED_USERS,
+            max_list_pages: MAX_LIST_PAGES,
         })
     }
 }
@@ -1369,9 +1375,10 @@ impl MemberDirectory for ScimClient {
             let mut in_flight = FuturesUnordered::new();
             loop {
                 while !ended && next <= end && in_flight.len() < pacer.window() {
-                    if pages >= MAX_LIST_PAGES {
+                    if pages >= self.config.max_list_pages {
                         return Err(self.endless(format!(
-                            "the user list did not end after {MAX_LIST_PAGES} pages, the most the operator reads"
+                            "the user list did not end after {} pages, the most the operator reads",
+                            self.config.max_list_pages
                         )));
                     }
                     let start = next;
@@ -1409,9 +1416,10 @@ impl MemberDirectory for ScimClient {
                         None => ended = true,
                     }
                 }
-                if members.len() > MAX_LISTED_USERS {
+                if members.len() > self.config.max_listed_users {
                     return Err(self.endless(format!(
-                        "the service listed more than {MAX_LISTED_USERS} users, the most the operator reads"
+                        "the service listed more than {} users, the most the operator reads",
+                        self.config.max_listed_users
                     )));
                 }
             }
