@@ -414,3 +414,34 @@ fn text_summary(run: &ImportRun, outcome: &ImportOutcome) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::{Attr, Change};
+    use crate::notify::{FileOutboxStore, InvitationIntent, OutboxStore};
+
+    #[tokio::test]
+    async fn notes_sit_beside_the_outbox_in_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(load_notes(&path), ConvergenceNotes::default());
+        let store = FileOutboxStore::new(&path);
+        crate::notify::record_intents(
+            &store,
+            &[InvitationIntent {
+                employee_id: "E1".into(),
+                email: "a@example.com".into(),
+                first_name: None,
+            }],
+        )
+        .await
+        .unwrap();
+        let mut notes = ConvergenceNotes::default();
+        notes.record("E1", &[Change::Set(Attr::JobTitle, "Engineer".into())]);
+        save_notes(&path, &notes).unwrap();
+        assert_eq!(load_notes(&path), notes);
+        // The outbox reads as before.
+        assert_eq!(store.load().await.unwrap().pending(), 1);
+    }
+}
