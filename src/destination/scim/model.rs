@@ -753,6 +753,108 @@ mod tests {
     }
 
     #[test]
+    fn a_typeless_email_entry_is_matched_by_primary_or_value() {
+        let user = |emails: Value| -> WireUser {
+            serde_json::from_value(
+                json!({"id": "1", "userName": "a@example.com", "emails": emails}),
+            )
+            .unwrap()
+        };
+        let by_primary = user(json!([{"value": "x@example.com", "primary": true}]));
+        assert!(by_primary.into_destination(None).has_work_email);
+        let by_value = user(json!([{"value": "A@example.com"}]));
+        assert!(by_value.into_destination(None).has_work_email);
+        let other = user(json!([{"value": "h@example.com", "type": "home", "primary": true}]));
+        assert!(!other.into_destination(None).has_work_email);
+
+        // PUT replaces that entry instead of adding a second one.
+        let mut resource = json!({
+            "userName": "a@example.com",
+            "emails": [{"value": "a@example.com"}, {"value": "h@example.com", "type": "home"}],
+        });
+        apply_changes_to_resource(
+            &mut resource,
+            &[Change::Set(Attr::Email, "b@example.com".into())],
+        );
+        assert_eq!(
+            resource["emails"],
+            json!([{"value": "b@example.com"}, {"value": "h@example.com", "type": "home"}])
+        );
+    }
+
+    #[test]
+    fn whole_attribute_patch_replaces_name_and_emails() {
+        let desired = Member {
+            last_name: Some("Byron".into()),
+            ..full_member()
+        };
+        let managed: crate::member::AttrSet = Attr::ALL.into_iter().collect();
+        let changes = [
+            Change::Set(Attr::LastName, "Byron".into()),
+            Change::Set(Attr::Email, "n@example.com".into()),
+        ];
+        let body = patch_body_as(
+            PatchForm::WholeAttributes,
+            &changes,
+            true,
+            &desired,
+            managed,
+            true,
+        )
+        .unwrap();
+        let ops = body["Operations"].as_array().unwrap();
+        assert_eq!(
+            ops[0],
+            json!({"op": "replace", "path": "name", "value": {"givenName": "Ada", "familyName": "Byron"}})
+        );
+        assert_eq!(ops[2]["path"], "emails");
+        assert_eq!(ops[2]["value"][0]["value"], "n@example.com");
+        // Without both names in the mapping the object would wipe one: PUT instead.
+        let only_last: crate::member::AttrSet = [Attr::Email, Attr::LastName].into_iter().collect();
+        assert!(patch_body_as(
+            PatchForm::WholeAttributes,
+            &changes,
+            true,
+            &desired,
+            only_last,
+            true
+        )
+        .is_none());
+        // A service without `emails` gets the userName alone.
+        let body = patch_body_as(
+            PatchForm::ValuePaths,
+            &changes,
+            true,
+            &desired,
+            managed,
+            false,
+        )
+        .unwrap();
+        assert!(body["Operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|op| op["path"] != WORK_EMAIL_VALUE_PATH));
+    }
+
+    #[test]
+    fn lenient_total_results() {
+        let total = |v: &str| {
+            serde_json::from_str::<ListPage>(&format!(
+                r#"{{"totalResults": {v}, "Resources": []}}"#
+            ))
+            .unwrap()
+            .total_results
+        };
+        assert_eq!(total("12"), Some(12));
+        assert_eq!(total("1e12"), Some(1_000_000_000_000));
+        assert_eq!(total("1e40"), Some(u64::MAX));
+        assert_eq!(total("-3"), None);
+        assert_eq!(total("\"7\""), Some(7));
+        assert_eq!(total("null"), None);
+    }
+
+    #[test]
     fn bulk_status_and_location() {
         let op: BulkResponseOp = serde_json::from_value(json!({
             "status": "201", "location": "https://h/v2/Users/abc"
