@@ -7,13 +7,18 @@ operator's CPU time and peak RSS, requests per system against the protocol minim
 (ceil(N / page) list pages + lookups), and writes.
 
     scripts/bench.py --sizes 1000,10000 [--page-size 37] [--bulk auto|off|both]
-                     [--rate-limit 50 --window-ms 1000]
+                     [--rate-limit 50 --window-ms 1000] [--no-reference]
+
+After each steady state it also runs a plain sequential reference against the same two
+services (Freshteam pages one by one, the SCIM list one page at a time, an in-memory
+diff) and prints both side by side: the whole run, and the SCIM list alone.
 """
 
 import argparse
 import json
 import math
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -86,14 +91,63 @@ spec:
 """
 
 
+def get_json(url, headers):
+    req = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read()), r.headers
+
+
+def sequential_reference(sim_port, scim_port):
+    """The plain way: every Freshteam page in turn, every SCIM page in turn, one diff."""
+    start = time.perf_counter()
+    ft = {"Authorization": f"Bearer {API_KEY}", "Accept": "application/json"}
+    departments, _ = get_json(f"http://127.0.0.1:{sim_port}/api/departments", ft)
+    names = {d["id"]: d.get("name") for d in departments}
+    employees, page = [], 1
+    while True:
+        batch, headers = get_json(f"http://127.0.0.1:{sim_port}/api/employees?page={page}", ft)
+        employees.extend(batch)
+        if not batch or page >= int(headers.get("total-pages") or page):
+            break
+        page += 1
+    scim_start = time.perf_counter()
+    sc = {"Authorization": f"Bearer {TOKEN}"}
+    users, index = [], 1
+    while True:
+        body, _ = get_json(f"http://127.0.0.1:{scim_port}/v2/Users?startIndex={index}&count=1000", sc)
+        batch = body.get("Resources", [])
+        users.extend(batch)
+        index += len(batch)
+        if not batch or len(users) >= body.get("totalResults", 0):
+            break
+    scim_wall = time.perf_counter() - scim_start
+    by_id = {u.get("externalId"): u for u in users}
+    differ = 0
+    for e in employees:
+        u = by_id.get(e.get("employee_id"))
+        ext = (u or {}).get("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", {})
+        want = (e.get("official_email"), e.get("first_name"), e.get("last_name"),
+                e.get("designation"), names.get(e.get("department_id")))
+        have = u and (u.get("userName"), u.get("name", {}).get("givenName"),
+                      u.get("name", {}).get("familyName"), u.get("title"), ext.get("department"))
+        differ += want != have
+    return {"wall": time.perf_counter() - start, "scim_list": scim_wall,
+            "users": len(users), "differ": differ}
+
+
+LISTED = re.compile(r"listed SCIM users.*?pages\S*?=\S*?(\d+).*?window\S*?=\S*?(\d+).*?elapsed_ms\S*?=\S*?(\d+)")
+
+
 def run_sync(binary, manifest, bulk):
     """Runs sync as a child and measures it with wait4 (CPU and peak RSS of that child)."""
     start = time.perf_counter()
+    env = dict(os.environ, RUST_LOG="warn,freshteam_operator::destination::scim=debug", NO_COLOR="1")
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
             [binary, "sync", "--file", manifest, "--output", "json", "--bulk", bulk],
             stdout=subprocess.PIPE,
             stderr=err,
+            env=env,
         )
         # Read stdout to the end before wait4 so a large JSON can't block the child.
         out = proc.stdout.read()
@@ -104,8 +158,13 @@ def run_sync(binary, manifest, bulk):
             err.seek(0)
             sys.stderr.write(err.read().decode())
             raise SystemExit(f"sync exited {code}")
+        err.seek(0)
+        listed = LISTED.search(re.sub(r"\x1b\[[0-9;]*m", "", err.read().decode(errors="replace")))
     run = json.loads(out)
     return {
+        "list_ms": int(listed.group(3)) if listed else None,
+        "list_pages": int(listed.group(1)) if listed else None,
+        "list_window": int(listed.group(2)) if listed else None,
         "wall": wall,
         "cpu": usage.ru_utime + usage.ru_stime,
         "rss_mb": usage.ru_maxrss / 1024,
@@ -121,6 +180,7 @@ def main():
     ap.add_argument("--rate-limit", type=int, default=None, help="simulator requests per window")
     ap.add_argument("--window-ms", type=int, default=1000)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "freshteam-operator"))
+    ap.add_argument("--no-reference", action="store_true", help="skip the sequential reference")
     args = ap.parse_args()
 
     if not os.path.exists(args.binary):
@@ -129,6 +189,7 @@ def main():
     bulks = ["auto", "off"] if args.bulk == "both" else [args.bulk]
 
     rows = []
+    comparisons = []
     for size in [int(s) for s in args.sizes.split(",")]:
         for bulk in bulks:
             sim_port, scim_port = free_port(), free_port()
@@ -163,12 +224,26 @@ def main():
                         "created": summary.get("created", 0), "unchanged": summary.get("unchanged", 0),
                     })
                     print_row(rows[-1], header=len(rows) == 1)
+                    if label == "steady state" and not args.no_reference:
+                        comparisons.append((size, bulk, m, sequential_reference(sim_port, scim_port)))
                 os.unlink(manifest)
             finally:
                 sim.terminate()
                 scim.terminate()
                 sim.wait()
                 scim.wait()
+    if comparisons:
+        print()
+        print("steady state, this project vs. a plain sequential reference of the same services:")
+        print(f"{'employees':>9} {'bulk':>4} {'sync s':>7} {'ref s':>6} {'ratio':>6} "
+              f"{'SCIM list s':>11} {'ref list s':>10} {'ratio':>6} {'pages':>5} {'window':>6}")
+        for size, bulk, m, ref in comparisons:
+            lst = m["list_ms"] / 1000 if m["list_ms"] is not None else float("nan")
+            print(f"{size:>9} {bulk:>4} {m['wall']:>7.2f} {ref['wall']:>6.2f} {m['wall'] / ref['wall']:>5.2f}x "
+                  f"{lst:>11.2f} {ref['scim_list']:>10.2f} {lst / ref['scim_list']:>5.2f}x "
+                  f"{m['list_pages'] or 0:>5} {m['list_window'] or 0:>6}", flush=True)
+            if ref["differ"] or ref["users"] != size:
+                print(f"  (reference saw {ref['users']} users, {ref['differ']} differing)")
     if args.rate_limit:
         for r in rows:
             floor = max(0, math.ceil(r["ft_min"] / args.rate_limit) - 1) * args.window_ms / 1000

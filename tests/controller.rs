@@ -21,7 +21,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use support::{ScimServer, TestClock};
+use support::{Peer, ScimServer, TestClock};
 use support_smtp::SmtpServer;
 
 const NS: &str = "hr";
@@ -50,6 +50,23 @@ impl Harness {
         mail: Mail,
         edit: impl FnOnce(&mut FreshteamIntegrationSpec),
     ) -> Self {
+        Self::on_peer(
+            employees,
+            allow_custom_endpoints,
+            mail,
+            Peer::Scim2Server,
+            edit,
+        )
+        .await
+    }
+
+    async fn on_peer(
+        employees: usize,
+        allow_custom_endpoints: bool,
+        mail: Mail,
+        peer: Peer,
+        edit: impl FnOnce(&mut FreshteamIntegrationSpec),
+    ) -> Self {
         let sim = Simulator::start(SimConfig {
             employees,
             page_size: 9,
@@ -58,7 +75,7 @@ impl Harness {
             ..SimConfig::default()
         })
         .unwrap();
-        let scim = ScimServer::start();
+        let scim = ScimServer::start_peer(peer);
         let fti = integration_for("acme", &sim.base_url(), &scim.url, &[], edit);
         let client = kube_fake_client::ClientBuilder::new()
             .with_resource::<FreshteamIntegration>()
@@ -1130,4 +1147,44 @@ async fn a_leaver_approval_counts_only_for_the_integrations_own_blocked_run() {
     let last = h.status().await.last_import.unwrap();
     assert_eq!(last.phase, ImportPhase::Succeeded);
     assert_eq!(last.summary.leavers, 4);
+}
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_the_destination_does_not_keep_show_as_a_condition() {
+    let condition = |status: &FreshteamIntegrationStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "DestinationSupportsMapping")
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    for (peer, expected) in [
+        (Peer::Scim2Server, None),
+        (Peer::Scimmy, Some("department")),
+    ] {
+        let h = Harness::on_peer(5, true, Mail::default(), peer, |_| {}).await;
+        h.reconcile().await; // the preview run
+        assert_eq!(h.runs().await.len(), 1);
+        h.reconcile().await;
+        let status = h.status().await;
+        let mapping_valid = status.conditions.iter().find(|c| c.type_ == "MappingValid");
+        assert_eq!(mapping_valid.unwrap().status, "True");
+        let (state, reason, message) = condition(&status).expect("set after a run");
+        match expected {
+            None => assert_eq!(
+                (state.as_str(), reason.as_str()),
+                ("True", "AllTargetsKept")
+            ),
+            Some(target) => {
+                assert_eq!(
+                    (state.as_str(), reason.as_str()),
+                    ("False", "TargetsNotKept")
+                );
+                assert!(message.contains(target), "{message}");
+                assert_eq!(
+                    status.last_import.unwrap().unsupported_mapping_targets,
+                    Some(vec![target.to_string()])
+                );
+            }
+        }
+    }
 }

@@ -5,13 +5,13 @@ mod support;
 use std::sync::Mutex;
 
 use freshteam_operator::destination::{
-    BulkLimits, BulkMode, Capabilities, DestinationError, DestinationMember, MemberDirectory,
-    ScimClient, ScimConfig, WriteOp, WriteOutcome,
+    BulkLimits, BulkMode, Capabilities, DestinationError, DestinationMember, Keeps,
+    MemberDirectory, ScimClient, ScimConfig, WriteOp, WriteOutcome,
 };
 use freshteam_operator::member::{Attr, AttrSet, Change, Member};
 use freshteam_operator::secret::SecretString;
 use serde_json::json;
-use support::{ScimServer, ENTERPRISE};
+use support::{Peer, ScimServer, ENTERPRISE};
 
 async fn connect(server: &ScimServer) -> ScimClient {
     ScimClient::connect(server.config())
@@ -140,9 +140,32 @@ async fn connect_reads_the_service_provider_config() {
             etag: true,
         }
     );
-    // The config itself, then a one-user list that proves the token.
-    assert_eq!(client.stats().reads, 2);
+    // The config itself, a one-user list that proves the token, /Schemas, /ResourceTypes.
+    assert_eq!(client.stats().reads, 4);
     assert_eq!(client.stats().writes, 0);
+    // scim2-server keeps every attribute the operator writes, the extension included.
+    assert_eq!(client.keeps(), Keeps::everything());
+}
+
+#[tokio::test]
+async fn discovery_on_scimmy_finds_the_core_schema_without_the_extension() {
+    let server = ScimServer::start_peer(Peer::Scimmy);
+    let client = connect(&server).await;
+    assert!(client.capabilities().patch);
+    assert!(!client.capabilities().etag);
+    assert_eq!(client.capabilities().filter_max_results, Some(200));
+    let kept: Vec<Attr> = client.keeps().attrs.iter().collect();
+    assert_eq!(
+        kept,
+        vec![
+            Attr::Email,
+            Attr::FirstName,
+            Attr::LastName,
+            Attr::DisplayName,
+            Attr::JobTitle
+        ]
+    );
+    assert!(client.keeps().emails);
 }
 
 #[tokio::test]
@@ -943,8 +966,8 @@ async fn transient_failures_are_retried_without_duplicating_members() {
     let client = connect_with(config).await;
     assert_eq!(
         client.stats().reads,
-        4,
-        "two 503s, then the config and the token check"
+        6,
+        "two 503s, then the config, the token check, /Schemas and /ResourceTypes"
     );
 
     // The first POST is applied but its answer is lost; the retry meets the account it
@@ -977,4 +1000,322 @@ async fn transient_failures_are_retried_without_duplicating_members() {
     );
     assert_eq!(apply(&client, &[op]).await, vec![WriteOutcome::Updated]);
     assert_eq!(server.user(&id).await.unwrap()["title"], "Analyst");
+}
+
+/// What a [`PartialFront`] refuses, as partial SCIM services do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Partial {
+    /// PATCH paths with a value filter or a sub-attribute: 400 `invalidPath`.
+    NoValuePaths,
+    /// No PATCH at all: 501.
+    NoPatch,
+}
+
+/// A front for `scim2-server` that refuses what a partial service refuses and passes
+/// the rest on; counts the refusals and the PATCH and PUT requests it saw.
+struct PartialFront {
+    url: String,
+    seen: std::sync::Arc<Mutex<Vec<(String, bool)>>>,
+}
+
+impl PartialFront {
+    async fn start(server: &ScimServer, partial: Partial) -> PartialFront {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v2", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (log, port) = (seen.clone(), server.port);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let Some(request) = read_request(&mut inbound).await else {
+                        return;
+                    };
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    let method = text.split(' ').next().unwrap_or_default().to_string();
+                    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+                    let refused = method == "PATCH"
+                        && match partial {
+                            Partial::NoPatch => true,
+                            Partial::NoValuePaths => {
+                                let v: serde_json::Value =
+                                    serde_json::from_str(body).unwrap_or_default();
+                                v["Operations"].as_array().into_iter().flatten().any(|op| {
+                                    op["path"].as_str().is_some_and(|p| {
+                                        !p.starts_with("urn:")
+                                            && (p.contains('[') || p.contains('.'))
+                                    })
+                                })
+                            }
+                        };
+                    if matches!(method.as_str(), "PATCH" | "PUT") {
+                        log.lock().unwrap().push((method.clone(), refused));
+                    }
+                    if refused {
+                        let (status, body) = match partial {
+                            Partial::NoPatch => (
+                                "501 Not Implemented",
+                                json!({"status": "501", "detail": "PATCH is not supported"}),
+                            ),
+                            Partial::NoValuePaths => (
+                                "400 Bad Request",
+                                json!({"status": "400", "scimType": "invalidPath", "detail": "unsupported path"}),
+                            ),
+                        };
+                        let body = body.to_string();
+                        let _ = inbound
+                            .write_all(format!("HTTP/1.0 {status}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
+                            .await;
+                        return;
+                    }
+                    let mut outbound = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .unwrap();
+                    outbound.write_all(&request).await.unwrap();
+                    let mut answer = Vec::new();
+                    let _ = tokio::io::AsyncReadExt::read_to_end(&mut outbound, &mut answer).await;
+                    let _ = inbound.write_all(&answer).await;
+                });
+            }
+        });
+        PartialFront { url, seen }
+    }
+
+    /// (method, refused) of every PATCH and PUT so far, then forgets them.
+    fn take(&self) -> Vec<(String, bool)> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+async fn rename_twice(partial: Partial) -> Vec<(String, bool)> {
+    let server = ScimServer::start();
+    let front = PartialFront::start(&server, partial).await;
+    let mut config = ScimConfig::new(&front.url, SecretString::new(server.token.clone())).unwrap();
+    config.bulk = BulkMode::Off;
+    let client = connect_with(config).await;
+    let ids = create_all(
+        &client,
+        vec![
+            full_member("E1", "ada@example.com"),
+            full_member("E2", "bob@example.com"),
+        ],
+    )
+    .await;
+    let mut seen = Vec::new();
+    for (n, (employee, email)) in [("E1", "ada.byron@example.com"), ("E2", "bob.b@example.com")]
+        .into_iter()
+        .enumerate()
+    {
+        let current = listed(&client, employee).await;
+        let desired = Member {
+            last_name: Some("Byron".into()),
+            email: email.into(),
+            ..full_member(employee, email)
+        };
+        let op = update(
+            &current,
+            vec![
+                Change::Set(Attr::LastName, "Byron".into()),
+                Change::Set(Attr::Email, email.into()),
+            ],
+            desired,
+            all_attrs(),
+        );
+        assert_eq!(
+            apply(&client, &[op]).await,
+            vec![WriteOutcome::Updated],
+            "{partial:?}"
+        );
+        let user = server.user(&ids[n]).await.unwrap();
+        assert_eq!(user["name"]["familyName"], "Byron", "{partial:?}");
+        assert_eq!(
+            user["name"]["givenName"], "Ada",
+            "{partial:?}: the other name stays"
+        );
+        assert_eq!(user["userName"], email);
+        let emails = user["emails"].as_array().unwrap();
+        assert_eq!(emails.len(), 1, "{partial:?}: {emails:?}");
+        assert_eq!(emails[0]["value"], email);
+        assert_eq!(user[ENTERPRISE]["department"], "Engines");
+        seen.push(front.take());
+    }
+    seen.concat()
+}
+
+#[tokio::test]
+async fn refused_value_paths_fall_back_to_whole_attributes_once_per_run() {
+    let seen = rename_twice(Partial::NoValuePaths).await;
+    // The first update learns (refused, then whole attributes); the second goes
+    // straight to what worked.
+    let patch = |refused| ("PATCH".to_string(), refused);
+    assert_eq!(seen, vec![patch(true), patch(false), patch(false)]);
+}
+
+#[tokio::test]
+async fn refused_patch_falls_back_to_put_once_per_run() {
+    let seen = rename_twice(Partial::NoPatch).await;
+    let put = ("PUT".to_string(), false);
+    assert_eq!(
+        seen,
+        vec![
+            ("PATCH".into(), true),
+            ("PATCH".into(), true),
+            put.clone(),
+            put
+        ]
+    );
+}
+
+/// A scripted SCIM service with a hostile list: `users` members, announcing `total`
+/// (raw JSON, `None`: absent), pages of at most `page` users; `ignore_start` answers
+/// every page from the first user; `endless` makes up users past the end.
+#[derive(Clone)]
+struct HostileList {
+    users: usize,
+    total: Option<&'static str>,
+    page: usize,
+    ignore_start: bool,
+    endless: bool,
+}
+
+async fn hostile_list(h: HostileList) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v2", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let h = h.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Some(request) = read_request(&mut inbound).await else {
+                    return;
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let line = String::from_utf8_lossy(&request)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let target = line.split(' ').nth(1).unwrap_or_default().to_string();
+                let query = |key: &str| -> usize {
+                    target
+                        .split(['?', '&'])
+                        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1)
+                };
+                let (status, body) = if target.starts_with("/v2/Users") {
+                    let start = if h.ignore_start {
+                        1
+                    } else {
+                        query("startIndex")
+                    };
+                    let last = if h.endless { usize::MAX } else { h.users };
+                    let n = query("count").min(h.page);
+                    let users: Vec<String> = (start..=last)
+                        .take(n)
+                        .map(|i| format!(r#"{{"id":"u{i}","userName":"u{i}@example.com","externalId":"E{i}"}}"#))
+                        .collect();
+                    let total = h
+                        .total
+                        .map(|t| format!(r#""totalResults":{t},"#))
+                        .unwrap_or_default();
+                    (
+                        "200 OK",
+                        format!(r#"{{{total}"Resources":[{}]}}"#, users.join(",")),
+                    )
+                } else {
+                    ("404 Not Found", r#"{"status":"404"}"#.to_string())
+                };
+                let _ = inbound
+                    .write_all(format!("HTTP/1.0 {status}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
+                    .await;
+            });
+        }
+    });
+    (url, requests)
+}
+
+async fn list_hostile(h: HostileList) -> (Result<Vec<DestinationMember>, DestinationError>, usize) {
+    let (url, requests) = hostile_list(h).await;
+    let mut config = ScimConfig::new(&url, SecretString::new("t")).unwrap();
+    config.max_listed_users = 500;
+    config.max_list_pages = 100;
+    let client = connect_with(config).await;
+    let before = requests.load(std::sync::atomic::Ordering::Relaxed);
+    let result = client.list_members().await;
+    (
+        result,
+        requests.load(std::sync::atomic::Ordering::Relaxed) - before,
+    )
+}
+
+#[tokio::test]
+async fn a_huge_or_overflowing_total_does_not_blow_up_the_list() {
+    for total in [
+        "1e12",
+        "1000000000000",
+        "340282366920938463463374607431768211456",
+        "-5",
+    ] {
+        let (result, requests) = list_hostile(HostileList {
+            users: 25,
+            total: Some(total),
+            page: 10,
+            ignore_start: false,
+            endless: false,
+        })
+        .await;
+        let members = result.unwrap_or_else(|e| panic!("totalResults {total}: {e}"));
+        assert_eq!(members.len(), 25, "totalResults {total}");
+        // Three pages of users and an empty one (a few more while parallel).
+        assert!(requests <= 12, "totalResults {total}: {requests} requests");
+    }
+}
+
+#[tokio::test]
+async fn a_list_that_never_ends_stops_at_the_cap_with_a_clear_error() {
+    for total in [None, Some("1e12")] {
+        let (result, _) = list_hostile(HostileList {
+            users: 0,
+            total,
+            page: 10,
+            ignore_start: false,
+            endless: true,
+        })
+        .await;
+        let e = result.expect_err("an endless list is an error").to_string();
+        assert!(
+            e.contains("more than 500 users, the most the operator reads"),
+            "{e}"
+        );
+    }
+    let (result, _) = list_hostile(HostileList {
+        users: 0,
+        total: None,
+        page: 1,
+        ignore_start: false,
+        endless: true,
+    })
+    .await;
+    let e = result.expect_err("an endless list is an error").to_string();
+    assert!(e.contains("did not end after 100 pages"), "{e}");
+}
+
+#[tokio::test]
+async fn a_service_ignoring_start_index_is_an_error_not_a_loop() {
+    let (result, requests) = list_hostile(HostileList {
+        users: 30,
+        total: None,
+        page: 10,
+        ignore_start: true,
+        endless: false,
+    })
+    .await;
+    let e = result.expect_err("repeated pages are an error").to_string();
+    assert!(e.contains("ignores startIndex"), "{e}");
+    assert!(requests <= 10, "{requests}");
 }

@@ -358,6 +358,9 @@ pub struct LastImport {
     /// Its counts.
     #[serde(default)]
     pub summary: ImportSummary,
+    /// Mapping targets the destination does not keep (left out of every write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsupported_mapping_targets: Option<Vec<String>>,
 }
 
 /// What an import would do if the integration were published. Written by the preview run

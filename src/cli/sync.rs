@@ -13,7 +13,7 @@ use crate::api::validate::{validate_spec, EndpointPolicy};
 use crate::api::{ImportPhase, ImportRun, ImportRunSpec, ImportTrigger};
 use crate::clock::SystemClock;
 use crate::destination::scim::BulkMode;
-use crate::destination::{ScimClient, ScimConfig};
+use crate::destination::{ConvergenceNotes, ScimClient, ScimConfig};
 use crate::manifest::{self, Manifests};
 use crate::notify::{
     notify_after_run, FileOutboxStore, Mail, MemoryOutboxStore, OutboxStore, RunInfo,
@@ -145,6 +145,11 @@ pub async fn run(args: SyncArgs) -> ExitCode {
         dry_run: args.dry_run,
         max_leavers_percent: spec.safety.max_leavers_percent,
         approved_leavers: args.approve_leavers.then_some(u32::MAX),
+        convergence: args
+            .state_file
+            .as_deref()
+            .map(load_notes)
+            .unwrap_or_default(),
         ..ImportOptions::default()
     };
     let mut outcome = run_import(
@@ -168,8 +173,54 @@ pub async fn run(args: SyncArgs) -> ExitCode {
     for w in notify_after_run(&mail, Some(store), &info, &mut outcome).await {
         progress.warn(&w);
     }
+    // Last: the invitation saves above rewrite the file without this key.
+    if let (Some(path), Some(notes)) = (&args.state_file, &outcome.convergence) {
+        if let Err(e) = save_notes(path, notes) {
+            progress.warn(&format!(
+                "convergence notes not saved ({e}): the next run may write unkept values again"
+            ));
+        }
+    }
     progress.finish();
     finish(&args, &manifests, &run_name, outcome)
+}
+
+/// The state file's key for the convergence notes, beside the invitation outbox.
+const NOTES_KEY: &str = "convergence";
+
+/// The convergence notes in the state file (none when it has none or is unreadable).
+fn load_notes(path: &std::path::Path) -> ConvergenceNotes {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|mut v| v.get_mut(NOTES_KEY).map(serde_json::Value::take))
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+/// Writes the notes under their key, keeping the rest of the file (atomically: a
+/// temporary file renamed over it).
+fn save_notes(path: &std::path::Path, notes: &ConvergenceNotes) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mut state = match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| fail(&e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(fail(&e)),
+    };
+    let Some(object) = state.as_object_mut() else {
+        return Err(fail(&"not a JSON object"));
+    };
+    if notes.is_empty() && !object.contains_key(NOTES_KEY) {
+        return Ok(());
+    }
+    object.insert(
+        NOTES_KEY.to_string(),
+        serde_json::to_value(notes).map_err(|e| fail(&e))?,
+    );
+    let tmp = path.with_extension("convergence.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&state).map_err(|e| fail(&e))?)
+        .map_err(|e| fail(&e))?;
+    std::fs::rename(&tmp, path).map_err(|e| fail(&e))
 }
 
 enum Setup {
@@ -363,4 +414,35 @@ fn text_summary(run: &ImportRun, outcome: &ImportOutcome) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::{Attr, Change};
+    use crate::notify::{FileOutboxStore, InvitationIntent, OutboxStore};
+
+    #[tokio::test]
+    async fn notes_sit_beside_the_outbox_in_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(load_notes(&path), ConvergenceNotes::default());
+        let store = FileOutboxStore::new(&path);
+        crate::notify::record_intents(
+            &store,
+            &[InvitationIntent {
+                employee_id: "E1".into(),
+                email: "a@example.com".into(),
+                first_name: None,
+            }],
+        )
+        .await
+        .unwrap();
+        let mut notes = ConvergenceNotes::default();
+        notes.record("E1", &[Change::Set(Attr::JobTitle, "Engineer".into())]);
+        save_notes(&path, &notes).unwrap();
+        assert_eq!(load_notes(&path), notes);
+        // The outbox reads as before.
+        assert_eq!(store.load().await.unwrap().pending(), 1);
+    }
 }

@@ -14,6 +14,8 @@ pub const AUTHORIZED: &str = "Authorized";
 pub const MAPPING_VALID: &str = "MappingValid";
 pub const PUBLISHED: &str = "Published";
 pub const IMPORTING: &str = "Importing";
+/// Whether the destination keeps every mapping target (from the last run's discovery).
+pub const DESTINATION_SUPPORTS_MAPPING: &str = "DestinationSupportsMapping";
 
 /// Sets (or replaces) the condition of `type_`.
 pub fn set(

@@ -3,6 +3,7 @@
 
 pub mod conditions;
 pub mod connect;
+pub mod convergence;
 pub mod decide;
 pub mod history;
 pub mod leader;

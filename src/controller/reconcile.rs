@@ -12,7 +12,10 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::conditions::{self as cond, AUTHORIZED, IMPORTING, MAPPING_VALID, PUBLISHED, READY};
+use super::conditions::{
+    self as cond, AUTHORIZED, DESTINATION_SUPPORTS_MAPPING, IMPORTING, MAPPING_VALID, PUBLISHED,
+    READY,
+};
 use super::decide::{decide, Inputs};
 use super::runner::{create_run, execute, new_run, RunRequest};
 use super::Context;
@@ -102,6 +105,23 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
                 "Valid",
                 "mapping, schedule and endpoints are valid".into(),
             );
+            let last = previous.last_import.as_ref();
+            if let Some(targets) = last.and_then(|l| l.unsupported_mapping_targets.as_ref()) {
+                let (ok, reason, message) = match targets.is_empty() {
+                    true => (true, "AllTargetsKept", "the destination keeps every mapping target".to_string()),
+                    false => (false, "TargetsNotKept", format!(
+                        "the destination does not keep {}: left out of every write and never compared",
+                        targets.join(", ")
+                    )),
+                };
+                set(
+                    &mut status,
+                    DESTINATION_SUPPORTS_MAPPING,
+                    ok,
+                    reason,
+                    message,
+                );
+            }
             v
         }
         Err(errors) => {

@@ -198,6 +198,7 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
 
     let key = format!("{ns}/{integration}");
     let stop = ctx.stop_signal(&key);
+    let notes_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let outbox = ConfigMapOutboxStore::new(
         Api::namespaced(ctx.client.clone(), &ns),
         &integration,
@@ -226,6 +227,7 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
                 max_leavers_percent: fti.spec.safety.max_leavers_percent,
                 approved_leavers,
                 stop: stop.clone(),
+                convergence: super::convergence::load(&notes_api, &integration).await,
             };
             let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
                 .then_some(&outbox as &dyn OutboxStore);
@@ -248,6 +250,16 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
 
     ctx.forget_stop_signal(&key, &stop);
 
+    if let Some(notes) = &outcome.convergence {
+        let owner = fti.controller_owner_ref(&());
+        if let Err(e) = super::convergence::save(&notes_api, &integration, owner, notes).await {
+            outcome.add_warnings([crate::api::RecordError {
+                severity: "warning".into(),
+                message: format!("convergence notes could not be saved ({e}): the next run may write unkept values again"),
+                ..crate::api::RecordError::default()
+            }]);
+        }
+    }
     let info = RunInfo {
         integration: &integration,
         run_name: &name,
@@ -282,6 +294,8 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         start_time: status.start_time.clone(),
         completion_time: status.completion_time.clone(),
         summary: status.summary.clone(),
+        unsupported_mapping_targets: (status.phase != ImportPhase::Failed)
+            .then(|| outcome.unsupported_targets.clone()),
     };
     let mut patch = json!({ "status": { "lastImport": last } });
     if req.start.trigger == ImportTrigger::Preview {
@@ -500,6 +514,9 @@ pub async fn mark_interrupted(ctx: &Context, runs: &Api<ImportRun>) -> Result<u3
                         .as_ref()
                         .map(|s| s.summary.clone())
                         .unwrap_or_default(),
+                    // Keeps what the previous import found out about the destination.
+                    unsupported_mapping_targets: last
+                        .and_then(|l| l.unsupported_mapping_targets.clone()),
                 };
                 patch["lastImport"] = serde_json::to_value(interrupted).expect("serialises");
             }

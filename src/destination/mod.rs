@@ -1,12 +1,14 @@
 //! The destination: the rewards platform's member directory (SCIM 2.0).
 
+pub mod convergence;
 pub mod scim;
 
 use async_trait::async_trait;
 
 use crate::member::{AttrSet, Change, Member};
 
-pub use scim::{BulkLimits, BulkMode, Capabilities, ScimClient, ScimConfig};
+pub use convergence::ConvergenceNotes;
+pub use scim::{BulkLimits, BulkMode, Capabilities, Keeps, ScimClient, ScimConfig};
 
 /// A member as the destination holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,4 +121,13 @@ pub trait MemberDirectory: Send + Sync {
     ) -> Vec<WriteOutcome>;
     /// Calls made so far.
     fn stats(&self) -> DestinationStats;
+    /// Member fields the destination keeps (from its schemas); the others are left out
+    /// of every write and never compared.
+    fn keeps(&self) -> AttrSet {
+        crate::member::Attr::ALL.into_iter().collect()
+    }
+    /// Where a member field goes in the destination, for messages.
+    fn target_name(&self, attr: crate::member::Attr) -> String {
+        attr.field_name().to_string()
+    }
 }

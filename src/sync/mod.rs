@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::api::{ApiCalls, ImportPhase, ImportRunStatus, ImportSummary, Progress, RecordError};
 use crate::clock::{rfc3339, Clock};
 use crate::destination::{
-    DestinationMember, DestinationStats, MemberDirectory, WriteOp, WriteOutcome,
+    ConvergenceNotes, DestinationMember, DestinationStats, MemberDirectory, WriteOp, WriteOutcome,
 };
 use crate::mapping::{map_records, CompiledMapping};
-use crate::member::{Attr, Change};
+use crate::member::{Attr, AttrSet, Change};
 use crate::notify::{InvitationIntent, OutboxStore};
 use crate::plan::{plan, Plan, PlanOptions, PlannedWrite, WriteKind};
 use crate::progress::ProgressSink;
@@ -39,6 +39,8 @@ pub struct ImportOptions {
     pub approved_leavers: Option<u32>,
     /// Asks the run to stop at its next safe point (the run ends `Interrupted`).
     pub stop: StopSignal,
+    /// Values earlier runs wrote that the destination did not keep (from the state).
+    pub convergence: ConvergenceNotes,
 }
 
 fn api_calls(source: &SourceStats, dest: &DestinationStats) -> ApiCalls {
@@ -67,6 +69,11 @@ pub struct ImportOutcome {
     /// Employee IDs with a member in the destination after the run (`None` when the
     /// destination could not be read).
     pub member_ids: Option<HashSet<String>>,
+    /// The convergence notes to keep for the next run; `None`: keep the previous ones
+    /// (a dry run, or a run that never got to write).
+    pub convergence: Option<ConvergenceNotes>,
+    /// Mapping targets (`spec.mapping` field names) the destination does not keep.
+    pub unsupported_targets: Vec<String>,
 }
 
 impl ImportOutcome {
@@ -150,12 +157,25 @@ pub async fn run_import(
         }
     };
 
+    // What the destination does not keep is never written nor compared.
+    let kept = destination.keeps();
+    let unsupported: Vec<Attr> = mapping
+        .managed
+        .iter()
+        .filter(|a| !kept.contains(*a))
+        .collect();
+    let managed: AttrSet = mapping
+        .managed
+        .iter()
+        .filter(|a| kept.contains(*a))
+        .collect();
     let plan_options = PlanOptions {
-        managed: mapping.managed,
+        managed,
         max_leavers_percent: options.max_leavers_percent,
         approved_leavers: options.approved_leavers,
     };
-    let planned = plan(&mapped, &current, &plan_options);
+    let mut planned = plan(&mapped, &current, &plan_options);
+    let (held_rows, mut notes) = hold_back_unkept(&mut planned, &options.convergence);
     let decided = total.saturating_sub(planned.writes.len() as u64);
     progress.advance(decided);
 
@@ -166,6 +186,33 @@ pub async fn run_import(
     };
     let mut report = planned.errors.clone();
     let mut stopped: Option<String> = None;
+    if !unsupported.is_empty() {
+        let names: Vec<String> = unsupported
+            .iter()
+            .map(|a| destination.target_name(*a))
+            .collect();
+        report.push(RecordError {
+            employee_id: None,
+            email: None,
+            field: Some(
+                unsupported
+                    .iter()
+                    .map(|a| a.field_name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            severity: "warning".into(),
+            message: format!(
+                "the destination does not keep these mapping targets, so they are never written or compared: {}",
+                names.join(", ")
+            ),
+        });
+        outcome.unsupported_targets = unsupported
+            .iter()
+            .map(|a| a.field_name().to_string())
+            .collect();
+    }
+    report.extend(held_rows);
 
     if options.dry_run {
         summary.created = planned.count(WriteKind::Create);
@@ -211,6 +258,18 @@ pub async fn run_import(
                 planned.writes.len()
             ));
         }
+        for (w, r) in applied.iter().zip(&results) {
+            if let (
+                WriteOp::Update {
+                    changes, desired, ..
+                },
+                WriteOutcome::Updated,
+            ) = (&w.op, r)
+            {
+                notes.record(&desired.employee_id, changes);
+            }
+        }
+        outcome.convergence = Some(std::mem::take(&mut notes));
         tally(
             &applied,
             &results,
@@ -276,6 +335,52 @@ pub async fn run_import(
     status.completion_time = Some(rfc3339(clock.now()));
     outcome.report = report;
     outcome
+}
+
+/// Takes out of the plan the changes earlier runs already wrote with the same value and
+/// the destination did not keep (see [`crate::destination::convergence`]): one warning row
+/// per member instead of a write every run. Returns those rows and the notes carried on.
+fn hold_back_unkept(
+    planned: &mut Plan,
+    previous: &ConvergenceNotes,
+) -> (Vec<RecordError>, ConvergenceNotes) {
+    let mut carried = ConvergenceNotes::default();
+    let mut rows = Vec::new();
+    if previous.is_empty() {
+        return (rows, carried);
+    }
+    let mut unchanged = 0;
+    planned.writes.retain_mut(|w| {
+        let WriteOp::Update {
+            changes, desired, ..
+        } = &mut w.op
+        else {
+            return true;
+        };
+        let held = previous.hold_back(&desired.employee_id, changes);
+        if held.is_empty() {
+            return true;
+        }
+        carried.carry(previous, &desired.employee_id, &held);
+        let fields: Vec<&str> = held.iter().map(|a| a.field_name()).collect();
+        rows.push(RecordError {
+            employee_id: Some(desired.employee_id.clone()),
+            email: Some(desired.email.clone()),
+            field: Some(fields.join(",")),
+            severity: "warning".into(),
+            message: format!(
+                "the destination accepted {} but keeps another value; not written again until the value in Freshteam changes",
+                fields.join(", ")
+            ),
+        });
+        let keep = !changes.is_empty();
+        if !keep {
+            unchanged += 1;
+        }
+        keep
+    });
+    planned.unchanged += unchanged;
+    (rows, carried)
 }
 
 /// Records an invitation intent for each planned create. A store that cannot be written

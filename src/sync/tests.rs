@@ -73,6 +73,10 @@ struct FakeDirectory {
     members: Mutex<Vec<DestinationMember>>,
     reject: Vec<String>,
     writes: Mutex<u32>,
+    /// Fields it answers 2xx for but does not store.
+    drops: Vec<Attr>,
+    /// What it announces it keeps (`None`: everything).
+    kept: Option<AttrSet>,
 }
 
 #[async_trait]
@@ -109,7 +113,10 @@ impl MemberDirectory for FakeDirectory {
                     WriteOp::Update { id, changes, .. } => {
                         let m = members.iter_mut().find(|m| &m.id == id).unwrap();
                         for c in changes {
-                            c.apply_to(&mut m.member);
+                            let dropped = matches!(c, Change::Set(a, _) | Change::Clear(a) if self.drops.contains(a));
+                            if !dropped {
+                                c.apply_to(&mut m.member);
+                            }
                         }
                         WriteOutcome::Updated
                     }
@@ -119,6 +126,9 @@ impl MemberDirectory for FakeDirectory {
             out.push(outcome);
         }
         out
+    }
+    fn keeps(&self) -> AttrSet {
+        self.kept.unwrap_or_else(|| Attr::ALL.into_iter().collect())
     }
     fn stats(&self) -> DestinationStats {
         DestinationStats {
@@ -523,4 +533,134 @@ async fn a_run_asked_to_stop_before_it_starts_reads_and_writes_nothing() {
         Some("Interrupted: the Secret freshteam-acme was deleted; stopped while reading Freshteam; nothing was written")
     );
     assert_eq!(*dest.writes.lock().unwrap(), 0);
+}
+
+fn existing(
+    eid: &str,
+    email: &str,
+    first: &str,
+    last: &str,
+    department: &str,
+) -> DestinationMember {
+    DestinationMember {
+        id: format!("id-{eid}"),
+        version: None,
+        member: Member {
+            employee_id: eid.into(),
+            email: email.into(),
+            first_name: Some(first.into()),
+            last_name: Some(last.into()),
+            department: Some(department.into()),
+            active: true,
+            ..Member::default()
+        },
+        has_work_email: true,
+    }
+}
+
+#[tokio::test]
+async fn an_unkept_value_is_written_once_then_held_back_until_the_source_changes() {
+    let mut source = FakeSource {
+        employees: vec![employee(1, "E-1", "a@acme.example", "active")],
+        fail: None,
+    };
+    let dest = FakeDirectory {
+        members: Mutex::new(vec![existing(
+            "E-1",
+            "a@acme.example",
+            "Name1",
+            "Old",
+            "Engineering",
+        )]),
+        drops: vec![Attr::LastName],
+        ..FakeDirectory::default()
+    };
+    let first = run(&source, &dest, &opts(false)).await;
+    assert_eq!(first.status.summary.updated, 1);
+    assert_eq!(*dest.writes.lock().unwrap(), 1);
+    assert!(first.report.is_empty());
+    let notes = first.convergence.expect("notes after a writing run");
+    // lastName and the display name made of it were written.
+    assert_eq!(notes.len(), 2);
+
+    // The service still holds "Old": not written again, one warning instead, and the
+    // note is carried on for as long as the source says the same.
+    let mut options = ImportOptions {
+        convergence: notes,
+        ..opts(false)
+    };
+    for _ in 0..2 {
+        let again = run(&source, &dest, &options).await;
+        assert_eq!(*dest.writes.lock().unwrap(), 1, "no rewrite");
+        assert_eq!(again.status.summary.updated, 0);
+        assert_eq!(again.status.summary.unchanged, 1);
+        assert_eq!(again.status.phase, ImportPhase::Succeeded);
+        let warnings: Vec<_> = again
+            .report
+            .iter()
+            .filter(|r| r.severity == "warning")
+            .collect();
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].field.as_deref(), Some("lastName"));
+        assert_eq!(warnings[0].employee_id.as_deref(), Some("E-1"));
+        options.convergence = again.convergence.unwrap();
+        assert_eq!(options.convergence.len(), 1);
+    }
+
+    // A new source value is written.
+    source.employees[0].1.insert("last_name", "Newer".into());
+    let changed = run(&source, &dest, &options).await;
+    assert_eq!(changed.status.summary.updated, 1);
+    assert_eq!(*dest.writes.lock().unwrap(), 2);
+    assert!(changed.report.is_empty());
+}
+
+#[tokio::test]
+async fn targets_the_destination_does_not_keep_are_named_once_and_never_written() {
+    let source = FakeSource {
+        employees: vec![
+            employee(1, "E-1", "a@acme.example", "active"),
+            employee(2, "E-2", "b@acme.example", "active"),
+        ],
+        fail: None,
+    };
+    let kept: AttrSet = Attr::ALL
+        .into_iter()
+        .filter(|a| !matches!(a, Attr::Department | Attr::DisplayName))
+        .collect();
+    let dest = FakeDirectory {
+        members: Mutex::new(vec![existing(
+            "E-1",
+            "a@acme.example",
+            "Name1",
+            "Surname",
+            "Sales",
+        )]),
+        kept: Some(kept),
+        ..FakeDirectory::default()
+    };
+    let out = run(&source, &dest, &opts(false)).await;
+    assert_eq!(
+        out.status.summary.unchanged, 1,
+        "a different department is no drift"
+    );
+    assert_eq!(out.status.summary.created, 1);
+    assert_eq!(out.unsupported_targets, ["displayName", "department"]);
+    let rows: Vec<_> = out
+        .report
+        .iter()
+        .filter(|r| r.message.contains("does not keep"))
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].severity, "warning");
+    let created = dest
+        .members
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|m| m.member.employee_id == "E-2")
+        .cloned()
+        .unwrap();
+    assert_eq!(created.member.department, None, "left out of the create");
+    assert_eq!(created.member.display_name, None, "left out of the create");
 }

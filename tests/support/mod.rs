@@ -68,17 +68,48 @@ fn probe(port: u16, path: &str, token: &str) -> Option<u16> {
         .ok()
 }
 
+/// Which SCIM service implementation a test talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// `scim2-server` (PyPI): bulk, ETags, filters, the enterprise extension.
+    Scim2Server,
+    /// SCIMMY with its Express routers (npm), as documented, Users in memory: core
+    /// schema only (the enterprise extension is dropped), no ETags, pages of 200.
+    Scimmy,
+}
+
+/// The SCIMMY peer's script (`scripts/setup-peers` installs its packages).
+pub fn scimmy_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/scimmy-peer/server.mjs")
+}
+
 impl ScimServer {
-    /// Starts a server on a free port with a fresh bearer token and waits until it
-    /// answers that token.
+    /// Starts a `scim2-server` on a free port with a fresh bearer token and waits until
+    /// it answers that token.
     pub fn start() -> ScimServer {
-        let binary = scim2_server_binary();
-        if !binary.exists() {
+        Self::start_peer(Peer::Scim2Server)
+    }
+
+    /// Starts `peer` on a free port with a fresh bearer token.
+    pub fn start_peer(peer: Peer) -> ScimServer {
+        let (binary, prefix): (PathBuf, Vec<String>) = match peer {
+            Peer::Scim2Server => (scim2_server_binary(), Vec::new()),
+            Peer::Scimmy => (
+                PathBuf::from("node"),
+                vec![scimmy_script().display().to_string()],
+            ),
+        };
+        let missing = match peer {
+            Peer::Scim2Server => !binary.exists(),
+            Peer::Scimmy => !scimmy_script()
+                .with_file_name("node_modules")
+                .join("scimmy")
+                .exists(),
+        };
+        if missing {
             panic!(
-                "scim2-server not found at {}: run `.ci/run` (it creates the venv), or \
-                 `python3 -m venv .venv && .venv/bin/pip install scim2-server`, or set \
-                 SCIM2_SERVER to the binary",
-                binary.display()
+                "{peer:?} is not installed: run `scripts/setup-peers` (it creates .venv and \
+                 installs scripts/scimmy-peer), or set SCIM2_SERVER to the scim2-server binary"
             );
         }
         let token = format!("test-token-{:016x}", rand::random::<u64>());
@@ -88,6 +119,7 @@ impl ScimServer {
             let port = free_port();
             let log = tempfile::NamedTempFile::new().expect("temp file");
             let child = Command::new(&binary)
+                .args(&prefix)
                 .args(["--port", &port.to_string(), "--bearer-token", &token])
                 .stdin(Stdio::null())
                 .stdout(log.reopen().expect("log file"))
@@ -108,14 +140,14 @@ impl ScimServer {
                     break;
                 }
                 // An answer to this token proves it is this server, not another test's.
-                if probe(port, "/v2/Users?count=0", &token) == Some(200) {
+                if probe(port, "/v2/Users?count=1", &token) == Some(200) {
                     return server;
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
             last_log = std::fs::read_to_string(server.log.path()).unwrap_or_default();
         }
-        panic!("scim2-server did not start; its last output:\n{last_log}");
+        panic!("{peer:?} did not start; its last output:\n{last_log}");
     }
 
     /// A client configuration for this server.
@@ -154,6 +186,13 @@ impl ScimServer {
                 return users;
             }
             users.extend(resources);
+            // SCIMMY answers a startIndex past the end with the whole list again.
+            if page["totalResults"]
+                .as_u64()
+                .is_some_and(|t| users.len() as u64 >= t)
+            {
+                return users;
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use freshteam_operator::simulator::{SimConfig, Simulator};
 use serde_json::Value;
 
-use super::ScimServer;
+use super::{Peer, ScimServer};
 
 pub const API_KEY: &str = "ft-live-9c1f2e7d";
 /// A key the simulator refuses (also checked never to show).
@@ -60,14 +60,33 @@ impl Env {
         .await
     }
 
+    /// `employees` active employees, page size [`PAGE`], against `peer`.
+    pub async fn start_on(employees: usize, peer: Peer) -> Env {
+        Self::with_peer(
+            SimConfig {
+                employees,
+                page_size: PAGE,
+                inactive_percent: 0.0,
+                ..SimConfig::default()
+            },
+            peer,
+        )
+        .await
+    }
+
     /// A simulator as configured (the API key is always [`API_KEY`]).
     pub async fn with(config: SimConfig) -> Env {
+        Self::with_peer(config, Peer::Scim2Server).await
+    }
+
+    /// [`Env::with`] against `peer`.
+    pub async fn with_peer(config: SimConfig, peer: Peer) -> Env {
         let sim = Simulator::start(SimConfig {
             api_key: API_KEY.into(),
             ..config
         })
         .expect("start the simulator");
-        let scim = ScimServer::start();
+        let scim = ScimServer::start_peer(peer);
         Env {
             sim,
             scim_url: scim.url.clone(),

@@ -6,14 +6,16 @@
 //! per member, PATCH when supported, else GET + PUT. Every write carries `If-Match` when
 //! the service does ETags; a stale version (412) is re-read, re-planned and retried once.
 
+mod discovery;
 mod model;
+mod pacer;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, FuturesUnordered, StreamExt};
 use rand::Rng;
 use reqwest::{header, Method, StatusCode};
 use serde_json::{json, Value};
@@ -28,9 +30,12 @@ use crate::egress::{self, BodyError, Egress};
 use crate::member::{AttrSet, Change, Member};
 use crate::plan::replan_update;
 use crate::secret::SecretString;
+pub use discovery::{scim_name, Keeps};
 use model::{
-    BulkResponse, ListPage, ScimErrorBody, WireServiceProviderConfig, WireUser, BULK_REQUEST_SCHEMA,
+    BulkResponse, ListPage, PatchForm, ScimErrorBody, WireServiceProviderConfig, WireUser,
+    BULK_REQUEST_SCHEMA,
 };
+use pacer::Pacer;
 
 /// Whether to use `/Bulk` when the service announces it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -58,6 +63,10 @@ pub struct ScimConfig {
     pub backoff_max: Duration,
     /// Redirects, addresses and body sizes (see `egress.rs`).
     pub egress: Egress,
+    /// A list longer than this many users, or than `max_list_pages` requests, stops the
+    /// run with an error (a service whose list never ends).
+    pub max_listed_users: usize,
+    pub max_list_pages: usize,
 }
 
 impl ScimConfig {
@@ -76,6 +85,8 @@ impl ScimConfig {
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
             egress: Egress::default(),
+            max_listed_users: MAX_LISTED_USERS,
+            max_list_pages: MAX_LIST_PAGES,
         })
     }
 }
@@ -92,6 +103,10 @@ fn check_scheme(url: &Url) -> Result<(), DestinationError> {
 /// Largest list page the client asks for, whatever the service allows: bounds the
 /// memory of one response.
 const MAX_PAGE: usize = 1000;
+/// Most users one list reads, and most list requests: a service whose list never ends
+/// (or ignores `startIndex`) stops the run with an error at these.
+pub const MAX_LISTED_USERS: usize = 2_000_000;
+pub const MAX_LIST_PAGES: usize = 250_000;
 /// Longest `Retry-After` honoured on a 429/503 before retrying anyway.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Longest server `detail` quoted in a message.
@@ -165,6 +180,42 @@ pub struct ScimClient {
     writes: AtomicU32,
     bulk_requests: AtomicU32,
     bulk_operations: AtomicU32,
+    /// What `/Schemas` and `/ResourceTypes` say the service keeps.
+    keeps: Keeps,
+    /// The update form that works with this service, learnt during the run: a
+    /// [`WriteForm`] as u8; only ever moves to a simpler form.
+    form: AtomicU8,
+    /// 429 and 5xx answers seen (the list's pacer backs off on them).
+    throttled: AtomicU32,
+}
+
+/// How updates are sent, from the smallest change to the whole resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+enum WriteForm {
+    ValuePaths = 0,
+    WholeAttributes = 1,
+    Put = 2,
+}
+
+impl WriteForm {
+    fn from_u8(n: u8) -> Self {
+        match n {
+            0 => WriteForm::ValuePaths,
+            1 => WriteForm::WholeAttributes,
+            _ => WriteForm::Put,
+        }
+    }
+    fn simpler(self) -> Self {
+        Self::from_u8(self as u8 + 1)
+    }
+    fn patch(self) -> Option<PatchForm> {
+        match self {
+            WriteForm::ValuePaths => Some(PatchForm::ValuePaths),
+            WriteForm::WholeAttributes => Some(PatchForm::WholeAttributes),
+            WriteForm::Put => None,
+        }
+    }
 }
 
 /// What the client counts as one call, for [`DestinationStats`].
@@ -197,6 +248,9 @@ type BulkItem = (usize, Vec<u8>);
 /// One attempt at an update.
 enum Step {
     Done,
+    /// The service refused the form of the request (value paths, PATCH itself): try a
+    /// simpler form; holds the refusal in case there is none.
+    FormRefused(WriteOutcome),
     /// 412: the version went stale; holds the member when it was just read.
     Stale(Option<Box<DestinationMember>>),
     Finished(WriteOutcome),
@@ -288,10 +342,16 @@ impl ScimClient {
             writes: AtomicU32::new(0),
             bulk_requests: AtomicU32::new(0),
             bulk_operations: AtomicU32::new(0),
+            keeps: Keeps::everything(),
+            form: AtomicU8::new(WriteForm::ValuePaths as u8),
+            throttled: AtomicU32::new(0),
         };
         client.caps = client.read_capabilities().await?;
         debug!(capabilities = ?client.caps, "SCIM service provider config");
         client.fetch_page(1, 1).await?;
+        client.keeps = client.read_keeps().await?;
+        debug!(keeps = ?client.keeps, "SCIM schemas");
+        client.reset_form();
         Ok(client)
     }
 
@@ -299,11 +359,73 @@ impl ScimClient {
     /// one-request-per-member paths against a service that supports more.
     pub fn with_capabilities(mut self, caps: Capabilities) -> Self {
         self.caps = caps;
+        self.reset_form();
+        self
+    }
+
+    /// Replaces what discovery found the service keeps.
+    pub fn with_keeps(mut self, keeps: Keeps) -> Self {
+        self.keeps = keeps;
         self
     }
 
     pub fn capabilities(&self) -> &Capabilities {
         &self.caps
+    }
+
+    /// What `/Schemas` and `/ResourceTypes` say the service keeps.
+    pub fn keeps(&self) -> Keeps {
+        self.keeps
+    }
+
+    fn reset_form(&self) {
+        let form = if self.caps.patch {
+            WriteForm::ValuePaths
+        } else {
+            WriteForm::Put
+        };
+        self.form.store(form as u8, Ordering::Relaxed);
+    }
+
+    fn current_form(&self) -> WriteForm {
+        WriteForm::from_u8(self.form.load(Ordering::Relaxed))
+    }
+
+    /// A discovery document, or `None` when the service has none it will show (any
+    /// refusal but a rejected token, or a body that is not one).
+    async fn discover<T: serde::de::DeserializeOwned>(
+        &self,
+        segment: &str,
+    ) -> Result<Option<Vec<T>>, DestinationError> {
+        let url = self.url(&[segment]);
+        let resp = self
+            .send_checked(Method::GET, url.clone(), None, None, CallKind::Read)
+            .await?;
+        if matches!(resp.status.as_u16(), 401 | 403) {
+            return Err(DestinationError::Unauthorized {
+                url: self.service(),
+                status: resp.status.as_u16(),
+            });
+        }
+        if !resp.status.is_success() {
+            debug!(%url, status = resp.status.as_u16(), "no discovery document");
+            return Ok(None);
+        }
+        match serde_json::from_slice::<discovery::Listed<T>>(&resp.body) {
+            Ok(listed) => Ok(Some(listed.into_vec())),
+            Err(e) => {
+                warn!(%url, error = %e, "unreadable discovery document; assuming the service keeps every attribute it does not describe");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn read_keeps(&self) -> Result<Keeps, DestinationError> {
+        let schemas = self.discover::<discovery::WireSchema>("Schemas").await?;
+        let types = self
+            .discover::<discovery::WireResourceType>("ResourceTypes")
+            .await?;
+        Ok(discovery::derive(schemas.as_deref(), types.as_deref()))
     }
 
     /// Reads one member (`None` when it does not exist).
@@ -329,14 +451,23 @@ impl ScimClient {
         let resp = self
             .send_checked(Method::GET, url.clone(), None, None, CallKind::Read)
             .await?;
-        if resp.status == StatusCode::NOT_FOUND {
-            warn!(%url, "the SCIM service publishes no ServiceProviderConfig; using PUT, no bulk, no ETags");
-            return Ok(Capabilities::minimal());
+        if matches!(resp.status.as_u16(), 401 | 403) {
+            return Err(DestinationError::Unauthorized {
+                url: self.service(),
+                status: resp.status.as_u16(),
+            });
         }
-        let resp = self.expect_success(&url, resp)?;
-        let spc: WireServiceProviderConfig =
-            serde_json::from_slice(&resp.body).map_err(|e| self.bad_response(&url, e))?;
-        Ok(Capabilities::from_wire(spc))
+        let spc = match resp.status.is_success() {
+            true => serde_json::from_slice::<WireServiceProviderConfig>(&resp.body).ok(),
+            false => None,
+        };
+        match spc {
+            Some(spc) => Ok(Capabilities::from_wire(spc)),
+            None => {
+                warn!(%url, status = resp.status.as_u16(), "the SCIM service publishes no readable ServiceProviderConfig; using PUT, no bulk, no ETags");
+                Ok(Capabilities::minimal())
+            }
+        }
     }
 
     fn url(&self, segments: &[&str]) -> Url {
@@ -365,6 +496,13 @@ impl ScimClient {
             text.push('…');
         }
         text
+    }
+
+    fn endless(&self, detail: String) -> DestinationError {
+        DestinationError::BadResponse {
+            url: self.url(&["Users"]).to_string(),
+            detail,
+        }
     }
 
     fn bad_response(&self, url: &Url, e: serde_json::Error) -> DestinationError {
@@ -443,6 +581,9 @@ impl ScimClient {
             let last = attempt == attempts;
             match result {
                 Ok((status, headers, body)) => {
+                    if is_transient(status) {
+                        self.throttled.fetch_add(1, Ordering::Relaxed);
+                    }
                     if is_transient(status) && !last {
                         let wait = retry_after(&headers).unwrap_or_else(|| self.backoff(attempt));
                         debug!(%method, %url, status = status.as_u16(), wait_ms = wait.as_millis() as u64, "retrying");
@@ -591,7 +732,8 @@ impl ScimClient {
     // ---- writes ----
 
     async fn create(&self, member: &Member, maybe_applied: bool) -> WriteOutcome {
-        let body = serde_json::to_vec(&model::create_body(member)).expect("JSON");
+        let body =
+            serde_json::to_vec(&model::create_body_for(member, self.keeps.emails)).expect("JSON");
         let url = self.url(&["Users"]);
         let resp = match self
             .send(Method::POST, url, Some(&body), None, CallKind::Write)
@@ -697,16 +839,19 @@ impl ScimClient {
             if changes.is_empty() {
                 return WriteOutcome::Updated;
             }
-            let step = if self.caps.patch {
-                self.patch_once(id, &changes, has_work_email, version.as_deref(), desired)
-                    .await
-            } else {
-                self.put_once(id, &changes, version.as_deref(), desired)
-                    .await
-            };
+            let step = self
+                .write_once(
+                    id,
+                    &changes,
+                    has_work_email,
+                    version.as_deref(),
+                    desired,
+                    managed,
+                )
+                .await;
             match step {
                 Step::Done => return WriteOutcome::Updated,
-                Step::Finished(outcome) => return outcome,
+                Step::Finished(outcome) | Step::FormRefused(outcome) => return outcome,
                 Step::Stale(_) if retried => {
                     return failed(
                         None,
@@ -735,17 +880,70 @@ impl ScimClient {
         }
     }
 
-    async fn patch_once(
+    /// One update in the simplest form the service has shown it takes, falling back to
+    /// simpler forms when it refuses one; a form that worked after a refusal is kept for
+    /// the rest of the run.
+    async fn write_once(
         &self,
         id: &str,
         changes: &[Change],
         has_work_email: bool,
         version: Option<&str>,
         desired: &Member,
+        managed: AttrSet,
     ) -> Step {
-        let body = serde_json::to_vec(&model::patch_body(changes, has_work_email)).expect("JSON");
+        let mut form = self.current_form();
+        let mut refused = false;
+        loop {
+            let step = match form.patch() {
+                Some(patch_form) => match model::patch_body_as(
+                    patch_form,
+                    changes,
+                    has_work_email,
+                    desired,
+                    managed,
+                    self.keeps.emails,
+                ) {
+                    Some(body) => self.patch_once(id, &body, changes, version, desired).await,
+                    // This form cannot say it without losing data: the next one can.
+                    None => {
+                        form = form.simpler();
+                        continue;
+                    }
+                },
+                None => self.put_once(id, changes, version, desired).await,
+            };
+            match step {
+                Step::FormRefused(_) if form < WriteForm::Put => {
+                    debug!(
+                        ?form,
+                        "the SCIM service refused this update form; trying a simpler one"
+                    );
+                    refused = true;
+                    form = form.simpler();
+                }
+                Step::Done => {
+                    if refused && self.form.fetch_max(form as u8, Ordering::Relaxed) < form as u8 {
+                        warn!(?form, "the SCIM service refuses finer updates; using this form for the rest of the run");
+                    }
+                    return Step::Done;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn patch_once(
+        &self,
+        id: &str,
+        body: &Value,
+        changes: &[Change],
+        version: Option<&str>,
+        desired: &Member,
+    ) -> Step {
+        let body = serde_json::to_vec(body).expect("JSON");
         let url = self.url(&["Users", id]);
-        match self
+        let resp = match self
             .send(
                 Method::PATCH,
                 url,
@@ -755,12 +953,29 @@ impl ScimClient {
             )
             .await
         {
-            Ok(resp) => self.write_status(&resp, changes, desired),
-            Err(detail) => Step::Finished(failed(
-                None,
-                format!("could not update the member: {detail}"),
-            )),
+            Ok(resp) => resp,
+            Err(detail) => {
+                return Step::Finished(failed(
+                    None,
+                    format!("could not update the member: {detail}"),
+                ))
+            }
+        };
+        let form_refused = match resp.status.as_u16() {
+            405 | 501 => true,
+            400 => resp.error().scim_type.as_deref().is_some_and(|t| {
+                ["invalidPath", "noTarget", "invalidSyntax"]
+                    .iter()
+                    .any(|k| t.eq_ignore_ascii_case(k))
+            }),
+            // A 404 names the member or the path: a member that still reads is there.
+            404 => matches!(self.get_member(id).await, Ok(Some(_))),
+            _ => false,
+        };
+        if form_refused {
+            return Step::FormRefused(self.refusal("could not update the member", &resp));
         }
+        self.write_status(&resp, changes, desired)
     }
 
     /// Without PATCH: read the whole resource, change what is managed, write it back.
@@ -879,20 +1094,31 @@ impl ScimClient {
                 "method": "POST",
                 "path": "/Users",
                 "bulkId": Self::bulk_id(index),
-                "data": model::create_body(member),
+                "data": model::create_body_for(member, self.keeps.emails),
             }),
             WriteOp::Update {
                 id,
                 version,
                 has_work_email,
                 changes,
-                ..
+                desired,
+                managed,
             } => {
+                let form = self.current_form().patch().unwrap_or(PatchForm::ValuePaths);
+                let data = model::patch_body_as(
+                    form,
+                    changes,
+                    *has_work_email,
+                    desired,
+                    *managed,
+                    self.keeps.emails,
+                )
+                .unwrap_or_else(|| model::patch_body(changes, *has_work_email));
                 let mut v = json!({
                     "method": "PATCH",
                     "path": format!("/Users/{id}"),
                     "bulkId": Self::bulk_id(index),
-                    "data": model::patch_body(changes, *has_work_email),
+                    "data": data,
                 });
                 if let Some(version) = self.if_match(version.as_deref()) {
                     v["version"] = json!(version);
@@ -1087,7 +1313,19 @@ impl ScimClient {
                 Ok(uniqueness_failure(op.email()))
             }
             (WriteOp::Update { .. }, 412) => Err(FollowUp::Stale),
-            (WriteOp::Update { .. }, 404) => Ok(failed(None, DELETED_MESSAGE)),
+            // Refused paths (or a path-level 404) get the individual fallbacks.
+            (WriteOp::Update { .. }, 400 | 404 | 405)
+                if status != 400
+                    || answer.error().scim_type.as_deref().is_some_and(|t| {
+                        ["invalidPath", "noTarget", "invalidSyntax"]
+                            .iter()
+                            .any(|k| t.eq_ignore_ascii_case(k))
+                    }) =>
+            {
+                Err(FollowUp::Retry {
+                    maybe_applied: false,
+                })
+            }
             (WriteOp::Create { .. }, _) => {
                 Ok(self.refused("could not create the member", status, answer.error()))
             }
@@ -1120,6 +1358,7 @@ impl Unit {
 #[async_trait]
 impl MemberDirectory for ScimClient {
     async fn list_members(&self) -> Result<Vec<DestinationMember>, DestinationError> {
+        let started = Instant::now();
         let count = self
             .config
             .page_size
@@ -1129,43 +1368,73 @@ impl MemberDirectory for ScimClient {
         let total = first
             .total_results
             .map(|t| usize::try_from(t).unwrap_or(usize::MAX));
+        let first_id = first.resources.first().map(|u| u.id.clone());
         // Converted page by page: only what the diff needs stays in memory.
         let mut members: Vec<DestinationMember> = Vec::new();
         extend(&mut members, first.resources);
         // The service may cap pages below what was asked: step by what it returns.
         let step = members.len();
+        let mut pages = 1usize;
+        let mut window = 1;
         if step > 0 {
-            match total {
-                Some(total) => {
-                    let starts: Vec<usize> = (1 + step..=total).step_by(step).collect();
-                    let mut pages = stream::iter(starts)
-                        .map(|start| async move { (start, self.fetch_page(start, step).await) })
-                        .buffered(self.config.concurrency.max(1));
-                    while let Some((start, page)) = pages.next().await {
-                        let page = page?;
-                        let n = page.resources.len();
-                        if n == 0 {
-                            break; // members went away while listing
-                        }
-                        extend(&mut members, page.resources);
-                        let expected = step.min(total + 1 - start);
-                        if n < expected {
+            // Without a total the list ends at its first short or empty page.
+            let end = total.unwrap_or(usize::MAX);
+            let mut pacer = Pacer::new(
+                self.config.concurrency,
+                Instant::now(),
+                self.throttled.load(Ordering::Relaxed),
+            );
+            let mut next = step.saturating_add(1);
+            let mut ended = false;
+            let mut in_flight = FuturesUnordered::new();
+            loop {
+                while !ended && next <= end && in_flight.len() < pacer.window() {
+                    if pages >= self.config.max_list_pages {
+                        return Err(self.endless(format!(
+                            "the user list did not end after {} pages, the most the operator reads",
+                            self.config.max_list_pages
+                        )));
+                    }
+                    let start = next;
+                    next = next.saturating_add(step);
+                    pages += 1;
+                    in_flight.push(async move { (start, self.fetch_page(start, step).await) });
+                }
+                window = window.max(pacer.window());
+                let Some((start, page)) = in_flight.next().await else {
+                    break;
+                };
+                let page = page?;
+                pacer.page_done(Instant::now(), self.throttled.load(Ordering::Relaxed));
+                let n = page.resources.len();
+                if n == 0 {
+                    ended = true; // the end, or members went away while listing
+                    continue;
+                }
+                if page.resources.first().map(|u| &u.id) == first_id.as_ref() {
+                    return Err(self.endless(format!(
+                        "the page at startIndex {start} repeats the first page: the service ignores startIndex"
+                    )));
+                }
+                extend(&mut members, page.resources);
+                let expected = match total {
+                    Some(total) => step.min(total.saturating_add(1).saturating_sub(start)),
+                    None => step,
+                };
+                if n < expected {
+                    match total {
+                        Some(_) => {
                             self.fetch_range(start + n, expected - n, &mut members)
-                                .await?;
+                                .await?
                         }
+                        None => ended = true,
                     }
                 }
-                None => {
-                    // No total announced: page until a page comes back empty.
-                    let mut start = 1 + step;
-                    loop {
-                        let page = self.fetch_page(start, step).await?;
-                        if page.resources.is_empty() {
-                            break;
-                        }
-                        start += page.resources.len();
-                        extend(&mut members, page.resources);
-                    }
+                if members.len() > self.config.max_listed_users {
+                    return Err(self.endless(format!(
+                        "the service listed more than {} users, the most the operator reads",
+                        self.config.max_listed_users
+                    )));
                 }
             }
         }
@@ -1183,7 +1452,13 @@ impl MemberDirectory for ScimClient {
                 !duplicates.contains(&(i - 1))
             });
         }
-        debug!(members = members.len(), "listed SCIM users");
+        debug!(
+            members = members.len(),
+            pages,
+            window,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "listed SCIM users"
+        );
         Ok(members)
     }
 
@@ -1203,7 +1478,11 @@ impl MemberDirectory for ScimClient {
             let bulkable = bulk.is_some()
                 && match op {
                     WriteOp::Create { .. } => true,
-                    WriteOp::Update { changes, .. } => self.caps.patch && !changes.is_empty(),
+                    WriteOp::Update { changes, .. } => {
+                        self.caps.patch
+                            && self.current_form() < WriteForm::Put
+                            && !changes.is_empty()
+                    }
                 };
             if bulkable {
                 bulk_items.push((i, self.bulk_operation(i, op)));
@@ -1241,6 +1520,14 @@ impl MemberDirectory for ScimClient {
             .into_iter()
             .map(|r| r.expect("every op is settled exactly once"))
             .collect()
+    }
+
+    fn keeps(&self) -> AttrSet {
+        self.keeps.attrs
+    }
+
+    fn target_name(&self, attr: crate::member::Attr) -> String {
+        format!("{attr} (SCIM {})", scim_name(attr))
     }
 
     fn stats(&self) -> DestinationStats {

@@ -53,6 +53,26 @@ pub struct WireName {
 pub struct WireEmail {
     #[serde(rename = "type", default)]
     pub kind: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub primary: Option<LenientBool>,
+}
+
+impl WireEmail {
+    /// The entry the operator writes the member's e-mail into: typed `work`, else (for
+    /// services that drop `type`) the primary one or the one holding the userName.
+    fn is_members(&self, user_name: Option<&str>) -> bool {
+        if let Some(kind) = self.kind.as_deref() {
+            return kind.eq_ignore_ascii_case("work");
+        }
+        self.primary.as_ref().is_some_and(LenientBool::value)
+            || self
+                .value
+                .as_deref()
+                .zip(user_name)
+                .is_some_and(|(v, u)| v.eq_ignore_ascii_case(u))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,13 +127,11 @@ fn non_empty(v: Option<String>) -> Option<String> {
 impl WireUser {
     /// `etag_header` wins over `meta.version` when present (they should agree).
     pub fn into_destination(self, etag_header: Option<String>) -> DestinationMember {
-        let has_work_email = self.emails.as_ref().is_some_and(|emails| {
-            emails.iter().any(|e| {
-                e.kind
-                    .as_deref()
-                    .is_some_and(|k| k.eq_ignore_ascii_case("work"))
-            })
-        });
+        let user_name = self.user_name.as_deref();
+        let has_work_email = self
+            .emails
+            .as_ref()
+            .is_some_and(|emails| emails.iter().any(|e| e.is_members(user_name)));
         let (given, family) = match self.name {
             Some(n) => (n.given_name, n.family_name),
             None => (None, None),
@@ -155,10 +173,23 @@ impl WireUser {
 /// A `ListResponse` page.
 #[derive(Debug, Deserialize)]
 pub struct ListPage {
-    #[serde(rename = "totalResults", default)]
+    /// Lenient: a negative or fractional count is treated as absent, a huge one saturates.
+    #[serde(rename = "totalResults", default, deserialize_with = "lenient_count")]
     pub total_results: Option<u64>,
     #[serde(rename = "Resources", alias = "resources", default)]
     pub resources: Vec<WireUser>,
+}
+
+fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        Some(Value::Number(n)) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f.min(u64::MAX as f64) as u64)
+        }),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    })
 }
 
 /// A SCIM error body (`status` is a string in RFC 7644, a number on some services).
@@ -275,7 +306,13 @@ fn set_opt(obj: &mut Map<String, Value>, key: &str, value: Option<&str>) {
 }
 
 /// The body of `POST /Users` for a new member.
+#[cfg(test)]
 pub fn create_body(member: &Member) -> Value {
+    create_body_for(member, true)
+}
+
+/// [`create_body`], without `emails` for a service that does not keep them.
+pub fn create_body_for(member: &Member, emails: bool) -> Value {
     let mut user = Map::new();
     let enterprise = {
         let mut ext = Map::new();
@@ -297,10 +334,12 @@ pub fn create_body(member: &Member) -> Value {
     user.insert("schemas".into(), Value::Array(schemas));
     user.insert("externalId".into(), json!(member.employee_id));
     user.insert("userName".into(), json!(member.email));
-    user.insert(
-        "emails".into(),
-        json!([{ "value": member.email, "type": "work", "primary": true }]),
-    );
+    if emails {
+        user.insert(
+            "emails".into(),
+            json!([{ "value": member.email, "type": "work", "primary": true }]),
+        );
+    }
     let mut name = Map::new();
     set_opt(&mut name, "givenName", member.first_name.as_deref());
     set_opt(&mut name, "familyName", member.last_name.as_deref());
@@ -391,6 +430,90 @@ pub fn patch_body(changes: &[Change], has_work_email: bool) -> Value {
     json!({ "schemas": [PATCH_SCHEMA], "Operations": ops })
 }
 
+/// How a PATCH names what it changes. Services that refuse value paths
+/// (`emails[type eq "work"].value`, `name.familyName`) often take whole attributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PatchForm {
+    /// Sub-attribute and value-filter paths: the smallest change.
+    ValuePaths,
+    /// Top-level attributes replaced whole: `emails` as a list, `name` as an object.
+    WholeAttributes,
+}
+
+/// The body of a PATCH making `changes` in `form`; `None` when that form cannot express
+/// them without losing data (a caller then uses PUT). `emails`: the service keeps the
+/// `emails` attribute (else only `userName` carries the e-mail).
+pub fn patch_body_as(
+    form: PatchForm,
+    changes: &[Change],
+    has_work_email: bool,
+    desired: &Member,
+    managed: crate::member::AttrSet,
+    emails: bool,
+) -> Option<Value> {
+    let changes: Vec<Change> = changes
+        .iter()
+        .filter(|c| emails || !matches!(c, Change::Clear(Attr::Email)))
+        .cloned()
+        .collect();
+    if form == PatchForm::ValuePaths {
+        let mut body = patch_body(&changes, has_work_email);
+        if !emails {
+            if let Some(ops) = body["Operations"].as_array_mut() {
+                ops.retain(|op| op["path"].as_str().is_none_or(|p| !p.starts_with("emails")));
+            }
+        }
+        return Some(body);
+    }
+    let mut ops = Vec::with_capacity(changes.len() + 1);
+    let mut name_done = false;
+    for change in &changes {
+        match change {
+            Change::Set(Attr::Email, email) => {
+                ops.push(json!({ "op": "replace", "path": "userName", "value": email }));
+                if emails {
+                    ops.push(json!({
+                        "op": "replace",
+                        "path": "emails",
+                        "value": [{ "value": email, "type": "work", "primary": true }],
+                    }));
+                }
+            }
+            // Dropping one entry of a list needs the list: PUT.
+            Change::Clear(Attr::Email) => return None,
+            Change::Set(Attr::FirstName | Attr::LastName, _)
+            | Change::Clear(Attr::FirstName | Attr::LastName) => {
+                // The object replaces both names: only when both are the mapping's.
+                if !(managed.contains(Attr::FirstName) && managed.contains(Attr::LastName)) {
+                    return None;
+                }
+                if name_done {
+                    continue;
+                }
+                name_done = true;
+                let mut name = Map::new();
+                set_opt(&mut name, "givenName", desired.first_name.as_deref());
+                set_opt(&mut name, "familyName", desired.last_name.as_deref());
+                ops.push(if name.is_empty() {
+                    json!({ "op": "remove", "path": "name" })
+                } else {
+                    json!({ "op": "replace", "path": "name", "value": name })
+                });
+            }
+            Change::Set(attr, value) => ops.push(json!({
+                "op": "replace",
+                "path": patch_path(*attr),
+                "value": attr_value(*attr, value),
+            })),
+            Change::Clear(attr) => ops.push(json!({ "op": "remove", "path": patch_path(*attr) })),
+            Change::Active(active) => {
+                ops.push(json!({ "op": "replace", "path": "active", "value": active }))
+            }
+        }
+    }
+    Some(json!({ "schemas": [PATCH_SCHEMA], "Operations": ops }))
+}
+
 /// Applies `changes` to a User read with GET, for a PUT. Attributes the operator does not
 /// manage stay as they were; read-only `meta` is dropped.
 pub fn apply_changes_to_resource(resource: &mut Value, changes: &[Change]) {
@@ -398,13 +521,17 @@ pub fn apply_changes_to_resource(resource: &mut Value, changes: &[Change]) {
         return;
     };
     user.remove("meta");
+    let old_user_name = user
+        .get("userName")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     for change in changes {
         match change {
             Change::Set(Attr::Email, email) => {
                 user.insert("userName".into(), json!(email));
-                set_work_email(user, Some(email));
+                set_work_email(user, Some(email), old_user_name.as_deref());
             }
-            Change::Clear(Attr::Email) => set_work_email(user, None),
+            Change::Clear(Attr::Email) => set_work_email(user, None, old_user_name.as_deref()),
             Change::Set(attr, value) => set_attr(user, *attr, Some(attr_value(*attr, value))),
             Change::Clear(attr) => set_attr(user, *attr, None),
             Change::Active(active) => {
@@ -474,15 +601,23 @@ fn set_schema(user: &mut Map<String, Value>, schema: &str, present: bool) {
     }
 }
 
-fn is_work(entry: &Value) -> bool {
-    entry
-        .get("type")
-        .and_then(Value::as_str)
-        .is_some_and(|t| t.eq_ignore_ascii_case("work"))
+/// The member's entry in `emails`, as [`WireEmail::is_members`] decides it.
+fn members_entry(list: &[Value], user_name: Option<&str>) -> Option<usize> {
+    let wire = |e: &Value| serde_json::from_value::<WireEmail>(e.clone()).ok();
+    list.iter()
+        .position(|e| {
+            e.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.eq_ignore_ascii_case("work"))
+        })
+        .or_else(|| {
+            list.iter()
+                .position(|e| wire(e).is_some_and(|w| w.is_members(user_name)))
+        })
 }
 
 /// Sets (or removes) the work e-mail; a new work entry becomes the primary one.
-fn set_work_email(user: &mut Map<String, Value>, email: Option<&str>) {
+fn set_work_email(user: &mut Map<String, Value>, email: Option<&str>, old_user_name: Option<&str>) {
     let emails = user
         .entry("emails".to_string())
         .or_insert_with(|| Value::Array(Vec::new()));
@@ -490,10 +625,11 @@ fn set_work_email(user: &mut Map<String, Value>, email: Option<&str>) {
         *emails = Value::Array(Vec::new());
     }
     let list = emails.as_array_mut().expect("made an array above");
+    let entry = members_entry(list, old_user_name);
     match email {
         Some(email) => {
-            if let Some(entry) = list.iter_mut().find(|e| is_work(e)) {
-                entry["value"] = json!(email);
+            if let Some(i) = entry {
+                list[i]["value"] = json!(email);
             } else {
                 for e in list.iter_mut() {
                     if let Some(obj) = e.as_object_mut() {
@@ -503,7 +639,11 @@ fn set_work_email(user: &mut Map<String, Value>, email: Option<&str>) {
                 list.push(json!({ "value": email, "type": "work", "primary": true }));
             }
         }
-        None => list.retain(|e| !is_work(e)),
+        None => {
+            if let Some(i) = entry {
+                list.remove(i);
+            }
+        }
     }
     if list.is_empty() {
         user.remove("emails");
@@ -610,6 +750,108 @@ mod tests {
         assert_eq!(user[ENTERPRISE_SCHEMA]["department"], "Ops");
         assert_eq!(user["schemas"], json!([USER_SCHEMA, ENTERPRISE_SCHEMA]));
         assert_eq!(user["active"], false);
+    }
+
+    #[test]
+    fn a_typeless_email_entry_is_matched_by_primary_or_value() {
+        let user = |emails: Value| -> WireUser {
+            serde_json::from_value(
+                json!({"id": "1", "userName": "a@example.com", "emails": emails}),
+            )
+            .unwrap()
+        };
+        let by_primary = user(json!([{"value": "x@example.com", "primary": true}]));
+        assert!(by_primary.into_destination(None).has_work_email);
+        let by_value = user(json!([{"value": "A@example.com"}]));
+        assert!(by_value.into_destination(None).has_work_email);
+        let other = user(json!([{"value": "h@example.com", "type": "home", "primary": true}]));
+        assert!(!other.into_destination(None).has_work_email);
+
+        // PUT replaces that entry instead of adding a second one.
+        let mut resource = json!({
+            "userName": "a@example.com",
+            "emails": [{"value": "a@example.com"}, {"value": "h@example.com", "type": "home"}],
+        });
+        apply_changes_to_resource(
+            &mut resource,
+            &[Change::Set(Attr::Email, "b@example.com".into())],
+        );
+        assert_eq!(
+            resource["emails"],
+            json!([{"value": "b@example.com"}, {"value": "h@example.com", "type": "home"}])
+        );
+    }
+
+    #[test]
+    fn whole_attribute_patch_replaces_name_and_emails() {
+        let desired = Member {
+            last_name: Some("Byron".into()),
+            ..full_member()
+        };
+        let managed: crate::member::AttrSet = Attr::ALL.into_iter().collect();
+        let changes = [
+            Change::Set(Attr::LastName, "Byron".into()),
+            Change::Set(Attr::Email, "n@example.com".into()),
+        ];
+        let body = patch_body_as(
+            PatchForm::WholeAttributes,
+            &changes,
+            true,
+            &desired,
+            managed,
+            true,
+        )
+        .unwrap();
+        let ops = body["Operations"].as_array().unwrap();
+        assert_eq!(
+            ops[0],
+            json!({"op": "replace", "path": "name", "value": {"givenName": "Ada", "familyName": "Byron"}})
+        );
+        assert_eq!(ops[2]["path"], "emails");
+        assert_eq!(ops[2]["value"][0]["value"], "n@example.com");
+        // Without both names in the mapping the object would wipe one: PUT instead.
+        let only_last: crate::member::AttrSet = [Attr::Email, Attr::LastName].into_iter().collect();
+        assert!(patch_body_as(
+            PatchForm::WholeAttributes,
+            &changes,
+            true,
+            &desired,
+            only_last,
+            true
+        )
+        .is_none());
+        // A service without `emails` gets the userName alone.
+        let body = patch_body_as(
+            PatchForm::ValuePaths,
+            &changes,
+            true,
+            &desired,
+            managed,
+            false,
+        )
+        .unwrap();
+        assert!(body["Operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|op| op["path"] != WORK_EMAIL_VALUE_PATH));
+    }
+
+    #[test]
+    fn lenient_total_results() {
+        let total = |v: &str| {
+            serde_json::from_str::<ListPage>(&format!(
+                r#"{{"totalResults": {v}, "Resources": []}}"#
+            ))
+            .unwrap()
+            .total_results
+        };
+        assert_eq!(total("12"), Some(12));
+        assert_eq!(total("1e12"), Some(1_000_000_000_000));
+        assert_eq!(total("1e40"), Some(u64::MAX));
+        assert_eq!(total("-3"), None);
+        assert_eq!(total("\"7\""), Some(7));
+        assert_eq!(total("null"), None);
     }
 
     #[test]

@@ -1,0 +1,231 @@
+//! What a service keeps, from `/Schemas` and `/ResourceTypes` (RFC 7643 §6, §7). Either
+//! may be missing or partial: what cannot be learnt is assumed kept, as before discovery.
+
+use serde::Deserialize;
+
+use super::model::{ENTERPRISE_SCHEMA, USER_SCHEMA};
+use crate::member::{Attr, AttrSet};
+
+/// The User attributes a service keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keeps {
+    /// Member fields the service stores and lets a client write.
+    pub attrs: AttrSet,
+    /// The `emails` attribute (else only `userName` carries the e-mail).
+    pub emails: bool,
+}
+
+impl Keeps {
+    /// Everything: a service that describes nothing is taken at its word for all.
+    pub fn everything() -> Self {
+        Keeps {
+            attrs: Attr::ALL.into_iter().collect(),
+            emails: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireSchema {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub attributes: Vec<WireAttribute>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireAttribute {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub mutability: Option<String>,
+    #[serde(rename = "subAttributes", default)]
+    pub sub_attributes: Vec<WireAttribute>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireResourceType {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub schema: Option<String>,
+    #[serde(rename = "schemaExtensions", default)]
+    pub schema_extensions: Vec<WireSchemaExtension>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireSchemaExtension {
+    #[serde(default)]
+    pub schema: String,
+}
+
+/// A `ListResponse` or, as some services answer, a bare array.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Listed<T> {
+    List {
+        #[serde(rename = "Resources", alias = "resources")]
+        resources: Vec<T>,
+    },
+    Array(Vec<T>),
+}
+
+impl<T> Listed<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            Listed::List { resources } => resources,
+            Listed::Array(v) => v,
+        }
+    }
+}
+
+fn find<'a>(attrs: &'a [WireAttribute], name: &str) -> Option<&'a WireAttribute> {
+    attrs.iter().find(|a| a.name.eq_ignore_ascii_case(name))
+}
+
+fn writable(a: &WireAttribute) -> bool {
+    !a.mutability
+        .as_deref()
+        .is_some_and(|m| m.eq_ignore_ascii_case("readOnly"))
+}
+
+/// Whether `path` (one or two names) is a writable attribute of `schema`. A schema
+/// without a sub-attribute list is taken to keep every sub-attribute.
+fn keeps(schema: Option<&WireSchema>, path: &[&str]) -> bool {
+    let Some(schema) = schema else {
+        return true;
+    };
+    let Some(top) = find(&schema.attributes, path[0]) else {
+        return false;
+    };
+    if !writable(top) {
+        return false;
+    }
+    match path.get(1) {
+        None => true,
+        Some(_) if top.sub_attributes.is_empty() => true,
+        Some(sub) => find(&top.sub_attributes, sub).is_some_and(writable),
+    }
+}
+
+/// Derives what the service keeps. `schemas`/`types`: `None` when the endpoint was
+/// missing or unreadable.
+pub fn derive(schemas: Option<&[WireSchema]>, types: Option<&[WireResourceType]>) -> Keeps {
+    let schema = |id: &str| schemas.and_then(|s| s.iter().find(|s| s.id.eq_ignore_ascii_case(id)));
+    // A schema list without the User schema says nothing about Users.
+    let user = schema(USER_SCHEMA);
+    let enterprise_schema = user.and(schema(ENTERPRISE_SCHEMA));
+    let user_type = types.and_then(|t| {
+        t.iter().find(|t| {
+            t.schema
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case(USER_SCHEMA))
+                || t.name.as_deref() == Some("User")
+        })
+    });
+    let enterprise = match user_type {
+        Some(t) => t
+            .schema_extensions
+            .iter()
+            .any(|e| e.schema.eq_ignore_ascii_case(ENTERPRISE_SCHEMA)),
+        None => user.is_none() || enterprise_schema.is_some(),
+    };
+    let mut attrs = AttrSet::default();
+    for attr in Attr::ALL {
+        let kept = match attr {
+            // userName is required of every service.
+            Attr::Email => true,
+            Attr::FirstName => keeps(user, &["name", "givenName"]),
+            Attr::LastName => keeps(user, &["name", "familyName"]),
+            Attr::DisplayName => keeps(user, &["displayName"]),
+            Attr::JobTitle => keeps(user, &["title"]),
+            Attr::Department => enterprise && keeps(enterprise_schema, &["department"]),
+            Attr::EmployeeNumber => enterprise && keeps(enterprise_schema, &["employeeNumber"]),
+            Attr::Manager => enterprise && keeps(enterprise_schema, &["manager"]),
+        };
+        if kept {
+            attrs.insert(attr);
+        }
+    }
+    Keeps {
+        attrs,
+        emails: keeps(user, &["emails"]),
+    }
+}
+
+/// The SCIM attribute a member field is written to, for messages.
+pub fn scim_name(attr: Attr) -> &'static str {
+    match attr {
+        Attr::Email => "userName",
+        Attr::FirstName => "name.givenName",
+        Attr::LastName => "name.familyName",
+        Attr::DisplayName => "displayName",
+        Attr::JobTitle => "title",
+        Attr::Department => "enterprise department",
+        Attr::EmployeeNumber => "enterprise employeeNumber",
+        Attr::Manager => "enterprise manager",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schemas(v: serde_json::Value) -> Vec<WireSchema> {
+        serde_json::from_value::<Listed<WireSchema>>(v)
+            .unwrap()
+            .into_vec()
+    }
+
+    #[test]
+    fn nothing_published_means_everything_kept() {
+        assert_eq!(derive(None, None), Keeps::everything());
+    }
+
+    #[test]
+    fn core_only_service_without_the_extension() {
+        let s = schemas(json!({"Resources": [{
+            "id": USER_SCHEMA,
+            "attributes": [
+                {"name": "userName"},
+                {"name": "name", "subAttributes": [{"name": "givenName"}, {"name": "familyName"}]},
+                {"name": "emails", "subAttributes": [{"name": "value"}]},
+                {"name": "displayName", "mutability": "readOnly"},
+            ]
+        }]}));
+        let t: Vec<WireResourceType> =
+            serde_json::from_value::<Listed<_>>(json!([{"name": "User", "schema": USER_SCHEMA}]))
+                .unwrap()
+                .into_vec();
+        let k = derive(Some(&s), Some(&t));
+        let kept: Vec<Attr> = k.attrs.iter().collect();
+        assert_eq!(kept, vec![Attr::Email, Attr::FirstName, Attr::LastName]);
+        assert!(k.emails);
+    }
+
+    #[test]
+    fn extension_announced_by_resource_type_and_described_by_schema() {
+        let s = schemas(json!([
+            {"id": USER_SCHEMA, "attributes": [{"name": "title"}, {"name": "name"}]},
+            {"id": ENTERPRISE_SCHEMA, "attributes": [{"name": "department"}]},
+        ]));
+        let t: Vec<WireResourceType> = serde_json::from_value::<Listed<_>>(json!({"Resources": [
+            {"name": "User", "schema": USER_SCHEMA, "schemaExtensions": [{"schema": ENTERPRISE_SCHEMA}]}
+        ]}))
+        .unwrap()
+        .into_vec();
+        let k = derive(Some(&s), Some(&t));
+        assert!(k.attrs.contains(Attr::JobTitle));
+        assert!(
+            k.attrs.contains(Attr::FirstName),
+            "name without sub-attributes"
+        );
+        assert!(k.attrs.contains(Attr::Department));
+        assert!(!k.attrs.contains(Attr::EmployeeNumber));
+        assert!(!k.emails);
+        // Without /ResourceTypes the schema list alone decides.
+        let k = derive(Some(&s), None);
+        assert!(k.attrs.contains(Attr::Department));
+    }
+}

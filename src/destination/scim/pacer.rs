@@ -1,0 +1,147 @@
+//! How many list pages to have in flight. Starts at one; doubles while the pages per
+//! second measurably rise (a service that scales); settles back on the best window when
+//! they do not (a single-threaded service only gets slower with more requests at once);
+//! halves on 429/5xx or when throughput falls well below what the window gave before.
+
+use std::time::{Duration, Instant};
+
+/// A window must beat the previous one by this factor to be kept.
+const GAIN: f64 = 1.2;
+/// Settled throughput below this share of the best measured means the service slowed.
+const SLOWDOWN: f64 = 0.6;
+
+#[derive(Debug)]
+pub struct Pacer {
+    window: usize,
+    max: usize,
+    best: usize,
+    best_rate: f64,
+    probing: bool,
+    epoch_start: Instant,
+    epoch_pages: usize,
+    epoch_throttled: u32,
+}
+
+impl Pacer {
+    pub fn new(max: usize, now: Instant, throttled: u32) -> Self {
+        Pacer {
+            window: 1,
+            max: max.max(1),
+            best: 1,
+            best_rate: 0.0,
+            probing: max > 1,
+            epoch_start: now,
+            epoch_pages: 0,
+            epoch_throttled: throttled,
+        }
+    }
+
+    /// Pages to keep in flight now.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Pages measured per window before deciding.
+    fn epoch_len(&self) -> usize {
+        (2 * self.window).max(3)
+    }
+
+    /// One page finished at `now`; `throttled` counts 429/5xx answers so far.
+    pub fn page_done(&mut self, now: Instant, throttled: u32) {
+        self.epoch_pages += 1;
+        if throttled > self.epoch_throttled {
+            self.window = (self.window / 2).max(1);
+            self.best = self.window;
+            self.probing = false;
+            self.restart(now, throttled);
+            return;
+        }
+        if self.epoch_pages < self.epoch_len() {
+            return;
+        }
+        let elapsed = now
+            .saturating_duration_since(self.epoch_start)
+            .max(Duration::from_micros(1));
+        let rate = self.epoch_pages as f64 / elapsed.as_secs_f64();
+        if self.probing {
+            if self.best_rate == 0.0 || rate >= self.best_rate * GAIN {
+                self.best = self.window;
+                self.best_rate = rate;
+                self.window = (self.window * 2).min(self.max);
+                self.probing = self.window > self.best;
+            } else {
+                self.window = self.best;
+                self.probing = false;
+            }
+        } else if rate < self.best_rate * SLOWDOWN && self.window > 1 {
+            self.window = (self.window / 2).max(1);
+            self.best = self.window;
+            self.best_rate = rate;
+        }
+        self.restart(now, throttled);
+    }
+
+    fn restart(&mut self, now: Instant, throttled: u32) {
+        self.epoch_start = now;
+        self.epoch_pages = 0;
+        self.epoch_throttled = throttled;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives a pacer against a service whose page latency is `latency(window)`.
+    fn settle(max: usize, latency: impl Fn(usize) -> Duration) -> usize {
+        let mut now = Instant::now();
+        let mut p = Pacer::new(max, now, 0);
+        for _ in 0..200 {
+            let w = p.window();
+            // `w` pages finish together after one latency.
+            now += latency(w);
+            for _ in 0..w {
+                p.page_done(now, 0);
+            }
+        }
+        p.window()
+    }
+
+    #[test]
+    fn single_threaded_service_stays_sequential() {
+        // Each page costs 100 ms of the server's one thread, however many wait.
+        let w = settle(8, |w| Duration::from_millis(100 * w as u64));
+        assert_eq!(w, 1);
+    }
+
+    #[test]
+    fn contended_service_stays_sequential() {
+        // More in flight is slower in total (the case of the 1.8x steady state).
+        let w = settle(8, |w| Duration::from_millis(130 * w as u64));
+        assert_eq!(w, 1);
+    }
+
+    #[test]
+    fn scaling_service_goes_parallel() {
+        let w = settle(8, |_| Duration::from_millis(100));
+        assert_eq!(w, 8);
+    }
+
+    #[test]
+    fn throttling_halves_the_window() {
+        let mut now = Instant::now();
+        let mut p = Pacer::new(8, now, 0);
+        for _ in 0..40 {
+            now += Duration::from_millis(50);
+            let w = p.window();
+            for _ in 0..w {
+                p.page_done(now, 0);
+            }
+        }
+        assert_eq!(p.window(), 8);
+        p.page_done(now, 1);
+        assert_eq!(p.window(), 4);
+        p.page_done(now, 2);
+        assert_eq!(p.window(), 2);
+    }
+}
