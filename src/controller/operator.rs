@@ -140,6 +140,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!(%identity, lease = %args.lease_name, "became leader");
 
+    // Keep the Lease; losing it (or not renewing it in time) means another replica may
+    // start runs, so stop at once. Renewing starts now: marking orphans may take a while.
+    let renew = {
+        let lease = lease.clone();
+        tokio::spawn(async move {
+            let why = lease.hold().await;
+            tracing::error!(reason = %why, "lost the leader Lease; exiting");
+            std::process::exit(1);
+        })
+    };
+
     let ctx = Arc::new(context(
         &args,
         client.clone(),
@@ -179,17 +190,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-
-    // Keep the Lease; losing it (or not renewing it in time) means another replica may
-    // start runs, so stop at once.
-    let renew = {
-        let lease = lease.clone();
-        tokio::spawn(async move {
-            let why = lease.hold().await;
-            tracing::error!(reason = %why, "lost the leader Lease; exiting");
-            std::process::exit(1);
-        })
-    };
 
     futures::future::join_all(scopes.iter().map(|scope| {
         control(

@@ -388,13 +388,19 @@ async fn write_status(
         }
     }
     let api: Api<FreshteamIntegration> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": value })),
-    )
-    .await?;
-    Ok(())
+    let patch = Patch::Merge(json!({ "status": value }));
+    // The patch carries no resourceVersion, so a conflict (an API that applies merge
+    // patches as read-modify-write, racing the run's own status writes) is retried.
+    let mut attempts = 0;
+    loop {
+        match api
+            .patch_status(name, &PatchParams::default(), &patch)
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 409 && attempts < 3 => attempts += 1,
+            other => return other.map(|_| ()).map_err(Error::from),
+        }
+    }
 }
 
 /// A key of a Secret in the integration's namespace, with the Secret's version.
