@@ -260,7 +260,62 @@ async fn a_wrong_api_key_fails_with_a_credentials_message() {
     let message = v["status"]["message"].as_str().unwrap();
     assert!(message.contains("rejected the API key"), "{message}");
     assert!(message.contains("401 invalid_credentials"), "{message}");
+    // With stdout piped to a file or jq, the person at the terminal still reads why.
+    assert!(
+        run.stderr.lines().any(|l| l == format!("error: {message}")),
+        "the reason is not on stderr:\n{}",
+        run.stderr
+    );
     assert!(env.scim.users().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_smtp_one_warning_names_what_was_not_sent() {
+    let env = Env::start(3).await;
+    let spec = format!(
+        "{}  welcomeEmail: {{enabled: true, loginUrl: \"https://rewards.example.com/activate\"}}\n  notifications: {{recipients: [\"hr-admin@acme.example\"]}}\n",
+        Env::default_mapping()
+    );
+    let file = env.write("m.yaml", &env.manifest(API_KEY, &spec));
+    let state = env.dir.path().join("state.json");
+    let state = state.to_str().unwrap();
+    let run = env
+        .sync_file_with(
+            &file,
+            &["--output", "json", "--state-file", state],
+            &[("SMTP_URL", ""), ("MAIL_FROM", "")],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.summary()["created"], 3);
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not sent"))
+        .collect();
+    assert_eq!(
+        warnings,
+        ["warning: 3 invitations and 1 summary not sent: no SMTP configured (--smtp-url / SMTP_URL); pending invitations are sent by the first run that has one"],
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("Sending e-mail"), "{}", run.stderr);
+
+    // Nothing changed: no summary is owed, and the three invitations are still pending.
+    let again = env
+        .sync_file_with(
+            &file,
+            &["--output", "json", "--state-file", state],
+            &[("SMTP_URL", ""), ("MAIL_FROM", "")],
+        )
+        .await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stderr.lines().any(|l| l
+            == "warning: 3 invitations not sent: no SMTP configured (--smtp-url / SMTP_URL); pending invitations are sent by the first run that has one"),
+        "{}",
+        again.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -135,12 +135,6 @@ pub async fn run(args: SyncArgs) -> ExitCode {
     let invitations = (spec.welcome_email.enabled && !args.dry_run).then_some(store);
 
     let progress = TerminalProgress::new();
-    if mail.transport.is_none()
-        && !args.dry_run
-        && (spec.welcome_email.enabled || !spec.notifications.recipients.is_empty())
-    {
-        progress.warn("no SMTP server configured (--smtp-url / SMTP_URL): e-mails are skipped");
-    }
     let options = ImportOptions {
         dry_run: args.dry_run,
         max_leavers_percent: spec.safety.max_leavers_percent,
@@ -163,7 +157,9 @@ pub async fn run(args: SyncArgs) -> ExitCode {
     )
     .await;
     let run_name = run_name(&manifests);
-    progress.phase("Sending e-mail");
+    if mail.transport.is_some() && !args.dry_run {
+        progress.phase("Sending e-mail");
+    }
     let info = RunInfo {
         integration: &integration,
         run_name: &run_name,
@@ -346,6 +342,12 @@ fn finish(
         OutputFormat::Text => print!("{}", text_summary(&run, &outcome)),
     }
     let phase = outcome.status.phase;
+    // The reason reaches the terminal even when stdout goes to a file or to jq.
+    if matches!(phase, ImportPhase::Failed | ImportPhase::Blocked) {
+        if let Some(message) = &outcome.status.message {
+            eprintln!("error: {message}");
+        }
+    }
     if phase == ImportPhase::Blocked {
         eprintln!("the run is Blocked: re-run with --approve-leavers to apply the leavers");
     }

@@ -81,6 +81,9 @@ pub async fn notify_after_run(
     if run.dry_run {
         return warnings;
     }
+    // Without SMTP, one warning says what would have been sent.
+    let mut unsent_invitations = 0;
+    let mut unsent_summary = false;
     if let Some(store) = outbox {
         if !run.spec.welcome_email.enabled {
             // Switched off: what was pending must not go out later.
@@ -105,45 +108,63 @@ pub async fn notify_after_run(
             report.apply_to(outcome);
             warnings.extend(report.warnings.iter().cloned());
         } else {
-            let pending = store.load().await.map(|o| o.pending()).unwrap_or(0);
-            if pending > 0 {
-                let w = format!(
-                    "{pending} invitation(s) pending: no SMTP server is configured (--smtp-url / SMTP_URL); they are sent by the first run that has one"
-                );
-                add_warning(outcome, &w);
-                warnings.push(w);
-            }
+            unsent_invitations = store.load().await.map(|o| o.pending()).unwrap_or(0);
         }
     }
 
     let recipients = &run.spec.notifications.recipients;
     if !recipients.is_empty() {
-        match &mail.transport {
-            Some(transport) => {
-                let csv = errors_csv(&outcome.report);
-                let summary = RunSummary {
-                    integration: run.integration,
-                    run_name: run.run_name,
-                    status: &outcome.status,
-                    dry_run: run.dry_run,
-                    report_csv: Some(&csv),
-                    blocked_leavers: outcome.blocked_leavers,
-                };
-                if let Some(message) = summary_mail(&summary, recipients) {
+        let csv = errors_csv(&outcome.report);
+        let summary = RunSummary {
+            integration: run.integration,
+            run_name: run.run_name,
+            status: &outcome.status,
+            dry_run: run.dry_run,
+            report_csv: Some(&csv),
+            blocked_leavers: outcome.blocked_leavers,
+        };
+        // Built either way, so that "not sent" counts only a summary that was owed.
+        if let Some(message) = summary_mail(&summary, recipients) {
+            match &mail.transport {
+                Some(transport) => {
                     for w in send_summary(transport.as_ref(), &message).await {
                         add_warning(outcome, &w);
                         warnings.push(w);
                     }
                 }
-            }
-            None => {
-                let w = "no SMTP server is configured (--smtp-url / SMTP_URL): the import summary e-mail was not sent".to_string();
-                add_warning(outcome, &w);
-                warnings.push(w);
+                None => unsent_summary = true,
             }
         }
     }
+    if let Some(w) = unsent_mail_warning(unsent_invitations, unsent_summary) {
+        add_warning(outcome, &w);
+        warnings.push(w);
+    }
     warnings
+}
+
+/// "3 invitations and 1 summary not sent: no SMTP configured (…)"; `None` when nothing
+/// was owed. Pending invitations stay in the outbox for the first run that has SMTP.
+pub fn unsent_mail_warning(invitations: usize, summary: bool) -> Option<String> {
+    let mut parts = Vec::new();
+    if invitations > 0 {
+        let s = if invitations == 1 { "" } else { "s" };
+        parts.push(format!("{invitations} invitation{s}"));
+    }
+    if summary {
+        parts.push("1 summary".to_string());
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let mut w = format!(
+        "{} not sent: no SMTP configured (--smtp-url / SMTP_URL)",
+        parts.join(" and ")
+    );
+    if invitations > 0 {
+        w.push_str("; pending invitations are sent by the first run that has one");
+    }
+    Some(w)
 }
 
 fn add_warning(outcome: &mut ImportOutcome, message: &str) {
