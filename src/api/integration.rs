@@ -41,7 +41,8 @@ use super::import_run::{ImportPhase, ImportSummary};
         type_ = "string",
         json_path = ".status.lastImport.phase"
     ),
-    printcolumn(name = "Next", type_ = "date", json_path = ".status.nextImportTime"),
+    // A string: kubectl shows a future `date` as "<invalid>".
+    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextImportTime"),
     printcolumn(
         name = "Age",
         type_ = "date",

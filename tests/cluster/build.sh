@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the control plane the e2e tests start (etcd, kube-apiserver,
-# kube-controller-manager) from the official Go modules at the versions pinned in
+# kube-controller-manager, and kubectl for scripts/demo-operator) from the official Go modules at the versions pinned in
 # kubernetes/go.mod and etcd/go.mod, once per version, into a cache outside the work tree.
 # Prints the directory holding the binaries.
 #
@@ -15,7 +15,7 @@ ETCD_VERSION=v3.6.16
 cache_root="${FRESHTEAM_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/freshteam-operator/controlplane}"
 bin="$cache_root/kubernetes-$K8S_VERSION-etcd-$ETCD_VERSION"
 
-if [ -x "$bin/etcd" ] && [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ]; then
+if [ -x "$bin/etcd" ] && [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ] && [ -x "$bin/kubectl" ]; then
   echo "$bin"
   exit 0
 fi
@@ -37,7 +37,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 start=$(date +%s)
-for cmd in kube-apiserver kube-controller-manager; do
+for cmd in kube-apiserver kube-controller-manager kubectl; do
   if [ ! -x "$bin/$cmd" ]; then
     echo "build.sh: building $cmd $K8S_VERSION (the first build takes several minutes)" >&2
     (cd "$here/kubernetes" && go build -ldflags "$ldflags" -o "$tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd")
