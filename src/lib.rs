@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod controller;
 pub mod destination;
+pub mod ledger;
 pub mod manifest;
 pub mod mapping;
 pub mod member;

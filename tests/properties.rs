@@ -15,14 +15,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{TimeZone, Utc};
 use freshteam_operator::api::validate::{validate_spec, EndpointPolicy};
-use freshteam_operator::api::{LeaversSpec, MappingSpec};
+use freshteam_operator::api::{LeaversSpec, MappingSpec, WhenRemoved};
 use freshteam_operator::destination::{DestinationMember, WriteOp};
 use freshteam_operator::manifest;
 use freshteam_operator::mapping::{map_records, CompiledMapping, MappedSource};
 use freshteam_operator::member::{Attr, Member};
 use freshteam_operator::plan::{plan, Plan, PlanOptions, WriteKind};
 use freshteam_operator::schedule::{parse_time_zone, Schedule};
-use freshteam_operator::source::{EmployeeRecord, LookupKind, SourceSnapshot};
+use freshteam_operator::source::{EmployeeRecord, LookupKind, Population, SourceSnapshot};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 use serde_yaml::{Mapping, Value};
@@ -542,7 +542,10 @@ proptest! {
             employee_number: fields[7].clone(),
             manager: fields[8].clone(),
         };
-        if let Err(e) = CompiledMapping::compile(&mapping, &LeaversSpec { statuses }) {
+        if let Err(e) = CompiledMapping::compile(&mapping, &LeaversSpec {
+            statuses,
+            ..LeaversSpec::default()
+        }) {
             prop_assert!(
                 e.field.starts_with("spec.mapping.") || e.field == "spec.leavers.statuses",
                 "{e}"
@@ -677,6 +680,11 @@ fn snapshot(mapping: &CompiledMapping, employees: &[Employee]) -> SourceSnapshot
                     other => panic!("not generated: {other}"),
                 })
                 .collect(),
+            population: if e.status == "inactive" {
+                Population::Inactive
+            } else {
+                Population::Active
+            },
         })
         .collect();
     SourceSnapshot {
@@ -779,6 +787,7 @@ fn plan_options(mapping: &CompiledMapping, max: u32, approved: Option<u32>) -> P
         managed: mapping.managed,
         max_leavers_percent: max,
         approved_leavers: approved,
+        when_removed: WhenRemoved::Deactivate,
     }
 }
 

@@ -6,10 +6,10 @@ pub mod connect;
 pub mod decide;
 pub mod history;
 pub mod operator;
-pub mod outbox;
 pub mod reconcile;
 pub mod runner;
 pub mod shard;
+pub mod state;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -18,6 +18,7 @@ fn options() -> PlanOptions {
         managed: ALL_BUT_MANAGER.into_iter().collect(),
         max_leavers_percent: 20,
         approved_leavers: None,
+        when_removed: Default::default(),
     }
 }
 
@@ -42,6 +43,7 @@ fn desired(members: Vec<Member>) -> MappedSource {
         members: members
             .into_iter()
             .map(|member| DesiredMember {
+                leaver_reason: (!member.active).then_some(crate::member::LeaverReason::Inactive),
                 member,
                 manager_employee_id: None,
             })
@@ -294,6 +296,7 @@ fn leavers_above_the_threshold_block_and_deactivate_nothing() {
     want.members.push(DesiredMember {
         member: member("NEW", true),
         manager_employee_id: None,
+        leaver_reason: None,
     });
     let mut changed = member("E9", true);
     changed.job_title = Some("Changed".into());
@@ -306,7 +309,8 @@ fn leavers_above_the_threshold_block_and_deactivate_nothing() {
     let b = p.blocked.clone().unwrap();
     assert_eq!((b.leavers, b.managed, b.max_percent), (3, 10, 20));
     assert!(
-        b.message().starts_with("3 of 10 managed members (30.0%)"),
+        b.message()
+            .starts_with("3 of 10 active managed members (30.0%)"),
         "{}",
         b.message()
     );
