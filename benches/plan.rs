@@ -12,11 +12,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use freshteam_operator::api::{LeaversSpec, MappingSpec};
+use freshteam_operator::api::{LeaversSpec, MappingSpec, WhenRemoved};
 use freshteam_operator::destination::{DestinationMember, WriteOp};
 use freshteam_operator::mapping::{map_records, CompiledMapping, MappedSource};
 use freshteam_operator::plan::{plan, PlanOptions, WriteKind};
-use freshteam_operator::source::{EmployeeRecord, LookupKind, SourceSnapshot};
+use freshteam_operator::source::{EmployeeRecord, LookupKind, Population, SourceSnapshot};
 
 const DEPARTMENTS: i64 = 40;
 
@@ -57,6 +57,11 @@ fn record(mapping: &CompiledMapping, n: usize, title: &str) -> EmployeeRecord {
     EmployeeRecord {
         id: 1000 + n as i64,
         values,
+        population: if n.is_multiple_of(33) {
+            Population::Inactive
+        } else {
+            Population::Active
+        },
     }
 }
 
@@ -82,6 +87,7 @@ fn options(mapping: &CompiledMapping) -> PlanOptions {
         managed: mapping.managed,
         max_leavers_percent: 20,
         approved_leavers: None,
+        when_removed: WhenRemoved::Deactivate,
     }
 }
 

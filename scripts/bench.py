@@ -207,7 +207,19 @@ def main():
                 with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
                     f.write(MANIFEST.format(api_key=API_KEY, token=TOKEN, sim_port=sim_port, scim_port=scim_port))
                     manifest = f.name
-                minimum = math.ceil(size / args.page_size) + 1
+                # One pass per population, each at least one page, plus the lookup.
+                people = http_json(f"http://127.0.0.1:{sim_port}/_sim/employees")
+                def pages(pred):
+                    return max(1, math.ceil(sum(1 for e in people if pred(e)) / args.page_size))
+                minimum = (
+                    pages(lambda e: e.get("status") == "active" and not e.get("terminated")
+                          and not e.get("deleted"))
+                    + pages(lambda e: e.get("status") == "inactive")
+                    + pages(lambda e: e.get("terminated"))
+                    + pages(lambda e: e.get("deleted"))
+                    + pages(lambda e: e.get("draft"))
+                    + 1
+                )
                 for label in ["first import", "steady state"]:
                     http_json(f"http://127.0.0.1:{sim_port}/_sim/requests", method="DELETE")
                     m = run_sync(args.binary, manifest, bulk)

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod controller;
 pub mod destination;
 pub mod egress;
+pub mod ledger;
 pub mod manifest;
 pub mod mapping;
 pub mod member;

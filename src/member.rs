@@ -142,3 +142,35 @@ impl Change {
         }
     }
 }
+
+/// Why a member is a leaver (shown on every leaver row of a run's report).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LeaverReason {
+    /// The employee's status is one of `spec.leavers.statuses` (default `inactive`).
+    Inactive,
+    /// Terminated in Freshteam.
+    Terminated,
+    /// Deleted in Freshteam.
+    Deleted,
+    /// The employee appears in no Freshteam list any more ("Delete Forever"); only the
+    /// integration's ledger knows they were managed.
+    Removed,
+}
+
+impl LeaverReason {
+    /// `inactive`, `terminated`, `deleted` or `removed from Freshteam`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaverReason::Inactive => "inactive",
+            LeaverReason::Terminated => "terminated",
+            LeaverReason::Deleted => "deleted",
+            LeaverReason::Removed => "removed from Freshteam",
+        }
+    }
+}
+
+impl fmt::Display for LeaverReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -228,6 +228,8 @@ async fn the_summary_reaches_every_owner_with_the_full_report_attached() {
         dry_run: false,
         report_csv: Some(&csv),
         blocked_leavers: 0,
+        changes: &[],
+        report_location: None,
     };
     let owners = vec![
         "hr-admin@acme.example".to_string(),

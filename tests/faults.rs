@@ -260,6 +260,10 @@ async fn assert_converged(env: &Env, members: u64) {
 
 // ---------------------------------------------------------------- Freshteam faults
 
+/// List pages a run reads besides the current staff's: one (empty) page each for the
+/// inactive, terminated, deleted and draft passes.
+const LEAVER_PASSES: u64 = 4;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn truncated_freshteam_pages_are_read_again() {
     let env = Env::start(60).await;
@@ -278,7 +282,10 @@ async fn truncated_freshteam_pages_are_read_again() {
     assert!(truncated >= 2, "the fault never fired: {log:?}");
     let calls = run.api_calls();
     assert_eq!(u64_at(&calls, "freshteamRetries"), truncated);
-    assert_eq!(u64_at(&calls, "freshteamList"), pages + truncated);
+    assert_eq!(
+        u64_at(&calls, "freshteamList"),
+        pages + LEAVER_PASSES + truncated
+    );
     assert_one_member_per_employee(&env).await;
 }
 
@@ -303,13 +310,14 @@ async fn slow_freshteam_answers_are_waited_for_not_retried() {
     );
     assert_eq!(
         u64_at(&calls, "freshteamList"),
-        60usize.div_ceil(PAGE) as u64
+        60usize.div_ceil(PAGE) as u64 + LEAVER_PASSES
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_429_storm_is_waited_out_with_one_throttled_call_per_window() {
-    // 14 pages + 1 lookup against 2 requests per 1-second window.
+    // 14 pages, 4 leaver and draft passes and 1 lookup against 2 requests per 1-second
+    // window.
     let n = 14 * PAGE;
     let env = Env::start(n).await;
     env.sim.set_rate_limit(Some(2), Duration::from_secs(1));
@@ -332,7 +340,7 @@ async fn a_429_storm_is_waited_out_with_one_throttled_call_per_window() {
     );
     assert_eq!(
         env.sim.requests().len(),
-        15 + total as usize,
+        15 + LEAVER_PASSES as usize + total as usize,
         "every throttled call is repeated once, nothing else"
     );
     let early = env.sim.requests_before_reopen();
@@ -538,4 +546,51 @@ async fn assert_converged_with_skips(env: &Env, members: u64, skipped: u64) {
     assert_eq!(u64_at(&s, "unchanged"), members, "{s}");
     assert_eq!(u64_at(&s, "skipped"), skipped, "{s}");
     assert_eq!(u64_at(&again.api_calls(), "destinationWrites"), 0);
+}
+
+/// A kill between "members created" and the end of the run loses no one from the
+/// ledger: the ledger is saved before the creates, and the next run adopts whatever
+/// exists. An employee created before the kill and then removed from Freshteam for
+/// good is found as a leaver.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_the_creates_keeps_everyone_in_the_ledger() {
+    let n = 100;
+    let mut env = Env::start(n).await;
+    let front = Front::start(&env.scim).await;
+    env.scim_url = front.url.clone();
+    let file = env.default_file();
+    let state = env.dir.path().join("state.json");
+    let state_arg = state.to_str().unwrap().to_string();
+
+    front.hold_writes_from(30);
+    let mut child = env.spawn_sync(&file, &["--bulk", "off", "--state-file", &state_arg]);
+    front.wait_held(1).await;
+    child.kill().await.expect("SIGKILL sync");
+    front.release();
+    front.wait_idle().await;
+    let before = env.scim.users().await.len();
+    assert!(
+        (30..n).contains(&before),
+        "{before} members before the kill"
+    );
+
+    // One employee who got an account before the kill is deleted forever.
+    let gone = employee_id(1);
+    assert!(env.scim.user_by_external_id(&gone).await.is_some());
+    assert!(env.sim.remove_employee(&gone));
+    let rerun = env
+        .sync(&["--bulk", "off", "--state-file", &state_arg])
+        .await;
+    assert_eq!(rerun.code, 0, "{}\n{}", rerun.stdout, rerun.stderr);
+    let s = rerun.summary();
+    assert_eq!(u64_at(&s, "leavers"), 1, "{s}");
+    assert_eq!(env.user(&gone).await["active"], false);
+    assert_eq!(u64_at(&s, "created") as usize, n - before, "{s}");
+    // One member per employee, the removed one's kept (inactive): no duplicates.
+    let users = env.scim.users().await;
+    let ids: std::collections::HashSet<&str> = users
+        .iter()
+        .filter_map(|u| u["externalId"].as_str())
+        .collect();
+    assert_eq!((users.len(), ids.len()), (n, n));
 }

@@ -15,14 +15,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{TimeZone, Utc};
 use freshteam_operator::api::validate::{validate_spec, EndpointPolicy};
-use freshteam_operator::api::{LeaversSpec, MappingSpec};
+use freshteam_operator::api::{LeaversSpec, MappingSpec, WhenRemoved};
 use freshteam_operator::destination::{DestinationMember, WriteOp};
 use freshteam_operator::manifest;
 use freshteam_operator::mapping::{map_records, CompiledMapping, MappedSource};
 use freshteam_operator::member::{Attr, Member};
-use freshteam_operator::plan::{plan, Plan, PlanOptions, WriteKind};
+use freshteam_operator::plan::{plan, plan_with_ledger, Plan, PlanOptions, WriteKind};
 use freshteam_operator::schedule::{parse_time_zone, Schedule};
-use freshteam_operator::source::{EmployeeRecord, LookupKind, SourceSnapshot};
+use freshteam_operator::source::{EmployeeRecord, LookupKind, Population, SourceSnapshot};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 use serde_yaml::{Mapping, Value};
@@ -542,7 +542,10 @@ proptest! {
             employee_number: fields[7].clone(),
             manager: fields[8].clone(),
         };
-        if let Err(e) = CompiledMapping::compile(&mapping, &LeaversSpec { statuses }) {
+        if let Err(e) = CompiledMapping::compile(&mapping, &LeaversSpec {
+            statuses,
+            ..LeaversSpec::default()
+        }) {
             prop_assert!(
                 e.field.starts_with("spec.mapping.") || e.field == "spec.leavers.statuses",
                 "{e}"
@@ -677,6 +680,11 @@ fn snapshot(mapping: &CompiledMapping, employees: &[Employee]) -> SourceSnapshot
                     other => panic!("not generated: {other}"),
                 })
                 .collect(),
+            population: if e.status == "inactive" {
+                Population::Inactive
+            } else {
+                Population::Active
+            },
         })
         .collect();
     SourceSnapshot {
@@ -779,6 +787,7 @@ fn plan_options(mapping: &CompiledMapping, max: u32, approved: Option<u32>) -> P
         managed: mapping.managed,
         max_leavers_percent: max,
         approved_leavers: approved,
+        when_removed: WhenRemoved::Deactivate,
     }
 }
 
@@ -839,13 +848,13 @@ proptest! {
         match &first.blocked {
             Some(b) => {
                 prop_assert_eq!(leavers, 0, "a blocked plan deactivates");
-                prop_assert!(b.leavers as u64 * 100 > max_percent as u64 * first.managed as u64);
+                prop_assert!(b.leavers as u64 * 100 > max_percent as u64 * first.active_managed as u64);
                 prop_assert!(approved.is_none_or(|a| b.leavers > a));
             }
             None => prop_assert!(
-                leavers as u64 * 100 <= max_percent as u64 * first.managed as u64
+                leavers as u64 * 100 <= max_percent as u64 * first.active_managed as u64
                     || approved.is_some_and(|a| leavers <= a),
-                "{} leavers of {} managed at {}% without approval", leavers, first.managed, max_percent
+                "{} leavers of {} active managed at {}% without approval", leavers, first.active_managed, max_percent
             ),
         }
         for w in &first.writes {
@@ -917,5 +926,56 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(500))]
+
+    /// With a ledger: nothing outside the ledger (or adopted by matching an employee) is
+    /// ever written, a removed ledger member is the only kind of leaver without an
+    /// employee, and leavers never pass the threshold of active managed members without
+    /// approval.
+    #[test]
+    fn with_a_ledger_nothing_outside_it_is_written_and_the_threshold_holds(
+        employees in prop::collection::vec(employee(), 0..12),
+        accounts in prop::collection::vec(account(), 0..9),
+        ledger in prop::collection::btree_set(
+            prop::sample::select(vec!["E1", "E2", "E3", "E4", "E5", "E6", "X1", "X2"]), 0..8),
+        max_percent in 0u32..=100,
+        approved in prop::option::of(0u32..4),
+    ) {
+        let mapping = CompiledMapping::compile(&mapping_spec(false, false), &LeaversSpec::default()).unwrap();
+        let mapped = map_records(&snapshot(&mapping, &employees), &mapping);
+        let current = destination(&accounts);
+        let ledger: HashSet<String> = ledger.into_iter().map(String::from).collect();
+        let source: HashSet<&str> = mapped
+            .members
+            .iter()
+            .map(|d| d.member.employee_id.as_str())
+            .chain(mapped.ambiguous_ids.iter().map(String::as_str))
+            .collect();
+        let options = plan_options(&mapping, max_percent, approved);
+        let p = plan_with_ledger(&mapped, &current, Some(&ledger), &options);
+        let by_id: HashMap<&str, &DestinationMember> =
+            current.iter().map(|m| (m.id.as_str(), m)).collect();
+        for w in &p.writes {
+            if let WriteOp::Update { id, .. } = &w.op {
+                let ext = by_id[id.as_str()].member.employee_id.as_str();
+                prop_assert!(
+                    ledger.contains(ext) || source.contains(ext),
+                    "wrote {} outside the ledger: {:?}", ext, w.op
+                );
+                if !source.contains(ext) {
+                    prop_assert_eq!(w.kind, WriteKind::Leaver);
+                }
+            }
+        }
+        let leavers = p.count(WriteKind::Leaver);
+        prop_assert!(
+            leavers as u64 * 100 <= max_percent as u64 * p.active_managed as u64
+                || approved.is_some_and(|a| leavers <= a),
+            "{} leavers of {} active managed at {}%", leavers, p.active_managed, max_percent
+        );
     }
 }

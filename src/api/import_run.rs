@@ -286,4 +286,8 @@ pub struct ErrorReportRef {
     pub config_map_name: String,
     /// Key of the CSV in the ConfigMap.
     pub key: String,
+    /// A report too large for one object is split: part `i` (from 2) is in ConfigMap
+    /// `<configMapName>-<i>` under the same key, each part a CSV with the header row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
 }

@@ -215,16 +215,35 @@ fn default_employee_id() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct LeaversSpec {
     /// Freshteam employment statuses that make a member a leaver (SCIM `active: false`).
+    /// Terminated and deleted employees are always leavers.
     #[serde(default = "default_leaver_statuses")]
     pub statuses: Vec<String>,
+    /// What happens to a managed member whose employee is in no Freshteam list any more
+    /// ("Delete Forever"): `Deactivate` (default) marks them as a leaver with reason
+    /// "removed from Freshteam"; `Ignore` leaves them as they are.
+    #[serde(default)]
+    pub when_removed: WhenRemoved,
 }
 
 impl Default for LeaversSpec {
     fn default() -> Self {
         LeaversSpec {
             statuses: default_leaver_statuses(),
+            when_removed: WhenRemoved::default(),
         }
     }
+}
+
+/// `spec.leavers.whenRemoved`.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum WhenRemoved {
+    /// Mark the member as a leaver (SCIM `active: false`).
+    #[default]
+    Deactivate,
+    /// Leave the member as it is.
+    Ignore,
 }
 
 fn default_leaver_statuses() -> Vec<String> {

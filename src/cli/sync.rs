@@ -14,13 +14,14 @@ use crate::api::{ImportPhase, ImportRun, ImportRunSpec, ImportTrigger};
 use crate::clock::SystemClock;
 use crate::destination::scim::BulkMode;
 use crate::destination::{ConvergenceNotes, ScimClient, ScimConfig};
+use crate::ledger::LedgerStore;
 use crate::manifest::{self, Manifests};
 use crate::notify::{
     notify_after_run, FileOutboxStore, Mail, MemoryOutboxStore, OutboxStore, RunInfo,
 };
 use crate::progress::ProgressSink;
 use crate::source::{FreshteamClient, FreshteamConfig};
-use crate::sync::{describe, errors_csv, run_import, ImportOptions, ImportOutcome};
+use crate::sync::{describe, report_csv, run_import_with_ledger, ImportOptions, ImportOutcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -65,10 +66,12 @@ pub struct SyncArgs {
     /// Sender address of e-mails (required with --smtp-url).
     #[arg(long, env = "MAIL_FROM", value_name = "ADDR")]
     pub mail_from: Option<String>,
-    /// Invitation outbox: records each invitation before the member is created and after
-    /// it is sent, so that re-runs send pending invitations exactly once, even after a
-    /// crash. Without it invitations are at most once: a crash or an SMTP outage during
-    /// the run can lose them.
+    /// The integration's state: the ledger of managed members (those it created or
+    /// adopted) and the invitation outbox. With it, an employee removed from Freshteam
+    /// for good ("Delete Forever") is found and marked as a leaver, and pending
+    /// invitations are sent exactly once, even after a crash. Without it, removed
+    /// employees cannot be detected (they look like strangers and are left alone), and
+    /// invitations are at most once. One process at a time per file.
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
     /// Directory overriding the invitation templates (invitation.subject, invitation.txt,
@@ -118,6 +121,7 @@ pub async fn run(args: SyncArgs) -> ExitCode {
                 run_name: &name,
                 spec,
                 dry_run: args.dry_run,
+                report_location: report_location(&args),
             };
             for w in notify_after_run(&mail, None, &info, &mut outcome).await {
                 eprintln!("warning: {w}");
@@ -135,6 +139,9 @@ pub async fn run(args: SyncArgs) -> ExitCode {
     let invitations = (spec.welcome_email.enabled && !args.dry_run).then_some(store);
 
     let progress = TerminalProgress::new();
+    if file_store.is_none() {
+        progress.warn("no --state-file: employees removed from Freshteam for good cannot be detected (nothing remembers whom this integration manages), so their members stay active; pass --state-file FILE to keep the ledger of managed members");
+    }
     let options = ImportOptions {
         dry_run: args.dry_run,
         max_leavers_percent: spec.safety.max_leavers_percent,
@@ -144,14 +151,16 @@ pub async fn run(args: SyncArgs) -> ExitCode {
             .as_deref()
             .map(load_notes)
             .unwrap_or_default(),
+        when_removed: spec.leavers.when_removed,
         ..ImportOptions::default()
     };
-    let mut outcome = run_import(
+    let mut outcome = run_import_with_ledger(
         &validated.mapping,
         &source,
         destination.as_ref(),
         &options,
         invitations,
+        file_store.as_ref().map(|f| f as &dyn LedgerStore),
         &progress,
         &SystemClock,
     )
@@ -165,6 +174,7 @@ pub async fn run(args: SyncArgs) -> ExitCode {
         run_name: &run_name,
         spec,
         dry_run: args.dry_run,
+        report_location: report_location(&args),
     };
     for w in notify_after_run(&mail, Some(store), &info, &mut outcome).await {
         progress.warn(&w);
@@ -261,6 +271,14 @@ async fn clients(
     Ok((source, Box::new(destination)))
 }
 
+/// Where `sync` keeps the full report, for the owners' e-mail.
+fn report_location(args: &SyncArgs) -> Option<String> {
+    Some(match &args.error_report {
+        Some(path) => format!("in {} (--error-report)", path.display()),
+        None => "not kept: run sync with --error-report FILE to keep it".to_string(),
+    })
+}
+
 fn mail_setup(args: &SyncArgs) -> Result<Mail, String> {
     Mail::configure(
         args.smtp_url.as_deref(),
@@ -319,16 +337,17 @@ fn finish(
     };
 
     if let Some(path) = &args.error_report {
-        if let Err(e) = std::fs::write(path, errors_csv(&outcome.report)) {
+        if let Err(e) = std::fs::write(path, report_csv(&outcome.report, &outcome.changes)) {
             eprintln!(
                 "error: --error-report {}: cannot write: {e}",
                 path.display()
             );
         }
-    } else if !outcome.report.is_empty() {
+    } else if !outcome.report.is_empty() || !outcome.changes.is_empty() {
         eprintln!(
-            "{} error and warning rows; pass --error-report FILE to save them all as CSV",
-            outcome.report.len()
+            "{} error and warning rows, {} changes; pass --error-report FILE to save them all as CSV",
+            outcome.report.len(),
+            outcome.changes.len()
         );
     }
 

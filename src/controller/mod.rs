@@ -8,10 +8,10 @@ pub mod decide;
 pub mod history;
 pub mod leader;
 pub mod operator;
-pub mod outbox;
 pub mod reconcile;
 pub mod runner;
 pub mod shard;
+pub mod state;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -15,17 +15,20 @@ use serde_json::json;
 use super::connect::account_key;
 use super::decide::StartRun;
 use super::history::{runs_to_prune, RunEntry};
-use super::outbox::ConfigMapOutboxStore;
+use super::state::{ConfigMapLedgerStore, ConfigMapOutboxStore};
 use super::{Context, INTEGRATION_LABEL};
 use crate::api::{
     ErrorReportRef, FreshteamIntegration, ImportPhase, ImportRun, ImportRunSpec, ImportRunStatus,
     ImportTrigger, LastImport, Preview,
 };
 use crate::clock::rfc3339;
+use crate::ledger::LedgerStore;
 use crate::mapping::CompiledMapping;
 use crate::notify::{notify_after_run, OutboxStore, RunInfo};
 use crate::secret::SecretString;
-use crate::sync::{errors_csv, run_import, ImportOptions, ProgressCounter};
+use crate::sync::{
+    report_part_name, report_parts, run_import_with_ledger, ImportOptions, ProgressCounter,
+};
 
 /// The ImportRun object for a run about to start (phase Pending).
 pub fn new_run(fti: &FreshteamIntegration, name: &str, start: &StartRun) -> ImportRun {
@@ -204,6 +207,11 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         &integration,
         fti.controller_owner_ref(&()),
     );
+    let ledger = ConfigMapLedgerStore::new(
+        Api::namespaced(ctx.client.clone(), &ns),
+        &integration,
+        fti.controller_owner_ref(&()),
+    );
     let mut outcome = match (
         ctx.connector.source(&fti.spec, req.api_key.clone()).await,
         ctx.connector
@@ -228,15 +236,17 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
                 approved_leavers,
                 stop: stop.clone(),
                 convergence: super::convergence::load(&notes_api, &integration).await,
+                when_removed: fti.spec.leavers.when_removed,
             };
             let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
                 .then_some(&outbox as &dyn OutboxStore);
-            let outcome = run_import(
+            let outcome = run_import_with_ledger(
                 &req.mapping,
                 source.as_ref(),
                 destination.as_ref(),
                 &options,
                 invitations,
+                Some(&ledger as &dyn LedgerStore),
                 progress.as_ref(),
                 ctx.clock.as_ref(),
             )
@@ -265,16 +275,42 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
         run_name: &name,
         spec: &fti.spec,
         dry_run: req.start.dry_run,
+        report_location: Some(format!(
+            "in ConfigMap {name}-errors (kubectl freshteam errors {name})"
+        )),
     };
+    if outcome.status.summary.warnings > 0 {
+        // Members held back because their state could not be recorded say so here too.
+        if let Some(m) = outcome
+            .status
+            .message
+            .as_deref()
+            .filter(|m| m.contains("not created:"))
+        {
+            ctx.event(fti, EventType::Warning, "MembersNotCreated", m.to_string())
+                .await;
+        }
+    }
     for w in notify_after_run(&ctx.mail, Some(&outbox), &info, &mut outcome).await {
         ctx.event(fti, EventType::Warning, "EmailNotSent", w).await;
     }
 
     let mut status = outcome.status.clone();
-    if !outcome.report.is_empty() {
-        match store_report(&ctx, &runs, &ns, &name, &errors_csv(&outcome.report)).await {
+    if !outcome.report.is_empty() || !outcome.changes.is_empty() {
+        let parts = report_parts(&outcome.report, &outcome.changes, REPORT_PART_BYTES);
+        match store_report(&ctx, &runs, &ns, &name, &parts).await {
             Ok(report) => status.error_report = Some(report),
-            Err(e) => tracing::warn!(run = %name, error = %e, "could not store the error report"),
+            Err(e) => {
+                tracing::warn!(run = %name, error = %e, "could not store the run's report");
+                let note = format!("the run's full report could not be stored: {e}");
+                ctx.event(fti, EventType::Warning, "ReportNotStored", note.clone())
+                    .await;
+                let message = status.message.get_or_insert_with(String::new);
+                if !message.is_empty() {
+                    message.push_str("; ");
+                }
+                message.push_str(&note);
+            }
         }
     }
     if let Err(e) = patch_run_status(
@@ -406,39 +442,44 @@ fn spawn_progress_ticker(
     })
 }
 
+/// Bytes of CSV per report ConfigMap: a report larger than that is split over
+/// `<run>-errors`, `<run>-errors-2`, … (each under the 1 MiB object limit).
+pub const REPORT_PART_BYTES: usize = 900 * 1024;
+
 async fn store_report(
     ctx: &Context,
     runs: &Api<ImportRun>,
     ns: &str,
     run: &str,
-    csv: &str,
+    parts: &[String],
 ) -> Result<ErrorReportRef, kube::Error> {
     let owner = runs.get(run).await?.controller_owner_ref(&());
     let name = format!("{run}-errors");
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(ns.to_string()),
-            owner_references: owner.map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(
-            "errors.csv".to_string(),
-            csv.to_string(),
-        )])),
-        ..ConfigMap::default()
-    };
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    match cms.create(&PostParams::default(), &cm).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            cms.replace(&name, &PostParams::default(), &cm).await?;
+    for (i, csv) in parts.iter().enumerate() {
+        let part_name = report_part_name(&name, i);
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(part_name.clone()),
+                namespace: Some(ns.to_string()),
+                owner_references: owner.clone().map(|o| vec![o]),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([("errors.csv".to_string(), csv.clone())])),
+            ..ConfigMap::default()
+        };
+        match cms.create(&PostParams::default(), &cm).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                cms.replace(&part_name, &PostParams::default(), &cm).await?;
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
     }
     Ok(ErrorReportRef {
         config_map_name: name,
         key: "errors.csv".into(),
+        parts: (parts.len() > 1).then_some(parts.len() as u32),
     })
 }
 

@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use crate::api::{LeaversSpec, MappingSpec, RecordError};
-use crate::member::{Attr, AttrSet, Member};
-use crate::source::{LookupKind, SourceRequest, SourceSnapshot};
+use crate::member::{Attr, AttrSet, LeaverReason, Member};
+use crate::source::{LookupKind, Population, SourceRequest, SourceSnapshot};
 
 /// Employee fields the list endpoint carries; anything else needs the detail call.
 pub const LIST_FIELDS: &[&str] = &[
@@ -23,6 +23,7 @@ pub const LIST_FIELDS: &[&str] = &[
     "terminated",
     "termination_date",
     "deleted",
+    "draft",
     "employee_type",
     "designation",
     "department_id",
@@ -255,6 +256,8 @@ pub struct DesiredMember {
     pub member: Member,
     /// The manager's Employee ID, when the mapping manages the manager and one is set.
     pub manager_employee_id: Option<String>,
+    /// Set for a leaver (`member.active` false).
+    pub leaver_reason: Option<LeaverReason>,
 }
 
 /// Records mapped to members.
@@ -267,6 +270,9 @@ pub struct MappedSource {
     /// Employee IDs the source has but that could not be applied (shared by several
     /// records): their members stay as they are and are never leavers.
     pub ambiguous_ids: Vec<String>,
+    /// Employee IDs of draft profiles: never provisioned, an existing member is left as
+    /// it is (and is not a leaver).
+    pub drafts: Vec<String>,
     /// Records read from the source.
     pub records: usize,
 }
@@ -304,6 +310,12 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
     };
     let mut candidates: Vec<(i64, DesiredMember)> = Vec::new();
     for rec in &snapshot.employees {
+        if rec.population == Population::Draft {
+            if let Some(id) = value(rec, mapping.employee_id) {
+                out.drafts.push(id);
+            }
+            continue;
+        }
         let mut member = Member {
             active: true,
             ..Member::default()
@@ -333,11 +345,21 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
                 (None, None) => None,
             };
         }
-        if let Some(status) = value(rec, mapping.status) {
-            member.active = !mapping
+        let by_status = value(rec, mapping.status).is_some_and(|status| {
+            mapping
                 .leaver_statuses
-                .contains(lowercase(&status).as_ref());
-        }
+                .contains(lowercase(&status).as_ref())
+        });
+        let leaver_reason = match rec.population {
+            Population::Deleted => Some(LeaverReason::Deleted),
+            Population::Terminated => Some(LeaverReason::Terminated),
+            Population::Inactive if mapping.leaver_statuses.contains("inactive") => {
+                Some(LeaverReason::Inactive)
+            }
+            _ if by_status => Some(LeaverReason::Inactive),
+            _ => None,
+        };
+        member.active = leaver_reason.is_none();
         // The record is dropped on every error path: its e-mail moves into the row.
         let Some(employee_id) = value(rec, mapping.employee_id) else {
             let email = std::mem::take(&mut member.email);
@@ -385,6 +407,7 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
             DesiredMember {
                 member,
                 manager_employee_id,
+                leaver_reason,
             },
         ));
     }

@@ -12,11 +12,29 @@ fn compile(m: &MappingSpec) -> CompiledMapping {
 }
 
 /// Builds a snapshot from records given as field → value pairs.
+/// The population the client would put a record in, from its own fields.
+fn population_of(fields: &[(&str, &str)]) -> crate::source::Population {
+    use crate::source::Population;
+    let get = |k: &str| fields.iter().find(|(f, _)| *f == k).map(|(_, v)| *v);
+    if get("deleted") == Some("true") {
+        Population::Deleted
+    } else if get("terminated") == Some("true") {
+        Population::Terminated
+    } else if get("status") == Some("inactive") {
+        Population::Inactive
+    } else if get("draft") == Some("true") {
+        Population::Draft
+    } else {
+        Population::Active
+    }
+}
+
 fn snapshot(mapping: &CompiledMapping, records: &[(i64, &[(&str, &str)])]) -> SourceSnapshot {
     let employees = records
         .iter()
         .map(|(id, fields)| EmployeeRecord {
             id: *id,
+            population: population_of(fields),
             values: mapping
                 .request
                 .fields
@@ -122,6 +140,7 @@ fn unknown_freshteam_field_is_rejected_naming_the_member_field() {
 fn leaver_statuses_cannot_include_active() {
     let l = LeaversSpec {
         statuses: vec!["inactive".into(), "Active".into()],
+        ..LeaversSpec::default()
     };
     let e = CompiledMapping::compile(&spec(), &l).unwrap_err();
     assert_eq!(e.field, "spec.leavers.statuses");
@@ -186,6 +205,7 @@ fn leaver_statuses_are_configurable_and_case_insensitive() {
         &spec(),
         &LeaversSpec {
             statuses: vec!["inactive".into(), "on_notice".into()],
+            ..LeaversSpec::default()
         },
     )
     .unwrap();

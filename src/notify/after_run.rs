@@ -10,7 +10,7 @@ use super::{
 };
 use crate::api::{FreshteamIntegrationSpec, RecordError};
 use crate::secret::SecretString;
-use crate::sync::{errors_csv, ImportOutcome};
+use crate::sync::{report_csv, ImportOutcome};
 
 /// How a process sends e-mail. `transport: None` means no SMTP server is configured.
 #[derive(Clone, Default)]
@@ -66,6 +66,9 @@ pub struct RunInfo<'a> {
     pub run_name: &'a str,
     pub spec: &'a FreshteamIntegrationSpec,
     pub dry_run: bool,
+    /// Where the run's full report is kept, named in the summary when its attachment
+    /// had to be cut.
+    pub report_location: Option<String>,
 }
 
 /// Sends what a finished run owes: the pending invitations (through `outbox`) and the
@@ -114,7 +117,7 @@ pub async fn notify_after_run(
 
     let recipients = &run.spec.notifications.recipients;
     if !recipients.is_empty() {
-        let csv = errors_csv(&outcome.report);
+        let csv = report_csv(&outcome.report, &outcome.changes);
         let summary = RunSummary {
             integration: run.integration,
             run_name: run.run_name,
@@ -122,6 +125,8 @@ pub async fn notify_after_run(
             dry_run: run.dry_run,
             report_csv: Some(&csv),
             blocked_leavers: outcome.blocked_leavers,
+            changes: &outcome.changes,
+            report_location: run.report_location.as_deref(),
         };
         // Built either way, so that "not sent" counts only a summary that was owed.
         if let Some(message) = summary_mail(&summary, recipients) {

@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use super::templates::{InvitationVars, Templates};
 use super::{MailError, MailTransport, OutgoingMail};
 use crate::api::RecordError;
+use crate::ledger::{Ledger, LedgerStore};
 use crate::sync::ImportOutcome;
 
 /// The outbox as stored.
@@ -152,7 +153,9 @@ pub trait OutboxStore: Send + Sync {
     async fn save(&self, outbox: &Outbox) -> Result<(), String>;
 }
 
-/// The outbox as a JSON file (the CLI's `--state-file`).
+/// The outbox as a JSON file (the CLI's `--state-file`), beside the integration's
+/// ledger of managed members: `{"invitations": {…}, "ledger": {"members": {…}}}`. A
+/// file holding only an outbox (the earlier format) is read as such.
 ///
 /// `save` writes a temporary file in the same directory and renames it over the old one,
 /// so a reader sees the old or the new content, whole. That is safe against the process
@@ -184,31 +187,81 @@ impl FileOutboxStore {
     }
 }
 
-#[async_trait]
-impl OutboxStore for FileOutboxStore {
-    async fn load(&self) -> Result<Outbox, String> {
+/// The whole state file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct StateFile {
+    #[serde(default)]
+    invitations: Outbox,
+    #[serde(default)]
+    ledger: Ledger,
+}
+
+impl FileOutboxStore {
+    async fn read_state(&self) -> Result<StateFile, String> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                format!(
-                    "{}: not a valid invitation state file ({e}); move it aside to start afresh",
-                    path.display()
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Outbox::default()),
+            Ok(bytes) => {
+                let bad = |e: serde_json::Error| {
+                    format!(
+                        "{}: not a valid state file ({e}); move it aside to start afresh (the ledger of managed members and the pending invitations in it are then forgotten)",
+                        path.display()
+                    )
+                };
+                let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(bad)?;
+                let legacy = value.get("entries").is_some() || value.get("generation").is_some();
+                if legacy {
+                    Ok(StateFile {
+                        invitations: serde_json::from_value(value).map_err(bad)?,
+                        ledger: Ledger::default(),
+                    })
+                } else {
+                    serde_json::from_value(value).map_err(bad)
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile::default()),
             Err(e) => Err(format!("{}: {e}", path.display())),
         })
         .await
-        .map_err(|e| format!("reading the invitation state: {e}"))?
+        .map_err(|e| format!("reading the state file: {e}"))?
     }
 
-    async fn save(&self, outbox: &Outbox) -> Result<(), String> {
-        let bytes = serde_json::to_vec(outbox).map_err(|e| e.to_string())?;
+    async fn write_state(&self, state: &StateFile) -> Result<(), String> {
+        let bytes = serde_json::to_vec(state).map_err(|e| e.to_string())?;
         let path = self.path.clone();
         let fsync = self.fsync;
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes, fsync))
             .await
-            .map_err(|e| format!("writing the invitation state: {e}"))?
+            .map_err(|e| format!("writing the state file: {e}"))?
+    }
+}
+
+#[async_trait]
+impl OutboxStore for FileOutboxStore {
+    async fn load(&self) -> Result<Outbox, String> {
+        Ok(self.read_state().await?.invitations)
+    }
+
+    async fn save(&self, outbox: &Outbox) -> Result<(), String> {
+        let mut state = self.read_state().await?;
+        state.invitations = outbox.clone();
+        self.write_state(&state).await
+    }
+}
+
+#[async_trait]
+impl LedgerStore for FileOutboxStore {
+    async fn load_ledger(&self) -> Result<Ledger, String> {
+        Ok(self.read_state().await?.ledger)
+    }
+
+    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), String> {
+        let mut state = self.read_state().await?;
+        state.ledger = ledger.clone();
+        self.write_state(&state).await
+    }
+
+    fn ledger_location(&self) -> String {
+        format!("--state-file {}", self.path.display())
     }
 }
 

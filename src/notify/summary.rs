@@ -6,6 +6,11 @@ use crate::api::{ImportPhase, ImportRunStatus};
 
 /// Errors and warnings quoted in the body (the attachment has them all).
 pub const SUMMARY_ERRORS: usize = 10;
+/// Leavers listed in the body, each with its reason.
+pub const SUMMARY_LEAVERS: usize = 50;
+/// The attachment is cut (at a row) past this size; the body says where the full
+/// report is.
+pub const MAX_ATTACHMENT_BYTES: usize = 2 * 1024 * 1024;
 
 /// One finished run, as the summary describes it.
 #[derive(Clone, Copy, Debug)]
@@ -17,10 +22,15 @@ pub struct RunSummary<'a> {
     /// The run's final status, with `invitationsSent` and the delivery warnings applied.
     pub status: &'a ImportRunStatus,
     pub dry_run: bool,
-    /// The run's full report (`crate::sync::errors_csv`).
+    /// The run's full report (`crate::sync::report_csv`).
     pub report_csv: Option<&'a str>,
     /// For a `Blocked` run: the leavers awaiting approval.
     pub blocked_leavers: u32,
+    /// The run's change rows (`crate::sync::ImportOutcome::changes`): leavers are listed
+    /// with their reasons.
+    pub changes: &'a [crate::api::RecordError],
+    /// Where the full report is kept (a ConfigMap, a file), for a cut attachment.
+    pub report_location: Option<&'a str>,
 }
 
 /// The summary for `recipients`, or `None` when there is nobody to tell or nothing to
@@ -44,19 +54,34 @@ pub fn summary_mail(run: &RunSummary<'_>, recipients: &[String]) -> Option<Outgo
         return None;
     }
 
-    let findings = s.errors + s.warnings;
+    let findings = s.errors + s.warnings + run.changes.len() as u32;
+    let mut cut = None;
     let attachments = match run.report_csv {
-        Some(csv) if findings > 0 => vec![Attachment {
-            filename: "errors.csv".into(),
-            content_type: "text/csv; charset=utf-8".into(),
-            content: csv.as_bytes().to_vec(),
-        }],
+        Some(csv) if findings > 0 => {
+            let (content, kept) = bounded(csv, MAX_ATTACHMENT_BYTES);
+            if kept.is_some() {
+                cut = kept;
+            }
+            vec![Attachment {
+                filename: "errors.csv".into(),
+                content_type: "text/csv; charset=utf-8".into(),
+                content: content.as_bytes().to_vec(),
+            }]
+        }
         _ => Vec::new(),
     };
+    let mut text = body(run, !attachments.is_empty());
+    if let Some((kept, total)) = cut {
+        text.push_str(&format!(
+            "The attachment is cut to its first {kept} of {total} rows to stay small; the full report is {}.\n",
+            run.report_location
+                .unwrap_or("kept with the run (kubectl freshteam errors <run>)")
+        ));
+    }
     Some(OutgoingMail {
         to: recipients,
         subject: subject(run),
-        text: body(run, !attachments.is_empty()),
+        text,
         html: None,
         attachments,
         message_id: None,
@@ -130,6 +155,34 @@ fn subject(run: &RunSummary<'_>) -> String {
     }
 }
 
+/// `csv` cut after the last whole row that fits in `max` bytes, with `(rows kept, rows)`
+/// when it was cut. Rows are records as the CSV reader sees them (a quoted line break
+/// stays inside its row).
+fn bounded(csv: &str, max: usize) -> (&str, Option<(usize, usize)>) {
+    if csv.len() <= max {
+        return (csv, None);
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(csv.as_bytes());
+    let mut end = 0usize;
+    let mut kept = 0usize;
+    let mut total = 0usize;
+    let mut record = csv::StringRecord::new();
+    while reader.read_record(&mut record).unwrap_or(false) {
+        total += 1;
+        let at = reader.position().byte() as usize;
+        if at <= max {
+            end = at;
+            kept += 1;
+        }
+    }
+    if end == 0 {
+        end = csv.find('\n').map_or(0, |i| i + 1);
+    }
+    (&csv[..end], Some((kept, total)))
+}
+
 fn body(run: &RunSummary<'_>, attached: bool) -> String {
     let status = run.status;
     let s = &status.summary;
@@ -199,8 +252,36 @@ fn body(run: &RunSummary<'_>, attached: bool) -> String {
             out.push_str(&format!("… and {} more.\n", total - shown));
         }
     }
+    let leavers: Vec<_> = run
+        .changes
+        .iter()
+        .filter(|c| c.field.as_deref() == Some("leaver"))
+        .collect();
+    if !leavers.is_empty() {
+        let shown = leavers.len().min(SUMMARY_LEAVERS);
+        out.push_str(&format!(
+            "\n{leavers_label} ({shown} of {}):\n",
+            leavers.len()
+        ));
+        for c in leavers.iter().take(SUMMARY_LEAVERS) {
+            out.push_str(&format!(
+                "- {} <{}>: {}\n",
+                c.employee_id.as_deref().unwrap_or("-"),
+                c.email.as_deref().unwrap_or("-"),
+                c.message
+            ));
+        }
+        if leavers.len() > shown {
+            out.push_str(&format!(
+                "… and {} more (see the report).\n",
+                leavers.len() - shown
+            ));
+        }
+    }
     if attached {
-        out.push_str("\nThe full report is attached as errors.csv.\n");
+        out.push_str(
+            "\nThe full report (errors, warnings and every change) is attached as errors.csv.\n",
+        );
     }
     if let (Some(start), Some(end)) = (&status.start_time, &status.completion_time) {
         out.push_str(&format!("\nStarted {start}, finished {end}.\n"));
@@ -229,6 +310,8 @@ mod tests {
             dry_run,
             report_csv: csv,
             blocked_leavers: 0,
+            changes: &[],
+            report_location: None,
         }
     }
 

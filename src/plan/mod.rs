@@ -8,10 +8,10 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 
-use crate::api::RecordError;
+use crate::api::{RecordError, WhenRemoved};
 use crate::destination::{DestinationMember, WriteOp};
 use crate::mapping::{lowercase, DesiredMember, MappedSource};
-use crate::member::{Attr, AttrSet, Change, Member};
+use crate::member::{Attr, AttrSet, Change, LeaverReason, Member};
 
 /// Knobs of one planning pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +22,9 @@ pub struct PlanOptions {
     pub max_leavers_percent: u32,
     /// Leavers approved for this run (`None`: no approval).
     pub approved_leavers: Option<u32>,
+    /// `spec.leavers.whenRemoved`: what becomes of a ledger member whose employee is in
+    /// no Freshteam list.
+    pub when_removed: WhenRemoved,
 }
 
 /// Why a kind of write is in the plan (drives the summary counts).
@@ -38,6 +41,8 @@ pub enum WriteKind {
 pub struct PlannedWrite {
     pub kind: WriteKind,
     pub op: WriteOp,
+    /// Why, for a leaver.
+    pub leaver_reason: Option<LeaverReason>,
 }
 
 /// The leaver threshold was crossed.
@@ -56,7 +61,7 @@ impl Blocked {
             self.leavers as f64 * 100.0 / self.managed as f64
         };
         format!(
-            "{} of {} managed members ({pct:.1}%) would be marked as leavers, above safety.maxLeaversPercent {}%: no member was deactivated; approve this run to apply them",
+            "{} of {} active managed members ({pct:.1}%) would be marked as leavers, above safety.maxLeaversPercent {}%: no member was deactivated; approve this run to apply them",
             self.leavers, self.managed, self.max_percent
         )
     }
@@ -71,8 +76,14 @@ pub struct Plan {
     pub skipped: u32,
     /// Record errors (mapping's and planning's).
     pub errors: Vec<RecordError>,
-    /// Members the integration manages (externalId among the source's employees).
+    /// Destination accounts the integration manages: in its ledger, or adopted by this
+    /// plan (without a ledger: externalId among the source's employees).
     pub managed: u32,
+    /// Of those, the active ones: the base of the leaver threshold.
+    pub active_managed: u32,
+    /// Employee IDs of existing accounts this plan adopts into the ledger (their
+    /// externalId matched one of the integration's employees for the first time).
+    pub adopted: Vec<String>,
     /// Leavers held back by the safety threshold (not in `writes`).
     pub blocked: Option<Blocked>,
     /// Desired members whose manager is not in the destination yet; a follow-up pass
@@ -140,9 +151,26 @@ fn error_row(member: &Member, field: Option<&str>, message: String) -> RecordErr
     }
 }
 
-/// Plans a run. `desired` comes from [`crate::mapping::map_records`], `current` from
-/// the destination's member list.
+/// Plans a run without a ledger: managed members are those whose externalId is among
+/// the source's employees, and nobody removed from Freshteam can be detected.
 pub fn plan(desired: &MappedSource, current: &[DestinationMember], options: &PlanOptions) -> Plan {
+    plan_with_ledger(desired, current, None, options)
+}
+
+/// Plans a run. `desired` comes from [`crate::mapping::map_records`], `current` from
+/// the destination's member list, `ledger` holds the Employee IDs the integration
+/// manages (created or adopted by earlier runs).
+///
+/// Only managed accounts are ever written: those in the ledger, and those whose
+/// externalId matches one of the source's employees (adopted). A ledger member whose
+/// employee is in no Freshteam population is a leaver with reason "removed from
+/// Freshteam" (unless `when_removed` is `Ignore`).
+pub fn plan_with_ledger(
+    desired: &MappedSource,
+    current: &[DestinationMember],
+    ledger: Option<&HashSet<String>>,
+    options: &PlanOptions,
+) -> Plan {
     let mut plan = Plan {
         errors: desired.errors.clone(),
         ..Plan::default()
@@ -172,9 +200,36 @@ pub fn plan(desired: &MappedSource, current: &[DestinationMember], options: &Pla
         .map(|d| d.member.employee_id.as_str())
         .chain(desired.ambiguous_ids.iter().map(String::as_str))
         .collect();
-    plan.managed = current
+    let drafts: HashSet<&str> = desired.drafts.iter().map(String::as_str).collect();
+    let in_ledger = |id: &str| ledger.is_some_and(|l| l.contains(id));
+    let mut removed = Vec::new();
+    for m in current {
+        let id = m.member.employee_id.as_str();
+        if id.is_empty() {
+            continue;
+        }
+        let matched = source_ids.contains(id);
+        if !(matched || in_ledger(id)) {
+            continue;
+        }
+        plan.managed += 1;
+        if m.member.active {
+            plan.active_managed += 1;
+        }
+        if matched && ledger.is_some() && !in_ledger(id) {
+            plan.adopted.push(id.to_string());
+        }
+        let gone = !matched && !drafts.contains(id);
+        if gone && m.member.active && !ambiguous_in_destination.contains(id) {
+            removed.push(m);
+        }
+    }
+    plan.adopted.sort_unstable();
+    plan.adopted.dedup();
+    plan.skipped += desired
+        .drafts
         .iter()
-        .filter(|m| source_ids.contains(m.member.employee_id.as_str()))
+        .filter(|id| !by_external.contains_key(id.as_str()))
         .count() as u32;
 
     let mut creates = Vec::new();
@@ -223,6 +278,7 @@ pub fn plan(desired: &MappedSource, current: &[DestinationMember], options: &Pla
                                 want.into_owned(),
                                 managed,
                             ),
+                            leaver_reason: d.leaver_reason.or(Some(LeaverReason::Inactive)),
                         });
                     } else {
                         plan.unchanged += 1;
@@ -243,6 +299,7 @@ pub fn plan(desired: &MappedSource, current: &[DestinationMember], options: &Pla
                     updates.push(PlannedWrite {
                         kind: WriteKind::Reactivate,
                         op: update_op(cur, changes, want.into_owned(), managed),
+                        leaver_reason: None,
                     });
                 } else if changes.is_empty() {
                     plan.unchanged += 1;
@@ -250,6 +307,7 @@ pub fn plan(desired: &MappedSource, current: &[DestinationMember], options: &Pla
                     updates.push(PlannedWrite {
                         kind: WriteKind::Update,
                         op: update_op(cur, changes, want.into_owned(), managed),
+                        leaver_reason: None,
                     });
                 }
             }
@@ -268,19 +326,37 @@ pub fn plan(desired: &MappedSource, current: &[DestinationMember], options: &Pla
                     op: WriteOp::Create {
                         member: only_managed(want.into_owned(), managed),
                     },
+                    leaver_reason: None,
                 });
             }
         }
     }
 
+    for cur in removed {
+        match options.when_removed {
+            WhenRemoved::Deactivate => {
+                let mut gone = cur.member.clone();
+                gone.active = false;
+                leavers.push(PlannedWrite {
+                    kind: WriteKind::Leaver,
+                    op: update_op(cur, vec![Change::Active(false)], gone, options.managed),
+                    leaver_reason: Some(LeaverReason::Removed),
+                });
+            }
+            WhenRemoved::Ignore => plan.unchanged += 1,
+        }
+    }
+
+    // The base is the active managed members: members deactivated long ago must not
+    // make room for more leavers.
     let leaver_count = leavers.len() as u32;
     let over_threshold =
-        leaver_count as u64 * 100 > options.max_leavers_percent as u64 * plan.managed as u64;
+        leaver_count as u64 * 100 > options.max_leavers_percent as u64 * plan.active_managed as u64;
     let approved = options.approved_leavers.is_some_and(|n| leaver_count <= n);
     if leaver_count > 0 && over_threshold && !approved {
         plan.blocked = Some(Blocked {
             leavers: leaver_count,
-            managed: plan.managed,
+            managed: plan.active_managed,
             max_percent: options.max_leavers_percent,
         });
         leavers.clear();

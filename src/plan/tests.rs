@@ -18,6 +18,7 @@ fn options() -> PlanOptions {
         managed: ALL_BUT_MANAGER.into_iter().collect(),
         max_leavers_percent: 20,
         approved_leavers: None,
+        when_removed: Default::default(),
     }
 }
 
@@ -42,6 +43,7 @@ fn desired(members: Vec<Member>) -> MappedSource {
         members: members
             .into_iter()
             .map(|member| DesiredMember {
+                leaver_reason: (!member.active).then_some(crate::member::LeaverReason::Inactive),
                 member,
                 manager_employee_id: None,
             })
@@ -294,6 +296,7 @@ fn leavers_above_the_threshold_block_and_deactivate_nothing() {
     want.members.push(DesiredMember {
         member: member("NEW", true),
         manager_employee_id: None,
+        leaver_reason: None,
     });
     let mut changed = member("E9", true);
     changed.job_title = Some("Changed".into());
@@ -306,7 +309,8 @@ fn leavers_above_the_threshold_block_and_deactivate_nothing() {
     let b = p.blocked.clone().unwrap();
     assert_eq!((b.leavers, b.managed, b.max_percent), (3, 10, 20));
     assert!(
-        b.message().starts_with("3 of 10 managed members (30.0%)"),
+        b.message()
+            .starts_with("3 of 10 active managed members (30.0%)"),
         "{}",
         b.message()
     );
@@ -538,4 +542,53 @@ fn property_applying_a_plan_converges_and_never_touches_strangers() {
             }
         }
     }
+}
+
+#[test]
+fn a_ledger_member_gone_from_freshteam_is_a_removed_leaver_and_strangers_are_untouched() {
+    use crate::member::LeaverReason;
+    // E0..E9 in Freshteam and managed; GONE was managed and is in no population any
+    // more; STRANGER was made by hand; DRAFT is a draft profile with an account.
+    let (mut want, mut cur) = population(10, 0);
+    want.drafts.push("DRAFT".into());
+    cur.push(existing(member("GONE", true)));
+    cur.push(existing(member("STRANGER", true)));
+    cur.push(existing(member("DRAFT", true)));
+    let ledger: HashSet<String> = ["E0", "E1", "GONE", "DRAFT"].map(String::from).into();
+    let p = plan_with_ledger(&want, &cur, Some(&ledger), &options());
+    assert_eq!(kinds(&p), vec![(WriteKind::Leaver, "GONE".to_string())]);
+    assert_eq!(p.writes[0].leaver_reason, Some(LeaverReason::Removed));
+    // E2..E9 matched an employee for the first time: adopted.
+    assert_eq!(
+        p.adopted,
+        (2..10).map(|i| format!("E{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!((p.managed, p.active_managed), (12, 12));
+
+    let ignore = PlanOptions {
+        when_removed: WhenRemoved::Ignore,
+        ..options()
+    };
+    assert!(plan_with_ledger(&want, &cur, Some(&ledger), &ignore)
+        .writes
+        .is_empty());
+    // Without a ledger nobody removed can be seen.
+    assert!(plan(&want, &cur, &options()).writes.is_empty());
+}
+
+#[test]
+fn the_threshold_base_is_the_active_managed_members() {
+    // 800 old leavers (inactive already) and 200 active members: 60 new leavers are
+    // 30% of the 200, over a 20% limit, even though they are 6% of the 1,000.
+    let (mut want, mut cur) = population(1000, 860);
+    for (i, m) in cur.iter_mut().enumerate() {
+        m.member.active = i >= 800;
+    }
+    for d in want.members.iter_mut().take(800) {
+        d.leaver_reason = Some(crate::member::LeaverReason::Terminated);
+    }
+    let p = plan(&want, &cur, &options());
+    let b = p.blocked.clone().expect("blocked");
+    assert_eq!((b.leavers, b.managed), (60, 200));
+    assert_eq!(p.count(WriteKind::Leaver), 0);
 }

@@ -23,7 +23,7 @@ use crate::api::{
 use crate::cli::exit;
 use crate::clock::{rfc3339, Clock, SystemClock};
 use crate::controller::INTEGRATION_LABEL;
-use crate::sync::errors_csv;
+use crate::sync::{errors_csv, report_part_name};
 
 /// What a command prints and how the process exits.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -511,14 +511,35 @@ impl Plugin {
                             report.config_map_name
                         ))
                     })?;
-                cm.data
+                let mut csv = cm
+                    .data
                     .and_then(|mut d| d.remove(&report.key))
                     .ok_or_else(|| {
                         Fail::Failed(format!(
                             "configmap \"{}\" has no key \"{}\"",
                             report.config_map_name, report.key
                         ))
-                    })?
+                    })?;
+                // A large report is split over several ConfigMaps, each with the header.
+                for i in 1..report.parts.unwrap_or(1) as usize {
+                    let name = report_part_name(&report.config_map_name, i);
+                    let part = cms
+                        .get_opt(&name)
+                        .await
+                        .map_err(|e| {
+                            Fail::Failed(format!("cannot read configmap \"{name}\": {e}"))
+                        })?
+                        .and_then(|cm| cm.data?.remove(&report.key))
+                        .ok_or_else(|| {
+                            Fail::Failed(format!(
+                                "part {} of the report of ImportRun {run_name} (configmap \"{name}\") is missing",
+                                i + 1
+                            ))
+                        })?;
+                    let body = part.split_once('\n').map_or("", |(_, rest)| rest);
+                    csv.push_str(body);
+                }
+                csv
             }
             None if !status.phase.is_final() => {
                 return Err(Fail::Failed(format!(

@@ -44,6 +44,10 @@ pub struct SimulateArgs {
     /// Delay added to every API response, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// List everyone (leavers and drafts too) when the list has no filter, instead of
+    /// current staff only as Freshteam documents it.
+    #[arg(long)]
+    pub permissive_list: bool,
 }
 
 /// The key is never printed.
@@ -60,6 +64,7 @@ impl std::fmt::Debug for SimulateArgs {
             .field("window_ms", &self.window_ms)
             .field("fail_every", &self.fail_every)
             .field("latency_ms", &self.latency_ms)
+            .field("permissive_list", &self.permissive_list)
             .finish()
     }
 }
@@ -76,6 +81,11 @@ impl SimulateArgs {
             window: Duration::from_millis(self.window_ms.max(1)),
             latency: Duration::from_millis(self.latency_ms),
             fail_every: self.fail_every,
+            list_mode: if self.permissive_list {
+                super::ListMode::Permissive
+            } else {
+                super::ListMode::Documented
+            },
             ..SimConfig::default()
         }
     }

@@ -410,6 +410,7 @@ impl Generator {
             json!(termination.map(date_string)),
         );
         m.insert("deleted".into(), json!(false));
+        m.insert("draft".into(), json!(false));
         m.insert("employee_type".into(), json!(employee_type));
         m.insert("designation".into(), json!(designation));
         m.insert("department_id".into(), json!(department));
@@ -734,13 +735,21 @@ impl Directory {
             .filter_map(|(pos, record)| {
                 let m = self.list_map(record);
                 let keep = query.filters.iter().all(|(field, wanted)| {
-                    let Some(have) = m.get(*field).and_then(filter_text) else {
-                        return false;
+                    let have = m.get(*field).and_then(filter_text);
+                    // A record without a flag is not terminated, deleted or a draft.
+                    let have = match (have, *field) {
+                        (Some(h), _) => h,
+                        (None, "terminated" | "deleted" | "draft") => "false".to_string(),
+                        (None, "status") => "active".to_string(),
+                        (None, _) => return false,
                     };
-                    if matches!(*field, "official_email" | "status") {
-                        have.eq_ignore_ascii_case(wanted)
-                    } else {
-                        have == *wanted
+                    match *field {
+                        // `status` takes a comma-separated list.
+                        "status" => wanted
+                            .split(',')
+                            .any(|w| have.eq_ignore_ascii_case(w.trim())),
+                        "official_email" => have.eq_ignore_ascii_case(wanted),
+                        _ => have == *wanted,
                     }
                 });
                 keep.then_some((pos as u32, m))

@@ -8,12 +8,23 @@
 //! on at run time, and every API request is logged so tests can check how a client
 //! behaved, e.g. that it waited for a throttled window to reopen.
 //!
+//! Who the list returns follows Freshworks' description of `GET /api/employees` ("List
+//! of active employees from directory") by default ([`ListMode::Documented`]): without
+//! a `status`, `terminated`, `deleted` or `draft` filter it holds current staff only
+//! (active, not terminated, not deleted, not a draft); with any of them, exactly the
+//! employees those filters select (`status` takes `active`, `inactive` or both,
+//! comma-separated). [`ListMode::Permissive`] lists everyone when unfiltered, the other
+//! way a real account might behave; an import must be right against both.
+//!
 //! Admin routes for scripts (no auth, not rate limited, not logged):
 //! `GET`/`DELETE /_sim/requests`, `GET`/`POST /_sim/employees`,
-//! `GET`/`PATCH`/`DELETE /_sim/employees/{employee_id}`, `GET`/`PUT /_sim/faults`
+//! `GET`/`PATCH /_sim/employees/{employee_id}`, `DELETE /_sim/employees/{employee_id}`
+//! (removes the employee for good, as Freshteam's "Delete Forever": in no list any
+//! more), `GET`/`PUT /_sim/faults`
 //! (`{"fail_every", "unknown_account", "truncate_every", "stall_every", "stall_ms",
-//! "latency_ms"}`, missing keys reset to their defaults) and `PUT /_sim/rate_limit`
-//! (`{"limit": n | null, "window_ms": ms}`).
+//! "latency_ms"}`, missing keys reset to their defaults), `PUT /_sim/rate_limit`
+//! (`{"limit": n | null, "window_ms": ms}`) and `PUT /_sim/list_mode`
+//! (`{"mode": "documented" | "permissive"}`).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -45,6 +56,17 @@ pub use cli::{run, SimulateArgs};
 use data::{Directory, Generator};
 use server::{Shared, State};
 
+/// Who the unfiltered employee list returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListMode {
+    /// As documented: current staff only; leavers and drafts only through filters.
+    #[default]
+    Documented,
+    /// Everyone, leavers and drafts included.
+    Permissive,
+}
+
 /// How the simulated account starts out.
 #[derive(Clone)]
 pub struct SimConfig {
@@ -70,6 +92,8 @@ pub struct SimConfig {
     pub latency: Duration,
     /// Every Nth API request gets a 503 (see [`Faults::fail_every`]).
     pub fail_every: Option<u32>,
+    /// Who the unfiltered list returns.
+    pub list_mode: ListMode,
 }
 
 impl Default for SimConfig {
@@ -86,6 +110,7 @@ impl Default for SimConfig {
             inactive_percent: 3.0,
             latency: Duration::ZERO,
             fail_every: None,
+            list_mode: ListMode::Documented,
         }
     }
 }
@@ -108,6 +133,7 @@ impl fmt::Debug for SimConfig {
             .field("inactive_percent", &self.inactive_percent)
             .field("latency", &self.latency)
             .field("fail_every", &self.fail_every)
+            .field("list_mode", &self.list_mode)
             .finish()
     }
 }
@@ -353,7 +379,8 @@ impl Simulator {
         self.shared.lock().directory.add(employee)
     }
 
-    /// Removes the employee with that Employee ID; false when there was none.
+    /// Removes the employee with that Employee ID for good ("Delete Forever": in no
+    /// list any more); false when there was none.
     pub fn remove_employee(&self, employee_id: &str) -> bool {
         self.shared.lock().directory.remove(employee_id)
     }
@@ -367,6 +394,11 @@ impl Simulator {
 
     pub fn faults(&self) -> Faults {
         self.shared.lock().faults.clone()
+    }
+
+    /// Switches who the unfiltered list returns.
+    pub fn set_list_mode(&self, mode: ListMode) {
+        self.shared.lock().list_mode = mode;
     }
 
     /// Changes the limit and window; a fresh window with a full quota starts now.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::data::{lookup, Directory, ListQuery, LIST_FIELDS};
-use super::{Faults, RequestRecord, SimConfig, SimError};
+use super::{Faults, ListMode, RequestRecord, SimConfig, SimError};
 
 /// `x-ratelimit-total` reported when no limit is configured.
 pub(crate) const UNLIMITED_TOTAL: u32 = 1000;
@@ -28,6 +28,7 @@ const FILTERS: &[&str] = &[
     "status",
     "terminated",
     "deleted",
+    "draft",
     "employee_id",
     "official_email",
     "department_id",
@@ -40,6 +41,7 @@ pub(crate) struct State {
     pub forbidden_keys: Vec<String>,
     pub page_size: usize,
     pub retry_after: bool,
+    pub list_mode: ListMode,
     pub directory: Directory,
     pub faults: Faults,
     /// API requests since the faults were last set (drives `fail_every`, `stall_every`).
@@ -64,6 +66,7 @@ impl State {
             forbidden_keys: config.forbidden_keys.clone(),
             page_size: config.page_size.max(1),
             retry_after: config.retry_after,
+            list_mode: config.list_mode,
             directory,
             faults: Faults {
                 fail_every: config.fail_every,
@@ -214,7 +217,11 @@ fn static_name(key: &str) -> &'static str {
         .expect("only called with a filter name")
 }
 
-fn parse_list_request(raw_query: &str) -> Result<ListRequest, ApiError> {
+/// The filters that select a population; without any of them, the documented list is
+/// current staff only.
+const POPULATION_FILTERS: &[&str] = &["status", "terminated", "deleted", "draft"];
+
+fn parse_list_request(raw_query: &str, mode: ListMode) -> Result<ListRequest, ApiError> {
     let mut page = 1;
     let mut query = ListQuery::default();
     let mut sort_field = None;
@@ -231,15 +238,18 @@ fn parse_list_request(raw_query: &str) -> Result<ListRequest, ApiError> {
             }
             "status" => {
                 let v = value.to_ascii_lowercase();
-                if v != "active" && v != "inactive" {
+                let ok = v
+                    .split(',')
+                    .all(|s| matches!(s.trim(), "active" | "inactive"));
+                if !ok {
                     return Err(ApiError::invalid(
                         "status",
-                        "status must be active or inactive",
+                        "status must be active, inactive or both, comma-separated",
                     ));
                 }
                 query.filters.push(("status", v));
             }
-            k @ ("terminated" | "deleted") => {
+            k @ ("terminated" | "deleted" | "draft") => {
                 let field = static_name(k);
                 let v = value.to_ascii_lowercase();
                 if v != "true" && v != "false" {
@@ -281,6 +291,21 @@ fn parse_list_request(raw_query: &str) -> Result<ListRequest, ApiError> {
             },
             // Unknown parameters are ignored, as most APIs do.
             _ => {}
+        }
+    }
+    let selects = query
+        .filters
+        .iter()
+        .any(|(f, _)| POPULATION_FILTERS.contains(f));
+    if mode == ListMode::Documented && !selects {
+        // "List of active employees from directory".
+        for (f, v) in [
+            ("status", "active"),
+            ("terminated", "false"),
+            ("deleted", "false"),
+            ("draft", "false"),
+        ] {
+            query.filters.push((f, v.to_string()));
         }
     }
     if let Some(field) = sort_field {
@@ -503,7 +528,7 @@ fn route(
         ));
     }
     if rest == "employees" {
-        let request = parse_list_request(raw_query)?;
+        let request = parse_list_request(raw_query, state.list_mode)?;
         let page_size = state.page_size;
         let (total, rows) = state
             .directory
@@ -656,6 +681,21 @@ async fn delete_employee(
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListModeBody {
+    mode: ListMode,
+}
+
+async fn put_list_mode(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Json(body): Json<ListModeBody>,
+) -> Response {
+    let mut state = shared.lock();
+    state.list_mode = body.mode;
+    Json(json!({ "mode": state.list_mode })).into_response()
+}
+
 async fn get_faults(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
     Json(FaultsBody::from(&shared.lock().faults)).into_response()
 }
@@ -695,6 +735,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/_sim/faults", put(put_faults).get(get_faults))
         .route("/_sim/rate_limit", put(put_rate_limit))
+        .route("/_sim/list_mode", put(put_list_mode))
         .fallback(api)
         .with_state(shared)
 }

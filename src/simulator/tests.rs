@@ -959,6 +959,8 @@ async fn a_hundred_thousand_employees_stay_compact() {
     );
     let sim = sim_with(SimConfig {
         employees: 100_000,
+        // Everyone in the unfiltered list, leavers included.
+        list_mode: ListMode::Permissive,
         ..SimConfig::default()
     });
     let last = get(&sim, "/api/employees?page=4000").await;
@@ -1080,4 +1082,150 @@ fn simulate_arguments_map_to_the_config() {
     assert_eq!(config.window, Duration::from_millis(1500));
     assert_eq!(config.fail_every, Some(9));
     assert_eq!(config.latency, Duration::from_millis(20));
+}
+
+/// A small account with one employee of each kind: E-00001..E-00004 current, E-00005
+/// inactive, E-00006 terminated, E-00007 deleted, E-00008 a draft.
+fn mixed(mode: ListMode) -> Simulator {
+    let sim = sim_with(SimConfig {
+        employees: 8,
+        page_size: 3,
+        inactive_percent: 0.0,
+        list_mode: mode,
+        ..SimConfig::default()
+    });
+    for (id, patch) in [
+        ("E-00005", json!({"status": "inactive"})),
+        ("E-00006", json!({"terminated": true})),
+        ("E-00007", json!({"deleted": true})),
+        ("E-00008", json!({"draft": true})),
+    ] {
+        sim.update_employee(id, patch).unwrap();
+    }
+    sim
+}
+
+async fn all_pages(sim: &Simulator, query: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    let sep = if query.is_empty() { "" } else { "&" };
+    for page in 1.. {
+        let got = body(get(sim, &format!("/api/employees?{query}{sep}page={page}")).await).await;
+        if got.as_array().unwrap().is_empty() {
+            break;
+        }
+        out.extend(ids(&got));
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_documented_list_is_current_staff_and_filters_select_the_rest() {
+    let sim = mixed(ListMode::Documented);
+    assert_eq!(all_pages(&sim, "").await, vec![1001, 1002, 1003, 1004]);
+    let listed = get(&sim, "/api/employees").await;
+    assert_eq!(header(&listed, "total-objects").as_deref(), Some("4"));
+    assert_eq!(all_pages(&sim, "status=inactive").await, vec![1005]);
+    assert_eq!(all_pages(&sim, "terminated=true").await, vec![1006]);
+    assert_eq!(all_pages(&sim, "deleted=true").await, vec![1007]);
+    assert_eq!(all_pages(&sim, "draft=true").await, vec![1008]);
+    // `status` takes a comma-separated list; alone it selects on status only.
+    assert_eq!(
+        all_pages(&sim, "status=active,inactive").await,
+        (1001..=1008).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        all_pages(&sim, "status=active&terminated=false&deleted=false").await,
+        vec![1001, 1002, 1003, 1004, 1008]
+    );
+    let (status, _, field) = error_code(get(&sim, "/api/employees?draft=maybe").await).await;
+    assert_eq!((status, field.as_deref()), (400, Some("draft")));
+
+    // Delete Forever: in no list any more.
+    let client = reqwest::Client::new();
+    let gone = client
+        .delete(url(&sim, "/_sim/employees/E-00006"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    assert!(all_pages(&sim, "terminated=true").await.is_empty());
+    assert!(!all_pages(&sim, "status=active,inactive")
+        .await
+        .contains(&1006));
+
+    // The switch for an account that lists everyone.
+    let switched = client
+        .put(url(&sim, "/_sim/list_mode"))
+        .json(&json!({"mode": "permissive"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(switched.status(), 200);
+    assert_eq!(
+        all_pages(&sim, "").await,
+        vec![1001, 1002, 1003, 1004, 1005, 1007, 1008]
+    );
+}
+
+/// The client reads the same populations whichever way the unfiltered list behaves.
+#[tokio::test]
+async fn the_client_reads_every_population_in_both_list_modes() {
+    use crate::source::{EmployeeSource, FreshteamClient, FreshteamConfig, Population};
+    for mode in [ListMode::Documented, ListMode::Permissive] {
+        let sim = mixed(mode);
+        let config = FreshteamConfig::new(
+            "acme",
+            Some(&sim.base_url()),
+            crate::secret::SecretString::new(KEY.to_string()),
+        )
+        .unwrap();
+        let client = FreshteamClient::new(config).unwrap();
+        let request = crate::source::SourceRequest {
+            fields: vec!["employee_id".into()],
+            ..Default::default()
+        };
+        let snap = client
+            .fetch(&request, &crate::progress::NoProgress)
+            .await
+            .unwrap();
+        let got: Vec<(i64, Population)> = snap
+            .employees
+            .iter()
+            .map(|e| (e.id, e.population))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1001, Population::Active),
+                (1002, Population::Active),
+                (1003, Population::Active),
+                (1004, Population::Active),
+                (1005, Population::Inactive),
+                (1006, Population::Terminated),
+                (1007, Population::Deleted),
+                (1008, Population::Draft),
+            ],
+            "{mode:?}"
+        );
+        // One pass per population, each with its explicit filter (so the unfiltered
+        // list's behaviour never matters): 2 pages of current staff (3 a page), one
+        // page per leaver and draft pass.
+        assert_eq!(snap.stats.list_by_population, [2, 1, 1, 1, 1], "{mode:?}");
+        assert_eq!(snap.stats.list_requests, 6);
+        let queries: HashSet<String> = sim
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/api/employees")
+            .map(|r| r.query.clone())
+            .collect();
+        for q in [
+            "status=active&terminated=false&deleted=false&page=1",
+            "status=inactive&page=1",
+            "terminated=true&page=1",
+            "deleted=true&page=1",
+            "draft=true&page=1",
+        ] {
+            assert!(queries.contains(q), "{mode:?}: {q} not among {queries:?}");
+        }
+    }
 }

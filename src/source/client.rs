@@ -1,9 +1,15 @@
 //! HTTP client for the Freshteam API (see shared freshteam-api.md).
 //!
-//! - Employees: page 1, then the `link` header's `rel="next"`. When page 1 announces
-//!   `total-pages`, the other pages go out concurrently with `page` set on the next
-//!   link; the chain is still followed past the last one. Records are projected to the
-//!   requested fields as each page is parsed and deduplicated by id.
+//! - Employees: one pass per [`Population`], each with its own explicit filter (the
+//!   unfiltered list is documented as current staff only, so leavers must be asked
+//!   for), all passes at once within the shared rate limiter. Per pass: page 1, then
+//!   the `link` header's `rel="next"`; when page 1 announces `total-pages`, the other
+//!   pages go out concurrently with `page` set on the next link, and the chain is still
+//!   followed past the last one. Records are projected to the requested fields as each
+//!   page is parsed, deduplicated by id, and a record seen in several passes belongs to
+//!   the strongest population (deleted > terminated > inactive > draft > active). A
+//!   record's own `status` / `terminated` / `deleted` / `draft` fields win over a
+//!   pass that they contradict (a server that ignores a filter).
 //! - Details (`/employees/{id}`) only when the request needs them; lookups one call each.
 //! - Every request passes the client's rate limiter (`ratelimit.rs`); 5xx, timeouts, connection
 //!   errors and unreadable 2xx bodies are retried with jittered backoff, 429s wait
@@ -29,8 +35,8 @@ use super::project::{lookup_names, project, record_id};
 use super::ratelimit::{RateHeaders, RateLimiter};
 use super::retry;
 use super::{
-    validate_subdomain, AccountInfo, EmployeeRecord, EmployeeSource, LookupKind, SourceError,
-    SourceRequest, SourceSnapshot, SourceStats,
+    validate_subdomain, AccountInfo, EmployeeRecord, EmployeeSource, LookupKind, Population,
+    SourceError, SourceRequest, SourceSnapshot, SourceStats,
 };
 use crate::egress::{self, Egress};
 use crate::progress::{NoProgress, ProgressSink};
@@ -119,7 +125,7 @@ pub struct FreshteamClient {
 /// What kind of call a request is, for the run's counts.
 #[derive(Clone, Copy, Debug)]
 enum Call {
-    List,
+    List(Population),
     Detail,
     Lookup,
 }
@@ -128,6 +134,7 @@ enum Call {
 #[derive(Default)]
 struct Run {
     list: AtomicU32,
+    list_by_population: [AtomicU32; 5],
     detail: AtomicU32,
     lookup: AtomicU32,
     throttled: AtomicU32,
@@ -138,7 +145,14 @@ struct Run {
 impl Run {
     fn sent(&self, call: Call) {
         let counter = match call {
-            Call::List => &self.list,
+            Call::List(population) => {
+                let i = Population::ALL
+                    .iter()
+                    .position(|p| *p == population)
+                    .expect("every population is in ALL");
+                self.list_by_population[i].fetch_add(1, Ordering::Relaxed);
+                &self.list
+            }
             Call::Detail => &self.detail,
             Call::Lookup => &self.lookup,
         };
@@ -148,6 +162,9 @@ impl Run {
     fn stats(&self) -> SourceStats {
         SourceStats {
             list_requests: self.list.load(Ordering::Relaxed),
+            list_by_population: std::array::from_fn(|i| {
+                self.list_by_population[i].load(Ordering::Relaxed)
+            }),
             detail_requests: self.detail.load(Ordering::Relaxed),
             lookup_requests: self.lookup.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
@@ -262,8 +279,19 @@ impl FreshteamClient {
     }
 
     fn first_page(&self) -> Url {
+        self.first_page_of(&[])
+    }
+
+    /// Page 1 of the list with `filter` (e.g. `deleted=true`).
+    fn first_page_of(&self, filter: &[(&str, &str)]) -> Url {
         let mut url = self.endpoint(&["employees"]);
-        url.query_pairs_mut().append_pair("page", "1");
+        {
+            let mut query = url.query_pairs_mut();
+            for (k, v) in filter {
+                query.append_pair(k, v);
+            }
+            query.append_pair("page", "1");
+        }
         url
     }
 
@@ -571,32 +599,41 @@ impl FreshteamClient {
         }
     }
 
-    /// Reads every list page into `records` (deduplicated by id). Returns the last
-    /// `total-objects` the server sent.
+    /// Reads every list page of one population into `records` (deduplicated by id).
+    /// Returns the last `total-objects` the server sent.
     async fn list_pass(
         &self,
         run: &Run,
+        pass: Pass,
         fields: &[String],
         progress: &dyn ProgressSink,
-        records: &mut BTreeMap<i64, Vec<Option<String>>>,
+        records: &mut Records,
     ) -> Result<Option<u64>, SourceError> {
-        let first = self.first_page();
-        let page1 = self.get(run, &first, Call::List).await?;
+        let first = match pass {
+            Pass::Unfiltered => self.first_page(),
+            Pass::Population(p) => self.first_page_of(p.filter()),
+        };
+        let call = Call::List(pass.population());
+        let merge = |url: &Url, body: Value, records: &mut Records| {
+            merge_page(url, body, fields, pass.population(), records)
+        };
+        let page1 = self.get(run, &first, call).await?;
         let mut total_objects = page1.total_objects;
-        if let Some(t) = total_objects {
+        if let (Some(t), Population::Active) = (total_objects, pass.population()) {
             progress.set_total(t);
         }
         let total_pages = page1.total_pages;
         let mut visited = HashSet::from([first.clone()]);
-        merge_page(&first, page1.body, fields, records)?;
+        merge(&first, page1.body, records)?;
         let mut done = 1u64;
         let mut next = page1.next;
+        let what = pass.describe();
         let report = |done: u64| {
             let every = total_pages.map_or(10, |t| t.div_ceil(10).max(1));
             if done == 1 || done.is_multiple_of(every) || Some(done) == total_pages {
                 progress.phase(&match total_pages {
-                    Some(t) => format!("Reading Freshteam employees (page {done} of {t})"),
-                    None => format!("Reading Freshteam employees (page {done})"),
+                    Some(t) => format!("Reading Freshteam {what} (page {done} of {t})"),
+                    None => format!("Reading Freshteam {what} (page {done})"),
                 });
             }
         };
@@ -616,7 +653,7 @@ impl FreshteamClient {
                     .map(|page| {
                         let url = with_page(&template, page);
                         async move {
-                            let response = self.get(run, &url, Call::List).await;
+                            let response = self.get(run, &url, call).await;
                             (page, url, response)
                         }
                     })
@@ -625,7 +662,7 @@ impl FreshteamClient {
                 while let Some((page, url, response)) = fetched.next().await {
                     let response = response?;
                     total_objects = response.total_objects.or(total_objects);
-                    merge_page(&url, response.body, fields, records)?;
+                    merge(&url, response.body, records)?;
                     visited.insert(url);
                     if page == pages {
                         next = response.next;
@@ -641,9 +678,9 @@ impl FreshteamClient {
                 path: shown_path(&url),
                 detail,
             })?;
-            let response = self.get(run, &url, Call::List).await?;
+            let response = self.get(run, &url, call).await?;
             total_objects = response.total_objects.or(total_objects);
-            let count = merge_page(&url, response.body, fields, records)?;
+            let count = merge(&url, response.body, records)?;
             done += 1;
             report(done);
             // An empty page ends the list even if it links on: nothing suggests more.
@@ -654,6 +691,51 @@ impl FreshteamClient {
         Ok(total_objects)
     }
 
+    /// One population, read whole: re-read once when fewer records arrived than
+    /// announced.
+    async fn read_population(
+        &self,
+        run: &Run,
+        population: Population,
+        fields: &[String],
+        progress: &dyn ProgressSink,
+    ) -> Result<Records, SourceError> {
+        let pass = Pass::Population(population);
+        let mut records = Records::new();
+        let total = self
+            .list_pass(run, pass, fields, progress, &mut records)
+            .await?;
+        // Fewer records than announced: pages shifted under a deletion while they were
+        // read, and someone may have been skipped. A missed employee would look like a
+        // leaver, so the list is read once more (records merge by id).
+        if let Some(total) = total.filter(|t| (records.len() as u64) < *t) {
+            debug!(
+                population = population.name(),
+                announced = total,
+                read = records.len(),
+                "fewer employees than announced, reading the list again"
+            );
+            let total = self
+                .list_pass(run, pass, fields, progress, &mut records)
+                .await?;
+            if let Some(total) = total.filter(|t| (records.len() as u64) < *t) {
+                progress.warn(&format!(
+                    "Freshteam announced {total} {} but listed {}; the directory may have changed during the run",
+                    pass.describe(),
+                    records.len()
+                ));
+            }
+        }
+        let ignored = records.values().filter(|r| r.contradicted).count();
+        if ignored > 0 {
+            progress.warn(&format!(
+                "{ignored} record(s) listed under {} say otherwise in their own fields: Freshteam seems to ignore that filter; each record's own status, terminated, deleted and draft fields were used",
+                filter_text(population.filter())
+            ));
+        }
+        Ok(records)
+    }
+
     async fn read_employees(
         &self,
         run: &Run,
@@ -661,23 +743,18 @@ impl FreshteamClient {
         progress: &dyn ProgressSink,
     ) -> Result<Vec<EmployeeRecord>, SourceError> {
         let fields = &request.fields;
-        let mut records = BTreeMap::new();
-        let total = self.list_pass(run, fields, progress, &mut records).await?;
-        // Fewer records than announced: pages shifted under a deletion while they were
-        // read, and someone may have been skipped. A missed employee would look like a
-        // leaver, so the list is read once more (records merge by id).
-        if let Some(total) = total.filter(|t| (records.len() as u64) < *t) {
-            debug!(
-                announced = total,
-                read = records.len(),
-                "fewer employees than announced, reading the list again"
-            );
-            let total = self.list_pass(run, fields, progress, &mut records).await?;
-            if let Some(total) = total.filter(|t| (records.len() as u64) < *t) {
-                progress.warn(&format!(
-                    "Freshteam announced {total} employees but listed {}; the directory may have changed during the run",
-                    records.len()
-                ));
+        let passes = Population::ALL
+            .map(|population| self.read_population(run, population, fields, progress));
+        let mut records = Records::new();
+        for pass in futures::future::try_join_all(passes).await? {
+            for (id, found) in pass {
+                match records.get_mut(&id) {
+                    Some(have) if have.population >= found.population => {}
+                    Some(have) => *have = found,
+                    None => {
+                        records.insert(id, found);
+                    }
+                }
             }
         }
         if request.needs_detail {
@@ -686,7 +763,11 @@ impl FreshteamClient {
         }
         Ok(records
             .into_iter()
-            .map(|(id, values)| EmployeeRecord { id, values })
+            .map(|(id, r)| EmployeeRecord {
+                id,
+                values: r.values,
+                population: r.population,
+            })
             .collect())
     }
 
@@ -697,9 +778,14 @@ impl FreshteamClient {
         run: &Run,
         fields: &[String],
         progress: &dyn ProgressSink,
-        records: &mut BTreeMap<i64, Vec<Option<String>>>,
+        records: &mut Records,
     ) -> Result<(), SourceError> {
-        let ids: Vec<i64> = records.keys().copied().collect();
+        // Drafts are never provisioned: their details are not needed.
+        let ids: Vec<i64> = records
+            .iter()
+            .filter(|(_, r)| r.population != Population::Draft)
+            .map(|(id, _)| *id)
+            .collect();
         let total = ids.len();
         let every = total.div_ceil(10).max(1);
         progress.phase(&format!(
@@ -726,7 +812,7 @@ impl FreshteamClient {
             let (id, values) = detail?;
             match values {
                 Some(values) => {
-                    let slots = records.get_mut(&id).expect("ids come from records");
+                    let slots = &mut records.get_mut(&id).expect("ids come from records").values;
                     for (slot, value) in slots.iter_mut().zip(values) {
                         if value.is_some() {
                             *slot = value;
@@ -783,13 +869,16 @@ impl FreshteamClient {
 impl EmployeeSource for FreshteamClient {
     async fn authorize(&self) -> Result<AccountInfo, SourceError> {
         let run = Run::default();
-        let page1 = self.get(&run, &self.first_page(), Call::List).await?;
+        let page1 = self
+            .get(&run, &self.first_page(), Call::List(Population::Active))
+            .await?;
         let employees = match page1.total_objects {
             Some(total) => total,
             // No count announced: count by reading the ids.
             None => {
-                let mut records = BTreeMap::new();
-                self.list_pass(&run, &[], &NoProgress, &mut records).await?;
+                let mut records = Records::new();
+                self.list_pass(&run, Pass::Unfiltered, &[], &NoProgress, &mut records)
+                    .await?;
                 records.len() as u64
             }
         };
@@ -817,13 +906,106 @@ impl EmployeeSource for FreshteamClient {
     }
 }
 
+/// Records of a list read, by Freshteam id.
+type Records = BTreeMap<i64, Found>;
+
+/// One record as a pass found it.
+struct Found {
+    values: Vec<Option<String>>,
+    population: Population,
+    /// The record's own fields contradict the pass's filter.
+    contradicted: bool,
+}
+
+/// One list read: a population's filter, or the bare list (only to count employees).
+#[derive(Clone, Copy)]
+enum Pass {
+    Unfiltered,
+    Population(Population),
+}
+
+impl Pass {
+    fn population(self) -> Population {
+        match self {
+            Pass::Unfiltered => Population::Active,
+            Pass::Population(p) => p,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Pass::Unfiltered | Pass::Population(Population::Active) => "employees",
+            Pass::Population(Population::Inactive) => "inactive employees",
+            Pass::Population(Population::Terminated) => "terminated employees",
+            Pass::Population(Population::Deleted) => "deleted employees",
+            Pass::Population(Population::Draft) => "draft profiles",
+        }
+    }
+}
+
+fn filter_text(filter: &[(&str, &str)]) -> String {
+    filter
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A boolean field of a raw record: JSON `true`/`false` or their text; `None` when
+/// absent or anything else.
+fn flag(record: &Value, field: &str) -> Option<bool> {
+    match record.get(field)? {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The population a record's own fields put it in, when they say anything.
+fn own_population(record: &Value) -> Population {
+    let status = record
+        .get("status")
+        .and_then(Value::as_str)
+        .map(|s| s.trim().to_ascii_lowercase());
+    if flag(record, "deleted") == Some(true) {
+        Population::Deleted
+    } else if flag(record, "terminated") == Some(true) {
+        Population::Terminated
+    } else if status.as_deref() == Some("inactive") {
+        Population::Inactive
+    } else if flag(record, "draft") == Some(true) {
+        Population::Draft
+    } else {
+        Population::Active
+    }
+}
+
+/// True when the record's own fields say it does not match the pass's filter.
+fn contradicts(population: Population, record: &Value) -> bool {
+    population.filter().iter().any(|(field, wanted)| {
+        if *field == "status" {
+            record
+                .get("status")
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.trim().eq_ignore_ascii_case(wanted))
+        } else {
+            flag(record, field).is_some_and(|b| b.to_string() != *wanted)
+        }
+    })
+}
+
 /// Projects one list page into `records`, keeping the first copy of a record seen
 /// twice. Returns the number of records on the page.
 fn merge_page(
     url: &Url,
     body: Value,
     fields: &[String],
-    records: &mut BTreeMap<i64, Vec<Option<String>>>,
+    pass: Population,
+    records: &mut Records,
 ) -> Result<usize, SourceError> {
     let Value::Array(items) = body else {
         return Err(SourceError::BadResponse {
@@ -838,7 +1020,19 @@ fn merge_page(
             path: shown_path(url),
             detail: "an employee record has no numeric id".into(),
         })?;
-        records.entry(id).or_insert_with(|| project(&item, fields));
+        records.entry(id).or_insert_with(|| {
+            let contradicted = contradicts(pass, &item);
+            let claimed = if contradicted {
+                Population::Active
+            } else {
+                pass
+            };
+            Found {
+                values: project(&item, fields),
+                population: own_population(&item).max(claimed),
+                contradicted: contradicted && pass != Population::Active,
+            }
+        });
     }
     Ok(count)
 }

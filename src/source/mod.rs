@@ -57,6 +57,63 @@ pub struct EmployeeRecord {
     /// Freshteam's own numeric id (what `reporting_to_id` refers to).
     pub id: i64,
     pub values: Vec<Option<String>>,
+    /// Where the employee stands in Freshteam.
+    pub population: Population,
+}
+
+/// A group of Freshteam employees, read with its own filter. Ordered by precedence: a
+/// record seen in several passes belongs to the greatest (deleted beats terminated
+/// beats inactive beats draft beats active).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Population {
+    /// Current staff.
+    #[default]
+    Active,
+    /// A draft profile (e.g. a hire not yet started): never provisioned.
+    Draft,
+    /// `status` inactive (long leave, archived).
+    Inactive,
+    /// No longer part of the organisation.
+    Terminated,
+    /// Record deleted.
+    Deleted,
+}
+
+impl Population {
+    pub const ALL: [Population; 5] = [
+        Population::Active,
+        Population::Inactive,
+        Population::Terminated,
+        Population::Deleted,
+        Population::Draft,
+    ];
+
+    /// The list filter that reads this population (`GET /api/employees?…`). Current
+    /// staff are asked for the way a client known to run against live accounts does.
+    pub fn filter(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Population::Active => &[
+                ("status", "active"),
+                ("terminated", "false"),
+                ("deleted", "false"),
+            ],
+            Population::Inactive => &[("status", "inactive")],
+            Population::Terminated => &[("terminated", "true")],
+            Population::Deleted => &[("deleted", "true")],
+            Population::Draft => &[("draft", "true")],
+        }
+    }
+
+    /// `active`, `inactive`, `terminated`, `deleted`, `draft`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Population::Active => "active",
+            Population::Draft => "draft",
+            Population::Inactive => "inactive",
+            Population::Terminated => "terminated",
+            Population::Deleted => "deleted",
+        }
+    }
 }
 
 /// Everything a run reads from Freshteam.
@@ -72,7 +129,10 @@ pub struct SourceSnapshot {
 /// Counts of calls a run made to Freshteam.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceStats {
+    /// List pages over all passes (the sum of `list_by_population`).
     pub list_requests: u32,
+    /// List pages per population pass, in [`Population::ALL`] order.
+    pub list_by_population: [u32; 5],
     pub detail_requests: u32,
     pub lookup_requests: u32,
     pub throttled: u32,

@@ -5,7 +5,8 @@
 //! - caps requests in flight at the configured concurrency and at what the account has
 //!   left (divided by the cost of a call, `x-ratelimit-used-currentrequest`);
 //! - with nothing left, lets a single probe through at a time, so a window costs at
-//!   most one throttled call;
+//!   most one throttled call; before the first answer (nothing known yet) it lets one
+//!   request through too, so that passes starting together learn the budget first;
 //! - after a 429, holds every request until `Retry-After` (or a backoff) has passed.
 //!
 //! Responses can arrive out of order, so a `remaining` value is only taken as-is from a
@@ -36,6 +37,8 @@ struct State {
     blocked_until: Option<Instant>,
     /// Calls the account has left in the current window, when known.
     remaining: Option<u64>,
+    /// An answer has been seen (with or without rate-limit headers).
+    answered: bool,
     /// Bumped whenever `remaining` changes.
     remaining_version: u64,
     /// Cost of one call as last reported.
@@ -153,7 +156,9 @@ impl RateLimiter {
                     Some(until) if until > now => Some(until),
                     _ => {
                         let cap = match s.remaining {
-                            None => self.concurrency,
+                            None if s.answered => self.concurrency,
+                            // Nothing learnt yet: one request finds out.
+                            None => 1,
                             // Nothing left: one probe, to learn when the window reopens.
                             Some(r) => ((r / s.cost.max(1)) as usize).clamp(1, self.concurrency),
                         };
@@ -191,6 +196,7 @@ impl Permit<'_> {
     /// Records what a non-429 response said about the account's budget.
     pub fn observe(&self, rate: RateHeaders) {
         let mut s = self.limiter.state.lock().expect("rate limiter lock");
+        s.answered = true;
         s.throttle_streak = 0;
         if let Some(cost) = rate.cost.filter(|c| *c > 0) {
             s.cost = cost;
@@ -212,6 +218,7 @@ impl Permit<'_> {
     pub fn throttled(self, retry_after: Option<Duration>) -> Duration {
         let mut s = self.limiter.state.lock().expect("rate limiter lock");
         let now = Instant::now();
+        s.answered = true;
         s.remaining = Some(0);
         s.remaining_version += 1;
         // A 429 for a request launched before the last 429 belongs to the same closed
@@ -315,6 +322,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn before_the_first_answer_one_request_learns_the_budget() {
+        let limiter = RateLimiter::new(4);
+        let first = limiter.acquire().await;
+        let second = tokio::time::timeout(Duration::from_millis(50), limiter.acquire()).await;
+        assert!(
+            second.is_err(),
+            "a second request went out before any answer"
+        );
+        first.observe(rate(3));
+        drop(first);
+        let a = limiter.acquire().await;
+        let b = limiter.acquire().await;
+        let c = limiter.acquire().await;
+        drop((a, b, c));
+    }
+
+    #[tokio::test]
     async fn in_flight_never_exceeds_concurrency_or_remaining() {
         let limiter = Arc::new(RateLimiter::new(4));
         // 2 left: at most two requests at once.
@@ -343,6 +367,8 @@ mod tests {
     #[tokio::test]
     async fn stale_remaining_cannot_raise_a_fresh_one() {
         let limiter = RateLimiter::new(4);
+        // A first answer without rate-limit headers: several requests may go at once.
+        limiter.acquire().await.observe(RateHeaders::default());
         let old = limiter.acquire().await;
         let newer = limiter.acquire().await;
         newer.observe(rate(0));
@@ -371,6 +397,8 @@ mod tests {
     #[tokio::test]
     async fn a_429_holds_everyone_and_stale_429s_add_nothing() {
         let limiter = RateLimiter::new(4);
+        // A first answer without rate-limit headers: several requests may go at once.
+        limiter.acquire().await.observe(RateHeaders::default());
         let a = limiter.acquire().await;
         let b = limiter.acquire().await;
         assert_eq!(

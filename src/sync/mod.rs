@@ -10,19 +10,22 @@ use std::sync::Mutex;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::api::{ApiCalls, ImportPhase, ImportRunStatus, ImportSummary, Progress, RecordError};
+use crate::api::{
+    ApiCalls, ImportPhase, ImportRunStatus, ImportSummary, Progress, RecordError, WhenRemoved,
+};
 use crate::clock::{rfc3339, Clock};
 use crate::destination::{
     ConvergenceNotes, DestinationMember, DestinationStats, MemberDirectory, WriteOp, WriteOutcome,
 };
+use crate::ledger::{Ledger, LedgerStore, Origin};
 use crate::mapping::{map_records, CompiledMapping};
-use crate::member::{Attr, AttrSet, Change};
+use crate::member::{Attr, AttrSet, Change, Member};
 use crate::notify::{InvitationIntent, OutboxStore};
-use crate::plan::{plan, Plan, PlanOptions, PlannedWrite, WriteKind};
+use crate::plan::{plan, plan_with_ledger, Plan, PlanOptions, PlannedWrite, WriteKind};
 use crate::progress::ProgressSink;
 use crate::source::{EmployeeSource, SourceStats};
 
-pub use report::{errors_csv, MAX_INLINE_ERRORS};
+pub use report::{errors_csv, report_csv, report_part_name, report_parts, MAX_INLINE_ERRORS};
 pub use stop::StopSignal;
 
 /// Writes sent between two checks for a stop request.
@@ -37,6 +40,8 @@ pub struct ImportOptions {
     pub max_leavers_percent: u32,
     /// Leavers approved for this run, if any.
     pub approved_leavers: Option<u32>,
+    /// `spec.leavers.whenRemoved`.
+    pub when_removed: WhenRemoved,
     /// Asks the run to stop at its next safe point (the run ends `Interrupted`).
     pub stop: StopSignal,
     /// Values earlier runs wrote that the destination did not keep (from the state).
@@ -62,6 +67,9 @@ pub struct ImportOutcome {
     pub status: ImportRunStatus,
     /// Every error and warning row (the status keeps the first 50).
     pub report: Vec<RecordError>,
+    /// One row per change the run made (or, dry, would make): severity `change`, field
+    /// `created` / `updated` / `leaver` / `reactivated`, the message saying what.
+    pub changes: Vec<RecordError>,
     /// Employee IDs of members created by this run (for invitations).
     pub created: Vec<CreatedMember>,
     /// Leavers a `Blocked` run held back.
@@ -118,9 +126,54 @@ pub async fn run_import(
     progress: &dyn ProgressSink,
     clock: &dyn Clock,
 ) -> ImportOutcome {
+    run_import_with_ledger(
+        mapping,
+        source,
+        destination,
+        options,
+        outbox,
+        None,
+        progress,
+        clock,
+    )
+    .await
+}
+
+/// [`run_import`] with the integration's ledger of managed members. Without one,
+/// members are managed when their externalId is among this run's employees, and an
+/// employee removed from Freshteam for good cannot be detected.
+///
+/// The ledger is saved before any member is created (with the members about to be
+/// created in it). When it cannot be saved, or the invitation intents cannot be
+/// recorded, no member is created in this run and the report says why.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_import_with_ledger(
+    mapping: &CompiledMapping,
+    source: &dyn EmployeeSource,
+    destination: &dyn MemberDirectory,
+    options: &ImportOptions,
+    outbox: Option<&dyn OutboxStore>,
+    ledger_store: Option<&dyn LedgerStore>,
+    progress: &dyn ProgressSink,
+    clock: &dyn Clock,
+) -> ImportOutcome {
     let mut outcome = ImportOutcome::default();
     outcome.status.phase = ImportPhase::Running;
     outcome.status.start_time = Some(rfc3339(clock.now()));
+
+    let ledger = match ledger_store {
+        Some(store) => match store.load_ledger().await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                return fail(
+                    outcome,
+                    clock,
+                    format!("the ledger of managed members could not be read ({}): {e}; nothing was changed", store.ledger_location()),
+                )
+            }
+        },
+        None => None,
+    };
 
     progress.phase("Reading Freshteam employees");
     // Reads are abandoned as soon as a stop is asked for: they changed nothing.
@@ -173,8 +226,11 @@ pub async fn run_import(
         managed,
         max_leavers_percent: options.max_leavers_percent,
         approved_leavers: options.approved_leavers,
+        when_removed: options.when_removed,
     };
-    let mut planned = plan(&mapped, &current, &plan_options);
+    let ledger_ids = ledger.as_ref().map(Ledger::ids);
+    let mut planned = plan_with_ledger(&mapped, &current, ledger_ids.as_ref(), &plan_options);
+    drop(ledger_ids);
     let (held_rows, mut notes) = hold_back_unkept(&mut planned, &options.convergence);
     let decided = total.saturating_sub(planned.writes.len() as u64);
     progress.advance(decided);
@@ -213,6 +269,8 @@ pub async fn run_import(
             .collect();
     }
     report.extend(held_rows);
+    // Why creates were held back, when they were.
+    let mut held_back: Option<String> = None;
 
     if options.dry_run {
         summary.created = planned.count(WriteKind::Create);
@@ -220,13 +278,32 @@ pub async fn run_import(
         summary.reactivated = planned.count(WriteKind::Reactivate);
         summary.leavers = planned.count(WriteKind::Leaver);
         progress.advance(planned.writes.len() as u64);
+        outcome.changes = change_rows(&planned.writes, None, &current);
     } else if let Some(reason) = options.stop.reason() {
         outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
         return interrupted(outcome, clock, reason, "before any write");
     } else {
         progress.phase("Applying changes");
+        if let (Some(store), Some(old)) = (ledger_store, ledger.as_ref()) {
+            let next = next_ledger(old, &current, &planned);
+            if next != *old {
+                if let Err(e) = store.save_ledger(&next).await {
+                    let why = format!(
+                        "the ledger of managed members could not be saved ({}): {e}",
+                        store.ledger_location()
+                    );
+                    held_back = hold_back_creates(&mut planned, &mut report, &why);
+                }
+            }
+        }
         let outbox = match outbox {
-            Some(store) => record_invitations(store, &planned.writes, progress).await,
+            Some(store) => match record_invitations(store, &planned.writes).await {
+                Ok(()) => Some(store),
+                Err(why) => {
+                    held_back = held_back.or(hold_back_creates(&mut planned, &mut report, &why));
+                    None
+                }
+            },
             None => None,
         };
         let managers: HashMap<&str, &str> = if mapping.managed.contains(Attr::Manager) {
@@ -277,6 +354,7 @@ pub async fn run_import(
             &mut report,
             &mut outcome.created,
         );
+        outcome.changes = change_rows(&applied, Some(&results), &current);
         if let Some(store) = outbox {
             let ids: Vec<String> = outcome
                 .created
@@ -301,7 +379,7 @@ pub async fn run_import(
     }
 
     summary.errors = report.iter().filter(|r| r.severity == "error").count() as u32;
-    summary.warnings = report.iter().filter(|r| r.severity != "error").count() as u32;
+    summary.warnings = report.iter().filter(|r| r.severity == "warning").count() as u32;
     outcome.member_ids = Some(
         current
             .iter()
@@ -324,16 +402,181 @@ pub async fn run_import(
     } else {
         ImportPhase::Succeeded
     };
-    status.message = Some(match (&stopped, &planned.blocked) {
+    let mut message = match (&stopped, &planned.blocked) {
         (Some(why), _) => format!("Interrupted: {why} ({})", describe(&summary, false)),
         (None, Some(b)) => b.message(),
         (None, None) => describe(&summary, options.dry_run),
-    });
+    };
+    if let Some(held) = &held_back {
+        message.push_str("; ");
+        message.push_str(held);
+    }
+    status.message = Some(message);
     status.progress = Some(Progress::new(total, total));
     status.summary = summary;
     status.errors = report.iter().take(MAX_INLINE_ERRORS).cloned().collect();
     status.completion_time = Some(rfc3339(clock.now()));
     outcome.report = report;
+    outcome
+}
+
+/// The ledger to record before the writes: the members managed at the start that
+/// still have an account, those this plan adopts, and those it is about to create.
+fn next_ledger(old: &Ledger, current: &[DestinationMember], planned: &Plan) -> Ledger {
+    let accounts: HashSet<&str> = current
+        .iter()
+        .map(|m| m.member.employee_id.as_str())
+        .collect();
+    let mut next = Ledger::default();
+    for (id, origin) in &old.members {
+        if accounts.contains(id.as_str()) {
+            next.members.insert(id.clone(), *origin);
+        }
+    }
+    for id in &planned.adopted {
+        next.members.entry(id.clone()).or_insert(Origin::Adopted);
+    }
+    for w in &planned.writes {
+        if let WriteOp::Create { member } = &w.op {
+            next.members
+                .entry(member.employee_id.clone())
+                .or_insert(Origin::Created);
+        }
+    }
+    next
+}
+
+/// Takes the creates out of the plan (state they need could not be recorded): one
+/// warning row per member, saying why; the member is created on a later run.
+fn hold_back_creates(
+    planned: &mut Plan,
+    report: &mut Vec<RecordError>,
+    why: &str,
+) -> Option<String> {
+    let mut held = 0;
+    planned.writes.retain(|w| match &w.op {
+        WriteOp::Create { member } => {
+            held += 1;
+            report.push(RecordError {
+                employee_id: Some(member.employee_id.clone()),
+                email: Some(member.email.clone()),
+                field: None,
+                severity: "warning".into(),
+                message: format!(
+                    "not created in this run: {why}; it will be created on a run that can record it"
+                ),
+            });
+            false
+        }
+        WriteOp::Update { .. } => true,
+    });
+    if held == 0 {
+        return None;
+    }
+    tracing::warn!(held, reason = %why, "members not created");
+    Some(format!("{held} new member(s) not created: {why}"))
+}
+
+/// One change row per write: what it did (or, with no outcomes, would do). Failed
+/// writes are error rows already and get none.
+fn change_rows(
+    writes: &[PlannedWrite],
+    results: Option<&[WriteOutcome]>,
+    current: &[DestinationMember],
+) -> Vec<RecordError> {
+    let by_id: HashMap<&str, &Member> =
+        current.iter().map(|m| (m.id.as_str(), &m.member)).collect();
+    let mut rows = Vec::new();
+    for (i, w) in writes.iter().enumerate() {
+        if matches!(
+            results.and_then(|r| r.get(i)),
+            Some(WriteOutcome::Failed { .. })
+        ) {
+            continue;
+        }
+        let (field, message) = match (&w.op, w.kind) {
+            (WriteOp::Create { .. }, _) => ("created", "member created".to_string()),
+            (WriteOp::Update { id, changes, .. }, kind) => {
+                let old = by_id.get(id.as_str()).copied();
+                let fields = describe_changes(old, changes);
+                match kind {
+                    WriteKind::Leaver => (
+                        "leaver",
+                        format!(
+                            "marked as leaver ({})",
+                            w.leaver_reason.map_or("inactive", |r| r.as_str())
+                        ),
+                    ),
+                    WriteKind::Reactivate if fields.is_empty() => {
+                        ("reactivated", "re-activated".to_string())
+                    }
+                    WriteKind::Reactivate => ("reactivated", format!("re-activated; {fields}")),
+                    _ => ("updated", fields),
+                }
+            }
+        };
+        rows.push(RecordError {
+            employee_id: Some(w.op.employee_id().to_string()),
+            email: Some(w.op.email().to_string()),
+            field: Some(field.into()),
+            severity: "change".into(),
+            message,
+        });
+    }
+    rows
+}
+
+/// `jobTitle: Engineer → Manager; department: (none) → Sales`.
+fn describe_changes(old: Option<&Member>, changes: &[Change]) -> String {
+    let was = |attr: Attr| {
+        old.and_then(|m| m.get(attr))
+            .filter(|v| !v.is_empty())
+            .unwrap_or("(none)")
+            .to_string()
+    };
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Set(attr, v) => Some(format!("{attr}: {} → {v}", was(*attr))),
+            Change::Clear(attr) => Some(format!("{attr}: {} → (none)", was(*attr))),
+            Change::Active(_) => None,
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Records an invitation intent for each planned create. When that fails, the caller
+/// creates nobody in this run: a member is never created without its intent.
+async fn record_invitations(
+    store: &dyn OutboxStore,
+    writes: &[PlannedWrite],
+) -> Result<(), String> {
+    let intents: Vec<InvitationIntent> = writes
+        .iter()
+        .filter_map(|w| match &w.op {
+            WriteOp::Create { member } => Some(InvitationIntent {
+                employee_id: member.employee_id.clone(),
+                email: member.email.clone(),
+                first_name: member.first_name.clone(),
+            }),
+            WriteOp::Update { .. } => None,
+        })
+        .collect();
+    crate::notify::record_intents(store, &intents)
+        .await
+        .map_err(|e| format!("its invitation could not be recorded in the invitation outbox ({e})"))
+}
+
+/// A run stopped on request before it wrote anything.
+fn interrupted(
+    mut outcome: ImportOutcome,
+    clock: &dyn Clock,
+    reason: String,
+    when: &str,
+) -> ImportOutcome {
+    outcome.status.phase = ImportPhase::Interrupted;
+    outcome.status.message = Some(format!("Interrupted: {reason}; stopped {when}"));
+    outcome.status.completion_time = Some(rfc3339(clock.now()));
     outcome
 }
 
@@ -381,48 +624,6 @@ fn hold_back_unkept(
     });
     planned.unchanged += unchanged;
     (rows, carried)
-}
-
-/// Records an invitation intent for each planned create. A store that cannot be written
-/// is a warning: members are still created, their invitations are then not guaranteed.
-async fn record_invitations<'a>(
-    store: &'a dyn OutboxStore,
-    writes: &[PlannedWrite],
-    progress: &dyn ProgressSink,
-) -> Option<&'a dyn OutboxStore> {
-    let intents: Vec<InvitationIntent> = writes
-        .iter()
-        .filter_map(|w| match &w.op {
-            WriteOp::Create { member } => Some(InvitationIntent {
-                employee_id: member.employee_id.clone(),
-                email: member.email.clone(),
-                first_name: member.first_name.clone(),
-            }),
-            WriteOp::Update { .. } => None,
-        })
-        .collect();
-    match crate::notify::record_intents(store, &intents).await {
-        Ok(()) => Some(store),
-        Err(e) => {
-            progress.warn(&format!(
-                "invitation outbox could not be written ({e}): this run's invitations are not guaranteed"
-            ));
-            None
-        }
-    }
-}
-
-/// A run stopped on request before it wrote anything.
-fn interrupted(
-    mut outcome: ImportOutcome,
-    clock: &dyn Clock,
-    reason: String,
-    when: &str,
-) -> ImportOutcome {
-    outcome.status.phase = ImportPhase::Interrupted;
-    outcome.status.message = Some(format!("Interrupted: {reason}; stopped {when}"));
-    outcome.status.completion_time = Some(rfc3339(clock.now()));
-    outcome
 }
 
 fn fail(mut outcome: ImportOutcome, clock: &dyn Clock, message: String) -> ImportOutcome {
@@ -601,6 +802,7 @@ async fn link_new_managers(
     }
     let only_managers = PlanOptions {
         managed: [Attr::Manager].into_iter().collect(),
+        when_removed: WhenRemoved::Ignore,
         ..options.clone()
     };
     let follow_up: Plan = plan(mapped, &now, &only_managers);

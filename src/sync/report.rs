@@ -33,6 +33,47 @@ fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The run's full report: error and warning rows, then one row per change.
+pub fn report_csv(report: &[RecordError], changes: &[RecordError]) -> String {
+    if changes.is_empty() {
+        return errors_csv(report);
+    }
+    let rows: Vec<RecordError> = report.iter().chain(changes).cloned().collect();
+    errors_csv(&rows)
+}
+
+/// The full report as CSV parts of at most `max_bytes` each (a row longer than that
+/// gets a part of its own), each with the header row: nothing is dropped, however
+/// large the run.
+pub fn report_parts(
+    report: &[RecordError],
+    changes: &[RecordError],
+    max_bytes: usize,
+) -> Vec<String> {
+    let header = errors_csv(&[]);
+    let mut parts = Vec::new();
+    let mut current = header.clone();
+    for row in report.iter().chain(changes) {
+        let line = errors_csv(std::slice::from_ref(row));
+        let line = &line[header.len()..];
+        if current.len() > header.len() && current.len() + line.len() > max_bytes {
+            parts.push(std::mem::replace(&mut current, header.clone()));
+        }
+        current.push_str(line);
+    }
+    parts.push(current);
+    parts
+}
+
+/// The ConfigMap of part `index` (from 0) of a report stored as `base`.
+pub fn report_part_name(base: &str, index: usize) -> String {
+    if index == 0 {
+        base.to_string()
+    } else {
+        format!("{base}-{}", index + 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

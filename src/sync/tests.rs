@@ -43,6 +43,10 @@ impl EmployeeSource for FakeSource {
             .iter()
             .map(|(id, f)| EmployeeRecord {
                 id: *id,
+                population: match f.get("status").map(String::as_str) {
+                    Some("inactive") => crate::source::Population::Inactive,
+                    _ => crate::source::Population::Active,
+                },
                 values: request
                     .fields
                     .iter()

@@ -380,7 +380,7 @@ async fn an_unreadable_outbox_sends_nothing_and_warns() {
     let fake = Fake::default();
     let report = deliver(&store, &fake, None).await;
     assert_eq!(report.sent, 0);
-    assert!(report.warnings[0].contains("state.json: not a valid invitation state file"));
+    assert!(report.warnings[0].contains("state.json: not a valid state file"));
     assert!(record_intents(&store, &[intent(1)]).await.is_err());
 }
 

@@ -102,6 +102,14 @@ impl Fake {
             .count()
     }
 
+    /// Requests of the current-staff list (not of a leaver or draft pass).
+    fn current_paths(&self) -> Vec<String> {
+        self.paths()
+            .into_iter()
+            .filter(|p| p.starts_with("/api/employees?") && is_current(p))
+            .collect()
+    }
+
     fn paths(&self) -> Vec<String> {
         self.log
             .lock()
@@ -110,6 +118,33 @@ impl Fake {
             .map(|h| h.path.clone())
             .collect()
     }
+}
+
+/// Page 1 of the current-staff list, as the client asks for it.
+const CURRENT: &str = "/api/employees?status=active&terminated=false&deleted=false&page=1";
+
+/// Not a leaver or draft pass.
+fn is_current(path: &str) -> bool {
+    ![
+        "status=inactive",
+        "terminated=true",
+        "deleted=true",
+        "draft=true",
+    ]
+    .iter()
+    .any(|f| path.contains(f))
+}
+
+/// A fault for the first `faults.len()` requests to `path`, in order.
+fn on_path(path: &'static str, faults: Vec<Fault>) -> FaultFn {
+    let seen = AtomicUsize::new(0);
+    Box::new(move |_, p| {
+        if p != path {
+            return None;
+        }
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        faults.get(n).copied()
+    })
 }
 
 fn employee(i: usize) -> Value {
@@ -286,6 +321,61 @@ async fn serve(
                         .and_then(|(_, v)| v.parse().ok())
                 })
                 .unwrap_or(1);
+            // Leaver and draft passes get the employees their filter selects, plainly
+            // paged; the list quirks below are the current-staff list's.
+            let filters: Vec<(String, String)> = req
+                .uri
+                .query()
+                .map(|q| {
+                    url::form_urlencoded::parse(q.as_bytes())
+                        .filter(|(k, _)| {
+                            ["status", "terminated", "deleted", "draft"].contains(&k.as_ref())
+                        })
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let current =
+                filters.is_empty() || filters.iter().any(|(k, v)| k == "status" && v == "active");
+            if !current {
+                let selected: Vec<Value> = fake
+                    .employees
+                    .iter()
+                    .filter(|e| {
+                        filters.iter().all(|(k, v)| {
+                            let have = match e.get(k) {
+                                Some(Value::String(s)) => s.clone(),
+                                Some(Value::Bool(b)) => b.to_string(),
+                                _ if k == "status" => "active".to_string(),
+                                _ => "false".to_string(),
+                            };
+                            v.split(',').any(|w| w == have)
+                        })
+                    })
+                    .cloned()
+                    .collect();
+                let pages = selected.len().div_ceil(fake.page_size).max(1);
+                let from = ((page - 1) * fake.page_size).min(selected.len());
+                let to = (page * fake.page_size).min(selected.len());
+                reply = reply
+                    .header("total-objects", selected.len())
+                    .header("total-pages", pages);
+                if page < pages {
+                    let q = url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(filters.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                        .append_pair("page", &(page + 1).to_string())
+                        .finish();
+                    reply = reply.header(
+                        "link",
+                        format!("<http://{host}/api/employees?{q}>; rel=\"next\""),
+                    );
+                }
+                return reply
+                    .body(Body::from(
+                        Value::Array(selected[from..to].to_vec()).to_string(),
+                    ))
+                    .unwrap();
+            }
             let n = fake.employees.len();
             let pages = fake.pages();
             let from = ((page - 1) * fake.page_size)
@@ -423,11 +513,13 @@ async fn walks_the_link_chain_when_the_page_count_is_unknown() {
         snap.employees[4].values,
         vec![Some("E004".into()), Some("2".into())]
     );
-    let expected: Vec<String> = (1..=7)
-        .map(|p| format!("/api/employees?page={p}"))
+    let expected: Vec<String> = std::iter::once(CURRENT.to_string())
+        .chain((2..=7).map(|p| format!("/api/employees?page={p}")))
         .collect();
-    assert_eq!(fake.paths(), expected);
-    assert_eq!(snap.stats.list_requests, 7);
+    assert_eq!(fake.current_paths(), expected);
+    // Seven pages of current staff, one (empty) page per leaver and draft pass.
+    assert_eq!(snap.stats.list_requests, 11);
+    assert_eq!(snap.stats.list_by_population, [7, 1, 1, 1, 1]);
     assert_eq!(snap.stats.detail_requests, 0);
     assert_eq!(*progress.totals.lock().unwrap(), vec![19]);
     assert!(progress.phases.lock().unwrap()[0].contains("page 1"));
@@ -445,8 +537,8 @@ async fn fetches_remaining_pages_concurrently_once_the_page_count_is_known() {
         .await
         .unwrap();
     assert_eq!(employee_ids(&snap), all_ids(19));
-    assert_eq!(snap.stats.list_requests, 7);
-    assert_eq!(fake.paths()[0], "/api/employees?page=1");
+    assert_eq!(snap.stats.list_requests, 7 + 4);
+    assert_eq!(fake.current_paths()[0], CURRENT);
     let peak = fake.peak.load(Ordering::SeqCst);
     assert!((2..=4).contains(&peak), "peak in flight {peak}");
     let phases = progress.phases.lock().unwrap();
@@ -467,7 +559,7 @@ async fn overlapping_pages_are_deduplicated() {
         .await
         .unwrap();
     assert_eq!(employee_ids(&snap), all_ids(10));
-    assert_eq!(fake.hits("/api/employees"), 3);
+    assert_eq!(fake.current_paths().len(), 3);
 }
 
 #[tokio::test]
@@ -482,7 +574,7 @@ async fn fewer_records_than_announced_are_read_again_then_reported() {
         .await
         .unwrap();
     assert_eq!(snap.employees.len(), 5);
-    assert_eq!(fake.hits("/api/employees"), 6);
+    assert_eq!(fake.current_paths().len(), 6);
     let warnings = progress.warnings.lock().unwrap();
     assert!(warnings[0].contains("announced 6"), "{warnings:?}");
 }
@@ -672,7 +764,14 @@ async fn refusals_are_actionable_and_never_show_the_key() {
 async fn server_errors_on_every_other_call_are_survived() {
     let mut fake = Fake::new(5, 2);
     fake.send_total_pages = false;
-    fake.fault = Box::new(|i, _| (i % 2 == 0).then_some(Fault::Status(500)));
+    // Every request fails once, then succeeds.
+    let seen = Mutex::new(std::collections::HashSet::new());
+    fake.fault = Box::new(move |_, p| {
+        seen.lock()
+            .unwrap()
+            .insert(p.to_string())
+            .then_some(Fault::Status(500))
+    });
     let (fake, mut config) = start(fake).await;
     config.concurrency = 1;
     let client = FreshteamClient::new(config).unwrap();
@@ -684,7 +783,7 @@ async fn server_errors_on_every_other_call_are_survived() {
     assert_eq!(snap.employees[2].values[1], Some("p2@example.net".into()));
     let log = fake.log.lock().unwrap();
     let failed = log.iter().filter(|h| h.status == 500).count() as u32;
-    assert_eq!(failed, 9); // 3 pages + 5 details + 1 lookup, each failed once
+    assert_eq!(failed, 13); // 3 + 4 list pages, 5 details, 1 lookup, each failed once
     assert_eq!(snap.stats.retries, failed);
     let s = &snap.stats;
     assert_eq!(
@@ -696,7 +795,7 @@ async fn server_errors_on_every_other_call_are_survived() {
 #[tokio::test]
 async fn a_timeout_is_retried() {
     let mut fake = Fake::new(3, 5);
-    fake.fault = Box::new(|i, _| (i == 0).then_some(Fault::Sleep(Duration::from_millis(600))));
+    fake.fault = on_path(CURRENT, vec![Fault::Sleep(Duration::from_millis(600))]);
     let (fake, mut config) = start(fake).await;
     config.request_timeout = Duration::from_millis(200);
     let client = FreshteamClient::new(config).unwrap();
@@ -706,17 +805,13 @@ async fn a_timeout_is_retried() {
         .unwrap();
     assert_eq!(snap.employees.len(), 3);
     assert_eq!(snap.stats.retries, 1);
-    assert_eq!(fake.hits("/api/employees?page=1"), 2);
+    assert_eq!(fake.hits(CURRENT), 2);
 }
 
 #[tokio::test]
 async fn truncated_and_unparseable_bodies_are_retried() {
     let mut fake = Fake::new(3, 5);
-    fake.fault = Box::new(|i, _| match i {
-        0 => Some(Fault::CutShort),
-        1 => Some(Fault::BadJson),
-        _ => None,
-    });
+    fake.fault = on_path(CURRENT, vec![Fault::CutShort, Fault::BadJson]);
     let (fake, config) = start(fake).await;
     let client = FreshteamClient::new(config).unwrap();
     let snap = client
@@ -725,13 +820,13 @@ async fn truncated_and_unparseable_bodies_are_retried() {
         .unwrap();
     assert_eq!(snap.employees.len(), 3);
     assert_eq!(snap.stats.retries, 2);
-    assert_eq!(fake.hits("/api/employees?page=1"), 3);
+    assert_eq!(fake.hits(CURRENT), 3);
 }
 
 #[tokio::test]
 async fn retries_run_out_with_the_path_and_last_problem() {
     let mut fake = Fake::new(3, 5);
-    fake.fault = Box::new(|_, _| Some(Fault::Status(503)));
+    fake.fault = Box::new(|_, p| (p == CURRENT).then_some(Fault::Status(503)));
     let (fake, config) = start(fake).await;
     let client = FreshteamClient::new(config).unwrap();
     let e = client
@@ -744,7 +839,7 @@ async fn retries_run_out_with_the_path_and_last_problem() {
             attempts,
             detail,
         } => {
-            assert_eq!(path, "/api/employees?page=1");
+            assert_eq!(path, CURRENT);
             assert_eq!(*attempts, 4);
             assert!(
                 detail.contains("503") && detail.contains("try later"),
@@ -753,7 +848,7 @@ async fn retries_run_out_with_the_path_and_last_problem() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(fake.log.lock().unwrap().len(), 4);
+    assert_eq!(fake.hits(CURRENT), 4);
 }
 
 #[tokio::test]
@@ -791,7 +886,7 @@ async fn throttling_holds_every_request_until_the_window_reopens() {
     assert!(!throttled.is_empty());
     assert_eq!(snap.stats.throttled as usize, throttled.len());
     assert_eq!(snap.stats.retries, 0, "429s don't use up attempts");
-    assert_eq!(snap.stats.list_requests as usize, 9 + throttled.len());
+    assert_eq!(snap.stats.list_requests as usize, 9 + 4 + throttled.len());
     for t in &throttled {
         let early: Vec<_> = log
             .iter()
@@ -828,7 +923,9 @@ async fn a_retry_after_past_the_budget_fails_at_once() {
         "{e:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(fake.log.lock().unwrap().len(), 1);
+    // The passes that were in flight together each got their 429; none waited.
+    let sent = fake.log.lock().unwrap().len();
+    assert!((1..=5).contains(&sent), "{sent} requests");
 }
 
 #[tokio::test]
@@ -843,7 +940,7 @@ async fn links_to_another_origin_are_followed_on_ours() {
         .await
         .unwrap();
     assert_eq!(employee_ids(&snap), all_ids(7));
-    assert_eq!(fake.hits("/api/employees?page="), 3);
+    assert_eq!(fake.current_paths().len(), 3);
 }
 
 #[test]

@@ -1,0 +1,99 @@
+//! The ledger: which destination members an integration manages.
+//!
+//! A member is managed when the integration created it, or adopted it (an existing
+//! account whose `externalId` matched one of its employees when first seen). The
+//! ledger is what tells a member whose employee was removed from Freshteam for good
+//! ("Delete Forever": in no list any more) from an account the integration never
+//! managed: the first is a leaver, the second is never touched.
+//!
+//! A run records the ledger before it creates anyone (the members it is about to
+//! create are in it already), so a crash between a create and a save loses no one; an
+//! id whose account never came to be is dropped on the next run.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// How a member came to be managed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// Created by the integration.
+    #[serde(rename = "c")]
+    Created,
+    /// An existing account adopted when its externalId first matched an employee.
+    #[serde(rename = "a")]
+    Adopted,
+}
+
+/// Employee ID (SCIM `externalId`) → how the member came to be managed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    #[serde(default)]
+    pub members: BTreeMap<String, Origin>,
+}
+
+impl Ledger {
+    pub fn ids(&self) -> HashSet<String> {
+        self.members.keys().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.members.contains_key(id)
+    }
+}
+
+/// Persistence of the ledger. `save` may be split over several objects, but each
+/// member's entry is either the old or the new one after a crash, and an `Err` means
+/// the new ledger may not be recorded.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    async fn load_ledger(&self) -> Result<Ledger, String>;
+    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), String>;
+    /// Where the ledger lives, for messages (`--state-file x.json`, `ConfigMap …`).
+    fn ledger_location(&self) -> String;
+}
+
+/// The ledger in memory (tests).
+#[derive(Debug, Default)]
+pub struct MemoryLedgerStore {
+    ledger: Mutex<Ledger>,
+    /// Makes every save fail with this message (to test the failure path).
+    pub fail_saves: Mutex<Option<String>>,
+}
+
+impl MemoryLedgerStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn snapshot(&self) -> Ledger {
+        self.ledger.lock().expect("ledger lock").clone()
+    }
+}
+
+#[async_trait]
+impl LedgerStore for MemoryLedgerStore {
+    async fn load_ledger(&self) -> Result<Ledger, String> {
+        Ok(self.snapshot())
+    }
+    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), String> {
+        if let Some(e) = self.fail_saves.lock().expect("ledger lock").clone() {
+            return Err(e);
+        }
+        *self.ledger.lock().expect("ledger lock") = ledger.clone();
+        Ok(())
+    }
+    fn ledger_location(&self) -> String {
+        "memory".into()
+    }
+}
