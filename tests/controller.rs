@@ -907,6 +907,7 @@ async fn ten_integrations_share_one_accounts_quota_and_the_small_ones_finish_fir
             max_imports_per_account: 10,
             max_imports_per_destination: 10,
             progress_interval: Duration::from_millis(50),
+            ..OperatorConfig::default()
         },
     );
     h.sim.clear_requests();
@@ -1187,4 +1188,127 @@ async fn targets_the_destination_does_not_keep_show_as_a_condition() {
             }
         }
     }
+}
+
+/// Authorization requests the simulator received (each authorization reads page 1).
+fn authorization_requests(sim: &Simulator) -> usize {
+    sim.requests()
+        .iter()
+        .filter(|r| r.path == "/api/employees")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settling_many_integrations_spreads_their_authorizations_under_one_rate() {
+    let h = Harness::new(5, true, |_| {}).await;
+    let names: Vec<String> = (0..25).map(|i| format!("team-{i}")).collect();
+    for name in &names {
+        h.integrations()
+            .create(
+                &PostParams::default(),
+                &integration(name, &h, &[], |s| {
+                    s.published = true;
+                    s.schedule = "weekly".into();
+                }),
+            )
+            .await
+            .unwrap();
+    }
+    let operator = |h: &Harness| {
+        Arc::new(Context::new(
+            h.client.clone(),
+            h.clock.clone(),
+            OperatorConfig {
+                allow_custom_endpoints: true,
+                authorizations_per_second: 10.0,
+                ..OperatorConfig::default()
+            },
+            Arc::new(HttpConnector::default()),
+            None,
+            None,
+        ))
+    };
+    let ctx = operator(&h);
+    let reconcile_all = |ctx: Arc<Context>| {
+        let api = h.integrations();
+        let names = names.clone();
+        async move {
+            // All at once, as after a restart.
+            futures::future::join_all(names.iter().map(|name| {
+                let (api, ctx) = (api.clone(), ctx.clone());
+                async move {
+                    let fti = api.get(name).await.unwrap();
+                    reconcile(Arc::new(fti), ctx).await.unwrap();
+                }
+            }))
+            .await;
+        }
+    };
+    let authorized = |s: &FreshteamIntegrationStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Authorized")
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+            .unwrap()
+    };
+    let statuses = || async {
+        let mut out = Vec::new();
+        for name in &names {
+            out.push(h.integrations().get(name).await.unwrap().status.unwrap());
+        }
+        out
+    };
+
+    h.sim.clear_requests();
+    reconcile_all(ctx.clone()).await;
+    // One second's worth at once; the rest wait, and say so.
+    assert_eq!(authorization_requests(&h.sim), 10);
+    let now = statuses().await;
+    let connected = now.iter().filter(|s| authorized(s).0 == "True").count();
+    assert_eq!(connected, 10);
+    let waiting: Vec<_> = now.iter().filter(|s| authorized(s).0 != "True").collect();
+    assert_eq!(waiting.len(), 15);
+    for s in &waiting {
+        let (status, reason, message) = authorized(s);
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("Unknown", "AwaitingAuthorization")
+        );
+        assert!(
+            message.contains("at most 10 per second")
+                && (message.contains("due at 2026-07-01T12:00:01Z")
+                    || message.contains("due at 2026-07-01T12:00:02Z")),
+            "{message}"
+        );
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "AwaitingAuthorization")
+        );
+    }
+    // Reconciled again before their turn (their own status write does that): no call,
+    // no new turn, no status change.
+    reconcile_all(ctx.clone()).await;
+    assert_eq!(authorization_requests(&h.sim), 10);
+    assert_eq!(statuses().await, now);
+
+    // 100 ms apart: ten more per second.
+    h.clock.advance(1);
+    reconcile_all(ctx.clone()).await;
+    assert_eq!(authorization_requests(&h.sim), 20);
+    h.clock.advance(1);
+    reconcile_all(ctx.clone()).await;
+    assert_eq!(authorization_requests(&h.sim), 25);
+    for s in statuses().await {
+        let (status, reason, message) = authorized(&s);
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "Connected"),
+            "{message}"
+        );
+    }
+
+    // A restart with nothing changed authorizes nobody again.
+    reconcile_all(operator(&h)).await;
+    assert_eq!(authorization_requests(&h.sim), 25);
 }

@@ -1,6 +1,7 @@
 //! The Kubernetes controller: FreshteamIntegrations reconciled into scheduled imports
 //! with ImportRun history.
 
+pub mod authorization_queue;
 pub mod conditions;
 pub mod connect;
 pub mod convergence;
@@ -33,6 +34,10 @@ pub use reconcile::{error_policy, reconcile};
 /// Label on every ImportRun naming its integration.
 pub const INTEGRATION_LABEL: &str = "freshteam.provisioning.dev/integration";
 
+/// Default of `--authorizations-per-second`: a restart that has to authorize 10,000
+/// integrations spreads them over about 17 minutes.
+pub const DEFAULT_AUTHORIZATIONS_PER_SECOND: f64 = 10.0;
+
 /// Operator-wide settings.
 #[derive(Clone, Debug)]
 pub struct OperatorConfig {
@@ -46,6 +51,8 @@ pub struct OperatorConfig {
     pub max_imports_per_account: usize,
     /// Imports at once against one destination host.
     pub max_imports_per_destination: usize,
+    /// Authorizations against Freshteam per second across the operator.
+    pub authorizations_per_second: f64,
 }
 
 impl Default for OperatorConfig {
@@ -56,6 +63,7 @@ impl Default for OperatorConfig {
             progress_interval: Duration::from_secs(2),
             max_imports_per_account: 2,
             max_imports_per_destination: 2,
+            authorizations_per_second: DEFAULT_AUTHORIZATIONS_PER_SECOND,
         }
     }
 }
@@ -77,6 +85,8 @@ pub struct Context {
     pub slots: Arc<Semaphore>,
     /// Runs waiting for a slot.
     pub waiting: AtomicUsize,
+    /// Turns to authorize, under one rate for the whole operator.
+    pub authorizations: authorization_queue::AuthorizationQueue,
     active: Mutex<HashMap<String, JoinHandle<()>>>,
     /// Stop signals of the runs under way, by integration key.
     stops: Mutex<HashMap<String, crate::sync::StopSignal>>,
@@ -94,6 +104,9 @@ impl Context {
         Context {
             recorder: reporter.map(|r| Recorder::new(client.clone(), r)),
             slots: Arc::new(Semaphore::new(config.max_concurrent_imports.max(1))),
+            authorizations: authorization_queue::AuthorizationQueue::new(
+                config.authorizations_per_second,
+            ),
             client,
             clock,
             config,

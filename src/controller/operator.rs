@@ -8,16 +8,17 @@ use std::time::Duration;
 use clap::Args;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::{controller, reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 
 use super::connect::HttpConnector;
 use super::leader::LeaderLease;
 use super::runner::mark_interrupted;
 use super::shard::ShardSelector;
-use super::{error_policy, reconcile, Context, OperatorConfig};
+use super::{error_policy, reconcile, Context, OperatorConfig, DEFAULT_AUTHORIZATIONS_PER_SECOND};
 use crate::api::{FreshteamIntegration, ImportRun};
 use crate::clock::SystemClock;
 use crate::egress::Egress;
@@ -89,7 +90,24 @@ pub struct RunArgs {
     /// How long SIGTERM waits for running imports before recording them as Interrupted.
     #[arg(long, default_value_t = 25)]
     pub shutdown_grace_seconds: u64,
+    /// Authorizations against Freshteam per second across all integrations; the others
+    /// wait their turn (`Authorized=Unknown`, reason `AwaitingAuthorization`).
+    #[arg(long, default_value_t = DEFAULT_AUTHORIZATIONS_PER_SECOND, value_parser = positive_rate)]
+    pub authorizations_per_second: f64,
 }
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("'{s}' is not a rate above zero (e.g. 10 or 0.5)")),
+    }
+}
+
+/// Reconciles at once. Each holds a connection to the API server while it talks to it
+/// (HTTP/1.1): unbounded, settling thousands of integrations opens thousands of them.
+const CONCURRENT_RECONCILES: u16 = 16;
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, "info");
@@ -230,26 +248,44 @@ async fn control(
     shard: Option<&ShardSelector>,
     stop_rx: tokio::sync::watch::Receiver<bool>,
 ) {
-    let (integrations, runs, secrets): (Api<FreshteamIntegration>, Api<ImportRun>, Api<Secret>) =
-        match namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-            ),
-        };
+    // Secrets as metadata only: a change of version is all that matters here; the
+    // reconciler reads the referenced ones itself.
+    type SecretMeta = PartialObjectMeta<Secret>;
+    let (integrations, runs, secrets): (
+        Api<FreshteamIntegration>,
+        Api<ImportRun>,
+        Api<SecretMeta>,
+    ) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
     // The shard's selector goes to the API server: other shards' integrations never
     // reach this process, and one relabelled away is seen as deleted here.
     let mut watch = watcher::Config::default();
     if let Some(s) = shard {
         watch = watch.labels(&s.text);
     }
-    let controller = Controller::new(integrations, watch);
+    // The cache keeps what reconciling reads: not the managed fields (a tree of every
+    // field's owner, several KB per object) nor kubectl's copy of the last applied spec.
+    let (store, writer) = reflector::store();
+    let integration_events = reflector(
+        writer,
+        watcher(integrations, watch).modify(|fti: &mut FreshteamIntegration| {
+            fti.managed_fields_mut().clear();
+            fti.annotations_mut().remove(LAST_APPLIED);
+        }),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(integration_events, store)
+        .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES));
     let store = controller.store();
     let mut stop = stop_rx.clone();
     controller
@@ -257,7 +293,7 @@ async fn control(
         .watches(
             secrets,
             watcher::Config::default(),
-            move |secret: Secret| {
+            move |secret: SecretMeta| {
                 // A changed API key or token re-authorizes the integrations that use it.
                 let ns = secret.namespace();
                 let name = secret.name_any();
@@ -302,6 +338,7 @@ pub fn context(
             max_concurrent_imports: args.max_concurrent_imports,
             max_imports_per_account: args.max_imports_per_account,
             max_imports_per_destination: args.max_imports_per_destination,
+            authorizations_per_second: args.authorizations_per_second,
             ..OperatorConfig::default()
         },
         Arc::new(HttpConnector::new(Egress::operator(

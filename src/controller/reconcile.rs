@@ -12,6 +12,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
+use super::authorization_queue::Turn;
 use super::conditions::{
     self as cond, AUTHORIZED, DESTINATION_SUPPORTS_MAPPING, IMPORTING, MAPPING_VALID, PUBLISHED,
     READY,
@@ -36,6 +37,9 @@ pub enum Error {
     #[error("the integration has no namespace")]
     NoNamespace,
 }
+
+/// Reason of `Authorized=Unknown` while an integration waits for its turn to authorize.
+pub const AWAITING_AUTHORIZATION: &str = "AwaitingAuthorization";
 
 /// How long to wait before checking an integration whose authorization failed again.
 const REAUTHORIZE_AFTER: Duration = Duration::from_secs(300);
@@ -211,8 +215,35 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
                 >= REAUTHORIZE_AFTER.as_secs() as i64
         })
         .unwrap_or(true);
-    if status.authorized_for.as_deref() != Some(fingerprint.as_str()) || (!authorized && retry_due)
+    let awaiting = cond::get(&status.conditions, AUTHORIZED)
+        .is_some_and(|c| c.reason == AWAITING_AUTHORIZATION);
+    if status.authorized_for.as_deref() != Some(fingerprint.as_str())
+        || (!authorized && retry_due)
+        || awaiting
     {
+        if let Turn::At(at) = ctx.authorizations.turn(&key, now) {
+            let message = format!(
+                "waiting for its turn to authorize with Freshteam (at most {} per second across the operator), due at {}",
+                ctx.authorizations.per_second(),
+                rfc3339(whole_second_after(at))
+            );
+            cond::set_status(
+                &mut status.conditions,
+                AUTHORIZED,
+                "Unknown",
+                AWAITING_AUTHORIZATION,
+                message.clone(),
+                generation,
+                now,
+            );
+            set(&mut status, READY, false, AWAITING_AUTHORIZATION, message);
+            if let Some(m) = &ctx.metrics {
+                m.set_authorized(&ns, &name, false);
+            }
+            write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
+            let wait = (at - now).to_std().unwrap_or_default();
+            return Ok(Action::requeue(wait + Duration::from_millis(1)));
+        }
         let result = match ctx.connector.source(&fti.spec, api_key.clone()).await {
             Ok(source) => source
                 .authorize()
@@ -461,6 +492,16 @@ fn reason_of(e: &SourceError) -> String {
         _ => "AuthorizationFailed",
     }
     .to_string()
+}
+
+/// `t`, or the next whole second (status times have whole seconds).
+fn whole_second_after(t: DateTime<Utc>) -> DateTime<Utc> {
+    let nanos = t.timestamp_subsec_nanos();
+    if nanos == 0 {
+        t
+    } else {
+        t + chrono::Duration::nanoseconds(1_000_000_000 - i64::from(nanos))
+    }
 }
 
 /// 1204 → "1,204".

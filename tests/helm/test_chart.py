@@ -359,6 +359,12 @@ def test_command_line_and_environment(chart):
         assert absent not in e
 
 
+def test_authorizations_are_paced_at_the_configured_rate(chart):
+    assert "--authorizations-per-second=10" in container(render(chart))["args"]
+    args = container(render(chart, {"operator": {"authorizationsPerSecond": 2.5}}))["args"]
+    assert "--authorizations-per-second=2.5" in args
+
+
 def test_custom_endpoints_only_when_allowed(chart):
     args = container(render(chart, {"operator": {"allowCustomEndpoints": True}}))["args"]
     assert "--allow-custom-endpoints" in args
