@@ -200,7 +200,19 @@ pub fn plan_with_ledger(
         .map(|d| d.member.employee_id.as_str())
         .chain(desired.ambiguous_ids.iter().map(String::as_str))
         .collect();
-    let drafts: HashSet<&str> = desired.drafts.iter().map(String::as_str).collect();
+    // Employees present in Freshteam whose record could not be applied (an error row):
+    // never "removed".
+    let drafts: HashSet<&str> = desired
+        .drafts
+        .iter()
+        .map(String::as_str)
+        .chain(
+            desired
+                .errors
+                .iter()
+                .filter_map(|e| e.employee_id.as_deref()),
+        )
+        .collect();
     let in_ledger = |id: &str| ledger.is_some_and(|l| l.contains(id));
     let mut removed = Vec::new();
     for m in current {

@@ -564,6 +564,20 @@ fn a_ledger_member_gone_from_freshteam_is_a_removed_leaver_and_strangers_are_unt
         (2..10).map(|i| format!("E{i}")).collect::<Vec<_>>()
     );
     assert_eq!((p.managed, p.active_managed), (12, 12));
+    // An employee still in Freshteam with a bad record is an error row, not removed.
+    let mut with_error = want.clone();
+    with_error.errors.push(RecordError {
+        employee_id: Some("GONE".into()),
+        email: None,
+        field: Some("email".into()),
+        severity: "error".into(),
+        message: "invalid e-mail".into(),
+    });
+    assert!(
+        plan_with_ledger(&with_error, &cur, Some(&ledger), &options())
+            .writes
+            .is_empty()
+    );
 
     let ignore = PlanOptions {
         when_removed: WhenRemoved::Ignore,
