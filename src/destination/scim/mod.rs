@@ -6,7 +6,7 @@
 //! per member, PATCH when supported, else GET + PUT. Every write carries `If-Match` when
 //! the service does ETags; a stale version (412) is re-read, re-planned and retried once.
 
-mod model;
+pub(crate) mod model;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
