@@ -10,6 +10,8 @@ pub mod clock;
 pub mod controller;
 pub mod destination;
 pub mod egress;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ledger;
 pub mod manifest;
 pub mod mapping;

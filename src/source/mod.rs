@@ -1,10 +1,10 @@
 //! The Freshteam source: employee records and the lookups that name their ids.
 
 pub mod client;
-mod link;
-mod project;
-mod ratelimit;
-mod retry;
+pub(crate) mod link;
+pub(crate) mod project;
+pub(crate) mod ratelimit;
+pub(crate) mod retry;
 
 use std::collections::HashMap;
 

@@ -99,10 +99,7 @@ pub(crate) struct RateHeaders {
 impl RateHeaders {
     pub fn parse(headers: &http::HeaderMap) -> Self {
         let num = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
+            crate::egress::header_text(headers, name).and_then(|v| v.trim().parse::<u64>().ok())
         };
         RateHeaders {
             total: num("x-ratelimit-total"),

@@ -6,6 +6,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use http::header::{HeaderMap, DATE, RETRY_AFTER};
 use rand::Rng;
 
+use crate::egress::header_text;
+
 /// Delay before retry number `failures` (1-based) of a failed request: `base` doubling
 /// up to `max`, with equal jitter (half fixed, half random) so concurrent requests that
 /// failed together don't come back together, yet every retry still waits a little.
@@ -31,16 +33,14 @@ pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 /// response's own `Date` header when there is one, so a skewed local clock doesn't
 /// shorten the wait.
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = header_text(headers, RETRY_AFTER.as_str())?.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // Too many digits for a u64 is still "very long": saturate, then cap.
         let secs = value.parse().unwrap_or(u64::MAX);
         return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
     let at = http_date(value)?;
-    let reference = headers
-        .get(DATE)
-        .and_then(|d| d.to_str().ok())
+    let reference = header_text(headers, DATE.as_str())
         .and_then(http_date)
         .unwrap_or_else(|| DateTime::<Utc>::from(now));
     Some(

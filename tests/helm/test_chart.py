@@ -141,6 +141,7 @@ NAMESPACED = {"watch": {"scope": "namespaces", "namespaces": ["hr-acme", "hr-glo
         },
         {"sharding": {"shards": ["s1"], "defaultShard": False}, "watch": {"scope": "namespace"}},
         NAMESPACED,
+        {"networkPolicy": {"enabled": True, "metricsFrom": [{"podSelector": {}}]}},
     ],
     ids=[
         "defaults",
@@ -149,6 +150,7 @@ NAMESPACED = {"watch": {"scope": "namespaces", "namespaces": ["hr-acme", "hr-glo
         "shards-alerts-dashboard",
         "named-shards-only",
         "listed-namespaces",
+        "network-policy",
     ],
 )
 def test_lint_strict_reports_no_warning_or_error(values):
@@ -420,6 +422,34 @@ def test_namespaces_mode_refuses_an_empty_or_repeated_list(chart):
         render(chart, {"watch": {"scope": "namespaces", "namespaces": ["a", "a"]}})
     with pytest.raises(helm.HelmError, match="watch.namespaces is only used"):
         render(chart, {"watch": {"namespaces": ["a"]}})
+
+
+def test_network_policy_only_when_enabled_and_it_limits_both_directions(chart):
+    assert of_kind(render(chart), "NetworkPolicy") == []
+    docs = render(chart, {"networkPolicy": {"enabled": True}})
+    policy = one(docs, "NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == []
+    [egress] = spec["egress"]
+    assert "to" not in egress
+    assert sorted((p["port"], p["protocol"]) for p in egress["ports"]) == [
+        (25, "TCP"), (53, "TCP"), (53, "UDP"), (443, "TCP"), (465, "TCP"), (587, "TCP"), (6443, "TCP")
+    ]
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    blocks = [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32", "10.0.0.0/8"]}}]
+    spec = one(
+        render(
+            chart,
+            {"networkPolicy": {"enabled": True, "metricsFrom": monitoring, "egressTo": blocks, "egressPorts": [{"port": 443}]}},
+        ),
+        "NetworkPolicy",
+    )["spec"]
+    assert spec["ingress"] == [{"from": monitoring, "ports": [{"port": "metrics", "protocol": "TCP"}]}]
+    assert spec["egress"] == [{"ports": [{"port": 443, "protocol": "TCP"}], "to": blocks}]
+    with pytest.raises(helm.HelmError):
+        render(chart, {"networkPolicy": {"enabled": True, "egressPorts": [{"port": 0}]}})
 
 
 def test_a_watch_namespace_without_namespace_scope_fails_at_install(chart):

@@ -7,7 +7,7 @@
 //! the service does ETags; a stale version (412) is re-read, re-planned and retried once.
 
 mod discovery;
-mod model;
+pub(crate) mod model;
 mod pacer;
 
 use std::collections::{HashMap, HashSet};
