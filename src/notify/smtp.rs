@@ -526,9 +526,15 @@ impl SmtpMailer {
                 let content_type = ContentType::parse(&a.content_type).unwrap_or_else(|_| {
                     ContentType::parse("application/octet-stream").expect("valid")
                 });
-                mixed = mixed.singlepart(
-                    MimeAttachment::new(a.filename.clone()).body(a.content.clone(), content_type),
-                );
+                // Base64 always: a report's bare-LF rows would otherwise travel as one
+                // "line" past SMTP's 998-character limit, and relays refuse the message.
+                let body = lettre::message::Body::new_with_encoding(
+                    a.content.clone(),
+                    lettre::message::header::ContentTransferEncoding::Base64,
+                )
+                .map_err(|_| MailError::Permanent("the attachment could not be encoded".into()))?;
+                mixed = mixed
+                    .singlepart(MimeAttachment::new(a.filename.clone()).body(body, content_type));
             }
             builder.multipart(mixed)
         };
