@@ -325,8 +325,13 @@ async fn a_50_mb_freshteam_page_fails_without_retrying() {
         matches!(&e, SourceError::BadResponse { detail, .. } if detail.contains("larger than the 16 MiB limit")),
         "{e}"
     );
-    assert_eq!(source.hits(), 1);
+    // Never retried: at most one request per population pass.
+    assert!((1..=PASSES).contains(&source.hits()), "{}", source.hits());
 }
+
+/// The list reads one Freshteam run makes, one per population (current staff, inactive,
+/// terminated, deleted, draft), all answered by the same test server here.
+const PASSES: usize = 5;
 
 fn page(host: &str, n: usize, next: usize) -> Response {
     Response::builder()
@@ -367,7 +372,12 @@ async fn a_freshteam_link_loop_fails_the_read() {
         matches!(&e, SourceError::BadResponse { detail, .. } if detail.contains("after page 3 points back to a page already read")),
         "{e}"
     );
-    assert_eq!(source.hits(), 3);
+    // Each pass reads pages 1–3 at most before it sees the loop.
+    assert!(
+        (3..=3 * PASSES).contains(&source.hits()),
+        "{}",
+        source.hits()
+    );
 }
 
 #[tokio::test]
@@ -390,7 +400,12 @@ async fn an_endless_link_chain_stops_at_the_page_cap() {
         matches!(&e, SourceError::BadResponse { detail, .. } if detail.contains("after 20000 pages")),
         "{e}"
     );
-    assert_eq!(source.hits(), 20_000);
+    // Every pass is bounded by the cap; the first to reach it ends the read.
+    assert!(
+        (20_000..=20_000 * PASSES).contains(&source.hits()),
+        "{}",
+        source.hits()
+    );
 }
 
 #[tokio::test]
