@@ -413,6 +413,19 @@ async fn bulk_off_writes_one_request_per_member() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn bulk_requests_carry_as_many_writes_as_the_service_allows() {
+    // scim2-server announces /Bulk maxOperations 1000: the creates travel 1,000 a request.
+    let env = Env::start(2100).await;
+    let run = env.sync(&[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let created = run.summary()["created"].as_u64().unwrap();
+    assert!(created > 2000, "{created} created");
+    let calls = &run.json()["status"]["apiCalls"];
+    assert_eq!(calls["destinationBulk"], created.div_ceil(1000));
+    assert_eq!(env.scim.users().await.len() as u64, created);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn text_output_is_a_readable_summary() {
     let env = Env::start(8).await;
     let file = env.write("t.yaml", &env.manifest(API_KEY, Env::default_mapping()));

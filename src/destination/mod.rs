@@ -121,6 +121,11 @@ pub trait MemberDirectory: Send + Sync {
     ) -> Vec<WriteOutcome>;
     /// Calls made so far.
     fn stats(&self) -> DestinationStats;
+    /// The most writes the service takes in one request (its `/Bulk` `maxOperations`),
+    /// when it takes several at once.
+    fn writes_per_request(&self) -> Option<usize> {
+        None
+    }
     /// Member fields the destination keeps (from its schemas); the others are left out
     /// of every write and never compared.
     fn keeps(&self) -> AttrSet {

@@ -28,8 +28,11 @@ use crate::source::{EmployeeSource, SourceStats};
 pub use report::{errors_csv, report_csv, report_part_name, report_parts, MAX_INLINE_ERRORS};
 pub use stop::StopSignal;
 
-/// Writes sent between two checks for a stop request.
+/// Writes sent between two checks for a stop request; a destination that takes more in
+/// one request (`/Bulk`) gets batches of that size, up to [`MAX_WRITE_BATCH`], so that a
+/// batch is never split into more requests than its writes need.
 const WRITE_BATCH: usize = 500;
+const MAX_WRITE_BATCH: usize = 5_000;
 
 /// How one run behaves.
 #[derive(Clone, Debug, Default)]
@@ -636,7 +639,7 @@ fn fail(mut outcome: ImportOutcome, clock: &dyn Clock, message: String) -> Impor
 /// Applies the plan's writes. Creates go in waves down the reporting line, so that a
 /// new member's manager, when created in the same run, already has an id to point to.
 /// Returns the writes as sent (managers filled in) with their outcomes, in plan order.
-/// A stop request is honoured between batches of [`WRITE_BATCH`]: the writes not sent
+/// A stop request is honoured between batches (see [`write_batch`]): the writes not sent
 /// are left out of what is returned, and the reason comes back.
 async fn apply_writes(
     destination: &dyn MemberDirectory,
@@ -668,7 +671,7 @@ async fn apply_writes(
     let batches = waves
         .values()
         .chain(std::iter::once(&rest))
-        .flat_map(|wave| wave.chunks(WRITE_BATCH));
+        .flat_map(|wave| wave.chunks(write_batch(destination)));
     for idxs in batches {
         if idxs.is_empty() {
             continue;
@@ -713,6 +716,13 @@ async fn apply_writes(
         })
         .unzip();
     (sent, outcomes, stopped)
+}
+
+/// Writes per batch for this destination.
+fn write_batch(destination: &dyn MemberDirectory) -> usize {
+    destination
+        .writes_per_request()
+        .map_or(WRITE_BATCH, |n| n.clamp(WRITE_BATCH, MAX_WRITE_BATCH))
 }
 
 /// How many managers up the reporting line are also being created (0: none). A cycle

@@ -171,7 +171,7 @@ fn opts(dry_run: bool) -> ImportOptions {
     }
 }
 
-async fn run(source: &FakeSource, dest: &FakeDirectory, o: &ImportOptions) -> ImportOutcome {
+async fn run(source: &FakeSource, dest: &dyn MemberDirectory, o: &ImportOptions) -> ImportOutcome {
     let counter = ProgressCounter::default();
     let out = run_import(
         &mapping(false),
@@ -434,6 +434,21 @@ async fn managers_created_in_the_same_run_are_linked_in_that_run() {
 struct StopsAfterFirstBatch {
     inner: FakeDirectory,
     stop: StopSignal,
+    /// What it announces as its `/Bulk` `maxOperations`.
+    per_request: Option<usize>,
+    /// Ops of each `apply` call.
+    batches: std::sync::Mutex<Vec<usize>>,
+}
+
+impl StopsAfterFirstBatch {
+    fn new(stop: &StopSignal, per_request: Option<usize>) -> Self {
+        StopsAfterFirstBatch {
+            inner: FakeDirectory::default(),
+            stop: stop.clone(),
+            per_request,
+            batches: Default::default(),
+        }
+    }
 }
 
 #[async_trait]
@@ -446,12 +461,16 @@ impl MemberDirectory for StopsAfterFirstBatch {
         ops: &[WriteOp],
         on_done: &(dyn for<'o> Fn(usize, &'o WriteOutcome) + Send + Sync),
     ) -> Vec<WriteOutcome> {
+        self.batches.lock().unwrap().push(ops.len());
         let out = self.inner.apply(ops, on_done).await;
         self.stop.stop("spec.suspend was set to true");
         out
     }
     fn stats(&self) -> DestinationStats {
         self.inner.stats()
+    }
+    fn writes_per_request(&self) -> Option<usize> {
+        self.per_request
     }
 }
 
@@ -466,10 +485,7 @@ async fn a_stop_between_write_batches_keeps_the_outbox_consistent_and_the_next_r
         fail: None,
     };
     let stop = StopSignal::default();
-    let dest = StopsAfterFirstBatch {
-        inner: FakeDirectory::default(),
-        stop: stop.clone(),
-    };
+    let dest = StopsAfterFirstBatch::new(&stop, None);
     let outbox = crate::notify::MemoryOutboxStore::new();
     let options = ImportOptions {
         stop,
@@ -506,6 +522,40 @@ async fn a_stop_between_write_batches_keeps_the_outbox_consistent_and_the_next_r
     assert_eq!(next.status.phase, ImportPhase::Succeeded);
     assert_eq!(next.status.summary.created, 700);
     assert_eq!(dest.inner.members.lock().unwrap().len(), 1200);
+}
+
+#[tokio::test]
+async fn write_batches_follow_the_bulk_size_the_destination_announces() {
+    let source = FakeSource {
+        employees: (1..=2500)
+            .map(|i| employee(i, &format!("E-{i}"), &format!("e{i}@acme.example"), "active"))
+            .collect(),
+        fail: None,
+    };
+    // Never asked to stop: the batches alone are observed.
+    async fn batches(source: &FakeSource, per_request: Option<usize>) -> Vec<usize> {
+        let dest = StopsAfterFirstBatch::new(&StopSignal::default(), per_request);
+        let out = run(source, &dest, &opts(false)).await;
+        assert_eq!(out.status.summary.created, 2500);
+        dest.batches.into_inner().unwrap()
+    }
+    // No bulk: stop checks every 500 writes.
+    assert_eq!(batches(&source, None).await, vec![500; 5]);
+    // /Bulk of 1,000 (scim2-server): one batch per bulk request, not two.
+    assert_eq!(batches(&source, Some(1000)).await, vec![1000, 1000, 500]);
+    // A tiny bulk size still checks no more often than every 500 writes...
+    assert_eq!(batches(&source, Some(10)).await, vec![500; 5]);
+    // ...and a huge one at least every 5,000.
+    let source_big = (1..=12_000)
+        .map(|i| employee(i, &format!("E-{i}"), &format!("e{i}@acme.example"), "active"))
+        .collect();
+    let source = FakeSource {
+        employees: source_big,
+        fail: None,
+    };
+    let dest = StopsAfterFirstBatch::new(&StopSignal::default(), Some(1_000_000));
+    run(&source, &dest, &opts(false)).await;
+    assert_eq!(dest.batches.into_inner().unwrap(), vec![5000, 5000, 2000]);
 }
 
 #[tokio::test]

@@ -1355,8 +1355,22 @@ impl Unit {
     }
 }
 
+impl ScimClient {
+    /// The `/Bulk` limits when writes go in bulk.
+    fn bulk_limits(&self) -> Option<BulkLimits> {
+        match (self.config.bulk, self.caps.bulk) {
+            (BulkMode::Auto, Some(limits)) => Some(limits),
+            _ => None,
+        }
+    }
+}
+
 #[async_trait]
 impl MemberDirectory for ScimClient {
+    fn writes_per_request(&self) -> Option<usize> {
+        self.bulk_limits().map(|l| l.max_operations)
+    }
+
     async fn list_members(&self) -> Result<Vec<DestinationMember>, DestinationError> {
         let started = Instant::now();
         let count = self
@@ -1405,7 +1419,16 @@ impl MemberDirectory for ScimClient {
                     break;
                 };
                 let page = page?;
-                pacer.page_done(Instant::now(), self.throttled.load(Ordering::Relaxed));
+                // Pages not yet requested, when the service said its total.
+                let remaining = total.map(|t| match t.checked_sub(next) {
+                    Some(rest) => rest / step + 1,
+                    None => 0,
+                });
+                pacer.page_done(
+                    Instant::now(),
+                    self.throttled.load(Ordering::Relaxed),
+                    remaining,
+                );
                 let n = page.resources.len();
                 if n == 0 {
                     ended = true; // the end, or members went away while listing
@@ -1467,10 +1490,7 @@ impl MemberDirectory for ScimClient {
         ops: &[WriteOp],
         on_done: &(dyn for<'o> Fn(usize, &'o WriteOutcome) + Send + Sync),
     ) -> Vec<WriteOutcome> {
-        let bulk = match (self.config.bulk, self.caps.bulk) {
-            (BulkMode::Auto, Some(limits)) => Some(limits),
-            _ => None,
-        };
+        let bulk = self.bulk_limits();
         let mut units = Vec::new();
         let mut bulk_items = Vec::new();
         for (i, op) in ops.iter().enumerate() {
