@@ -2,19 +2,14 @@
 //! line of the README's transcript must appear in the demo's output, in order, once run
 //! names (which carry the time) are normalised.
 
-use std::net::TcpListener;
+mod support;
+
 use std::process::Command;
+
+use support::free_port;
 
 const START: &str = "<!-- demo-transcript:start -->";
 const END: &str = "<!-- demo-transcript:end -->";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `acme-20261201-084500` and `acme-20261201-084500-2` → `acme-<time>`.
 fn normalise(line: &str) -> String {

@@ -12,196 +12,14 @@
 
 mod support;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use freshteam_operator::simulator::{Faults, SimConfig};
 use serde_json::{json, Value};
+use support::fault_front::{Fault, Front};
 use support::sync_env::{employee_id, Env, PAGE};
 use support::ScimServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
-
-// ---------------------------------------------------------------- a SCIM fault front
-
-/// What the front does to one write request (POST, PATCH, PUT, DELETE).
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    /// 503 without passing the request on.
-    Unavailable,
-    /// Passes the request on, then closes the connection without the answer: the write
-    /// happened, the client cannot know.
-    LoseAnswer,
-}
-
-#[derive(Default)]
-struct FrontState {
-    /// Faults for the next write requests, in order.
-    script: Mutex<VecDeque<Fault>>,
-    /// Write requests seen so far.
-    writes: AtomicUsize,
-    /// Writes with an index at or past this are held until [`Front::release`].
-    hold_from: AtomicUsize,
-    held: AtomicUsize,
-    in_flight: AtomicUsize,
-    changed: Notify,
-}
-
-/// A TCP front for `scim2-server` (HTTP/1.0: one request per connection). Reads pass
-/// through; writes can be failed, have their answer lost, or be held back.
-struct Front {
-    url: String,
-    state: Arc<FrontState>,
-    gate: watch::Sender<bool>,
-}
-
-impl Front {
-    async fn start(server: &ScimServer) -> Front {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/v2", listener.local_addr().unwrap());
-        let state = Arc::new(FrontState {
-            hold_from: AtomicUsize::new(usize::MAX),
-            ..FrontState::default()
-        });
-        let (gate, open) = watch::channel(true);
-        let (shared, port) = (state.clone(), server.port);
-        tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                let (state, mut open) = (shared.clone(), open.clone());
-                tokio::spawn(async move {
-                    state.in_flight.fetch_add(1, Ordering::SeqCst);
-                    serve(inbound, port, &state, &mut open).await;
-                    state.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    state.changed.notify_waiters();
-                });
-            }
-        });
-        Front { url, state, gate }
-    }
-
-    fn script(&self, faults: &[Fault]) {
-        self.state.script.lock().unwrap().extend(faults);
-    }
-
-    /// Holds every write from the `n`-th (0-based) on.
-    fn hold_writes_from(&self, n: usize) {
-        let _ = self.gate.send(false);
-        self.state.hold_from.store(n, Ordering::SeqCst);
-    }
-
-    fn release(&self) {
-        self.state.hold_from.store(usize::MAX, Ordering::SeqCst);
-        let _ = self.gate.send(true);
-    }
-
-    fn writes(&self) -> usize {
-        self.state.writes.load(Ordering::SeqCst)
-    }
-
-    async fn wait_until(&self, what: &str, f: impl Fn(&FrontState) -> bool) {
-        let wait = async {
-            loop {
-                let changed = self.state.changed.notified();
-                if f(&self.state) {
-                    return;
-                }
-                // Notify is edge-triggered: poll as well, cheaply.
-                let _ = tokio::time::timeout(Duration::from_millis(50), changed).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(60), wait)
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
-    }
-
-    async fn wait_held(&self, n: usize) {
-        self.wait_until("writes are held", |s| s.held.load(Ordering::SeqCst) >= n)
-            .await
-    }
-
-    /// Waits until no request is passing through.
-    async fn wait_idle(&self) {
-        self.wait_until("the front is idle", |s| {
-            s.in_flight.load(Ordering::SeqCst) == 0
-        })
-        .await
-    }
-}
-
-async fn serve(
-    mut inbound: TcpStream,
-    port: u16,
-    state: &FrontState,
-    open: &mut watch::Receiver<bool>,
-) {
-    let Some(request) = read_request(&mut inbound).await else {
-        return;
-    };
-    let method = request.split(|b| *b == b' ').next().unwrap_or_default();
-    let mut fault = None;
-    if matches!(method, b"POST" | b"PATCH" | b"PUT" | b"DELETE") {
-        let index = state.writes.fetch_add(1, Ordering::SeqCst);
-        fault = state.script.lock().unwrap().pop_front();
-        if index >= state.hold_from.load(Ordering::SeqCst) {
-            state.held.fetch_add(1, Ordering::SeqCst);
-            state.changed.notify_waiters();
-            let _ = open.wait_for(|open| *open).await;
-            state.held.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-    if let Some(Fault::Unavailable) = fault {
-        let _ = inbound
-            .write_all(
-                b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n",
-            )
-            .await;
-        return;
-    }
-    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", port)).await else {
-        return;
-    };
-    if outbound.write_all(&request).await.is_err() {
-        return;
-    }
-    let mut answer = Vec::new();
-    let _ = outbound.read_to_end(&mut answer).await;
-    if fault.is_none() {
-        // The client may be gone (killed): the write happened all the same.
-        let _ = inbound.write_all(&answer).await;
-    }
-}
-
-/// Reads one HTTP request (head and `Content-Length` body).
-async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + length {
-                let n = stream.read(&mut chunk).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return Some(buf);
-        }
-    }
-}
 
 // ---------------------------------------------------------------- helpers
 
@@ -441,7 +259,7 @@ async fn scim_503_and_a_lost_bulk_answer_are_retried_without_duplicates() {
     let front = Front::start(&env.scim).await;
     env.scim_url = front.url.clone();
     // The first /Bulk gets a 503; the second is applied but its answer never arrives.
-    front.script(&[Fault::Unavailable, Fault::LoseAnswer]);
+    front.script_writes(&[Fault::Unavailable, Fault::LoseAnswer]);
     let run = env.sync(&[]).await;
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.summary()["created"], 20);
@@ -455,7 +273,7 @@ async fn scim_503_and_a_lost_answer_on_single_writes_are_retried_without_duplica
     let mut env = Env::start(20).await;
     let front = Front::start(&env.scim).await;
     env.scim_url = front.url.clone();
-    front.script(&[
+    front.script_writes(&[
         Fault::Unavailable,
         Fault::LoseAnswer,
         Fault::Unavailable,

@@ -11,6 +11,7 @@ use freshteam_operator::destination::{
 use freshteam_operator::member::{Attr, AttrSet, Change, Member};
 use freshteam_operator::secret::SecretString;
 use serde_json::json;
+use support::fault_front::{read_request, Fault, Front};
 use support::{Peer, ScimServer, ENTERPRISE};
 
 async fn connect(server: &ScimServer) -> ScimClient {
@@ -867,97 +868,10 @@ async fn a_refused_bulk_request_falls_back_to_individual_writes() {
     assert_eq!(stats.writes, 110);
 }
 
-/// What the [`FaultyFront`] does to one connection.
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    /// Answers 503 without passing the request on.
-    Unavailable,
-    /// Passes the request on, then drops the connection without the answer (the write
-    /// happened; the client can't know).
-    LoseAnswer,
-}
-
-/// A TCP front for a server that injects faults into the next connections (the
-/// server speaks HTTP/1.0: one request per connection), then passes traffic through.
-struct FaultyFront {
-    url: String,
-    faults: std::sync::Arc<Mutex<std::collections::VecDeque<Fault>>>,
-}
-
-impl FaultyFront {
-    async fn start(server: &ScimServer) -> FaultyFront {
-        use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/v2", listener.local_addr().unwrap());
-        let faults = std::sync::Arc::new(Mutex::new(std::collections::VecDeque::new()));
-        let (queue, port) = (faults.clone(), server.port);
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let fault = queue.lock().unwrap().pop_front();
-                tokio::spawn(async move {
-                    let Some(request) = read_request(&mut inbound).await else {
-                        return;
-                    };
-                    if let Some(Fault::Unavailable) = fault {
-                        let _ = inbound
-                            .write_all(b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n")
-                            .await;
-                        return;
-                    }
-                    let mut outbound = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                        .await
-                        .unwrap();
-                    outbound.write_all(&request).await.unwrap();
-                    let mut answer = Vec::new();
-                    let _ = tokio::io::AsyncReadExt::read_to_end(&mut outbound, &mut answer).await;
-                    if fault.is_none() {
-                        let _ = inbound.write_all(&answer).await;
-                    }
-                });
-            }
-        });
-        FaultyFront { url, faults }
-    }
-
-    fn inject(&self, faults: &[Fault]) {
-        self.faults.lock().unwrap().extend(faults.iter().copied());
-    }
-}
-
-/// Reads one HTTP request (head and `Content-Length` body).
-async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + length {
-                let n = stream.read(&mut chunk).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return Some(buf);
-        }
-    }
-}
-
 #[tokio::test]
 async fn transient_failures_are_retried_without_duplicating_members() {
     let server = ScimServer::start();
-    let front = FaultyFront::start(&server).await;
+    let front = Front::start(&server).await;
     let mut config = ScimConfig::new(&front.url, SecretString::new(server.token.clone())).unwrap();
     config.bulk = BulkMode::Off;
     config.backoff_base = std::time::Duration::from_millis(10);

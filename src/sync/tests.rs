@@ -528,7 +528,14 @@ async fn a_stop_between_write_batches_keeps_the_outbox_consistent_and_the_next_r
 async fn write_batches_follow_the_bulk_size_the_destination_announces() {
     let source = FakeSource {
         employees: (1..=2500)
-            .map(|i| employee(i, &format!("E-{i}"), &format!("e{i}@acme.example"), "active"))
+            .map(|i| {
+                employee(
+                    i,
+                    &format!("E-{i}"),
+                    &format!("e{i}@acme.example"),
+                    "active",
+                )
+            })
             .collect(),
         fail: None,
     };
@@ -547,7 +554,14 @@ async fn write_batches_follow_the_bulk_size_the_destination_announces() {
     assert_eq!(batches(&source, Some(10)).await, vec![500; 5]);
     // ...and a huge one at least every 5,000.
     let source_big = (1..=12_000)
-        .map(|i| employee(i, &format!("E-{i}"), &format!("e{i}@acme.example"), "active"))
+        .map(|i| {
+            employee(
+                i,
+                &format!("E-{i}"),
+                &format!("e{i}@acme.example"),
+                "active",
+            )
+        })
         .collect();
     let source = FakeSource {
         employees: source_big,

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod controlplane;
+pub mod fault_front;
 pub mod sync_env;
 
 use std::io::{Read, Write};
@@ -42,7 +43,7 @@ pub fn scim2_server_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/scim2-server")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free local port")

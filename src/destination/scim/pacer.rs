@@ -75,8 +75,7 @@ impl Pacer {
                 self.best = self.window;
                 self.best_rate = rate;
                 let wider = (self.window * 2).min(self.max);
-                let pays_off = remaining
-                    .is_none_or(|left| left >= PAYOFF * Self::epoch_len(wider));
+                let pays_off = remaining.is_none_or(|left| left >= PAYOFF * Self::epoch_len(wider));
                 if pays_off {
                     self.window = wider;
                 }
