@@ -179,32 +179,42 @@ pub async fn run_import_with_ledger(
     };
 
     progress.phase("Reading Freshteam employees");
+    // Both sides are read at once: the destination's list, usually the longest part of a
+    // steady-state run, overlaps Freshteam's. A Freshteam failure ends the run at once;
+    // a destination failure waits for Freshteam so the report still counts its calls.
     // Reads are abandoned as soon as a stop is asked for: they changed nothing.
-    let snapshot = tokio::select! {
-        biased;
-        reason = options.stop.stopped() => {
-            return interrupted(outcome, clock, reason, "while reading Freshteam; nothing was written")
+    let mut fetch = std::pin::pin!(async {
+        let snapshot = source.fetch(&mapping.request, progress).await?;
+        let stats = snapshot.stats.clone();
+        let mapped = map_records(&snapshot, mapping);
+        drop(snapshot);
+        progress.set_total(mapped.records as u64);
+        progress.phase("Reading destination members");
+        Ok::<_, crate::source::SourceError>((stats, mapped))
+    });
+    let mut list = std::pin::pin!(destination.list_members());
+    let (mut fetched, mut listed) = (None, None);
+    while fetched.is_none() || listed.is_none() {
+        tokio::select! {
+            biased;
+            reason = options.stop.stopped() => {
+                let Some((source_stats, _)) = &fetched else {
+                    return interrupted(outcome, clock, reason, "while reading Freshteam; nothing was written");
+                };
+                outcome.status.api_calls = Some(api_calls(source_stats, &destination.stats()));
+                return interrupted(outcome, clock, reason, "while reading the destination; nothing was written")
+            }
+            f = &mut fetch, if fetched.is_none() => match f {
+                Ok(f) => fetched = Some(f),
+                Err(e) => return fail(outcome, clock, format!("Freshteam: {e}")),
+            },
+            l = &mut list, if listed.is_none() => listed = Some(l),
         }
-        fetched = source.fetch(&mapping.request, progress) => match fetched {
-            Ok(s) => s,
-            Err(e) => return fail(outcome, clock, format!("Freshteam: {e}")),
-        },
+    }
+    let (Some((source_stats, mapped)), Some(listed)) = (fetched, listed) else {
+        unreachable!("the loop ends once both reads are done");
     };
-    let source_stats = snapshot.stats.clone();
-    let mapped = map_records(&snapshot, mapping);
-    drop(snapshot);
     let total = mapped.records as u64;
-    progress.set_total(total);
-
-    progress.phase("Reading destination members");
-    let listed = tokio::select! {
-        biased;
-        reason = options.stop.stopped() => {
-            outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
-            return interrupted(outcome, clock, reason, "while reading the destination; nothing was written")
-        }
-        listed = destination.list_members() => listed,
-    };
     let current = match listed {
         Ok(c) => c,
         Err(e) => {
