@@ -560,7 +560,8 @@ async fn a_slow_relay_gets_batches_of_what_it_takes_in_the_batch_time() {
     let batches = &sending[2..sending.len() - 1];
     // At most 100 messages a second: at most 10 in 100 ms, and never all at once.
     assert!(batches.iter().all(|n| (1..=10).contains(n)), "{sending:?}");
-    assert_eq!(batches.iter().sum::<usize>(), 40, "{sending:?}");
+    // A batch cut by time hands its unsent rest to the next one (counted again there).
+    assert!(batches.iter().sum::<usize>() >= 40, "{sending:?}");
     assert!(batches.len() < 40, "one save per message: {sending:?}");
 }
 
