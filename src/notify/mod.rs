@@ -27,7 +27,8 @@ pub use after_run::{notify_after_run, Mail, RunInfo};
 pub use outbox::{
     confirm, deliver_pending, discard_pending, forget, invitation_message_id, record_intents,
     DeliveryContext, DeliveryReport, EntryState, FileOutboxStore, InvitationIntent,
-    MemoryOutboxStore, Outbox, OutboxEntry, OutboxLimits, OutboxStore,
+    MemoryOutboxStore, Outbox, OutboxEntry, OutboxLimits, OutboxStore, DELIVERY_BATCH_MAX,
+    DELIVERY_BATCH_TIME,
 };
 pub use smtp::{SmtpMailer, SmtpSecurity, SmtpSettings, SmtpStats};
 pub use summary::{send_summary, summary_mail, RunSummary};

@@ -8,13 +8,20 @@
 //! 1. [`record_intents`] before the members are created (persisted);
 //! 2. [`confirm`] the members that were created (and, optionally, [`forget`] creates that
 //!    definitely did not happen);
-//! 3. [`deliver_pending`] after the run: for every deliverable `Intended` entry, persist
-//!    `Sending`, send, and persist the result together with the next entry's `Sending`.
+//! 3. [`deliver_pending`] after the run, in batches: persist a batch of deliverable
+//!    `Intended` entries as `Sending`, send them, and persist their results together with
+//!    the next batch's `Sending`. A batch holds at most [`DELIVERY_BATCH_MAX`] messages
+//!    and lasts at most [`DELIVERY_BATCH_TIME`]; the first is one message, each next one
+//!    at most twice the last and sized to what the relay took in that time, so saves
+//!    stay few at any pace.
 //!
-//! Why it is exactly once: a message is only sent while its entry is durably `Sending`,
-//! and an entry found `Sending` at the start of a delivery (a crash between the SMTP
-//! transaction and the next save) is never sent again — it is reported as "may not have
-//! been delivered" instead, so at most the one message in flight at a crash is in doubt.
+//! Why it is never twice: a message is only sent while its entry is durably `Sending`,
+//! and an entry found `Sending` at the start of a delivery (a crash between the save that
+//! marked its batch and the one that recorded it) is never sent again — it is reported
+//! as "may not have been delivered" instead. So a crash leaves at most one batch in
+//! doubt: at most [`DELIVERY_BATCH_MAX`] invitations, and no more than the relay takes
+//! in about [`DELIVERY_BATCH_TIME`]. A delivery that stops by itself (relay down, a
+//! failed save) puts the batch's unsent entries back to `Intended` before its last save.
 //! Failures that are definitely non-deliveries (relay unreachable, 4xx, or a broken
 //! connection before the content was sent) put the entry back to `Intended`, so it is
 //! sent on a later run. Nothing is lost by a crash before the `Sending` save: the entry is
@@ -34,7 +41,7 @@
 //! One delivery at a time per outbox: the operator runs one import per integration at a
 //! time, the CLI documents one process per `--state-file`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -341,7 +348,12 @@ pub struct InvitationIntent {
     pub first_name: Option<String>,
 }
 
-/// How long finished entries are kept, and when a delivery gives up for this run.
+/// Invitations sent per outbox save, at most (see [`OutboxLimits::batch_max`]).
+pub const DELIVERY_BATCH_MAX: usize = 100;
+/// A delivery batch's length in time, at most (see [`OutboxLimits::batch_time`]).
+pub const DELIVERY_BATCH_TIME: Duration = Duration::from_secs(2);
+
+/// How long finished entries are kept, how delivery is batched, and when it gives up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxLimits {
     /// `Sent`, `Uncertain` and `Failed` entries older than this are removed.
@@ -354,6 +366,12 @@ pub struct OutboxLimits {
     /// A refused (5xx) invitation is given up once refused this many times while the
     /// relay was not shown to accept other invitations.
     pub max_refusals: u32,
+    /// Invitations marked `Sending` by one save, at most: a crash during a batch leaves
+    /// its messages in doubt (reported, never re-sent), so this bounds them.
+    pub batch_max: usize,
+    /// A batch is also cut after this long, and the next one sized to what the relay
+    /// took in this time, so a slow relay's batches stay small.
+    pub batch_time: Duration,
 }
 
 impl Default for OutboxLimits {
@@ -367,6 +385,8 @@ impl Default for OutboxLimits {
             max_done: 20_000,
             stop_after_consecutive_failures: 3,
             max_refusals: 3,
+            batch_max: DELIVERY_BATCH_MAX,
+            batch_time: DELIVERY_BATCH_TIME,
         }
     }
 }
@@ -613,71 +633,93 @@ pub async fn deliver_pending(
     let mut transient_streak = 0usize;
     let mut refused: Vec<String> = Vec::new();
     let mut stopped: Option<String> = None;
-    for id in deliver {
-        let entry = outbox.entries.get_mut(&id).expect("deliverable entry");
-        entry.state = EntryState::Sending;
-        entry.since = now_secs();
-        // Persisting `Sending` also persists the previous message's outcome.
+    let mut queue: VecDeque<String> = deliver.into();
+    // The first batch is one message: it measures the relay's pace for the next ones.
+    let mut batch_size = 1usize;
+    'batches: while !queue.is_empty() {
+        let batch: Vec<String> = queue.drain(..batch_size.min(queue.len())).collect();
+        let now = now_secs();
+        for id in &batch {
+            let entry = outbox.entries.get_mut(id).expect("deliverable entry");
+            entry.state = EntryState::Sending;
+            entry.since = now;
+        }
+        // One save marks the whole batch `Sending` and records the previous batch's outcomes.
         if let Err(e) = store.save(&outbox).await {
-            outbox.entries.get_mut(&id).expect("entry").state = EntryState::Intended;
+            back_to_intended(&mut outbox, &batch);
             stopped = Some(format!(
                 "invitations stopped: the invitation outbox could not be saved: {e}"
             ));
             break;
         }
-        let entry = outbox.entries.get_mut(&id).expect("entry");
-        let mail = invitation_mail(templates, ctx, &id, entry);
-        let result = transport.send(mail).await;
-        entry.since = now_secs();
-        match result {
-            Ok(()) => {
-                entry.finish(EntryState::Sent);
-                entry.last_error = None;
-                report.sent += 1;
-                transient_streak = 0;
-                // The relay accepts invitations: the refusals were about their recipients.
-                for r in refused.drain(..) {
-                    give_up(&mut outbox, &r, &mut report);
+        let started = std::time::Instant::now();
+        let mut attempted = 0usize;
+        for (i, id) in batch.iter().enumerate() {
+            if i > 0 && started.elapsed() >= ctx.limits.batch_time {
+                // Time to record what was sent; the rest starts the next batch.
+                back_to_intended(&mut outbox, &batch[i..]);
+                for rest in batch[i..].iter().rev() {
+                    queue.push_front(rest.clone());
                 }
-            }
-            Err(MailError::Uncertain(m)) => {
-                entry.finish(EntryState::Uncertain);
-                report.uncertain += 1;
-                let message = format!("the invitation may not have been delivered ({m}); it is not sent again so that nobody receives it twice");
-                entry.last_error = Some(m);
-                report.failed.push(row(&id, entry, message));
-            }
-            Err(MailError::Permanent(m)) => {
-                entry.state = EntryState::Intended;
-                entry.refusals += 1;
-                entry.last_error = Some(m.clone());
-                refused.push(id.clone());
-                if refused.len() >= stop_after {
-                    stopped = Some(format!(
-                        "the mail relay refused {} invitations in a row (last: {m}); delivery stopped for this run",
-                        refused.len()
-                    ));
-                    break;
-                }
-            }
-            Err(MailError::Transient(m)) => {
-                entry.state = EntryState::Intended;
-                entry.last_error = Some(m.clone());
-                transient_streak += 1;
-                if transient_streak >= stop_after {
-                    stopped = Some(format!(
-                        "the mail relay deferred {transient_streak} invitations in a row (last: {m}); delivery stopped for this run"
-                    ));
-                    break;
-                }
-            }
-            Err(e @ MailError::Unavailable(_)) => {
-                entry.state = EntryState::Intended;
-                entry.last_error = Some(e.to_string());
-                stopped = Some(format!("invitations not sent: {e}"));
                 break;
             }
+            attempted += 1;
+            let entry = outbox.entries.get_mut(id).expect("entry");
+            let mail = invitation_mail(templates, ctx, id, entry);
+            let result = transport.send(mail).await;
+            entry.since = now_secs();
+            match result {
+                Ok(()) => {
+                    entry.finish(EntryState::Sent);
+                    entry.last_error = None;
+                    report.sent += 1;
+                    transient_streak = 0;
+                    // The relay accepts invitations: the refusals were about their recipients.
+                    for r in refused.drain(..) {
+                        give_up(&mut outbox, &r, &mut report);
+                    }
+                }
+                Err(MailError::Uncertain(m)) => {
+                    entry.finish(EntryState::Uncertain);
+                    report.uncertain += 1;
+                    let message = format!("the invitation may not have been delivered ({m}); it is not sent again so that nobody receives it twice");
+                    entry.last_error = Some(m);
+                    report.failed.push(row(id, entry, message));
+                }
+                Err(MailError::Permanent(m)) => {
+                    entry.state = EntryState::Intended;
+                    entry.refusals += 1;
+                    entry.last_error = Some(m.clone());
+                    refused.push(id.clone());
+                    if refused.len() >= stop_after {
+                        stopped = Some(format!(
+                            "the mail relay refused {} invitations in a row (last: {m}); delivery stopped for this run",
+                            refused.len()
+                        ));
+                    }
+                }
+                Err(MailError::Transient(m)) => {
+                    entry.state = EntryState::Intended;
+                    entry.last_error = Some(m.clone());
+                    transient_streak += 1;
+                    if transient_streak >= stop_after {
+                        stopped = Some(format!(
+                            "the mail relay deferred {transient_streak} invitations in a row (last: {m}); delivery stopped for this run"
+                        ));
+                    }
+                }
+                Err(e @ MailError::Unavailable(_)) => {
+                    entry.state = EntryState::Intended;
+                    entry.last_error = Some(e.to_string());
+                    stopped = Some(format!("invitations not sent: {e}"));
+                }
+            }
+            if stopped.is_some() {
+                back_to_intended(&mut outbox, &batch[i + 1..]);
+                break 'batches;
+            }
         }
+        batch_size = next_batch_size(attempted, started.elapsed(), &ctx.limits);
     }
 
     // Refusals not followed by an accepted invitation may be the relay's fault: keep them
@@ -702,7 +744,7 @@ pub async fn deliver_pending(
     prune(&mut outbox, now_secs(), &ctx.limits);
     if let Err(e) = store.save(&outbox).await {
         report.warnings.push(format!(
-            "the invitation outbox could not be saved after delivery: {e}; the last invitation will be reported as possibly undelivered on the next run"
+            "the invitation outbox could not be saved after delivery: {e}; the invitations of the last batch will be reported as possibly undelivered on the next run"
         ));
     }
 
@@ -721,6 +763,33 @@ pub async fn deliver_pending(
         (None, None) => {}
     }
     report
+}
+
+/// Entries of a batch that were marked `Sending` but not sent.
+fn back_to_intended(outbox: &mut Outbox, ids: &[String]) {
+    for id in ids {
+        if let Some(e) = outbox.entries.get_mut(id) {
+            e.state = EntryState::Intended;
+        }
+    }
+}
+
+/// As many messages as the relay took in `batch_time` at the pace just measured, at most
+/// twice the last batch (a pace measured on a few messages, or on a relay's burst, says
+/// little) and between 1 and `batch_max`.
+fn next_batch_size(attempted: usize, elapsed: Duration, limits: &OutboxLimits) -> usize {
+    let max = limits.batch_max.max(1);
+    if attempted == 0 {
+        return 1;
+    }
+    let per_second = attempted as f64 / elapsed.as_secs_f64().max(1e-3);
+    let paced = (per_second * limits.batch_time.as_secs_f64()).ceil();
+    let paced = if paced.is_finite() {
+        paced as usize
+    } else {
+        max
+    };
+    paced.min(attempted * 2).clamp(1, max)
 }
 
 fn give_up(outbox: &mut Outbox, id: &str, report: &mut DeliveryReport) {

@@ -112,8 +112,9 @@ async fn each_created_member_gets_one_invitation_and_a_rerun_sends_nothing() {
         report.failed.is_empty() && report.warnings.is_empty(),
         "{report:?}"
     );
-    // One save per message (its `Sending` carries the previous outcome) and one at the end.
-    assert_eq!(store.saves() - saves_before, 4);
+    // A first batch of one (it measures the relay), then the other two in one batch (its
+    // `Sending` save carries the first one's outcome), and one save at the end.
+    assert_eq!(store.saves() - saves_before, 3);
     let sent = fake.sent.lock().unwrap().clone();
     assert_eq!(
         fake.sent_to(),
@@ -352,22 +353,22 @@ impl OutboxStore for FlakyStore {
 async fn nothing_is_sent_unless_sending_was_saved_first() {
     let store = FlakyStore {
         inner: MemoryOutboxStore::new(),
-        ok: 4, // record + confirm + the first message's `Sending` + the second's
+        ok: 3, // record + confirm + the first batch's `Sending`
     };
     let ids = created(&store, 3).await;
     let fake = Fake::default();
     let report = deliver(&store, &fake, Some(&set(&ids))).await;
-    assert_eq!(fake.sent_to(), ["p1@acme.example", "p2@acme.example"]);
-    assert_eq!(report.sent, 2);
+    assert_eq!(fake.sent_to(), ["p1@acme.example"]);
+    assert_eq!(report.sent, 1);
     assert!(
         report.warnings.iter().any(|w| w.contains("disk full")),
         "{:?}",
         report.warnings
     );
-    // As stored: E1 sent, E2 still `Sending` (its outcome was not saved), E3 pending.
+    // As stored: E1 still `Sending` (its outcome was not saved), the second batch pending.
     let stored = store.inner.snapshot();
-    assert_eq!(stored.entries["E1"].state, EntryState::Sent);
-    assert_eq!(stored.entries["E2"].state, EntryState::Sending);
+    assert_eq!(stored.entries["E1"].state, EntryState::Sending);
+    assert_eq!(stored.entries["E2"].state, EntryState::Intended);
     assert_eq!(stored.entries["E3"].state, EntryState::Intended);
 }
 
@@ -484,4 +485,106 @@ fn a_delivery_report_is_applied_to_the_run() {
     assert_eq!(outcome.status.errors.len(), 2);
     assert_eq!(outcome.report[1].employee_id, None);
     assert_eq!(outcome.report[1].field.as_deref(), Some("invitation"));
+}
+
+/// Remembers how many entries each save left `Sending`.
+#[derive(Default)]
+struct BatchRecorder {
+    inner: MemoryOutboxStore,
+    sending: Mutex<Vec<usize>>,
+}
+
+#[async_trait]
+impl OutboxStore for BatchRecorder {
+    async fn load(&self) -> Result<Outbox, String> {
+        self.inner.load().await
+    }
+    async fn save(&self, outbox: &Outbox) -> Result<(), String> {
+        let n = outbox
+            .entries
+            .values()
+            .filter(|e| e.state == EntryState::Sending)
+            .count();
+        self.sending.lock().unwrap().push(n);
+        self.inner.save(outbox).await
+    }
+}
+
+/// Answers after `delay`, like a relay with a pace.
+struct Paced {
+    inner: Fake,
+    delay: Duration,
+}
+
+#[async_trait]
+impl MailTransport for Paced {
+    async fn send(&self, message: OutgoingMail) -> Result<(), MailError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.send(message).await
+    }
+}
+
+#[tokio::test]
+async fn a_fast_relay_gets_batches_of_at_most_the_batch_maximum() {
+    let store = BatchRecorder::default();
+    let ids = created(&store, 250).await;
+    let fake = Fake::default();
+    let report = deliver(&store, &fake, Some(&set(&ids))).await;
+    assert_eq!(report.sent, 250);
+    // record, confirm, then batches doubling up to 100, then the final save.
+    let sending = store.sending.lock().unwrap().clone();
+    assert_eq!(sending, [0, 0, 1, 2, 4, 8, 16, 32, 64, 100, 23, 0]);
+    assert_eq!(fake.sent_to().len(), 250);
+}
+
+#[tokio::test]
+async fn a_slow_relay_gets_batches_of_what_it_takes_in_the_batch_time() {
+    let store = BatchRecorder::default();
+    let ids = created(&store, 40).await;
+    let paced = Paced {
+        inner: Fake::default(),
+        delay: Duration::from_millis(10),
+    };
+    let mut ctx = ctx();
+    ctx.limits.batch_time = Duration::from_millis(100);
+    let report = deliver_pending(
+        &store,
+        &paced,
+        &Templates::default(),
+        &ctx,
+        Some(&set(&ids)),
+    )
+    .await;
+    assert_eq!(report.sent, 40);
+    let sending = store.sending.lock().unwrap().clone();
+    let batches = &sending[2..sending.len() - 1];
+    // At most 100 messages a second: at most 10 in 100 ms, and never all at once.
+    assert!(batches.iter().all(|n| (1..=10).contains(n)), "{sending:?}");
+    // A batch cut by time hands its unsent rest to the next one (counted again there).
+    assert!(batches.iter().sum::<usize>() >= 40, "{sending:?}");
+    assert!(batches.len() < 40, "one save per message: {sending:?}");
+}
+
+#[tokio::test]
+async fn a_relay_going_down_mid_batch_leaves_the_rest_of_the_batch_pending() {
+    let store = MemoryOutboxStore::new();
+    let ids = created(&store, 5).await;
+    let fake = Fake::default();
+    fake.answer(
+        "p3@acme.example",
+        MailError::Unavailable("connection refused".into()),
+    );
+    let report = deliver(&store, &fake, Some(&set(&ids))).await;
+    assert_eq!(report.sent, 2);
+    assert_eq!(report.pending, 3);
+    let stored = store.snapshot();
+    for (id, state) in [
+        ("E1", EntryState::Sent),
+        ("E2", EntryState::Sent),
+        ("E3", EntryState::Intended),
+        ("E4", EntryState::Intended),
+        ("E5", EntryState::Intended),
+    ] {
+        assert_eq!(stored.entries[id].state, state, "{id}");
+    }
 }
