@@ -11,7 +11,8 @@ operator's CPU time and peak RSS, requests per system against the protocol minim
 
 After each steady state it also runs a plain sequential reference against the same two
 services (Freshteam pages one by one, the SCIM list one page at a time, an in-memory
-diff) and prints both side by side: the whole run, and the SCIM list alone.
+diff) and prints both side by side: the whole run, and the SCIM list alone, for each of
+`--rounds` rounds (alternating which goes first) and their medians.
 """
 
 import argparse
@@ -21,6 +22,7 @@ import os
 import re
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -181,6 +183,8 @@ def main():
     ap.add_argument("--window-ms", type=int, default=1000)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "freshteam-operator"))
     ap.add_argument("--no-reference", action="store_true", help="skip the sequential reference")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="steady-state runs compared with as many reference runs (medians printed)")
     args = ap.parse_args()
 
     if not os.path.exists(args.binary):
@@ -237,7 +241,18 @@ def main():
                     })
                     print_row(rows[-1], header=len(rows) == 1)
                     if label == "steady state" and not args.no_reference:
-                        comparisons.append((size, bulk, m, sequential_reference(sim_port, scim_port)))
+                        # Rounds alternate which goes first, so a load that drifts while
+                        # they run (other processes on the machine) favours neither side.
+                        syncs, refs = [m], []
+                        for r in range(args.rounds):
+                            if r % 2 == 0:
+                                refs.append(sequential_reference(sim_port, scim_port))
+                                if r > 0:
+                                    syncs.append(run_sync(args.binary, manifest, bulk))
+                            else:
+                                syncs.append(run_sync(args.binary, manifest, bulk))
+                                refs.append(sequential_reference(sim_port, scim_port))
+                        comparisons.append((size, bulk, syncs, refs))
                 os.unlink(manifest)
             finally:
                 sim.terminate()
@@ -247,13 +262,20 @@ def main():
     if comparisons:
         print()
         print("steady state, this project vs. a plain sequential reference of the same services:")
-        print(f"{'employees':>9} {'bulk':>4} {'sync s':>7} {'ref s':>6} {'ratio':>6} "
+        print(f"{'employees':>9} {'bulk':>4} {'':<8} {'sync s':>7} {'ref s':>6} {'ratio':>6} "
               f"{'SCIM list s':>11} {'ref list s':>10} {'ratio':>6} {'pages':>5} {'window':>6}")
-        for size, bulk, m, ref in comparisons:
-            lst = m["list_ms"] / 1000 if m["list_ms"] is not None else float("nan")
-            print(f"{size:>9} {bulk:>4} {m['wall']:>7.2f} {ref['wall']:>6.2f} {m['wall'] / ref['wall']:>5.2f}x "
-                  f"{lst:>11.2f} {ref['scim_list']:>10.2f} {lst / ref['scim_list']:>5.2f}x "
-                  f"{m['list_pages'] or 0:>5} {m['list_window'] or 0:>6}", flush=True)
+        for size, bulk, syncs, refs in comparisons:
+            for i, (m, ref) in enumerate(zip(syncs, refs)):
+                print_comparison(size, bulk, f"round {i + 1}", m, ref)
+            if len(refs) > 1:
+                med = lambda xs: statistics.median(xs)
+                m = {"wall": med([x["wall"] for x in syncs]),
+                     "list_ms": med([x["list_ms"] or float("nan") for x in syncs]),
+                     "list_pages": syncs[-1]["list_pages"],
+                     "list_window": max(x["list_window"] or 0 for x in syncs)}
+                ref = {"wall": med([x["wall"] for x in refs]), "scim_list": med([x["scim_list"] for x in refs])}
+                print_comparison(size, bulk, "median", m, ref)
+            ref = refs[-1]
             print(f"  reference: {ref['users']} users listed; {ref['differ']} employees differ from "
                   f"their member or have none (inactive, or error rows in the import)")
     if args.rate_limit:
@@ -261,6 +283,13 @@ def main():
             floor = max(0, math.ceil(r["ft_min"] / args.rate_limit) - 1) * args.window_ms / 1000
             print(f"quota floor for {r['size']} ({r['run']}): {floor:.1f} s of waiting for "
                   f"{r['ft_min']} requests at {args.rate_limit}/{args.window_ms} ms; measured wall {r['wall']:.1f} s")
+
+
+def print_comparison(size, bulk, label, m, ref):
+    lst = m["list_ms"] / 1000 if m["list_ms"] is not None else float("nan")
+    print(f"{size:>9} {bulk:>4} {label:<8} {m['wall']:>7.2f} {ref['wall']:>6.2f} {m['wall'] / ref['wall']:>5.2f}x "
+          f"{lst:>11.2f} {ref['scim_list']:>10.2f} {lst / ref['scim_list']:>5.2f}x "
+          f"{m['list_pages'] or 0:>5} {m['list_window'] or 0:>6}", flush=True)
 
 
 def print_row(r, header):
