@@ -82,6 +82,7 @@ impl Harness {
             .with_status_subresource::<FreshteamIntegration>()
             .with_resource::<ImportRun>()
             .with_status_subresource::<ImportRun>()
+            .with_resource::<IntegrationState>()
             .with_object(support::secret(NS, "freshteam-acme", "apiKey", API_KEY))
             .with_object(support::secret(NS, "members-scim", "token", &scim.token))
             .with_object(fti)
@@ -646,7 +647,7 @@ async fn a_custom_endpoint_is_refused_without_the_flag() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn invitations_are_sent_once_through_the_configmap_outbox() {
+async fn invitations_are_sent_once_through_the_outbox_in_the_integrations_state() {
     let smtp = SmtpServer::start();
     let settings = SmtpSettings::parse(&smtp.url(), "rewards@acme.example").unwrap();
     let mail = Mail {
@@ -664,12 +665,13 @@ async fn invitations_are_sent_once_through_the_configmap_outbox() {
     h.reconcile().await;
     let run = h.runs().await.pop().unwrap();
     assert_eq!(run.status.as_ref().unwrap().summary.invitations_sent, 7);
-    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
-    let outbox = cms
+    let states: Api<IntegrationState> = Api::namespaced(h.client.clone(), NS);
+    let outbox = states
         .get("acme-invitations")
         .await
-        .expect("the outbox ConfigMap");
+        .expect("the outbox IntegrationState");
     assert_eq!(outbox.owner_references()[0].name, "acme");
+    assert_eq!(outbox.spec.state, StateKind::Invitations);
     assert_eq!(
         smtp.wait_for(8, Duration::from_secs(10)).len(),
         8,
@@ -681,6 +683,83 @@ async fn invitations_are_sent_once_through_the_configmap_outbox() {
     h.reconcile().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(smtp.count(), 8, "a second run sent e-mail again");
+}
+
+/// Rewrites the integration's state as the previous version kept it (ConfigMaps of the
+/// same names, `state.json` in object 0) and removes its IntegrationStates.
+async fn move_state_back_to_configmaps(client: &Client) -> Vec<String> {
+    let states: Api<IntegrationState> = Api::namespaced(client.clone(), NS);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let mut moved = Vec::new();
+    for s in states.list(&ListParams::default()).await.unwrap() {
+        assert_eq!(s.spec.parts, Some(1), "small states fit in one object");
+        let entries: serde_json::Value = serde_json::from_str(&s.spec.entries).unwrap();
+        let head = json!({"objects": 1, "meta": s.spec.meta, "entries": entries});
+        let cm = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(s.name_any()),
+                owner_references: Some(s.owner_references().to_vec()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                "state.json".to_string(),
+                head.to_string(),
+            )])),
+            ..ConfigMap::default()
+        };
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+        states
+            .delete(&s.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+        moved.push(s.name_any());
+    }
+    moved
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_moves_the_ledger_and_outbox_from_configmaps_and_loses_nobody() {
+    let smtp = SmtpServer::start();
+    let settings = SmtpSettings::parse(&smtp.url(), "rewards@acme.example").unwrap();
+    let mail = Mail {
+        transport: Some(Arc::new(SmtpMailer::new(settings).unwrap())),
+        ..Mail::default()
+    };
+    let h = Harness::with_mail(7, true, mail, |s| {
+        s.published = true;
+        s.welcome_email.enabled = true;
+    })
+    .await;
+    h.reconcile().await;
+    h.annotate(IMPORT_REQUESTED_AT, "one").await;
+    h.reconcile().await;
+    assert_eq!(smtp.wait_for(7, Duration::from_secs(10)).len(), 7);
+    // The state as an earlier version left it: ledger and outbox in ConfigMaps.
+    let moved = move_state_back_to_configmaps(&h.client).await;
+    for name in ["acme-ledger", "acme-invitations"] {
+        assert!(moved.iter().any(|m| m == name), "{moved:?}");
+    }
+
+    // Deleted for good in Freshteam: only the ledger knows this member was ours.
+    assert!(h.sim.remove_employee("E-00003"));
+    h.clock.advance(5);
+    h.annotate(IMPORT_REQUESTED_AT, "two").await;
+    h.reconcile().await;
+    let run = h.runs().await.pop().unwrap();
+    let summary = run.status.unwrap().summary;
+    assert_eq!(
+        (summary.leavers, summary.created, summary.invitations_sent),
+        (1, 0, 0),
+        "{summary:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.count(), 7, "the moved outbox sent an invitation again");
+    let states: Api<IntegrationState> = Api::namespaced(h.client.clone(), NS);
+    for name in ["acme-ledger", "acme-invitations"] {
+        let s = states.get(name).await.expect("the state moved back");
+        assert_eq!(s.owner_references()[0].name, "acme");
+        assert_eq!(s.spec.entry_count, 7, "{name}");
+    }
 }
 
 fn integration(
