@@ -4,7 +4,10 @@
 //! `freshteam-operator simulate` Freshteam simulator, scim2-server and aiosmtpd.
 //!
 //! One control plane serves the whole suite; the tests take turns (they share the
-//! operator's identity and the chart's Leases), each in its own namespace.
+//! operator's identity and the chart's Leases), each in its own namespace. By default the
+//! operator runs with the chart's shared-cluster RBAC (`watch.scope: namespaces` listing
+//! the test's namespace: Roles there, nothing cluster-wide); a test may ask for
+//! `watch.scope: cluster` (the ClusterRole) instead.
 //! Without the control-plane binaries the suite skips, loudly, unless
 //! FRESHTEAM_E2E_REQUIRED is set (CI sets it): then it builds them or fails.
 
@@ -17,18 +20,18 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use freshteam_operator::api::{FreshteamIntegration, ImportPhase, ImportRun, IMPORT_REQUESTED_AT};
+use freshteam_operator::api::{IntegrationState, StateKind};
 use freshteam_operator::controller::INTEGRATION_LABEL;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
-use support::controlplane::ControlPlane;
+use support::controlplane::{render_chart, ControlPlane};
 use support::ScimServer;
 use support_smtp::SmtpServer;
 use tokio::sync::{Mutex, OnceCell};
@@ -42,8 +45,19 @@ const SHARD_LABEL: &str = "sharding.freshteam.provisioning.dev/key";
 
 struct Cluster {
     cp: ControlPlane,
-    /// The chart's manifests as rendered (Deployments give the operator's arguments).
+    /// The chart's manifests as rendered for `watch.scope: cluster`.
     chart: Vec<Value>,
+}
+
+/// Where the operator's rights come from, as the chart renders them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// `watch.scope: namespaces` listing the test's namespace: a Role and RoleBinding
+    /// there, no ClusterRole; `WATCH_NAMESPACE` from the rendered Deployment. The default.
+    Namespaces,
+    /// `watch.scope: cluster`: the chart's ClusterRole and ClusterRoleBinding, every
+    /// namespace watched.
+    Cluster,
 }
 
 static CLUSTER: OnceCell<Option<Cluster>> = OnceCell::const_new();
@@ -54,40 +68,30 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The chart rendered with the Helm SDK: two shards (default and s1), short Leases.
-fn render_chart() -> Vec<Value> {
+/// The chart rendered with the Helm SDK for `watch`: two shards (default and s1), short
+/// Leases.
+fn chart_for(watch: Value) -> Vec<Value> {
     let values = json!({
+        "watch": watch,
         "sharding": {"shards": ["s1"]},
         "leaderElection": {"leaseSeconds": LEASE_SECONDS},
         "operator": {"shutdownGraceSeconds": 1},
     });
-    let out = std::process::Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("tests/cluster/render_chart.py"))
-        .args([RELEASE, OPERATOR_NS, &values.to_string()])
-        .output()
-        .expect("run tests/cluster/render_chart.py (scripts/setup-peers makes .venv)");
-    assert!(
-        out.status.success(),
-        "render_chart.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("rendered JSON")
+    render_chart(RELEASE, OPERATOR_NS, &values)
 }
 
-fn erase<K: kube::Resource<DynamicType = ()>>() -> ApiResource {
-    ApiResource::erase::<K>(&())
-}
-
-/// Creates a rendered manifest as it is.
-async fn create(client: &Client, ar: ApiResource, ns: Option<&str>, doc: &Value) {
-    let obj: DynamicObject = serde_json::from_value(doc.clone()).expect("a manifest");
-    let api: Api<DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    api.create(&PostParams::default(), &obj)
-        .await
-        .unwrap_or_else(|e| panic!("create {} {}: {e}", ar.kind, obj.name_any()));
+/// The operator's cluster-wide grant in a rendering: its ClusterRole and binding.
+fn cluster_grant(chart: &[Value]) -> Vec<&Value> {
+    chart
+        .iter()
+        .filter(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some("ClusterRole" | "ClusterRoleBinding")
+            )
+        })
+        .filter(|d| d["metadata"]["name"] == FULLNAME)
+        .collect()
 }
 
 async fn setup() -> Option<Cluster> {
@@ -106,6 +110,7 @@ async fn setup() -> Option<Cluster> {
     for name in [
         "freshteamintegrations.freshteam.provisioning.dev",
         "importruns.freshteam.provisioning.dev",
+        "integrationstates.freshteam.provisioning.dev",
     ] {
         eventually(
             Duration::from_secs(30),
@@ -122,7 +127,8 @@ async fn setup() -> Option<Cluster> {
         )
         .await;
     }
-    // The chart's identity and RBAC, nothing else.
+    // The chart's identity, its Lease rights and the users' aggregated roles: what every
+    // scope renders alike. The operator's own rules come with each test's scope.
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     namespaces
         .create(
@@ -131,18 +137,10 @@ async fn setup() -> Option<Cluster> {
         )
         .await
         .unwrap();
-    let chart = render_chart();
-    for doc in &chart {
-        let ns = doc["metadata"]["namespace"].as_str();
-        match doc["kind"].as_str().unwrap() {
-            "ServiceAccount" => create(&admin, erase::<ServiceAccount>(), ns, doc).await,
-            "ClusterRole" => create(&admin, erase::<ClusterRole>(), None, doc).await,
-            "ClusterRoleBinding" => create(&admin, erase::<ClusterRoleBinding>(), None, doc).await,
-            "Role" => create(&admin, erase::<Role>(), ns, doc).await,
-            "RoleBinding" => create(&admin, erase::<RoleBinding>(), ns, doc).await,
-            _ => {}
-        }
-    }
+    let chart = chart_for(json!({"scope": "cluster"}));
+    let operators = cluster_grant(&chart);
+    let common: Vec<&Value> = chart.iter().filter(|d| !operators.contains(d)).collect();
+    cp.grant(&common).await;
     Some(Cluster { cp, chart })
 }
 
@@ -232,6 +230,12 @@ struct Env {
     cluster: &'static Cluster,
     admin: Client,
     ns: String,
+    scope: Scope,
+    /// The chart as rendered for this test's scope (Deployments give the operator's
+    /// arguments and environment).
+    chart: Vec<Value>,
+    /// Namespaces the operator does not serve, made by the test.
+    outside: Vec<String>,
     sim: Simulator,
     scim: ScimServer,
     smtp: SmtpServer,
@@ -240,12 +244,27 @@ struct Env {
 }
 
 impl Env {
+    /// A test in namespace `e2e-<name>`, the operator with the chart's namespaced RBAC.
     /// `None`: the suite is skipped (said why).
     async fn new(name: &str, employees: usize, latency_ms: u64) -> Option<Env> {
+        Self::with_scope(name, employees, latency_ms, Scope::Namespaces).await
+    }
+
+    async fn with_scope(
+        name: &str,
+        employees: usize,
+        latency_ms: u64,
+        scope: Scope,
+    ) -> Option<Env> {
         let turn = TURN.lock().await;
         let cluster = CLUSTER.get_or_init(setup).await.as_ref()?;
         let admin = cluster.cp.admin().await;
         let ns = format!("e2e-{name}");
+        // Rendered while the peers start (the Helm SDK takes most of a second).
+        let rendering = {
+            let watch = json!({"scope": "namespaces", "namespaces": [ns]});
+            std::thread::spawn(move || (scope == Scope::Namespaces).then(|| chart_for(watch)))
+        };
         Api::<Namespace>::all(admin.clone())
             .create(
                 &PostParams::default(),
@@ -268,10 +287,33 @@ impl Env {
         ] {
             secrets.create(&PostParams::default(), &s).await.unwrap();
         }
+        // The operator's rights: its scope's and no more (a cluster-wide grant an earlier
+        // test left behind is taken back).
+        let grant = cluster_grant(&cluster.chart);
+        let chart = match rendering.join().expect("the chart renders") {
+            Some(chart) => {
+                cluster.cp.revoke(&grant).await;
+                let roles: Vec<&Value> = chart
+                    .iter()
+                    .filter(|d| matches!(d["kind"].as_str(), Some("Role" | "RoleBinding")))
+                    .filter(|d| d["metadata"]["namespace"] == ns.as_str())
+                    .collect();
+                assert_eq!(roles.len(), 2, "the chart's Role and RoleBinding in {ns}");
+                cluster.cp.grant(&roles).await;
+                chart
+            }
+            None => {
+                cluster.cp.grant(&grant).await;
+                cluster.chart.clone()
+            }
+        };
         Some(Env {
             cluster,
             admin,
             ns,
+            scope,
+            chart,
+            outside: Vec::new(),
             sim,
             scim,
             smtp,
@@ -280,21 +322,55 @@ impl Env {
         })
     }
 
-    /// The rendered Deployment's arguments for a shard ("default" or "s1").
-    fn chart_args(&self, shard: &str) -> Vec<String> {
+    /// The rendered Deployment's container for a shard ("default" or "s1").
+    fn chart_container(&self, shard: &str) -> &Value {
         let name = format!("{FULLNAME}-{shard}");
         let deployment = self
-            .cluster
             .chart
             .iter()
             .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == name.as_str())
             .unwrap_or_else(|| panic!("the chart renders no Deployment {name}"));
-        deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        &deployment["spec"]["template"]["spec"]["containers"][0]
+    }
+
+    /// The rendered Deployment's arguments for a shard.
+    fn chart_args(&self, shard: &str) -> Vec<String> {
+        self.chart_container(shard)["args"]
             .as_array()
             .unwrap()
             .iter()
             .map(|a| a.as_str().unwrap().to_string())
             .collect()
+    }
+
+    /// The namespaces the rendered Deployment watches (`WATCH_NAMESPACE`), if it limits them.
+    fn chart_watch_namespace(&self, shard: &str) -> Option<String> {
+        self.chart_container(shard)["env"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == "WATCH_NAMESPACE")
+            .map(|e| e["value"].as_str().expect("a literal value").to_string())
+    }
+
+    /// Makes a namespace the operator does not serve, with Secrets like the test's own.
+    async fn namespace_outside(&mut self, suffix: &str) -> String {
+        let ns = format!("{}-{suffix}", self.ns);
+        Api::<Namespace>::all(self.admin.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let secrets: Api<Secret> = Api::namespaced(self.admin.clone(), &ns);
+        for s in [
+            support::secret(&ns, "freshteam-acme", "apiKey", API_KEY),
+            support::secret(&ns, "members-scim", "token", &self.scim.token),
+        ] {
+            secrets.create(&PostParams::default(), &s).await.unwrap();
+        }
+        self.outside.push(ns.clone());
+        ns
     }
 
     /// Starts a replica of a shard, as the chart runs it; `extra` replaces or adds flags.
@@ -313,7 +389,6 @@ impl Env {
         // What the chart's Deployment gets from the downward API and its values.
         args.push(format!("--identity={identity}"));
         args.push(format!("--lease-namespace={OPERATOR_NS}"));
-        args.push(format!("--namespace={}", self.ns));
         args.push("--allow-custom-endpoints".into());
         args.push(format!("--smtp-url={}", self.smtp.url()));
         args.push("--mail-from=rewards@example.com".into());
@@ -324,7 +399,12 @@ impl Env {
             .dir
             .join(format!("operator-{}-{identity}.log", self.ns));
         let file = std::fs::File::create(&log).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_freshteam-operator"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_freshteam-operator"));
+        match self.chart_watch_namespace(shard) {
+            Some(watched) => command.env("WATCH_NAMESPACE", watched),
+            None => command.env_remove("WATCH_NAMESPACE"),
+        };
+        let child = command
             .args(&args)
             .env("KUBECONFIG", &self.cluster.cp.operator_kubeconfig)
             .env("RUST_LOG", "info")
@@ -350,6 +430,10 @@ impl Env {
     }
 
     fn integrations(&self) -> Api<FreshteamIntegration> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    fn states(&self) -> Api<IntegrationState> {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
 
@@ -381,10 +465,13 @@ impl Env {
         })
     }
 
-    /// Creates the manifest as sent (no client-side defaults or checks).
+    /// Creates the manifest as sent (no client-side defaults or checks), in its namespace.
     async fn apply(&self, manifest: Value) -> Result<DynamicObject, kube::Error> {
         let ar = ApiResource::erase::<FreshteamIntegration>(&());
-        let api: Api<DynamicObject> = Api::namespaced_with(self.admin.clone(), &self.ns, &ar);
+        let ns = manifest["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or(&self.ns);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.admin.clone(), ns, &ar);
         api.create(
             &PostParams::default(),
             &serde_json::from_value(manifest).unwrap(),
@@ -551,9 +638,17 @@ impl Env {
             let _ = o.child.start_kill();
         }
         let _ = self.sim.child.start_kill();
-        let _ = Api::<Namespace>::all(self.admin.clone())
-            .delete(&self.ns, &DeleteParams::default())
-            .await;
+        if self.scope == Scope::Cluster {
+            self.cluster
+                .cp
+                .revoke(&cluster_grant(&self.cluster.chart))
+                .await;
+        }
+        for ns in std::iter::once(&self.ns).chain(&self.outside) {
+            let _ = Api::<Namespace>::all(self.admin.clone())
+                .delete(ns, &DeleteParams::default())
+                .await;
+        }
     }
 }
 
@@ -607,6 +702,11 @@ async fn the_operator_with_the_charts_rbac_imports_follows_watches_and_cannot_wr
     let Some(mut env) = Env::new("rbac", 12, 0).await else {
         return;
     };
+    // A tenant the operator does not serve (not in watch.namespaces).
+    let outside = env.namespace_outside("outside").await;
+    let mut elsewhere = env.manifest("acme", true, &[]);
+    elsewhere["metadata"]["namespace"] = json!(outside);
+    env.apply(elsewhere).await.unwrap();
     env.start_operator("default", "default-0", &[]);
     env.wait_leader(FULLNAME, "default-0", Duration::from_secs(30))
         .await;
@@ -675,6 +775,19 @@ async fn the_operator_with_the_charts_rbac_imports_follows_watches_and_cannot_wr
     assert_eq!(runs[0].status.as_ref().unwrap().summary.created, 12);
     assert_eq!(env.scim.users().await.len(), 12);
     assert_eq!(env.smtp.wait_for(12, Duration::from_secs(20)).len(), 12);
+    // The state, under the Role alone: IntegrationStates the integration owns.
+    for (name, kind) in [
+        ("acme-ledger", StateKind::Ledger),
+        ("acme-invitations", StateKind::Invitations),
+    ] {
+        let state = env
+            .states()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", env.logs()));
+        assert_eq!((state.spec.state, state.spec.entry_count), (kind, 12));
+        assert_eq!(state.owner_references()[0].name, "acme");
+    }
 
     // The annotation: exactly one run more, however many reconciles follow.
     env.annotate("acme", "second").await;
@@ -744,6 +857,55 @@ async fn the_operator_with_the_charts_rbac_imports_follows_watches_and_cannot_wr
             .unwrap_err(),
     );
     assert!(e.starts_with("403 Forbidden"), "{e}");
+    // ConfigMaps are created (run reports), never updated.
+    let operator = env.cluster.cp.operator().await;
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "acme-ledger"}})).unwrap();
+    let e = message(
+        Api::<ConfigMap>::namespaced(operator.clone(), &env.ns)
+            .replace("acme-ledger", &PostParams::default(), &cm)
+            .await
+            .unwrap_err(),
+    );
+    assert!(e.contains("cannot update resource \"configmaps\""), "{e}");
+
+    // Outside the listed namespaces: nothing is reachable, nothing cluster-wide either,
+    // and the integration there was never touched.
+    for e in [
+        Api::<Secret>::namespaced(operator.clone(), &outside)
+            .list(&ListParams::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        Api::<IntegrationState>::namespaced(operator.clone(), &outside)
+            .get("acme-ledger")
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        Api::<FreshteamIntegration>::namespaced(operator.clone(), &outside)
+            .list(&ListParams::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        Api::<FreshteamIntegration>::all(operator.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ] {
+        let e = message(e);
+        assert!(e.starts_with("403 Forbidden"), "{e}");
+    }
+    let ignored = Api::<FreshteamIntegration>::namespaced(env.admin.clone(), &outside)
+        .get("acme")
+        .await
+        .unwrap();
+    assert_eq!(ignored.status, None, "the operator served {outside}");
+    let runs = Api::<ImportRun>::namespaced(env.admin.clone(), &outside)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(runs.items.is_empty(), "a run in {outside}");
     env.finish().await;
 }
 
@@ -907,9 +1069,11 @@ async fn two_shards_each_reconcile_their_own_and_a_moved_integration_runs_once()
 
 #[tokio::test]
 async fn one_import_at_a_time_per_freshteam_account_with_max_imports_per_account_1() {
-    let Some(mut env) = Env::new("limits", 15, 100).await else {
+    // The chart's cluster-scope RBAC (a ClusterRole, every namespace watched).
+    let Some(mut env) = Env::with_scope("limits", 15, 100, Scope::Cluster).await else {
         return;
     };
+    assert_eq!(env.chart_watch_namespace("default"), None);
     env.start_operator("default", "default-0", &["--max-imports-per-account=1"]);
     for name in ["one", "two"] {
         env.apply(env.manifest(name, true, &[])).await.unwrap();
@@ -948,11 +1112,16 @@ async fn one_import_at_a_time_per_freshteam_account_with_max_imports_per_account
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(finished, 2, "{}", env.logs());
+    // The second integration adopted the first one's members: both ledgers hold all 15.
+    for name in ["one-ledger", "two-ledger"] {
+        let state = env.states().get(name).await.unwrap();
+        assert_eq!(state.spec.entry_count, 15, "{name}");
+    }
     env.finish().await;
 }
 
 #[tokio::test]
-async fn deleting_the_integration_garbage_collects_its_runs_and_reports() {
+async fn deleting_the_integration_garbage_collects_its_runs_reports_and_state() {
     let Some(mut env) = Env::new("gc", 6, 0).await else {
         return;
     };
@@ -965,6 +1134,21 @@ async fn deleting_the_integration_garbage_collects_its_runs_and_reports() {
         .await;
     env.annotate("acme", "now").await;
     let run = env.wait_run_done("acme", Duration::from_secs(60)).await;
+    // Another that imports everyone: a ledger and an outbox.
+    env.apply(env.manifest("beta", true, &[])).await.unwrap();
+    env.wait_condition("beta", "Authorized", "True", Duration::from_secs(30))
+        .await;
+    env.annotate("beta", "now").await;
+    let beta = env.wait_run_done("beta", Duration::from_secs(60)).await;
+    assert_eq!(beta.status.unwrap().summary.created, 6, "{}", env.logs());
+    let states = env.states().list(&ListParams::default()).await.unwrap();
+    for state in &states {
+        assert_eq!(state.owner_references()[0].name, state.spec.integration);
+    }
+    let names: Vec<String> = states.iter().map(|s| s.name_any()).collect();
+    for name in ["beta-ledger", "beta-invitations"] {
+        assert!(names.iter().any(|n| n == name), "{names:?}");
+    }
     let report = run
         .status
         .as_ref()
@@ -979,10 +1163,12 @@ async fn deleting_the_integration_garbage_collects_its_runs_and_reports() {
         .unwrap()["errors.csv"]
         .contains("email"));
 
-    env.integrations()
-        .delete("acme", &DeleteParams::background())
-        .await
-        .unwrap();
+    for name in ["acme", "beta"] {
+        env.integrations()
+            .delete(name, &DeleteParams::background())
+            .await
+            .unwrap();
+    }
     eventually(Duration::from_secs(60), "garbage collection", || async {
         env.runs_api()
             .list(&ListParams::default())
@@ -990,6 +1176,13 @@ async fn deleting_the_integration_garbage_collects_its_runs_and_reports() {
             .unwrap()
             .items
             .is_empty()
+            && env
+                .states()
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
             && configmaps
                 .get_opt(&report.config_map_name)
                 .await
