@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use freshteam_operator::api::*;
+use freshteam_operator::clock::Clock;
 use freshteam_operator::controller::connect::HttpConnector;
 use freshteam_operator::controller::runner::mark_interrupted;
 use freshteam_operator::controller::shard::{ShardSelector, SHARD_LABEL};
@@ -554,6 +555,40 @@ async fn record_errors_go_to_a_report_configmap_owned_by_the_run() {
         "{csv}"
     );
     assert!(!csv.contains(API_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_configmap_the_run_does_not_own_is_never_overwritten() {
+    let h = Harness::new(6, true, |s| s.published = true).await;
+    h.sim
+        .update_employee("E-00002", json!({"official_email": "broken"}))
+        .unwrap();
+    h.reconcile().await;
+    // Someone's ConfigMap under the name the next run's report will take.
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+    let name = format!("acme-{}-errors", h.clock.now().format("%Y%m%d-%H%M%S"));
+    let theirs: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": name, "namespace": NS}, "data": {"keep": "me"}}),
+    )
+    .unwrap();
+    cms.create(&PostParams::default(), &theirs).await.unwrap();
+    h.annotate(IMPORT_REQUESTED_AT, "go").await;
+    h.reconcile().await;
+    let run = h.runs().await.pop().unwrap();
+    let st = run.status.unwrap();
+    assert_eq!(st.error_report, None);
+    let message = st.message.unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "the run's full report could not be stored: ConfigMap {name} already exists and is not this run's report"
+        )),
+        "{message}"
+    );
+    assert_eq!(
+        cms.get(&name).await.unwrap().data.unwrap()["keep"],
+        "me",
+        "the ConfigMap was overwritten"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

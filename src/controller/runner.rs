@@ -444,8 +444,12 @@ async fn store_report(
     ns: &str,
     run: &str,
     parts: &[String],
-) -> Result<ErrorReportRef, kube::Error> {
-    let owner = runs.get(run).await?.controller_owner_ref(&());
+) -> Result<ErrorReportRef, String> {
+    let owner = runs
+        .get(run)
+        .await
+        .map_err(|e| e.to_string())?
+        .controller_owner_ref(&());
     let run_uid = owner.as_ref().map(|o| o.uid.clone());
     let name = format!("{run}-errors");
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
@@ -466,25 +470,18 @@ async fn store_report(
         match cms.create(&PostParams::default(), &cm).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                let existing = cms.get(&part_name).await?;
+                let existing = cms.get(&part_name).await.map_err(|e| e.to_string())?;
                 let ours = existing
                     .owner_references()
                     .iter()
                     .any(|o| Some(&o.uid) == run_uid.as_ref());
                 if !ours {
-                    return Err(kube::Error::Api(
-                        kube::core::Status::failure(
-                            &format!(
-                                "ConfigMap {part_name} already exists and is not this run's report"
-                            ),
-                            "AlreadyExists",
-                        )
-                        .with_code(409)
-                        .boxed(),
+                    return Err(format!(
+                        "ConfigMap {part_name} already exists and is not this run's report"
                     ));
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.to_string()),
         }
     }
     Ok(ErrorReportRef {
