@@ -150,7 +150,11 @@ async fn wait_ready(client: &Client) {
 
 async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [FreshteamIntegration::crd(), ImportRun::crd()] {
+    for crd in [
+        FreshteamIntegration::crd(),
+        ImportRun::crd(),
+        IntegrationState::crd(),
+    ] {
         let name = crd.name_any();
         if crds.get_opt(&name).await.unwrap().is_none() {
             crds.create(&PostParams::default(), &crd).await.unwrap();

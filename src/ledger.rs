@@ -59,7 +59,7 @@ impl Ledger {
 pub trait LedgerStore: Send + Sync {
     async fn load_ledger(&self) -> Result<Ledger, String>;
     async fn save_ledger(&self, ledger: &Ledger) -> Result<(), String>;
-    /// Where the ledger lives, for messages (`--state-file x.json`, `ConfigMap …`).
+    /// Where the ledger lives, for messages (`--state-file x.json`, `IntegrationState …`).
     fn ledger_location(&self) -> String;
 }
 

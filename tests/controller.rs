@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use freshteam_operator::api::*;
+use freshteam_operator::clock::Clock;
 use freshteam_operator::controller::connect::HttpConnector;
 use freshteam_operator::controller::runner::mark_interrupted;
 use freshteam_operator::controller::shard::{ShardSelector, SHARD_LABEL};
@@ -82,6 +83,7 @@ impl Harness {
             .with_status_subresource::<FreshteamIntegration>()
             .with_resource::<ImportRun>()
             .with_status_subresource::<ImportRun>()
+            .with_resource::<IntegrationState>()
             .with_object(support::secret(NS, "freshteam-acme", "apiKey", API_KEY))
             .with_object(support::secret(NS, "members-scim", "token", &scim.token))
             .with_object(fti)
@@ -556,6 +558,40 @@ async fn record_errors_go_to_a_report_configmap_owned_by_the_run() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_report_configmap_the_run_does_not_own_is_never_overwritten() {
+    let h = Harness::new(6, true, |s| s.published = true).await;
+    h.sim
+        .update_employee("E-00002", json!({"official_email": "broken"}))
+        .unwrap();
+    h.reconcile().await;
+    // Someone's ConfigMap under the name the next run's report will take.
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
+    let name = format!("acme-{}-errors", h.clock.now().format("%Y%m%d-%H%M%S"));
+    let theirs: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": name, "namespace": NS}, "data": {"keep": "me"}}),
+    )
+    .unwrap();
+    cms.create(&PostParams::default(), &theirs).await.unwrap();
+    h.annotate(IMPORT_REQUESTED_AT, "go").await;
+    h.reconcile().await;
+    let run = h.runs().await.pop().unwrap();
+    let st = run.status.unwrap();
+    assert_eq!(st.error_report, None);
+    let message = st.message.unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "the run's full report could not be stored: ConfigMap {name} already exists and is not this run's report"
+        )),
+        "{message}"
+    );
+    assert_eq!(
+        cms.get(&name).await.unwrap().data.unwrap()["keep"],
+        "me",
+        "the ConfigMap was overwritten"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_orphaned_running_run_is_marked_interrupted() {
     let h = Harness::new(3, true, |s| s.published = true).await;
     let runs: Api<ImportRun> = Api::namespaced(h.client.clone(), NS);
@@ -646,7 +682,7 @@ async fn a_custom_endpoint_is_refused_without_the_flag() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn invitations_are_sent_once_through_the_configmap_outbox() {
+async fn invitations_are_sent_once_through_the_outbox_in_the_integrations_state() {
     let smtp = SmtpServer::start();
     let settings = SmtpSettings::parse(&smtp.url(), "rewards@acme.example").unwrap();
     let mail = Mail {
@@ -664,12 +700,13 @@ async fn invitations_are_sent_once_through_the_configmap_outbox() {
     h.reconcile().await;
     let run = h.runs().await.pop().unwrap();
     assert_eq!(run.status.as_ref().unwrap().summary.invitations_sent, 7);
-    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), NS);
-    let outbox = cms
+    let states: Api<IntegrationState> = Api::namespaced(h.client.clone(), NS);
+    let outbox = states
         .get("acme-invitations")
         .await
-        .expect("the outbox ConfigMap");
+        .expect("the outbox IntegrationState");
     assert_eq!(outbox.owner_references()[0].name, "acme");
+    assert_eq!(outbox.spec.state, StateKind::Invitations);
     assert_eq!(
         smtp.wait_for(8, Duration::from_secs(10)).len(),
         8,
@@ -681,6 +718,83 @@ async fn invitations_are_sent_once_through_the_configmap_outbox() {
     h.reconcile().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(smtp.count(), 8, "a second run sent e-mail again");
+}
+
+/// Rewrites the integration's state as the previous version kept it (ConfigMaps of the
+/// same names, `state.json` in object 0) and removes its IntegrationStates.
+async fn move_state_back_to_configmaps(client: &Client) -> Vec<String> {
+    let states: Api<IntegrationState> = Api::namespaced(client.clone(), NS);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let mut moved = Vec::new();
+    for s in states.list(&ListParams::default()).await.unwrap() {
+        assert_eq!(s.spec.parts, Some(1), "small states fit in one object");
+        let entries: serde_json::Value = serde_json::from_str(&s.spec.entries).unwrap();
+        let head = json!({"objects": 1, "meta": s.spec.meta, "entries": entries});
+        let cm = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(s.name_any()),
+                owner_references: Some(s.owner_references().to_vec()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                "state.json".to_string(),
+                head.to_string(),
+            )])),
+            ..ConfigMap::default()
+        };
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+        states
+            .delete(&s.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+        moved.push(s.name_any());
+    }
+    moved
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_moves_the_ledger_and_outbox_from_configmaps_and_loses_nobody() {
+    let smtp = SmtpServer::start();
+    let settings = SmtpSettings::parse(&smtp.url(), "rewards@acme.example").unwrap();
+    let mail = Mail {
+        transport: Some(Arc::new(SmtpMailer::new(settings).unwrap())),
+        ..Mail::default()
+    };
+    let h = Harness::with_mail(7, true, mail, |s| {
+        s.published = true;
+        s.welcome_email.enabled = true;
+    })
+    .await;
+    h.reconcile().await;
+    h.annotate(IMPORT_REQUESTED_AT, "one").await;
+    h.reconcile().await;
+    assert_eq!(smtp.wait_for(7, Duration::from_secs(10)).len(), 7);
+    // The state as an earlier version left it: ledger and outbox in ConfigMaps.
+    let moved = move_state_back_to_configmaps(&h.client).await;
+    for name in ["acme-ledger", "acme-invitations"] {
+        assert!(moved.iter().any(|m| m == name), "{moved:?}");
+    }
+
+    // Deleted for good in Freshteam: only the ledger knows this member was ours.
+    assert!(h.sim.remove_employee("E-00003"));
+    h.clock.advance(5);
+    h.annotate(IMPORT_REQUESTED_AT, "two").await;
+    h.reconcile().await;
+    let run = h.runs().await.pop().unwrap();
+    let summary = run.status.unwrap().summary;
+    assert_eq!(
+        (summary.leavers, summary.created, summary.invitations_sent),
+        (1, 0, 0),
+        "{summary:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.count(), 7, "the moved outbox sent an invitation again");
+    let states: Api<IntegrationState> = Api::namespaced(h.client.clone(), NS);
+    for name in ["acme-ledger", "acme-invitations"] {
+        let s = states.get(name).await.expect("the state moved back");
+        assert_eq!(s.owner_references()[0].name, "acme");
+        assert_eq!(s.spec.entry_count, 7, "{name}");
+    }
 }
 
 fn integration(

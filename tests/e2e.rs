@@ -4,7 +4,8 @@
 //! `freshteam-operator simulate` Freshteam simulator, scim2-server and aiosmtpd.
 //!
 //! The harness is tests/support/e2e.rs: one control plane serves the whole suite; the
-//! tests take turns, each in its own namespace; without the control-plane binaries the
+//! tests take turns, each in its own namespace, the operator under the chart's namespaced
+//! RBAC unless a test asks for the cluster scope; without the control-plane binaries the
 //! suite skips, loudly, unless FRESHTEAM_E2E_REQUIRED is set (CI sets it).
 
 #[path = "support/e2e.rs"]
@@ -15,11 +16,12 @@ mod support_smtp;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use freshteam_operator::api::ImportPhase;
+use freshteam_operator::api::{FreshteamIntegration, ImportPhase, ImportRun};
+use freshteam_operator::api::{IntegrationState, StateKind};
 use harness::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::Api;
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 #[tokio::test]
@@ -65,6 +67,11 @@ async fn the_operator_with_the_charts_rbac_imports_follows_watches_and_cannot_wr
     let Some(mut env) = Env::new("rbac", 12, 0).await else {
         return;
     };
+    // A tenant the operator does not serve (not in watch.namespaces).
+    let outside = env.namespace_outside("outside").await;
+    let mut elsewhere = env.manifest("acme", true, &[]);
+    elsewhere["metadata"]["namespace"] = json!(outside);
+    env.apply(elsewhere).await.unwrap();
     env.start_operator("default", "default-0", &[]);
     env.wait_leader(FULLNAME, "default-0", Duration::from_secs(30))
         .await;
@@ -133,6 +140,19 @@ async fn the_operator_with_the_charts_rbac_imports_follows_watches_and_cannot_wr
     assert_eq!(runs[0].status.as_ref().unwrap().summary.created, 12);
     assert_eq!(env.scim.users().await.len(), 12);
     assert_eq!(env.smtp.wait_for(12, Duration::from_secs(20)).len(), 12);
+    // The state, under the Role alone: IntegrationStates the integration owns.
+    for (name, kind) in [
+        ("acme-ledger", StateKind::Ledger),
+        ("acme-invitations", StateKind::Invitations),
+    ] {
+        let state = env
+            .states()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", env.logs()));
+        assert_eq!((state.spec.state, state.spec.entry_count), (kind, 12));
+        assert_eq!(state.owner_references()[0].name, "acme");
+    }
 
     // The annotation: exactly one run more, however many reconciles follow.
     env.annotate("acme", "second").await;
@@ -202,6 +222,55 @@ async fn the_operator_with_the_charts_rbac_imports_follows_watches_and_cannot_wr
             .unwrap_err(),
     );
     assert!(e.starts_with("403 Forbidden"), "{e}");
+    // ConfigMaps are created (run reports), never updated.
+    let operator = env.cluster.cp.operator().await;
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "acme-ledger"}})).unwrap();
+    let e = message(
+        Api::<ConfigMap>::namespaced(operator.clone(), &env.ns)
+            .replace("acme-ledger", &PostParams::default(), &cm)
+            .await
+            .unwrap_err(),
+    );
+    assert!(e.contains("cannot update resource \"configmaps\""), "{e}");
+
+    // Outside the listed namespaces: nothing is reachable, nothing cluster-wide either,
+    // and the integration there was never touched.
+    for e in [
+        Api::<Secret>::namespaced(operator.clone(), &outside)
+            .list(&ListParams::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        Api::<IntegrationState>::namespaced(operator.clone(), &outside)
+            .get("acme-ledger")
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        Api::<FreshteamIntegration>::namespaced(operator.clone(), &outside)
+            .list(&ListParams::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        Api::<FreshteamIntegration>::all(operator.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ] {
+        let e = message(e);
+        assert!(e.starts_with("403 Forbidden"), "{e}");
+    }
+    let ignored = Api::<FreshteamIntegration>::namespaced(env.admin.clone(), &outside)
+        .get("acme")
+        .await
+        .unwrap();
+    assert_eq!(ignored.status, None, "the operator served {outside}");
+    let runs = Api::<ImportRun>::namespaced(env.admin.clone(), &outside)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(runs.items.is_empty(), "a run in {outside}");
     env.finish().await;
 }
 
@@ -365,9 +434,11 @@ async fn two_shards_each_reconcile_their_own_and_a_moved_integration_runs_once()
 
 #[tokio::test]
 async fn one_import_at_a_time_per_freshteam_account_with_max_imports_per_account_1() {
-    let Some(mut env) = Env::new("limits", 15, 100).await else {
+    // The chart's cluster-scope RBAC (a ClusterRole, every namespace watched).
+    let Some(mut env) = Env::with_scope("limits", 15, 100, Scope::Cluster).await else {
         return;
     };
+    assert_eq!(env.chart_watch_namespace("default"), None);
     env.start_operator("default", "default-0", &["--max-imports-per-account=1"]);
     for name in ["one", "two"] {
         env.apply(env.manifest(name, true, &[])).await.unwrap();
@@ -406,11 +477,16 @@ async fn one_import_at_a_time_per_freshteam_account_with_max_imports_per_account
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(finished, 2, "{}", env.logs());
+    // The second integration adopted the first one's members: both ledgers hold all 15.
+    for name in ["one-ledger", "two-ledger"] {
+        let state = env.states().get(name).await.unwrap();
+        assert_eq!(state.spec.entry_count, 15, "{name}");
+    }
     env.finish().await;
 }
 
 #[tokio::test]
-async fn deleting_the_integration_garbage_collects_its_runs_and_reports() {
+async fn deleting_the_integration_garbage_collects_its_runs_reports_and_state() {
     let Some(mut env) = Env::new("gc", 6, 0).await else {
         return;
     };
@@ -423,6 +499,21 @@ async fn deleting_the_integration_garbage_collects_its_runs_and_reports() {
         .await;
     env.annotate("acme", "now").await;
     let run = env.wait_run_done("acme", Duration::from_secs(60)).await;
+    // Another that imports everyone: a ledger and an outbox.
+    env.apply(env.manifest("beta", true, &[])).await.unwrap();
+    env.wait_condition("beta", "Authorized", "True", Duration::from_secs(30))
+        .await;
+    env.annotate("beta", "now").await;
+    let beta = env.wait_run_done("beta", Duration::from_secs(60)).await;
+    assert_eq!(beta.status.unwrap().summary.created, 6, "{}", env.logs());
+    let states = env.states().list(&ListParams::default()).await.unwrap();
+    for state in &states {
+        assert_eq!(state.owner_references()[0].name, state.spec.integration);
+    }
+    let names: Vec<String> = states.iter().map(|s| s.name_any()).collect();
+    for name in ["beta-ledger", "beta-invitations"] {
+        assert!(names.iter().any(|n| n == name), "{names:?}");
+    }
     let report = run
         .status
         .as_ref()
@@ -437,10 +528,12 @@ async fn deleting_the_integration_garbage_collects_its_runs_and_reports() {
         .unwrap()["errors.csv"]
         .contains("email"));
 
-    env.integrations()
-        .delete("acme", &DeleteParams::background())
-        .await
-        .unwrap();
+    for name in ["acme", "beta"] {
+        env.integrations()
+            .delete(name, &DeleteParams::background())
+            .await
+            .unwrap();
+    }
     eventually(Duration::from_secs(60), "garbage collection", || async {
         env.runs_api()
             .list(&ListParams::default())
@@ -448,6 +541,13 @@ async fn deleting_the_integration_garbage_collects_its_runs_and_reports() {
             .unwrap()
             .items
             .is_empty()
+            && env
+                .states()
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
             && configmaps
                 .get_opt(&report.config_map_name)
                 .await

@@ -14,8 +14,7 @@ mod support_smtp;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use freshteam_operator::api::{ImportPhase, ImportRun};
-use freshteam_operator::controller::state::STATE_LABEL;
+use freshteam_operator::api::{ImportPhase, ImportRun, IntegrationState};
 use harness::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
@@ -80,14 +79,15 @@ async fn report_rows(env: &Env, run: &ImportRun) -> Vec<String> {
 /// The integration's state objects (ledger, invitation outbox) and their sizes in bytes
 /// as the API server returns them. The one place that knows what kind they are.
 async fn state_objects(env: &Env, integration: &str) -> BTreeMap<String, usize> {
-    let cms: Api<ConfigMap> = Api::namespaced(env.admin.clone(), &env.ns);
-    cms.list(&ListParams::default().labels(STATE_LABEL))
+    let states: Api<IntegrationState> = Api::namespaced(env.admin.clone(), &env.ns);
+    states
+        .list(&ListParams::default())
         .await
         .unwrap()
         .items
         .into_iter()
-        .filter(|cm| cm.name_any().starts_with(&format!("{integration}-")))
-        .map(|cm| (cm.name_any(), serde_json::to_vec(&cm).unwrap().len()))
+        .filter(|s| s.spec.integration == integration)
+        .map(|s| (s.name_any(), serde_json::to_vec(&s).unwrap().len()))
         .collect()
 }
 

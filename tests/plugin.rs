@@ -942,6 +942,7 @@ async fn import_now_drives_the_real_operator_to_each_outcome() {
         .with_status_subresource::<FreshteamIntegration>()
         .with_resource::<ImportRun>()
         .with_status_subresource::<ImportRun>()
+        .with_resource::<IntegrationState>()
         .with_object(support::secret(NS, "freshteam-acme", "apiKey", API_KEY))
         .with_object(support::secret(NS, "members-scim", "token", &scim.token))
         .with_object(fti)

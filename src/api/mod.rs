@@ -2,24 +2,30 @@
 
 pub mod import_run;
 pub mod integration;
+pub mod integration_state;
 pub mod validate;
 
 pub use import_run::*;
 pub use integration::*;
+pub use integration_state::*;
 
 use kube::CustomResourceExt;
 
-/// API group of both resources.
+/// API group of the resources.
 pub const GROUP: &str = "freshteam.provisioning.dev";
 /// Annotation whose new value starts an import now.
 pub const IMPORT_REQUESTED_AT: &str = "freshteam.provisioning.dev/import-requested-at";
 /// Annotation naming the Blocked run whose leavers are approved.
 pub const APPROVE_LEAVERS: &str = "freshteam.provisioning.dev/approve-leavers";
 
-/// Both CRDs as one multi-document YAML stream, exactly as checked in under `crds/`.
+/// The CRDs as one multi-document YAML stream, exactly as checked in under `crds/`.
 pub fn crds_yaml() -> String {
     let mut out = String::new();
-    for crd in [FreshteamIntegration::crd(), ImportRun::crd()] {
+    for crd in [
+        FreshteamIntegration::crd(),
+        ImportRun::crd(),
+        IntegrationState::crd(),
+    ] {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&crd).expect("a CRD always serialises"));
     }
@@ -47,6 +53,17 @@ mod tests {
     }
 
     #[test]
+    fn the_state_crd_stays_out_of_users_way() {
+        // No short name and no category: `kubectl get all` and habits like `kubectl get
+        // fti,ir` do not show it; only its full name does.
+        let crd = IntegrationState::crd();
+        assert_eq!(crd.spec.names.short_names, None);
+        assert_eq!(crd.spec.names.categories, None);
+        assert_eq!(crd.spec.names.plural, "integrationstates");
+        assert_eq!(crd.spec.scope, "Namespaced");
+    }
+
+    #[test]
     fn crds_carry_short_names_columns_status_and_the_cel_rule() {
         let yaml = crds_yaml();
         for needle in [
@@ -58,6 +75,8 @@ mod tests {
             "name: Next",
             "status: {}",
             "rule: has(self.email) && self.email != ''",
+            "name: Entries",
+            "x-kubernetes-preserve-unknown-fields: true",
         ] {
             assert!(yaml.contains(needle), "missing {needle}");
         }

@@ -4,7 +4,6 @@
 pub mod authorization_queue;
 pub mod conditions;
 pub mod connect;
-pub mod convergence;
 pub mod decide;
 pub mod history;
 pub mod leader;

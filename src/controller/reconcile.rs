@@ -411,9 +411,13 @@ async fn write_status(
         return Ok(());
     }
     let mut value = serde_json::to_value(status).expect("status serialises");
+    let before = serde_json::to_value(previous).expect("status serialises");
     if let Some(obj) = value.as_object_mut() {
         obj.remove("lastImport");
         obj.remove("preview");
+        // Only what this reconcile changed: one that read a stale copy (the cache lags
+        // behind the last write) must not put back an older lastHandledImportRequest.
+        obj.retain(|k, v| before.get(k) != Some(v));
         for (k, v) in extra {
             obj.insert(k, v);
         }

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::connect::account_key;
 use super::decide::StartRun;
 use super::history::{runs_to_prune, RunEntry};
-use super::state::{ConfigMapLedgerStore, ConfigMapOutboxStore};
+use super::state::{ClusterConvergenceStore, ClusterLedgerStore, ClusterOutboxStore};
 use super::{Context, INTEGRATION_LABEL};
 use crate::api::{
     ErrorReportRef, FreshteamIntegration, ImportPhase, ImportRun, ImportRunSpec, ImportRunStatus,
@@ -201,17 +201,10 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
 
     let key = format!("{ns}/{integration}");
     let stop = ctx.stop_signal(&key);
-    let notes_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let outbox = ConfigMapOutboxStore::new(
-        Api::namespaced(ctx.client.clone(), &ns),
-        &integration,
-        fti.controller_owner_ref(&()),
-    );
-    let ledger = ConfigMapLedgerStore::new(
-        Api::namespaced(ctx.client.clone(), &ns),
-        &integration,
-        fti.controller_owner_ref(&()),
-    );
+    let owner = fti.controller_owner_ref(&());
+    let outbox = ClusterOutboxStore::new(ctx.client.clone(), &ns, &integration, owner.clone());
+    let ledger = ClusterLedgerStore::new(ctx.client.clone(), &ns, &integration, owner.clone());
+    let notes = ClusterConvergenceStore::new(ctx.client.clone(), &ns, &integration, owner);
     let mut outcome = match (
         ctx.connector.source(&fti.spec, req.api_key.clone()).await,
         ctx.connector
@@ -235,7 +228,7 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
                 max_leavers_percent: fti.spec.safety.max_leavers_percent,
                 approved_leavers,
                 stop: stop.clone(),
-                convergence: super::convergence::load(&notes_api, &integration).await,
+                convergence: notes.load().await,
                 when_removed: fti.spec.leavers.when_removed,
             };
             let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
@@ -260,9 +253,8 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
 
     ctx.forget_stop_signal(&key, &stop);
 
-    if let Some(notes) = &outcome.convergence {
-        let owner = fti.controller_owner_ref(&());
-        if let Err(e) = super::convergence::save(&notes_api, &integration, owner, notes).await {
+    if let Some(written) = &outcome.convergence {
+        if let Err(e) = notes.save(written).await {
             outcome.add_warnings([crate::api::RecordError {
                 severity: "warning".into(),
                 message: format!("convergence notes could not be saved ({e}): the next run may write unkept values again"),
@@ -452,8 +444,13 @@ async fn store_report(
     ns: &str,
     run: &str,
     parts: &[String],
-) -> Result<ErrorReportRef, kube::Error> {
-    let owner = runs.get(run).await?.controller_owner_ref(&());
+) -> Result<ErrorReportRef, String> {
+    let owner = runs
+        .get(run)
+        .await
+        .map_err(|e| e.to_string())?
+        .controller_owner_ref(&());
+    let run_uid = owner.as_ref().map(|o| o.uid.clone());
     let name = format!("{run}-errors");
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     for (i, csv) in parts.iter().enumerate() {
@@ -468,12 +465,23 @@ async fn store_report(
             data: Some(BTreeMap::from([("errors.csv".to_string(), csv.clone())])),
             ..ConfigMap::default()
         };
+        // Created once and never replaced (the operator may not update ConfigMaps): a
+        // part already there counts only if this run owns it.
         match cms.create(&PostParams::default(), &cm).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                cms.replace(&part_name, &PostParams::default(), &cm).await?;
+                let existing = cms.get(&part_name).await.map_err(|e| e.to_string())?;
+                let ours = existing
+                    .owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == run_uid.as_ref());
+                if !ours {
+                    return Err(format!(
+                        "ConfigMap {part_name} already exists and is not this run's report"
+                    ));
+                }
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.to_string()),
         }
     }
     Ok(ErrorReportRef {

@@ -1,11 +1,12 @@
-//! An integration's state (its ledger, its invitation outbox) in ConfigMaps it owns,
-//! sized for 100,000 members within the API server's 1 MiB object limit.
+//! An integration's state (its ledger, its invitation outbox, its convergence notes) in
+//! `IntegrationState` objects it owns, sized for 100,000 members within the API server's
+//! 1 MiB object limit.
 //!
 //! Entries (keyed by Employee ID) fall into 64 fixed buckets by a stable hash; the
-//! buckets are spread over `n` ConfigMaps (`n` a power of two up to 64): bucket `b`
-//! lives in object `b mod n`. Object 0 is `<integration>-<kind>` and records `n`;
-//! object `j` is `<integration>-<kind>-<j>`. A load keeps, from object `j`, only the
-//! entries whose bucket maps to `j` under object 0's `n`.
+//! buckets are spread over `n` objects (`n` a power of two up to 64): bucket `b` lives in
+//! object `b mod n`. Object 0 is `<integration>-<kind>` and records `n`; object `j` is
+//! `<integration>-<kind>-<j>`. A load keeps, from object `j`, only the entries whose
+//! bucket maps to `j` under object 0's `n`.
 //!
 //! - A save writes only the objects whose entries changed (an invitation sent rewrites
 //!   one or two small objects, not the whole outbox), each with its resourceVersion, so
@@ -16,6 +17,11 @@
 //!   objects are trimmed. A crash in between leaves the old layout or the new, whole.
 //! - Past 64 objects a save fails with a message saying so: the caller then creates
 //!   nobody in that run rather than lose an intent.
+//! - Upgrade: earlier versions kept the same layout in ConfigMaps of the same names. When
+//!   a state has no IntegrationState yet, a load reads those ConfigMaps and writes their
+//!   content into IntegrationStates before returning it, once; the ConfigMaps are left
+//!   as they are (the operator may no longer update ConfigMaps; they go with the
+//!   integration).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -24,11 +30,13 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ObjectMeta, PostParams};
-use kube::{Api, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::api::{IntegrationState, IntegrationStateSpec, StateKind};
+use crate::destination::ConvergenceNotes;
 use crate::ledger::{Ledger, LedgerStore, Origin};
 use crate::notify::{Outbox, OutboxEntry, OutboxStore};
 
@@ -42,10 +50,13 @@ pub const OBJECT_MAX: usize = 900 * 1024;
 /// Label on every state object: which kind of state it holds.
 pub const STATE_LABEL: &str = "freshteam.provisioning.dev/state";
 
-const HEAD_KEY: &str = "state.json";
-const ENTRIES_KEY: &str = "entries.json";
-/// The outbox as the operator stored it before the layout had several objects.
+/// Keys of the ConfigMaps earlier versions kept the state in (read to migrate it).
+const LEGACY_HEAD_KEY: &str = "state.json";
+const LEGACY_ENTRIES_KEY: &str = "entries.json";
+/// The outbox as stored before the layout had several objects.
 const LEGACY_OUTBOX_KEY: &str = "outbox.json";
+/// The convergence notes, one ConfigMap `<integration>-convergence`.
+const LEGACY_NOTES_KEY: &str = "notes.json";
 
 /// FNV-1a: stable across processes and versions (std's hasher is not).
 pub fn bucket(key: &str) -> usize {
@@ -62,8 +73,9 @@ pub fn object_of(key: &str, n: usize) -> usize {
     bucket(key) % n
 }
 
+/// Object 0 of the legacy ConfigMap layout.
 #[derive(Serialize, Deserialize)]
-struct Head<T> {
+struct LegacyHead<T> {
     objects: usize,
     #[serde(default)]
     meta: Value,
@@ -79,11 +91,24 @@ struct Known<T> {
     meta: Value,
 }
 
-/// One kind of state of one integration, spread over ConfigMaps.
-pub struct ShardedConfigMaps<T> {
-    api: Api<ConfigMap>,
+impl<T> Known<T> {
+    fn empty() -> Self {
+        Known {
+            objects: 1,
+            versions: vec![None],
+            entries: vec![BTreeMap::new()],
+            meta: Value::Null,
+        }
+    }
+}
+
+/// One kind of state of one integration, spread over IntegrationState objects.
+pub struct ShardedState<T> {
+    api: Api<IntegrationState>,
+    /// Where an earlier version kept this state (read once, to migrate it).
+    legacy: Api<ConfigMap>,
     base: String,
-    kind: &'static str,
+    kind: StateKind,
     integration: String,
     owner: Option<OwnerReference>,
     known: Mutex<Option<Known<T>>>,
@@ -91,19 +116,21 @@ pub struct ShardedConfigMaps<T> {
     sizes: Mutex<Vec<usize>>,
 }
 
-impl<T> ShardedConfigMaps<T>
+impl<T> ShardedState<T>
 where
     T: Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync,
 {
     pub fn new(
-        api: Api<ConfigMap>,
+        client: Client,
+        namespace: &str,
         integration: &str,
-        kind: &'static str,
+        kind: StateKind,
         owner: Option<OwnerReference>,
     ) -> Self {
-        ShardedConfigMaps {
-            api,
-            base: format!("{integration}-{kind}"),
+        ShardedState {
+            api: Api::namespaced(client.clone(), namespace),
+            legacy: Api::namespaced(client, namespace),
+            base: format!("{integration}-{}", kind.name()),
             kind,
             integration: integration.to_string(),
             owner,
@@ -125,13 +152,27 @@ where
         }
     }
 
-    /// Bytes of data in each object as last written or read (object 0 first).
+    /// Bytes of data in each object as last written (object 0 first).
     pub fn object_sizes(&self) -> Vec<usize> {
         self.sizes.lock().expect("sizes lock").clone()
     }
 
     fn fail(&self, j: usize, e: impl std::fmt::Display) -> String {
-        format!("ConfigMap {}: {e}", self.object_name(j))
+        format!("IntegrationState {}: {e}", self.object_name(j))
+    }
+
+    fn legacy_fail(&self, j: usize, e: impl std::fmt::Display) -> String {
+        format!(
+            "ConfigMap {} (state of an earlier version, to migrate): {e}",
+            self.object_name(j)
+        )
+    }
+
+    fn entries_of(&self, j: usize, text: &str) -> Result<BTreeMap<String, T>, String> {
+        if text.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        serde_json::from_str(text).map_err(|e| self.fail(j, format!("spec.entries: {e}")))
     }
 
     /// Reads the state: the metadata and every entry.
@@ -142,50 +183,35 @@ where
             .await
             .map_err(|e| self.fail(0, e))?;
         let Some(head) = head else {
-            *self.known.lock().expect("state lock") = Some(Known {
-                objects: 1,
-                versions: vec![None],
-                entries: vec![BTreeMap::new()],
-                meta: Value::Null,
-            });
-            return Ok((Value::Null, BTreeMap::new()));
+            return self.migrate().await;
         };
-        let data = head.data.clone().unwrap_or_default();
-        let (objects, meta, first): (usize, Value, BTreeMap<String, T>) = if let Some(json) =
-            data.get(HEAD_KEY)
-        {
-            let h: Head<T> = serde_json::from_str(json)
-                .map_err(|e| self.fail(0, format!("key {HEAD_KEY}: {e}")))?;
-            (h.objects.clamp(1, BUCKETS), h.meta, h.entries)
-        } else if let Some(json) = data.get(LEGACY_OUTBOX_KEY) {
-            // {"generation": g, "entries": {...}}: one object, read as such.
-            let mut v: Value = serde_json::from_str(json)
-                .map_err(|e| self.fail(0, format!("key {LEGACY_OUTBOX_KEY}: {e}")))?;
-            let entries = v.get_mut("entries").map(Value::take).unwrap_or_default();
-            let entries = serde_json::from_value(entries)
-                .map_err(|e| self.fail(0, format!("key {LEGACY_OUTBOX_KEY}: {e}")))?;
-            let meta =
-                serde_json::json!({"generation": v.get("generation").cloned().unwrap_or_default()});
-            (1, meta, entries)
-        } else {
-            (1, Value::Null, BTreeMap::new())
-        };
+        let objects = (head.spec.parts.unwrap_or(1) as usize).clamp(1, BUCKETS);
+        let meta = head.spec.meta.clone();
         let mut versions = vec![head.resource_version()];
-        let mut parts = vec![first];
+        let mut parts = vec![self.entries_of(0, &head.spec.entries)?];
         let rest = futures::future::join_all(
             (1..objects).map(|j| async move { (j, self.api.get_opt(&self.object_name(j)).await) }),
         )
         .await;
         for (j, got) in rest {
-            let cm = got.map_err(|e| self.fail(j, e))?;
-            versions.push(cm.as_ref().and_then(|c| c.resource_version()));
-            let entries = match cm.as_ref().and_then(|c| c.data.as_ref()?.get(ENTRIES_KEY)) {
-                Some(json) => serde_json::from_str(json)
-                    .map_err(|e| self.fail(j, format!("key {ENTRIES_KEY}: {e}")))?,
+            let obj = got.map_err(|e| self.fail(j, e))?;
+            versions.push(obj.as_ref().and_then(|o| o.resource_version()));
+            parts.push(match &obj {
+                Some(o) => self.entries_of(j, &o.spec.entries)?,
                 None => BTreeMap::new(),
-            };
-            parts.push(entries);
+            });
         }
+        Ok(self.keep(objects, versions, parts, meta))
+    }
+
+    /// Records what was read and returns it whole.
+    fn keep(
+        &self,
+        objects: usize,
+        versions: Vec<Option<String>>,
+        mut parts: Vec<BTreeMap<String, T>>,
+        meta: Value,
+    ) -> (Value, BTreeMap<String, T>) {
         let mut all = BTreeMap::new();
         for (j, part) in parts.iter_mut().enumerate() {
             // Entries of a bucket that moved away in a layout change are not this
@@ -199,7 +225,97 @@ where
             entries: parts,
             meta: meta.clone(),
         });
-        Ok((meta, all))
+        (meta, all)
+    }
+
+    /// No IntegrationState yet: the state an earlier version kept in ConfigMaps, written
+    /// into IntegrationStates first (an empty state when there is none).
+    async fn migrate(&self) -> Result<(Value, BTreeMap<String, T>), String> {
+        let Some((meta, entries)) = self.load_legacy().await? else {
+            *self.known.lock().expect("state lock") = Some(Known::empty());
+            return Ok((Value::Null, BTreeMap::new()));
+        };
+        let known = self.write(Known::empty(), &meta, &entries).await?;
+        tracing::info!(
+            integration = %self.integration,
+            state = self.kind.name(),
+            entries = entries.len(),
+            objects = known.objects,
+            "state moved from ConfigMaps to IntegrationState objects"
+        );
+        *self.known.lock().expect("state lock") = Some(known);
+        Ok((meta, entries))
+    }
+
+    /// The state as an earlier version stored it in ConfigMaps, if it did.
+    async fn load_legacy(&self) -> Result<Option<(Value, BTreeMap<String, T>)>, String> {
+        let Some(head) = self
+            .legacy
+            .get_opt(&self.base)
+            .await
+            .map_err(|e| self.legacy_fail(0, e))?
+        else {
+            return Ok(None);
+        };
+        let data = head.data.unwrap_or_default();
+        let parse = |key: &str, json: &str| -> Result<Value, String> {
+            serde_json::from_str(json).map_err(|e| self.legacy_fail(0, format!("key {key}: {e}")))
+        };
+        let (objects, meta, first): (usize, Value, Value) = if let Some(json) =
+            data.get(LEGACY_HEAD_KEY)
+        {
+            let h: LegacyHead<Value> = serde_json::from_value(parse(LEGACY_HEAD_KEY, json)?)
+                .map_err(|e| self.legacy_fail(0, format!("key {LEGACY_HEAD_KEY}: {e}")))?;
+            (
+                h.objects.clamp(1, BUCKETS),
+                h.meta,
+                serde_json::to_value(h.entries).expect("entries serialise"),
+            )
+        } else if let Some(json) = data.get(LEGACY_OUTBOX_KEY) {
+            // {"generation": g, "entries": {...}}: one object, read as such.
+            let mut v = parse(LEGACY_OUTBOX_KEY, json)?;
+            let entries = v.get_mut("entries").map(Value::take).unwrap_or_default();
+            let meta =
+                serde_json::json!({"generation": v.get("generation").cloned().unwrap_or_default()});
+            (1, meta, entries)
+        } else if let Some(json) = data.get(LEGACY_NOTES_KEY) {
+            (1, Value::Null, parse(LEGACY_NOTES_KEY, json)?)
+        } else {
+            (1, Value::Null, Value::Null)
+        };
+        let decode = |j: usize, v: Value| -> Result<BTreeMap<String, T>, String> {
+            if v.is_null() {
+                return Ok(BTreeMap::new());
+            }
+            serde_json::from_value(v).map_err(|e| self.legacy_fail(j, format!("entries: {e}")))
+        };
+        let mut parts = vec![decode(0, first)?];
+        for j in 1..objects {
+            let cm = self
+                .legacy
+                .get_opt(&self.object_name(j))
+                .await
+                .map_err(|e| self.legacy_fail(j, e))?;
+            let part = match cm
+                .as_ref()
+                .and_then(|c| c.data.as_ref()?.get(LEGACY_ENTRIES_KEY))
+            {
+                Some(json) => decode(
+                    j,
+                    serde_json::from_str(json).map_err(|e| {
+                        self.legacy_fail(j, format!("key {LEGACY_ENTRIES_KEY}: {e}"))
+                    })?,
+                )?,
+                None => BTreeMap::new(),
+            };
+            parts.push(part);
+        }
+        let mut all = BTreeMap::new();
+        for (j, mut part) in parts.into_iter().enumerate() {
+            part.retain(|k, _| object_of(k, objects) == j);
+            all.extend(part);
+        }
+        Ok(Some((meta, all)))
     }
 
     /// Writes what changed since the last load or save.
@@ -216,15 +332,10 @@ where
                     .expect("load sets it")
             }
         };
-        let result = self.write(known, meta, entries).await;
-        match result {
-            Ok(k) => {
-                *self.known.lock().expect("state lock") = Some(k);
-                Ok(())
-            }
-            // The next save starts from what the server holds.
-            Err(e) => Err(e),
-        }
+        // On failure nothing is kept: the next save starts from what the server holds.
+        let k = self.write(known, meta, entries).await?;
+        *self.known.lock().expect("state lock") = Some(k);
+        Ok(())
     }
 
     async fn write(
@@ -268,9 +379,10 @@ where
                 if !must {
                     continue;
                 }
-                let text = self.text(j, n, meta, &parts[j])?;
-                if text.len() > OBJECT_TARGET && too_big.is_none() {
-                    too_big = Some(text.len());
+                let text = serde_json::to_string(&parts[j]).map_err(|e| self.fail(j, e))?;
+                let size = stored_size(&text) + if j == 0 { meta.to_string().len() } else { 0 };
+                if size > OBJECT_TARGET && too_big.is_none() {
+                    too_big = Some(size);
                 }
                 texts[j] = Some(text);
             }
@@ -278,8 +390,8 @@ where
                 Some(_) if n < BUCKETS => n *= 2,
                 Some(size) if size > OBJECT_MAX => {
                     return Err(format!(
-                        "the {} of {} ({} entries) does not fit in {BUCKETS} ConfigMaps of {} KiB (one would hold {size} bytes)",
-                        self.kind,
+                        "the {} of {} ({} entries) does not fit in {BUCKETS} IntegrationState objects of {} KiB (one would hold {size} bytes)",
+                        self.kind.name(),
                         self.integration,
                         entries.len(),
                         OBJECT_MAX / 1024
@@ -301,8 +413,17 @@ where
             let Some(text) = texts[j].take() else {
                 continue;
             };
-            sizes[j] = text.len();
-            versions[j] = Some(self.put(j, versions[j].clone(), text).await?);
+            sizes[j] = stored_size(&text);
+            let spec = IntegrationStateSpec {
+                integration: self.integration.clone(),
+                state: self.kind,
+                part: j as u32,
+                parts: (j == 0).then_some(n as u32),
+                meta: if j == 0 { meta.clone() } else { Value::Null },
+                entry_count: parts[j].len() as u32,
+                entries: text,
+            };
+            versions[j] = Some(self.put(j, versions[j].clone(), spec).await?);
         }
         *self.sizes.lock().expect("sizes lock") = sizes;
         Ok(Known {
@@ -313,37 +434,22 @@ where
         })
     }
 
-    fn text(
+    /// Creates or replaces object `j`; returns its new resourceVersion.
+    async fn put(
         &self,
         j: usize,
-        n: usize,
-        meta: &Value,
-        part: &BTreeMap<String, T>,
+        version: Option<String>,
+        spec: IntegrationStateSpec,
     ) -> Result<String, String> {
-        let out = if j == 0 {
-            serde_json::to_string(&Head {
-                objects: n,
-                meta: meta.clone(),
-                entries: part.clone(),
-            })
-        } else {
-            serde_json::to_string(part)
-        };
-        out.map_err(|e| self.fail(j, e))
-    }
-
-    /// Creates or replaces object `j`; returns its new resourceVersion.
-    async fn put(&self, j: usize, version: Option<String>, text: String) -> Result<String, String> {
         let name = self.object_name(j);
-        let key = if j == 0 { HEAD_KEY } else { ENTRIES_KEY };
         let labels = BTreeMap::from([
-            (STATE_LABEL.to_string(), self.kind.to_string()),
+            (STATE_LABEL.to_string(), self.kind.name().to_string()),
             (
                 crate::controller::INTEGRATION_LABEL.to_string(),
                 self.integration.clone(),
             ),
         ]);
-        let mut cm = ConfigMap {
+        let mut obj = IntegrationState {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 resource_version: version.clone(),
@@ -351,17 +457,24 @@ where
                 owner_references: self.owner.clone().map(|o| vec![o]),
                 ..ObjectMeta::default()
             },
-            data: Some(BTreeMap::from([(key.to_string(), text)])),
-            ..ConfigMap::default()
+            spec,
         };
         let saved = match version {
-            Some(_) => self.api.replace(&name, &PostParams::default(), &cm).await,
-            None => match self.api.create(&PostParams::default(), &cm).await {
+            Some(_) => self.api.replace(&name, &PostParams::default(), &obj).await,
+            None => match self.api.create(&PostParams::default(), &obj).await {
                 // Left over from a layout change that did not finish: ours to reuse.
                 Err(kube::Error::Api(e)) if e.code == 409 && j > 0 => {
                     let existing = self.api.get(&name).await.map_err(|e| self.fail(j, e))?;
-                    cm.metadata.resource_version = existing.resource_version();
-                    self.api.replace(&name, &PostParams::default(), &cm).await
+                    obj.metadata.resource_version = existing.resource_version();
+                    self.api.replace(&name, &PostParams::default(), &obj).await
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    return Err(self.fail(
+                        j,
+                        format!(
+                            "the IntegrationState CRD is not installed (kubectl apply --server-side -f crds/freshteam.provisioning.dev.yaml): {e}"
+                        ),
+                    ))
                 }
                 other => other,
             },
@@ -371,15 +484,31 @@ where
     }
 }
 
-/// The invitation outbox (`<integration>-invitations`).
-pub struct ConfigMapOutboxStore(ShardedConfigMaps<OutboxEntry>);
+/// Bytes `text` takes as a JSON string (quotes and escapes included): what the object
+/// stores.
+fn stored_size(text: &str) -> usize {
+    let escapes = text
+        .bytes()
+        .filter(|b| matches!(b, b'"' | b'\\') || *b < 0x20)
+        .count();
+    text.len() + escapes + 2
+}
 
-impl ConfigMapOutboxStore {
-    pub fn new(api: Api<ConfigMap>, integration: &str, owner: Option<OwnerReference>) -> Self {
-        ConfigMapOutboxStore(ShardedConfigMaps::new(
-            api,
+/// The invitation outbox (`<integration>-invitations`).
+pub struct ClusterOutboxStore(ShardedState<OutboxEntry>);
+
+impl ClusterOutboxStore {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        integration: &str,
+        owner: Option<OwnerReference>,
+    ) -> Self {
+        ClusterOutboxStore(ShardedState::new(
+            client,
+            namespace,
             integration,
-            "invitations",
+            StateKind::Invitations,
             owner,
         ))
     }
@@ -392,7 +521,7 @@ impl ConfigMapOutboxStore {
 }
 
 #[async_trait]
-impl OutboxStore for ConfigMapOutboxStore {
+impl OutboxStore for ClusterOutboxStore {
     async fn load(&self) -> Result<Outbox, String> {
         let (meta, entries) = self.0.load().await?;
         let generation = meta.get("generation").and_then(Value::as_u64).unwrap_or(0);
@@ -408,11 +537,22 @@ impl OutboxStore for ConfigMapOutboxStore {
 }
 
 /// The ledger of managed members (`<integration>-ledger`).
-pub struct ConfigMapLedgerStore(ShardedConfigMaps<Origin>);
+pub struct ClusterLedgerStore(ShardedState<Origin>);
 
-impl ConfigMapLedgerStore {
-    pub fn new(api: Api<ConfigMap>, integration: &str, owner: Option<OwnerReference>) -> Self {
-        ConfigMapLedgerStore(ShardedConfigMaps::new(api, integration, "ledger", owner))
+impl ClusterLedgerStore {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        integration: &str,
+        owner: Option<OwnerReference>,
+    ) -> Self {
+        ClusterLedgerStore(ShardedState::new(
+            client,
+            namespace,
+            integration,
+            StateKind::Ledger,
+            owner,
+        ))
     }
     pub fn name(&self) -> &str {
         self.0.name()
@@ -423,7 +563,7 @@ impl ConfigMapLedgerStore {
 }
 
 #[async_trait]
-impl LedgerStore for ConfigMapLedgerStore {
+impl LedgerStore for ClusterLedgerStore {
     async fn load_ledger(&self) -> Result<Ledger, String> {
         let (_, members) = self.0.load().await?;
         Ok(Ledger { members })
@@ -432,6 +572,51 @@ impl LedgerStore for ConfigMapLedgerStore {
         self.0.save(&Value::Null, &ledger.members).await
     }
     fn ledger_location(&self) -> String {
-        format!("ConfigMap {}", self.0.name())
+        format!("IntegrationState {}", self.0.name())
+    }
+}
+
+/// Employee ID → member field → hash of the value written (a note's shape).
+type NoteEntry = BTreeMap<String, String>;
+
+/// The convergence notes (`<integration>-convergence`; see
+/// [`crate::destination::convergence`]).
+pub struct ClusterConvergenceStore(ShardedState<NoteEntry>);
+
+impl ClusterConvergenceStore {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        integration: &str,
+        owner: Option<OwnerReference>,
+    ) -> Self {
+        ClusterConvergenceStore(ShardedState::new(
+            client,
+            namespace,
+            integration,
+            StateKind::Convergence,
+            owner,
+        ))
+    }
+
+    /// The notes, or none when there are none yet or they cannot be read (the run then
+    /// writes what it would write without them: nothing is lost but a write).
+    pub async fn load(&self) -> ConvergenceNotes {
+        let notes = self.0.load().await.and_then(|(_, entries)| {
+            serde_json::from_value(serde_json::to_value(entries).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())
+        });
+        notes.unwrap_or_else(|e| {
+            tracing::warn!(state = %self.0.name(), error = %e, "cannot read the convergence notes");
+            ConvergenceNotes::default()
+        })
+    }
+
+    /// Replaces the notes (creates the objects on first use).
+    pub async fn save(&self, notes: &ConvergenceNotes) -> Result<(), String> {
+        let entries: BTreeMap<String, NoteEntry> =
+            serde_json::from_value(serde_json::to_value(notes).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        self.0.save(&Value::Null, &entries).await
     }
 }

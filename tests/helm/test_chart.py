@@ -30,9 +30,11 @@ OPERATOR_RULES = {
     ("freshteam.provisioning.dev", "importruns", "create"),
     ("freshteam.provisioning.dev", "importruns", "delete"),
     ("freshteam.provisioning.dev", "importruns/status", "patch"),
+    ("freshteam.provisioning.dev", "integrationstates", "get"),
+    ("freshteam.provisioning.dev", "integrationstates", "create"),
+    ("freshteam.provisioning.dev", "integrationstates", "update"),
     ("", "configmaps", "get"),
     ("", "configmaps", "create"),
-    ("", "configmaps", "update"),
     ("", "secrets", "get"),
     ("", "secrets", "list"),
     ("", "secrets", "watch"),
@@ -237,6 +239,28 @@ def test_rbac_has_no_wildcards_and_secrets_are_read_only(chart, values):
             assert "nonResourceURLs" not in rule
 
 
+@pytest.mark.parametrize("values", [{}, NAMESPACED], ids=["cluster", "listed-namespaces"])
+def test_no_rule_lets_the_operator_update_configmaps(chart, values):
+    # Its state lives in its own group (integrationstates); ConfigMaps are only created
+    # (run reports) and read.
+    docs = render(chart, values)
+    bound = bindings_of_service_account(docs)
+    assert bound
+    for b in bound:
+        [role] = [
+            r
+            for r in of_kind(docs, b["roleRef"]["kind"])
+            if r["metadata"]["name"] == b["roleRef"]["name"]
+            and r["metadata"].get("namespace") == b["metadata"].get("namespace")
+        ]
+        rules = rule_set(role)
+        assert not any(res == "configmaps" and verb in ("update", "patch", "delete") for _, res, verb in rules)
+        # The operator updates nothing of its own group but its state and statuses.
+        for group, res, verb in rules:
+            if group == "freshteam.provisioning.dev" and verb in ("update", "patch"):
+                assert res in ("integrationstates", "freshteamintegrations/status", "importruns/status"), (res, verb)
+
+
 def test_cluster_scope_grants_exactly_what_the_controller_calls(chart):
     docs = render(chart)
     role = one(docs, "ClusterRole")
@@ -310,6 +334,8 @@ def test_aggregated_user_roles_can_be_turned_off(chart):
     edit = one(docs, "ClusterRole", f"{FULLNAME}-edit")
     assert ("freshteam.provisioning.dev", "freshteamintegrations/status", "patch") not in rule_set(edit)
     assert not any(res == "secrets" for _, res, _ in rule_set(view) | rule_set(edit))
+    # The operator's state (e-mail addresses, the ledger) is not for users' roles.
+    assert not any(res == "integrationstates" for _, res, _ in rule_set(view) | rule_set(edit))
     docs = render(chart, {"rbac": {"aggregateToDefaultRoles": False}})
     assert [r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")] == [FULLNAME]
 
@@ -397,10 +423,21 @@ def test_namespaces_mode_grants_roles_in_the_listed_namespaces_only(chart):
         assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME}
         assert b["subjects"] == [SERVICE_ACCOUNT]
     # Nothing cluster-wide for the operator: no ClusterRoleBinding of its account, and no
-    # ClusterRole that reaches Secrets or ConfigMaps (the aggregated ones are for users).
+    # ClusterRole that reaches Secrets, ConfigMaps or its state. The only ClusterRoles are
+    # the aggregated ones for users, bound to nobody here. The operator needs nothing
+    # cluster-scoped (it reads no CRD, Namespace or Node), so the Roles are all it has.
     assert [b for b in bindings_of_service_account(docs) if b["kind"] == "ClusterRoleBinding"] == []
+    assert of_kind(docs, "ClusterRoleBinding") == []
+    assert sorted(r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")) == [
+        f"{FULLNAME}-edit",
+        f"{FULLNAME}-view",
+    ]
     for r in of_kind(docs, "ClusterRole"):
-        assert not any(res in ("secrets", "configmaps") for _, res, _ in rule_set(r)), r["metadata"]["name"]
+        assert any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in r["metadata"]["labels"])
+        assert not any(
+            res in ("secrets", "configmaps", "integrationstates") for _, res, _ in rule_set(r)
+        ), r["metadata"]["name"]
+    assert of_kind(render(chart, {**NAMESPACED, "rbac": {"aggregateToDefaultRoles": False}}), "ClusterRole") == []
     assert env(docs)["WATCH_NAMESPACE"] == {"name": "WATCH_NAMESPACE", "value": "hr-acme,hr-globex"}
     # Everything the account may do, added up: the operator's rules and its Lease.
     granted = set()

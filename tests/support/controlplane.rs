@@ -1,10 +1,17 @@
 //! A real control plane for end-to-end tests, started and stopped like controller-runtime's
 //! envtest: `tests/cluster/start.sh` (etcd, kube-apiserver with RBAC and token identities,
-//! kube-controller-manager for garbage collection) on free loopback ports.
+//! kube-controller-manager for garbage collection) on free loopback ports; and the Helm
+//! chart's manifests rendered with the Helm SDK, whose RBAC objects the tests apply to it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::Value;
 
 /// Set to make a missing control plane a failure instead of a skip (CI sets it).
 pub const REQUIRED_VAR: &str = "FRESHTEAM_E2E_REQUIRED";
@@ -19,6 +26,45 @@ pub struct ControlPlane {
     pub operator_user: String,
     pub admin_kubeconfig: PathBuf,
     pub operator_kubeconfig: PathBuf,
+}
+
+/// The chart (charts/freshteam-operator) rendered by `tests/cluster/render_chart.py` for a
+/// release in `namespace` with `values`: its manifests, NOTES.txt left out.
+pub fn render_chart(release: &str, namespace: &str, values: &Value) -> Vec<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("tests/cluster/render_chart.py"))
+        .args([release, namespace, &values.to_string()])
+        .output()
+        .expect("run tests/cluster/render_chart.py (scripts/setup-peers makes .venv)");
+    assert!(
+        out.status.success(),
+        "render_chart.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("rendered JSON")
+}
+
+/// The API resource of a rendered RBAC manifest (or ServiceAccount), `None` for other kinds.
+fn rbac_resource(doc: &Value) -> Option<ApiResource> {
+    fn erase<K: kube::Resource<DynamicType = ()>>() -> ApiResource {
+        ApiResource::erase::<K>(&())
+    }
+    Some(match doc["kind"].as_str()? {
+        "ServiceAccount" => erase::<ServiceAccount>(),
+        "ClusterRole" => erase::<ClusterRole>(),
+        "ClusterRoleBinding" => erase::<ClusterRoleBinding>(),
+        "Role" => erase::<Role>(),
+        "RoleBinding" => erase::<RoleBinding>(),
+        _ => return None,
+    })
+}
+
+fn dynamic_api(client: &kube::Client, ar: &ApiResource, doc: &Value) -> Api<DynamicObject> {
+    match doc["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+        None => Api::all_with(client.clone(), ar),
+    }
 }
 
 fn cluster_script(name: &str) -> PathBuf {
@@ -113,6 +159,46 @@ impl ControlPlane {
 
     pub async fn operator(&self) -> kube::Client {
         self.client(&self.operator_kubeconfig).await
+    }
+
+    /// Creates, as the admin, the ServiceAccounts and RBAC objects among rendered manifests
+    /// (other kinds are left out) exactly as rendered; one that exists already is kept.
+    pub async fn grant(&self, docs: &[&Value]) {
+        let admin = self.admin().await;
+        for doc in docs {
+            let Some(ar) = rbac_resource(doc) else {
+                continue;
+            };
+            let obj: DynamicObject = serde_json::from_value((*doc).clone()).expect("a manifest");
+            match dynamic_api(&admin, &ar, doc)
+                .create(&PostParams::default(), &obj)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => panic!("create {} {}: {e}", ar.kind, obj.name_any()),
+            }
+        }
+    }
+
+    /// Deletes, as the admin, the RBAC objects among rendered manifests (those absent are
+    /// fine): what [`ControlPlane::grant`] granted is taken back.
+    pub async fn revoke(&self, docs: &[&Value]) {
+        let admin = self.admin().await;
+        for doc in docs {
+            let Some(ar) = rbac_resource(doc) else {
+                continue;
+            };
+            let name = doc["metadata"]["name"].as_str().expect("a named manifest");
+            match dynamic_api(&admin, &ar, doc)
+                .delete(name, &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => panic!("delete {} {name}: {e}", ar.kind),
+            }
+        }
     }
 
     /// The control plane's own logs (for a failing test's message).

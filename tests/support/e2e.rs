@@ -9,6 +9,10 @@
 //! Without the control-plane binaries a suite skips, loudly, unless FRESHTEAM_E2E_REQUIRED
 //! is set (CI sets it): then it builds them or fails.
 //!
+//! By default the operator runs with the chart's shared-cluster RBAC (`watch.scope:
+//! namespaces` listing the test's namespace: Roles there, nothing cluster-wide); a test may
+//! ask for `watch.scope: cluster` (the ClusterRole) instead with `Env::with_scope`.
+//!
 //! Included by each suite with `#[path = "support/e2e.rs"] mod harness;` beside
 //! `mod support; mod support_smtp;`.
 
@@ -19,15 +23,16 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::controlplane::ControlPlane;
+use crate::support::controlplane::{render_chart, ControlPlane};
 use crate::support::ScimServer;
 use crate::support_smtp::SmtpServer;
+
+use freshteam_operator::api::IntegrationState;
 use freshteam_operator::api::{FreshteamIntegration, ImportPhase, ImportRun, IMPORT_REQUESTED_AT};
 use freshteam_operator::controller::INTEGRATION_LABEL;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
@@ -45,8 +50,19 @@ pub const SHARD_LABEL: &str = "sharding.freshteam.provisioning.dev/key";
 
 pub struct Cluster {
     pub cp: ControlPlane,
-    /// The chart's manifests as rendered (Deployments give the operator's arguments).
+    /// The chart's manifests as rendered for `watch.scope: cluster`.
     pub chart: Vec<Value>,
+}
+
+/// Where the operator's rights come from, as the chart renders them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `watch.scope: namespaces` listing the test's namespace: a Role and RoleBinding
+    /// there, no ClusterRole; `WATCH_NAMESPACE` from the rendered Deployment. The default.
+    Namespaces,
+    /// `watch.scope: cluster`: the chart's ClusterRole and ClusterRoleBinding, every
+    /// namespace watched.
+    Cluster,
 }
 
 pub static CLUSTER: OnceCell<Option<Cluster>> = OnceCell::const_new();
@@ -57,40 +73,30 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The chart rendered with the Helm SDK: two shards (default and s1), short Leases.
-pub fn render_chart() -> Vec<Value> {
+/// The chart rendered with the Helm SDK for `watch`: two shards (default and s1), short
+/// Leases.
+pub fn chart_for(watch: Value) -> Vec<Value> {
     let values = json!({
+        "watch": watch,
         "sharding": {"shards": ["s1"]},
         "leaderElection": {"leaseSeconds": LEASE_SECONDS},
         "operator": {"shutdownGraceSeconds": 1},
     });
-    let out = std::process::Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("tests/cluster/render_chart.py"))
-        .args([RELEASE, OPERATOR_NS, &values.to_string()])
-        .output()
-        .expect("run tests/cluster/render_chart.py (scripts/setup-peers makes .venv)");
-    assert!(
-        out.status.success(),
-        "render_chart.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("rendered JSON")
+    render_chart(RELEASE, OPERATOR_NS, &values)
 }
 
-pub fn erase<K: kube::Resource<DynamicType = ()>>() -> ApiResource {
-    ApiResource::erase::<K>(&())
-}
-
-/// Creates a rendered manifest as it is.
-pub async fn create(client: &Client, ar: ApiResource, ns: Option<&str>, doc: &Value) {
-    let obj: DynamicObject = serde_json::from_value(doc.clone()).expect("a manifest");
-    let api: Api<DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    api.create(&PostParams::default(), &obj)
-        .await
-        .unwrap_or_else(|e| panic!("create {} {}: {e}", ar.kind, obj.name_any()));
+/// The operator's cluster-wide grant in a rendering: its ClusterRole and binding.
+pub fn cluster_grant(chart: &[Value]) -> Vec<&Value> {
+    chart
+        .iter()
+        .filter(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some("ClusterRole" | "ClusterRoleBinding")
+            )
+        })
+        .filter(|d| d["metadata"]["name"] == FULLNAME)
+        .collect()
 }
 
 pub async fn setup() -> Option<Cluster> {
@@ -109,6 +115,7 @@ pub async fn setup() -> Option<Cluster> {
     for name in [
         "freshteamintegrations.freshteam.provisioning.dev",
         "importruns.freshteam.provisioning.dev",
+        "integrationstates.freshteam.provisioning.dev",
     ] {
         eventually(
             Duration::from_secs(30),
@@ -125,7 +132,8 @@ pub async fn setup() -> Option<Cluster> {
         )
         .await;
     }
-    // The chart's identity and RBAC, nothing else.
+    // The chart's identity, its Lease rights and the users' aggregated roles: what every
+    // scope renders alike. The operator's own rules come with each test's scope.
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     namespaces
         .create(
@@ -134,18 +142,10 @@ pub async fn setup() -> Option<Cluster> {
         )
         .await
         .unwrap();
-    let chart = render_chart();
-    for doc in &chart {
-        let ns = doc["metadata"]["namespace"].as_str();
-        match doc["kind"].as_str().unwrap() {
-            "ServiceAccount" => create(&admin, erase::<ServiceAccount>(), ns, doc).await,
-            "ClusterRole" => create(&admin, erase::<ClusterRole>(), None, doc).await,
-            "ClusterRoleBinding" => create(&admin, erase::<ClusterRoleBinding>(), None, doc).await,
-            "Role" => create(&admin, erase::<Role>(), ns, doc).await,
-            "RoleBinding" => create(&admin, erase::<RoleBinding>(), ns, doc).await,
-            _ => {}
-        }
-    }
+    let chart = chart_for(json!({"scope": "cluster"}));
+    let operators = cluster_grant(&chart);
+    let common: Vec<&Value> = chart.iter().filter(|d| !operators.contains(d)).collect();
+    cp.grant(&common).await;
     Some(Cluster { cp, chart })
 }
 
@@ -278,6 +278,12 @@ pub struct Env {
     pub cluster: &'static Cluster,
     pub admin: Client,
     pub ns: String,
+    pub scope: Scope,
+    /// The chart as rendered for this test's scope (Deployments give the operator's
+    /// arguments and environment).
+    pub chart: Vec<Value>,
+    /// Namespaces the operator does not serve, made by the test.
+    pub outside: Vec<String>,
     pub sim: Simulator,
     pub scim: ScimServer,
     pub smtp: SmtpServer,
@@ -286,9 +292,10 @@ pub struct Env {
 }
 
 impl Env {
+    /// A test in namespace `e2e-<name>`, the operator with the chart's namespaced RBAC.
     /// `None`: the suite is skipped (said why).
     pub async fn new(name: &str, employees: usize, latency_ms: u64) -> Option<Env> {
-        Self::new_with(name, employees, latency_ms, 3).await
+        Self::with_options(name, employees, latency_ms, 3, Scope::Namespaces).await
     }
 
     /// With the simulator's page size given.
@@ -298,10 +305,35 @@ impl Env {
         latency_ms: u64,
         page_size: usize,
     ) -> Option<Env> {
+        Self::with_options(name, employees, latency_ms, page_size, Scope::Namespaces).await
+    }
+
+    /// With the operator's rights from `scope`.
+    pub async fn with_scope(
+        name: &str,
+        employees: usize,
+        latency_ms: u64,
+        scope: Scope,
+    ) -> Option<Env> {
+        Self::with_options(name, employees, latency_ms, 3, scope).await
+    }
+
+    pub async fn with_options(
+        name: &str,
+        employees: usize,
+        latency_ms: u64,
+        page_size: usize,
+        scope: Scope,
+    ) -> Option<Env> {
         let turn = TURN.lock().await;
         let cluster = CLUSTER.get_or_init(setup).await.as_ref()?;
         let admin = cluster.cp.admin().await;
         let ns = format!("e2e-{name}");
+        // Rendered while the peers start (the Helm SDK takes most of a second).
+        let rendering = {
+            let watch = json!({"scope": "namespaces", "namespaces": [ns]});
+            std::thread::spawn(move || (scope == Scope::Namespaces).then(|| chart_for(watch)))
+        };
         Api::<Namespace>::all(admin.clone())
             .create(
                 &PostParams::default(),
@@ -324,10 +356,33 @@ impl Env {
         ] {
             secrets.create(&PostParams::default(), &s).await.unwrap();
         }
+        // The operator's rights: its scope's and no more (a cluster-wide grant an earlier
+        // test left behind is taken back).
+        let grant = cluster_grant(&cluster.chart);
+        let chart = match rendering.join().expect("the chart renders") {
+            Some(chart) => {
+                cluster.cp.revoke(&grant).await;
+                let roles: Vec<&Value> = chart
+                    .iter()
+                    .filter(|d| matches!(d["kind"].as_str(), Some("Role" | "RoleBinding")))
+                    .filter(|d| d["metadata"]["namespace"] == ns.as_str())
+                    .collect();
+                assert_eq!(roles.len(), 2, "the chart's Role and RoleBinding in {ns}");
+                cluster.cp.grant(&roles).await;
+                chart
+            }
+            None => {
+                cluster.cp.grant(&grant).await;
+                cluster.chart.clone()
+            }
+        };
         Some(Env {
             cluster,
             admin,
             ns,
+            scope,
+            chart,
+            outside: Vec::new(),
             sim,
             scim,
             smtp,
@@ -336,21 +391,55 @@ impl Env {
         })
     }
 
-    /// The rendered Deployment's arguments for a shard ("default" or "s1").
-    pub fn chart_args(&self, shard: &str) -> Vec<String> {
+    /// The rendered Deployment's container for a shard ("default" or "s1").
+    pub fn chart_container(&self, shard: &str) -> &Value {
         let name = format!("{FULLNAME}-{shard}");
         let deployment = self
-            .cluster
             .chart
             .iter()
             .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == name.as_str())
             .unwrap_or_else(|| panic!("the chart renders no Deployment {name}"));
-        deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        &deployment["spec"]["template"]["spec"]["containers"][0]
+    }
+
+    /// The rendered Deployment's arguments for a shard.
+    pub fn chart_args(&self, shard: &str) -> Vec<String> {
+        self.chart_container(shard)["args"]
             .as_array()
             .unwrap()
             .iter()
             .map(|a| a.as_str().unwrap().to_string())
             .collect()
+    }
+
+    /// The namespaces the rendered Deployment watches (`WATCH_NAMESPACE`), if it limits them.
+    pub fn chart_watch_namespace(&self, shard: &str) -> Option<String> {
+        self.chart_container(shard)["env"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == "WATCH_NAMESPACE")
+            .map(|e| e["value"].as_str().expect("a literal value").to_string())
+    }
+
+    /// Makes a namespace the operator does not serve, with Secrets like the test's own.
+    pub async fn namespace_outside(&mut self, suffix: &str) -> String {
+        let ns = format!("{}-{suffix}", self.ns);
+        Api::<Namespace>::all(self.admin.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let secrets: Api<Secret> = Api::namespaced(self.admin.clone(), &ns);
+        for s in [
+            crate::support::secret(&ns, "freshteam-acme", "apiKey", API_KEY),
+            crate::support::secret(&ns, "members-scim", "token", &self.scim.token),
+        ] {
+            secrets.create(&PostParams::default(), &s).await.unwrap();
+        }
+        self.outside.push(ns.clone());
+        ns
     }
 
     /// Starts a replica of a shard, as the chart runs it; `extra` replaces or adds flags.
@@ -369,7 +458,6 @@ impl Env {
         // What the chart's Deployment gets from the downward API and its values.
         args.push(format!("--identity={identity}"));
         args.push(format!("--lease-namespace={OPERATOR_NS}"));
-        args.push(format!("--namespace={}", self.ns));
         args.push("--allow-custom-endpoints".into());
         for default in [
             format!("--smtp-url={}", self.smtp.url()),
@@ -390,7 +478,12 @@ impl Env {
             .dir
             .join(format!("operator-{}-{identity}.log", self.ns));
         let file = std::fs::File::create(&log).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_freshteam-operator"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_freshteam-operator"));
+        match self.chart_watch_namespace(shard) {
+            Some(watched) => command.env("WATCH_NAMESPACE", watched),
+            None => command.env_remove("WATCH_NAMESPACE"),
+        };
+        let child = command
             .args(&args)
             .env("KUBECONFIG", &self.cluster.cp.operator_kubeconfig)
             .env("RUST_LOG", "info")
@@ -416,6 +509,10 @@ impl Env {
     }
 
     pub fn integrations(&self) -> Api<FreshteamIntegration> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    pub fn states(&self) -> Api<IntegrationState> {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
 
@@ -447,10 +544,13 @@ impl Env {
         })
     }
 
-    /// Creates the manifest as sent (no client-side defaults or checks).
+    /// Creates the manifest as sent (no client-side defaults or checks), in its namespace.
     pub async fn apply(&self, manifest: Value) -> Result<DynamicObject, kube::Error> {
         let ar = ApiResource::erase::<FreshteamIntegration>(&());
-        let api: Api<DynamicObject> = Api::namespaced_with(self.admin.clone(), &self.ns, &ar);
+        let ns = manifest["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or(&self.ns);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.admin.clone(), ns, &ar);
         api.create(
             &PostParams::default(),
             &serde_json::from_value(manifest).unwrap(),
@@ -617,9 +717,17 @@ impl Env {
             let _ = o.child.start_kill();
         }
         let _ = self.sim.child.start_kill();
-        let _ = Api::<Namespace>::all(self.admin.clone())
-            .delete(&self.ns, &DeleteParams::default())
-            .await;
+        if self.scope == Scope::Cluster {
+            self.cluster
+                .cp
+                .revoke(&cluster_grant(&self.cluster.chart))
+                .await;
+        }
+        for ns in std::iter::once(&self.ns).chain(&self.outside) {
+            let _ = Api::<Namespace>::all(self.admin.clone())
+                .delete(ns, &DeleteParams::default())
+                .await;
+        }
     }
 }
 

@@ -175,7 +175,11 @@ or nothing when both are empty. Call with (dict "root" $ "m" `phase="Failed"`).
 {{- if $parts }}{{ printf "{%s}" (join ", " $parts) }}{{ end }}
 {{- end }}
 
-{{- /* The operator's own rules: exactly the calls the controller makes. */}}
+{{- /*
+The operator's own rules: exactly the calls the controller makes. Nothing cluster-scoped:
+it reads no CustomResourceDefinition, Namespace or Node, so in namespaced modes Roles
+carry all of it.
+*/}}
 {{- define "freshteam-operator.operatorRules" }}
 rules:
   # The watched resource; only its status is written.
@@ -192,10 +196,17 @@ rules:
   - apiGroups: ["freshteam.provisioning.dev"]
     resources: ["importruns/status"]
     verbs: ["patch"]
-  # Error reports (<run>-errors) and the invitation outbox (<integration>-invitations).
+  # The integration's state (ledger, invitation outbox, convergence notes): objects of
+  # the operator's own group, the only kind it updates. Owned by the integration.
+  - apiGroups: ["freshteam.provisioning.dev"]
+    resources: ["integrationstates"]
+    verbs: ["get", "create", "update"]
+  # Run reports (<run>-errors), created once and never updated. get: a name clash is
+  # checked against the run, and state an earlier version kept in ConfigMaps is read
+  # once to move it into IntegrationStates.
   - apiGroups: [""]
     resources: ["configmaps"]
-    verbs: ["get", "create", "update"]
+    verbs: ["get", "create"]
   # API keys and SCIM tokens; watched so that a rotated key re-authorizes at once.
   - apiGroups: [""]
     resources: ["secrets"]
