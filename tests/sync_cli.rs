@@ -612,6 +612,26 @@ async fn smtp_down_leaves_invitations_pending_and_the_next_run_sends_them_once()
     assert!(per.values().all(|n| *n == 1), "{per:?}");
 }
 
+/// `sync` sending through `relay` with its outbox in `state`, left running.
+fn spawn_mailing(
+    env: &Env,
+    file: &std::path::PathBuf,
+    relay: &str,
+    state: &std::path::Path,
+) -> tokio::process::Child {
+    env.spawn_sync(
+        file,
+        &[
+            "--smtp-url",
+            relay,
+            "--mail-from",
+            "rewards@acme.example",
+            "--state-file",
+            state.to_str().unwrap(),
+        ],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_while_sending_then_rerun_invites_everyone_exactly_once() {
     let env = Env::start(60).await;
@@ -619,17 +639,7 @@ async fn killed_while_sending_then_rerun_invites_everyone_exactly_once() {
     let file = env.write("mail.yaml", &mail_manifest(&env, true));
     let state = env.dir.path().join("state.json");
     let slow = format!("{}?rate=15&burst=1", smtp.url());
-    let mut child = env.spawn_sync(
-        &file,
-        &[
-            "--smtp-url",
-            &slow,
-            "--mail-from",
-            "rewards@acme.example",
-            "--state-file",
-            state.to_str().unwrap(),
-        ],
-    );
+    let mut child = spawn_mailing(&env, &file, &slow, &state);
     smtp.wait_for(10, Duration::from_secs(30));
     child.kill().await.expect("SIGKILL sync");
     let sent_before = smtp.count();
@@ -697,17 +707,7 @@ async fn killed_while_sending_to_a_fast_relay_leaves_at_most_one_batch_in_doubt(
     let file = env.write("mail.yaml", &mail_manifest(&env, true));
     let state = env.dir.path().join("state.json");
     let paced = format!("{}?rate=100&burst=1", smtp.url());
-    let mut child = env.spawn_sync(
-        &file,
-        &[
-            "--smtp-url",
-            &paced,
-            "--mail-from",
-            "rewards@acme.example",
-            "--state-file",
-            state.to_str().unwrap(),
-        ],
-    );
+    let mut child = spawn_mailing(&env, &file, &paced, &state);
     smtp.wait_for(250, Duration::from_secs(60));
     child.kill().await.expect("SIGKILL sync");
     assert!(
