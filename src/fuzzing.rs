@@ -6,7 +6,6 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use url::Url;
 
-use crate::api::validate::{validate_integration, EndpointPolicy};
 use crate::destination::scim::model::{
     id_from_location, BulkResponse, ListPage, ScimErrorBody, WireServiceProviderConfig, WireUser,
 };
@@ -14,6 +13,7 @@ use crate::source::link::{next_link, parse as parse_link};
 use crate::source::project::{lookup_names, project, record_id};
 use crate::source::ratelimit::RateHeaders;
 use crate::source::retry::retry_after;
+use crate::validate::{validate_integration, EndpointPolicy};
 
 /// Splits input into header lines and a body at the first empty line.
 fn head_and_body(data: &[u8]) -> (HeaderMap, &[u8]) {

@@ -2,7 +2,8 @@
 //! platform from a Freshteam HR directory.
 //!
 //! Data flows one way: [`source`] records → [`mapping`] members → [`plan`] against the
-//! [`destination`] → [`sync`] applies it → an ImportRun report ([`api`]).
+//! [`destination`] → [`sync`] applies it → an ImportRun report ([`api`]). Modules import
+//! only lower layers (the order is in `tests/layers.rs`, which checks it).
 
 pub mod api;
 pub mod cli;
@@ -10,6 +11,7 @@ pub mod clock;
 pub mod controller;
 pub mod destination;
 pub mod egress;
+pub mod exit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ledger;
@@ -26,3 +28,4 @@ pub mod simulator;
 pub mod source;
 pub mod sync;
 pub mod telemetry;
+pub mod validate;

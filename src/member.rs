@@ -174,3 +174,47 @@ impl fmt::Display for LeaverReason {
         f.write_str(self.as_str())
     }
 }
+
+/// The changes that turn `current` into `desired`, for managed fields only. `Active`
+/// is not compared here.
+pub fn diff_member(current: &Member, desired: &Member, managed: AttrSet) -> Vec<Change> {
+    managed
+        .iter()
+        .filter_map(|attr| {
+            let want = desired.get(attr).filter(|v| !v.is_empty());
+            let have = current.get(attr).filter(|v| !v.is_empty());
+            match (want, have) {
+                (Some(w), Some(h)) if w == h => None,
+                (Some(w), _) => Some(Change::Set(attr, w.to_string())),
+                // A member always keeps an e-mail; mapping guarantees one anyway.
+                (None, Some(_)) if attr == Attr::Email => None,
+                (None, Some(_)) => Some(Change::Clear(attr)),
+                (None, None) => None,
+            }
+        })
+        .collect()
+}
+
+/// Recomputes an update's changes against a freshly read `current` (after a stale
+/// version, HTTP 412): the same kind of update, against what the member holds now.
+pub fn replan_update(
+    current: &Member,
+    planned: &[Change],
+    desired: &Member,
+    managed: AttrSet,
+) -> Vec<Change> {
+    let touches_attributes = planned.iter().any(|c| !matches!(c, Change::Active(_)));
+    let mut changes = if touches_attributes {
+        diff_member(current, desired, managed)
+    } else {
+        Vec::new()
+    };
+    for c in planned {
+        if let Change::Active(active) = c {
+            if current.active != *active {
+                changes.push(c.clone());
+            }
+        }
+    }
+    changes
+}

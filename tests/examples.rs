@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use freshteam_operator::api::validate::{validate_spec, EndpointPolicy};
 use freshteam_operator::manifest;
+use freshteam_operator::validate::{validate_spec, EndpointPolicy};
 use serde_json::{json, Value};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");

@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{TimeZone, Utc};
-use freshteam_operator::api::validate::{validate_spec, EndpointPolicy};
 use freshteam_operator::api::{LeaversSpec, MappingSpec, WhenRemoved};
 use freshteam_operator::destination::{DestinationMember, WriteOp};
 use freshteam_operator::manifest;
@@ -23,6 +22,7 @@ use freshteam_operator::member::{Attr, Member};
 use freshteam_operator::plan::{plan, plan_with_ledger, Plan, PlanOptions, WriteKind};
 use freshteam_operator::schedule::{parse_time_zone, Schedule};
 use freshteam_operator::source::{EmployeeRecord, LookupKind, Population, SourceSnapshot};
+use freshteam_operator::validate::{validate_spec, EndpointPolicy};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 use serde_yaml::{Mapping, Value};

@@ -3,13 +3,15 @@
 pub mod import_run;
 pub mod integration;
 pub mod integration_state;
-pub mod validate;
 
 pub use import_run::*;
 pub use integration::*;
 pub use integration_state::*;
 
 use kube::CustomResourceExt;
+
+/// Label on every ImportRun naming its integration.
+pub const INTEGRATION_LABEL: &str = "freshteam.provisioning.dev/integration";
 
 /// API group of the resources.
 pub const GROUP: &str = "freshteam.provisioning.dev";

@@ -29,13 +29,7 @@ pub enum Command {
     Simulate(crate::simulator::SimulateArgs),
 }
 
-/// Exit codes of `sync` (a stable contract).
-pub mod exit {
-    pub const SUCCEEDED: u8 = 0;
-    pub const FAILED: u8 = 1;
-    pub const INVALID_INPUT: u8 = 2;
-    pub const PARTIALLY_SUCCEEDED: u8 = 3;
-}
+pub use crate::exit;
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {

@@ -9,19 +9,20 @@ use kube::api::ObjectMeta;
 
 use super::exit;
 use super::progress::TerminalProgress;
-use crate::api::validate::{validate_spec, EndpointPolicy};
 use crate::api::{ImportPhase, ImportRun, ImportRunSpec, ImportTrigger};
 use crate::clock::SystemClock;
 use crate::destination::scim::BulkMode;
 use crate::destination::{ConvergenceNotes, ScimClient, ScimConfig};
 use crate::ledger::LedgerStore;
 use crate::manifest::{self, Manifests};
-use crate::notify::{
-    notify_after_run, FileOutboxStore, Mail, MemoryOutboxStore, OutboxStore, RunInfo,
-};
+use crate::notify::{FileOutboxStore, Mail, MemoryOutboxStore, OutboxStore};
 use crate::progress::ProgressSink;
 use crate::source::{FreshteamClient, FreshteamConfig};
-use crate::sync::{describe, report_csv, run_import_with_ledger, ImportOptions, ImportOutcome};
+use crate::sync::{
+    describe, notify_after_run, report_csv, run_import_with_ledger, ImportOptions, ImportOutcome,
+    RunInfo,
+};
+use crate::validate::{validate_spec, EndpointPolicy};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {

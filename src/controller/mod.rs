@@ -30,8 +30,7 @@ use connect::Connector;
 
 pub use reconcile::{error_policy, reconcile};
 
-/// Label on every ImportRun naming its integration.
-pub const INTEGRATION_LABEL: &str = "freshteam.provisioning.dev/integration";
+pub use crate::api::INTEGRATION_LABEL;
 
 /// Default of `--authorizations-per-second`: a restart that has to authorize 10,000
 /// integrations spreads them over about 17 minutes.

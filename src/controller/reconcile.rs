@@ -20,7 +20,6 @@ use super::conditions::{
 use super::decide::{decide, Inputs};
 use super::runner::{create_run, execute, new_run, RunRequest};
 use super::Context;
-use crate::api::validate::{validate_integration, EndpointPolicy};
 use crate::api::{
     FreshteamIntegration, FreshteamIntegrationStatus, ImportPhase, ImportRun, SecretKeyRef,
     APPROVE_LEAVERS, IMPORT_REQUESTED_AT,
@@ -28,6 +27,7 @@ use crate::api::{
 use crate::clock::rfc3339;
 use crate::secret::SecretString;
 use crate::source::SourceError;
+use crate::validate::{validate_integration, EndpointPolicy};
 
 /// Failures that make the controller retry with backoff (Kubernetes API errors).
 #[derive(Debug, thiserror::Error)]

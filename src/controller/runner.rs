@@ -24,10 +24,11 @@ use crate::api::{
 use crate::clock::rfc3339;
 use crate::ledger::LedgerStore;
 use crate::mapping::CompiledMapping;
-use crate::notify::{notify_after_run, OutboxStore, RunInfo};
+use crate::notify::OutboxStore;
 use crate::secret::SecretString;
 use crate::sync::{
-    report_part_name, report_parts, run_import_with_ledger, ImportOptions, ProgressCounter,
+    notify_after_run, report_part_name, report_parts, run_import_with_ledger, ImportOptions,
+    ProgressCounter, RunInfo,
 };
 
 /// The ImportRun object for a run about to start (phase Pending).

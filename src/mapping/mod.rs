@@ -11,31 +11,7 @@ use crate::api::{LeaversSpec, MappingSpec, RecordError};
 use crate::member::{Attr, AttrSet, LeaverReason, Member};
 use crate::source::{LookupKind, Population, SourceRequest, SourceSnapshot};
 
-/// Employee fields the list endpoint carries; anything else needs the detail call.
-pub const LIST_FIELDS: &[&str] = &[
-    "id",
-    "employee_id",
-    "first_name",
-    "middle_name",
-    "last_name",
-    "official_email",
-    "status",
-    "terminated",
-    "termination_date",
-    "deleted",
-    "draft",
-    "employee_type",
-    "designation",
-    "department_id",
-    "sub_department_id",
-    "business_unit_id",
-    "branch_id",
-    "team_id",
-    "reporting_to_id",
-    "joining_date",
-    "created_at",
-    "updated_at",
-];
+pub use crate::source::LIST_FIELDS;
 
 /// Fields only `GET /api/employees/{id}` carries (besides `custom_field_values.*`).
 pub const DETAIL_FIELDS: &[&str] = &[

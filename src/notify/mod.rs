@@ -10,12 +10,12 @@
 //!    planned create (Employee ID, e-mail, first name);
 //! 2. after the creates: [`confirm`] with the Employee IDs of the members created;
 //! 3. [`deliver_pending`] with the Employee IDs in the destination after the run (listed
-//!    at the start plus created), then [`DeliveryReport::apply_to`] the run's outcome
-//!    (`invitationsSent`, warning rows, pending count);
+//!    at the start plus created); the run adds its [`DeliveryReport`] to its outcome
+//!    (`invitationsSent`, warning rows, pending count: `sync::notify_after_run`);
 //! 4. [`summary_mail`] from the final status, sent with [`send_summary`]; its warnings
 //!    belong on stderr or in an Event (the run's status is written by then).
 
-pub mod after_run;
+pub mod mail;
 pub mod outbox;
 pub mod smtp;
 pub mod summary;
@@ -23,7 +23,7 @@ pub mod templates;
 
 use async_trait::async_trait;
 
-pub use after_run::{notify_after_run, Mail, RunInfo};
+pub use mail::Mail;
 pub use outbox::{
     confirm, deliver_pending, discard_pending, forget, invitation_message_id, record_intents,
     DeliveryContext, DeliveryReport, EntryState, FileOutboxStore, InvitationIntent,

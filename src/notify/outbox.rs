@@ -54,7 +54,6 @@ use super::templates::{InvitationVars, Templates};
 use super::{MailError, MailTransport, OutgoingMail};
 use crate::api::RecordError;
 use crate::ledger::{Ledger, LedgerStore};
-use crate::sync::ImportOutcome;
 
 /// The outbox as stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -441,13 +440,6 @@ impl DeliveryReport {
             message: w.clone(),
         }));
         rows
-    }
-
-    /// Adds the delivery to a run: `invitationsSent`, the warning rows in the report and
-    /// in `status.errors`, and the warnings count.
-    pub fn apply_to(&self, outcome: &mut ImportOutcome) {
-        outcome.status.summary.invitations_sent += self.sent;
-        outcome.add_warnings(self.rows());
     }
 }
 

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use crate::api::{RecordError, WhenRemoved};
 use crate::destination::{DestinationMember, WriteOp};
 use crate::mapping::{lowercase, DesiredMember, MappedSource};
+pub use crate::member::{diff_member, replan_update};
 use crate::member::{Attr, AttrSet, Change, LeaverReason, Member};
 
 /// Knobs of one planning pass.
@@ -95,50 +96,6 @@ impl Plan {
     pub fn count(&self, kind: WriteKind) -> u32 {
         self.writes.iter().filter(|w| w.kind == kind).count() as u32
     }
-}
-
-/// The changes that turn `current` into `desired`, for managed fields only. `Active`
-/// is not compared here.
-pub fn diff_member(current: &Member, desired: &Member, managed: AttrSet) -> Vec<Change> {
-    managed
-        .iter()
-        .filter_map(|attr| {
-            let want = desired.get(attr).filter(|v| !v.is_empty());
-            let have = current.get(attr).filter(|v| !v.is_empty());
-            match (want, have) {
-                (Some(w), Some(h)) if w == h => None,
-                (Some(w), _) => Some(Change::Set(attr, w.to_string())),
-                // A member always keeps an e-mail; mapping guarantees one anyway.
-                (None, Some(_)) if attr == Attr::Email => None,
-                (None, Some(_)) => Some(Change::Clear(attr)),
-                (None, None) => None,
-            }
-        })
-        .collect()
-}
-
-/// Recomputes an update's changes against a freshly read `current` (after a stale
-/// version, HTTP 412): the same kind of update, against what the member holds now.
-pub fn replan_update(
-    current: &Member,
-    planned: &[Change],
-    desired: &Member,
-    managed: AttrSet,
-) -> Vec<Change> {
-    let touches_attributes = planned.iter().any(|c| !matches!(c, Change::Active(_)));
-    let mut changes = if touches_attributes {
-        diff_member(current, desired, managed)
-    } else {
-        Vec::new()
-    };
-    for c in planned {
-        if let Change::Active(active) = c {
-            if current.active != *active {
-                changes.push(c.clone());
-            }
-        }
-    }
-    changes
 }
 
 fn error_row(member: &Member, field: Option<&str>, message: String) -> RecordError {

@@ -16,13 +16,13 @@ use serde_json::json;
 
 use super::format::{human_duration, parse_time, table};
 use super::view::FollowView;
+use crate::api::INTEGRATION_LABEL;
 use crate::api::{
     FreshteamIntegration, ImportPhase, ImportRun, ImportRunStatus, ImportSummary, ImportTrigger,
     APPROVE_LEAVERS, IMPORT_REQUESTED_AT,
 };
-use crate::cli::exit;
 use crate::clock::{rfc3339, Clock, SystemClock};
-use crate::controller::INTEGRATION_LABEL;
+use crate::exit;
 use crate::sync::{errors_csv, report_part_name};
 
 /// What a command prints and how the process exits.

@@ -18,7 +18,7 @@ use kube::{Client, Config};
 pub use commands::{HistoryFormat, ImportNowOptions, Output, Plugin};
 pub use view::{FollowView, SilentView, TerminalView};
 
-use crate::cli::exit;
+use crate::exit;
 
 /// Start Freshteam imports now and follow them; read import history, error reports,
 /// previews and status of FreshteamIntegrations.

@@ -16,7 +16,7 @@ use super::SimError;
 
 /// Fields the list endpoint returns; the detail endpoint returns these and more. The
 /// same list the mapping uses to decide when detail calls are needed.
-pub(crate) use crate::mapping::LIST_FIELDS;
+pub(crate) use crate::source::LIST_FIELDS;
 
 /// Fields only on `GET /api/employees/{id}`.
 pub(crate) const DETAIL_ONLY_FIELDS: &[&str] = &[

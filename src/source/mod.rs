@@ -14,6 +14,32 @@ use crate::progress::ProgressSink;
 
 pub use client::{AccountLimiter, FreshteamClient, FreshteamConfig};
 
+/// Employee fields the list endpoint carries; anything else needs the detail call.
+pub const LIST_FIELDS: &[&str] = &[
+    "id",
+    "employee_id",
+    "first_name",
+    "middle_name",
+    "last_name",
+    "official_email",
+    "status",
+    "terminated",
+    "termination_date",
+    "deleted",
+    "draft",
+    "employee_type",
+    "designation",
+    "department_id",
+    "sub_department_id",
+    "business_unit_id",
+    "branch_id",
+    "team_id",
+    "reporting_to_id",
+    "joining_date",
+    "created_at",
+    "updated_at",
+];
+
 /// A lookup endpoint that turns an id on the employee record into a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LookupKind {

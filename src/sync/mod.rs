@@ -1,6 +1,7 @@
 //! The sync engine: reads the source, maps, plans against the destination, applies the
 //! plan and reports the run as an `ImportRunStatus`.
 
+pub mod after_run;
 pub mod report;
 pub mod stop;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use crate::plan::{plan, plan_with_ledger, Plan, PlanOptions, PlannedWrite, Write
 use crate::progress::ProgressSink;
 use crate::source::{EmployeeSource, SourceStats};
 
+pub use after_run::{notify_after_run, unsent_mail_warning, RunInfo};
 pub use report::{errors_csv, report_csv, report_part_name, report_parts, MAX_INLINE_ERRORS};
 pub use stop::StopSignal;
 

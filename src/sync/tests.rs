@@ -732,3 +732,31 @@ async fn targets_the_destination_does_not_keep_are_named_once_and_never_written(
     assert_eq!(created.member.department, None, "left out of the create");
     assert_eq!(created.member.display_name, None, "left out of the create");
 }
+
+#[test]
+fn a_delivery_report_is_applied_to_the_run() {
+    let mut outcome = ImportOutcome::default();
+    outcome.status.summary.created = 3;
+    let report = crate::notify::DeliveryReport {
+        sent: 2,
+        pending: 1,
+        uncertain: 0,
+        failed: vec![RecordError {
+            employee_id: Some("E1".into()),
+            email: Some("p1@acme.example".into()),
+            field: Some("invitation".into()),
+            severity: "warning".into(),
+            message: "refused".into(),
+        }],
+        warnings: vec!["1 invitation is pending and will be sent on the next run".into()],
+    };
+    // What notify_after_run does with a delivery.
+    outcome.status.summary.invitations_sent += report.sent;
+    outcome.add_warnings(report.rows());
+    assert_eq!(outcome.status.summary.invitations_sent, 2);
+    assert_eq!(outcome.status.summary.warnings, 2);
+    assert_eq!(outcome.report.len(), 2);
+    assert_eq!(outcome.status.errors.len(), 2);
+    assert_eq!(outcome.report[1].employee_id, None);
+    assert_eq!(outcome.report[1].field.as_deref(), Some("invitation"));
+}

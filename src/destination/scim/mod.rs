@@ -27,8 +27,8 @@ use super::{
     DestinationError, DestinationMember, DestinationStats, MemberDirectory, WriteOp, WriteOutcome,
 };
 use crate::egress::{self, BodyError, Egress};
+use crate::member::replan_update;
 use crate::member::{AttrSet, Change, Member};
-use crate::plan::replan_update;
 use crate::secret::SecretString;
 pub use discovery::{scim_name, Keeps};
 use model::{

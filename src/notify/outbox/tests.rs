@@ -461,32 +461,6 @@ fn message_ids_are_stable_and_well_formed() {
     );
 }
 
-#[test]
-fn a_delivery_report_is_applied_to_the_run() {
-    let mut outcome = ImportOutcome::default();
-    outcome.status.summary.created = 3;
-    let report = DeliveryReport {
-        sent: 2,
-        pending: 1,
-        uncertain: 0,
-        failed: vec![RecordError {
-            employee_id: Some("E1".into()),
-            email: Some("p1@acme.example".into()),
-            field: Some("invitation".into()),
-            severity: "warning".into(),
-            message: "refused".into(),
-        }],
-        warnings: vec!["1 invitation is pending and will be sent on the next run".into()],
-    };
-    report.apply_to(&mut outcome);
-    assert_eq!(outcome.status.summary.invitations_sent, 2);
-    assert_eq!(outcome.status.summary.warnings, 2);
-    assert_eq!(outcome.report.len(), 2);
-    assert_eq!(outcome.status.errors.len(), 2);
-    assert_eq!(outcome.report[1].employee_id, None);
-    assert_eq!(outcome.report[1].field.as_deref(), Some("invitation"));
-}
-
 /// Remembers how many entries each save left `Sending`.
 #[derive(Default)]
 struct BatchRecorder {

@@ -1,64 +1,12 @@
 //! The e-mail side of a finished run, shared by `sync` and the controller: pending
 //! invitations, then the owner's summary. Outages are warnings, never a failed import.
 
-use std::path::Path;
-use std::sync::Arc;
-
-use super::{
-    deliver_pending, discard_pending, send_summary, summary_mail, DeliveryContext, MailTransport,
-    OutboxStore, RunSummary, SmtpMailer, SmtpSettings, Templates,
-};
+use super::{report_csv, ImportOutcome};
 use crate::api::{FreshteamIntegrationSpec, RecordError};
-use crate::secret::SecretString;
-use crate::sync::{report_csv, ImportOutcome};
-
-/// How a process sends e-mail. `transport: None` means no SMTP server is configured.
-#[derive(Clone, Default)]
-pub struct Mail {
-    pub transport: Option<Arc<dyn MailTransport>>,
-    pub templates: Templates,
-    /// Domain of the invitations' fixed Message-IDs (the sender's domain).
-    pub message_id_domain: Option<String>,
-}
-
-impl Mail {
-    /// Builds the e-mail setup from the command line: `smtp_url` (`--smtp-url` /
-    /// `SMTP_URL`; none: e-mails are skipped), `from` (`--mail-from` / `MAIL_FROM`),
-    /// optional credentials kept out of the URL, and an optional templates directory
-    /// (`templates_flag` names the flag in messages). Errors never carry the password.
-    pub fn configure(
-        smtp_url: Option<&str>,
-        from: Option<&str>,
-        credentials: Option<(String, SecretString)>,
-        templates_dir: Option<&Path>,
-        templates_flag: &str,
-    ) -> Result<Mail, String> {
-        let templates = match templates_dir {
-            Some(dir) => Templates::load_dir(dir)
-                .map_err(|e| format!("{templates_flag} {}: {e}", dir.display()))?,
-            None => Templates::default(),
-        };
-        let Some(url) = smtp_url.filter(|u| !u.trim().is_empty()) else {
-            return Ok(Mail {
-                templates,
-                ..Mail::default()
-            });
-        };
-        let from = from.ok_or("--mail-from / MAIL_FROM is required with --smtp-url")?;
-        let mut settings = SmtpSettings::parse(url, from)?;
-        if let Some((user, password)) = credentials {
-            settings = settings.with_credentials(user, password);
-        }
-        let message_id_domain = from
-            .rsplit_once('@')
-            .map(|(_, d)| d.trim_end_matches('>').to_string());
-        Ok(Mail {
-            transport: Some(Arc::new(SmtpMailer::new(settings)?)),
-            templates,
-            message_id_domain,
-        })
-    }
-}
+use crate::notify::{
+    deliver_pending, discard_pending, send_summary, summary_mail, DeliveryContext, Mail,
+    OutboxStore, RunSummary,
+};
 
 /// The run the e-mails are about.
 pub struct RunInfo<'a> {
@@ -108,7 +56,8 @@ pub async fn notify_after_run(
                 outcome.member_ids.as_ref(),
             )
             .await;
-            report.apply_to(outcome);
+            outcome.status.summary.invitations_sent += report.sent;
+            outcome.add_warnings(report.rows());
             warnings.extend(report.warnings.iter().cloned());
         } else {
             unsent_invitations = store.load().await.map(|o| o.pending()).unwrap_or(0);

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use chrono_tz::Tz;
 use url::Url;
 
-use super::FreshteamIntegrationSpec;
+use crate::api::FreshteamIntegrationSpec;
 use crate::egress::internal_range;
 use crate::mapping::{check_email, CompiledMapping};
 use crate::schedule::{parse_time_zone, Schedule};
@@ -160,7 +160,7 @@ pub fn validate_spec(
     }
 }
 
-fn check_secret_ref(errors: &mut Vec<FieldError>, field: &str, r: &super::SecretKeyRef) {
+fn check_secret_ref(errors: &mut Vec<FieldError>, field: &str, r: &crate::api::SecretKeyRef) {
     if r.name.trim().is_empty() {
         errors.push(err(format!("{field}.name"), "must name a Secret"));
     }

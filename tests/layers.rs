@@ -1,0 +1,174 @@
+//! The crate's layers import one way: every `crate::<module>` a file under `src/` names
+//! must be of a lower layer than the file's own top-level module. Comments are ignored;
+//! test modules count like the code they test.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Top-level modules by layer, lowest first. A module may import only modules of a
+/// lower layer (never one of its own layer but itself).
+const LAYERS: &[&[&str]] = &[
+    // Types and small tools everything may use.
+    &[
+        "member", "secret", "clock", "progress", "ledger", "egress", "schedule", "exit",
+    ],
+    // CRD types.
+    &["api"],
+    // Documents into CRD types (`sync --file`).
+    &["manifest"],
+    // Edges, behind traits.
+    &["source", "destination", "notify"],
+    // Pure: mapping, then the plan built from mapped members.
+    &["mapping"],
+    &["plan"],
+    // Spec checks that need the mapping, the schedule and the source's rules.
+    &["validate"],
+    // The one import path.
+    &["sync"],
+    // Beside the front ends: they record into it.
+    &["telemetry"],
+    // Front ends, and the Freshteam simulator (a tool of the command line).
+    &["controller", "plugin", "simulator"],
+    // The command line runs the operator and the simulator.
+    &["cli"],
+    // Fuzzing harness: reaches into every parser.
+    &["fuzzing"],
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&module))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The code of a line without its comment (a `//` at the start or after whitespace; a
+/// `//` inside a URL follows a `:`).
+fn code(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    for i in 0..bytes.len().saturating_sub(1) {
+        if bytes[i] == b'/'
+            && bytes[i + 1] == b'/'
+            && (i == 0 || bytes[i - 1].is_ascii_whitespace())
+        {
+            return &line[..i];
+        }
+    }
+    line
+}
+
+/// Top-level modules a file names through `crate::`, with a line number each.
+fn imports(text: &str) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    let mut in_group = false;
+    for (n, line) in text.lines().enumerate() {
+        let line = code(line);
+        let mut rest = line;
+        while let Some(i) = rest.find("crate::") {
+            rest = &rest[i + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                // `use crate::{a, b::c, ...}` (may go on over lines).
+                in_group = !group.contains('}');
+                for name in group.split('}').next().unwrap().split(',') {
+                    push_name(name, n, &mut out);
+                }
+            } else {
+                push_name(rest, n, &mut out);
+            }
+        }
+        if in_group && !line.contains("crate::{") {
+            for name in line.split('}').next().unwrap().split(',') {
+                push_name(name, n, &mut out);
+            }
+            in_group = !line.contains('}');
+        }
+    }
+    out
+}
+
+fn push_name(text: &str, line: usize, out: &mut Vec<(String, usize)>) {
+    let name: String = text
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    if !name.is_empty() && name.chars().next().unwrap().is_lowercase() {
+        out.push((name, line + 1));
+    }
+}
+
+#[test]
+fn every_module_imports_only_lower_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut unknown = BTreeMap::new();
+    let mut wrong = Vec::new();
+    for file in &files {
+        let rel = file.strip_prefix(&src).unwrap();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(".rs")
+            .to_string();
+        if matches!(top.as_str(), "lib" | "main" | "bin") {
+            continue;
+        }
+        let Some(own) = layer_of(&top) else {
+            unknown.insert(top.clone(), rel.display().to_string());
+            continue;
+        };
+        let text = std::fs::read_to_string(file).unwrap();
+        for (name, line) in imports(&text) {
+            if name == top {
+                continue;
+            }
+            match layer_of(&name) {
+                Some(l) if l < own => {}
+                Some(_) => wrong.push(format!(
+                    "src/{}:{line}: `{top}` imports `crate::{name}`, a layer not below it",
+                    rel.display()
+                )),
+                None => {
+                    unknown.insert(name, format!("src/{}:{line}", rel.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "modules missing from LAYERS (add them where they belong): {unknown:?}"
+    );
+    assert!(
+        wrong.is_empty(),
+        "imports against the layers:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_checker_sees_single_grouped_and_multiline_imports_and_skips_comments() {
+    let text = "use crate::sync::ImportOutcome;\n\
+                use crate::{member::Member, plan};\n\
+                use crate::{\n    api::Spec,\n    mapping,\n};\n\
+                // crate::cli is only mentioned here\n\
+                let x = crate::notify::send(); // and crate::controller here\n";
+    let names: Vec<String> = imports(text).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        ["sync", "member", "plan", "api", "mapping", "notify"]
+    );
+}
