@@ -22,6 +22,7 @@ pub mod notify;
 pub mod plan;
 pub mod plugin;
 pub mod progress;
+pub(crate) mod retry;
 pub mod schedule;
 pub mod secret;
 pub mod simulator;

@@ -12,6 +12,8 @@ const LAYERS: &[&[&str]] = &[
     &[
         "member", "secret", "clock", "progress", "ledger", "egress", "schedule", "exit",
     ],
+    // Backoff and `Retry-After`, for both HTTP clients.
+    &["retry"],
     // CRD types.
     &["api"],
     // Documents into CRD types (`sync --file`).

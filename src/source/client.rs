@@ -33,13 +33,13 @@ use url::Url;
 use super::link::{check_next, next_link, MAX_LIST_PAGES};
 use super::project::{lookup_names, project, record_id};
 use super::ratelimit::{RateHeaders, RateLimiter};
-use super::retry;
 use super::{
     validate_subdomain, AccountInfo, EmployeeRecord, EmployeeSource, LookupKind, Population,
     SourceError, SourceRequest, SourceSnapshot, SourceStats,
 };
 use crate::egress::{self, Egress};
 use crate::progress::{NoProgress, ProgressSink};
+use crate::retry;
 use crate::secret::{truncate_chars, SecretString};
 
 /// How to reach one Freshteam account.

@@ -4,7 +4,6 @@ pub mod client;
 pub(crate) mod link;
 pub(crate) mod project;
 pub(crate) mod ratelimit;
-pub(crate) mod retry;
 
 use std::collections::HashMap;
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::retry::throttle_backoff;
+use crate::retry::throttle_backoff;
 
 /// Shortest wait after a 429, so that `Retry-After: 0` (or a date in the past) can't
 /// turn into a tight loop.

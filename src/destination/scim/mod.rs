@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::{self, FuturesUnordered, StreamExt};
-use rand::Rng;
 use reqwest::{header, Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -289,15 +288,9 @@ fn is_transient(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
 }
 
+/// `Retry-After` (seconds or an HTTP-date), at most [`MAX_RETRY_AFTER`].
 fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+    crate::retry::retry_after(headers, std::time::SystemTime::now()).map(|d| d.min(MAX_RETRY_AFTER))
 }
 
 /// A transport error's root cause, without the noise of every layer.
@@ -625,14 +618,7 @@ impl ScimClient {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.config.backoff_base.as_millis() as u64;
-        let max = self.config.backoff_max.as_millis() as u64;
-        let ceiling = base
-            .saturating_mul(1 << (attempt - 1).min(16))
-            .min(max)
-            .max(1);
-        // Full jitter: parallel requests that failed together do not retry together.
-        Duration::from_millis(rand::rng().random_range(ceiling / 2..=ceiling))
+        crate::retry::backoff(self.config.backoff_base, self.config.backoff_max, attempt)
     }
 
     /// [`Self::send`] for reads that must succeed: a transport failure is `Unreachable`.
@@ -1557,5 +1543,39 @@ impl MemberDirectory for ScimClient {
             bulk_requests: self.bulk_requests.load(Ordering::Relaxed),
             bulk_operations: self.bulk_operations.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    fn headers(value: &str) -> header::HeaderMap {
+        let mut h = header::HeaderMap::new();
+        h.insert(header::RETRY_AFTER, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates_and_caps_both() {
+        assert_eq!(retry_after(&headers("7")), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after(&headers("99999999999999999999")),
+            Some(MAX_RETRY_AFTER)
+        );
+        let date = |secs: i64| {
+            (chrono::Utc::now() + chrono::Duration::seconds(secs))
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string()
+        };
+        let soon = date(31);
+        let wait = retry_after(&headers(&soon)).unwrap();
+        assert!(
+            (Duration::from_secs(29)..=Duration::from_secs(31)).contains(&wait),
+            "{wait:?}"
+        );
+        let late = date(3600);
+        assert_eq!(retry_after(&headers(&late)), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(&headers("soon")), None);
     }
 }

@@ -1,4 +1,4 @@
-//! Backoff delays and `Retry-After` parsing.
+//! Backoff delays and `Retry-After` parsing, shared by the Freshteam and SCIM clients.
 
 use std::time::{Duration, SystemTime};
 
