@@ -16,3 +16,25 @@ pub trait ProgressSink: Send + Sync {
 pub struct NoProgress;
 
 impl ProgressSink for NoProgress {}
+
+/// A progress bar on stderr when it is a terminal (`None` otherwise: callers print plain
+/// lines), its message column `message_width` wide.
+pub fn terminal_bar(message_width: usize) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        let template = format!(
+            "{{spinner}} {{msg:<{message_width}}} [{{bar:30}}] {{pos}}/{{len}} ({{percent}}%) {{elapsed}}"
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&template)
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    })
+}

@@ -1,10 +1,8 @@
 //! Progress on stderr: a bar on a terminal, plain lines otherwise.
 
-use std::io::IsTerminal;
+use indicatif::ProgressBar;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-use crate::progress::ProgressSink;
+use crate::progress::{terminal_bar, ProgressSink};
 
 pub struct TerminalProgress {
     bar: Option<ProgressBar>,
@@ -12,18 +10,7 @@ pub struct TerminalProgress {
 
 impl TerminalProgress {
     pub fn new() -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} {msg:<34} [{bar:30}] {pos}/{len} ({percent}%) {elapsed}",
-                )
-                .expect("a valid template")
-                .progress_chars("=> "),
-            );
-            bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            bar
-        });
+        let bar = terminal_bar(34);
         TerminalProgress { bar }
     }
 

@@ -1,9 +1,9 @@
 //! What `import-now` shows on stderr while it follows a run: a live bar on a terminal,
 //! plain lines (phase changes and notes) otherwise, so logs and CI output stay readable.
 
-use std::io::IsTerminal;
+use indicatif::ProgressBar;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use crate::progress::terminal_bar;
 
 /// Receives a followed run's events. The binary uses [`TerminalView`]; tests record.
 pub trait FollowView: Send + Sync {
@@ -24,18 +24,7 @@ pub struct TerminalView {
 
 impl TerminalView {
     pub fn new() -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} {msg:<40} [{bar:30}] {pos}/{len} ({percent}%) {elapsed}",
-                )
-                .expect("a valid template")
-                .progress_chars("=> "),
-            );
-            bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            bar
-        });
+        let bar = terminal_bar(40);
         TerminalView { bar }
     }
 }
