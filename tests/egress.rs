@@ -131,6 +131,19 @@ fn employees_request() -> SourceRequest {
     }
 }
 
+/// A client of `source` under the default egress policy.
+fn client_of(source: &Peer) -> FreshteamClient {
+    FreshteamClient::new(freshteam_config(&source.url("/api"), Egress::default())).unwrap()
+}
+
+/// The error the employee read ends in.
+async fn read_error(client: &FreshteamClient) -> SourceError {
+    client
+        .fetch(&employees_request(), &NoProgress)
+        .await
+        .unwrap_err()
+}
+
 async fn scim_error(config: ScimConfig) -> String {
     match ScimClient::connect(config).await {
         Ok(_) => panic!("connected"),
@@ -177,9 +190,7 @@ async fn a_redirect_to_another_origin_is_refused_and_reported() {
 
     // Freshteam: the same refusal, with the key never sent on.
     let source = Peer::start(move |_, _| redirect("http://localhost:9/api/employees")).await;
-    let client =
-        FreshteamClient::new(freshteam_config(&source.url("/api"), Egress::default())).unwrap();
-    let e = client.authorize().await.unwrap_err();
+    let e = client_of(&source).authorize().await.unwrap_err();
     assert!(
         matches!(&e, SourceError::Unreachable { detail, .. } if detail.contains(&format!("refused a redirect from http://127.0.0.1:{} to http://localhost:9", source.port))),
         "{e}"
@@ -315,12 +326,7 @@ async fn a_50_mb_scim_body_is_cut_off_at_the_cap() {
 #[tokio::test]
 async fn a_50_mb_freshteam_page_fails_without_retrying() {
     let source = Peer::start(|_, _| huge_body(50 << 20)).await;
-    let client =
-        FreshteamClient::new(freshteam_config(&source.url("/api"), Egress::default())).unwrap();
-    let e = client
-        .fetch(&employees_request(), &NoProgress)
-        .await
-        .unwrap_err();
+    let e = read_error(&client_of(&source)).await;
     assert!(
         matches!(&e, SourceError::BadResponse { detail, .. } if detail.contains("larger than the 16 MiB limit")),
         "{e}"
@@ -362,12 +368,7 @@ async fn a_freshteam_link_loop_fails_the_read() {
         page(host, n, if n == 3 { 2 } else { n + 1 })
     })
     .await;
-    let client =
-        FreshteamClient::new(freshteam_config(&source.url("/api"), Egress::default())).unwrap();
-    let e = client
-        .fetch(&employees_request(), &NoProgress)
-        .await
-        .unwrap_err();
+    let e = read_error(&client_of(&source)).await;
     assert!(
         matches!(&e, SourceError::BadResponse { detail, .. } if detail.contains("after page 3 points back to a page already read")),
         "{e}"
@@ -390,12 +391,7 @@ async fn an_endless_link_chain_stops_at_the_page_cap() {
         r
     })
     .await;
-    let client =
-        FreshteamClient::new(freshteam_config(&source.url("/api"), Egress::default())).unwrap();
-    let e = client
-        .fetch(&employees_request(), &NoProgress)
-        .await
-        .unwrap_err();
+    let e = read_error(&client_of(&source)).await;
     assert!(
         matches!(&e, SourceError::BadResponse { detail, .. } if detail.contains("after 20000 pages")),
         "{e}"
@@ -418,13 +414,9 @@ async fn an_overflowing_retry_after_fails_the_read_without_a_panic() {
             .unwrap()
     })
     .await;
-    let client =
-        FreshteamClient::new(freshteam_config(&source.url("/api"), Egress::default())).unwrap();
+    let client = client_of(&source);
     let started = Instant::now();
-    let e = client
-        .fetch(&employees_request(), &NoProgress)
-        .await
-        .unwrap_err();
+    let e = read_error(&client).await;
     assert!(
         matches!(&e, SourceError::RateLimited { detail, .. } if detail.contains("a day or more")),
         "{e}"

@@ -467,16 +467,8 @@ async fn invitations_go_out_once_and_the_owner_gets_a_summary() {
     let smtp = SmtpServer::start();
     let file = env.write("mail.yaml", &mail_manifest(&env, true));
     let state = env.dir.path().join("state.json");
-    let args = [
-        "--output",
-        "json",
-        "--smtp-url",
-        &smtp.url(),
-        "--mail-from",
-        "rewards@acme.example",
-        "--state-file",
-        state.to_str().unwrap(),
-    ];
+    let relay = smtp.url();
+    let args = mail_args(&relay, &state);
     let first = env.sync_file(&file, &args).await;
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert_eq!(first.summary()["invitationsSent"], 12);
@@ -579,16 +571,7 @@ async fn smtp_down_leaves_invitations_pending_and_the_next_run_sends_them_once()
     let url = format!("smtp://127.0.0.1:{port}");
     let file = env.write("mail.yaml", &mail_manifest(&env, true));
     let state = env.dir.path().join("state.json");
-    let args = [
-        "--output",
-        "json",
-        "--smtp-url",
-        &url,
-        "--mail-from",
-        "rewards@acme.example",
-        "--state-file",
-        state.to_str().unwrap(),
-    ];
+    let args = mail_args(&url, &state);
     let down = env.sync_file(&file, &args).await;
     assert_eq!(
         down.code, 0,
@@ -612,6 +595,20 @@ async fn smtp_down_leaves_invitations_pending_and_the_next_run_sends_them_once()
     assert!(per.values().all(|n| *n == 1), "{per:?}");
 }
 
+/// `sync` arguments for a run that sends through `relay` and keeps its outbox in `state`.
+fn mail_args<'a>(relay: &'a str, state: &'a std::path::Path) -> Vec<&'a str> {
+    vec![
+        "--output",
+        "json",
+        "--smtp-url",
+        relay,
+        "--mail-from",
+        "rewards@acme.example",
+        "--state-file",
+        state.to_str().unwrap(),
+    ]
+}
+
 /// `sync` sending through `relay` with its outbox in `state`, left running.
 fn spawn_mailing(
     env: &Env,
@@ -619,17 +616,7 @@ fn spawn_mailing(
     relay: &str,
     state: &std::path::Path,
 ) -> tokio::process::Child {
-    env.spawn_sync(
-        file,
-        &[
-            "--smtp-url",
-            relay,
-            "--mail-from",
-            "rewards@acme.example",
-            "--state-file",
-            state.to_str().unwrap(),
-        ],
-    )
+    env.spawn_sync(file, &mail_args(relay, state))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -645,21 +632,7 @@ async fn killed_while_sending_then_rerun_invites_everyone_exactly_once() {
     let sent_before = smtp.count();
     assert!(sent_before < 61, "the run finished before it was killed");
 
-    let rerun = env
-        .sync_file(
-            &file,
-            &[
-                "--output",
-                "json",
-                "--smtp-url",
-                &smtp.url(),
-                "--mail-from",
-                "rewards@acme.example",
-                "--state-file",
-                state.to_str().unwrap(),
-            ],
-        )
-        .await;
+    let rerun = env.sync_file(&file, &mail_args(&smtp.url(), &state)).await;
     assert_eq!(rerun.code, 0, "{}", rerun.stderr);
     assert_eq!(
         env.scim.users().await.len(),
@@ -716,23 +689,10 @@ async fn killed_while_sending_to_a_fast_relay_leaves_at_most_one_batch_in_doubt(
     );
 
     let report = env.dir.path().join("report.csv");
-    let rerun = env
-        .sync_file(
-            &file,
-            &[
-                "--output",
-                "json",
-                "--smtp-url",
-                &smtp.url(),
-                "--mail-from",
-                "rewards@acme.example",
-                "--state-file",
-                state.to_str().unwrap(),
-                "--error-report",
-                report.to_str().unwrap(),
-            ],
-        )
-        .await;
+    let relay = smtp.url();
+    let mut args = mail_args(&relay, &state);
+    args.extend(["--error-report", report.to_str().unwrap()]);
+    let rerun = env.sync_file(&file, &args).await;
     assert_eq!(rerun.code, 0, "{}", rerun.stderr);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let per = invitations(&smtp);
@@ -765,21 +725,7 @@ async fn the_smtp_password_never_shows() {
     let url = format!("smtp://mailer:s3cr3t-pw-77@127.0.0.1:{}", smtp.port);
     let file = env.write("mail.yaml", &mail_manifest(&env, true));
     let state = env.dir.path().join("state.json");
-    let run = env
-        .sync_file(
-            &file,
-            &[
-                "--output",
-                "json",
-                "--smtp-url",
-                &url,
-                "--mail-from",
-                "rewards@acme.example",
-                "--state-file",
-                state.to_str().unwrap(),
-            ],
-        )
-        .await;
+    let run = env.sync_file(&file, &mail_args(&url, &state)).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.summary()["warnings"].as_u64().unwrap() > 0,
