@@ -681,15 +681,19 @@ async fn a_custom_endpoint_is_refused_without_the_flag() {
     assert!(h.runs().await.is_empty());
 }
 
+/// E-mail through `smtp`, sent as rewards@acme.example.
+fn mail_through(smtp: &SmtpServer) -> Mail {
+    let settings = SmtpSettings::parse(&smtp.url(), "rewards@acme.example").unwrap();
+    Mail {
+        transport: Some(Arc::new(SmtpMailer::new(settings).unwrap())),
+        ..Mail::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invitations_are_sent_once_through_the_outbox_in_the_integrations_state() {
     let smtp = SmtpServer::start();
-    let settings = SmtpSettings::parse(&smtp.url(), "rewards@acme.example").unwrap();
-    let mail = Mail {
-        transport: Some(Arc::new(SmtpMailer::new(settings).unwrap())),
-        ..Mail::default()
-    };
-    let h = Harness::with_mail(7, true, mail, |s| {
+    let h = Harness::with_mail(7, true, mail_through(&smtp), |s| {
         s.published = true;
         s.welcome_email.enabled = true;
         s.notifications.recipients = vec!["hr-admin@acme.example".into()];
@@ -755,12 +759,7 @@ async fn move_state_back_to_configmaps(client: &Client) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upgrade_moves_the_ledger_and_outbox_from_configmaps_and_loses_nobody() {
     let smtp = SmtpServer::start();
-    let settings = SmtpSettings::parse(&smtp.url(), "rewards@acme.example").unwrap();
-    let mail = Mail {
-        transport: Some(Arc::new(SmtpMailer::new(settings).unwrap())),
-        ..Mail::default()
-    };
-    let h = Harness::with_mail(7, true, mail, |s| {
+    let h = Harness::with_mail(7, true, mail_through(&smtp), |s| {
         s.published = true;
         s.welcome_email.enabled = true;
     })

@@ -680,10 +680,11 @@ async fn apply_writes(
     let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
     let mut created_ids: HashMap<String, String> = HashMap::new();
     let mut stopped = None;
+    let batch = write_batch(destination);
     let batches = waves
         .values()
         .chain(std::iter::once(&rest))
-        .flat_map(|wave| wave.chunks(write_batch(destination)));
+        .flat_map(|wave| wave.chunks(batch));
     for idxs in batches {
         if idxs.is_empty() {
             continue;
