@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use freshteam_operator::api::INTEGRATION_LABEL;
 use freshteam_operator::api::*;
 use freshteam_operator::clock::Clock;
 use freshteam_operator::controller::connect::HttpConnector;
 use freshteam_operator::controller::runner::mark_interrupted;
 use freshteam_operator::controller::shard::{ShardSelector, SHARD_LABEL};
-use freshteam_operator::controller::{reconcile, Context, OperatorConfig, INTEGRATION_LABEL};
+use freshteam_operator::controller::{reconcile, Context, OperatorConfig};
 use freshteam_operator::notify::{Mail, SmtpMailer, SmtpSettings};
 use freshteam_operator::simulator::{SimConfig, Simulator};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};

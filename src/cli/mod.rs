@@ -29,8 +29,6 @@ pub enum Command {
     Simulate(crate::simulator::SimulateArgs),
 }
 
-pub use crate::exit;
-
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     // One TLS provider for kube, reqwest and lettre, whatever else is linked in.

@@ -7,12 +7,12 @@ use chrono::Utc;
 use clap::{Args, ValueEnum};
 use kube::api::ObjectMeta;
 
-use super::exit;
 use super::progress::TerminalProgress;
 use crate::api::{ImportPhase, ImportRun, ImportRunSpec, ImportTrigger};
 use crate::clock::SystemClock;
 use crate::destination::scim::BulkMode;
 use crate::destination::{ConvergenceNotes, ScimClient, ScimConfig};
+use crate::exit;
 use crate::ledger::LedgerStore;
 use crate::manifest::{self, Manifests};
 use crate::notify::{FileOutboxStore, Mail, MemoryOutboxStore, OutboxStore};

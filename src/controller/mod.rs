@@ -30,8 +30,6 @@ use connect::Connector;
 
 pub use reconcile::{error_policy, reconcile};
 
-pub use crate::api::INTEGRATION_LABEL;
-
 /// Default of `--authorizations-per-second`: a restart that has to authorize 10,000
 /// integrations spreads them over about 17 minutes.
 pub const DEFAULT_AUTHORIZATIONS_PER_SECOND: f64 = 10.0;

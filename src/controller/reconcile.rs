@@ -382,7 +382,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
 /// or leader is still at it. Waiting for it keeps one run at a time per integration.
 async fn run_in_progress_elsewhere(ctx: &Context, ns: &str, name: &str) -> Result<bool, Error> {
     let runs: Api<ImportRun> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = format!("{}={name}", super::INTEGRATION_LABEL);
+    let selector = format!("{}={name}", crate::api::INTEGRATION_LABEL);
     let list = runs
         .list(&kube::api::ListParams::default().labels(&selector))
         .await?;

@@ -16,7 +16,8 @@ use super::connect::account_key;
 use super::decide::StartRun;
 use super::history::{runs_to_prune, RunEntry};
 use super::state::{ClusterConvergenceStore, ClusterLedgerStore, ClusterOutboxStore};
-use super::{Context, INTEGRATION_LABEL};
+use super::Context;
+use crate::api::INTEGRATION_LABEL;
 use crate::api::{
     ErrorReportRef, FreshteamIntegration, ImportPhase, ImportRun, ImportRunSpec, ImportRunStatus,
     ImportTrigger, LastImport, Preview,

@@ -445,7 +445,7 @@ where
         let labels = BTreeMap::from([
             (STATE_LABEL.to_string(), self.kind.name().to_string()),
             (
-                crate::controller::INTEGRATION_LABEL.to_string(),
+                crate::api::INTEGRATION_LABEL.to_string(),
                 self.integration.clone(),
             ),
         ]);

@@ -11,7 +11,7 @@ use crate::api::{LeaversSpec, MappingSpec, RecordError};
 use crate::member::{Attr, AttrSet, LeaverReason, Member};
 use crate::source::{LookupKind, Population, SourceRequest, SourceSnapshot};
 
-pub use crate::source::LIST_FIELDS;
+use crate::source::LIST_FIELDS;
 
 /// Fields only `GET /api/employees/{id}` carries (besides `custom_field_values.*`).
 pub const DETAIL_FIELDS: &[&str] = &[

@@ -11,8 +11,7 @@ use std::collections::{HashMap, HashSet};
 use crate::api::{RecordError, WhenRemoved};
 use crate::destination::{DestinationMember, WriteOp};
 use crate::mapping::{lowercase, DesiredMember, MappedSource};
-pub use crate::member::{diff_member, replan_update};
-use crate::member::{Attr, AttrSet, Change, LeaverReason, Member};
+use crate::member::{diff_member, Attr, AttrSet, Change, LeaverReason, Member};
 
 /// Knobs of one planning pass.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,6 +3,7 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::mapping::{DesiredMember, MappedSource};
+use crate::member::replan_update;
 
 const ALL_BUT_MANAGER: [Attr; 6] = [
     Attr::Email,

@@ -28,8 +28,8 @@ use crate::support::ScimServer;
 use crate::support_smtp::SmtpServer;
 
 use freshteam_operator::api::IntegrationState;
+use freshteam_operator::api::INTEGRATION_LABEL;
 use freshteam_operator::api::{FreshteamIntegration, ImportPhase, ImportRun, IMPORT_REQUESTED_AT};
-use freshteam_operator::controller::INTEGRATION_LABEL;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
