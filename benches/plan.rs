@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use freshteam_operator::api::{LeaversSpec, MappingSpec, WhenRemoved};
 use freshteam_operator::destination::{DestinationMember, WriteOp};
 use freshteam_operator::mapping::{map_records, CompiledMapping, MappedSource};
-use freshteam_operator::plan::{plan, PlanOptions, WriteKind};
+use freshteam_operator::plan::{plan, PlanOptions, PlanScope, WriteKind};
 use freshteam_operator::source::{EmployeeRecord, LookupKind, Population, SourceSnapshot};
 
 const DEPARTMENTS: i64 = 40;
@@ -88,6 +88,7 @@ fn options(mapping: &CompiledMapping) -> PlanOptions {
         max_leavers_percent: 20,
         approved_leavers: None,
         when_removed: WhenRemoved::Deactivate,
+        scope: PlanScope::Everyone,
     }
 }
 

@@ -19,7 +19,7 @@ use freshteam_operator::destination::{DestinationMember, WriteOp};
 use freshteam_operator::manifest;
 use freshteam_operator::mapping::{map_records, CompiledMapping, MappedSource};
 use freshteam_operator::member::{Attr, Member};
-use freshteam_operator::plan::{plan, plan_with_ledger, Plan, PlanOptions, WriteKind};
+use freshteam_operator::plan::{plan, plan_with_ledger, Plan, PlanOptions, PlanScope, WriteKind};
 use freshteam_operator::schedule::{parse_time_zone, Schedule};
 use freshteam_operator::source::{EmployeeRecord, LookupKind, Population, SourceSnapshot};
 use freshteam_operator::validate::{validate_spec, EndpointPolicy};
@@ -788,6 +788,7 @@ fn plan_options(mapping: &CompiledMapping, max: u32, approved: Option<u32>) -> P
         max_leavers_percent: max,
         approved_leavers: approved,
         when_removed: WhenRemoved::Deactivate,
+        scope: PlanScope::Everyone,
     }
 }
 

@@ -25,6 +25,21 @@ pub struct PlanOptions {
     /// `spec.leavers.whenRemoved`: what becomes of a ledger member whose employee is in
     /// no Freshteam list.
     pub when_removed: WhenRemoved,
+    /// Whether the plan sees every employee and account, or only those that changed.
+    pub scope: PlanScope,
+}
+
+/// What a plan is given to compare.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PlanScope {
+    /// Every employee and every destination account (a full reconciliation): an account
+    /// in the ledger whose employee is in no list was removed from Freshteam.
+    #[default]
+    Everyone,
+    /// Only the employees changed since a cursor, and their accounts (an incremental
+    /// run): an absent employee is unchanged, never removed, and the leaver threshold is
+    /// taken over `managed`, the members in the ledger.
+    Changed { managed: u32 },
 }
 
 /// Why a kind of write is in the plan (drives the summary counts).
@@ -187,7 +202,7 @@ pub fn plan_with_ledger(
         if matched && ledger.is_some() && !in_ledger(id) {
             plan.adopted.push(id.to_string());
         }
-        let gone = !matched && !drafts.contains(id);
+        let gone = options.scope == PlanScope::Everyone && !matched && !drafts.contains(id);
         if gone && m.member.active && !ambiguous_in_destination.contains(id) {
             removed.push(m);
         }
@@ -316,15 +331,19 @@ pub fn plan_with_ledger(
     }
 
     // The base is the active managed members: members deactivated long ago must not
-    // make room for more leavers.
+    // make room for more leavers. A plan of the changed few only knows the ledger's size.
+    let base = match options.scope {
+        PlanScope::Everyone => plan.active_managed,
+        PlanScope::Changed { managed } => managed.max(plan.active_managed),
+    };
     let leaver_count = leavers.len() as u32;
     let over_threshold =
-        leaver_count as u64 * 100 > options.max_leavers_percent as u64 * plan.active_managed as u64;
+        leaver_count as u64 * 100 > options.max_leavers_percent as u64 * base as u64;
     let approved = options.approved_leavers.is_some_and(|n| leaver_count <= n);
     if leaver_count > 0 && over_threshold && !approved {
         plan.blocked = Some(Blocked {
             leavers: leaver_count,
-            managed: plan.active_managed,
+            managed: base,
             max_percent: options.max_leavers_percent,
         });
         leavers.clear();

@@ -20,6 +20,7 @@ fn options() -> PlanOptions {
         max_leavers_percent: 20,
         approved_leavers: None,
         when_removed: Default::default(),
+        scope: PlanScope::Everyone,
     }
 }
 
@@ -606,4 +607,54 @@ fn the_threshold_base_is_the_active_managed_members() {
     let b = p.blocked.clone().expect("blocked");
     assert_eq!((b.leavers, b.managed), (60, 200));
     assert_eq!(p.count(WriteKind::Leaver), 0);
+}
+
+#[test]
+fn a_plan_of_the_changed_few_never_sees_an_absent_employee_as_removed() {
+    // An incremental run read E0..E9 (changed) only; GONE is in the ledger and its
+    // account is among those looked up, but absence from a changed-since read proves
+    // nothing.
+    let (want, mut cur) = population(10, 0);
+    cur.push(existing(member("GONE", true)));
+    let ledger: HashSet<String> = want
+        .members
+        .iter()
+        .map(|d| d.member.employee_id.clone())
+        .chain(["GONE".to_string()])
+        .collect();
+    let changed = PlanOptions {
+        scope: PlanScope::Changed { managed: 11 },
+        ..options()
+    };
+    assert!(plan_with_ledger(&want, &cur, Some(&ledger), &changed)
+        .writes
+        .is_empty());
+    // The same inputs seen as everyone: GONE was removed from Freshteam.
+    assert_eq!(
+        kinds(&plan_with_ledger(&want, &cur, Some(&ledger), &options())),
+        vec![(WriteKind::Leaver, "GONE".to_string())]
+    );
+}
+
+#[test]
+fn a_plan_of_the_changed_few_takes_the_threshold_over_the_ledger() {
+    // 5 leavers among the 5 accounts looked up: 100% of what was read, but 0.5% of the
+    // 1,000 members in the ledger, under a 20% limit.
+    let (want, cur) = population(5, 5);
+    let ledger: HashSet<String> = (0..1000).map(|i| format!("E{i}")).collect();
+    let changed = PlanOptions {
+        scope: PlanScope::Changed { managed: 1000 },
+        ..options()
+    };
+    let p = plan_with_ledger(&want, &cur, Some(&ledger), &changed);
+    assert!(p.blocked.is_none());
+    assert_eq!(p.count(WriteKind::Leaver), 5);
+    let small = PlanOptions {
+        scope: PlanScope::Changed { managed: 10 },
+        ..options()
+    };
+    let blocked = plan_with_ledger(&want, &cur, Some(&ledger), &small)
+        .blocked
+        .expect("5 of 10 is over 20%");
+    assert_eq!((blocked.leavers, blocked.managed), (5, 10));
 }

@@ -22,7 +22,7 @@ use crate::ledger::{Ledger, LedgerStore, Origin};
 use crate::mapping::{map_records, CompiledMapping};
 use crate::member::{Attr, AttrSet, Change, Member};
 use crate::notify::{InvitationIntent, OutboxStore};
-use crate::plan::{plan, plan_with_ledger, Plan, PlanOptions, PlannedWrite, WriteKind};
+use crate::plan::{plan, plan_with_ledger, Plan, PlanOptions, PlanScope, PlannedWrite, WriteKind};
 use crate::progress::ProgressSink;
 use crate::source::{EmployeeSource, SourceStats};
 
@@ -242,6 +242,7 @@ pub async fn run_import_with_ledger(
         max_leavers_percent: options.max_leavers_percent,
         approved_leavers: options.approved_leavers,
         when_removed: options.when_removed,
+        scope: PlanScope::Everyone,
     };
     let ledger_ids = ledger.as_ref().map(Ledger::ids);
     let mut planned = plan_with_ledger(&mapped, &current, ledger_ids.as_ref(), &plan_options);
