@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// How a member came to be managed.
@@ -32,6 +33,25 @@ pub enum Origin {
 pub struct Ledger {
     #[serde(default)]
     pub members: BTreeMap<String, Origin>,
+    /// Where the next incremental run starts; none before the first successful run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<ImportCursor>,
+}
+
+/// What an incremental run continues from. Advanced only by a run that succeeded, so a
+/// crash or a failed run leaves it where it was: the next run reads again from there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportCursor {
+    /// Start of the last successful run (taken before its first read).
+    pub since: DateTime<Utc>,
+    /// Start of the last successful full reconciliation.
+    pub last_full: DateTime<Utc>,
+    /// Fingerprint of the spec that run worked from: a different one needs a full run.
+    pub spec: String,
+    /// The last `full-reconcile-requested-at` value a full run handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_request: Option<String>,
 }
 
 impl Ledger {

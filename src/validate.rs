@@ -48,6 +48,8 @@ pub enum EndpointPolicy {
 #[derive(Clone, Debug)]
 pub struct ValidatedSpec {
     pub schedule: Schedule,
+    /// `spec.fullReconcile.schedule`.
+    pub full_reconcile: Schedule,
     pub time_zone: Tz,
     pub mapping: CompiledMapping,
 }
@@ -90,6 +92,9 @@ pub fn validate_spec(
 
     let schedule = Schedule::parse(&spec.schedule)
         .map_err(|m| errors.push(err("spec.schedule", m)))
+        .ok();
+    let full_reconcile = Schedule::parse(&spec.full_reconcile.schedule)
+        .map_err(|m| errors.push(err("spec.fullReconcile.schedule", m)))
         .ok();
     let time_zone = parse_time_zone(spec.time_zone.as_deref())
         .map_err(|m| errors.push(err("spec.timeZone", m)))
@@ -148,10 +153,13 @@ pub fn validate_spec(
         }
     }
 
-    match (schedule, time_zone, mapping) {
-        (Some(schedule), Some(time_zone), Some(mapping)) if errors.is_empty() => {
+    match (schedule, full_reconcile, time_zone, mapping) {
+        (Some(schedule), Some(full_reconcile), Some(time_zone), Some(mapping))
+            if errors.is_empty() =>
+        {
             Ok(ValidatedSpec {
                 schedule,
+                full_reconcile,
                 time_zone,
                 mapping,
             })

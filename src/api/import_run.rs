@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
         json_path = ".spec.integration"
     ),
     printcolumn(name = "Trigger", type_ = "string", json_path = ".spec.trigger"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".status.mode"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Progress",
@@ -172,6 +173,25 @@ pub struct ImportRunStatus {
     /// Requests the run made to each system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_calls: Option<ApiCalls>,
+    /// Whether the run compared everything or only what changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ImportMode>,
+    /// Why the run was of that kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode_reason: Option<String>,
+}
+
+/// What a run compares.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum ImportMode {
+    /// Every employee and every destination account (a full reconciliation).
+    #[default]
+    Full,
+    /// Only the employees Freshteam reports changed since the last successful run, and
+    /// their accounts.
+    Incremental,
 }
 
 /// Requests a run made, per system.

@@ -98,6 +98,10 @@ pub struct FreshteamIntegrationSpec {
     /// How many finished ImportRuns are kept.
     #[serde(default)]
     pub history: HistorySpec,
+
+    /// When a run compares everything instead of only what changed.
+    #[serde(default)]
+    pub full_reconcile: FullReconcileSpec,
 }
 
 fn default_schedule() -> String {
@@ -293,6 +297,33 @@ impl Default for SafetySpec {
 
 fn default_max_leavers_percent() -> u32 {
     20
+}
+
+/// Full reconciliations: runs that read every employee and every destination account.
+/// Between them, runs read only what Freshteam says changed (incremental runs). A full
+/// run also happens first, after a spec change, on the
+/// `freshteam.provisioning.dev/full-reconcile-requested-at` annotation, and whenever
+/// the incremental cursor is missing or suspect.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FullReconcileSpec {
+    /// `hourly`, `daily`, `weekly` (default) or a 5-field cron expression, in
+    /// `spec.timeZone`: the first run at or after each of its times is a full one. A
+    /// change made by hand in the destination is corrected by then at the latest.
+    #[serde(default = "default_full_reconcile_schedule")]
+    pub schedule: String,
+}
+
+impl Default for FullReconcileSpec {
+    fn default() -> Self {
+        FullReconcileSpec {
+            schedule: default_full_reconcile_schedule(),
+        }
+    }
+}
+
+fn default_full_reconcile_schedule() -> String {
+    "weekly".to_string()
 }
 
 /// ImportRun history limits, like a CronJob's.

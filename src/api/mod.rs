@@ -18,6 +18,9 @@ pub const GROUP: &str = "freshteam.provisioning.dev";
 /// Annotation whose new value starts an import now.
 pub const IMPORT_REQUESTED_AT: &str = "freshteam.provisioning.dev/import-requested-at";
 /// Annotation naming the Blocked run whose leavers are approved.
+/// A new value makes the next run a full reconciliation (see `spec.fullReconcile`).
+pub const FULL_RECONCILE_REQUESTED_AT: &str =
+    "freshteam.provisioning.dev/full-reconcile-requested-at";
 pub const APPROVE_LEAVERS: &str = "freshteam.provisioning.dev/approve-leavers";
 
 /// The CRDs as one multi-document YAML stream, exactly as checked in under `crds/`.

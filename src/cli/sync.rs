@@ -22,6 +22,7 @@ use crate::sync::{
     describe, notify_after_run, report_csv, run_import_with_ledger, ImportOptions, ImportOutcome,
     RunInfo,
 };
+use crate::sync::mode::{spec_fingerprint, ModePolicy, RequestedMode};
 use crate::validate::{validate_spec, EndpointPolicy};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -36,6 +37,19 @@ pub enum BulkChoice {
     Auto,
     /// One request per write.
     Off,
+}
+
+/// `--mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Compare every employee and every account.
+    Full,
+    /// Read only what changed since the last successful run recorded in --state-file,
+    /// and everything when spec.fullReconcile.schedule says a full run is due, after a
+    /// spec change, or when there is no usable cursor.
+    Auto,
+    /// As `auto`, but never full because of the schedule.
+    Incremental,
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +93,10 @@ pub struct SyncArgs {
     /// invitation.html).
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
+    /// Which kind of run (`auto` and `incremental` need --state-file, where the cursor
+    /// of the last successful run is kept).
+    #[arg(long, value_enum, default_value_t = ModeArg::Full)]
+    pub mode: ModeArg,
 }
 
 /// Runs the command and maps the outcome to the exit codes of the contract.
@@ -153,6 +171,17 @@ pub async fn run(args: SyncArgs) -> ExitCode {
             .map(load_notes)
             .unwrap_or_default(),
         when_removed: spec.leavers.when_removed,
+        mode: Some(ModePolicy {
+            requested: match args.mode {
+                ModeArg::Full => RequestedMode::Full,
+                ModeArg::Auto => RequestedMode::Auto,
+                ModeArg::Incremental => RequestedMode::Incremental,
+            },
+            full_schedule: validated.full_reconcile.clone(),
+            time_zone: validated.time_zone,
+            fingerprint: spec_fingerprint(spec),
+            full_request: None,
+        }),
         ..ImportOptions::default()
     };
     let mut outcome = run_import_with_ledger(

@@ -22,11 +22,12 @@ use super::runner::{create_run, execute, new_run, RunRequest};
 use super::Context;
 use crate::api::{
     FreshteamIntegration, FreshteamIntegrationStatus, ImportPhase, ImportRun, SecretKeyRef,
-    APPROVE_LEAVERS, IMPORT_REQUESTED_AT,
+    APPROVE_LEAVERS, FULL_RECONCILE_REQUESTED_AT, IMPORT_REQUESTED_AT,
 };
 use crate::clock::rfc3339;
 use crate::secret::SecretString;
 use crate::source::SourceError;
+use crate::sync::mode::{spec_fingerprint, ModePolicy, RequestedMode};
 use crate::validate::{validate_integration, EndpointPolicy};
 
 /// Failures that make the controller retry with backoff (Kubernetes API errors).
@@ -358,6 +359,17 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
                     integration: fti.clone(),
                     run_name,
                     start,
+                    mode: ModePolicy {
+                        requested: RequestedMode::Auto,
+                        full_schedule: validated.full_reconcile,
+                        time_zone: validated.time_zone,
+                        fingerprint: spec_fingerprint(&fti.spec),
+                        full_request: fti
+                            .annotations()
+                            .get(FULL_RECONCILE_REQUESTED_AT)
+                            .filter(|v| !v.trim().is_empty())
+                            .cloned(),
+                    },
                     mapping: validated.mapping,
                     api_key,
                     token,

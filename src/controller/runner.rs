@@ -25,6 +25,7 @@ use crate::api::{
 use crate::clock::rfc3339;
 use crate::ledger::LedgerStore;
 use crate::mapping::CompiledMapping;
+use crate::sync::mode::ModePolicy;
 use crate::notify::OutboxStore;
 use crate::secret::SecretString;
 use crate::sync::{
@@ -111,6 +112,8 @@ pub struct RunRequest {
     pub run_name: String,
     pub start: StartRun,
     pub mapping: CompiledMapping,
+    /// What decides whether the run is full or incremental.
+    pub mode: ModePolicy,
     pub api_key: SecretString,
     pub token: SecretString,
 }
@@ -232,6 +235,7 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
                 stop: stop.clone(),
                 convergence: notes.load().await,
                 when_removed: fti.spec.leavers.when_removed,
+                mode: Some(req.mode.clone()),
             };
             let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
                 .then_some(&outbox as &dyn OutboxStore);

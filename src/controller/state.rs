@@ -565,11 +565,19 @@ impl ClusterLedgerStore {
 #[async_trait]
 impl LedgerStore for ClusterLedgerStore {
     async fn load_ledger(&self) -> Result<Ledger, String> {
-        let (_, members) = self.0.load().await?;
-        Ok(Ledger { members })
+        let (meta, members) = self.0.load().await?;
+        // A cursor that cannot be read is no cursor: the next run is a full one.
+        let cursor = meta
+            .get("cursor")
+            .and_then(|c| serde_json::from_value(c.clone()).ok());
+        Ok(Ledger { members, cursor })
     }
     async fn save_ledger(&self, ledger: &Ledger) -> Result<(), String> {
-        self.0.save(&Value::Null, &ledger.members).await
+        let meta = match &ledger.cursor {
+            Some(c) => serde_json::json!({ "cursor": c }),
+            None => Value::Null,
+        };
+        self.0.save(&meta, &ledger.members).await
     }
     fn ledger_location(&self) -> String {
         format!("IntegrationState {}", self.0.name())

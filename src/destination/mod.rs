@@ -103,11 +103,28 @@ pub enum DestinationError {
     Config(String),
 }
 
+/// Accounts to look up by key (an incremental run reads only these).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberKeys {
+    pub external_ids: Vec<String>,
+    pub user_names: Vec<String>,
+}
+
 /// Where members live. The production implementation is [`ScimClient`].
 #[async_trait]
 pub trait MemberDirectory: Send + Sync {
     /// Reads every member once (the run diffs against this in memory).
     async fn list_members(&self) -> Result<Vec<DestinationMember>, DestinationError>;
+    /// The accounts whose externalId or userName (case-insensitive) is among `keys`, each
+    /// once. `Ok(None)`: this directory cannot look accounts up (the caller lists every
+    /// member).
+    async fn find_members(
+        &self,
+        keys: &MemberKeys,
+    ) -> Result<Option<Vec<DestinationMember>>, DestinationError> {
+        let _ = keys;
+        Ok(None)
+    }
     /// Applies writes, in bulk where the service allows, calling `on_done` as each
     /// finishes. Returns one outcome per op, in order. A failure of one op never stops
     /// the others.

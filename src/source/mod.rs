@@ -73,6 +73,8 @@ pub struct SourceRequest {
     pub lookups: Vec<LookupKind>,
     /// True when a field is only on `GET /api/employees/{id}`.
     pub needs_detail: bool,
+    /// Only employees changed since then (an incremental run); none: everyone.
+    pub updated_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One employee, reduced to the requested fields (same order as

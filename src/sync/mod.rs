@@ -2,6 +2,8 @@
 //! plan and reports the run as an `ImportRunStatus`.
 
 pub mod after_run;
+mod incremental;
+pub mod mode;
 pub mod report;
 pub mod stop;
 #[cfg(test)]
@@ -12,7 +14,7 @@ use std::sync::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::api::{
-    ApiCalls, ImportPhase, ImportRunStatus, ImportSummary, Progress, RecordError, WhenRemoved,
+    ApiCalls, ImportMode, ImportPhase, ImportRunStatus, ImportSummary, Progress, RecordError, WhenRemoved,
 };
 use crate::clock::{rfc3339, Clock};
 use crate::destination::{
@@ -51,6 +53,9 @@ pub struct ImportOptions {
     pub stop: StopSignal,
     /// Values earlier runs wrote that the destination did not keep (from the state).
     pub convergence: ConvergenceNotes,
+    /// Full or incremental, decided from the ledger's cursor; none: always full, and no
+    /// cursor is kept.
+    pub mode: Option<mode::ModePolicy>,
 }
 
 fn api_calls(source: &SourceStats, dest: &DestinationStats) -> ApiCalls {
@@ -164,7 +169,8 @@ pub async fn run_import_with_ledger(
 ) -> ImportOutcome {
     let mut outcome = ImportOutcome::default();
     outcome.status.phase = ImportPhase::Running;
-    outcome.status.start_time = Some(rfc3339(clock.now()));
+    let started = clock.now();
+    outcome.status.start_time = Some(rfc3339(started));
 
     let ledger = match ledger_store {
         Some(store) => match store.load_ledger().await {
@@ -180,50 +186,96 @@ pub async fn run_import_with_ledger(
         None => None,
     };
 
-    progress.phase("Reading Freshteam employees");
-    // Both sides are read at once: the destination's list, usually the longest part of a
-    // steady-state run, overlaps Freshteam's. A Freshteam failure ends the run at once;
-    // a destination failure waits for Freshteam so the report still counts its calls.
-    // Reads are abandoned as soon as a stop is asked for: they changed nothing.
-    let mut fetch = std::pin::pin!(async {
-        let snapshot = source.fetch(&mapping.request, progress).await?;
-        let stats = snapshot.stats.clone();
-        let mapped = map_records(&snapshot, mapping);
-        drop(snapshot);
-        progress.set_total(mapped.records as u64);
-        progress.phase("Reading destination members");
-        Ok::<_, crate::source::SourceError>((stats, mapped))
-    });
-    let mut list = std::pin::pin!(destination.list_members());
-    let (mut fetched, mut listed) = (None, None);
-    while fetched.is_none() || listed.is_none() {
-        tokio::select! {
+    let cursor = ledger.as_ref().and_then(|l| l.cursor.as_ref());
+    let choice = match (&options.mode, ledger_store) {
+        (Some(policy), Some(_)) => Some(mode::choose_mode(
+            policy,
+            cursor,
+            options.dry_run,
+            started,
+        )),
+        (Some(policy), None) if policy.requested == mode::RequestedMode::Full => {
+            Some(mode::choose_mode(policy, None, options.dry_run, started))
+        }
+        (Some(_), None) => Some(mode::ModeChoice {
+            mode: ImportMode::Full,
+            reason: "no state to keep an incremental cursor in (sync without --state-file)"
+                .into(),
+            since: None,
+        }),
+        (None, _) => None,
+    };
+    outcome.status.mode = Some(choice.as_ref().map_or(ImportMode::Full, |c| c.mode));
+    outcome.status.mode_reason = choice.as_ref().map(|c| c.reason.clone());
+    let since = choice.as_ref().and_then(|c| c.since);
+
+    let (source_stats, mapped, current) = if let Some(since) = since {
+        progress.phase("Reading the employees changed in Freshteam");
+        let read = incremental::read_changed(mapping, source, destination, since, progress);
+        let read = tokio::select! {
             biased;
             reason = options.stop.stopped() => {
-                let Some((source_stats, _)) = &fetched else {
-                    return interrupted(outcome, clock, reason, "while reading Freshteam; nothing was written");
-                };
-                outcome.status.api_calls = Some(api_calls(source_stats, &destination.stats()));
-                return interrupted(outcome, clock, reason, "while reading the destination; nothing was written")
+                return interrupted(outcome, clock, reason, "while reading; nothing was written")
             }
-            f = &mut fetch, if fetched.is_none() => match f {
-                Ok(f) => fetched = Some(f),
-                Err(e) => return fail(outcome, clock, format!("Freshteam: {e}")),
-            },
-            l = &mut list, if listed.is_none() => listed = Some(l),
+            r = read => r,
+        };
+        match read {
+            Ok(r) => (r.stats, r.mapped, r.current),
+            Err(incremental::ReadError::Source(e)) => {
+                return fail(outcome, clock, format!("Freshteam: {e}"))
+            }
+            Err(incremental::ReadError::Destination(stats, e)) => {
+                outcome.status.api_calls = Some(api_calls(&stats, &destination.stats()));
+                return fail(outcome, clock, format!("destination: {e}"));
+            }
         }
-    }
-    let (Some((source_stats, mapped)), Some(listed)) = (fetched, listed) else {
-        unreachable!("the loop ends once both reads are done");
+    } else {
+        progress.phase("Reading Freshteam employees");
+        // Both sides are read at once: the destination's list, usually the longest part of a
+        // steady-state run, overlaps Freshteam's. A Freshteam failure ends the run at once;
+        // a destination failure waits for Freshteam so the report still counts its calls.
+        // Reads are abandoned as soon as a stop is asked for: they changed nothing.
+        let mut fetch = std::pin::pin!(async {
+            let snapshot = source.fetch(&mapping.request, progress).await?;
+            let stats = snapshot.stats.clone();
+            let mapped = map_records(&snapshot, mapping);
+            drop(snapshot);
+            progress.set_total(mapped.records as u64);
+            progress.phase("Reading destination members");
+            Ok::<_, crate::source::SourceError>((stats, mapped))
+        });
+        let mut list = std::pin::pin!(destination.list_members());
+        let (mut fetched, mut listed) = (None, None);
+        while fetched.is_none() || listed.is_none() {
+            tokio::select! {
+                biased;
+                reason = options.stop.stopped() => {
+                    let Some((source_stats, _)) = &fetched else {
+                        return interrupted(outcome, clock, reason, "while reading Freshteam; nothing was written");
+                    };
+                    outcome.status.api_calls = Some(api_calls(source_stats, &destination.stats()));
+                    return interrupted(outcome, clock, reason, "while reading the destination; nothing was written")
+                }
+                f = &mut fetch, if fetched.is_none() => match f {
+                    Ok(f) => fetched = Some(f),
+                    Err(e) => return fail(outcome, clock, format!("Freshteam: {e}")),
+                },
+                l = &mut list, if listed.is_none() => listed = Some(l),
+            }
+        }
+        let (Some((source_stats, mapped)), Some(listed)) = (fetched, listed) else {
+            unreachable!("the loop ends once both reads are done");
+        };
+        let current = match listed {
+            Ok(c) => c,
+            Err(e) => {
+                outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
+                return fail(outcome, clock, format!("destination: {e}"));
+            }
+        };
+        (source_stats, mapped, current)
     };
     let total = mapped.records as u64;
-    let current = match listed {
-        Ok(c) => c,
-        Err(e) => {
-            outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
-            return fail(outcome, clock, format!("destination: {e}"));
-        }
-    };
 
     // What the destination does not keep is never written nor compared.
     let kept = destination.keeps();
@@ -242,7 +294,12 @@ pub async fn run_import_with_ledger(
         max_leavers_percent: options.max_leavers_percent,
         approved_leavers: options.approved_leavers,
         when_removed: options.when_removed,
-        scope: PlanScope::Everyone,
+        scope: match since {
+            Some(_) => PlanScope::Changed {
+                managed: ledger.as_ref().map_or(0, |l| l.len() as u32),
+            },
+            None => PlanScope::Everyone,
+        },
     };
     let ledger_ids = ledger.as_ref().map(Ledger::ids);
     let mut planned = plan_with_ledger(&mapped, &current, ledger_ids.as_ref(), &plan_options);
@@ -287,6 +344,8 @@ pub async fn run_import_with_ledger(
     report.extend(held_rows);
     // Why creates were held back, when they were.
     let mut held_back: Option<String> = None;
+    // The ledger as this run recorded it.
+    let mut recorded: Option<Ledger> = None;
 
     if options.dry_run {
         summary.created = planned.count(WriteKind::Create);
@@ -301,15 +360,17 @@ pub async fn run_import_with_ledger(
     } else {
         progress.phase("Applying changes");
         if let (Some(store), Some(old)) = (ledger_store, ledger.as_ref()) {
-            let next = next_ledger(old, &current, &planned);
-            if next != *old {
-                if let Err(e) = store.save_ledger(&next).await {
-                    let why = format!(
-                        "the ledger of managed members could not be saved ({}): {e}",
-                        store.ledger_location()
-                    );
-                    held_back = hold_back_creates(&mut planned, &mut report, &why);
-                }
+            let next = next_ledger(old, &current, &planned, since.is_some());
+            if next == *old {
+                recorded = Some(next);
+            } else if let Err(e) = store.save_ledger(&next).await {
+                let why = format!(
+                    "the ledger of managed members could not be saved ({}): {e}",
+                    store.ledger_location()
+                );
+                held_back = hold_back_creates(&mut planned, &mut report, &why);
+            } else {
+                recorded = Some(next);
             }
         }
         let outbox = match outbox {
@@ -394,16 +455,37 @@ pub async fn run_import_with_ledger(
         }
     }
 
+    // Only a run that went through moves the cursor on: anything less reads again from
+    // where the last one that did started.
+    let went_through = stopped.is_none()
+        && planned.blocked.is_none()
+        && held_back.is_none()
+        && !report.iter().any(|r| r.severity == "error");
+    if let (Some(policy), Some(choice), Some(store), Some(mut keep)) =
+        (&options.mode, &choice, ledger_store, recorded.take())
+    {
+        if went_through {
+            keep.cursor = Some(mode::next_cursor(policy, choice, cursor, started));
+            if let Err(e) = store.save_ledger(&keep).await {
+                report.push(RecordError {
+                    severity: "warning".into(),
+                    message: format!("the incremental cursor could not be saved ({}): {e}; the next run reads again from the previous one", store.ledger_location()),
+                    ..RecordError::default()
+                });
+            }
+        }
+    }
     summary.errors = report.iter().filter(|r| r.severity == "error").count() as u32;
     summary.warnings = report.iter().filter(|r| r.severity == "warning").count() as u32;
-    outcome.member_ids = Some(
+    // A run that saw only some accounts cannot tell who has none.
+    outcome.member_ids = since.is_none().then(|| {
         current
             .iter()
             .map(|m| m.member.employee_id.clone())
             .filter(|id| !id.is_empty())
             .chain(outcome.created.iter().map(|c| c.employee_id.clone()))
-            .collect(),
-    );
+            .collect()
+    });
     outcome.blocked_leavers = planned.blocked.as_ref().map_or(0, |b| b.leavers);
     outcome.status.leavers_awaiting_approval = planned.blocked.as_ref().map(|b| b.leavers);
     outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
@@ -438,14 +520,25 @@ pub async fn run_import_with_ledger(
 
 /// The ledger to record before the writes: the members managed at the start that
 /// still have an account, those this plan adopts, and those it is about to create.
-fn next_ledger(old: &Ledger, current: &[DestinationMember], planned: &Plan) -> Ledger {
+///
+/// A run that read only the changed few (`partial`) saw only their accounts: it keeps
+/// every member of the old ledger (a full reconciliation drops those without one).
+fn next_ledger(
+    old: &Ledger,
+    current: &[DestinationMember],
+    planned: &Plan,
+    partial: bool,
+) -> Ledger {
     let accounts: HashSet<&str> = current
         .iter()
         .map(|m| m.member.employee_id.as_str())
         .collect();
-    let mut next = Ledger::default();
+    let mut next = Ledger {
+        members: BTreeMap::new(),
+        cursor: old.cursor.clone(),
+    };
     for (id, origin) in &old.members {
-        if accounts.contains(id.as_str()) {
+        if partial || accounts.contains(id.as_str()) {
             next.members.insert(id.clone(), *origin);
         }
     }
