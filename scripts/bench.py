@@ -2,7 +2,9 @@
 """End-to-end benchmark of `freshteam-operator sync`.
 
 Starts the project's Freshteam simulator and a real scim2-server on loopback, runs a first
-import and a steady-state import for each size, and prints, per run: wall time, the
+import, a steady-state full reconciliation and, after changing --changed-percent of the
+employees, an incremental run for each size (all with one --state-file), and prints, per
+run: wall time, the
 operator's CPU time and peak RSS, requests per system against the protocol minimum
 (ceil(N / page) list pages + lookups), and writes.
 
@@ -140,13 +142,28 @@ def sequential_reference(sim_port, scim_port):
 LISTED = re.compile(r"listed SCIM users.*?pages\S*?=\S*?(\d+).*?window\S*?=\S*?(\d+).*?elapsed_ms\S*?=\S*?(\d+)")
 
 
-def run_sync(binary, manifest, bulk):
+def touch(sim_port, people, percent):
+    """Changes the job title of `percent` % of the employees, evenly spread (each edit
+    moves the employee's updated_at, as an edit in Freshteam does). Returns how many."""
+    current = [e for e in people if e.get("status") == "active" and not e.get("terminated")
+               and not e.get("deleted") and not e.get("draft")]
+    count = max(1, round(len(current) * percent / 100))
+    step = len(current) / count
+    stamp = int(time.time())
+    for i in range(count):
+        e = current[int(i * step)]
+        http_json(f"http://127.0.0.1:{sim_port}/_sim/employees/{e['employee_id']}", method="PATCH",
+                  body={"designation": f"Changed {stamp}-{i}"})
+    return count
+
+
+def run_sync(binary, manifest, bulk, extra=()):
     """Runs sync as a child and measures it with wait4 (CPU and peak RSS of that child)."""
     start = time.perf_counter()
     env = dict(os.environ, RUST_LOG="warn,freshteam_operator::destination::scim=debug", NO_COLOR="1")
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
-            [binary, "sync", "--file", manifest, "--output", "json", "--bulk", bulk],
+            [binary, "sync", "--file", manifest, "--output", "json", "--bulk", bulk, *extra],
             stdout=subprocess.PIPE,
             stderr=err,
             env=env,
@@ -183,6 +200,10 @@ def main():
     ap.add_argument("--window-ms", type=int, default=1000)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "freshteam-operator"))
     ap.add_argument("--no-reference", action="store_true", help="skip the sequential reference")
+    ap.add_argument("--changed-percent", type=float, default=1.0,
+                    help="employees changed before the incremental run")
+    ap.add_argument("--no-incremental", action="store_true",
+                    help="skip the incremental run (first import and full steady state only)")
     ap.add_argument("--rounds", type=int, default=5,
                     help="steady-state runs compared with as many reference runs (medians printed)")
     args = ap.parse_args()
@@ -194,6 +215,7 @@ def main():
 
     rows = []
     comparisons = []
+    incrementals = []
     for size in [int(s) for s in args.sizes.split(",")]:
         for bulk in bulks:
             sim_port, scim_port = free_port(), free_port()
@@ -224,9 +246,25 @@ def main():
                     + pages(lambda e: e.get("draft"))
                     + 1
                 )
-                for label in ["first import", "steady state"]:
+                state = manifest + ".state.json"
+                labels = ["first import", "steady state"]
+                if not args.no_incremental:
+                    labels.append("incremental")
+                by_label = {}
+                for label in labels:
+                    if label == "incremental":
+                        changed = touch(sim_port, people, args.changed_percent)
                     http_json(f"http://127.0.0.1:{sim_port}/_sim/requests", method="DELETE")
-                    m = run_sync(args.binary, manifest, bulk)
+                    # The first import starts the cursor, the steady state is a full
+                    # reconciliation, the incremental run reads what changed since.
+                    mode = {"first import": "auto", "steady state": "full", "incremental": "auto"}[label]
+                    m = run_sync(args.binary, manifest, bulk, ["--state-file", state, "--mode", mode])
+                    by_label[label] = m
+                    if label == "incremental":
+                        s = m["run"]["status"]
+                        if s.get("mode") != "Incremental" or s["summary"].get("updated", 0) != changed:
+                            raise SystemExit(f"the incremental run was {s.get('mode')} and updated "
+                                             f"{s['summary'].get('updated')} of {changed} changed: {s.get('modeReason')}")
                     log = http_json(f"http://127.0.0.1:{sim_port}/_sim/requests")
                     calls = m["run"]["status"].get("apiCalls", {})
                     summary = m["run"]["status"]["summary"]
@@ -238,22 +276,28 @@ def main():
                         "scim_writes": calls.get("destinationWrites", 0),
                         "scim_bulk": calls.get("destinationBulk", 0),
                         "created": summary.get("created", 0), "unchanged": summary.get("unchanged", 0),
+                        "kind": m["run"]["status"].get("mode", ""),
                     })
                     print_row(rows[-1], header=len(rows) == 1)
                     if label == "steady state" and not args.no_reference:
                         # Rounds alternate which goes first, so a load that drifts while
                         # they run (other processes on the machine) favours neither side.
+                        full = ["--state-file", state, "--mode", "full"]
                         syncs, refs = [m], []
                         for r in range(args.rounds):
                             if r % 2 == 0:
                                 refs.append(sequential_reference(sim_port, scim_port))
                                 if r > 0:
-                                    syncs.append(run_sync(args.binary, manifest, bulk))
+                                    syncs.append(run_sync(args.binary, manifest, bulk, full))
                             else:
-                                syncs.append(run_sync(args.binary, manifest, bulk))
+                                syncs.append(run_sync(args.binary, manifest, bulk, full))
                                 refs.append(sequential_reference(sim_port, scim_port))
                         comparisons.append((size, bulk, syncs, refs))
+                if "incremental" in by_label:
+                    incrementals.append((size, bulk, by_label, rows[-3:]))
                 os.unlink(manifest)
+                if os.path.exists(state):
+                    os.unlink(state)
             finally:
                 sim.terminate()
                 scim.terminate()
@@ -278,6 +322,20 @@ def main():
             ref = refs[-1]
             print(f"  reference: {ref['users']} users listed; {ref['differ']} employees differ from "
                   f"their member or have none (inactive, or error rows in the import)")
+    if incrementals:
+        print()
+        print(f"incremental run ({args.changed_percent:g} % changed) against the full reconciliation "
+              "(targets: wall <= 0.1x, Freshteam requests <= 10 %; peak RSS at 100,000: first "
+              "import <= 120 MB, any steady-state run <= 80 MB):")
+        print(f"{'employees':>9} {'bulk':>4} {'full s':>7} {'incr s':>7} {'ratio':>6} "
+              f"{'full FT':>7} {'incr FT':>7} {'ratio':>6} {'RSS first':>9} {'RSS full':>8} {'RSS incr':>8}")
+        for size, bulk, by_label, (first, full, incr) in incrementals:
+            wall = incr["wall"] / full["wall"]
+            ft = incr["ft_requests"] / max(1, full["ft_requests"])
+            print(f"{size:>9} {bulk:>4} {full['wall']:>7.2f} {incr['wall']:>7.2f} {wall:>5.3f}x "
+                  f"{full['ft_requests']:>7} {incr['ft_requests']:>7} {ft:>5.1%} "
+                  f"{first['rss']:>9.1f} {full['rss']:>8.1f} {incr['rss']:>8.1f}"
+                  f"  {'ok' if wall <= 0.1 and ft <= 0.1 else 'OVER TARGET'}", flush=True)
     if args.rate_limit:
         for r in rows:
             floor = max(0, math.ceil(r["ft_min"] / args.rate_limit) - 1) * args.window_ms / 1000
@@ -296,10 +354,10 @@ def print_row(r, header):
     if header:
         print(f"{'employees':>9} {'bulk':>4} {'run':<13} {'wall s':>7} {'cpu s':>6} {'rss MB':>7} "
               f"{'FT req':>7} {'FT min':>7} {'429s':>4} {'SCIM rd':>7} {'SCIM wr':>7} {'bulk req':>8} "
-              f"{'created':>7} {'unchanged':>9}")
+              f"{'created':>7} {'unchanged':>9} {'mode':<11}")
     print(f"{r['size']:>9} {r['bulk']:>4} {r['run']:<13} {r['wall']:>7.2f} {r['cpu']:>6.2f} {r['rss']:>7.1f} "
           f"{r['ft_requests']:>7} {r['ft_min']:>7} {r['throttled']:>4} {r['scim_reads']:>7} "
-          f"{r['scim_writes']:>7} {r['scim_bulk']:>8} {r['created']:>7} {r['unchanged']:>9}", flush=True)
+          f"{r['scim_writes']:>7} {r['scim_bulk']:>8} {r['created']:>7} {r['unchanged']:>9} {r['kind']:<11}", flush=True)
 
 
 if __name__ == "__main__":

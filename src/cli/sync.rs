@@ -18,11 +18,11 @@ use crate::manifest::{self, Manifests};
 use crate::notify::{FileOutboxStore, Mail, MemoryOutboxStore, OutboxStore};
 use crate::progress::ProgressSink;
 use crate::source::{FreshteamClient, FreshteamConfig};
+use crate::sync::mode::{spec_fingerprint, ModePolicy, RequestedMode};
 use crate::sync::{
     describe, notify_after_run, report_csv, run_import_with_ledger, ImportOptions, ImportOutcome,
     RunInfo,
 };
-use crate::sync::mode::{spec_fingerprint, ModePolicy, RequestedMode};
 use crate::validate::{validate_spec, EndpointPolicy};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -25,9 +25,9 @@ use crate::api::{
 use crate::clock::rfc3339;
 use crate::ledger::LedgerStore;
 use crate::mapping::CompiledMapping;
-use crate::sync::mode::ModePolicy;
 use crate::notify::OutboxStore;
 use crate::secret::SecretString;
+use crate::sync::mode::ModePolicy;
 use crate::sync::{
     notify_after_run, report_part_name, report_parts, run_import_with_ledger, ImportOptions,
     ProgressCounter, RunInfo,

@@ -14,7 +14,8 @@ use std::sync::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::api::{
-    ApiCalls, ImportMode, ImportPhase, ImportRunStatus, ImportSummary, Progress, RecordError, WhenRemoved,
+    ApiCalls, ImportMode, ImportPhase, ImportRunStatus, ImportSummary, Progress, RecordError,
+    WhenRemoved,
 };
 use crate::clock::{rfc3339, Clock};
 use crate::destination::{
@@ -188,19 +189,15 @@ pub async fn run_import_with_ledger(
 
     let cursor = ledger.as_ref().and_then(|l| l.cursor.as_ref());
     let choice = match (&options.mode, ledger_store) {
-        (Some(policy), Some(_)) => Some(mode::choose_mode(
-            policy,
-            cursor,
-            options.dry_run,
-            started,
-        )),
+        (Some(policy), Some(_)) => {
+            Some(mode::choose_mode(policy, cursor, options.dry_run, started))
+        }
         (Some(policy), None) if policy.requested == mode::RequestedMode::Full => {
             Some(mode::choose_mode(policy, None, options.dry_run, started))
         }
         (Some(_), None) => Some(mode::ModeChoice {
             mode: ImportMode::Full,
-            reason: "no state to keep an incremental cursor in (sync without --state-file)"
-                .into(),
+            reason: "no state to keep an incremental cursor in (sync without --state-file)".into(),
             since: None,
         }),
         (None, _) => None,

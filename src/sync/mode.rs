@@ -100,7 +100,10 @@ pub fn choose_mode(
                 ));
             }
         }
-        if let Some(due) = policy.full_schedule.next_after(policy.time_zone, c.last_full) {
+        if let Some(due) = policy
+            .full_schedule
+            .next_after(policy.time_zone, c.last_full)
+        {
             if due <= now {
                 return full(format!(
                     "the full reconciliation scheduled '{}' was due at {}",

@@ -1,0 +1,264 @@
+//! Incremental runs and full reconciliations through the real `sync` binary, against the
+//! project's Freshteam simulator (which honours `updated_since`) and a real scim2-server.
+
+mod support;
+
+use std::time::Duration;
+
+use freshteam_operator::simulator::Faults;
+use serde_json::{json, Value};
+use support::sync_env::{employee_id, Env, Run, API_KEY};
+
+const EMPLOYEES: usize = 60;
+
+async fn auto(env: &Env) -> Run {
+    let state = env.dir.path().join("state.json");
+    let run = env
+        .sync(&["--state-file", state.to_str().unwrap(), "--mode", "auto"])
+        .await;
+    assert!(matches!(run.code, 0 | 3), "{}\n{}", run.stdout, run.stderr);
+    run
+}
+
+fn mode(run: &Run) -> (String, String) {
+    let status = &run.json()["status"];
+    (
+        status["mode"].as_str().unwrap_or_default().to_string(),
+        status["modeReason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+fn calls(run: &Run, field: &str) -> u64 {
+    run.api_calls()[field].as_u64().unwrap_or(0)
+}
+
+fn cursor(env: &Env) -> Value {
+    let text = std::fs::read_to_string(env.dir.path().join("state.json")).unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["ledger"]["cursor"].clone()
+}
+
+/// The `updated_since` values the simulator was asked for since it was last cleared.
+fn updated_since_asked(env: &Env) -> Vec<String> {
+    let mut seen: Vec<String> = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/employees")
+        .filter_map(|r| {
+            r.query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("updated_since="))
+                .map(str::to_string)
+        })
+        .collect();
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_between_two_incremental_runs_is_applied_by_the_second_reading_only_it() {
+    let env = Env::start(EMPLOYEES).await;
+    let first = auto(&env).await;
+    assert_eq!(first.summary()["created"], EMPLOYEES as u64);
+    let (kind, why) = mode(&first);
+    assert_eq!(kind, "Full");
+    assert!(why.contains("first run"), "{why}");
+    assert!(
+        cursor(&env)["since"].is_string(),
+        "no cursor after a full run"
+    );
+
+    env.sim
+        .update_employee(&employee_id(3), json!({"designation": "Chief Tea Officer"}))
+        .unwrap();
+    env.sim.clear_requests();
+    let second = auto(&env).await;
+    assert_eq!(mode(&second).0, "Incremental", "{}", second.stdout);
+    assert_eq!(second.summary()["updated"], 1, "{}", second.stdout);
+    assert_eq!(
+        env.user(&employee_id(3)).await["title"],
+        "Chief Tea Officer"
+    );
+    // One page per population pass instead of every page of every pass, and only the
+    // changed employee's account looked up instead of the whole list.
+    assert!(
+        calls(&second, "freshteamList") * 2 <= calls(&first, "freshteamList"),
+        "incremental {} vs full {} list pages",
+        calls(&second, "freshteamList"),
+        calls(&first, "freshteamList")
+    );
+    assert!(
+        calls(&second, "destinationReads") < calls(&first, "destinationReads"),
+        "{}",
+        second.stdout
+    );
+    // Every pass asked for changes since a date, a day before the cursor at most.
+    let asked = updated_since_asked(&env);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    let since = cursor(&env)["since"].as_str().unwrap().to_string();
+    assert!(
+        asked[0].as_str() < &since[..10],
+        "{asked:?} vs cursor {since}"
+    );
+
+    // The overlap reads the same change again: it is unchanged now, nothing is written.
+    let third = auto(&env).await;
+    assert_eq!(mode(&third).0, "Incremental");
+    assert_eq!(calls(&third, "destinationWrites"), 0, "{}", third.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_updated_since_cannot_see_waits_for_the_next_full_reconciliation() {
+    let env = Env::start(EMPLOYEES).await;
+    auto(&env).await;
+    // A change Freshteam does not date (updated_at kept), and a hand edit in the
+    // destination: neither is visible to an incremental run.
+    let before = env.sim.employee(&employee_id(4)).unwrap();
+    env.sim
+        .update_employee(
+            &employee_id(4),
+            json!({"designation": "Quiet Change", "updated_at": before["updated_at"]}),
+        )
+        .unwrap();
+    let drifted = env.user(&employee_id(7)).await;
+    env.scim
+        .patch_raw_user(
+            drifted["id"].as_str().unwrap(),
+            json!([{"op": "replace", "path": "title", "value": "Edited By Hand"}]),
+        )
+        .await;
+    let incremental = auto(&env).await;
+    assert_eq!(mode(&incremental).0, "Incremental");
+    assert_eq!(
+        incremental.summary()["updated"],
+        0,
+        "{}",
+        incremental.stdout
+    );
+    assert_ne!(env.user(&employee_id(4)).await["title"], "Quiet Change");
+
+    let state = env.dir.path().join("state.json");
+    let full = env
+        .sync(&["--state-file", state.to_str().unwrap(), "--mode", "full"])
+        .await;
+    assert_eq!(full.code, 0, "{}", full.stderr);
+    assert_eq!(mode(&full).0, "Full");
+    assert_eq!(full.summary()["updated"], 2, "{}", full.stdout);
+    assert_eq!(env.user(&employee_id(4)).await["title"], "Quiet Change");
+    assert_ne!(env.user(&employee_id(7)).await["title"], "Edited By Hand");
+
+    // A spec change makes the next run full by itself.
+    let file = env.write(
+        "acme.yaml",
+        &env.manifest(
+            API_KEY,
+            &format!(
+                "{}    employeeNumber: employee_id\n",
+                Env::default_mapping()
+            ),
+        ),
+    );
+    let changed = env
+        .sync_file(
+            &file,
+            &[
+                "--output",
+                "json",
+                "--state-file",
+                state.to_str().unwrap(),
+                "--mode",
+                "auto",
+            ],
+        )
+        .await;
+    let (kind, why) = mode(&changed);
+    assert_eq!(kind, "Full", "{}", changed.stdout);
+    assert!(why.contains("spec changed"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leavers_and_hires_between_incremental_runs_are_seen_by_the_next() {
+    let env = Env::start(EMPLOYEES).await;
+    auto(&env).await;
+    let quiet = auto(&env).await;
+    assert_eq!(mode(&quiet).0, "Incremental");
+    assert_eq!(calls(&quiet, "destinationWrites"), 0);
+
+    env.sim
+        .update_employee(&employee_id(5), json!({"terminated": true}))
+        .unwrap();
+    env.sim
+        .update_employee(&employee_id(6), json!({"status": "inactive"}))
+        .unwrap();
+    env.sim
+        .add_employee(json!({
+            "employee_id": "E-NEW", "first_name": "Nia", "last_name": "New",
+            "official_email": "nia.new@acme.example", "status": "active",
+            "draft": false, "terminated": false, "deleted": false
+        }))
+        .unwrap();
+    let next = auto(&env).await;
+    assert_eq!(mode(&next).0, "Incremental", "{}", next.stdout);
+    assert_eq!(next.summary()["leavers"], 2, "{}", next.stdout);
+    assert_eq!(next.summary()["created"], 1, "{}", next.stdout);
+    assert_eq!(env.user(&employee_id(5)).await["active"], false);
+    assert_eq!(env.user(&employee_id(6)).await["active"], false);
+    assert_eq!(env.user("E-NEW").await["active"], true);
+    // Everyone else is untouched and still active.
+    let active = env
+        .scim
+        .users()
+        .await
+        .iter()
+        .filter(|u| u["active"] == true)
+        .count();
+    assert_eq!(active, EMPLOYEES - 2 + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cursor_survives_a_crash_and_a_failed_run_with_no_gap() {
+    let env = Env::start(EMPLOYEES).await;
+    auto(&env).await;
+    let after_first = cursor(&env);
+
+    env.sim
+        .update_employee(&employee_id(8), json!({"designation": "Before The Crash"}))
+        .unwrap();
+    // Killed mid-run: every Freshteam answer is slow, the process dies while reading.
+    env.sim.set_faults(Faults {
+        latency: Duration::from_millis(400),
+        ..Faults::default()
+    });
+    let state = env.dir.path().join("state.json");
+    let file = env.default_file();
+    let mut child = env.spawn_sync(
+        &file,
+        &["--state-file", state.to_str().unwrap(), "--mode", "auto"],
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+    child.kill().await.unwrap();
+    assert_eq!(cursor(&env), after_first, "a killed run moved the cursor");
+
+    // A run that fails (Freshteam answers 404 to everything) leaves it too.
+    env.sim.set_faults(Faults {
+        unknown_account: true,
+        ..Faults::default()
+    });
+    let failed = env
+        .sync(&["--state-file", state.to_str().unwrap(), "--mode", "auto"])
+        .await;
+    assert_eq!(failed.code, 1, "{}", failed.stdout);
+    assert_eq!(cursor(&env), after_first, "a failed run moved the cursor");
+
+    env.sim.set_faults(Faults::default());
+    let next = auto(&env).await;
+    assert_eq!(mode(&next).0, "Incremental");
+    assert_eq!(next.summary()["updated"], 1, "{}", next.stdout);
+    assert_eq!(env.user(&employee_id(8)).await["title"], "Before The Crash");
+    assert!(cursor(&env)["since"].as_str() > after_first["since"].as_str());
+}
