@@ -195,3 +195,72 @@ async fn members_are_looked_up_by_key_on_scim2_server() {
 async fn members_are_looked_up_by_key_on_scimmy() {
     lookups(Peer::Scimmy).await;
 }
+
+/// A SCIM service that announces filtering but does not do it: it answers every list
+/// with all its users (`ignore`), or refuses every filter with 400 invalidFilter.
+async fn misfiltering(ignore: bool) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::extract::{Query, State};
+    use axum::response::IntoResponse;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let hits = Arc::new(AtomicUsize::new(0));
+    let users = move |State(hits): State<Arc<AtomicUsize>>,
+                      Query(q): Query<HashMap<String, String>>| async move {
+        if q.contains_key("filter") {
+            hits.fetch_add(1, Ordering::SeqCst);
+            if !ignore {
+                return (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    axum::Json(json!({"status": "400", "scimType": "invalidFilter", "detail": "no filters here"})),
+                )
+                    .into_response();
+            }
+        }
+        let all: Vec<_> = (0..3)
+            .map(|i| json!({"id": format!("u{i}"), "userName": user_name(i), "externalId": external_id(i)}))
+            .collect();
+        axum::Json(json!({"totalResults": 3, "Resources": all})).into_response()
+    };
+    let config = || async {
+        axum::Json(
+            json!({"filter": {"supported": true, "maxResults": 100}, "patch": {"supported": true}}),
+        )
+    };
+    let app = axum::Router::new()
+        .route("/v2/Users", axum::routing::get(users))
+        .route("/v2/ServiceProviderConfig", axum::routing::get(config))
+        .with_state(hits.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn a_service_that_ignores_or_refuses_filters_is_not_trusted_with_lookups() {
+    for ignore in [true, false] {
+        let (url, hits) = misfiltering(ignore).await;
+        let config = ScimConfig::new(
+            &url,
+            freshteam_operator::secret::SecretString::new("token".to_string()),
+        )
+        .unwrap();
+        let client = connect(config).await;
+        assert!(client.capabilities().filter);
+        // Ignoring: the answer holds accounts no key asked for. Refusing: the
+        // or-filter, then its first clause alone.
+        let (found, requests) = find(
+            &client,
+            &keys(["E-0001".to_string(), "E-7".to_string()], []),
+        )
+        .await;
+        assert_eq!(found, None, "ignore: {ignore}");
+        assert_eq!(requests, if ignore { 1 } else { 2 }, "ignore: {ignore}");
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            requests as usize
+        );
+    }
+}
