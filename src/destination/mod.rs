@@ -81,6 +81,16 @@ pub struct DestinationStats {
     pub bulk_requests: u32,
     /// Operations carried inside those bulk requests.
     pub bulk_operations: u32,
+    /// Of `reads`, the filtered GETs that looked members up by key
+    /// ([`MemberDirectory::find_members`]).
+    pub lookup_requests: u32,
+}
+
+/// Accounts to look up by key (an incremental run reads only these).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberKeys {
+    pub external_ids: Vec<String>,
+    pub user_names: Vec<String>,
 }
 
 /// Why the destination could not be used at all (record-level failures are
@@ -103,21 +113,13 @@ pub enum DestinationError {
     Config(String),
 }
 
-/// Accounts to look up by key (an incremental run reads only these).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MemberKeys {
-    pub external_ids: Vec<String>,
-    pub user_names: Vec<String>,
-}
-
 /// Where members live. The production implementation is [`ScimClient`].
 #[async_trait]
 pub trait MemberDirectory: Send + Sync {
     /// Reads every member once (the run diffs against this in memory).
     async fn list_members(&self) -> Result<Vec<DestinationMember>, DestinationError>;
-    /// The accounts whose externalId or userName (case-insensitive) is among `keys`, each
-    /// once. `Ok(None)`: this directory cannot look accounts up (the caller lists every
-    /// member).
+    /// The accounts whose externalId or userName (case-insensitive) is among `keys`, each once.
+    /// `Ok(None)`: this directory cannot look accounts up (the caller lists every member).
     async fn find_members(
         &self,
         keys: &MemberKeys,

@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{Duration as Days, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, Duration as Days, NaiveDate, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
 use super::SimError;
@@ -256,8 +256,18 @@ const TSHIRT_SIZES: &[&str] = &["XS", "S", "M", "L", "XL", "XXL"];
 const SPAN_OF_CONTROL: u64 = 6;
 
 /// Days from `EPOCH` over which joining dates are spread, and the "today" of the data.
+/// Every generated `updated_at` falls on or before that day, long before any simulator
+/// starts, so an incremental read (`updated_since`) of an untouched account is empty.
 const JOINING_SPREAD_DAYS: u64 = 4500;
 const DATA_END_DAYS: u64 = 5172; // 2026-03-01
+
+/// Later than any generated `updated_at` (the day after the data's "today").
+pub(crate) fn after_generated_changes() -> DateTime<Utc> {
+    (epoch() + Days::days(DATA_END_DAYS as i64 + 1))
+        .and_hms_opt(0, 0, 0)
+        .expect("valid time")
+        .and_utc()
+}
 
 fn epoch() -> NaiveDate {
     NaiveDate::from_ymd_opt(2012, 1, 2).expect("valid date")
@@ -596,6 +606,8 @@ enum Record {
 pub(crate) struct ListQuery {
     /// `(field, value)` pairs that must all match.
     pub filters: Vec<(&'static str, String)>,
+    /// `updated_since`: only employees whose `updated_at` is at or after it.
+    pub updated_since: Option<DateTime<Utc>>,
     /// Field to order by and whether descending; `None` keeps id order.
     pub sort: Option<(String, bool)>,
 }
@@ -608,13 +620,35 @@ impl ListQuery {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         filters.sort();
-        format!("{filters:?}|{:?}", self.sort)
+        let since = self.updated_since.map(|t| t.timestamp_micros());
+        format!("{filters:?}|{since:?}|{:?}", self.sort)
     }
 
     fn is_identity(&self) -> bool {
-        self.filters.is_empty() && self.sort.is_none()
+        self.filters.is_empty() && self.updated_since.is_none() && self.sort.is_none()
+    }
+
+    /// A record changed at or after `updated_since`. One whose `updated_at` is absent
+    /// or unreadable (only a record a test stored that way) is kept: nothing shows it
+    /// unchanged.
+    fn changed_since(&self, record: &Map<String, Value>) -> bool {
+        let Some(since) = self.updated_since else {
+            return true;
+        };
+        record
+            .get("updated_at")
+            .and_then(Value::as_str)
+            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+            .is_none_or(|at| at >= since)
     }
 }
+
+/// Member fields `touch` can change, each with the values it cycles through.
+pub(crate) const TOUCHABLE: &[(&str, &[&str])] = &[
+    ("designation", DESIGNATIONS),
+    ("first_name", FIRST_NAMES),
+    ("last_name", LAST_NAMES),
+];
 
 /// Filtered and ordered views are cached until the data changes, so paging through a
 /// filtered list of 100,000 employees scans them once, not once per page.
@@ -734,24 +768,25 @@ impl Directory {
             .enumerate()
             .filter_map(|(pos, record)| {
                 let m = self.list_map(record);
-                let keep = query.filters.iter().all(|(field, wanted)| {
-                    let have = m.get(*field).and_then(filter_text);
-                    // A record without a flag is not terminated, deleted or a draft.
-                    let have = match (have, *field) {
-                        (Some(h), _) => h,
-                        (None, "terminated" | "deleted" | "draft") => "false".to_string(),
-                        (None, "status") => "active".to_string(),
-                        (None, _) => return false,
-                    };
-                    match *field {
-                        // `status` takes a comma-separated list.
-                        "status" => wanted
-                            .split(',')
-                            .any(|w| have.eq_ignore_ascii_case(w.trim())),
-                        "official_email" => have.eq_ignore_ascii_case(wanted),
-                        _ => have == *wanted,
-                    }
-                });
+                let keep = query.changed_since(&m)
+                    && query.filters.iter().all(|(field, wanted)| {
+                        let have = m.get(*field).and_then(filter_text);
+                        // A record without a flag is not terminated, deleted or a draft.
+                        let have = match (have, *field) {
+                            (Some(h), _) => h,
+                            (None, "terminated" | "deleted" | "draft") => "false".to_string(),
+                            (None, "status") => "active".to_string(),
+                            (None, _) => return false,
+                        };
+                        match *field {
+                            // `status` takes a comma-separated list.
+                            "status" => wanted
+                                .split(',')
+                                .any(|w| have.eq_ignore_ascii_case(w.trim())),
+                            "official_email" => have.eq_ignore_ascii_case(wanted),
+                            _ => have == *wanted,
+                        }
+                    });
                 keep.then_some((pos as u32, m))
             })
             .collect();
@@ -880,6 +915,57 @@ impl Directory {
             .insert(pos, Record::Stored(Box::new(record.clone())));
         self.changed();
         Ok(Value::Object(record))
+    }
+
+    /// Edits `field` of `count` employees spread evenly over the directory (only
+    /// those with an Employee ID), each to the next value of that field's cycle, and
+    /// moves their `updated_at` to now, as an edit in Freshteam would. Returns their
+    /// Employee IDs in id order.
+    pub(crate) fn touch(&mut self, count: usize, field: &str) -> Result<Vec<String>, SimError> {
+        let Some((field, cycle)) = TOUCHABLE.iter().find(|(f, _)| *f == field) else {
+            let names: Vec<&str> = TOUCHABLE.iter().map(|(f, _)| *f).collect();
+            return Err(SimError::Invalid(format!(
+                "field must be one of {}, not '{field}'",
+                names.join(", ")
+            )));
+        };
+        let candidates: Vec<usize> = (0..self.records.len())
+            .filter(|&pos| match &self.records[pos] {
+                Record::Generated(_) => true,
+                Record::Stored(m) => m.get("employee_id").is_some_and(Value::is_string),
+            })
+            .collect();
+        if count > candidates.len() {
+            return Err(SimError::Invalid(format!(
+                "count {count} is more than the {} employees with an Employee ID",
+                candidates.len()
+            )));
+        }
+        let now = json!(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true));
+        let mut touched = Vec::with_capacity(count);
+        for i in 0..count {
+            // The middle of each of `count` equal slices.
+            let pos = candidates[(2 * i + 1) * candidates.len() / (2 * count)];
+            let mut record = self.detail_map(&self.records[pos]);
+            let current = record.get(*field).and_then(Value::as_str).unwrap_or("");
+            let next = cycle
+                .iter()
+                .position(|v| *v == current)
+                .map_or(cycle[0], |at| cycle[(at + 1) % cycle.len()]);
+            record.insert(field.to_string(), json!(next));
+            record.insert("updated_at".into(), now.clone());
+            touched.push(
+                record["employee_id"]
+                    .as_str()
+                    .expect("candidates have an Employee ID")
+                    .to_string(),
+            );
+            self.records[pos] = Record::Stored(Box::new(record));
+        }
+        if count > 0 {
+            self.changed();
+        }
+        Ok(touched)
     }
 
     pub(crate) fn remove(&mut self, employee_id: &str) -> bool {

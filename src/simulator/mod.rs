@@ -16,11 +16,25 @@
 //! comma-separated). [`ListMode::Permissive`] lists everyone when unfiltered, the other
 //! way a real account might behave; an import must be right against both.
 //!
+//! `updated_since` keeps the employees whose `updated_at` is at or after it and
+//! combines with every other filter and with paging. It takes a date `YYYY-MM-DD`
+//! (from 00:00 UTC that day; Freshteam documents "a date") or, as the simulator's own
+//! extension, an RFC 3339 timestamp; anything else answers 400 `invalid_value` naming
+//! the field `updated_since` (the simulator's choice: what Freshteam answers is not
+//! documented). Generated employees all changed long before the simulator started
+//! (their `updated_at` is at the latest 2026-03-01), so an incremental read of an
+//! untouched account lists nobody.
+//!
 //! Admin routes for scripts (no auth, not rate limited, not logged):
 //! `GET`/`DELETE /_sim/requests`, `GET`/`POST /_sim/employees`,
-//! `GET`/`PATCH /_sim/employees/{employee_id}`, `DELETE /_sim/employees/{employee_id}`
+//! `GET`/`PATCH /_sim/employees/{employee_id}` (a patch moves `updated_at` to now
+//! unless it sets `updated_at` itself: setting the old value makes a change that
+//! `updated_since` cannot see), `DELETE /_sim/employees/{employee_id}`
 //! (removes the employee for good, as Freshteam's "Delete Forever": in no list any
-//! more), `GET`/`PUT /_sim/faults`
+//! more), `POST /_sim/touch` (`{"count": n, "field": "designation" | "first_name" |
+//! "last_name"}`, field optional: edits that field of `n` employees spread evenly over
+//! the directory, moving their `updated_at` to now, in one call; answers
+//! `{"field", "employee_ids"}`), `GET`/`PUT /_sim/faults`
 //! (`{"fail_every", "unknown_account", "truncate_every", "stall_every", "stall_ms",
 //! "latency_ms"}`, missing keys reset to their defaults), `PUT /_sim/rate_limit`
 //! (`{"limit": n | null, "window_ms": ms}`) and `PUT /_sim/list_mode`
@@ -248,6 +262,9 @@ impl Simulator {
         let listener = tokio::net::TcpListener::from_std(listener)?;
 
         let started = Instant::now();
+        if chrono::Utc::now() < data::after_generated_changes() + chrono::Duration::days(2) {
+            tracing::warn!("the system clock reads before March 2026: generated employees look recently changed to updated_since");
+        }
         let directory = Directory::new(
             Generator::new(config.seed, config.inactive_percent),
             config.employees,
@@ -377,6 +394,13 @@ impl Simulator {
     /// the highest. Fields it lacks are absent from its responses.
     pub fn add_employee(&self, employee: Value) -> Result<Value, SimError> {
         self.shared.lock().directory.add(employee)
+    }
+
+    /// Edits `field` (`designation`, `first_name` or `last_name`) of `count` employees
+    /// spread evenly over the directory and moves their `updated_at` to now, as
+    /// `POST /_sim/touch` does. Returns their Employee IDs, in id order.
+    pub fn touch_employees(&self, count: usize, field: &str) -> Result<Vec<String>, SimError> {
+        self.shared.lock().directory.touch(count, field)
     }
 
     /// Removes the employee with that Employee ID for good ("Delete Forever": in no

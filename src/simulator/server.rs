@@ -12,8 +12,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State as AxumState};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, put};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -270,6 +271,16 @@ fn parse_list_request(raw_query: &str, mode: ListMode) -> Result<ListRequest, Ap
             k @ ("employee_id" | "official_email") => {
                 query.filters.push((static_name(k), value));
             }
+            "updated_since" => {
+                let since = parse_updated_since(&value).ok_or_else(|| {
+                    ApiError::invalid(
+                        "updated_since",
+                        format!("updated_since must be a date (YYYY-MM-DD) or an RFC 3339 timestamp, not '{value}'"),
+                    )
+                })?;
+                // Given twice, both must hold.
+                query.updated_since = query.updated_since.max(Some(since));
+            }
             "sort" => {
                 if !LIST_FIELDS.contains(&value.as_str()) {
                     return Err(ApiError::invalid(
@@ -314,6 +325,19 @@ fn parse_list_request(raw_query: &str, mode: ListMode) -> Result<ListRequest, Ap
         query.sort = Some(("id".to_string(), true));
     }
     Ok(ListRequest { page, query })
+}
+
+/// `updated_since`: a date `YYYY-MM-DD` (from 00:00 UTC that day) or an RFC 3339
+/// timestamp. Freshteam documents a date; the timestamp form is the simulator's
+/// extension. A `+` sent unencoded in the offset arrives as a space and is read as `+`.
+fn parse_updated_since(value: &str) -> Option<DateTime<Utc>> {
+    let value = value.trim();
+    if let Ok(day) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        return Some(day.and_hms_opt(0, 0, 0)?.and_utc());
+    }
+    DateTime::parse_from_rfc3339(&value.replace(' ', "+"))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The absolute URL of another page of the same list, from the request's own Host.
@@ -681,6 +705,29 @@ async fn delete_employee(
     }
 }
 
+/// `POST /_sim/touch`: edit `count` employees spread over the directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TouchBody {
+    count: usize,
+    #[serde(default = "default_touch_field")]
+    field: String,
+}
+
+fn default_touch_field() -> String {
+    "designation".to_string()
+}
+
+async fn post_touch(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Json(body): Json<TouchBody>,
+) -> Response {
+    match shared.lock().directory.touch(body.count, &body.field) {
+        Ok(ids) => Json(json!({ "field": body.field, "employee_ids": ids })).into_response(),
+        Err(e) => admin_error(e),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListModeBody {
@@ -736,6 +783,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/faults", put(put_faults).get(get_faults))
         .route("/_sim/rate_limit", put(put_rate_limit))
         .route("/_sim/list_mode", put(put_list_mode))
+        .route("/_sim/touch", post(post_touch))
         .fallback(api)
         .with_state(shared)
 }

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -473,6 +473,15 @@ fn generated_employees_are_plausible() {
             assert!(e["termination_date"].as_str() > e["joining_date"].as_str());
         }
         assert!(e["created_at"].as_str() <= e["updated_at"].as_str());
+        // Changed long before any simulator starts: an incremental read finds nobody.
+        let updated = chrono::DateTime::parse_from_rfc3339(e["updated_at"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert!(
+            updated < super::data::after_generated_changes(),
+            "{updated}"
+        );
+        assert!(updated < chrono::Utc::now() - chrono::Duration::days(2));
     }
     // 3 % of 5000 is 150; allow sampling noise.
     assert!((90..=220).contains(&inactive), "{inactive} inactive");
@@ -1228,4 +1237,290 @@ async fn the_client_reads_every_population_in_both_list_modes() {
             assert!(queries.contains(q), "{mode:?}: {q} not among {queries:?}");
         }
     }
+}
+
+// ---- incremental reads ----
+
+/// Every page of a list, following the `link` chain from page 1 (so a filter the
+/// links dropped would show): the ids and the first page's `total-objects`.
+async fn linked_pages(sim: &Simulator, query: &str) -> (Vec<i64>, u64) {
+    let mut next = Some(url(sim, &format!("/api/employees?{query}")));
+    let (mut out, mut total) = (Vec::new(), None);
+    while let Some(at) = next.take() {
+        let r = reqwest::Client::new()
+            .get(&at)
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{at}");
+        total = total.or(header(&r, "total-objects").map(|t| t.parse().unwrap()));
+        next = next_link(&r);
+        if let Some(n) = &next {
+            assert!(n.contains("updated_since="), "the filter stays on {n}");
+        }
+        out.extend(ids(&body(r).await));
+    }
+    (out, total.unwrap())
+}
+
+fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+#[tokio::test]
+async fn updated_since_keeps_changed_employees_under_every_filter() {
+    let sim = sim_with(SimConfig {
+        employees: 30,
+        page_size: 4,
+        inactive_percent: 0.0,
+        ..SimConfig::default()
+    });
+    let since = |q: &str| format!("{q}&updated_since={}", today());
+    // Untouched: nobody changed today, nor in the last two days, in any population.
+    for q in [
+        "status=active",
+        "status=inactive",
+        "terminated=true",
+        "deleted=true",
+        "draft=true",
+    ] {
+        assert_eq!(linked_pages(&sim, &since(q)).await, (vec![], 0), "{q}");
+    }
+    let two_days_ago = (chrono::Utc::now() - chrono::Duration::days(2)).format("%Y-%m-%d");
+    let r = get(
+        &sim,
+        &format!("/api/employees?updated_since={two_days_ago}"),
+    )
+    .await;
+    assert_eq!(header(&r, "total-objects").as_deref(), Some("0"));
+
+    let before = chrono::Utc::now() - chrono::Duration::milliseconds(1);
+    let old = sim.employee("E-00015").unwrap()["updated_at"].clone();
+    for (id, patch) in [
+        ("E-00003", json!({"designation": "Founder"})),
+        ("E-00007", json!({"status": "inactive"})),
+        ("E-00010", json!({"terminated": true})),
+        ("E-00012", json!({"deleted": true})),
+        // A change updated_since cannot see: updated_at kept at its old value.
+        ("E-00015", json!({"first_name": "Quiet", "updated_at": old})),
+    ] {
+        sim.update_employee(id, patch).unwrap();
+    }
+    assert_eq!(sim.employee("E-00015").unwrap()["first_name"], "Quiet");
+    // Unfiltered (documented: current staff) and each population, ANDed with the date.
+    assert_eq!(linked_pages(&sim, &since("")).await, (vec![1003], 1));
+    assert_eq!(
+        linked_pages(&sim, &since("status=inactive")).await.0,
+        vec![1007]
+    );
+    assert_eq!(
+        linked_pages(&sim, &since("terminated=true")).await.0,
+        vec![1010]
+    );
+    assert_eq!(
+        linked_pages(&sim, &since("deleted=true")).await.0,
+        vec![1012]
+    );
+    assert_eq!(
+        linked_pages(&sim, &since("status=active,inactive")).await.0,
+        vec![1003, 1007, 1010, 1012]
+    );
+    assert_eq!(
+        linked_pages(&sim, &since("status=inactive&employee_id=E-00007"))
+            .await
+            .0,
+        vec![1007]
+    );
+    // A timestamp: from that instant on (its own encoding, and a `+` sent unencoded).
+    let at = before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let encoded: String = url::form_urlencoded::byte_serialize(at.as_bytes()).collect();
+    let q = format!("status=active,inactive&updated_since={encoded}");
+    assert_eq!(linked_pages(&sim, &q).await.0, vec![1003, 1007, 1010, 1012]);
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let r = get(&sim, &format!("/api/employees?updated_since={later}")).await;
+    assert_eq!(header(&r, "total-objects").as_deref(), Some("0"), "{later}");
+    // The same filters without the date are another view, not a cached one.
+    let r = get(&sim, "/api/employees?status=active,inactive").await;
+    assert_eq!(header(&r, "total-objects").as_deref(), Some("30"));
+
+    // Paged like any list; the next links keep the date.
+    let touched = sim.touch_employees(9, "first_name").unwrap();
+    assert_eq!(touched.len(), 9);
+    // `status=active` alone selects on status: the terminated and deleted ones too.
+    let mut expected: BTreeSet<i64> = touched
+        .iter()
+        .map(|id| 1000 + id[2..].parse::<i64>().unwrap())
+        .collect();
+    expected.extend([1003, 1010, 1012]);
+    let (listed, total) = linked_pages(&sim, &since("status=active")).await;
+    assert_eq!(listed, expected.iter().copied().collect::<Vec<_>>());
+    assert_eq!(total, expected.len() as u64);
+    assert!(total > 4, "more than one page of 4");
+
+    // Delete Forever: gone from every list, incremental or not.
+    assert!(sim.remove_employee("E-00007"));
+    for q in ["status=inactive", "status=active,inactive"] {
+        assert!(
+            !linked_pages(&sim, &since(q)).await.0.contains(&1007),
+            "{q}"
+        );
+    }
+
+    for bad in ["yesterday", "2026-13-01", "2026-02-30", "1700000000"] {
+        let r = get(&sim, &format!("/api/employees?updated_since={bad}")).await;
+        assert_eq!(
+            error_code(r).await,
+            (
+                400,
+                "invalid_value".to_string(),
+                Some("updated_since".to_string())
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn leaving_moves_updated_at_and_touch_changes_a_mapped_field() {
+    let sim = sim(40, 10);
+    let client = reqwest::Client::new();
+    for (id, patch) in [
+        ("E-00002", json!({"status": "inactive"})),
+        ("E-00003", json!({"terminated": true})),
+        ("E-00004", json!({"deleted": true})),
+    ] {
+        let before = sim.employee(id).unwrap()["updated_at"].clone();
+        let r = client
+            .patch(url(&sim, &format!("/_sim/employees/{id}")))
+            .json(&patch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let after = body(r).await["updated_at"].clone();
+        assert_ne!(after, before, "{id}");
+        assert!(after.as_str().unwrap().starts_with(&today()), "{after}");
+    }
+
+    let before: Vec<Value> = sim.employees();
+    let r = client
+        .post(url(&sim, "/_sim/touch"))
+        .json(&json!({"count": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer = body(r).await;
+    assert_eq!(answer["field"], "designation");
+    // The middle of each quarter.
+    assert_eq!(
+        answer["employee_ids"],
+        json!(["E-00006", "E-00016", "E-00026", "E-00036"])
+    );
+    let after = sim.employees();
+    let changed: Vec<&str> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b != a)
+        .map(|(_, a)| a["employee_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed, ["E-00006", "E-00016", "E-00026", "E-00036"]);
+    for n in [5usize, 15, 25, 35] {
+        assert_ne!(after[n]["designation"], before[n]["designation"]);
+        assert_eq!(after[n]["first_name"], before[n]["first_name"]);
+        assert!(after[n]["updated_at"]
+            .as_str()
+            .unwrap()
+            .starts_with(&today()));
+    }
+    // Touching again changes them again.
+    let again = sim.touch_employees(4, "designation").unwrap();
+    assert_eq!(again, ["E-00006", "E-00016", "E-00026", "E-00036"]);
+    assert_ne!(sim.employees()[5]["designation"], after[5]["designation"]);
+
+    for (bad, needle) in [
+        (json!({"count": 41}), "count 41"),
+        (
+            json!({"count": 2, "field": "email"}),
+            "designation, first_name, last_name",
+        ),
+    ] {
+        let r = client
+            .post(url(&sim, "/_sim/touch"))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let error = body(r).await["error"].as_str().unwrap().to_string();
+        assert!(error.contains(needle), "{error}");
+    }
+}
+
+/// What an incremental read costs against a full one: 10,000 employees at 50 a page,
+/// 1 % of them changed.
+#[tokio::test]
+async fn an_incremental_read_of_ten_thousand_lists_only_the_changed_hundred() {
+    use crate::source::{EmployeeSource, FreshteamClient, FreshteamConfig, SourceRequest};
+    let sim = sim_with(SimConfig {
+        employees: 10_000,
+        page_size: 50,
+        ..SimConfig::default()
+    });
+    let config = FreshteamConfig::new(
+        "acme",
+        Some(&sim.base_url()),
+        crate::secret::SecretString::new(KEY.to_string()),
+    )
+    .unwrap();
+    let client = FreshteamClient::new(config).unwrap();
+    let mut request = SourceRequest {
+        fields: vec!["employee_id".into(), "designation".into()],
+        updated_since: Some(chrono::Utc::now() - chrono::Duration::minutes(10)),
+        ..Default::default()
+    };
+    let idle = client
+        .fetch(&request, &crate::progress::NoProgress)
+        .await
+        .unwrap();
+    assert!(idle.employees.is_empty(), "nobody changed yet");
+    assert_eq!(idle.stats.list_requests, 5, "one empty page per pass");
+
+    let mut touched = sim.touch_employees(100, "designation").unwrap();
+    let incremental = client
+        .fetch(&request, &crate::progress::NoProgress)
+        .await
+        .unwrap();
+    let mut got: Vec<String> = incremental
+        .employees
+        .iter()
+        .map(|e| e.values[0].clone().unwrap())
+        .collect();
+    got.sort();
+    touched.sort();
+    assert_eq!(got, touched);
+    request.updated_since = None;
+    let full = client
+        .fetch(&request, &crate::progress::NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(full.employees.len(), 10_000);
+    // The touched hundred include a few leavers: at most 2 pages in any pass.
+    assert!(incremental
+        .stats
+        .list_by_population
+        .iter()
+        .all(|p| (1..=2).contains(p)));
+    assert!(incremental.stats.list_requests <= 7);
+    assert!(full.stats.list_by_population[0] >= 190, "{:?}", full.stats);
+    assert!(incremental.stats.list_requests * 10 <= full.stats.list_requests);
+    eprintln!(
+        "10,000 employees, 100 changed: incremental {} list requests {:?}, full {} {:?}",
+        incremental.stats.list_requests,
+        incremental.stats.list_by_population,
+        full.stats.list_requests,
+        full.stats.list_by_population
+    );
 }

@@ -73,8 +73,19 @@ pub struct SourceRequest {
     pub lookups: Vec<LookupKind>,
     /// True when a field is only on `GET /api/employees/{id}`.
     pub needs_detail: bool,
-    /// Only employees changed since then (an incremental run); none: everyone.
+    /// Read only employees changed since this instant (an incremental read): every
+    /// population pass adds `updated_since=<its UTC date>`. Freshteam documents the
+    /// parameter as a date and its granularity is unconfirmed, so the whole day is
+    /// asked for and the caller subtracts its own safety overlap. `None` reads everyone.
     pub updated_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl SourceRequest {
+    /// The `updated_since` query value: the UTC date of [`Self::updated_since`].
+    pub fn updated_since_param(&self) -> Option<String> {
+        self.updated_since
+            .map(|t| t.date_naive().format("%Y-%m-%d").to_string())
+    }
 }
 
 /// One employee, reduced to the requested fields (same order as

@@ -7,6 +7,7 @@
 //! the service does ETags; a stale version (412) is re-read, re-planned and retried once.
 
 mod discovery;
+mod lookup;
 pub(crate) mod model;
 mod pacer;
 
@@ -23,7 +24,8 @@ use tracing::{debug, warn};
 use url::Url;
 
 use super::{
-    DestinationError, DestinationMember, DestinationStats, MemberDirectory, WriteOp, WriteOutcome,
+    DestinationError, DestinationMember, DestinationStats, MemberDirectory, MemberKeys, WriteOp,
+    WriteOutcome,
 };
 use crate::egress::{self, BodyError, Egress};
 use crate::member::replan_update;
@@ -186,6 +188,8 @@ pub struct ScimClient {
     form: AtomicU8,
     /// 429 and 5xx answers seen (the list's pacer backs off on them).
     throttled: AtomicU32,
+    /// What looking members up by key has learnt about the service's filters.
+    lookup: lookup::LookupState,
 }
 
 /// How updates are sent, from the smallest change to the whole resource.
@@ -338,6 +342,7 @@ impl ScimClient {
             keeps: Keeps::everything(),
             form: AtomicU8::new(WriteForm::ValuePaths as u8),
             throttled: AtomicU32::new(0),
+            lookup: lookup::LookupState::default(),
         };
         client.caps = client.read_capabilities().await?;
         debug!(capabilities = ?client.caps, "SCIM service provider config");
@@ -1471,6 +1476,13 @@ impl MemberDirectory for ScimClient {
         Ok(members)
     }
 
+    async fn find_members(
+        &self,
+        keys: &MemberKeys,
+    ) -> Result<Option<Vec<DestinationMember>>, DestinationError> {
+        self.find_by_filter(keys).await
+    }
+
     async fn apply(
         &self,
         ops: &[WriteOp],
@@ -1542,6 +1554,7 @@ impl MemberDirectory for ScimClient {
             writes: self.writes.load(Ordering::Relaxed),
             bulk_requests: self.bulk_requests.load(Ordering::Relaxed),
             bulk_operations: self.bulk_operations.load(Ordering::Relaxed),
+            lookup_requests: self.lookup.requests.load(Ordering::Relaxed),
         }
     }
 }

@@ -89,10 +89,6 @@ impl Fake {
         }
     }
 
-    fn pages(&self) -> usize {
-        self.employees.len().div_ceil(self.page_size).max(1)
-    }
-
     fn hits(&self, prefix: &str) -> usize {
         self.log
             .lock()
@@ -166,6 +162,13 @@ fn employee(i: usize) -> Value {
         "department_id": i % 3 + 1,
         "designation": "Engineer",
         "custom_field_values": custom,
+        // Employee i last changed on day i of 2026.
+        "updated_at": (chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()
+            + chrono::Duration::days(i as i64))
+            .and_hms_opt(12, 0, 0)
+            .unwrap()
+            .and_utc()
+            .to_rfc3339(),
     })
 }
 
@@ -321,6 +324,26 @@ async fn serve(
                         .and_then(|(_, v)| v.parse().ok())
                 })
                 .unwrap_or(1);
+            // `updated_since=YYYY-MM-DD`: employees changed from that day on, in every
+            // pass; kept on the next links like the other filters.
+            let since = req.uri.query().and_then(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "updated_since")
+                    .map(|(_, v)| v.into_owned())
+            });
+            let pool: Vec<&Value> = fake
+                .employees
+                .iter()
+                .filter(|e| {
+                    since.as_deref().is_none_or(|day| {
+                        e["updated_at"].as_str().is_some_and(|at| at[..10] >= *day)
+                    })
+                })
+                .collect();
+            let since_pair = since
+                .as_deref()
+                .map(|d| format!("&updated_since={d}"))
+                .unwrap_or_default();
             // Leaver and draft passes get the employees their filter selects, plainly
             // paged; the list quirks below are the current-staff list's.
             let filters: Vec<(String, String)> = req
@@ -338,9 +361,9 @@ async fn serve(
             let current =
                 filters.is_empty() || filters.iter().any(|(k, v)| k == "status" && v == "active");
             if !current {
-                let selected: Vec<Value> = fake
-                    .employees
+                let selected: Vec<Value> = pool
                     .iter()
+                    .copied()
                     .filter(|e| {
                         filters.iter().all(|(k, v)| {
                             let have = match e.get(k) {
@@ -363,6 +386,7 @@ async fn serve(
                 if page < pages {
                     let q = url::form_urlencoded::Serializer::new(String::new())
                         .extend_pairs(filters.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                        .extend_pairs(since.iter().map(|d| ("updated_since", d.as_str())))
                         .append_pair("page", &(page + 1).to_string())
                         .finish();
                     reply = reply.header(
@@ -376,8 +400,8 @@ async fn serve(
                     ))
                     .unwrap();
             }
-            let n = fake.employees.len();
-            let pages = fake.pages();
+            let n = pool.len();
+            let pages = n.div_ceil(fake.page_size).max(1);
             let from = ((page - 1) * fake.page_size)
                 .saturating_sub(if page > 1 { fake.overlap } else { 0 })
                 .min(n);
@@ -391,11 +415,11 @@ async fn serve(
             }
             let link = |p: usize| {
                 if fake.foreign_links {
-                    format!("http://elsewhere.invalid/api/employees?page={p}")
+                    format!("http://elsewhere.invalid/api/employees?page={p}{since_pair}")
                 } else if fake.relative_links {
-                    format!("employees?page={p}")
+                    format!("employees?page={p}{since_pair}")
                 } else {
-                    format!("http://{host}/api/employees?page={p}")
+                    format!("http://{host}/api/employees?page={p}{since_pair}")
                 }
             };
             let mut links = vec![format!("<{}>; rel=\"first\"", link(1))];
@@ -408,7 +432,7 @@ async fn serve(
             links.push(format!("<{}>; rel=\"last\"", link(pages)));
             reply = reply.header("link", links.join(", "));
             Value::Array(
-                fake.employees[from..to.max(from)]
+                pool[from..to.max(from)]
                     .iter()
                     .map(|e| omit(e, &fake.list_omits))
                     .collect(),
@@ -668,6 +692,82 @@ async fn one_call_per_lookup() {
     assert_eq!(departments.len(), 2);
     assert_eq!(departments[&2], "Sales");
     assert_eq!(snap.lookups[&LookupKind::Branches][&7], "Oslo");
+}
+
+#[tokio::test]
+async fn an_incremental_read_asks_every_pass_for_the_changed_day_only() {
+    // Employee i changed on day i of 2026 at noon; 3 a page. From 1 February (day 31):
+    // E031..E039, of whom E035 is terminated and E036 inactive; E005 was deleted in
+    // January and does not come back.
+    let mut fake = Fake::new(40, 3);
+    fake.employees[35]["terminated"] = json!(true);
+    fake.employees[36]["status"] = json!("inactive");
+    fake.employees[5]["deleted"] = json!(true);
+    let (fake, config) = start(fake).await;
+    let client = FreshteamClient::new(config).unwrap();
+    let mut req = request(&["employee_id", "custom_field_values.desk"]);
+    req.needs_detail = true;
+    req.lookups = vec![LookupKind::Departments];
+    // 23:30 UTC on 1 February (01:30 on the 2nd at +02:00): the date asked for is the
+    // UTC one, and its whole day comes back (E031 changed at noon, before the instant).
+    req.updated_since = Some(
+        chrono::DateTime::parse_from_rfc3339("2026-02-02T01:30:00+02:00")
+            .unwrap()
+            .with_timezone(&chrono::Utc),
+    );
+    assert_eq!(req.updated_since_param().as_deref(), Some("2026-02-01"));
+    let snap = client.fetch(&req, &NoProgress).await.unwrap();
+
+    assert_eq!(employee_ids(&snap), (1031..=1039).collect::<Vec<_>>());
+    let population = |id: i64| {
+        snap.employees
+            .iter()
+            .find(|e| e.id == id)
+            .unwrap()
+            .population
+    };
+    assert_eq!(population(1035), Population::Terminated);
+    assert_eq!(population(1036), Population::Inactive);
+    assert_eq!(population(1031), Population::Active);
+    // Every list request of every pass, later pages included, carries the date.
+    let lists: Vec<String> = fake
+        .paths()
+        .into_iter()
+        .filter(|p| p.starts_with("/api/employees?"))
+        .collect();
+    assert_eq!(lists.len(), 7, "{lists:?}");
+    for path in &lists {
+        assert!(path.contains("updated_since=2026-02-01"), "{path}");
+    }
+    for filter in [
+        "status=active&terminated=false&deleted=false&updated_since=2026-02-01&page=1",
+        "status=inactive&updated_since=2026-02-01&page=1",
+        "terminated=true&updated_since=2026-02-01&page=1",
+        "deleted=true&updated_since=2026-02-01&page=1",
+        "draft=true&updated_since=2026-02-01&page=1",
+    ] {
+        assert!(
+            lists.contains(&format!("/api/employees?{filter}")),
+            "{filter} not among {lists:?}"
+        );
+    }
+    // Nine changed records, three a page in the current-staff pass (which also lists
+    // the two leavers), one page for each other pass; details only for those listed,
+    // lookups as always.
+    assert_eq!(snap.stats.list_by_population, [3, 1, 1, 1, 1]);
+    assert_eq!(snap.stats.list_requests, 7);
+    assert_eq!(snap.stats.detail_requests, 9);
+    assert_eq!(fake.hits("/api/employees/"), 9);
+    assert_eq!(snap.stats.lookup_requests, 1);
+    assert_eq!(snap.employees[0].values[1], Some("31".into()));
+
+    // Without it, the same client reads everyone: 14 pages of current staff.
+    let full = client
+        .fetch(&request(&["employee_id"]), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(full.employees.len(), 40);
+    assert_eq!(full.stats.list_by_population, [14, 1, 1, 1, 1]);
 }
 
 #[tokio::test]
