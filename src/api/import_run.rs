@@ -214,6 +214,10 @@ pub struct ApiCalls {
     pub destination_writes: u32,
     /// Destination /Bulk requests.
     pub destination_bulk: u32,
+    /// Of the destination reads, the filtered ones that looked the changed employees'
+    /// accounts up (an incremental run); 0 when the whole list was read.
+    #[serde(default)]
+    pub destination_lookups: u32,
 }
 
 /// Records handled so far.

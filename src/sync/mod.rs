@@ -69,6 +69,7 @@ fn api_calls(source: &SourceStats, dest: &DestinationStats) -> ApiCalls {
         destination_reads: dest.reads,
         destination_writes: dest.writes + dest.bulk_operations,
         destination_bulk: dest.bulk_requests,
+        destination_lookups: dest.lookup_requests,
     }
 }
 

@@ -296,6 +296,7 @@ async fn scrape_reports_every_family_with_values_and_labels() {
                 destination_reads: 12,
                 destination_writes: 46,
                 destination_bulk: 1,
+                destination_lookups: 0,
             }),
             ok_at,
         ),
