@@ -49,9 +49,6 @@ pub struct ImportCursor {
     pub last_full: DateTime<Utc>,
     /// Fingerprint of the spec that run worked from: a different one needs a full run.
     pub spec: String,
-    /// The last `full-reconcile-requested-at` value a full run handled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub full_request: Option<String>,
 }
 
 impl Ledger {

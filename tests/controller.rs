@@ -734,7 +734,15 @@ async fn move_state_back_to_configmaps(client: &Client) -> Vec<String> {
     for s in states.list(&ListParams::default()).await.unwrap() {
         assert_eq!(s.spec.parts, Some(1), "small states fit in one object");
         let entries: serde_json::Value = serde_json::from_str(&s.spec.entries).unwrap();
-        let head = json!({"objects": 1, "meta": s.spec.meta, "entries": entries});
+        // Earlier versions kept no incremental cursor with the ledger.
+        let mut meta = s.spec.meta.clone();
+        if let Some(m) = meta.as_object_mut() {
+            m.remove("cursor");
+            if m.is_empty() {
+                meta = serde_json::Value::Null;
+            }
+        }
+        let head = json!({"objects": 1, "meta": meta, "entries": entries});
         let cm = ConfigMap {
             metadata: kube::api::ObjectMeta {
                 name: Some(s.name_any()),
@@ -1425,4 +1433,47 @@ async fn settling_many_integrations_spreads_their_authorizations_under_one_rate(
     // A restart with nothing changed authorizes nobody again.
     reconcile_all(operator(&h)).await;
     assert_eq!(authorization_requests(&h.sim), 25);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_between_full_reconciliations_are_incremental_and_the_annotation_asks_for_a_full_one(
+) {
+    let h = Harness::new(7, true, |s| s.published = true).await;
+    h.reconcile().await;
+    h.annotate(IMPORT_REQUESTED_AT, "one").await;
+    h.reconcile().await;
+    let first = h.runs().await.pop().unwrap().status.unwrap();
+    assert_eq!(first.mode, Some(ImportMode::Full));
+    assert!(
+        first.mode_reason.as_deref().unwrap().contains("first run"),
+        "{first:?}"
+    );
+
+    h.sim
+        .update_employee("E-00002", json!({"designation": "Head of Kites"}))
+        .unwrap();
+    h.clock.advance(5);
+    h.annotate(IMPORT_REQUESTED_AT, "two").await;
+    h.reconcile().await;
+    let second = h.runs().await.pop().unwrap().status.unwrap();
+    assert_eq!(second.mode, Some(ImportMode::Incremental), "{second:?}");
+    assert_eq!(second.summary.updated, 1, "{second:?}");
+    let calls = second.api_calls.unwrap();
+    assert!(calls.destination_lookups >= 1, "{calls:?}");
+
+    h.clock.advance(5);
+    h.annotate(FULL_RECONCILE_REQUESTED_AT, "now please").await;
+    h.reconcile().await;
+    let runs = h.runs().await;
+    assert_eq!(runs.len(), 3, "the annotation started a run");
+    let third = runs.last().unwrap().status.clone().unwrap();
+    assert_eq!(third.mode, Some(ImportMode::Full), "{third:?}");
+    assert_eq!(third.summary.unchanged, 7, "{third:?}");
+    assert_eq!(
+        h.status().await.last_handled_full_reconcile_request.as_deref(),
+        Some("now please")
+    );
+    // Handled once: the next reconcile starts nothing.
+    h.reconcile().await;
+    assert_eq!(h.runs().await.len(), 3);
 }

@@ -602,6 +602,7 @@ async fn scripted_operator(client: Client, view: Arc<Recorder>, ending: Ending) 
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let start = StartRun {
+        full_request: None,
         trigger: ImportTrigger::Manual,
         dry_run: false,
         request: fti.annotations().get(IMPORT_REQUESTED_AT).cloned(),
@@ -817,6 +818,7 @@ async fn import_now_times_out_on_a_run_that_does_not_end() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             };
             let start = StartRun {
+                full_request: None,
                 trigger: ImportTrigger::Manual,
                 dry_run: false,
                 request: None,

@@ -378,6 +378,10 @@ pub struct FreshteamIntegrationStatus {
     /// that started a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_import_request: Option<String>,
+    /// The last value of the `freshteam.provisioning.dev/full-reconcile-requested-at`
+    /// annotation that started a full reconciliation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_full_reconcile_request: Option<String>,
     /// The last value of the `freshteam.provisioning.dev/approve-leavers` annotation that
     /// was acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]

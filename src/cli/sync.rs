@@ -180,7 +180,6 @@ pub async fn run(args: SyncArgs) -> ExitCode {
             full_schedule: validated.full_reconcile.clone(),
             time_zone: validated.time_zone,
             fingerprint: spec_fingerprint(spec),
-            full_request: None,
         }),
         ..ImportOptions::default()
     };

@@ -19,6 +19,10 @@ pub struct Inputs<'a> {
     pub requested_at: Option<&'a str>,
     /// `status.lastHandledImportRequest`.
     pub last_handled_request: Option<&'a str>,
+    /// Value of the `full-reconcile-requested-at` annotation.
+    pub full_requested_at: Option<&'a str>,
+    /// `status.lastHandledFullReconcileRequest`.
+    pub last_handled_full_request: Option<&'a str>,
     /// The generation the last preview was computed for.
     pub preview_generation: Option<i64>,
     /// The schedule slot of the last scheduled run (or the moment scheduling began).
@@ -38,6 +42,8 @@ pub struct StartRun {
     pub dry_run: bool,
     /// The annotation value this run handles (manual requests).
     pub request: Option<String>,
+    /// The `full-reconcile-requested-at` value this run handles: it compares everything.
+    pub full_request: Option<String>,
     /// The Blocked run whose leavers this run may apply.
     pub approval: Option<String>,
     /// The schedule slot this run is for (scheduled runs).
@@ -82,6 +88,7 @@ pub fn decide(i: &Inputs) -> Decision {
         .filter(|r| !r.is_empty() && Some(*r) != i.last_handled_request)
     {
         d.start = Some(StartRun {
+            full_request: None,
             trigger: if i.published {
                 ImportTrigger::Manual
             } else {
@@ -95,12 +102,33 @@ pub fn decide(i: &Inputs) -> Decision {
         return d;
     }
 
+    if let Some(req) = i
+        .full_requested_at
+        .filter(|r| !r.is_empty() && Some(*r) != i.last_handled_full_request)
+    {
+        // Unpublished, every run is a preview and compares everything anyway.
+        d.start = Some(StartRun {
+            full_request: Some(req.to_string()),
+            trigger: if i.published {
+                ImportTrigger::Manual
+            } else {
+                ImportTrigger::Preview
+            },
+            dry_run: !i.published,
+            request: None,
+            approval: None,
+            slot: None,
+        });
+        return d;
+    }
+
     if let Some(run) = i
         .approved_run
         .filter(|r| !r.is_empty() && Some(*r) != i.last_handled_approval)
     {
         if i.published {
             d.start = Some(StartRun {
+                full_request: None,
                 trigger: ImportTrigger::Manual,
                 dry_run: false,
                 request: None,
@@ -114,6 +142,7 @@ pub fn decide(i: &Inputs) -> Decision {
     if !i.published {
         if i.preview_generation != Some(i.generation) {
             d.start = Some(StartRun {
+                full_request: None,
                 trigger: ImportTrigger::Preview,
                 dry_run: true,
                 request: None,
@@ -129,6 +158,7 @@ pub fn decide(i: &Inputs) -> Decision {
         if let Some(slot) = i.schedule.previous_at_or_before(i.time_zone, i.now) {
             if slot > last {
                 d.start = Some(StartRun {
+                    full_request: None,
                     trigger: ImportTrigger::Scheduled,
                     dry_run: false,
                     request: None,
@@ -172,6 +202,8 @@ mod tests {
                 time_zone: self.tz,
                 requested_at: None,
                 last_handled_request: None,
+                full_requested_at: None,
+                last_handled_full_request: None,
                 preview_generation: None,
                 last_schedule_time: Some(now),
                 approved_run: None,
@@ -213,6 +245,25 @@ mod tests {
         i.preview_generation = Some(1);
         let s = decide(&i).start.unwrap();
         assert_eq!((s.trigger, s.dry_run), (ImportTrigger::Preview, true));
+    }
+
+    #[test]
+    fn a_full_reconcile_request_starts_one_full_run_once() {
+        let c = Case::new("daily", "UTC");
+        let now = at(2026, 1, 1, 12, 0);
+        let mut i = c.inputs(now);
+        i.full_requested_at = Some("2026-01-01T11:59:00Z");
+        let s = decide(&i).start.expect("a run starts now");
+        assert_eq!(s.trigger, ImportTrigger::Manual);
+        assert_eq!(s.full_request.as_deref(), Some("2026-01-01T11:59:00Z"));
+        assert_eq!(s.request, None);
+        i.last_handled_full_request = Some("2026-01-01T11:59:00Z");
+        assert!(decide(&i).start.is_none());
+        // An import request comes first; the full request is handled by the next reconcile.
+        i.last_handled_full_request = None;
+        i.requested_at = Some("r1");
+        let s = decide(&i).start.unwrap();
+        assert_eq!((s.request.as_deref(), s.full_request), (Some("r1"), None));
     }
 
     #[test]

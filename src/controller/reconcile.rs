@@ -305,6 +305,10 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         time_zone: validated.time_zone,
         requested_at: annotations.get(IMPORT_REQUESTED_AT).map(String::as_str),
         last_handled_request: status.last_handled_import_request.as_deref(),
+        full_requested_at: annotations
+            .get(FULL_RECONCILE_REQUESTED_AT)
+            .map(String::as_str),
+        last_handled_full_request: status.last_handled_full_reconcile_request.as_deref(),
         // An interrupted preview is computed again.
         preview_generation: status
             .preview
@@ -341,6 +345,9 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         if let Some(r) = &start.request {
             status.last_handled_import_request = Some(r.clone());
         }
+        if let Some(r) = &start.full_request {
+            status.last_handled_full_reconcile_request = Some(r.clone());
+        }
         if let Some(a) = &start.approval {
             status.last_handled_approval = Some(a.clone());
         }
@@ -351,6 +358,11 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
             "ImportRunning",
             format!("ImportRun {run_name} is in progress"),
         );
+        let requested = if start.full_request.is_some() {
+            RequestedMode::Full
+        } else {
+            RequestedMode::Auto
+        };
         ctx.start(
             &key,
             execute(
@@ -360,15 +372,10 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
                     run_name,
                     start,
                     mode: ModePolicy {
-                        requested: RequestedMode::Auto,
+                        requested,
                         full_schedule: validated.full_reconcile,
                         time_zone: validated.time_zone,
                         fingerprint: spec_fingerprint(&fti.spec),
-                        full_request: fti
-                            .annotations()
-                            .get(FULL_RECONCILE_REQUESTED_AT)
-                            .filter(|v| !v.trim().is_empty())
-                            .cloned(),
                     },
                     mapping: validated.mapping,
                     api_key,

@@ -38,8 +38,6 @@ pub struct ModePolicy {
     pub time_zone: Tz,
     /// [`spec_fingerprint`] of the spec this run works from.
     pub fingerprint: String,
-    /// The `full-reconcile-requested-at` annotation's value, if any.
-    pub full_request: Option<String>,
 }
 
 /// The decision for one run.
@@ -93,13 +91,6 @@ pub fn choose_mode(
         ));
     }
     if policy.requested == RequestedMode::Auto {
-        if let Some(request) = &policy.full_request {
-            if c.full_request.as_ref() != Some(request) {
-                return full(format!(
-                    "requested by the full-reconcile-requested-at annotation ({request})"
-                ));
-            }
-        }
         if let Some(due) = policy
             .full_schedule
             .next_after(policy.time_zone, c.last_full)
@@ -140,11 +131,6 @@ pub fn next_cursor(
             _ => started,
         },
         spec: policy.fingerprint.clone(),
-        full_request: if was_full {
-            policy.full_request.clone()
-        } else {
-            old.and_then(|c| c.full_request.clone())
-        },
     }
 }
 
@@ -181,7 +167,6 @@ mod tests {
             full_schedule: Schedule::parse("weekly").unwrap(),
             time_zone: Tz::UTC,
             fingerprint: "f1".into(),
-            full_request: None,
         }
     }
 
@@ -190,7 +175,6 @@ mod tests {
             since: at(since),
             last_full: at(last_full),
             spec: "f1".into(),
-            full_request: None,
         }
     }
 
@@ -243,18 +227,17 @@ mod tests {
         let ok = cursor("2026-12-02T10:00:00Z", "2026-12-01T10:00:00Z");
         assert_eq!(choose_mode(&p, Some(&ok), true, now).mode, ImportMode::Full);
         let asked = ModePolicy {
-            full_request: Some("2026-12-02T10:30".into()),
+            requested: RequestedMode::Full,
             ..policy()
         };
         let c = choose_mode(&asked, Some(&ok), false, now);
         assert_eq!(c.mode, ImportMode::Full);
-        // Once a full run handled it, the same value asks for nothing more.
+        // The full run restarts the clock of the full schedule.
         let next = next_cursor(&asked, &c, Some(&ok), now);
-        assert_eq!(next.full_request.as_deref(), Some("2026-12-02T10:30"));
-        assert_eq!(next.last_full, now);
+        assert_eq!((next.since, next.last_full), (now, now));
         let later = at("2026-12-02T12:00:00Z");
         assert_eq!(
-            choose_mode(&asked, Some(&next), false, later).mode,
+            choose_mode(&p, Some(&next), false, later).mode,
             ImportMode::Incremental
         );
     }
