@@ -73,7 +73,7 @@ pub enum WriteOutcome {
 /// Counts of calls a run made to the destination.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DestinationStats {
-    /// GET requests (service config, list pages, re-reads), retries included.
+    /// GET requests (service config, list pages, lookups, re-reads), retries included.
     pub reads: u32,
     /// Individual write requests (POST/PATCH/PUT), retries included; not `/Bulk`.
     pub writes: u32,

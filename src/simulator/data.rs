@@ -762,11 +762,19 @@ impl Directory {
         if let Some(view) = self.views.get(&key) {
             return Some(view.clone());
         }
+        // Generated records all changed before `after_generated_changes`: a later
+        // `updated_since` skips them without deriving them.
+        let untouched_too_old = query
+            .updated_since
+            .is_some_and(|since| since >= after_generated_changes());
         let mut rows: Vec<(u32, Map<String, Value>)> = self
             .records
             .iter()
             .enumerate()
             .filter_map(|(pos, record)| {
+                if untouched_too_old && matches!(record, Record::Generated(_)) {
+                    return None;
+                }
                 let m = self.list_map(record);
                 let keep = query.changed_since(&m)
                     && query.filters.iter().all(|(field, wanted)| {

@@ -199,8 +199,18 @@ impl ScimClient {
                 Answer::Refused | Answer::Ignored => return Ok(None),
             }
         }
-        let ids: HashSet<&str> = keys.external_ids.iter().map(String::as_str).collect();
-        let names: HashSet<String> = keys.user_names.iter().map(|n| n.to_lowercase()).collect();
+        let ids: HashSet<&str> = keys
+            .external_ids
+            .iter()
+            .filter(|k| !k.is_empty())
+            .map(String::as_str)
+            .collect();
+        let names: HashSet<String> = keys
+            .user_names
+            .iter()
+            .filter(|k| !k.is_empty())
+            .map(|n| n.to_lowercase())
+            .collect();
         let mut seen = HashSet::new();
         found.retain(|u| wanted(u, &ids, &names) && seen.insert(u.id.clone()));
         let mut members: Vec<DestinationMember> = Vec::with_capacity(found.len());
