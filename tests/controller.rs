@@ -1436,8 +1436,8 @@ async fn settling_many_integrations_spreads_their_authorizations_under_one_rate(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn runs_between_full_reconciliations_are_incremental_and_the_annotation_asks_for_a_full_one(
-) {
+async fn runs_between_full_reconciliations_are_incremental_and_the_annotation_asks_for_a_full_one()
+{
     let h = Harness::new(7, true, |s| s.published = true).await;
     h.reconcile().await;
     h.annotate(IMPORT_REQUESTED_AT, "one").await;
@@ -1470,7 +1470,10 @@ async fn runs_between_full_reconciliations_are_incremental_and_the_annotation_as
     assert_eq!(third.mode, Some(ImportMode::Full), "{third:?}");
     assert_eq!(third.summary.unchanged, 7, "{third:?}");
     assert_eq!(
-        h.status().await.last_handled_full_reconcile_request.as_deref(),
+        h.status()
+            .await
+            .last_handled_full_reconcile_request
+            .as_deref(),
         Some("now please")
     );
     // Handled once: the next reconcile starts nothing.

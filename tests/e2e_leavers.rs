@@ -14,7 +14,10 @@ mod support_smtp;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use freshteam_operator::api::{ImportPhase, ImportRun, IntegrationState};
+use freshteam_operator::api::{
+    ImportMode, ImportPhase, ImportRun, IntegrationState, FULL_RECONCILE_REQUESTED_AT,
+    IMPORT_REQUESTED_AT,
+};
 use harness::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
@@ -25,8 +28,13 @@ const MIB: usize = 1024 * 1024;
 
 /// Asks for one more run of `name` and waits for its end.
 async fn run_once(env: &Env, name: &str, request: &str, timeout: Duration) -> ImportRun {
+    run_on(env, name, IMPORT_REQUESTED_AT, request, timeout).await
+}
+
+/// A run started by the annotation `key`.
+async fn run_on(env: &Env, name: &str, key: &str, request: &str, timeout: Duration) -> ImportRun {
     let before = env.runs_of(name).await.len();
-    env.annotate(name, request).await;
+    env.annotate_with(name, key, request).await;
     eventually(Duration::from_secs(30), "the requested run", || async {
         env.runs_of(name).await.len() > before
     })
@@ -135,6 +143,10 @@ async fn leavers_of_every_kind_through_the_operator_with_the_ledger_in_the_clust
     let second = run_once(&env, "acme", "second", Duration::from_secs(60)).await;
     assert_eq!(second.status.as_ref().unwrap().summary.leavers, 1);
     assert_eq!(
+        second.status.as_ref().unwrap().mode,
+        Some(ImportMode::Incremental)
+    );
+    assert_eq!(
         env.scim.user_by_external_id(&id(6)).await.unwrap()["active"],
         false
     );
@@ -182,7 +194,16 @@ async fn leavers_of_every_kind_through_the_operator_with_the_ledger_in_the_clust
         .update_employee(&id(6), json!({"status": "active"}))
         .await;
 
-    let third = run_once(&env, "acme", "third", Duration::from_secs(60)).await;
+    // "Delete Forever" is in no list, so only a full reconciliation sees it: ask for one.
+    let third = run_on(
+        &env,
+        "acme",
+        FULL_RECONCILE_REQUESTED_AT,
+        "third",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(third.status.as_ref().unwrap().mode, Some(ImportMode::Full));
     let summary = &third.status.as_ref().unwrap().summary;
     assert_eq!(
         (summary.leavers, summary.reactivated, summary.created),

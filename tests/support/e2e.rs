@@ -574,11 +574,15 @@ impl Env {
     }
 
     pub async fn annotate(&self, name: &str, value: &str) {
+        self.annotate_with(name, IMPORT_REQUESTED_AT, value).await;
+    }
+
+    pub async fn annotate_with(&self, name: &str, key: &str, value: &str) {
         self.integrations()
             .patch(
                 name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {IMPORT_REQUESTED_AT: value}}})),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
             )
             .await
             .unwrap();
