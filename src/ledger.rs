@@ -33,6 +33,10 @@ pub enum Origin {
 pub struct Ledger {
     #[serde(default)]
     pub members: BTreeMap<String, Origin>,
+    /// Employee ID → the member's destination id (SCIM `id`), where known: an
+    /// incremental run reads these accounts by id instead of searching for them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub accounts: BTreeMap<String, String>,
     /// Where the next incremental run starts; none before the first successful run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<ImportCursor>,
@@ -51,7 +55,82 @@ pub struct ImportCursor {
     pub spec: String,
 }
 
+/// One member's entry as the cluster stores it: `"c"` / `"a"`, or with the destination
+/// id, `"c:2819c223-…"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub origin: Origin,
+    pub account: Option<String>,
+}
+
+impl Serialize for LedgerEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let tag = match self.origin {
+            Origin::Created => "c",
+            Origin::Adopted => "a",
+        };
+        match &self.account {
+            Some(id) => s.serialize_str(&format!("{tag}:{id}")),
+            None => s.serialize_str(tag),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LedgerEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let (tag, account) = match text.split_once(':') {
+            Some((tag, id)) => (tag, Some(id.to_string()).filter(|i| !i.is_empty())),
+            None => (text.as_str(), None),
+        };
+        let origin = match tag {
+            "c" => Origin::Created,
+            "a" => Origin::Adopted,
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "'{other}' is not a ledger origin (c or a)"
+                )))
+            }
+        };
+        Ok(LedgerEntry { origin, account })
+    }
+}
+
 impl Ledger {
+    /// The entries as the cluster stores them.
+    pub fn entries(&self) -> BTreeMap<String, LedgerEntry> {
+        self.members
+            .iter()
+            .map(|(id, origin)| {
+                (
+                    id.clone(),
+                    LedgerEntry {
+                        origin: *origin,
+                        account: self.accounts.get(id).cloned(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The ledger of stored entries (and a cursor).
+    pub fn from_entries(
+        entries: BTreeMap<String, LedgerEntry>,
+        cursor: Option<ImportCursor>,
+    ) -> Ledger {
+        let mut ledger = Ledger {
+            cursor,
+            ..Ledger::default()
+        };
+        for (id, e) in entries {
+            if let Some(account) = e.account {
+                ledger.accounts.insert(id.clone(), account);
+            }
+            ledger.members.insert(id, e.origin);
+        }
+        ledger
+    }
+
     pub fn ids(&self) -> HashSet<String> {
         self.members.keys().cloned().collect()
     }
@@ -112,5 +191,29 @@ impl LedgerStore for MemoryLedgerStore {
     }
     fn ledger_location(&self) -> String {
         "memory".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_keep_the_old_form_and_carry_the_account_id() {
+        let old: BTreeMap<String, LedgerEntry> =
+            serde_json::from_str(r#"{"E1":"c","E2":"a:2819c223-7f76"}"#).unwrap();
+        let ledger = Ledger::from_entries(old, None);
+        assert_eq!(ledger.members["E1"], Origin::Created);
+        assert_eq!(ledger.accounts.get("E1"), None);
+        assert_eq!(ledger.accounts["E2"], "2819c223-7f76");
+        assert_eq!(
+            serde_json::to_string(&ledger.entries()).unwrap(),
+            r#"{"E1":"c","E2":"a:2819c223-7f76"}"#
+        );
+        let bad: Result<BTreeMap<String, LedgerEntry>, _> = serde_json::from_str(r#"{"E1":"x"}"#);
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("'x' is not a ledger origin"));
     }
 }

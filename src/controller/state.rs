@@ -37,7 +37,7 @@ use serde_json::Value;
 
 use crate::api::{IntegrationState, IntegrationStateSpec, StateKind};
 use crate::destination::ConvergenceNotes;
-use crate::ledger::{Ledger, LedgerStore, Origin};
+use crate::ledger::{Ledger, LedgerEntry, LedgerStore};
 use crate::notify::{Outbox, OutboxEntry, OutboxStore};
 
 /// Buckets entries are hashed into (also the most objects a state may use).
@@ -537,7 +537,7 @@ impl OutboxStore for ClusterOutboxStore {
 }
 
 /// The ledger of managed members (`<integration>-ledger`).
-pub struct ClusterLedgerStore(ShardedState<Origin>);
+pub struct ClusterLedgerStore(ShardedState<LedgerEntry>);
 
 impl ClusterLedgerStore {
     pub fn new(
@@ -565,19 +565,19 @@ impl ClusterLedgerStore {
 #[async_trait]
 impl LedgerStore for ClusterLedgerStore {
     async fn load_ledger(&self) -> Result<Ledger, String> {
-        let (meta, members) = self.0.load().await?;
+        let (meta, entries) = self.0.load().await?;
         // A cursor that cannot be read is no cursor: the next run is a full one.
         let cursor = meta
             .get("cursor")
             .and_then(|c| serde_json::from_value(c.clone()).ok());
-        Ok(Ledger { members, cursor })
+        Ok(Ledger::from_entries(entries, cursor))
     }
     async fn save_ledger(&self, ledger: &Ledger) -> Result<(), String> {
         let meta = match &ledger.cursor {
             Some(c) => serde_json::json!({ "cursor": c }),
             None => Value::Null,
         };
-        self.0.save(&meta, &ledger.members).await
+        self.0.save(&meta, &ledger.entries()).await
     }
     fn ledger_location(&self) -> String {
         format!("IntegrationState {}", self.0.name())

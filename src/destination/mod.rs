@@ -127,6 +127,15 @@ pub trait MemberDirectory: Send + Sync {
         let _ = keys;
         Ok(None)
     }
+    /// The accounts with these destination ids (as the ledger recorded them), those that
+    /// still exist. `Ok(None)`: this directory cannot read accounts by id.
+    async fn get_members(
+        &self,
+        ids: &[String],
+    ) -> Result<Option<Vec<DestinationMember>>, DestinationError> {
+        let _ = ids;
+        Ok(None)
+    }
     /// Applies writes, in bulk where the service allows, calling `on_done` as each
     /// finishes. Returns one outcome per op, in order. A failure of one op never stops
     /// the others.

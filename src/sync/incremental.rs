@@ -1,10 +1,14 @@
 //! An incremental run's reads: the employees Freshteam reports changed since the cursor,
 //! and only their accounts (and their managers').
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 
 use crate::destination::{DestinationError, DestinationMember, MemberDirectory, MemberKeys};
+use crate::ledger::Ledger;
 use crate::mapping::{map_records, CompiledMapping, MappedSource};
+use crate::member::Attr;
 use crate::progress::ProgressSink;
 use crate::source::{EmployeeSource, SourceError, SourceStats};
 
@@ -23,10 +27,15 @@ pub(super) enum ReadError {
     Destination(SourceStats, DestinationError),
 }
 
+/// Reads the employees changed since `since`, then their accounts: by the destination
+/// id the ledger recorded where it has one (one cheap read each), by a filtered search
+/// for the others (new hires, members whose id is not known yet), and every member when
+/// the destination can do neither.
 pub(super) async fn read_changed(
     mapping: &CompiledMapping,
     source: &dyn EmployeeSource,
     destination: &dyn MemberDirectory,
+    ledger: Option<&Ledger>,
     since: DateTime<Utc>,
     progress: &dyn ProgressSink,
 ) -> Result<ChangedRead, ReadError> {
@@ -41,13 +50,8 @@ pub(super) async fn read_changed(
     drop(snapshot);
     progress.set_total(mapped.records as u64);
     progress.phase("Reading the changed employees' accounts");
-    let keys = keys_of(&mapped);
-    let found = match destination.find_members(&keys).await {
-        Ok(Some(found)) => Ok(found),
-        Ok(None) => destination.list_members().await,
-        Err(e) => Err(e),
-    };
-    match found {
+    let managers = mapping.managed.contains(Attr::Manager);
+    match accounts_of(&mapped, managers, ledger, destination).await {
         Ok(current) => Ok(ChangedRead {
             stats,
             mapped,
@@ -57,15 +61,75 @@ pub(super) async fn read_changed(
     }
 }
 
+async fn accounts_of(
+    mapped: &MappedSource,
+    managers: bool,
+    ledger: Option<&Ledger>,
+    destination: &dyn MemberDirectory,
+) -> Result<Vec<DestinationMember>, DestinationError> {
+    let wanted = keys_of(mapped, managers);
+    let known = |id: &String| ledger.and_then(|l| l.accounts.get(id));
+    let by_id: Vec<String> = wanted
+        .external_ids
+        .iter()
+        .filter_map(|id| known(id).cloned())
+        .collect();
+    let mut current = match destination.get_members(&by_id).await? {
+        Some(found) => found,
+        None => return find_or_list(&wanted, destination).await,
+    };
+    // An account that is gone, or now holds another Employee ID, is searched for.
+    let held: HashSet<&str> = current
+        .iter()
+        .map(|m| m.member.employee_id.as_str())
+        .collect();
+    let mut search = MemberKeys::default();
+    for id in &wanted.external_ids {
+        if !held.contains(id.as_str()) {
+            search.external_ids.push(id.clone());
+        }
+    }
+    // Whose e-mail may clash: those searched for (a create needs a free userName) and
+    // members whose e-mail changes.
+    let emails: HashMap<&str, String> = current
+        .iter()
+        .map(|m| (m.member.employee_id.as_str(), m.member.email.to_lowercase()))
+        .collect();
+    for d in &mapped.members {
+        let email = d.member.email.to_lowercase();
+        if !email.is_empty() && emails.get(d.member.employee_id.as_str()) != Some(&email) {
+            search.user_names.push(email);
+        }
+    }
+    if search.external_ids.is_empty() && search.user_names.is_empty() {
+        return Ok(current);
+    }
+    let found = find_or_list(&search, destination).await?;
+    let mut seen: HashSet<String> = current.iter().map(|m| m.id.clone()).collect();
+    current.extend(found.into_iter().filter(|m| seen.insert(m.id.clone())));
+    Ok(current)
+}
+
+async fn find_or_list(
+    keys: &MemberKeys,
+    destination: &dyn MemberDirectory,
+) -> Result<Vec<DestinationMember>, DestinationError> {
+    match destination.find_members(keys).await? {
+        Some(found) => Ok(found),
+        None => destination.list_members().await,
+    }
+}
+
 /// Every account the plan of these employees can touch or must know about: theirs (by
 /// Employee ID), their managers' (to link them), and those holding their e-mail
 /// addresses (a create or an e-mail change must not clash).
-pub(super) fn keys_of(mapped: &MappedSource) -> MemberKeys {
+pub(super) fn keys_of(mapped: &MappedSource, managers: bool) -> MemberKeys {
     let mut external_ids: Vec<String> = mapped
         .members
         .iter()
         .flat_map(|d| {
-            std::iter::once(d.member.employee_id.clone()).chain(d.manager_employee_id.clone())
+            std::iter::once(d.member.employee_id.clone())
+                .chain(d.manager_employee_id.clone().filter(|_| managers))
         })
         .chain(mapped.drafts.iter().cloned())
         .chain(mapped.ambiguous_ids.iter().cloned())

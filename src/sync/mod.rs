@@ -209,7 +209,14 @@ pub async fn run_import_with_ledger(
 
     let (source_stats, mapped, current) = if let Some(since) = since {
         progress.phase("Reading the employees changed in Freshteam");
-        let read = incremental::read_changed(mapping, source, destination, since, progress);
+        let read = incremental::read_changed(
+            mapping,
+            source,
+            destination,
+            ledger.as_ref(),
+            since,
+            progress,
+        );
         let read = tokio::select! {
             biased;
             reason = options.stop.stopped() => {
@@ -459,15 +466,21 @@ pub async fn run_import_with_ledger(
         && planned.blocked.is_none()
         && held_back.is_none()
         && !report.iter().any(|r| r.severity == "error");
-    if let (Some(policy), Some(choice), Some(store), Some(mut keep)) =
-        (&options.mode, &choice, ledger_store, recorded.take())
-    {
-        if went_through {
+    if let (Some(store), Some(mut keep)) = (ledger_store, recorded.take()) {
+        let before = keep.clone();
+        for c in &outcome.created {
+            if keep.members.contains_key(&c.employee_id) {
+                keep.accounts.insert(c.employee_id.clone(), c.id.clone());
+            }
+        }
+        if let (Some(policy), Some(choice), true) = (&options.mode, &choice, went_through) {
             keep.cursor = Some(mode::next_cursor(policy, choice, cursor, started));
+        }
+        if keep != before {
             if let Err(e) = store.save_ledger(&keep).await {
                 report.push(RecordError {
                     severity: "warning".into(),
-                    message: format!("the incremental cursor could not be saved ({}): {e}; the next run reads again from the previous one", store.ledger_location()),
+                    message: format!("the ledger could not be saved after the writes ({}): {e}; the next run reads again from the previous cursor", store.ledger_location()),
                     ..RecordError::default()
                 });
             }
@@ -527,21 +540,40 @@ fn next_ledger(
     planned: &Plan,
     partial: bool,
 ) -> Ledger {
-    let accounts: HashSet<&str> = current
-        .iter()
-        .map(|m| m.member.employee_id.as_str())
-        .collect();
+    // Employee ID → the one account holding it (none when several do).
+    let mut accounts: HashMap<&str, Option<&str>> = HashMap::with_capacity(current.len());
+    for m in current {
+        let key = m.member.employee_id.as_str();
+        if !key.is_empty() {
+            accounts
+                .entry(key)
+                .and_modify(|a| *a = None)
+                .or_insert(Some(m.id.as_str()));
+        }
+    }
     let mut next = Ledger {
         members: BTreeMap::new(),
+        accounts: BTreeMap::new(),
         cursor: old.cursor.clone(),
     };
     for (id, origin) in &old.members {
-        if partial || accounts.contains(id.as_str()) {
+        if partial || accounts.contains_key(id.as_str()) {
             next.members.insert(id.clone(), *origin);
         }
     }
     for id in &planned.adopted {
         next.members.entry(id.clone()).or_insert(Origin::Adopted);
+    }
+    for id in next.members.keys() {
+        let known = match accounts.get(id.as_str()) {
+            Some(Some(account)) => Some(account.to_string()),
+            Some(None) => None,
+            None if partial => old.accounts.get(id).cloned(),
+            None => None,
+        };
+        if let Some(account) = known {
+            next.accounts.insert(id.clone(), account);
+        }
     }
     for w in &planned.writes {
         if let WriteOp::Create { member } = &w.op {

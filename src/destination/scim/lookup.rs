@@ -33,6 +33,8 @@ pub(super) const MAX_CLAUSES: usize = 50;
 /// parameters a request stays well under the 8 KB many servers take.
 pub(super) const MAX_FILTER_BYTES: usize = 6000;
 /// Lookup requests in flight at once (within the client's own limit).
+/// Reads by id in flight: each is one cheap request.
+const BY_ID_IN_FLIGHT: usize = 8;
 const IN_FLIGHT: usize = 4;
 
 // 0: not known yet.
@@ -168,6 +170,29 @@ fn swap_case(name: &str) -> String {
 }
 
 impl ScimClient {
+    /// [`crate::destination::MemberDirectory::get_members`]: `GET /Users/{id}` each, a
+    /// few at a time; an id that is gone (404) is left out.
+    pub(super) async fn get_by_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<DestinationMember>, DestinationError> {
+        let wanted: Vec<String> = ids.iter().filter(|id| !id.is_empty()).cloned().collect();
+        let mut reads = stream::iter(wanted)
+            .map(|id: String| async move {
+                self.lookup.requests.fetch_add(1, Ordering::Relaxed);
+                self.get_member(&id).await
+            })
+            .buffer_unordered(BY_ID_IN_FLIGHT.min(self.config.concurrency.max(1)));
+        let mut found = Vec::with_capacity(ids.len());
+        while let Some(read) = reads.next().await {
+            if let Some(member) = read? {
+                found.push(member);
+            }
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(found)
+    }
+
     /// [`crate::destination::MemberDirectory::find_members`] through filtered reads.
     pub(super) async fn find_by_filter(
         &self,

@@ -1483,6 +1483,13 @@ impl MemberDirectory for ScimClient {
         self.find_by_filter(keys).await
     }
 
+    async fn get_members(
+        &self,
+        ids: &[String],
+    ) -> Result<Option<Vec<DestinationMember>>, DestinationError> {
+        self.get_by_ids(ids).await.map(Some)
+    }
+
     async fn apply(
         &self,
         ops: &[WriteOp],
