@@ -23,11 +23,13 @@ import math
 import os
 import re
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -161,18 +163,43 @@ def run_sync(binary, manifest, bulk, extra=()):
     """Runs sync as a child and measures it with wait4 (CPU and peak RSS of that child)."""
     start = time.perf_counter()
     env = dict(os.environ, RUST_LOG="warn,freshteam_operator::destination::scim=debug", NO_COLOR="1")
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            [binary, "sync", "--file", manifest, "--output", "json", "--bulk", bulk, *extra],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            env=env,
-        )
+    command = [binary, "sync", "--file", manifest, "--output", "json", "--bulk", bulk, *extra]
+    # The child's own peak RSS. wait4's ru_maxrss would also count the pages this
+    # (large, after a reference run) Python process shared with the child before its
+    # exec, so GNU time measures from a small parent; without it, the child's VmHWM is
+    # sampled (it restarts at exec).
+    gnu_time = shutil.which("time") if os.path.exists("/usr/bin/time") else None
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as peak:
+        if gnu_time:
+            command = ["/usr/bin/time", "-f", "%M", "-o", peak.name, *command]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, env=env)
+        hwm = [0]
+        sampler = None
+        if not gnu_time:
+            def sample():
+                while proc.poll() is None:
+                    try:
+                        with open(f"/proc/{proc.pid}/status") as f:
+                            for line in f:
+                                if line.startswith("VmHWM:"):
+                                    hwm[0] = max(hwm[0], int(line.split()[1]))
+                    except OSError:
+                        return
+                    time.sleep(0.02)
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
         # Read stdout to the end before wait4 so a large JSON can't block the child.
         out = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         code = os.waitstatus_to_exitcode(status)
+        if gnu_time:
+            peak.seek(0)
+            lines = [l for l in peak.read().split() if l.isdigit()]
+            rss_kb = int(lines[-1]) if lines else 0
+        else:
+            sampler.join()
+            rss_kb = hwm[0]
         if code not in (0, 3):
             err.seek(0)
             sys.stderr.write(err.read().decode())
@@ -186,7 +213,7 @@ def run_sync(binary, manifest, bulk, extra=()):
         "list_window": int(listed.group(2)) if listed else None,
         "wall": wall,
         "cpu": usage.ru_utime + usage.ru_stime,
-        "rss_mb": usage.ru_maxrss / 1024,
+        "rss_mb": rss_kb / 1024,
         "run": run,
     }
 
@@ -330,6 +357,10 @@ def main():
         print(f"{'employees':>9} {'bulk':>4} {'full s':>7} {'incr s':>7} {'ratio':>6} "
               f"{'full FT':>7} {'incr FT':>7} {'ratio':>6} {'RSS first':>9} {'RSS full':>8} {'RSS incr':>8}")
         for size, bulk, by_label, (first, full, incr) in incrementals:
+            # Against the median of the full steady-state runs, when there were rounds.
+            walls = [c["wall"] for (sz, b, syncs, _) in comparisons if (sz, b) == (size, bulk) for c in syncs]
+            if walls:
+                full = dict(full, wall=statistics.median(walls))
             wall = incr["wall"] / full["wall"]
             ft = incr["ft_requests"] / max(1, full["ft_requests"])
             print(f"{size:>9} {bulk:>4} {full['wall']:>7.2f} {incr['wall']:>7.2f} {wall:>5.3f}x "

@@ -78,14 +78,26 @@ async fn accounts_of(
         Some(found) => found,
         None => return find_or_list(&wanted, destination).await,
     };
-    // An account that is gone, or now holds another Employee ID, is searched for.
+    // Searched for: current staff without a known account (new hires, and accounts
+    // gone or holding another Employee ID since), and managers. A leaver, draft or
+    // error row outside the ledger has nothing managed to change; an account made for
+    // one by hand since the last full reconciliation waits for the next one.
     let held: HashSet<&str> = current
         .iter()
         .map(|m| m.member.employee_id.as_str())
         .collect();
+    let needed: HashSet<&str> = mapped
+        .members
+        .iter()
+        .filter(|d| d.member.active || ledger.is_some_and(|l| l.contains(&d.member.employee_id)))
+        .flat_map(|d| {
+            std::iter::once(d.member.employee_id.as_str())
+                .chain(d.manager_employee_id.as_deref().filter(|_| managers))
+        })
+        .collect();
     let mut search = MemberKeys::default();
     for id in &wanted.external_ids {
-        if !held.contains(id.as_str()) {
+        if !held.contains(id.as_str()) && needed.contains(id.as_str()) {
             search.external_ids.push(id.clone());
         }
     }
@@ -95,7 +107,7 @@ async fn accounts_of(
         .iter()
         .map(|m| (m.member.employee_id.as_str(), m.member.email.to_lowercase()))
         .collect();
-    for d in &mapped.members {
+    for d in mapped.members.iter().filter(|d| d.member.active) {
         let email = d.member.email.to_lowercase();
         if !email.is_empty() && emails.get(d.member.employee_id.as_str()) != Some(&email) {
             search.user_names.push(email);
