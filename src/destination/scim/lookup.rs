@@ -19,11 +19,13 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::time::Instant;
 
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, FuturesUnordered, StreamExt};
 use reqwest::{Method, StatusCode};
 
 use super::model::{ListPage, WireUser};
+use super::pacer::Pacer;
 use super::{ScimClient, MAX_PAGE};
 use crate::destination::{DestinationError, DestinationMember, MemberKeys};
 
@@ -33,8 +35,6 @@ pub(super) const MAX_CLAUSES: usize = 50;
 /// parameters a request stays well under the 8 KB many servers take.
 pub(super) const MAX_FILTER_BYTES: usize = 6000;
 /// Lookup requests in flight at once (within the client's own limit).
-/// Reads by id in flight: each is one cheap request.
-const BY_ID_IN_FLIGHT: usize = 8;
 const IN_FLIGHT: usize = 4;
 
 // 0: not known yet.
@@ -170,24 +170,40 @@ fn swap_case(name: &str) -> String {
 }
 
 impl ScimClient {
-    /// [`crate::destination::MemberDirectory::get_members`]: `GET /Users/{id}` each, a
-    /// few at a time; an id that is gone (404) is left out.
+    /// [`crate::destination::MemberDirectory::get_members`]: `GET /Users/{id}` each, as
+    /// many at once as the list's pacer finds pays off (a single-threaded service answers
+    /// one at a time fastest, a scaling one many); an id that is gone (404) is left out.
     pub(super) async fn get_by_ids(
         &self,
         ids: &[String],
     ) -> Result<Vec<DestinationMember>, DestinationError> {
-        let wanted: Vec<String> = ids.iter().filter(|id| !id.is_empty()).cloned().collect();
-        let mut reads = stream::iter(wanted)
-            .map(|id: String| async move {
+        let mut wanted = ids.iter().filter(|id| !id.is_empty());
+        let mut left = wanted.clone().count();
+        let mut pacer = Pacer::new(
+            self.config.concurrency,
+            Instant::now(),
+            self.throttled.load(Ordering::Relaxed),
+        );
+        let mut in_flight = FuturesUnordered::new();
+        let mut found = Vec::with_capacity(left);
+        loop {
+            while in_flight.len() < pacer.window() {
+                let Some(id) = wanted.next() else { break };
+                left -= 1;
                 self.lookup.requests.fetch_add(1, Ordering::Relaxed);
-                self.get_member(&id).await
-            })
-            .buffer_unordered(BY_ID_IN_FLIGHT.min(self.config.concurrency.max(1)));
-        let mut found = Vec::with_capacity(ids.len());
-        while let Some(read) = reads.next().await {
+                in_flight.push(self.get_member(id));
+            }
+            let Some(read) = in_flight.next().await else {
+                break;
+            };
             if let Some(member) = read? {
                 found.push(member);
             }
+            pacer.page_done(
+                Instant::now(),
+                self.throttled.load(Ordering::Relaxed),
+                Some(left),
+            );
         }
         found.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(found)
