@@ -14,7 +14,7 @@
 //! ask for `watch.scope: cluster` (the ClusterRole) instead with `Env::with_scope`.
 //!
 //! Included by each suite with `#[path = "support/e2e.rs"] mod harness;` beside
-//! `mod support; mod support_smtp;`.
+//! `mod support;`.
 
 #![allow(dead_code)]
 
@@ -24,8 +24,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::controlplane::{render_chart, ControlPlane};
+use crate::support::smtp::SmtpServer;
 use crate::support::ScimServer;
-use crate::support_smtp::SmtpServer;
 
 use freshteam_operator::api::IntegrationState;
 use freshteam_operator::api::INTEGRATION_LABEL;
@@ -154,23 +154,17 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let every = Duration::from_millis(100);
+    let held = crate::support::wait_until(timeout, every, || {
+        let check = f();
+        async move { check.await.then_some(()) }
+    });
+    if held.await.is_none() {
+        panic!("timed out after {timeout:?} waiting for {what}");
     }
-    panic!("timed out after {timeout:?} waiting for {what}");
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::support::free_port;
 
 /// A `freshteam-operator simulate` process.
 pub struct Simulator {
