@@ -92,11 +92,7 @@ async fn a_change_between_two_incremental_runs_is_applied_by_the_second_reading_
         calls(&first, "freshteamList")
     );
     assert_eq!(calls(&first, "destinationLookups"), 0);
-    assert!(
-        calls(&second, "destinationLookups") >= 1,
-        "{}",
-        second.stdout
-    );
+    assert!(calls(&second, "destinationLookups") >= 1, "{}", second.stdout);
     // Every pass asked for changes since a date, a day before the cursor at most.
     let asked = updated_since_asked(&env);
     assert_eq!(asked.len(), 1, "{asked:?}");
