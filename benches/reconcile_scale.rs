@@ -16,8 +16,10 @@
 //! settled, as `target/reconcile-scale/dhat-heap-<N>.json`). Logs of every process are
 //! in `target/reconcile-scale/`.
 
+#[path = "../tests/support/net.rs"]
+mod net;
+
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,17 +31,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::ByteString;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use net::free_port;
 
 const NAMESPACES: usize = 50;
 const API_KEY: &str = "bench-api-key";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn wait_tcp(port: u16, what: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;

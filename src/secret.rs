@@ -54,6 +54,30 @@ impl SecretString {
     }
 }
 
+/// [`SecretString::scrub`] for a secret that may be absent (an SMTP relay without a login).
+pub fn scrub_optional(secret: Option<&SecretString>, text: &str) -> String {
+    match secret {
+        Some(secret) => secret.scrub(text),
+        None => text.to_string(),
+    }
+}
+
+/// [`SecretString::scrub`], then cut to at most `max_bytes` bytes on a character boundary,
+/// with `…` when something was cut: the scrubbing comes first so that a secret straddling
+/// the cut is still caught whole.
+pub fn scrub_within(secret: &SecretString, text: &str, max_bytes: usize) -> String {
+    let mut text = secret.scrub(text);
+    if text.len() > max_bytes {
+        let mut cut = max_bytes;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
 /// `text` cut to at most `max` characters, with `…` when something was cut.
 pub fn truncate_chars(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
@@ -111,5 +135,15 @@ mod tests {
         assert!(!shown.contains("ft-se"), "{shown}");
         assert_eq!(truncate_chars("héllo", 3), "hél…");
         assert_eq!(truncate_chars("hé", 3), "hé");
+    }
+
+    #[test]
+    fn scrubbing_within_a_limit_scrubs_before_cutting_on_a_character_boundary() {
+        let key = SecretString::new("k3y-0123456789");
+        assert_eq!(scrub_within(&key, "xxk3y-0123456789", 5), "xx[re…");
+        assert_eq!(scrub_within(&key, "ééé", 3), "é…");
+        assert_eq!(scrub_within(&key, "short", 400), "short");
+        assert_eq!(scrub_optional(None, "k3y-0123456789"), "k3y-0123456789");
+        assert_eq!(scrub_optional(Some(&key), "k3y-0123456789"), "[redacted]");
     }
 }

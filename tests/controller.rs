@@ -2,7 +2,6 @@
 //! Freshteam simulator and a real SCIM 2.0 server, with an injectable clock.
 
 mod support;
-mod support_smtp;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,8 +22,8 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use support::smtp::SmtpServer;
 use support::{Peer, ScimServer, TestClock};
-use support_smtp::SmtpServer;
 
 const NS: &str = "hr";
 const API_KEY: &str = "ft-ctrl-5d1e";
@@ -227,11 +226,13 @@ async fn unpublished_computes_a_preview_and_writes_nothing() {
 
 /// Polls the integration until `f` holds (the run works in the background).
 async fn wait_status(h: &Harness, what: &str, f: impl Fn(&FreshteamIntegrationStatus) -> bool) {
-    for _ in 0..500 {
-        if f(&h.status().await) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let held = support::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || async { f(&h.status().await).then_some(()) },
+    );
+    if held.await.is_some() {
+        return;
     }
     panic!("timed out waiting for {what}: {:?}", h.status().await);
 }

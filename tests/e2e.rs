@@ -11,7 +11,6 @@
 #[path = "support/e2e.rs"]
 mod harness;
 mod support;
-mod support_smtp;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

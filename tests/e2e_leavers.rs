@@ -9,7 +9,6 @@
 #[path = "support/e2e.rs"]
 mod harness;
 mod support;
-mod support_smtp;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Invitations and import summaries through a real SMTP server (`aiosmtpd` from PyPI),
 //! read back from its Maildir.
 
-mod support_smtp;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
@@ -16,7 +16,7 @@ use freshteam_operator::notify::{
     OutboxStore, OutgoingMail, RunSummary, SmtpMailer, SmtpSettings, Templates,
 };
 use freshteam_operator::sync::errors_csv;
-use support_smtp::{free_port, ParsedMail, SmtpServer};
+use support::smtp::{free_port, ParsedMail, SmtpServer};
 
 const FROM: &str = "Acme Rewards <rewards@acme.example>";
 const LOGIN_URL: &str = "https://rewards.example.com/activate?org=acme&src=invite";

@@ -64,13 +64,12 @@ impl Recorder {
 }
 
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let held = support::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+        std::future::ready(cond().then_some(()))
+    });
+    if held.await.is_none() {
+        panic!("timed out waiting for {what}");
     }
-    panic!("timed out waiting for {what}");
 }
 
 fn integration(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> FreshteamIntegration {

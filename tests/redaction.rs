@@ -8,15 +8,14 @@
 //! `tests/controller.rs`.
 
 mod support;
-mod support_smtp;
 
 use std::path::Path;
 
 use base64::Engine;
 use freshteam_operator::simulator::Faults;
 use serde_json::json;
+use support::smtp::SmtpServer;
 use support::sync_env::{employee_id, Env, Run, API_KEY, WRONG_KEY};
-use support_smtp::SmtpServer;
 
 const SMTP_USER: &str = "mailer";
 const SMTP_PASSWORD: &str = "smtp-pw-3e5d7a91";

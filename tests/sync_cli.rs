@@ -2,15 +2,14 @@
 //! and a real SCIM 2.0 server (`scim2-server` from PyPI).
 
 mod support;
-mod support_smtp;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use freshteam_operator::simulator::Faults;
 use serde_json::{json, Value};
+use support::smtp::SmtpServer;
 use support::sync_env::{employee_id, Env, API_KEY, PAGE};
-use support_smtp::SmtpServer;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn first_import_then_an_identical_run_writes_nothing() {
@@ -567,7 +566,7 @@ async fn welcome_off_sends_no_invitation_but_the_summary_with_errors_attached() 
 #[tokio::test(flavor = "multi_thread")]
 async fn smtp_down_leaves_invitations_pending_and_the_next_run_sends_them_once() {
     let env = Env::start(8).await;
-    let port = support_smtp::free_port();
+    let port = support::smtp::free_port();
     let url = format!("smtp://127.0.0.1:{port}");
     let file = env.write("mail.yaml", &mail_manifest(&env, true));
     let state = env.dir.path().join("state.json");

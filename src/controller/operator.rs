@@ -84,8 +84,14 @@ pub struct RunArgs {
     #[arg(long, env = "MAIL_FROM")]
     pub mail_from: Option<String>,
     /// Directory with invitation templates (a mounted ConfigMap): invitation.subject,
-    /// invitation.txt, invitation.html.
-    #[arg(long, env = "TEMPLATES_DIR")]
+    /// invitation.txt, invitation.html. `--templates` as on `sync`; `--templates-dir` is
+    /// the old name, still accepted.
+    #[arg(
+        long = "templates",
+        alias = "templates-dir",
+        value_name = "DIR",
+        env = "TEMPLATES_DIR"
+    )]
     pub templates_dir: Option<std::path::PathBuf>,
     /// How long SIGTERM waits for running imports before recording them as Interrupted.
     #[arg(long, default_value_t = 25)]
@@ -364,7 +370,7 @@ fn mail_setup(args: &RunArgs) -> anyhow::Result<Mail> {
         args.mail_from.as_deref(),
         credentials,
         args.templates_dir.as_deref(),
-        "--templates-dir",
+        "--templates",
     )
     .map_err(anyhow::Error::msg)?;
     if mail.transport.is_none() {
@@ -438,5 +444,14 @@ mod tests {
             "s1".to_string(),
         )]));
         assert!(ctx.in_shard(&fti));
+    }
+
+    #[test]
+    fn templates_has_the_same_flag_as_on_sync_and_keeps_its_old_name() {
+        for flag in ["--templates", "--templates-dir"] {
+            let cli = Cli::parse_from(["run", flag, "/etc/templates"]);
+            let dir = cli.run.templates_dir.as_deref();
+            assert_eq!(dir, Some(std::path::Path::new("/etc/templates")), "{flag}");
+        }
     }
 }

@@ -808,8 +808,8 @@ def test_exported_metric_names_are_read_from_the_source():
         "freshteam_leavers_awaiting_approval": "Gauge",
         "freshteam_authorized": "Gauge",
     }
-    # The README's table of metrics names the same families.
-    readme = (ROOT / "README.md").read_text()
+    # The reference's table of metrics names the same families.
+    readme = (ROOT / "docs" / "reference.md").read_text()
     table = readme.split("### Metrics", 1)[1].split("\n## ", 1)[0]
     assert set(re.findall(r"`(freshteam_\w+)`", table)) == set(families)
 

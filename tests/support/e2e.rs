@@ -14,18 +14,18 @@
 //! ask for `watch.scope: cluster` (the ClusterRole) instead with `Env::with_scope`.
 //!
 //! Included by each suite with `#[path = "support/e2e.rs"] mod harness;` beside
-//! `mod support; mod support_smtp;`.
+//! `mod support;`.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::controlplane::{render_chart, ControlPlane};
-use crate::support::ScimServer;
-use crate::support_smtp::SmtpServer;
+use crate::support::smtp::SmtpServer;
+use crate::support::{wait_until, ScimServer};
 
 use freshteam_operator::api::IntegrationState;
 use freshteam_operator::api::INTEGRATION_LABEL;
@@ -154,23 +154,17 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let every = Duration::from_millis(100);
+    let held = wait_until(timeout, every, || {
+        let check = f();
+        async move { check.await.then_some(()) }
+    });
+    if held.await.is_none() {
+        panic!("timed out after {timeout:?} waiting for {what}");
     }
-    panic!("timed out after {timeout:?} waiting for {what}");
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::support::free_port;
 
 /// A `freshteam-operator simulate` process.
 pub struct Simulator {
@@ -598,16 +592,13 @@ impl Env {
     }
 
     pub async fn wait_condition(&self, name: &str, type_: &str, status: &str, timeout: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self
-                .condition(name, type_)
-                .await
-                .is_some_and(|c| c.0 == status)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let every = Duration::from_millis(100);
+        let held = wait_until(timeout, every, || async {
+            let c = self.condition(name, type_).await;
+            c.is_some_and(|c| c.0 == status).then_some(())
+        });
+        if held.await.is_some() {
+            return;
         }
         panic!(
             "{name}: {type_} is not {status} after {timeout:?}: {:?}\n{}",
@@ -618,28 +609,26 @@ impl Env {
 
     /// Waits for the run handling request `value` of `name` to reach a final phase.
     pub async fn wait_run_done(&self, name: &str, timeout: Duration) -> ImportRun {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
+        let every = Duration::from_millis(100);
+        let done = wait_until(timeout, every, || async {
             let runs = self.runs_of(name).await;
-            if let Some(r) = runs.last() {
-                if r.status.as_ref().is_some_and(|s| s.phase.is_final()) {
-                    return r.clone();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let last = runs.last()?;
+            last.status.as_ref()?.phase.is_final().then(|| last.clone())
+        });
+        if let Some(run) = done.await {
+            return run;
         }
         panic!("{name}: no finished run after {timeout:?}\n{}", self.logs());
     }
 
     pub async fn wait_phase(&self, run: &str, phase: ImportPhase, timeout: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Ok(r) = self.runs_api().get(run).await {
-                if r.status.as_ref().is_some_and(|s| s.phase == phase) {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let every = Duration::from_millis(50);
+        let held = wait_until(timeout, every, || async {
+            let r = self.runs_api().get(run).await.ok()?;
+            r.status.is_some_and(|s| s.phase == phase).then_some(())
+        });
+        if held.await.is_some() {
+            return;
         }
         panic!(
             "run {run} is not {phase:?} after {timeout:?}: {:?}\n{}",
@@ -650,17 +639,18 @@ impl Env {
 
     /// The first run of `name` once it is Running.
     pub async fn wait_running(&self, name: &str) -> String {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(60) {
+        let (timeout, every) = (Duration::from_secs(60), Duration::from_millis(50));
+        let running = wait_until(timeout, every, || async {
             let runs = self.runs_of(name).await;
-            if let Some(r) = runs.iter().find(|r| {
+            let running = |r: &&ImportRun| {
                 r.status
                     .as_ref()
                     .is_some_and(|s| s.phase == ImportPhase::Running)
-            }) {
-                return r.name_any();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            runs.iter().find(running).map(|r| r.name_any())
+        });
+        if let Some(run) = running.await {
+            return run;
         }
         panic!("{name}: no run started\n{}", self.logs());
     }
@@ -677,12 +667,12 @@ impl Env {
     }
 
     pub async fn wait_leader(&self, lease: &str, identity: &str, timeout: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self.lease_holder(lease).await.as_deref() == Some(identity) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let every = Duration::from_millis(100);
+        let held = wait_until(timeout, every, || async {
+            (self.lease_holder(lease).await.as_deref() == Some(identity)).then_some(())
+        });
+        if held.await.is_some() {
+            return;
         }
         panic!(
             "{identity} does not hold {lease} after {timeout:?} (holder {:?})\n{}",

@@ -8,10 +8,36 @@
 
 pub mod controlplane;
 pub mod fault_front;
+mod net;
+pub mod smtp;
 pub mod sync_env;
 
+pub use net::free_port;
+
+/// Calls `check` every `every` until it returns `Some`, for at most `timeout`: the one
+/// polling loop of the tests, for work that happens in the background.
+pub async fn wait_until<T, Fut>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Fut,
+) -> Option<T>
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,13 +67,6 @@ pub fn scim2_server_binary() -> PathBuf {
         return PathBuf::from(path);
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/scim2-server")
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free local port")
-        .port()
 }
 
 /// One blocking HTTP/1.0 GET (no runtime needed): the status code.

@@ -484,16 +484,7 @@ impl ScimClient {
 
     /// Removes the token from text that came from elsewhere (a server's detail).
     fn redact(&self, text: &str) -> String {
-        let mut text = self.config.token.scrub(text);
-        if text.len() > MAX_DETAIL {
-            let mut cut = MAX_DETAIL;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-            text.push('…');
-        }
-        text
+        crate::secret::scrub_within(&self.config.token, text, MAX_DETAIL)
     }
 
     fn endless(&self, detail: String) -> DestinationError {

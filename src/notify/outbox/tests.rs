@@ -1,6 +1,15 @@
 use std::collections::{HashMap, VecDeque};
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::deliver::prune;
 use super::*;
+use crate::notify::templates::Templates;
+use crate::notify::{MailError, MailTransport, OutgoingMail};
 
 /// Records messages; answers from a per-address script, then `default`.
 #[derive(Default)]

@@ -1,9 +1,8 @@
 //! A real SMTP server for tests: `aiosmtpd` (PyPI, in `.venv`, see scripts/setup-peers)
 //! storing every message in a Maildir that the tests read back.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,13 +73,7 @@ pub struct SmtpServer {
     _dir: tempfile::TempDir,
 }
 
-/// A port nothing listens on (at the time of the call).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
+pub use super::free_port;
 
 fn python() -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
