@@ -140,26 +140,40 @@ def sequential_reference(sim_port, scim_port):
 LISTED = re.compile(r"listed SCIM users.*?pages\S*?=\S*?(\d+).*?window\S*?=\S*?(\d+).*?elapsed_ms\S*?=\S*?(\d+)")
 
 
+# Starts the measured command from a small fresh process and reports its wait4 usage:
+# a process started straight from this one would inherit this one's (large, at 100k)
+# peak RSS as its own, since exec keeps the high-water mark of the memory it replaces.
+LAUNCHER = """import json, os, sys
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"cpu": ru.ru_utime + ru.ru_stime, "maxrss_kb": ru.ru_maxrss}, f)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_sync(binary, manifest, bulk):
-    """Runs sync as a child and measures it with wait4 (CPU and peak RSS of that child)."""
+    """Runs sync as a grandchild and measures it with wait4 (CPU and peak RSS of it alone)."""
     start = time.perf_counter()
     env = dict(os.environ, RUST_LOG="warn,freshteam_operator::destination::scim=debug", NO_COLOR="1")
-    with tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile(suffix=".json") as usage_file:
         proc = subprocess.Popen(
-            [binary, "sync", "--file", manifest, "--output", "json", "--bulk", bulk],
+            [sys.executable, "-c", LAUNCHER, usage_file.name,
+             binary, "sync", "--file", manifest, "--output", "json", "--bulk", bulk],
             stdout=subprocess.PIPE,
             stderr=err,
             env=env,
         )
-        # Read stdout to the end before wait4 so a large JSON can't block the child.
+        # Read stdout to the end before waiting so a large JSON can't block the child.
         out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = proc.wait()
         wall = time.perf_counter() - start
-        code = os.waitstatus_to_exitcode(status)
         if code not in (0, 3):
             err.seek(0)
             sys.stderr.write(err.read().decode())
             raise SystemExit(f"sync exited {code}")
+        with open(usage_file.name) as f:
+            usage = json.load(f)
         err.seek(0)
         listed = LISTED.search(re.sub(r"\x1b\[[0-9;]*m", "", err.read().decode(errors="replace")))
     run = json.loads(out)
@@ -168,8 +182,8 @@ def run_sync(binary, manifest, bulk):
         "list_pages": int(listed.group(1)) if listed else None,
         "list_window": int(listed.group(2)) if listed else None,
         "wall": wall,
-        "cpu": usage.ru_utime + usage.ru_stime,
-        "rss_mb": usage.ru_maxrss / 1024,
+        "cpu": usage["cpu"],
+        "rss_mb": usage["maxrss_kb"] / 1024,
         "run": run,
     }
 
