@@ -359,7 +359,7 @@ pub async fn run_import_with_ledger(
         } else {
             HashMap::new()
         };
-        let (results, stop) = apply_writes(
+        let (results, made, stop) = apply_writes(
             destination,
             &planned.items,
             sets,
@@ -379,37 +379,24 @@ pub async fn run_import_with_ledger(
         // In plan order: each applied write's tally, report row and change row.
         let mut changes = Vec::with_capacity(applied);
         for (item, result) in planned.items.iter().zip(results) {
-            let Some((result, made)) = result else {
+            let Some(result) = result else {
                 continue;
             };
-            if let (
-                WriteKind::Update | WriteKind::Reactivate | WriteKind::Leaver,
-                WriteOutcome::Updated,
-            ) = (item.kind, &result)
-            {
-                if item.account.is_some() {
-                    notes.record(
-                        PackedPlan::employee_id(item, &desired, &current),
-                        &item.changes,
-                    );
-                }
+            if item.account.is_some() && matches!(result, WriteOutcome::Updated) {
+                notes.record(sets.employee_id(item), &item.changes);
             }
             let failed = matches!(result, WriteOutcome::Failed { .. });
-            tally(
-                item,
-                sets,
-                result,
-                made,
-                &mut summary,
-                &mut report,
-                &mut created,
-            );
+            tally(item, sets, result, &mut summary, &mut report);
             if !failed {
                 changes.push(change_row(item, sets));
             }
         }
         outcome.convergence = Some(std::mem::take(&mut notes));
         outcome.changes = changes;
+        // In plan order (creates go in waves down the reporting line).
+        let mut made = made;
+        made.sort_unstable_by_key(|(i, _)| *i);
+        created = made.into_iter().map(|(_, c)| c).collect();
         if let Some(store) = outbox {
             let ids: Vec<String> = created.iter().map(|c| c.employee_id.clone()).collect();
             if let Err(e) = crate::notify::confirm(store, &ids).await {
@@ -691,8 +678,9 @@ fn fail(mut outcome: ImportOutcome, clock: &dyn Clock, message: String) -> Impor
 /// Applies the plan's writes, each made from its item only when its batch is sent.
 /// Creates go in waves down the reporting line, so that a new member's manager, when
 /// created in the same run, already has an id to point to. Returns each item's outcome
-/// (with the member as created, for a create), in plan order; `None` for the writes a
-/// stop request left unsent (see [`write_batch`]), and then the reason.
+/// in plan order (`None` for the writes a stop request left unsent, see
+/// [`write_batch`]), the members created with their item's index, and the reason of a
+/// stop.
 async fn apply_writes(
     destination: &dyn MemberDirectory,
     items: &[PlanItem],
@@ -701,7 +689,8 @@ async fn apply_writes(
     progress: &dyn ProgressSink,
     stop: &StopSignal,
 ) -> (
-    Vec<Option<(WriteOutcome, Option<CreatedMember>)>>,
+    Vec<Option<WriteOutcome>>,
+    Vec<(usize, CreatedMember)>,
     Option<String>,
 ) {
     let on_done = |_: usize, _: &WriteOutcome| progress.advance(1);
@@ -721,8 +710,8 @@ async fn apply_writes(
         }
     }
     drop(creating);
-    let mut results: Vec<Option<(WriteOutcome, Option<CreatedMember>)>> =
-        (0..items.len()).map(|_| None).collect();
+    let mut results: Vec<Option<WriteOutcome>> = (0..items.len()).map(|_| None).collect();
+    let mut created = Vec::with_capacity(waves.values().map(Vec::len).sum());
     let mut created_ids: HashMap<&str, String> = HashMap::new();
     let mut stopped = None;
     let batch = write_batch(destination);
@@ -755,35 +744,32 @@ async fn apply_writes(
             .collect();
         let outcomes = destination.apply(&ops, &on_done).await;
         for ((&i, r), op) in idxs.iter().zip(outcomes).zip(ops) {
-            let made = match (&r, op) {
-                (WriteOutcome::Created { id }, WriteOp::Create { member }) => {
-                    created_ids.insert(sets.employee_id(&items[i]), id.clone());
-                    Some(CreatedMember {
+            if let (WriteOutcome::Created { id }, WriteOp::Create { member }) = (&r, op) {
+                created_ids.insert(sets.employee_id(&items[i]), id.clone());
+                created.push((
+                    i,
+                    CreatedMember {
                         id: id.clone(),
                         employee_id: member.employee_id,
                         email: member.email,
                         first_name: member.first_name,
                         manager: member.manager,
-                    })
-                }
-                _ => None,
-            };
-            results[i] = Some((r, made));
+                    },
+                ));
+            }
+            results[i] = Some(r);
         }
     }
     if stopped.is_none() {
         // Never answered for: a failure, not a write left for the next run.
         for r in results.iter_mut().filter(|r| r.is_none()) {
-            *r = Some((
-                WriteOutcome::Failed {
-                    field: None,
-                    message: "the destination returned no outcome for this write".into(),
-                },
-                None,
-            ));
+            *r = Some(WriteOutcome::Failed {
+                field: None,
+                message: "the destination returned no outcome for this write".into(),
+            });
         }
     }
-    (results, stopped)
+    (results, created, stopped)
 }
 
 /// Writes per batch for this destination.
@@ -817,10 +803,8 @@ fn tally(
     item: &PlanItem,
     sets: Sets<'_>,
     result: WriteOutcome,
-    made: Option<CreatedMember>,
     summary: &mut ImportSummary,
     report: &mut Vec<RecordError>,
-    created: &mut Vec<CreatedMember>,
 ) {
     match result {
         WriteOutcome::Failed { field, message } => report.push(RecordError {
@@ -830,10 +814,7 @@ fn tally(
             severity: "error".into(),
             message,
         }),
-        WriteOutcome::Created { .. } => {
-            summary.created += 1;
-            created.extend(made);
-        }
+        WriteOutcome::Created { .. } => summary.created += 1,
         WriteOutcome::Updated => match item.kind {
             WriteKind::Create | WriteKind::Update => summary.updated += 1,
             WriteKind::Reactivate => summary.reactivated += 1,
