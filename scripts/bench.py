@@ -23,13 +23,11 @@ import math
 import os
 import re
 import resource
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -159,51 +157,40 @@ def touch(sim_port, people, percent):
     return count
 
 
+# Starts the measured command from a small fresh process and reports its wait4 usage:
+# a process started straight from this one would inherit this one's (large, at 100k)
+# peak RSS as its own, since exec keeps the high-water mark of the memory it replaces.
+LAUNCHER = """import json, os, sys
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"cpu": ru.ru_utime + ru.ru_stime, "maxrss_kb": ru.ru_maxrss}, f)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_sync(binary, manifest, bulk, extra=()):
-    """Runs sync as a child and measures it with wait4 (CPU and peak RSS of that child)."""
+    """Runs sync as a grandchild and measures it with wait4 (CPU and peak RSS of it alone)."""
     start = time.perf_counter()
     env = dict(os.environ, RUST_LOG="warn,freshteam_operator::destination::scim=debug", NO_COLOR="1")
-    command = [binary, "sync", "--file", manifest, "--output", "json", "--bulk", bulk, *extra]
-    # The child's own peak RSS. wait4's ru_maxrss would also count the pages this
-    # (large, after a reference run) Python process shared with the child before its
-    # exec, so GNU time measures from a small parent; without it, the child's VmHWM is
-    # sampled (it restarts at exec).
-    gnu_time = shutil.which("time") if os.path.exists("/usr/bin/time") else None
-    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as peak:
-        if gnu_time:
-            command = ["/usr/bin/time", "-f", "%M", "-o", peak.name, *command]
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, env=env)
-        hwm = [0]
-        sampler = None
-        if not gnu_time:
-            def sample():
-                while proc.poll() is None:
-                    try:
-                        with open(f"/proc/{proc.pid}/status") as f:
-                            for line in f:
-                                if line.startswith("VmHWM:"):
-                                    hwm[0] = max(hwm[0], int(line.split()[1]))
-                    except OSError:
-                        return
-                    time.sleep(0.02)
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-        # Read stdout to the end before wait4 so a large JSON can't block the child.
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile(suffix=".json") as usage_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, usage_file.name,
+             binary, "sync", "--file", manifest, "--output", "json", "--bulk", bulk, *extra],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+        )
+        # Read stdout to the end before waiting so a large JSON can't block the child.
         out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = proc.wait()
         wall = time.perf_counter() - start
-        code = os.waitstatus_to_exitcode(status)
-        if gnu_time:
-            peak.seek(0)
-            lines = [l for l in peak.read().split() if l.isdigit()]
-            rss_kb = int(lines[-1]) if lines else 0
-        else:
-            sampler.join()
-            rss_kb = hwm[0]
         if code not in (0, 3):
             err.seek(0)
             sys.stderr.write(err.read().decode())
             raise SystemExit(f"sync exited {code}")
+        with open(usage_file.name) as f:
+            usage = json.load(f)
         err.seek(0)
         listed = LISTED.search(re.sub(r"\x1b\[[0-9;]*m", "", err.read().decode(errors="replace")))
     run = json.loads(out)
@@ -212,8 +199,8 @@ def run_sync(binary, manifest, bulk, extra=()):
         "list_pages": int(listed.group(1)) if listed else None,
         "list_window": int(listed.group(2)) if listed else None,
         "wall": wall,
-        "cpu": usage.ru_utime + usage.ru_stime,
-        "rss_mb": rss_kb / 1024,
+        "cpu": usage["cpu"],
+        "rss_mb": usage["maxrss_kb"] / 1024,
         "run": run,
     }
 

@@ -5,7 +5,7 @@ pub mod scim;
 
 use async_trait::async_trait;
 
-use crate::member::{AttrSet, Change, Member};
+use crate::member::{Attr, AttrSet, Change, Member, MemberFields, PackedMember};
 
 pub use convergence::ConvergenceNotes;
 pub use scim::{BulkLimits, BulkMode, Capabilities, Keeps, ScimClient, ScimConfig};
@@ -22,6 +22,118 @@ pub struct DestinationMember {
     pub member: Member,
     /// True when the account has a `work` e-mail entry (decides how e-mail is patched).
     pub has_work_email: bool,
+}
+
+/// A [`DestinationMember`] packed (see [`PackedMember`]): what a run holds of each
+/// account while it plans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account(PackedMember);
+
+impl Account {
+    pub fn new(m: &DestinationMember) -> Self {
+        Account(PackedMember::new(
+            &m.member,
+            [Some(m.id.as_str()), m.version.as_deref()],
+            m.has_work_email,
+        ))
+    }
+    /// An account as its member was just created.
+    pub fn created(id: &str, member: &Member) -> Self {
+        Account(PackedMember::new(member, [Some(id), None], true))
+    }
+    pub fn id(&self) -> &str {
+        self.0.extra(0).unwrap_or("")
+    }
+    pub fn version(&self) -> Option<&str> {
+        self.0.extra(1)
+    }
+    pub fn has_work_email(&self) -> bool {
+        self.0.flag()
+    }
+    /// The externalId (empty when the account has none).
+    pub fn employee_id(&self) -> &str {
+        self.0.employee_id()
+    }
+    pub fn email(&self) -> &str {
+        self.0.email()
+    }
+    pub fn active(&self) -> bool {
+        self.0.active()
+    }
+    pub fn member(&self) -> Member {
+        self.0.unpack()
+    }
+    pub fn unpack(&self) -> DestinationMember {
+        DestinationMember {
+            id: self.id().to_string(),
+            version: self.version().map(str::to_string),
+            member: self.member(),
+            has_work_email: self.has_work_email(),
+        }
+    }
+}
+
+impl MemberFields for Account {
+    fn field(&self, attr: Attr) -> Option<&str> {
+        self.0.field(attr)
+    }
+}
+
+/// Every account the destination listed, packed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accounts(Vec<Account>);
+
+impl Accounts {
+    /// Adds a page of the list.
+    pub fn extend(&mut self, page: &[DestinationMember]) {
+        self.0.extend(page.iter().map(Account::new));
+    }
+    pub fn push(&mut self, account: Account) {
+        self.0.push(account);
+    }
+    /// Keeps the first of each account listed twice (a member created or deleted while
+    /// the list was paged shifts the pages).
+    pub fn dedup(&mut self) {
+        let mut order: Vec<u32> = (0..self.0.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            self.0[a as usize]
+                .id()
+                .cmp(self.0[b as usize].id())
+                .then(a.cmp(&b))
+        });
+        let mut drop = vec![false; self.0.len()];
+        for pair in order.windows(2) {
+            if self.0[pair[0] as usize].id() == self.0[pair[1] as usize].id() {
+                drop[pair[1] as usize] = true;
+            }
+        }
+        if drop.contains(&true) {
+            let mut i = 0;
+            self.0.retain(|_| {
+                i += 1;
+                !drop[i - 1]
+            });
+        }
+        self.0.shrink_to_fit();
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn iter(&self) -> std::slice::Iter<'_, Account> {
+        self.0.iter()
+    }
+    pub fn get(&self, i: usize) -> &Account {
+        &self.0[i]
+    }
+}
+
+impl From<&[DestinationMember]> for Accounts {
+    fn from(members: &[DestinationMember]) -> Self {
+        Accounts(members.iter().map(Account::new).collect())
+    }
 }
 
 /// One write the plan asks for.
@@ -135,6 +247,16 @@ pub trait MemberDirectory: Send + Sync {
     ) -> Result<Option<Vec<DestinationMember>>, DestinationError> {
         let _ = ids;
         Ok(None)
+    }
+    /// [`MemberDirectory::list_members`] handed over page by page as pages arrive, so
+    /// that no caller has to hold a whole list of [`DestinationMember`]s. An account
+    /// may come twice (pages shift when members come and go while they are read).
+    async fn list_pages(
+        &self,
+        page: &(dyn Fn(Vec<DestinationMember>) + Send + Sync),
+    ) -> Result<(), DestinationError> {
+        page(self.list_members().await?);
+        Ok(())
     }
     /// Applies writes, in bulk where the service allows, calling `on_done` as each
     /// finishes. Returns one outcome per op, in order. A failure of one op never stops

@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use crate::api::{LeaversSpec, MappingSpec, RecordError};
-use crate::member::{Attr, AttrSet, LeaverReason, Member};
-use crate::source::{LookupKind, Population, SourceRequest, SourceSnapshot};
+use crate::member::{Attr, AttrSet, LeaverReason, Member, MemberFields, PackedMember};
+use crate::source::{EmployeeRecord, LookupKind, Population, SourceRequest, SourceSnapshot};
 
 use crate::source::LIST_FIELDS;
 
@@ -253,67 +253,184 @@ pub struct MappedSource {
     pub records: usize,
 }
 
+/// A desired member, packed (see [`PackedMember`]): its manager slot holds the
+/// manager's Employee ID, not yet resolved to a destination id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedDesired {
+    pub member: PackedMember,
+    pub leaver_reason: Option<LeaverReason>,
+}
+
+impl PackedDesired {
+    pub fn new(d: &DesiredMember) -> Self {
+        PackedDesired {
+            member: PackedMember::with_manager(
+                &d.member,
+                d.manager_employee_id.as_deref(),
+                [None, None],
+                false,
+            ),
+            leaver_reason: d.leaver_reason,
+        }
+    }
+
+    /// The manager's Employee ID, when the mapping manages the manager and one is set.
+    pub fn manager_employee_id(&self) -> Option<&str> {
+        self.member.field(Attr::Manager)
+    }
+
+    /// The member with its manager not yet resolved (`manager` empty).
+    pub fn unpack(&self) -> DesiredMember {
+        let mut member = self.member.unpack();
+        let manager_employee_id = member.manager.take();
+        DesiredMember {
+            member,
+            manager_employee_id,
+            leaver_reason: self.leaver_reason,
+        }
+    }
+}
+
+/// [`MappedSource`] with its members packed: what a run holds while it plans.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredSet {
+    pub members: Vec<PackedDesired>,
+    pub errors: Vec<RecordError>,
+    pub ambiguous_ids: Vec<String>,
+    pub drafts: Vec<String>,
+    pub records: usize,
+}
+
+impl From<&MappedSource> for DesiredSet {
+    fn from(m: &MappedSource) -> Self {
+        DesiredSet {
+            members: m.members.iter().map(PackedDesired::new).collect(),
+            errors: m.errors.clone(),
+            ambiguous_ids: m.ambiguous_ids.clone(),
+            drafts: m.drafts.clone(),
+            records: m.records,
+        }
+    }
+}
+
+impl DesiredSet {
+    pub fn into_mapped(self) -> MappedSource {
+        MappedSource {
+            members: self.members.iter().map(PackedDesired::unpack).collect(),
+            errors: self.errors,
+            ambiguous_ids: self.ambiguous_ids,
+            drafts: self.drafts,
+            records: self.records,
+        }
+    }
+}
+
 /// Turns source records into desired members. Never fails: a bad record is an error
 /// row.
 pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> MappedSource {
-    let value = |rec: &crate::source::EmployeeRecord, i: usize| -> Option<String> {
-        rec.values
-            .get(i)
-            .and_then(|v| v.as_deref())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    };
-    // Freshteam id → Employee ID, for managers (only built when a manager is mapped:
-    // it is one allocation and hash insert per record).
-    let maps_manager = mapping
-        .attrs
-        .iter()
-        .any(|(_, e)| matches!(e, Extract::Manager(_)));
-    let employee_ids: HashMap<i64, String> = if maps_manager {
-        snapshot
-            .employees
-            .iter()
-            .filter_map(|r| value(r, mapping.employee_id).map(|e| (r.id, e)))
-            .collect()
-    } else {
-        HashMap::new()
-    };
-
-    let mut out = MappedSource {
-        records: snapshot.employees.len(),
-        ..MappedSource::default()
-    };
-    let mut candidates: Vec<(i64, DesiredMember)> = Vec::new();
+    let mut mapper = Mapper::new(mapping, snapshot.lookups.clone());
     for rec in &snapshot.employees {
-        if rec.population == Population::Draft {
-            if let Some(id) = value(rec, mapping.employee_id) {
-                out.drafts.push(id);
+        mapper.add(rec);
+    }
+    mapper.finish().into_mapped()
+}
+
+/// [`map_records`] into packed members, dropping each record once mapped: the records
+/// and the members are never all held at once.
+pub fn map_snapshot(snapshot: SourceSnapshot, mapping: &CompiledMapping) -> DesiredSet {
+    let mut mapper = Mapper::new(mapping, snapshot.lookups);
+    for rec in snapshot.employees {
+        mapper.add(&rec);
+    }
+    mapper.finish()
+}
+
+impl crate::source::RecordSink for Mapper<'_> {
+    fn lookups(&mut self, lookups: HashMap<LookupKind, HashMap<i64, String>>) {
+        self.lookups = lookups;
+    }
+    fn record(&mut self, record: EmployeeRecord) {
+        self.add(&record);
+    }
+}
+
+fn value(rec: &EmployeeRecord, i: usize) -> Option<String> {
+    rec.values
+        .get(i)
+        .and_then(|v| v.as_deref())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// Maps records one at a time as they are read ([`Mapper::add`]), then settles what
+/// needs them all ([`Mapper::finish`]): managers, and identities shared by several
+/// records.
+pub struct Mapper<'m> {
+    mapping: &'m CompiledMapping,
+    lookups: HashMap<LookupKind, HashMap<i64, String>>,
+    /// Freshteam id → Employee ID, for managers (only kept when a manager is mapped).
+    employee_ids: HashMap<i64, String>,
+    maps_manager: bool,
+    /// Valid records with the Freshteam id of their manager, in the order added.
+    candidates: Vec<(i64, Option<i64>, PackedDesired)>,
+    out: DesiredSet,
+}
+
+impl<'m> Mapper<'m> {
+    pub fn new(
+        mapping: &'m CompiledMapping,
+        lookups: HashMap<LookupKind, HashMap<i64, String>>,
+    ) -> Self {
+        let maps_manager = mapping
+            .attrs
+            .iter()
+            .any(|(_, e)| matches!(e, Extract::Manager(_)));
+        Mapper {
+            mapping,
+            lookups,
+            employee_ids: HashMap::new(),
+            maps_manager,
+            candidates: Vec::new(),
+            out: DesiredSet::default(),
+        }
+    }
+
+    /// Maps one record (records come in Freshteam id order, each once).
+    pub fn add(&mut self, rec: &EmployeeRecord) {
+        let mapping = self.mapping;
+        self.out.records += 1;
+        if self.maps_manager {
+            if let Some(e) = value(rec, mapping.employee_id) {
+                self.employee_ids.insert(rec.id, e);
             }
-            continue;
+        }
+        if rec.population == Population::Draft {
+            if let Some(id) = value(rec, self.mapping.employee_id) {
+                self.out.drafts.push(id);
+            }
+            return;
         }
         let mut member = Member {
             active: true,
             ..Member::default()
         };
-        let mut manager_employee_id = None;
-        for (attr, extract) in &mapping.attrs {
+        let mut manager = None;
+        for (attr, extract) in &self.mapping.attrs {
             let v = match extract {
                 Extract::Value(i) => value(rec, *i),
                 Extract::Lookup(kind, i) => value(rec, *i).and_then(|id| {
                     let id: i64 = id.parse().ok()?;
-                    snapshot.lookups.get(kind)?.get(&id).cloned()
+                    self.lookups.get(kind)?.get(&id).cloned()
                 }),
                 Extract::Manager(i) => {
-                    manager_employee_id = value(rec, *i)
-                        .and_then(|id| id.parse::<i64>().ok())
-                        .and_then(|id| employee_ids.get(&id).cloned());
+                    manager = value(rec, *i).and_then(|id| id.parse::<i64>().ok());
                     continue;
                 }
             };
             member.set(*attr, v);
         }
-        if mapping.derive_display_name {
+        if self.mapping.derive_display_name {
             member.display_name = match (member.first_name.as_deref(), member.last_name.as_deref())
             {
                 (Some(first), Some(last)) => Some(format!("{first} {last}")),
@@ -321,7 +438,7 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
                 (None, None) => None,
             };
         }
-        let by_status = value(rec, mapping.status).is_some_and(|status| {
+        let by_status = value(rec, self.mapping.status).is_some_and(|status| {
             mapping
                 .leaver_statuses
                 .contains(lowercase(&status).as_ref())
@@ -329,7 +446,7 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
         let leaver_reason = match rec.population {
             Population::Deleted => Some(LeaverReason::Deleted),
             Population::Terminated => Some(LeaverReason::Terminated),
-            Population::Inactive if mapping.leaver_statuses.contains("inactive") => {
+            Population::Inactive if self.mapping.leaver_statuses.contains("inactive") => {
                 Some(LeaverReason::Inactive)
             }
             _ if by_status => Some(LeaverReason::Inactive),
@@ -337,24 +454,24 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
         };
         member.active = leaver_reason.is_none();
         // The record is dropped on every error path: its e-mail moves into the row.
-        let Some(employee_id) = value(rec, mapping.employee_id) else {
+        let Some(employee_id) = value(rec, self.mapping.employee_id) else {
             let email = std::mem::take(&mut member.email);
-            out.errors.push(RecordError {
-                employee_id: None,
-                email: (!email.is_empty()).then_some(email),
-                field: Some("employeeId".into()),
-                severity: "error".into(),
-                message: format!(
-                    "no Employee ID: Freshteam record {} has an empty {}; set the Employee ID in Freshteam",
-                    rec.id,
-                    mapping.request.fields[mapping.employee_id]
-                ),
-            });
-            continue;
+            self.out.errors.push(RecordError {
+                    employee_id: None,
+                    email: (!email.is_empty()).then_some(email),
+                    field: Some("employeeId".into()),
+                    severity: "error".into(),
+                    message: format!(
+                        "no Employee ID: Freshteam record {} has an empty {}; set the Employee ID in Freshteam",
+                        rec.id,
+                        self.mapping.request.fields[self.mapping.employee_id]
+                    ),
+                });
+            return;
         };
         let email_field = &mapping.email_field;
         if member.email.is_empty() {
-            out.errors.push(RecordError {
+            self.out.errors.push(RecordError {
                 employee_id: Some(employee_id),
                 email: None,
                 field: Some("email".into()),
@@ -363,104 +480,117 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
                     "no e-mail: {email_field} is empty; every member needs an e-mail address"
                 ),
             });
-            continue;
+            return;
         }
         if let Err(why) = check_email(&member.email) {
             let email = std::mem::take(&mut member.email);
             let message = format!("invalid e-mail '{email}' in {email_field}: {why}");
-            out.errors.push(RecordError {
+            self.out.errors.push(RecordError {
                 employee_id: Some(employee_id),
                 email: Some(email),
                 field: Some("email".into()),
                 severity: "error".into(),
                 message,
             });
-            continue;
+            return;
         }
         member.employee_id = employee_id;
-        candidates.push((
+        self.candidates.push((
             rec.id,
-            DesiredMember {
-                member,
-                manager_employee_id,
+            manager,
+            PackedDesired {
+                member: PackedMember::new(&member, [None, None], false),
                 leaver_reason,
             },
         ));
     }
 
-    // An identity shared by several records is never guessed.
-    // Sized up front: growing re-hashes every key, and hashing is much of the cost here.
-    let mut by_id: HashMap<&str, Vec<i64>> = HashMap::with_capacity(candidates.len());
-    let mut by_email: HashMap<Cow<str>, Vec<&str>> = HashMap::with_capacity(candidates.len());
-    for (source_id, d) in &candidates {
-        by_id
-            .entry(&d.member.employee_id)
-            .or_default()
-            .push(*source_id);
-        if d.member.active {
-            by_email
-                .entry(lowercase(&d.member.email))
+    /// Every record added: the desired members.
+    pub fn finish(self) -> DesiredSet {
+        let Mapper {
+            employee_ids,
+            mut candidates,
+            mut out,
+            ..
+        } = self;
+        // Managers resolve now that every record has been seen.
+        for (_, manager, d) in candidates.iter_mut() {
+            let resolved = manager.and_then(|id| employee_ids.get(&id));
+            if let Some(employee_id) = resolved {
+                let member = d.member.unpack();
+                d.member =
+                    PackedMember::with_manager(&member, Some(employee_id), [None, None], false);
+            }
+        }
+        drop(employee_ids);
+
+        // An identity shared by several records is never guessed.
+        // Sized up front: growing re-hashes every key, and hashing is much of the cost here.
+        let mut by_id: HashMap<&str, Vec<i64>> = HashMap::with_capacity(candidates.len());
+        let mut by_email: HashMap<Cow<str>, Vec<&str>> = HashMap::with_capacity(candidates.len());
+        for (source_id, _, d) in &candidates {
+            by_id
+                .entry(d.member.employee_id())
                 .or_default()
-                .push(&d.member.employee_id);
+                .push(*source_id);
+            if d.member.active() {
+                by_email
+                    .entry(lowercase(d.member.email()))
+                    .or_default()
+                    .push(d.member.employee_id());
+            }
         }
+        let mut ambiguous: HashSet<String> = HashSet::new();
+        let mut rows = Vec::new();
+        for (_, _, d) in &candidates {
+            let (employee_id, email) = (d.member.employee_id(), d.member.email());
+            if let Some(ids) = by_id.get(employee_id).filter(|ids| ids.len() > 1) {
+                let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+                rows.push(RecordError {
+                    employee_id: Some(employee_id.to_string()),
+                    email: Some(email.to_string()),
+                    field: Some("employeeId".into()),
+                    severity: "error".into(),
+                    message: format!(
+                        "Employee ID {} is shared by {} Freshteam records (ids {}); none of them was applied: give each employee a unique Employee ID",
+                        employee_id,
+                        ids.len(),
+                        list.join(", ")
+                    ),
+                });
+                ambiguous.insert(employee_id.to_string());
+                continue;
+            }
+            if let Some(ids) = by_email
+                .get(&lowercase(email))
+                .filter(|ids| d.member.active() && ids.len() > 1)
+            {
+                let others: Vec<&str> = ids.iter().copied().filter(|i| *i != employee_id).collect();
+                rows.push(RecordError {
+                    employee_id: Some(employee_id.to_string()),
+                    email: Some(email.to_string()),
+                    field: Some("email".into()),
+                    severity: "error".into(),
+                    message: format!(
+                        "e-mail {} is shared with Employee ID {}; none of them was applied: give each employee their own e-mail",
+                        email,
+                        others.join(", ")
+                    ),
+                });
+                ambiguous.insert(employee_id.to_string());
+            }
+        }
+        drop(by_id);
+        drop(by_email);
+        out.errors.extend(rows);
+        candidates.retain(|(_, _, d)| !ambiguous.contains(d.member.employee_id()));
+        out.members = candidates.into_iter().map(|(_, _, d)| d).collect();
+        out.members.shrink_to_fit();
+        let mut ambiguous: Vec<String> = ambiguous.into_iter().collect();
+        ambiguous.sort();
+        out.ambiguous_ids = ambiguous;
+        out
     }
-    let mut ambiguous: HashSet<String> = HashSet::new();
-    let mut rows = Vec::new();
-    for (_, d) in &candidates {
-        let m = &d.member;
-        if let Some(ids) = by_id
-            .get(m.employee_id.as_str())
-            .filter(|ids| ids.len() > 1)
-        {
-            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-            rows.push(RecordError {
-                employee_id: Some(m.employee_id.clone()),
-                email: Some(m.email.clone()),
-                field: Some("employeeId".into()),
-                severity: "error".into(),
-                message: format!(
-                    "Employee ID {} is shared by {} Freshteam records (ids {}); none of them was applied: give each employee a unique Employee ID",
-                    m.employee_id,
-                    ids.len(),
-                    list.join(", ")
-                ),
-            });
-            ambiguous.insert(m.employee_id.clone());
-            continue;
-        }
-        if let Some(ids) = by_email
-            .get(&lowercase(&m.email))
-            .filter(|ids| m.active && ids.len() > 1)
-        {
-            let others: Vec<&str> = ids
-                .iter()
-                .copied()
-                .filter(|i| *i != m.employee_id)
-                .collect();
-            rows.push(RecordError {
-                employee_id: Some(m.employee_id.clone()),
-                email: Some(m.email.clone()),
-                field: Some("email".into()),
-                severity: "error".into(),
-                message: format!(
-                    "e-mail {} is shared with Employee ID {}; none of them was applied: give each employee their own e-mail",
-                    m.email,
-                    others.join(", ")
-                ),
-            });
-            ambiguous.insert(m.employee_id.clone());
-        }
-    }
-    out.errors.extend(rows);
-    out.members = candidates
-        .into_iter()
-        .map(|(_, d)| d)
-        .filter(|d| !ambiguous.contains(&d.member.employee_id))
-        .collect();
-    let mut ambiguous: Vec<String> = ambiguous.into_iter().collect();
-    ambiguous.sort();
-    out.ambiguous_ids = ambiguous;
-    out
 }
 
 /// `text.to_lowercase()`, without an allocation when it is lower case already (e-mail

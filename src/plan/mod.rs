@@ -9,9 +9,11 @@ use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 
 use crate::api::{RecordError, WhenRemoved};
-use crate::destination::{DestinationMember, WriteOp};
-use crate::mapping::{lowercase, DesiredMember, MappedSource};
-use crate::member::{diff_member, Attr, AttrSet, Change, LeaverReason, Member};
+use crate::destination::{Account, Accounts, DestinationMember, WriteOp};
+use crate::mapping::{lowercase, DesiredSet, MappedSource, PackedDesired};
+#[cfg(test)]
+use crate::member::diff_member;
+use crate::member::{diff_fields, Attr, AttrSet, Change, LeaverReason, Member, MemberFields};
 
 /// Knobs of one planning pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,10 +114,129 @@ impl Plan {
     }
 }
 
-fn error_row(member: &Member, field: Option<&str>, message: String) -> RecordError {
+/// A planned write by reference into the desired members and the accounts it was
+/// planned from: a run with 100,000 creates holds these, and turns each into its
+/// [`PlannedWrite`] only when it sends it ([`PackedPlan::write`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanItem {
+    pub kind: WriteKind,
+    /// Why, for a leaver.
+    pub leaver_reason: Option<LeaverReason>,
+    /// Index of the desired member (`None`: a member removed from Freshteam).
+    pub desired: Option<u32>,
+    /// Index of the account (`None`: a create).
+    pub account: Option<u32>,
+    /// Index of the manager's account, when resolved.
+    pub manager: Option<u32>,
+    /// The changes of an update (empty for a create).
+    pub changes: Vec<Change>,
+    pub managed: AttrSet,
+}
+
+/// [`Plan`] with [`PlanItem`]s instead of writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackedPlan {
+    /// In a safe order: creates, then updates and re-activations, then leavers.
+    pub items: Vec<PlanItem>,
+    pub unchanged: u32,
+    pub skipped: u32,
+    pub errors: Vec<RecordError>,
+    pub managed: u32,
+    pub active_managed: u32,
+    pub adopted: Vec<String>,
+    pub blocked: Option<Blocked>,
+    pub pending_manager_links: u32,
+}
+
+impl PackedPlan {
+    pub fn count(&self, kind: WriteKind) -> u32 {
+        self.items.iter().filter(|w| w.kind == kind).count() as u32
+    }
+
+    /// The Employee ID a planned write is for.
+    pub fn employee_id<'a>(
+        item: &PlanItem,
+        desired: &'a DesiredSet,
+        accounts: &'a Accounts,
+    ) -> &'a str {
+        match (item.desired, item.account) {
+            (Some(d), _) => desired.members[d as usize].member.employee_id(),
+            (None, Some(a)) => accounts.get(a as usize).employee_id(),
+            (None, None) => "",
+        }
+    }
+
+    /// The e-mail a planned write is for.
+    pub fn email<'a>(item: &PlanItem, desired: &'a DesiredSet, accounts: &'a Accounts) -> &'a str {
+        match (item.desired, item.account) {
+            (Some(d), _) => desired.members[d as usize].member.email(),
+            (None, Some(a)) => accounts.get(a as usize).email(),
+            (None, None) => "",
+        }
+    }
+
+    /// The write an item stands for, as it would be sent.
+    pub fn write(item: &PlanItem, desired: &DesiredSet, accounts: &Accounts) -> PlannedWrite {
+        let want = item.desired.map(|d| {
+            let mut member = desired.members[d as usize].member.unpack();
+            member.manager = item
+                .manager
+                .map(|m| accounts.get(m as usize).id().to_string());
+            member
+        });
+        let op = match (item.account, want) {
+            (None, Some(want)) => WriteOp::Create {
+                member: only_managed(want, item.managed),
+            },
+            (Some(a), want) => {
+                let cur = accounts.get(a as usize);
+                let desired = want.unwrap_or_else(|| {
+                    let mut gone = cur.member();
+                    gone.active = false;
+                    gone
+                });
+                WriteOp::Update {
+                    id: cur.id().to_string(),
+                    version: cur.version().map(str::to_string),
+                    has_work_email: cur.has_work_email(),
+                    changes: item.changes.clone(),
+                    desired,
+                    managed: item.managed,
+                }
+            }
+            (None, None) => unreachable!("a planned write has a member or an account"),
+        };
+        PlannedWrite {
+            kind: item.kind,
+            op,
+            leaver_reason: item.leaver_reason,
+        }
+    }
+
+    /// The plan with every write made.
+    pub fn into_plan(self, desired: &DesiredSet, accounts: &Accounts) -> Plan {
+        Plan {
+            writes: self
+                .items
+                .iter()
+                .map(|i| Self::write(i, desired, accounts))
+                .collect(),
+            unchanged: self.unchanged,
+            skipped: self.skipped,
+            errors: self.errors,
+            managed: self.managed,
+            active_managed: self.active_managed,
+            adopted: self.adopted,
+            blocked: self.blocked,
+            pending_manager_links: self.pending_manager_links,
+        }
+    }
+}
+
+fn error_row(employee_id: &str, email: &str, field: Option<&str>, message: String) -> RecordError {
     RecordError {
-        employee_id: Some(member.employee_id.clone()),
-        email: Some(member.email.clone()),
+        employee_id: Some(employee_id.to_string()),
+        email: Some(email.to_string()),
         field: field.map(str::to_string),
         severity: "error".into(),
         message,
@@ -142,21 +263,48 @@ pub fn plan_with_ledger(
     ledger: Option<&HashSet<String>>,
     options: &PlanOptions,
 ) -> Plan {
-    let mut plan = Plan {
+    let desired = DesiredSet::from(desired);
+    let accounts = Accounts::from(current);
+    plan_sets(&desired, &accounts, ledger, options).into_plan(&desired, &accounts)
+}
+
+/// A desired member as it should be: its manager resolved to the manager's account id.
+struct Want<'a> {
+    member: &'a PackedDesired,
+    manager: Option<&'a str>,
+}
+
+impl MemberFields for Want<'_> {
+    fn field(&self, attr: Attr) -> Option<&str> {
+        match attr {
+            Attr::Manager => self.manager,
+            _ => self.member.member.field(attr),
+        }
+    }
+}
+
+/// [`plan_with_ledger`] over packed members and accounts, the writes as [`PlanItem`]s.
+pub fn plan_sets(
+    desired: &DesiredSet,
+    current: &Accounts,
+    ledger: Option<&HashSet<String>>,
+    options: &PlanOptions,
+) -> PackedPlan {
+    let mut plan = PackedPlan {
         errors: desired.errors.clone(),
-        ..Plan::default()
+        ..PackedPlan::default()
     };
 
     // The destination side can be ambiguous too: two accounts with one externalId.
     // Sized up front: growing re-hashes every key.
-    let mut by_external: HashMap<&str, &DestinationMember> = HashMap::with_capacity(current.len());
+    let mut by_external: HashMap<&str, u32> = HashMap::with_capacity(current.len());
     let mut ambiguous_in_destination: HashSet<&str> = HashSet::new();
-    for m in current {
-        let key = m.member.employee_id.as_str();
+    for (i, m) in current.iter().enumerate() {
+        let key = m.employee_id();
         if key.is_empty() {
             continue;
         }
-        if by_external.insert(key, m).is_some() {
+        if by_external.insert(key, i as u32).is_some() {
             ambiguous_in_destination.insert(key);
         }
     }
@@ -168,7 +316,7 @@ pub fn plan_with_ledger(
     let source_ids: HashSet<&str> = desired
         .members
         .iter()
-        .map(|d| d.member.employee_id.as_str())
+        .map(|d| d.member.employee_id())
         .chain(desired.ambiguous_ids.iter().map(String::as_str))
         .collect();
     // Employees present in Freshteam whose record could not be applied (an error row):
@@ -186,8 +334,8 @@ pub fn plan_with_ledger(
         .collect();
     let in_ledger = |id: &str| ledger.is_some_and(|l| l.contains(id));
     let mut removed = Vec::new();
-    for m in current {
-        let id = m.member.employee_id.as_str();
+    for (i, m) in current.iter().enumerate() {
+        let id = m.employee_id();
         if id.is_empty() {
             continue;
         }
@@ -196,17 +344,19 @@ pub fn plan_with_ledger(
             continue;
         }
         plan.managed += 1;
-        if m.member.active {
+        if m.active() {
             plan.active_managed += 1;
         }
         if matched && ledger.is_some() && !in_ledger(id) {
             plan.adopted.push(id.to_string());
         }
         let gone = options.scope == PlanScope::Everyone && !matched && !drafts.contains(id);
-        if gone && m.member.active && !ambiguous_in_destination.contains(id) {
-            removed.push(m);
+        if gone && m.active() && !ambiguous_in_destination.contains(id) {
+            removed.push(i as u32);
         }
     }
+    drop(source_ids);
+    drop(drafts);
     plan.adopted.sort_unstable();
     plan.adopted.dedup();
     plan.skipped += desired
@@ -219,113 +369,112 @@ pub fn plan_with_ledger(
     let mut updates = Vec::new();
     let mut leavers = Vec::new();
 
-    for d in &desired.members {
-        let id = d.member.employee_id.as_str();
+    for (index, d) in desired.members.iter().enumerate() {
+        let index = Some(index as u32);
+        let id = d.member.employee_id();
+        let email = d.member.email();
         if ambiguous_in_destination.contains(id) {
             plan.errors.push(error_row(
-                &d.member,
+                id,
+                email,
                 Some("employeeId"),
                 format!("several destination accounts have externalId {id}; none was changed: remove the duplicates in the destination"),
             ));
             continue;
         }
-        let resolved = resolve_manager(d, &by_external);
-        if resolved.pending {
+        // The manager's account, or pending until it exists.
+        let (manager, pending) = match d.manager_employee_id() {
+            None => (None, false),
+            Some(m) => match by_external.get(m) {
+                Some(&a) => (Some(a), false),
+                None => (None, true),
+            },
+        };
+        if pending {
             plan.pending_manager_links += 1;
         }
-        // Borrowed unless the manager differs: most members are unchanged, and copying
-        // each one was a good part of a steady-state plan.
-        let want: Cow<Member> = if d.member.manager == resolved.id {
-            Cow::Borrowed(&d.member)
-        } else {
-            Cow::Owned(Member {
-                manager: resolved.id,
-                ..d.member.clone()
-            })
+        let want = Want {
+            member: d,
+            manager: manager.map(|a| current.get(a as usize).id()),
         };
         let mut managed = options.managed;
-        if resolved.pending {
+        if pending {
             // Leave the manager as it is until the manager's account exists.
             managed = managed.iter().filter(|a| *a != Attr::Manager).collect();
         }
+        let item = |kind, account: u32, changes| PlanItem {
+            kind,
+            leaver_reason: None,
+            desired: index,
+            account: Some(account),
+            manager,
+            changes,
+            managed,
+        };
 
         match by_external.get(id) {
-            Some(cur) => {
-                if !want.active {
-                    if cur.member.active {
-                        leavers.push(PlannedWrite {
-                            kind: WriteKind::Leaver,
-                            op: update_op(
-                                cur,
-                                vec![Change::Active(false)],
-                                want.into_owned(),
-                                managed,
-                            ),
+            Some(&a) => {
+                let cur = current.get(a as usize);
+                if !d.member.active() {
+                    if cur.active() {
+                        leavers.push(PlanItem {
                             leaver_reason: d.leaver_reason.or(Some(LeaverReason::Inactive)),
+                            ..item(WriteKind::Leaver, a, vec![Change::Active(false)])
                         });
                     } else {
                         plan.unchanged += 1;
                     }
                     continue;
                 }
-                let mut changes = diff_member(&cur.member, &want, managed);
+                let mut changes = diff_fields(cur, &want, managed);
                 if let Some(holder) = email_clash(&changes, cur, &user_names) {
                     plan.errors.push(error_row(
-                        &want,
+                        id,
+                        email,
                         Some("email"),
-                        clash_message(&want.email, holder),
+                        clash_message(email, holder),
                     ));
                     continue;
                 }
-                if !cur.member.active {
+                if !cur.active() {
                     changes.push(Change::Active(true));
-                    updates.push(PlannedWrite {
-                        kind: WriteKind::Reactivate,
-                        op: update_op(cur, changes, want.into_owned(), managed),
-                        leaver_reason: None,
-                    });
+                    updates.push(item(WriteKind::Reactivate, a, changes));
                 } else if changes.is_empty() {
                     plan.unchanged += 1;
                 } else {
-                    updates.push(PlannedWrite {
-                        kind: WriteKind::Update,
-                        op: update_op(cur, changes, want.into_owned(), managed),
-                        leaver_reason: None,
-                    });
+                    updates.push(item(WriteKind::Update, a, changes));
                 }
             }
-            None if !want.active => plan.skipped += 1,
+            None if !d.member.active() => plan.skipped += 1,
             None => {
-                if let Some(holder) = user_names.holder(&want.email) {
+                if let Some(holder) = user_names.holder(email) {
                     plan.errors.push(error_row(
-                        &want,
+                        id,
+                        email,
                         Some("email"),
-                        clash_message(&want.email, holder),
+                        clash_message(email, holder),
                     ));
                     continue;
                 }
-                creates.push(PlannedWrite {
-                    kind: WriteKind::Create,
-                    op: WriteOp::Create {
-                        member: only_managed(want.into_owned(), managed),
-                    },
-                    leaver_reason: None,
+                creates.push(PlanItem {
+                    account: None,
+                    ..item(WriteKind::Create, 0, Vec::new())
                 });
             }
         }
     }
 
-    for cur in removed {
+    for a in removed {
         match options.when_removed {
-            WhenRemoved::Deactivate => {
-                let mut gone = cur.member.clone();
-                gone.active = false;
-                leavers.push(PlannedWrite {
-                    kind: WriteKind::Leaver,
-                    op: update_op(cur, vec![Change::Active(false)], gone, options.managed),
-                    leaver_reason: Some(LeaverReason::Removed),
-                });
-            }
+            WhenRemoved::Deactivate => leavers.push(PlanItem {
+                kind: WriteKind::Leaver,
+                leaver_reason: Some(LeaverReason::Removed),
+                desired: None,
+                account: Some(a),
+                manager: None,
+                changes: vec![Change::Active(false)],
+                managed: options.managed,
+            }),
             WhenRemoved::Ignore => plan.unchanged += 1,
         }
     }
@@ -349,37 +498,11 @@ pub fn plan_with_ledger(
         leavers.clear();
     }
 
-    plan.writes = creates;
-    plan.writes.append(&mut updates);
-    plan.writes.append(&mut leavers);
+    plan.items = creates;
+    plan.items.reserve_exact(updates.len() + leavers.len());
+    plan.items.append(&mut updates);
+    plan.items.append(&mut leavers);
     plan
-}
-
-struct ResolvedManager {
-    id: Option<String>,
-    pending: bool,
-}
-
-fn resolve_manager(
-    d: &DesiredMember,
-    by_external: &HashMap<&str, &DestinationMember>,
-) -> ResolvedManager {
-    match d.manager_employee_id.as_deref() {
-        None => ResolvedManager {
-            id: None,
-            pending: false,
-        },
-        Some(manager) => match by_external.get(manager) {
-            Some(m) => ResolvedManager {
-                id: Some(m.id.clone()),
-                pending: false,
-            },
-            None => ResolvedManager {
-                id: None,
-                pending: true,
-            },
-        },
-    }
 }
 
 fn only_managed(mut member: Member, managed: AttrSet) -> Member {
@@ -391,36 +514,20 @@ fn only_managed(mut member: Member, managed: AttrSet) -> Member {
     member
 }
 
-fn update_op(
-    cur: &DestinationMember,
-    changes: Vec<Change>,
-    desired: Member,
-    managed: AttrSet,
-) -> WriteOp {
-    WriteOp::Update {
-        id: cur.id.clone(),
-        version: cur.version.clone(),
-        has_work_email: cur.has_work_email,
-        changes,
-        desired,
-        managed,
-    }
-}
-
 /// Who holds which userName (case-insensitive, as SCIM compares it). Built on first
 /// use: a run without creates or e-mail changes never needs it.
 struct UserNames<'a> {
-    current: &'a [DestinationMember],
-    map: OnceCell<HashMap<Cow<'a, str>, &'a DestinationMember>>,
+    current: &'a Accounts,
+    map: OnceCell<HashMap<Cow<'a, str>, &'a Account>>,
 }
 
 impl<'a> UserNames<'a> {
-    fn holder(&self, email: &str) -> Option<&'a DestinationMember> {
+    fn holder(&self, email: &str) -> Option<&'a Account> {
         self.map
             .get_or_init(|| {
                 let mut map = HashMap::with_capacity(self.current.len());
-                for m in self.current {
-                    map.insert(lowercase(&m.member.email), m);
+                for m in self.current.iter() {
+                    map.insert(lowercase(m.email()), m);
                 }
                 map
             })
@@ -432,24 +539,24 @@ impl<'a> UserNames<'a> {
 /// The account that already holds the e-mail a change would give this member.
 fn email_clash<'a>(
     changes: &[Change],
-    cur: &DestinationMember,
+    cur: &Account,
     user_names: &UserNames<'a>,
-) -> Option<&'a DestinationMember> {
+) -> Option<&'a Account> {
     changes.iter().find_map(|c| match c {
         Change::Set(Attr::Email, email) => user_names
             .holder(email)
-            .filter(|holder| holder.id != cur.id),
+            .filter(|holder| holder.id() != cur.id()),
         _ => None,
     })
 }
 
-fn clash_message(email: &str, holder: &DestinationMember) -> String {
-    if holder.member.employee_id.is_empty() {
-        format!("{email} is already the userName of a destination account this integration does not manage (id {}); resolve the clash in the destination", holder.id)
+fn clash_message(email: &str, holder: &Account) -> String {
+    if holder.employee_id().is_empty() {
+        format!("{email} is already the userName of a destination account this integration does not manage (id {}); resolve the clash in the destination", holder.id())
     } else {
         format!(
             "{email} is already the userName of the member with Employee ID {}; fix the e-mail in Freshteam",
-            holder.member.employee_id
+            holder.employee_id()
         )
     }
 }

@@ -34,11 +34,11 @@ use tracing::debug;
 use url::Url;
 
 use super::link::{check_next, next_link, MAX_LIST_PAGES};
-use super::project::{lookup_names, project, record_id};
+use super::project::{lookup_names, project, record_id, PackedValues};
 use super::ratelimit::{RateHeaders, RateLimiter};
 use super::{
     validate_subdomain, AccountInfo, EmployeeRecord, EmployeeSource, LookupKind, Population,
-    SourceError, SourceRequest, SourceSnapshot, SourceStats,
+    RecordSink, SourceError, SourceRequest, SourceSnapshot, SourceStats,
 };
 use crate::egress::{self, Egress};
 use crate::progress::{NoProgress, ProgressSink};
@@ -751,7 +751,7 @@ impl FreshteamClient {
         run: &Run,
         request: &SourceRequest,
         progress: &dyn ProgressSink,
-    ) -> Result<Vec<EmployeeRecord>, SourceError> {
+    ) -> Result<Records, SourceError> {
         let fields = &request.fields;
         let since = request.updated_since_param();
         let since = since.as_deref();
@@ -773,14 +773,7 @@ impl FreshteamClient {
             self.read_details(run, fields, progress, &mut records)
                 .await?;
         }
-        Ok(records
-            .into_iter()
-            .map(|(id, r)| EmployeeRecord {
-                id,
-                values: r.values,
-                population: r.population,
-            })
-            .collect())
+        Ok(records)
     }
 
     /// `GET /employees/{id}` for every record; a detail value wins over the list's,
@@ -824,12 +817,14 @@ impl FreshteamClient {
             let (id, values) = detail?;
             match values {
                 Some(values) => {
-                    let slots = &mut records.get_mut(&id).expect("ids come from records").values;
+                    let found = records.get_mut(&id).expect("ids come from records");
+                    let mut slots = found.values.unpack();
                     for (slot, value) in slots.iter_mut().zip(values) {
                         if value.is_some() {
                             *slot = value;
                         }
                     }
+                    found.values = PackedValues::new(&slots);
                 }
                 None => vanished.push(id),
             }
@@ -906,15 +901,42 @@ impl EmployeeSource for FreshteamClient {
         progress: &dyn ProgressSink,
     ) -> Result<SourceSnapshot, SourceError> {
         let run = Run::default();
-        let (employees, lookups) = tokio::try_join!(
+        let (records, lookups) = tokio::try_join!(
             self.read_employees(&run, request, progress),
             self.read_lookups(&run, &request.lookups)
         )?;
         Ok(SourceSnapshot {
-            employees,
+            employees: records.into_iter().map(employee).collect(),
             lookups,
             stats: run.stats(),
         })
+    }
+
+    async fn fetch_each(
+        &self,
+        request: &SourceRequest,
+        progress: &dyn ProgressSink,
+        sink: &mut dyn RecordSink,
+    ) -> Result<SourceStats, SourceError> {
+        let run = Run::default();
+        let (records, lookups) = tokio::try_join!(
+            self.read_employees(&run, request, progress),
+            self.read_lookups(&run, &request.lookups)
+        )?;
+        sink.lookups(lookups);
+        // Unpacked one at a time: the records are never all held as plain values.
+        for found in records.into_iter().map(employee) {
+            sink.record(found);
+        }
+        Ok(run.stats())
+    }
+}
+
+fn employee((id, found): (i64, Found)) -> EmployeeRecord {
+    EmployeeRecord {
+        id,
+        values: found.values.unpack(),
+        population: found.population,
     }
 }
 
@@ -923,7 +945,7 @@ type Records = BTreeMap<i64, Found>;
 
 /// One record as a pass found it.
 struct Found {
-    values: Vec<Option<String>>,
+    values: PackedValues,
     population: Population,
     /// The record's own fields contradict the pass's filter.
     contradicted: bool,
@@ -1040,7 +1062,7 @@ fn merge_page(
                 pass
             };
             Found {
-                values: project(&item, fields),
+                values: PackedValues::new(&project(&item, fields)),
                 population: own_population(&item).max(claimed),
                 contradicted: contradicted && pass != Population::Active,
             }

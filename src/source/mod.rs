@@ -234,6 +234,29 @@ pub trait EmployeeSource: Send + Sync {
         request: &SourceRequest,
         progress: &dyn ProgressSink,
     ) -> Result<SourceSnapshot, SourceError>;
+    /// [`EmployeeSource::fetch`], handing the lookups and then each record to `sink`
+    /// instead of returning them all at once; returns the calls made.
+    async fn fetch_each(
+        &self,
+        request: &SourceRequest,
+        progress: &dyn ProgressSink,
+        sink: &mut dyn RecordSink,
+    ) -> Result<SourceStats, SourceError> {
+        let snapshot = self.fetch(request, progress).await?;
+        sink.lookups(snapshot.lookups);
+        for record in snapshot.employees {
+            sink.record(record);
+        }
+        Ok(snapshot.stats)
+    }
+}
+
+/// Where [`EmployeeSource::fetch_each`] hands what it read.
+pub trait RecordSink: Send {
+    /// id → name, per lookup endpoint; before any record.
+    fn lookups(&mut self, lookups: HashMap<LookupKind, HashMap<i64, String>>);
+    /// One employee; in Freshteam id order, each once.
+    fn record(&mut self, record: EmployeeRecord);
 }
 
 /// Checks that a subdomain is a DNS label (`[a-z0-9]([a-z0-9-]*[a-z0-9])?`) before any

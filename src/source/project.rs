@@ -17,6 +17,57 @@ fn as_id(v: &Value) -> Option<i64> {
     }
 }
 
+/// A record's requested values in one allocation (plus their offsets): a run holds
+/// every record until the last list page is in.
+#[derive(Debug, Default)]
+pub(crate) struct PackedValues {
+    text: Box<str>,
+    /// End of each value in `text`; [`ABSENT`] set for `None`.
+    ends: Box<[u32]>,
+}
+
+const ABSENT: u32 = 1 << 31;
+
+impl PackedValues {
+    pub(crate) fn new(values: &[Option<String>]) -> Self {
+        let mut text = String::with_capacity(values.iter().flatten().map(String::len).sum());
+        let ends = values
+            .iter()
+            .map(|v| {
+                if let Some(v) = v {
+                    text.push_str(v);
+                }
+                let end = u32::try_from(text.len())
+                    .ok()
+                    .filter(|e| *e < ABSENT)
+                    .expect("a record's values fit in 2 GiB");
+                if v.is_some() {
+                    end
+                } else {
+                    end | ABSENT
+                }
+            })
+            .collect();
+        PackedValues {
+            text: text.into_boxed_str(),
+            ends,
+        }
+    }
+
+    pub(crate) fn unpack(&self) -> Vec<Option<String>> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let stop = (end & !ABSENT) as usize;
+                let v = (end & ABSENT == 0).then(|| self.text[start..stop].to_string());
+                start = stop;
+                v
+            })
+            .collect()
+    }
+}
+
 /// The requested fields of one record, in request order.
 pub(crate) fn project(record: &Value, fields: &[String]) -> Vec<Option<String>> {
     fields

@@ -19,13 +19,16 @@ use crate::api::{
 };
 use crate::clock::{rfc3339, Clock};
 use crate::destination::{
-    ConvergenceNotes, DestinationMember, DestinationStats, MemberDirectory, WriteOp, WriteOutcome,
+    Account, Accounts, ConvergenceNotes, DestinationMember, DestinationStats, MemberDirectory,
+    WriteOp, WriteOutcome,
 };
 use crate::ledger::{Ledger, LedgerStore, Origin};
-use crate::mapping::{map_records, CompiledMapping};
-use crate::member::{Attr, AttrSet, Change, Member};
+use crate::mapping::{CompiledMapping, DesiredSet, Mapper, PackedDesired};
+use crate::member::{Attr, AttrSet, Change, MemberFields};
 use crate::notify::{InvitationIntent, OutboxStore};
-use crate::plan::{plan, plan_with_ledger, Plan, PlanOptions, PlanScope, PlannedWrite, WriteKind};
+use crate::plan::{
+    plan_sets, PackedPlan, PlanItem, PlanOptions, PlanScope, PlannedWrite, WriteKind,
+};
 use crate::progress::ProgressSink;
 use crate::source::{EmployeeSource, SourceStats};
 
@@ -188,7 +191,8 @@ pub async fn run_import_with_ledger(
         None => None,
     };
 
-    let cursor = ledger.as_ref().and_then(|l| l.cursor.as_ref());
+    let cursor = ledger.as_ref().and_then(|l| l.cursor.clone());
+    let cursor = cursor.as_ref();
     let choice = match (&options.mode, ledger_store) {
         (Some(policy), Some(_)) => {
             Some(mode::choose_mode(policy, cursor, options.dry_run, started))
@@ -207,7 +211,7 @@ pub async fn run_import_with_ledger(
     outcome.status.mode_reason = choice.as_ref().map(|c| c.reason.clone());
     let since = choice.as_ref().and_then(|c| c.since);
 
-    let (source_stats, mapped, current) = if let Some(since) = since {
+    let (source_stats, desired, current) = if let Some(since) = since {
         progress.phase("Reading the employees changed in Freshteam");
         let read = incremental::read_changed(
             mapping,
@@ -225,7 +229,11 @@ pub async fn run_import_with_ledger(
             r = read => r,
         };
         match read {
-            Ok(r) => (r.stats, r.mapped, r.current),
+            Ok(r) => (
+                r.stats,
+                DesiredSet::from(&r.mapped),
+                Accounts::from(&r.current[..]),
+            ),
             Err(incremental::ReadError::Source(e)) => {
                 return fail(outcome, clock, format!("Freshteam: {e}"))
             }
@@ -240,47 +248,61 @@ pub async fn run_import_with_ledger(
         // steady-state run, overlaps Freshteam's. A Freshteam failure ends the run at once;
         // a destination failure waits for Freshteam so the report still counts its calls.
         // Reads are abandoned as soon as a stop is asked for: they changed nothing.
-        let mut fetch = std::pin::pin!(async {
-            let snapshot = source.fetch(&mapping.request, progress).await?;
-            let stats = snapshot.stats.clone();
-            let mapped = map_records(&snapshot, mapping);
-            drop(snapshot);
-            progress.set_total(mapped.records as u64);
-            progress.phase("Reading destination members");
-            Ok::<_, crate::source::SourceError>((stats, mapped))
-        });
-        let mut list = std::pin::pin!(destination.list_members());
-        let (mut fetched, mut listed) = (None, None);
-        while fetched.is_none() || listed.is_none() {
-            tokio::select! {
-                biased;
-                reason = options.stop.stopped() => {
-                    let Some((source_stats, _)) = &fetched else {
-                        return interrupted(outcome, clock, reason, "while reading Freshteam; nothing was written");
-                    };
-                    outcome.status.api_calls = Some(api_calls(source_stats, &destination.stats()));
-                    return interrupted(outcome, clock, reason, "while reading the destination; nothing was written")
+        // Records are mapped as soon as Freshteam is read, and accounts packed page by page
+        // as they arrive: neither side is ever held whole as plain records or members.
+        let accounts = Mutex::new(Accounts::default());
+        let add_page = |page: Vec<DestinationMember>| {
+            accounts.lock().expect("accounts lock").extend(&page);
+        };
+        let (fetched, listed) = {
+            let mut fetch = std::pin::pin!(async {
+                let mut mapper = Mapper::new(mapping, HashMap::new());
+                let stats = source
+                    .fetch_each(&mapping.request, progress, &mut mapper)
+                    .await?;
+                let desired = mapper.finish();
+                progress.set_total(desired.records as u64);
+                progress.phase("Reading destination members");
+                Ok::<_, crate::source::SourceError>((stats, desired))
+            });
+            let mut list = std::pin::pin!(destination.list_pages(&add_page));
+            let (mut fetched, mut listed) = (None, None);
+            while fetched.is_none() || listed.is_none() {
+                tokio::select! {
+                    biased;
+                    reason = options.stop.stopped() => {
+                        let Some((source_stats, _)) = &fetched else {
+                            return interrupted(outcome, clock, reason, "while reading Freshteam; nothing was written");
+                        };
+                        outcome.status.api_calls = Some(api_calls(source_stats, &destination.stats()));
+                        return interrupted(outcome, clock, reason, "while reading the destination; nothing was written")
+                    }
+                    f = &mut fetch, if fetched.is_none() => match f {
+                        Ok(f) => fetched = Some(f),
+                        Err(e) => return fail(outcome, clock, format!("Freshteam: {e}")),
+                    },
+                    l = &mut list, if listed.is_none() => listed = Some(l),
                 }
-                f = &mut fetch, if fetched.is_none() => match f {
-                    Ok(f) => fetched = Some(f),
-                    Err(e) => return fail(outcome, clock, format!("Freshteam: {e}")),
-                },
-                l = &mut list, if listed.is_none() => listed = Some(l),
             }
-        }
-        let (Some((source_stats, mapped)), Some(listed)) = (fetched, listed) else {
+            (fetched, listed)
+        };
+        let (Some((source_stats, desired)), Some(listed)) = (fetched, listed) else {
             unreachable!("the loop ends once both reads are done");
         };
         let current = match listed {
-            Ok(c) => c,
+            Ok(()) => {
+                let mut current = accounts.into_inner().expect("accounts lock");
+                current.dedup();
+                current
+            }
             Err(e) => {
                 outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
                 return fail(outcome, clock, format!("destination: {e}"));
             }
         };
-        (source_stats, mapped, current)
+        (source_stats, desired, current)
     };
-    let total = mapped.records as u64;
+    let total = desired.records as u64;
 
     // What the destination does not keep is never written nor compared.
     let kept = destination.keeps();
@@ -307,10 +329,14 @@ pub async fn run_import_with_ledger(
         },
     };
     let ledger_ids = ledger.as_ref().map(Ledger::ids);
-    let mut planned = plan_with_ledger(&mapped, &current, ledger_ids.as_ref(), &plan_options);
+    let mut planned = plan_sets(&desired, &current, ledger_ids.as_ref(), &plan_options);
     drop(ledger_ids);
-    let (held_rows, mut notes) = hold_back_unkept(&mut planned, &options.convergence);
-    let decided = total.saturating_sub(planned.writes.len() as u64);
+    let sets = Sets {
+        desired: &desired,
+        current: &current,
+    };
+    let (held_rows, mut notes) = hold_back_unkept(&mut planned, sets, &options.convergence);
+    let decided = total.saturating_sub(planned.items.len() as u64);
     progress.advance(decided);
 
     let mut summary = ImportSummary {
@@ -318,7 +344,7 @@ pub async fn run_import_with_ledger(
         skipped: planned.skipped,
         ..ImportSummary::default()
     };
-    let mut report = planned.errors.clone();
+    let mut report = std::mem::take(&mut planned.errors);
     let mut stopped: Option<String> = None;
     if !unsupported.is_empty() {
         let names: Vec<String> = unsupported
@@ -351,21 +377,26 @@ pub async fn run_import_with_ledger(
     let mut held_back: Option<String> = None;
     // The ledger as this run recorded it.
     let mut recorded: Option<Ledger> = None;
+    let mut created: Vec<CreatedMember> = Vec::new();
 
     if options.dry_run {
         summary.created = planned.count(WriteKind::Create);
         summary.updated = planned.count(WriteKind::Update);
         summary.reactivated = planned.count(WriteKind::Reactivate);
         summary.leavers = planned.count(WriteKind::Leaver);
-        progress.advance(planned.writes.len() as u64);
-        outcome.changes = change_rows(&planned.writes, None, &current);
+        progress.advance(planned.items.len() as u64);
+        outcome.changes = planned
+            .items
+            .iter()
+            .map(|item| change_row(item, sets))
+            .collect();
     } else if let Some(reason) = options.stop.reason() {
         outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
         return interrupted(outcome, clock, reason, "before any write");
     } else {
         progress.phase("Applying changes");
         if let (Some(store), Some(old)) = (ledger_store, ledger.as_ref()) {
-            let next = next_ledger(old, &current, &planned, since.is_some());
+            let next = next_ledger(old, sets, &planned, since.is_some());
             if next == *old {
                 recorded = Some(next);
             } else if let Err(e) = store.save_ledger(&next).await {
@@ -373,90 +404,78 @@ pub async fn run_import_with_ledger(
                     "the ledger of managed members could not be saved ({}): {e}",
                     store.ledger_location()
                 );
-                held_back = hold_back_creates(&mut planned, &mut report, &why);
+                held_back = hold_back_creates(&mut planned, sets, &mut report, &why);
             } else {
                 recorded = Some(next);
             }
         }
+        drop(ledger);
         let outbox = match outbox {
-            Some(store) => match record_invitations(store, &planned.writes).await {
+            Some(store) => match record_invitations(store, &planned.items, sets).await {
                 Ok(()) => Some(store),
                 Err(why) => {
-                    held_back = held_back.or(hold_back_creates(&mut planned, &mut report, &why));
+                    held_back =
+                        held_back.or(hold_back_creates(&mut planned, sets, &mut report, &why));
                     None
                 }
             },
             None => None,
         };
         let managers: HashMap<&str, &str> = if mapping.managed.contains(Attr::Manager) {
-            mapped
+            desired
                 .members
                 .iter()
-                .filter_map(|d| {
-                    Some((
-                        d.member.employee_id.as_str(),
-                        d.manager_employee_id.as_deref()?,
-                    ))
-                })
+                .filter_map(|d| Some((d.member.employee_id(), d.manager_employee_id()?)))
                 .collect()
         } else {
             HashMap::new()
         };
-        let (applied, results, stop) = apply_writes(
+        let (results, made, stop) = apply_writes(
             destination,
-            &planned.writes,
+            &planned.items,
+            sets,
             &managers,
             progress,
             &options.stop,
         )
         .await;
+        drop(managers);
+        let applied = results.iter().filter(|r| r.is_some()).count();
         if let Some(reason) = stop {
             stopped = Some(format!(
-                "{reason}; stopped after {} of {} writes, the next run applies the rest",
-                applied.len(),
-                planned.writes.len()
+                "{reason}; stopped after {applied} of {} writes, the next run applies the rest",
+                planned.items.len()
             ));
         }
-        for (w, r) in applied.iter().zip(&results) {
-            if let (
-                WriteOp::Update {
-                    changes, desired, ..
-                },
-                WriteOutcome::Updated,
-            ) = (&w.op, r)
-            {
-                notes.record(&desired.employee_id, changes);
+        // In plan order: each applied write's tally, report row and change row.
+        let mut changes = Vec::with_capacity(applied);
+        for (item, result) in planned.items.iter().zip(results) {
+            let Some(result) = result else {
+                continue;
+            };
+            if item.account.is_some() && matches!(result, WriteOutcome::Updated) {
+                notes.record(sets.employee_id(item), &item.changes);
+            }
+            let failed = matches!(result, WriteOutcome::Failed { .. });
+            tally(item, sets, result, &mut summary, &mut report);
+            if !failed {
+                changes.push(change_row(item, sets));
             }
         }
         outcome.convergence = Some(std::mem::take(&mut notes));
-        tally(
-            &applied,
-            &results,
-            &mut summary,
-            &mut report,
-            &mut outcome.created,
-        );
-        outcome.changes = change_rows(&applied, Some(&results), &current);
+        outcome.changes = changes;
+        // In plan order (creates go in waves down the reporting line).
+        let mut made = made;
+        made.sort_unstable_by_key(|(i, _)| *i);
+        created = made.into_iter().map(|(_, c)| c).collect();
         if let Some(store) = outbox {
-            let ids: Vec<String> = outcome
-                .created
-                .iter()
-                .map(|c| c.employee_id.clone())
-                .collect();
+            let ids: Vec<String> = created.iter().map(|c| c.employee_id.clone()).collect();
             if let Err(e) = crate::notify::confirm(store, &ids).await {
                 progress.warn(&format!("invitation outbox: {e}"));
             }
         }
-        if planned.pending_manager_links > 0 && !outcome.created.is_empty() && stopped.is_none() {
-            link_new_managers(
-                &mapped,
-                &current,
-                &outcome.created,
-                &plan_options,
-                destination,
-                &mut report,
-            )
-            .await;
+        if planned.pending_manager_links > 0 && !created.is_empty() && stopped.is_none() {
+            link_new_managers(sets, &created, &plan_options, destination, &mut report).await;
         }
     }
 
@@ -468,7 +487,7 @@ pub async fn run_import_with_ledger(
         && !report.iter().any(|r| r.severity == "error");
     if let (Some(store), Some(mut keep)) = (ledger_store, recorded.take()) {
         let before = keep.clone();
-        for c in &outcome.created {
+        for c in &created {
             if keep.members.contains_key(&c.employee_id) {
                 keep.accounts.insert(c.employee_id.clone(), c.id.clone());
             }
@@ -488,15 +507,21 @@ pub async fn run_import_with_ledger(
     }
     summary.errors = report.iter().filter(|r| r.severity == "error").count() as u32;
     summary.warnings = report.iter().filter(|r| r.severity == "warning").count() as u32;
+    drop(planned.items);
+    drop(desired);
     // A run that saw only some accounts cannot tell who has none.
-    outcome.member_ids = since.is_none().then(|| {
+    let mut member_ids: HashSet<String> = HashSet::with_capacity(current.len() + created.len());
+    member_ids.extend(
         current
             .iter()
-            .map(|m| m.member.employee_id.clone())
+            .map(|m| m.employee_id())
             .filter(|id| !id.is_empty())
-            .chain(outcome.created.iter().map(|c| c.employee_id.clone()))
-            .collect()
-    });
+            .map(str::to_string),
+    );
+    drop(current);
+    member_ids.extend(created.iter().map(|c| c.employee_id.clone()));
+    outcome.member_ids = since.is_none().then_some(member_ids);
+    outcome.created = created;
     outcome.blocked_leavers = planned.blocked.as_ref().map_or(0, |b| b.leavers);
     outcome.status.leavers_awaiting_approval = planned.blocked.as_ref().map(|b| b.leavers);
     outcome.status.api_calls = Some(api_calls(&source_stats, &destination.stats()));
@@ -529,26 +554,40 @@ pub async fn run_import_with_ledger(
     outcome
 }
 
+/// The desired members and the accounts a plan refers into.
+#[derive(Clone, Copy)]
+struct Sets<'a> {
+    desired: &'a DesiredSet,
+    current: &'a Accounts,
+}
+
+impl<'a> Sets<'a> {
+    fn employee_id(&self, item: &PlanItem) -> &'a str {
+        PackedPlan::employee_id(item, self.desired, self.current)
+    }
+    fn email(&self, item: &PlanItem) -> &'a str {
+        PackedPlan::email(item, self.desired, self.current)
+    }
+    fn write(&self, item: &PlanItem) -> PlannedWrite {
+        PackedPlan::write(item, self.desired, self.current)
+    }
+}
+
 /// The ledger to record before the writes: the members managed at the start that
 /// still have an account, those this plan adopts, and those it is about to create.
 ///
 /// A run that read only the changed few (`partial`) saw only their accounts: it keeps
 /// every member of the old ledger (a full reconciliation drops those without one).
-fn next_ledger(
-    old: &Ledger,
-    current: &[DestinationMember],
-    planned: &Plan,
-    partial: bool,
-) -> Ledger {
+fn next_ledger(old: &Ledger, sets: Sets<'_>, planned: &PackedPlan, partial: bool) -> Ledger {
     // Employee ID → the one account holding it (none when several do).
-    let mut accounts: HashMap<&str, Option<&str>> = HashMap::with_capacity(current.len());
-    for m in current {
-        let key = m.member.employee_id.as_str();
+    let mut accounts: HashMap<&str, Option<&str>> = HashMap::with_capacity(sets.current.len());
+    for m in sets.current.iter() {
+        let key = m.employee_id();
         if !key.is_empty() {
             accounts
                 .entry(key)
                 .and_modify(|a| *a = None)
-                .or_insert(Some(m.id.as_str()));
+                .or_insert(Some(m.id()));
         }
     }
     let mut next = Ledger {
@@ -575,10 +614,10 @@ fn next_ledger(
             next.accounts.insert(id.clone(), account);
         }
     }
-    for w in &planned.writes {
-        if let WriteOp::Create { member } = &w.op {
+    for item in &planned.items {
+        if item.kind == WriteKind::Create {
             next.members
-                .entry(member.employee_id.clone())
+                .entry(sets.employee_id(item).to_string())
                 .or_insert(Origin::Created);
         }
     }
@@ -588,26 +627,27 @@ fn next_ledger(
 /// Takes the creates out of the plan (state they need could not be recorded): one
 /// warning row per member, saying why; the member is created on a later run.
 fn hold_back_creates(
-    planned: &mut Plan,
+    planned: &mut PackedPlan,
+    sets: Sets<'_>,
     report: &mut Vec<RecordError>,
     why: &str,
 ) -> Option<String> {
     let mut held = 0;
-    planned.writes.retain(|w| match &w.op {
-        WriteOp::Create { member } => {
-            held += 1;
-            report.push(RecordError {
-                employee_id: Some(member.employee_id.clone()),
-                email: Some(member.email.clone()),
-                field: None,
-                severity: "warning".into(),
-                message: format!(
-                    "not created in this run: {why}; it will be created on a run that can record it"
-                ),
-            });
-            false
+    planned.items.retain(|item| {
+        if item.kind != WriteKind::Create {
+            return true;
         }
-        WriteOp::Update { .. } => true,
+        held += 1;
+        report.push(RecordError {
+            employee_id: Some(sets.employee_id(item).to_string()),
+            email: Some(sets.email(item).to_string()),
+            field: None,
+            severity: "warning".into(),
+            message: format!(
+                "not created in this run: {why}; it will be created on a run that can record it"
+            ),
+        });
+        false
     });
     if held == 0 {
         return None;
@@ -616,59 +656,43 @@ fn hold_back_creates(
     Some(format!("{held} new member(s) not created: {why}"))
 }
 
-/// One change row per write: what it did (or, with no outcomes, would do). Failed
-/// writes are error rows already and get none.
-fn change_rows(
-    writes: &[PlannedWrite],
-    results: Option<&[WriteOutcome]>,
-    current: &[DestinationMember],
-) -> Vec<RecordError> {
-    let by_id: HashMap<&str, &Member> =
-        current.iter().map(|m| (m.id.as_str(), &m.member)).collect();
-    let mut rows = Vec::new();
-    for (i, w) in writes.iter().enumerate() {
-        if matches!(
-            results.and_then(|r| r.get(i)),
-            Some(WriteOutcome::Failed { .. })
-        ) {
-            continue;
-        }
-        let (field, message) = match (&w.op, w.kind) {
-            (WriteOp::Create { .. }, _) => ("created", "member created".to_string()),
-            (WriteOp::Update { id, changes, .. }, kind) => {
-                let old = by_id.get(id.as_str()).copied();
-                let fields = describe_changes(old, changes);
-                match kind {
-                    WriteKind::Leaver => (
-                        "leaver",
-                        format!(
-                            "marked as leaver ({})",
-                            w.leaver_reason.map_or("inactive", |r| r.as_str())
-                        ),
+/// The change row of a write: what it did (or, dry, would do). Failed writes are error
+/// rows already and get none.
+fn change_row(item: &PlanItem, sets: Sets<'_>) -> RecordError {
+    let (field, message) = match (item.account, item.kind) {
+        (None, _) => ("created", "member created".to_string()),
+        (Some(a), kind) => {
+            let old = sets.current.get(a as usize);
+            let fields = describe_changes(old, &item.changes);
+            match kind {
+                WriteKind::Leaver => (
+                    "leaver",
+                    format!(
+                        "marked as leaver ({})",
+                        item.leaver_reason.map_or("inactive", |r| r.as_str())
                     ),
-                    WriteKind::Reactivate if fields.is_empty() => {
-                        ("reactivated", "re-activated".to_string())
-                    }
-                    WriteKind::Reactivate => ("reactivated", format!("re-activated; {fields}")),
-                    _ => ("updated", fields),
+                ),
+                WriteKind::Reactivate if fields.is_empty() => {
+                    ("reactivated", "re-activated".to_string())
                 }
+                WriteKind::Reactivate => ("reactivated", format!("re-activated; {fields}")),
+                _ => ("updated", fields),
             }
-        };
-        rows.push(RecordError {
-            employee_id: Some(w.op.employee_id().to_string()),
-            email: Some(w.op.email().to_string()),
-            field: Some(field.into()),
-            severity: "change".into(),
-            message,
-        });
+        }
+    };
+    RecordError {
+        employee_id: Some(sets.employee_id(item).to_string()),
+        email: Some(sets.email(item).to_string()),
+        field: Some(field.into()),
+        severity: "change".into(),
+        message,
     }
-    rows
 }
 
 /// `jobTitle: Engineer → Manager; department: (none) → Sales`.
-fn describe_changes(old: Option<&Member>, changes: &[Change]) -> String {
+fn describe_changes(old: &impl MemberFields, changes: &[Change]) -> String {
     let was = |attr: Attr| {
-        old.and_then(|m| m.get(attr))
+        old.field(attr)
             .filter(|v| !v.is_empty())
             .unwrap_or("(none)")
             .to_string()
@@ -688,17 +712,23 @@ fn describe_changes(old: Option<&Member>, changes: &[Change]) -> String {
 /// creates nobody in this run: a member is never created without its intent.
 async fn record_invitations(
     store: &dyn OutboxStore,
-    writes: &[PlannedWrite],
+    items: &[PlanItem],
+    sets: Sets<'_>,
 ) -> Result<(), String> {
-    let intents: Vec<InvitationIntent> = writes
+    let intents: Vec<InvitationIntent> = items
         .iter()
-        .filter_map(|w| match &w.op {
-            WriteOp::Create { member } => Some(InvitationIntent {
-                employee_id: member.employee_id.clone(),
-                email: member.email.clone(),
-                first_name: member.first_name.clone(),
-            }),
-            WriteOp::Update { .. } => None,
+        .filter(|item| item.kind == WriteKind::Create)
+        .filter_map(|item| {
+            let d = &sets.desired.members[item.desired? as usize].member;
+            Some(InvitationIntent {
+                employee_id: d.employee_id().to_string(),
+                email: d.email().to_string(),
+                first_name: item
+                    .managed
+                    .contains(Attr::FirstName)
+                    .then(|| d.field(Attr::FirstName).map(str::to_string))
+                    .flatten(),
+            })
         })
         .collect();
     crate::notify::record_intents(store, &intents)
@@ -723,7 +753,8 @@ fn interrupted(
 /// the destination did not keep (see [`crate::destination::convergence`]): one warning row
 /// per member instead of a write every run. Returns those rows and the notes carried on.
 fn hold_back_unkept(
-    planned: &mut Plan,
+    planned: &mut PackedPlan,
+    sets: Sets<'_>,
     previous: &ConvergenceNotes,
 ) -> (Vec<RecordError>, ConvergenceNotes) {
     let mut carried = ConvergenceNotes::default();
@@ -732,22 +763,20 @@ fn hold_back_unkept(
         return (rows, carried);
     }
     let mut unchanged = 0;
-    planned.writes.retain_mut(|w| {
-        let WriteOp::Update {
-            changes, desired, ..
-        } = &mut w.op
-        else {
+    planned.items.retain_mut(|item| {
+        if item.account.is_none() {
             return true;
-        };
-        let held = previous.hold_back(&desired.employee_id, changes);
+        }
+        let employee_id = sets.employee_id(item);
+        let held = previous.hold_back(employee_id, &mut item.changes);
         if held.is_empty() {
             return true;
         }
-        carried.carry(previous, &desired.employee_id, &held);
+        carried.carry(previous, employee_id, &held);
         let fields: Vec<&str> = held.iter().map(|a| a.field_name()).collect();
         rows.push(RecordError {
-            employee_id: Some(desired.employee_id.clone()),
-            email: Some(desired.email.clone()),
+            employee_id: Some(employee_id.to_string()),
+            email: Some(sets.email(item).to_string()),
             field: Some(fields.join(",")),
             severity: "warning".into(),
             message: format!(
@@ -755,7 +784,7 @@ fn hold_back_unkept(
                 fields.join(", ")
             ),
         });
-        let keep = !changes.is_empty();
+        let keep = !item.changes.is_empty();
         if !keep {
             unchanged += 1;
         }
@@ -772,37 +801,44 @@ fn fail(mut outcome: ImportOutcome, clock: &dyn Clock, message: String) -> Impor
     outcome
 }
 
-/// Applies the plan's writes. Creates go in waves down the reporting line, so that a
-/// new member's manager, when created in the same run, already has an id to point to.
-/// Returns the writes as sent (managers filled in) with their outcomes, in plan order.
-/// A stop request is honoured between batches (see [`write_batch`]): the writes not sent
-/// are left out of what is returned, and the reason comes back.
+/// Applies the plan's writes, each made from its item only when its batch is sent.
+/// Creates go in waves down the reporting line, so that a new member's manager, when
+/// created in the same run, already has an id to point to. Returns each item's outcome
+/// in plan order (`None` for the writes a stop request left unsent, see
+/// [`write_batch`]), the members created with their item's index, and the reason of a
+/// stop.
 async fn apply_writes(
     destination: &dyn MemberDirectory,
-    writes: &[PlannedWrite],
+    items: &[PlanItem],
+    sets: Sets<'_>,
     managers: &HashMap<&str, &str>,
     progress: &dyn ProgressSink,
     stop: &StopSignal,
-) -> (Vec<PlannedWrite>, Vec<WriteOutcome>, Option<String>) {
+) -> (
+    Vec<Option<WriteOutcome>>,
+    Vec<(usize, CreatedMember)>,
+    Option<String>,
+) {
     let on_done = |_: usize, _: &WriteOutcome| progress.advance(1);
-    let creating: HashSet<&str> = writes
+    let creating: HashSet<&str> = items
         .iter()
         .filter(|w| w.kind == WriteKind::Create)
-        .map(|w| w.op.employee_id())
+        .map(|w| sets.employee_id(w))
         .collect();
     let mut waves: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut rest = Vec::new();
-    for (i, w) in writes.iter().enumerate() {
+    for (i, w) in items.iter().enumerate() {
         if w.kind == WriteKind::Create {
-            let depth = creation_depth(w.op.employee_id(), managers, &creating);
+            let depth = creation_depth(sets.employee_id(w), managers, &creating);
             waves.entry(depth).or_default().push(i);
         } else {
             rest.push(i);
         }
     }
-    let mut sent: Vec<PlannedWrite> = writes.to_vec();
-    let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
-    let mut created_ids: HashMap<String, String> = HashMap::new();
+    drop(creating);
+    let mut results: Vec<Option<WriteOutcome>> = (0..items.len()).map(|_| None).collect();
+    let mut created = Vec::with_capacity(waves.values().map(Vec::len).sum());
+    let mut created_ids: HashMap<&str, String> = HashMap::new();
     let mut stopped = None;
     let batch = write_batch(destination);
     let batches = waves
@@ -817,42 +853,49 @@ async fn apply_writes(
             stopped = Some(reason);
             break;
         }
-        for &i in idxs {
-            if let WriteOp::Create { member } = &mut sent[i].op {
-                if member.manager.is_none() {
-                    member.manager = managers
-                        .get(member.employee_id.as_str())
-                        .and_then(|m| created_ids.get(*m))
-                        .cloned();
+        let ops: Vec<WriteOp> = idxs
+            .iter()
+            .map(|&i| {
+                let mut op = sets.write(&items[i]).op;
+                if let WriteOp::Create { member } = &mut op {
+                    if member.manager.is_none() {
+                        member.manager = managers
+                            .get(member.employee_id.as_str())
+                            .and_then(|m| created_ids.get(*m))
+                            .cloned();
+                    }
                 }
+                op
+            })
+            .collect();
+        let outcomes = destination.apply(&ops, &on_done).await;
+        for ((&i, r), op) in idxs.iter().zip(outcomes).zip(ops) {
+            if let (WriteOutcome::Created { id }, WriteOp::Create { member }) = (&r, op) {
+                created_ids.insert(sets.employee_id(&items[i]), id.clone());
+                created.push((
+                    i,
+                    CreatedMember {
+                        id: id.clone(),
+                        employee_id: member.employee_id,
+                        email: member.email,
+                        first_name: member.first_name,
+                        manager: member.manager,
+                    },
+                ));
             }
-        }
-        let ops: Vec<WriteOp> = idxs.iter().map(|&i| sent[i].op.clone()).collect();
-        let results = destination.apply(&ops, &on_done).await;
-        for (&i, r) in idxs.iter().zip(results) {
-            if let WriteOutcome::Created { id } = &r {
-                created_ids.insert(sent[i].op.employee_id().to_string(), id.clone());
-            }
-            outcomes[i] = Some(r);
+            results[i] = Some(r);
         }
     }
-    let (sent, outcomes) = sent
-        .into_iter()
-        .zip(outcomes)
-        .filter_map(|(w, o)| match o {
-            Some(o) => Some((w, o)),
-            // Never sent: the run stopped first.
-            None if stopped.is_some() => None,
-            None => Some((
-                w,
-                WriteOutcome::Failed {
-                    field: None,
-                    message: "the destination returned no outcome for this write".into(),
-                },
-            )),
-        })
-        .unzip();
-    (sent, outcomes, stopped)
+    if stopped.is_none() {
+        // Never answered for: a failure, not a write left for the next run.
+        for r in results.iter_mut().filter(|r| r.is_none()) {
+            *r = Some(WriteOutcome::Failed {
+                field: None,
+                message: "the destination returned no outcome for this write".into(),
+            });
+        }
+    }
+    (results, created, stopped)
 }
 
 /// Writes per batch for this destination.
@@ -883,89 +926,71 @@ fn creation_depth(
 }
 
 fn tally(
-    writes: &[PlannedWrite],
-    results: &[WriteOutcome],
+    item: &PlanItem,
+    sets: Sets<'_>,
+    result: WriteOutcome,
     summary: &mut ImportSummary,
     report: &mut Vec<RecordError>,
-    created: &mut Vec<CreatedMember>,
 ) {
-    for (w, r) in writes.iter().zip(results) {
-        match r {
-            WriteOutcome::Failed { field, message } => report.push(RecordError {
-                employee_id: Some(w.op.employee_id().to_string()),
-                email: Some(w.op.email().to_string()),
-                field: field.clone(),
-                severity: "error".into(),
-                message: message.clone(),
-            }),
-            WriteOutcome::Created { id } => {
-                summary.created += 1;
-                if let WriteOp::Create { member } = &w.op {
-                    created.push(CreatedMember {
-                        id: id.clone(),
-                        employee_id: member.employee_id.clone(),
-                        email: member.email.clone(),
-                        first_name: member.first_name.clone(),
-                        manager: member.manager.clone(),
-                    });
-                }
-            }
-            WriteOutcome::Updated => match w.kind {
-                WriteKind::Create | WriteKind::Update => summary.updated += 1,
-                WriteKind::Reactivate => summary.reactivated += 1,
-                WriteKind::Leaver => summary.leavers += 1,
-            },
-        }
+    match result {
+        WriteOutcome::Failed { field, message } => report.push(RecordError {
+            employee_id: Some(sets.employee_id(item).to_string()),
+            email: Some(sets.email(item).to_string()),
+            field,
+            severity: "error".into(),
+            message,
+        }),
+        WriteOutcome::Created { .. } => summary.created += 1,
+        WriteOutcome::Updated => match item.kind {
+            WriteKind::Create | WriteKind::Update => summary.updated += 1,
+            WriteKind::Reactivate => summary.reactivated += 1,
+            WriteKind::Leaver => summary.leavers += 1,
+        },
     }
 }
 
 /// After the creates, members whose manager was created in the same run get their
 /// manager link, so one run converges.
 async fn link_new_managers(
-    mapped: &crate::mapping::MappedSource,
-    current: &[DestinationMember],
+    sets: Sets<'_>,
     created: &[CreatedMember],
     options: &PlanOptions,
     destination: &dyn MemberDirectory,
     report: &mut Vec<RecordError>,
 ) {
-    let by_employee: std::collections::HashMap<&str, &crate::mapping::DesiredMember> = mapped
+    let by_employee: HashMap<&str, &PackedDesired> = sets
+        .desired
         .members
         .iter()
-        .map(|d| (d.member.employee_id.as_str(), d))
+        .map(|d| (d.member.employee_id(), d))
         .collect();
-    let mut now: Vec<DestinationMember> = current.to_vec();
+    let mut now = sets.current.clone();
     for c in created {
         if let Some(d) = by_employee.get(c.employee_id.as_str()) {
-            let mut member = d.member.clone();
+            let mut member = d.unpack().member;
             member.manager = c.manager.clone();
-            now.push(DestinationMember {
-                id: c.id.clone(),
-                version: None,
-                member,
-                has_work_email: true,
-            });
+            now.push(Account::created(&c.id, &member));
         }
     }
+    drop(by_employee);
     let only_managers = PlanOptions {
         managed: [Attr::Manager].into_iter().collect(),
         when_removed: WhenRemoved::Ignore,
         ..options.clone()
     };
-    let follow_up: Plan = plan(mapped, &now, &only_managers);
+    let follow_up = plan_sets(sets.desired, &now, None, &only_managers);
     let writes: Vec<PlannedWrite> = follow_up
-        .writes
-        .into_iter()
-        .filter(|w| match &w.op {
-            WriteOp::Update { changes, .. } => {
-                w.kind == WriteKind::Update
-                    && changes
-                        .iter()
-                        .all(|c| matches!(c, Change::Set(Attr::Manager, _)))
-            }
-            WriteOp::Create { .. } => false,
+        .items
+        .iter()
+        .filter(|w| {
+            w.kind == WriteKind::Update
+                && w.account.is_some()
+                && w.changes
+                    .iter()
+                    .all(|c| matches!(c, Change::Set(Attr::Manager, _)))
         })
-        .map(|mut w| {
+        .map(|w| {
+            let mut w = PackedPlan::write(w, sets.desired, &now);
             // Versions of just-created members are unknown here; the write is idempotent.
             if let WriteOp::Update { version, .. } = &mut w.op {
                 *version = None;

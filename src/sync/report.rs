@@ -7,6 +7,10 @@ pub const MAX_INLINE_ERRORS: usize = 50;
 
 /// The full report as CSV (`severity,employee_id,email,field,message`), header included.
 pub fn errors_csv(rows: &[RecordError]) -> String {
+    rows_csv(rows.iter())
+}
+
+fn rows_csv<'a>(rows: impl Iterator<Item = &'a RecordError>) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["severity", "employee_id", "email", "field", "message"])
         .expect("writing to memory");
@@ -35,11 +39,9 @@ fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
 
 /// The run's full report: error and warning rows, then one row per change.
 pub fn report_csv(report: &[RecordError], changes: &[RecordError]) -> String {
-    if changes.is_empty() {
-        return errors_csv(report);
-    }
-    let rows: Vec<RecordError> = report.iter().chain(changes).cloned().collect();
-    errors_csv(&rows)
+    // Written from both lists as they are: a copy of every row would double the
+    // report's memory at the end of a large run.
+    rows_csv(report.iter().chain(changes))
 }
 
 /// The full report as CSV parts of at most `max_bytes` each (a row longer than that

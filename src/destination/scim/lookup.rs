@@ -255,7 +255,7 @@ impl ScimClient {
         let mut seen = HashSet::new();
         found.retain(|u| wanted(u, &ids, &names) && seen.insert(u.id.clone()));
         let mut members: Vec<DestinationMember> = Vec::with_capacity(found.len());
-        super::extend(&mut members, found);
+        members.extend(found.into_iter().map(|u| u.into_destination(None)));
         members.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(Some(members))
     }

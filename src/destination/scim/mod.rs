@@ -696,19 +696,21 @@ impl ScimClient {
         &self,
         mut start: usize,
         mut count: usize,
-        out: &mut Vec<DestinationMember>,
-    ) -> Result<(), DestinationError> {
+        out: &(dyn Fn(Vec<DestinationMember>) + Send + Sync),
+    ) -> Result<usize, DestinationError> {
+        let mut listed = 0;
         while count > 0 {
             let page = self.fetch_page(start, count).await?;
             let n = page.resources.len();
             if n == 0 {
                 break;
             }
-            extend(out, page.resources);
+            out(convert(page.resources));
+            listed += n;
             start += n;
             count = count.saturating_sub(n);
         }
-        Ok(())
+        Ok(listed)
     }
 
     // ---- writes ----
@@ -1318,8 +1320,11 @@ impl ScimClient {
     }
 }
 
-fn extend(members: &mut Vec<DestinationMember>, users: Vec<WireUser>) {
-    members.extend(users.into_iter().map(|u| u.into_destination(None)));
+fn convert(users: Vec<WireUser>) -> Vec<DestinationMember> {
+    users
+        .into_iter()
+        .map(|u| u.into_destination(None))
+        .collect()
 }
 
 /// Work for [`MemberDirectory::apply`]: one op on its own, or one bulk request.
@@ -1354,6 +1359,31 @@ impl MemberDirectory for ScimClient {
     }
 
     async fn list_members(&self) -> Result<Vec<DestinationMember>, DestinationError> {
+        let listed = std::sync::Mutex::new(Vec::new());
+        self.list_pages(&|page| listed.lock().expect("list lock").extend(page))
+            .await?;
+        let mut members = listed.into_inner().expect("list lock");
+        // A member created or deleted while paging shifts the pages: keep one of each.
+        let duplicates: HashSet<usize> = {
+            let mut seen = HashSet::with_capacity(members.len());
+            (0..members.len())
+                .filter(|&i| !seen.insert(members[i].id.as_str()))
+                .collect()
+        };
+        if !duplicates.is_empty() {
+            let mut i = 0;
+            members.retain(|_| {
+                i += 1;
+                !duplicates.contains(&(i - 1))
+            });
+        }
+        Ok(members)
+    }
+
+    async fn list_pages(
+        &self,
+        out: &(dyn Fn(Vec<DestinationMember>) + Send + Sync),
+    ) -> Result<(), DestinationError> {
         let started = Instant::now();
         let count = self
             .config
@@ -1365,11 +1395,11 @@ impl MemberDirectory for ScimClient {
             .total_results
             .map(|t| usize::try_from(t).unwrap_or(usize::MAX));
         let first_id = first.resources.first().map(|u| u.id.clone());
-        // Converted page by page: only what the diff needs stays in memory.
-        let mut members: Vec<DestinationMember> = Vec::new();
-        extend(&mut members, first.resources);
+        // Converted and handed over page by page: no page is held once read.
+        let step = first.resources.len();
+        let mut listed = step;
+        out(convert(first.resources));
         // The service may cap pages below what was asked: step by what it returns.
-        let step = members.len();
         let mut pages = 1usize;
         let mut window = 1;
         if step > 0 {
@@ -1421,21 +1451,19 @@ impl MemberDirectory for ScimClient {
                         "the page at startIndex {start} repeats the first page: the service ignores startIndex"
                     )));
                 }
-                extend(&mut members, page.resources);
+                listed += n;
+                out(convert(page.resources));
                 let expected = match total {
                     Some(total) => step.min(total.saturating_add(1).saturating_sub(start)),
                     None => step,
                 };
                 if n < expected {
                     match total {
-                        Some(_) => {
-                            self.fetch_range(start + n, expected - n, &mut members)
-                                .await?
-                        }
+                        Some(_) => listed += self.fetch_range(start + n, expected - n, out).await?,
                         None => ended = true,
                     }
                 }
-                if members.len() > self.config.max_listed_users {
+                if listed > self.config.max_listed_users {
                     return Err(self.endless(format!(
                         "the service listed more than {} users, the most the operator reads",
                         self.config.max_listed_users
@@ -1443,28 +1471,14 @@ impl MemberDirectory for ScimClient {
                 }
             }
         }
-        // A member created or deleted while paging shifts the pages: keep one of each.
-        let duplicates: HashSet<usize> = {
-            let mut seen = HashSet::with_capacity(members.len());
-            (0..members.len())
-                .filter(|&i| !seen.insert(members[i].id.as_str()))
-                .collect()
-        };
-        if !duplicates.is_empty() {
-            let mut i = 0;
-            members.retain(|_| {
-                i += 1;
-                !duplicates.contains(&(i - 1))
-            });
-        }
         debug!(
-            members = members.len(),
+            members = listed,
             pages,
             window,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "listed SCIM users"
         );
-        Ok(members)
+        Ok(())
     }
 
     async fn find_members(
