@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::Outbox;
 use crate::ledger::{Ledger, LedgerStore};
@@ -52,46 +54,92 @@ impl FileOutboxStore {
     }
 }
 
-/// The whole state file.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct StateFile {
+/// The state file's two parts, each kept as its JSON text: a save replaces one and
+/// copies the other through unparsed, so that saving the outbox never parses the ledger
+/// of 100,000 members, nor saving the ledger the outbox.
+#[derive(Default)]
+struct RawState {
+    invitations: Option<Box<RawValue>>,
+    ledger: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct RawParts {
     #[serde(default)]
-    invitations: Outbox,
+    invitations: Option<Box<RawValue>>,
     #[serde(default)]
-    ledger: Ledger,
+    ledger: Option<Box<RawValue>>,
+    /// The earlier format: the outbox itself at the top level.
+    #[serde(default)]
+    entries: Option<IgnoredAny>,
+    #[serde(default)]
+    generation: Option<IgnoredAny>,
+}
+
+#[derive(Serialize)]
+struct StateOut<'a, I: Serialize + ?Sized, L: Serialize + ?Sized> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invitations: Option<&'a I>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ledger: Option<&'a L>,
 }
 
 impl FileOutboxStore {
-    async fn read_state(&self) -> Result<StateFile, String> {
+    fn invalid(&self, e: serde_json::Error) -> String {
+        format!(
+            "{}: not a valid state file ({e}); move it aside to start afresh (the ledger of managed members and the pending invitations in it are then forgotten)",
+            self.path.display()
+        )
+    }
+
+    async fn read_raw(&self) -> Result<RawState, String> {
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || match std::fs::read(&path) {
-            Ok(bytes) => {
-                let bad = |e: serde_json::Error| {
-                    format!(
-                        "{}: not a valid state file ({e}); move it aside to start afresh (the ledger of managed members and the pending invitations in it are then forgotten)",
-                        path.display()
-                    )
-                };
-                let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(bad)?;
-                let legacy = value.get("entries").is_some() || value.get("generation").is_some();
-                if legacy {
-                    Ok(StateFile {
-                        invitations: serde_json::from_value(value).map_err(bad)?,
-                        ledger: Ledger::default(),
-                    })
-                } else {
-                    serde_json::from_value(value).map_err(bad)
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile::default()),
+        let bytes = tokio::task::spawn_blocking(move || match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("{}: {e}", path.display())),
         })
         .await
-        .map_err(|e| format!("reading the state file: {e}"))?
+        .map_err(|e| format!("reading the state file: {e}"))??;
+        let Some(bytes) = bytes else {
+            return Ok(RawState::default());
+        };
+        let parts: RawParts = serde_json::from_slice(&bytes).map_err(|e| self.invalid(e))?;
+        if parts.entries.is_some() || parts.generation.is_some() {
+            let text =
+                String::from_utf8(bytes).map_err(|e| format!("{}: {e}", self.path.display()))?;
+            let whole = RawValue::from_string(text).map_err(|e| self.invalid(e))?;
+            return Ok(RawState {
+                invitations: Some(whole),
+                ledger: None,
+            });
+        }
+        Ok(RawState {
+            invitations: parts.invitations,
+            ledger: parts.ledger,
+        })
     }
 
-    async fn write_state(&self, state: &StateFile) -> Result<(), String> {
-        let bytes = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+    fn parse<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        raw: Option<Box<RawValue>>,
+    ) -> Result<T, String> {
+        match raw {
+            Some(r) => serde_json::from_str(r.get()).map_err(|e| self.invalid(e)),
+            None => Ok(T::default()),
+        }
+    }
+
+    async fn write_state<I: Serialize + Sync + ?Sized, L: Serialize + Sync + ?Sized>(
+        &self,
+        invitations: Option<&I>,
+        ledger: Option<&L>,
+    ) -> Result<(), String> {
+        let bytes = serde_json::to_vec(&StateOut {
+            invitations,
+            ledger,
+        })
+        .map_err(|e| e.to_string())?;
         let path = self.path.clone();
         let fsync = self.fsync;
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes, fsync))
@@ -103,26 +151,29 @@ impl FileOutboxStore {
 #[async_trait]
 impl OutboxStore for FileOutboxStore {
     async fn load(&self) -> Result<Outbox, String> {
-        Ok(self.read_state().await?.invitations)
+        let raw = self.read_raw().await?;
+        self.parse(raw.invitations)
     }
 
     async fn save(&self, outbox: &Outbox) -> Result<(), String> {
-        let mut state = self.read_state().await?;
-        state.invitations = outbox.clone();
-        self.write_state(&state).await
+        let raw = self.read_raw().await?;
+        self.write_state(Some(outbox), raw.ledger.as_deref()).await
     }
 }
 
 #[async_trait]
 impl LedgerStore for FileOutboxStore {
     async fn load_ledger(&self) -> Result<Ledger, String> {
-        Ok(self.read_state().await?.ledger)
+        let raw = self.read_raw().await?;
+        // Checked even though unused here: a broken outbox must not go unnoticed.
+        let _: Outbox = self.parse(raw.invitations)?;
+        self.parse(raw.ledger)
     }
 
     async fn save_ledger(&self, ledger: &Ledger) -> Result<(), String> {
-        let mut state = self.read_state().await?;
-        state.ledger = ledger.clone();
-        self.write_state(&state).await
+        let raw = self.read_raw().await?;
+        self.write_state(raw.invitations.as_deref(), Some(ledger))
+            .await
     }
 
     fn ledger_location(&self) -> String {
