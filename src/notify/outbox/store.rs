@@ -171,7 +171,8 @@ impl LedgerStore for FileOutboxStore {
     }
 
     async fn save_ledger(&self, ledger: &Ledger) -> Result<(), String> {
-        let raw = self.read_raw().await?;
+        let mut raw = self.read_raw().await?;
+        raw.ledger = None;
         self.write_state(raw.invitations.as_deref(), Some(ledger))
             .await
     }
