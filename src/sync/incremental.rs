@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::destination::{DestinationError, DestinationMember, MemberDirectory, MemberKeys};
 use crate::ledger::Ledger;
-use crate::mapping::{map_records, CompiledMapping, MappedSource};
+use crate::mapping::{map_snapshot, CompiledMapping, DesiredSet};
 use crate::member::Attr;
 use crate::progress::ProgressSink;
 use crate::source::{EmployeeSource, SourceError, SourceStats};
@@ -15,7 +15,7 @@ use crate::source::{EmployeeSource, SourceError, SourceStats};
 /// What an incremental run read.
 pub(super) struct ChangedRead {
     pub stats: SourceStats,
-    pub mapped: MappedSource,
+    pub desired: DesiredSet,
     /// The accounts of the changed employees, of their managers, and any holding their
     /// e-mail addresses; every account when the destination cannot look accounts up.
     pub current: Vec<DestinationMember>,
@@ -46,15 +46,14 @@ pub(super) async fn read_changed(
         .await
         .map_err(ReadError::Source)?;
     let stats = snapshot.stats.clone();
-    let mapped = map_records(&snapshot, mapping);
-    drop(snapshot);
-    progress.set_total(mapped.records as u64);
+    let desired = map_snapshot(snapshot, mapping);
+    progress.set_total(desired.records as u64);
     progress.phase("Reading the changed employees' accounts");
     let managers = mapping.managed.contains(Attr::Manager);
-    match accounts_of(&mapped, managers, ledger, destination).await {
+    match accounts_of(&desired, managers, ledger, destination).await {
         Ok(current) => Ok(ChangedRead {
             stats,
-            mapped,
+            desired,
             current,
         }),
         Err(e) => Err(ReadError::Destination(stats, e)),
@@ -62,12 +61,12 @@ pub(super) async fn read_changed(
 }
 
 async fn accounts_of(
-    mapped: &MappedSource,
+    desired: &DesiredSet,
     managers: bool,
     ledger: Option<&Ledger>,
     destination: &dyn MemberDirectory,
 ) -> Result<Vec<DestinationMember>, DestinationError> {
-    let wanted = keys_of(mapped, managers);
+    let wanted = keys_of(desired, managers);
     let known = |id: &String| ledger.and_then(|l| l.accounts.get(id));
     let by_id: Vec<String> = wanted
         .external_ids
@@ -86,13 +85,13 @@ async fn accounts_of(
         .iter()
         .map(|m| m.member.employee_id.as_str())
         .collect();
-    let needed: HashSet<&str> = mapped
+    let needed: HashSet<&str> = desired
         .members
         .iter()
-        .filter(|d| d.member.active || ledger.is_some_and(|l| l.contains(&d.member.employee_id)))
+        .filter(|d| d.member.active() || ledger.is_some_and(|l| l.contains(d.member.employee_id())))
         .flat_map(|d| {
-            std::iter::once(d.member.employee_id.as_str())
-                .chain(d.manager_employee_id.as_deref().filter(|_| managers))
+            std::iter::once(d.member.employee_id())
+                .chain(d.manager_employee_id().filter(|_| managers))
         })
         .collect();
     let mut search = MemberKeys::default();
@@ -107,9 +106,9 @@ async fn accounts_of(
         .iter()
         .map(|m| (m.member.employee_id.as_str(), m.member.email.to_lowercase()))
         .collect();
-    for d in mapped.members.iter().filter(|d| d.member.active) {
-        let email = d.member.email.to_lowercase();
-        if !email.is_empty() && emails.get(d.member.employee_id.as_str()) != Some(&email) {
+    for d in desired.members.iter().filter(|d| d.member.active()) {
+        let email = d.member.email().to_lowercase();
+        if !email.is_empty() && emails.get(d.member.employee_id()) != Some(&email) {
             search.user_names.push(email);
         }
     }
@@ -135,25 +134,28 @@ async fn find_or_list(
 /// Every account the plan of these employees can touch or must know about: theirs (by
 /// Employee ID), their managers' (to link them), and those holding their e-mail
 /// addresses (a create or an e-mail change must not clash).
-pub(super) fn keys_of(mapped: &MappedSource, managers: bool) -> MemberKeys {
-    let mut external_ids: Vec<String> = mapped
+pub(super) fn keys_of(desired: &DesiredSet, managers: bool) -> MemberKeys {
+    let mut external_ids: Vec<String> = desired
         .members
         .iter()
         .flat_map(|d| {
-            std::iter::once(d.member.employee_id.clone())
-                .chain(d.manager_employee_id.clone().filter(|_| managers))
+            std::iter::once(d.member.employee_id().to_string()).chain(
+                d.manager_employee_id()
+                    .filter(|_| managers)
+                    .map(str::to_string),
+            )
         })
-        .chain(mapped.drafts.iter().cloned())
-        .chain(mapped.ambiguous_ids.iter().cloned())
-        .chain(mapped.errors.iter().filter_map(|e| e.employee_id.clone()))
+        .chain(desired.drafts.iter().cloned())
+        .chain(desired.ambiguous_ids.iter().cloned())
+        .chain(desired.errors.iter().filter_map(|e| e.employee_id.clone()))
         .filter(|id| !id.is_empty())
         .collect();
     external_ids.sort_unstable();
     external_ids.dedup();
-    let mut user_names: Vec<String> = mapped
+    let mut user_names: Vec<String> = desired
         .members
         .iter()
-        .map(|d| d.member.email.to_lowercase())
+        .map(|d| d.member.email().to_lowercase())
         .filter(|e| !e.is_empty())
         .collect();
     user_names.sort_unstable();

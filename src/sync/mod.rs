@@ -229,11 +229,7 @@ pub async fn run_import_with_ledger(
             r = read => r,
         };
         match read {
-            Ok(r) => (
-                r.stats,
-                DesiredSet::from(&r.mapped),
-                Accounts::from(&r.current[..]),
-            ),
+            Ok(r) => (r.stats, r.desired, Accounts::from(&r.current[..])),
             Err(incremental::ReadError::Source(e)) => {
                 return fail(outcome, clock, format!("Freshteam: {e}"))
             }
