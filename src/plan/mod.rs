@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::api::{RecordError, WhenRemoved};
 use crate::destination::{Account, Accounts, DestinationMember, WriteOp};
+use crate::ledger::ManagedIds;
 use crate::mapping::{lowercase, DesiredSet, MappedSource, PackedDesired};
 #[cfg(test)]
 use crate::member::diff_member;
@@ -265,6 +266,7 @@ pub fn plan_with_ledger(
 ) -> Plan {
     let desired = DesiredSet::from(desired);
     let accounts = Accounts::from(current);
+    let ledger = ledger.map(|l| l as &dyn ManagedIds);
     plan_sets(&desired, &accounts, ledger, options).into_plan(&desired, &accounts)
 }
 
@@ -287,7 +289,7 @@ impl MemberFields for Want<'_> {
 pub fn plan_sets(
     desired: &DesiredSet,
     current: &Accounts,
-    ledger: Option<&HashSet<String>>,
+    ledger: Option<&dyn ManagedIds>,
     options: &PlanOptions,
 ) -> PackedPlan {
     let mut plan = PackedPlan {
@@ -332,7 +334,7 @@ pub fn plan_sets(
                 .filter_map(|e| e.employee_id.as_deref()),
         )
         .collect();
-    let in_ledger = |id: &str| ledger.is_some_and(|l| l.contains(id));
+    let in_ledger = |id: &str| ledger.is_some_and(|l| l.manages(id));
     let mut removed = Vec::new();
     for (i, m) in current.iter().enumerate() {
         let id = m.employee_id();

@@ -67,12 +67,8 @@ async fn accounts_of(
     destination: &dyn MemberDirectory,
 ) -> Result<Vec<DestinationMember>, DestinationError> {
     let wanted = keys_of(desired, managers);
-    let known = |id: &String| ledger.and_then(|l| l.accounts.get(id));
-    let by_id: Vec<String> = wanted
-        .external_ids
-        .iter()
-        .filter_map(|id| known(id).cloned())
-        .collect();
+    let known = |id: &String| ledger.and_then(|l| l.account(id));
+    let by_id: Vec<String> = wanted.external_ids.iter().filter_map(known).collect();
     let mut current = match destination.get_members(&by_id).await? {
         Some(found) => found,
         None => return find_or_list(&wanted, destination).await,

@@ -22,7 +22,7 @@ use crate::destination::{
     Account, Accounts, ConvergenceNotes, DestinationMember, DestinationStats, MemberDirectory,
     WriteOp, WriteOutcome,
 };
-use crate::ledger::{Ledger, LedgerStore, Origin};
+use crate::ledger::{Ledger, LedgerStore, ManagedIds, Origin};
 use crate::mapping::{CompiledMapping, DesiredSet, Mapper, PackedDesired};
 use crate::member::{Attr, AttrSet, Change, MemberFields};
 use crate::notify::{InvitationIntent, OutboxStore};
@@ -324,9 +324,8 @@ pub async fn run_import_with_ledger(
             None => PlanScope::Everyone,
         },
     };
-    let ledger_ids = ledger.as_ref().map(Ledger::ids);
-    let mut planned = plan_sets(&desired, &current, ledger_ids.as_ref(), &plan_options);
-    drop(ledger_ids);
+    let managed_ids = ledger.as_ref().map(|l| l as &dyn ManagedIds);
+    let mut planned = plan_sets(&desired, &current, managed_ids, &plan_options);
     let sets = Sets {
         desired: &desired,
         current: &current,
@@ -498,12 +497,7 @@ pub async fn run_import_with_ledger(
     if let (Some(store), Some(mut keep)) = (ledger_store, recorded.take()) {
         let mut changed = false;
         for c in &created {
-            if keep.members.contains_key(&c.employee_id)
-                && keep.accounts.get(&c.employee_id) != Some(&c.id)
-            {
-                keep.accounts.insert(c.employee_id.clone(), c.id.clone());
-                changed = true;
-            }
+            changed |= keep.set_account(&c.employee_id, Some(&c.id));
         }
         if let (Some(policy), Some(choice), true) = (&options.mode, &choice, went_through) {
             let next = mode::next_cursor(policy, choice, cursor, started);
@@ -593,47 +587,24 @@ fn next_ledger(ledger: &mut Ledger, sets: Sets<'_>, planned: &PackedPlan, partia
         }
     }
     // Updated in place: at 100,000 members a second copy is a good part of a run's memory.
-    let before = (ledger.members.len(), ledger.accounts.len());
+    let before = ledger.len();
     let mut changed = false;
     if !partial {
-        ledger
-            .members
-            .retain(|id, _| accounts.contains_key(id.as_str()));
+        ledger.retain(|id| accounts.contains_key(id));
     }
-    for id in &planned.adopted {
-        if !ledger.members.contains_key(id) {
-            ledger.members.insert(id.clone(), Origin::Adopted);
-            changed = true;
-        }
-    }
-    let members = &ledger.members;
-    ledger.accounts.retain(|id, _| members.contains_key(id));
-    for id in ledger.members.keys() {
-        let known = match accounts.get(id.as_str()) {
-            Some(Some(account)) => Some(*account),
-            Some(None) => None,
-            None if partial => continue,
-            None => None,
-        };
-        match known {
-            Some(account) if ledger.accounts.get(id).map(String::as_str) != Some(account) => {
-                ledger.accounts.insert(id.clone(), account.to_string());
-                changed = true;
-            }
-            Some(_) => {}
-            None => changed |= ledger.accounts.remove(id).is_some(),
-        }
-    }
-    for item in &planned.items {
-        if item.kind == WriteKind::Create {
-            let id = sets.employee_id(item);
-            if !ledger.members.contains_key(id) {
-                ledger.members.insert(id.to_string(), Origin::Created);
-                changed = true;
-            }
-        }
-    }
-    changed || before != (ledger.members.len(), ledger.accounts.len())
+    changed |= ledger.add_missing(planned.adopted.iter().map(String::as_str), Origin::Adopted);
+    changed |= ledger.update_accounts(|id| match accounts.get(id) {
+        Some(known) => Some(*known),
+        None if partial => None,
+        None => Some(None),
+    });
+    let creates = planned
+        .items
+        .iter()
+        .filter(|item| item.kind == WriteKind::Create)
+        .map(|item| sets.employee_id(item));
+    changed |= ledger.add_missing(creates, Origin::Created);
+    changed || before != ledger.len()
 }
 
 /// Takes the creates out of the plan (state they need could not be recorded): one

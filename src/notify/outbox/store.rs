@@ -57,18 +57,28 @@ impl FileOutboxStore {
 /// The state file's two parts, each kept as its JSON text: a save replaces one and
 /// copies the other through unparsed, so that saving the outbox never parses the ledger
 /// of 100,000 members, nor saving the ledger the outbox.
-#[derive(Default)]
-struct RawState {
+/// `L`: the ledger's text, or [`IgnoredAny`] when a save replaces it anyway.
+struct RawState<L = Box<RawValue>> {
     invitations: Option<Box<RawValue>>,
-    ledger: Option<Box<RawValue>>,
+    ledger: Option<L>,
+}
+
+impl<L> Default for RawState<L> {
+    fn default() -> Self {
+        RawState {
+            invitations: None,
+            ledger: None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
-struct RawParts {
+#[serde(bound = "L: Deserialize<'de>")]
+struct RawParts<L> {
     #[serde(default)]
     invitations: Option<Box<RawValue>>,
-    #[serde(default)]
-    ledger: Option<Box<RawValue>>,
+    #[serde(default = "Option::default")]
+    ledger: Option<L>,
     /// The earlier format: the outbox itself at the top level.
     #[serde(default)]
     entries: Option<IgnoredAny>,
@@ -92,7 +102,7 @@ impl FileOutboxStore {
         )
     }
 
-    async fn read_raw(&self) -> Result<RawState, String> {
+    async fn read_raw<L: serde::de::DeserializeOwned>(&self) -> Result<RawState<L>, String> {
         let path = self.path.clone();
         let bytes = tokio::task::spawn_blocking(move || match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
@@ -104,7 +114,7 @@ impl FileOutboxStore {
         let Some(bytes) = bytes else {
             return Ok(RawState::default());
         };
-        let parts: RawParts = serde_json::from_slice(&bytes).map_err(|e| self.invalid(e))?;
+        let parts: RawParts<L> = serde_json::from_slice(&bytes).map_err(|e| self.invalid(e))?;
         if parts.entries.is_some() || parts.generation.is_some() {
             let text =
                 String::from_utf8(bytes).map_err(|e| format!("{}: {e}", self.path.display()))?;
@@ -135,28 +145,31 @@ impl FileOutboxStore {
         invitations: Option<&I>,
         ledger: Option<&L>,
     ) -> Result<(), String> {
-        let bytes = serde_json::to_vec(&StateOut {
-            invitations,
-            ledger,
+        // Serialised straight into the file, on this thread since the parts are
+        // borrowed: at 100,000 members a copy of the text would be a good part of the
+        // run's memory. Only the CLI keeps a state file; nothing else waits on it.
+        write_atomically(&self.path, self.fsync, |file| {
+            serde_json::to_writer(
+                file,
+                &StateOut {
+                    invitations,
+                    ledger,
+                },
+            )
+            .map_err(std::io::Error::other)
         })
-        .map_err(|e| e.to_string())?;
-        let path = self.path.clone();
-        let fsync = self.fsync;
-        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes, fsync))
-            .await
-            .map_err(|e| format!("writing the state file: {e}"))?
     }
 }
 
 #[async_trait]
 impl OutboxStore for FileOutboxStore {
     async fn load(&self) -> Result<Outbox, String> {
-        let raw = self.read_raw().await?;
+        let raw: RawState<IgnoredAny> = self.read_raw().await?;
         self.parse(raw.invitations)
     }
 
     async fn save(&self, outbox: &Outbox) -> Result<(), String> {
-        let raw = self.read_raw().await?;
+        let raw: RawState = self.read_raw().await?;
         self.write_state(Some(outbox), raw.ledger.as_deref()).await
     }
 }
@@ -164,15 +177,14 @@ impl OutboxStore for FileOutboxStore {
 #[async_trait]
 impl LedgerStore for FileOutboxStore {
     async fn load_ledger(&self) -> Result<Ledger, String> {
-        let raw = self.read_raw().await?;
+        let raw: RawState = self.read_raw().await?;
         // Checked even though unused here: a broken outbox must not go unnoticed.
         let _: Outbox = self.parse(raw.invitations)?;
         self.parse(raw.ledger)
     }
 
     async fn save_ledger(&self, ledger: &Ledger) -> Result<(), String> {
-        let mut raw = self.read_raw().await?;
-        raw.ledger = None;
+        let raw: RawState<IgnoredAny> = self.read_raw().await?;
         self.write_state(raw.invitations.as_deref(), Some(ledger))
             .await
     }
@@ -182,8 +194,11 @@ impl LedgerStore for FileOutboxStore {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), String> {
-    use std::io::Write;
+fn write_atomically(
+    path: &Path,
+    fsync: bool,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), String> {
     let fail = |e: std::io::Error| format!("{}: {e}", path.display());
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -196,8 +211,9 @@ fn write_atomically(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), String
     // Same directory, so the rename stays within one file system and is atomic.
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        write(&mut file)?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
         if fsync {
             file.sync_all()?;
         }
