@@ -900,16 +900,9 @@ impl EmployeeSource for FreshteamClient {
         request: &SourceRequest,
         progress: &dyn ProgressSink,
     ) -> Result<SourceSnapshot, SourceError> {
-        let run = Run::default();
-        let (records, lookups) = tokio::try_join!(
-            self.read_employees(&run, request, progress),
-            self.read_lookups(&run, &request.lookups)
-        )?;
-        Ok(SourceSnapshot {
-            employees: records.into_iter().map(employee).collect(),
-            lookups,
-            stats: run.stats(),
-        })
+        let mut snapshot = SourceSnapshot::default();
+        snapshot.stats = self.fetch_each(request, progress, &mut snapshot).await?;
+        Ok(snapshot)
     }
 
     async fn fetch_each(
@@ -929,6 +922,17 @@ impl EmployeeSource for FreshteamClient {
             sink.record(found);
         }
         Ok(run.stats())
+    }
+}
+
+/// [`EmployeeSource::fetch`] is [`EmployeeSource::fetch_each`] into a snapshot: one read path.
+impl RecordSink for SourceSnapshot {
+    fn lookups(&mut self, lookups: HashMap<LookupKind, HashMap<i64, String>>) {
+        self.lookups = lookups;
+    }
+
+    fn record(&mut self, record: EmployeeRecord) {
+        self.employees.push(record);
     }
 }
 

@@ -1,9 +1,16 @@
-//! What a service keeps, from `/Schemas` and `/ResourceTypes` (RFC 7643 §6, §7). Either
-//! may be missing or partial: what cannot be learnt is assumed kept, as before discovery.
+//! What a service supports, from `/ServiceProviderConfig`, and what it keeps, from
+//! `/Schemas` and `/ResourceTypes` (RFC 7643 §6, §7). Either of the last two may be
+//! missing or partial: what cannot be learnt is assumed kept, as before discovery.
 
+use reqwest::Method;
 use serde::Deserialize;
+use tracing::{debug, warn};
 
-use super::model::{ENTERPRISE_SCHEMA, USER_SCHEMA};
+use super::config::Capabilities;
+use super::model::{WireServiceProviderConfig, ENTERPRISE_SCHEMA, USER_SCHEMA};
+use super::transport::CallKind;
+use super::ScimClient;
+use crate::destination::DestinationError;
 use crate::member::{Attr, AttrSet};
 
 /// The User attributes a service keeps.
@@ -164,6 +171,67 @@ pub fn scim_name(attr: Attr) -> &'static str {
         Attr::Department => "enterprise department",
         Attr::EmployeeNumber => "enterprise employeeNumber",
         Attr::Manager => "enterprise manager",
+    }
+}
+
+impl ScimClient {
+    pub(super) async fn read_capabilities(&self) -> Result<Capabilities, DestinationError> {
+        let url = self.url(&["ServiceProviderConfig"]);
+        let resp = self
+            .send_checked(Method::GET, url.clone(), None, None, CallKind::Read)
+            .await?;
+        if matches!(resp.status.as_u16(), 401 | 403) {
+            return Err(DestinationError::Unauthorized {
+                url: self.service(),
+                status: resp.status.as_u16(),
+            });
+        }
+        let spc = match resp.status.is_success() {
+            true => serde_json::from_slice::<WireServiceProviderConfig>(&resp.body).ok(),
+            false => None,
+        };
+        match spc {
+            Some(spc) => Ok(Capabilities::from_wire(spc)),
+            None => {
+                warn!(%url, status = resp.status.as_u16(), "the SCIM service publishes no readable ServiceProviderConfig; using PUT, no bulk, no ETags");
+                Ok(Capabilities::minimal())
+            }
+        }
+    }
+
+    /// A discovery document, or `None` when the service has none it will show (any
+    /// refusal but a rejected token, or a body that is not one).
+    async fn discover<T: serde::de::DeserializeOwned>(
+        &self,
+        segment: &str,
+    ) -> Result<Option<Vec<T>>, DestinationError> {
+        let url = self.url(&[segment]);
+        let resp = self
+            .send_checked(Method::GET, url.clone(), None, None, CallKind::Read)
+            .await?;
+        if matches!(resp.status.as_u16(), 401 | 403) {
+            return Err(DestinationError::Unauthorized {
+                url: self.service(),
+                status: resp.status.as_u16(),
+            });
+        }
+        if !resp.status.is_success() {
+            debug!(%url, status = resp.status.as_u16(), "no discovery document");
+            return Ok(None);
+        }
+        match serde_json::from_slice::<Listed<T>>(&resp.body) {
+            Ok(listed) => Ok(Some(listed.into_vec())),
+            Err(e) => {
+                warn!(%url, error = %e, "unreadable discovery document; assuming the service keeps every attribute it does not describe");
+                Ok(None)
+            }
+        }
+    }
+
+    pub(super) async fn read_keeps(&self) -> Result<Keeps, DestinationError> {
+        let schemas = self.discover::<WireSchema>("Schemas").await?;
+        let types = self.discover::<WireResourceType>("ResourceTypes").await?;
+        Ok(derive(schemas.as_deref(), types.as_deref()))
     }
 }
 

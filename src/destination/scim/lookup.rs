@@ -24,9 +24,11 @@ use std::time::Instant;
 use futures::stream::{self, FuturesUnordered, StreamExt};
 use reqwest::{Method, StatusCode};
 
+use super::config::MAX_PAGE;
 use super::model::{ListPage, WireUser};
 use super::pacer::Pacer;
-use super::{ScimClient, MAX_PAGE};
+use super::transport::CallKind;
+use super::ScimClient;
 use crate::destination::{DestinationError, DestinationMember, MemberKeys};
 
 /// Clauses per request.
@@ -299,7 +301,7 @@ impl ScimClient {
                 .append_pair("count", &count.to_string());
             self.lookup.requests.fetch_add(1, Ordering::Relaxed);
             let resp = self
-                .send_checked(Method::GET, url.clone(), None, None, super::CallKind::Read)
+                .send_checked(Method::GET, url.clone(), None, None, CallKind::Read)
                 .await?;
             if matches!(
                 resp.status,
