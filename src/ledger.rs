@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Display;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -479,13 +480,69 @@ impl<'de> Deserialize<'de> for Ledger {
     }
 }
 
+/// Why a store of an integration's state (its ledger, its invitation outbox) failed.
+/// `location` names where the state lives (a file, an object) so that the message
+/// points at what to look at.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The state could not be read (file system, API server).
+    #[error("{location}: {reason}")]
+    Read { location: String, reason: String },
+    /// What was read is not a state this version can use.
+    #[error("{location}: {reason}")]
+    Parse { location: String, reason: String },
+    /// The state could not be written.
+    #[error("{location}: {reason}")]
+    Write { location: String, reason: String },
+    /// Someone else saved in between (a stale version): nothing was overwritten.
+    #[error("{location}: {reason}")]
+    Conflict { location: String, reason: String },
+    /// The state outgrew what its store can hold.
+    #[error(
+        "the {state} ({entries} entries) does not fit in {limit} (one would hold {size} bytes)"
+    )]
+    TooLarge {
+        state: String,
+        entries: usize,
+        limit: String,
+        size: usize,
+    },
+}
+
+impl StateError {
+    pub fn read(location: impl Into<String>, reason: impl Display) -> Self {
+        StateError::Read {
+            location: location.into(),
+            reason: reason.to_string(),
+        }
+    }
+    pub fn parse(location: impl Into<String>, reason: impl Display) -> Self {
+        StateError::Parse {
+            location: location.into(),
+            reason: reason.to_string(),
+        }
+    }
+    pub fn write(location: impl Into<String>, reason: impl Display) -> Self {
+        StateError::Write {
+            location: location.into(),
+            reason: reason.to_string(),
+        }
+    }
+    pub fn conflict(location: impl Into<String>, reason: impl Display) -> Self {
+        StateError::Conflict {
+            location: location.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// Persistence of the ledger. `save` may be split over several objects, but each
 /// member's entry is either the old or the new one after a crash, and an `Err` means
 /// the new ledger may not be recorded.
 #[async_trait]
 pub trait LedgerStore: Send + Sync {
-    async fn load_ledger(&self) -> Result<Ledger, String>;
-    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), String>;
+    async fn load_ledger(&self) -> Result<Ledger, StateError>;
+    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), StateError>;
     /// Where the ledger lives, for messages (`--state-file x.json`, `IntegrationState …`).
     fn ledger_location(&self) -> String;
 }
@@ -510,12 +567,12 @@ impl MemoryLedgerStore {
 
 #[async_trait]
 impl LedgerStore for MemoryLedgerStore {
-    async fn load_ledger(&self) -> Result<Ledger, String> {
+    async fn load_ledger(&self) -> Result<Ledger, StateError> {
         Ok(self.snapshot())
     }
-    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), String> {
+    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), StateError> {
         if let Some(e) = self.fail_saves.lock().expect("ledger lock").clone() {
-            return Err(e);
+            return Err(StateError::write(self.ledger_location(), e));
         }
         *self.ledger.lock().expect("ledger lock") = ledger.clone();
         Ok(())

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod clock;
+pub mod connect;
 pub mod controller;
 pub mod destination;
 pub mod egress;

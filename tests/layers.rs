@@ -25,6 +25,8 @@ const LAYERS: &[&[&str]] = &[
     &["plan"],
     // Spec checks that need the mapping, the schedule and the source's rules.
     &["validate"],
+    // The one client factory (spec and credentials into source and destination clients).
+    &["connect"],
     // The one import path.
     &["sync"],
     // Beside the front ends: they record into it.

@@ -10,14 +10,15 @@ use kube::api::ObjectMeta;
 use super::progress::TerminalProgress;
 use crate::api::{ImportPhase, ImportRun, ImportRunSpec, ImportTrigger};
 use crate::clock::SystemClock;
+use crate::connect::{ConnectError, Connector, HttpConnector};
 use crate::destination::scim::BulkMode;
-use crate::destination::{ConvergenceNotes, ScimClient, ScimConfig};
+use crate::destination::{ConvergenceNotes, MemberDirectory};
 use crate::exit;
 use crate::ledger::LedgerStore;
 use crate::manifest::{self, Manifests};
 use crate::notify::{FileOutboxStore, Mail, MemoryOutboxStore, OutboxStore};
 use crate::progress::ProgressSink;
-use crate::source::{FreshteamClient, FreshteamConfig};
+use crate::source::EmployeeSource;
 use crate::sync::mode::{spec_fingerprint, ModePolicy, RequestedMode};
 use crate::sync::{
     describe, notify_after_run, report_csv, run_import_with_ledger, ImportOptions, ImportOutcome,
@@ -185,7 +186,7 @@ pub async fn run(args: SyncArgs) -> ExitCode {
     };
     let mut outcome = run_import_with_ledger(
         &validated.mapping,
-        &source,
+        source.as_ref(),
         destination.as_ref(),
         &options,
         invitations,
@@ -258,15 +259,27 @@ fn save_notes(path: &std::path::Path, notes: &ConvergenceNotes) -> Result<(), St
     std::fs::rename(&tmp, path).map_err(|e| fail(&e))
 }
 
+/// Why the clients could not be had: bad input (exit code INVALID_INPUT) or a run that
+/// failed to start (reported like any failed run).
 enum Setup {
     Invalid(String),
     Failed(String),
 }
 
+impl From<ConnectError> for Setup {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Config { .. } => Setup::Invalid(e.to_string()),
+            ConnectError::Unavailable { .. } => Setup::Failed(e.to_string()),
+        }
+    }
+}
+
+/// The credentials come from the manifests; the clients from the shared factory.
 async fn clients(
     manifests: &Manifests,
     bulk: BulkChoice,
-) -> Result<(FreshteamClient, Box<ScimClient>), Setup> {
+) -> Result<(Box<dyn EmployeeSource>, Box<dyn MemberDirectory>), Setup> {
     let spec = &manifests.integration.spec;
     let api_key = manifests
         .secret(
@@ -280,24 +293,13 @@ async fn clients(
             &spec.destination.scim.token_secret_ref,
         )
         .map_err(|e| Setup::Invalid(e.to_string()))?;
-    let config = FreshteamConfig::new(
-        &spec.source.subdomain,
-        spec.source.base_url.as_deref(),
-        api_key,
-    )
-    .map_err(|e| Setup::Invalid(format!("spec.source: {e}")))?;
-    let source =
-        FreshteamClient::new(config).map_err(|e| Setup::Failed(format!("Freshteam: {e}")))?;
-    let mut scim = ScimConfig::new(&spec.destination.scim.url, token)
-        .map_err(|e| Setup::Invalid(format!("spec.destination.scim.url: {e}")))?;
-    scim.bulk = match bulk {
+    let connector = HttpConnector::default().with_bulk(match bulk {
         BulkChoice::Auto => BulkMode::Auto,
         BulkChoice::Off => BulkMode::Off,
-    };
-    let destination = ScimClient::connect(scim)
-        .await
-        .map_err(|e| Setup::Failed(format!("destination: {e}")))?;
-    Ok((source, Box::new(destination)))
+    });
+    let source = connector.source(spec, api_key).await?;
+    let destination = connector.destination(spec, token).await?;
+    Ok((source, destination))
 }
 
 /// Where `sync` keeps the full report, for the owners' e-mail.
@@ -471,6 +473,24 @@ mod tests {
     use super::*;
     use crate::member::{Attr, Change};
     use crate::notify::{FileOutboxStore, InvitationIntent, OutboxStore};
+
+    #[test]
+    fn bad_configuration_is_invalid_input_and_an_unavailable_service_a_failed_run() {
+        let config = ConnectError::Config {
+            field: "spec.destination.scim.url",
+            reason: "'x' is not a URL".into(),
+        };
+        assert!(
+            matches!(Setup::from(config), Setup::Invalid(m) if m == "spec.destination.scim.url: 'x' is not a URL")
+        );
+        let down = ConnectError::Unavailable {
+            service: "destination",
+            reason: "cannot reach the SCIM service".into(),
+        };
+        assert!(
+            matches!(Setup::from(down), Setup::Failed(m) if m == "destination: cannot reach the SCIM service")
+        );
+    }
 
     #[tokio::test]
     async fn notes_sit_beside_the_outbox_in_the_state_file() {

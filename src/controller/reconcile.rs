@@ -250,7 +250,7 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
                 .authorize()
                 .await
                 .map_err(|e| (reason_of(&e), e.to_string())),
-            Err(e) => Err(("InvalidSource".to_string(), e)),
+            Err(e) => Err(("InvalidSource".to_string(), e.reason().to_string())),
         };
         status.authorized_for = Some(fingerprint);
         match result {

@@ -253,8 +253,8 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
             ticker.abort();
             outcome
         }
-        (Err(e), _) => failed(&ctx, started, format!("Freshteam: {e}")),
-        (_, Err(e)) => failed(&ctx, started, format!("destination: {e}")),
+        (Err(e), _) => failed(&ctx, started, format!("Freshteam: {}", e.reason())),
+        (_, Err(e)) => failed(&ctx, started, format!("destination: {}", e.reason())),
     };
 
     ctx.forget_stop_signal(&key, &stop);

@@ -37,7 +37,7 @@ use serde_json::Value;
 
 use crate::api::{IntegrationState, IntegrationStateSpec, StateKind};
 use crate::destination::ConvergenceNotes;
-use crate::ledger::{Ledger, LedgerEntry, LedgerStore};
+use crate::ledger::{Ledger, LedgerEntry, LedgerStore, StateError};
 use crate::notify::{Outbox, OutboxEntry, OutboxStore};
 
 /// Buckets entries are hashed into (also the most objects a state may use).
@@ -157,31 +157,33 @@ where
         self.sizes.lock().expect("sizes lock").clone()
     }
 
-    fn fail(&self, j: usize, e: impl std::fmt::Display) -> String {
-        format!("IntegrationState {}: {e}", self.object_name(j))
+    /// Object `j`, for messages.
+    fn location(&self, j: usize) -> String {
+        format!("IntegrationState {}", self.object_name(j))
     }
 
-    fn legacy_fail(&self, j: usize, e: impl std::fmt::Display) -> String {
+    fn legacy_location(&self, j: usize) -> String {
         format!(
-            "ConfigMap {} (state of an earlier version, to migrate): {e}",
+            "ConfigMap {} (state of an earlier version, to migrate)",
             self.object_name(j)
         )
     }
 
-    fn entries_of(&self, j: usize, text: &str) -> Result<BTreeMap<String, T>, String> {
+    fn entries_of(&self, j: usize, text: &str) -> Result<BTreeMap<String, T>, StateError> {
         if text.is_empty() {
             return Ok(BTreeMap::new());
         }
-        serde_json::from_str(text).map_err(|e| self.fail(j, format!("spec.entries: {e}")))
+        serde_json::from_str(text)
+            .map_err(|e| StateError::parse(self.location(j), format!("spec.entries: {e}")))
     }
 
     /// Reads the state: the metadata and every entry.
-    pub async fn load(&self) -> Result<(Value, BTreeMap<String, T>), String> {
+    pub async fn load(&self) -> Result<(Value, BTreeMap<String, T>), StateError> {
         let head = self
             .api
             .get_opt(&self.base)
             .await
-            .map_err(|e| self.fail(0, e))?;
+            .map_err(|e| StateError::read(self.location(0), e))?;
         let Some(head) = head else {
             return self.migrate().await;
         };
@@ -194,7 +196,7 @@ where
         )
         .await;
         for (j, got) in rest {
-            let obj = got.map_err(|e| self.fail(j, e))?;
+            let obj = got.map_err(|e| StateError::read(self.location(j), e))?;
             versions.push(obj.as_ref().and_then(|o| o.resource_version()));
             parts.push(match &obj {
                 Some(o) => self.entries_of(j, &o.spec.entries)?,
@@ -230,7 +232,7 @@ where
 
     /// No IntegrationState yet: the state an earlier version kept in ConfigMaps, written
     /// into IntegrationStates first (an empty state when there is none).
-    async fn migrate(&self) -> Result<(Value, BTreeMap<String, T>), String> {
+    async fn migrate(&self) -> Result<(Value, BTreeMap<String, T>), StateError> {
         let Some((meta, entries)) = self.load_legacy().await? else {
             *self.known.lock().expect("state lock") = Some(Known::empty());
             return Ok((Value::Null, BTreeMap::new()));
@@ -248,24 +250,30 @@ where
     }
 
     /// The state as an earlier version stored it in ConfigMaps, if it did.
-    async fn load_legacy(&self) -> Result<Option<(Value, BTreeMap<String, T>)>, String> {
+    async fn load_legacy(&self) -> Result<Option<(Value, BTreeMap<String, T>)>, StateError> {
         let Some(head) = self
             .legacy
             .get_opt(&self.base)
             .await
-            .map_err(|e| self.legacy_fail(0, e))?
+            .map_err(|e| StateError::read(self.legacy_location(0), e))?
         else {
             return Ok(None);
         };
         let data = head.data.unwrap_or_default();
-        let parse = |key: &str, json: &str| -> Result<Value, String> {
-            serde_json::from_str(json).map_err(|e| self.legacy_fail(0, format!("key {key}: {e}")))
+        let parse = |key: &str, json: &str| -> Result<Value, StateError> {
+            serde_json::from_str(json)
+                .map_err(|e| StateError::parse(self.legacy_location(0), format!("key {key}: {e}")))
         };
         let (objects, meta, first): (usize, Value, Value) = if let Some(json) =
             data.get(LEGACY_HEAD_KEY)
         {
             let h: LegacyHead<Value> = serde_json::from_value(parse(LEGACY_HEAD_KEY, json)?)
-                .map_err(|e| self.legacy_fail(0, format!("key {LEGACY_HEAD_KEY}: {e}")))?;
+                .map_err(|e| {
+                    StateError::parse(
+                        self.legacy_location(0),
+                        format!("key {LEGACY_HEAD_KEY}: {e}"),
+                    )
+                })?;
             (
                 h.objects.clamp(1, BUCKETS),
                 h.meta,
@@ -283,11 +291,12 @@ where
         } else {
             (1, Value::Null, Value::Null)
         };
-        let decode = |j: usize, v: Value| -> Result<BTreeMap<String, T>, String> {
+        let decode = |j: usize, v: Value| -> Result<BTreeMap<String, T>, StateError> {
             if v.is_null() {
                 return Ok(BTreeMap::new());
             }
-            serde_json::from_value(v).map_err(|e| self.legacy_fail(j, format!("entries: {e}")))
+            serde_json::from_value(v)
+                .map_err(|e| StateError::parse(self.legacy_location(j), format!("entries: {e}")))
         };
         let mut parts = vec![decode(0, first)?];
         for j in 1..objects {
@@ -295,7 +304,7 @@ where
                 .legacy
                 .get_opt(&self.object_name(j))
                 .await
-                .map_err(|e| self.legacy_fail(j, e))?;
+                .map_err(|e| StateError::read(self.legacy_location(j), e))?;
             let part = match cm
                 .as_ref()
                 .and_then(|c| c.data.as_ref()?.get(LEGACY_ENTRIES_KEY))
@@ -303,7 +312,10 @@ where
                 Some(json) => decode(
                     j,
                     serde_json::from_str(json).map_err(|e| {
-                        self.legacy_fail(j, format!("key {LEGACY_ENTRIES_KEY}: {e}"))
+                        StateError::parse(
+                            self.legacy_location(j),
+                            format!("key {LEGACY_ENTRIES_KEY}: {e}"),
+                        )
                     })?,
                 )?,
                 None => BTreeMap::new(),
@@ -319,7 +331,11 @@ where
     }
 
     /// Writes what changed since the last load or save.
-    pub async fn save(&self, meta: &Value, entries: &BTreeMap<String, T>) -> Result<(), String> {
+    pub async fn save(
+        &self,
+        meta: &Value,
+        entries: &BTreeMap<String, T>,
+    ) -> Result<(), StateError> {
         let known = self.known.lock().expect("state lock").take();
         let known = match known {
             Some(k) => k,
@@ -343,7 +359,7 @@ where
         known: Known<T>,
         meta: &Value,
         entries: &BTreeMap<String, T>,
-    ) -> Result<Known<T>, String> {
+    ) -> Result<Known<T>, StateError> {
         let old_n = known.objects;
         // Which objects differ, under the current layout.
         let mut dirty = vec![false; old_n];
@@ -379,7 +395,8 @@ where
                 if !must {
                     continue;
                 }
-                let text = serde_json::to_string(&parts[j]).map_err(|e| self.fail(j, e))?;
+                let text = serde_json::to_string(&parts[j])
+                    .map_err(|e| StateError::write(self.location(j), e))?;
                 let size = stored_size(&text) + if j == 0 { meta.to_string().len() } else { 0 };
                 if size > OBJECT_TARGET && too_big.is_none() {
                     too_big = Some(size);
@@ -389,13 +406,15 @@ where
             match too_big {
                 Some(_) if n < BUCKETS => n *= 2,
                 Some(size) if size > OBJECT_MAX => {
-                    return Err(format!(
-                        "the {} of {} ({} entries) does not fit in {BUCKETS} IntegrationState objects of {} KiB (one would hold {size} bytes)",
-                        self.kind.name(),
-                        self.integration,
-                        entries.len(),
-                        OBJECT_MAX / 1024
-                    ))
+                    return Err(StateError::TooLarge {
+                        state: format!("{} of {}", self.kind.name(), self.integration),
+                        entries: entries.len(),
+                        limit: format!(
+                            "{BUCKETS} IntegrationState objects of {} KiB",
+                            OBJECT_MAX / 1024
+                        ),
+                        size,
+                    })
                 }
                 _ => break,
             }
@@ -440,7 +459,7 @@ where
         j: usize,
         version: Option<String>,
         spec: IntegrationStateSpec,
-    ) -> Result<String, String> {
+    ) -> Result<String, StateError> {
         let name = self.object_name(j);
         let labels = BTreeMap::from([
             (STATE_LABEL.to_string(), self.kind.name().to_string()),
@@ -464,13 +483,17 @@ where
             None => match self.api.create(&PostParams::default(), &obj).await {
                 // Left over from a layout change that did not finish: ours to reuse.
                 Err(kube::Error::Api(e)) if e.code == 409 && j > 0 => {
-                    let existing = self.api.get(&name).await.map_err(|e| self.fail(j, e))?;
+                    let existing = self
+                        .api
+                        .get(&name)
+                        .await
+                        .map_err(|e| StateError::read(self.location(j), e))?;
                     obj.metadata.resource_version = existing.resource_version();
                     self.api.replace(&name, &PostParams::default(), &obj).await
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => {
-                    return Err(self.fail(
-                        j,
+                    return Err(StateError::write(
+                        self.location(j),
                         format!(
                             "the IntegrationState CRD is not installed (kubectl apply --server-side -f crds/freshteam.provisioning.dev.yaml): {e}"
                         ),
@@ -479,7 +502,11 @@ where
                 other => other,
             },
         }
-        .map_err(|e| self.fail(j, e))?;
+        .map_err(|e| match &e {
+            // A stale resourceVersion, or object 0 created by someone else meanwhile.
+            kube::Error::Api(a) if a.code == 409 => StateError::conflict(self.location(j), e),
+            _ => StateError::write(self.location(j), e),
+        })?;
         Ok(saved.resource_version().unwrap_or_default())
     }
 }
@@ -522,7 +549,7 @@ impl ClusterOutboxStore {
 
 #[async_trait]
 impl OutboxStore for ClusterOutboxStore {
-    async fn load(&self) -> Result<Outbox, String> {
+    async fn load(&self) -> Result<Outbox, StateError> {
         let (meta, entries) = self.0.load().await?;
         let generation = meta.get("generation").and_then(Value::as_u64).unwrap_or(0);
         Ok(Outbox {
@@ -530,7 +557,7 @@ impl OutboxStore for ClusterOutboxStore {
             entries,
         })
     }
-    async fn save(&self, outbox: &Outbox) -> Result<(), String> {
+    async fn save(&self, outbox: &Outbox) -> Result<(), StateError> {
         let meta = serde_json::json!({ "generation": outbox.generation });
         self.0.save(&meta, &outbox.entries).await
     }
@@ -564,7 +591,7 @@ impl ClusterLedgerStore {
 
 #[async_trait]
 impl LedgerStore for ClusterLedgerStore {
-    async fn load_ledger(&self) -> Result<Ledger, String> {
+    async fn load_ledger(&self) -> Result<Ledger, StateError> {
         let (meta, entries) = self.0.load().await?;
         // A cursor that cannot be read is no cursor: the next run is a full one.
         let cursor = meta
@@ -572,7 +599,7 @@ impl LedgerStore for ClusterLedgerStore {
             .and_then(|c| serde_json::from_value(c.clone()).ok());
         Ok(Ledger::from_entries(entries, cursor))
     }
-    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), String> {
+    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), StateError> {
         let meta = match &ledger.cursor {
             Some(c) => serde_json::json!({ "cursor": c }),
             None => Value::Null,
@@ -610,10 +637,15 @@ impl ClusterConvergenceStore {
     /// The notes, or none when there are none yet or they cannot be read (the run then
     /// writes what it would write without them: nothing is lost but a write).
     pub async fn load(&self) -> ConvergenceNotes {
-        let notes = self.0.load().await.and_then(|(_, entries)| {
-            serde_json::from_value(serde_json::to_value(entries).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())
-        });
+        let notes = self
+            .0
+            .load()
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|(_, entries)| {
+                serde_json::from_value(serde_json::to_value(entries).map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())
+            });
         notes.unwrap_or_else(|e| {
             tracing::warn!(state = %self.0.name(), error = %e, "cannot read the convergence notes");
             ConvergenceNotes::default()
@@ -621,10 +653,10 @@ impl ClusterConvergenceStore {
     }
 
     /// Replaces the notes (creates the objects on first use).
-    pub async fn save(&self, notes: &ConvergenceNotes) -> Result<(), String> {
-        let entries: BTreeMap<String, NoteEntry> =
-            serde_json::from_value(serde_json::to_value(notes).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
+    pub async fn save(&self, notes: &ConvergenceNotes) -> Result<(), StateError> {
+        let entries: BTreeMap<String, NoteEntry> = serde_json::to_value(notes)
+            .and_then(serde_json::from_value)
+            .map_err(|e| StateError::write(self.0.location(0), e))?;
         self.0.save(&Value::Null, &entries).await
     }
 }

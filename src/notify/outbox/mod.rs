@@ -47,6 +47,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::api::RecordError;
+/// What the stores' errors are (shared with the ledger's store).
+pub use crate::ledger::StateError;
 
 mod deliver;
 mod store;
@@ -268,7 +270,7 @@ pub(super) fn now_secs() -> u64 {
 pub async fn record_intents(
     store: &dyn OutboxStore,
     intents: &[InvitationIntent],
-) -> Result<(), String> {
+) -> Result<(), StateError> {
     if intents.is_empty() {
         return Ok(());
     }
@@ -307,7 +309,7 @@ pub async fn record_intents(
 
 /// Step 2: marks the members the run created, so their invitations are sent even if the
 /// destination's member list is not known to [`deliver_pending`].
-pub async fn confirm(store: &dyn OutboxStore, created_ids: &[String]) -> Result<(), String> {
+pub async fn confirm(store: &dyn OutboxStore, created_ids: &[String]) -> Result<(), StateError> {
     update_intended(store, created_ids, |outbox, id| {
         if let Some(e) = outbox.entries.get_mut(id) {
             e.confirmed = true;
@@ -322,7 +324,7 @@ pub async fn confirm(store: &dyn OutboxStore, created_ids: &[String]) -> Result<
 /// destination refused them). Not needed for correctness — [`deliver_pending`] drops
 /// intents whose member does not exist on the run after — and not to be used for a
 /// create whose answer was lost (it may have happened).
-pub async fn forget(store: &dyn OutboxStore, failed_ids: &[String]) -> Result<(), String> {
+pub async fn forget(store: &dyn OutboxStore, failed_ids: &[String]) -> Result<(), StateError> {
     update_intended(store, failed_ids, |outbox, id| {
         outbox.entries.remove(id).is_some()
     })
@@ -330,7 +332,7 @@ pub async fn forget(store: &dyn OutboxStore, failed_ids: &[String]) -> Result<()
 }
 
 /// Drops every pending invitation (welcome e-mail switched off). Returns how many.
-pub async fn discard_pending(store: &dyn OutboxStore) -> Result<u32, String> {
+pub async fn discard_pending(store: &dyn OutboxStore) -> Result<u32, StateError> {
     let mut outbox = store.load().await?;
     let before = outbox.entries.len();
     outbox
@@ -347,7 +349,7 @@ async fn update_intended(
     store: &dyn OutboxStore,
     ids: &[String],
     mut change: impl FnMut(&mut Outbox, &str) -> bool,
-) -> Result<(), String> {
+) -> Result<(), StateError> {
     if ids.is_empty() {
         return Ok(());
     }

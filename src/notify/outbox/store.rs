@@ -10,14 +10,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::Outbox;
-use crate::ledger::{Ledger, LedgerStore};
+use crate::ledger::{Ledger, LedgerStore, StateError};
 
 /// Persistence of the outbox. `save` must be atomic: after a crash, `load` returns either
 /// the previous or the new outbox, never a mixture.
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
-    async fn load(&self) -> Result<Outbox, String>;
-    async fn save(&self, outbox: &Outbox) -> Result<(), String>;
+    async fn load(&self) -> Result<Outbox, StateError>;
+    async fn save(&self, outbox: &Outbox) -> Result<(), StateError>;
 }
 
 /// The outbox as a JSON file (the CLI's `--state-file`), beside the integration's
@@ -95,29 +95,33 @@ struct StateOut<'a, I: Serialize + ?Sized, L: Serialize + ?Sized> {
 }
 
 impl FileOutboxStore {
-    fn invalid(&self, e: serde_json::Error) -> String {
-        format!(
-            "{}: not a valid state file ({e}); move it aside to start afresh (the ledger of managed members and the pending invitations in it are then forgotten)",
-            self.path.display()
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn invalid(&self, e: serde_json::Error) -> StateError {
+        StateError::parse(
+            self.location(),
+            format!("not a valid state file ({e}); move it aside to start afresh (the ledger of managed members and the pending invitations in it are then forgotten)"),
         )
     }
 
-    async fn read_raw<L: serde::de::DeserializeOwned>(&self) -> Result<RawState<L>, String> {
+    async fn read_raw<L: serde::de::DeserializeOwned>(&self) -> Result<RawState<L>, StateError> {
         let path = self.path.clone();
         let bytes = tokio::task::spawn_blocking(move || match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(StateError::read(path.display().to_string(), e)),
         })
         .await
-        .map_err(|e| format!("reading the state file: {e}"))??;
+        .map_err(|e| StateError::read(self.location(), format!("reading the state file: {e}")))??;
         let Some(bytes) = bytes else {
             return Ok(RawState::default());
         };
         let parts: RawParts<L> = serde_json::from_slice(&bytes).map_err(|e| self.invalid(e))?;
         if parts.entries.is_some() || parts.generation.is_some() {
             let text =
-                String::from_utf8(bytes).map_err(|e| format!("{}: {e}", self.path.display()))?;
+                String::from_utf8(bytes).map_err(|e| StateError::parse(self.location(), e))?;
             let whole = RawValue::from_string(text).map_err(|e| self.invalid(e))?;
             return Ok(RawState {
                 invitations: Some(whole),
@@ -133,7 +137,7 @@ impl FileOutboxStore {
     fn parse<T: serde::de::DeserializeOwned + Default>(
         &self,
         raw: Option<Box<RawValue>>,
-    ) -> Result<T, String> {
+    ) -> Result<T, StateError> {
         match raw {
             Some(r) => serde_json::from_str(r.get()).map_err(|e| self.invalid(e)),
             None => Ok(T::default()),
@@ -144,7 +148,7 @@ impl FileOutboxStore {
         &self,
         invitations: Option<&I>,
         ledger: Option<&L>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         // Serialised straight into the file, on this thread since the parts are
         // borrowed: at 100,000 members a copy of the text would be a good part of the
         // run's memory. Only the CLI keeps a state file; nothing else waits on it.
@@ -163,12 +167,12 @@ impl FileOutboxStore {
 
 #[async_trait]
 impl OutboxStore for FileOutboxStore {
-    async fn load(&self) -> Result<Outbox, String> {
+    async fn load(&self) -> Result<Outbox, StateError> {
         let raw: RawState<IgnoredAny> = self.read_raw().await?;
         self.parse(raw.invitations)
     }
 
-    async fn save(&self, outbox: &Outbox) -> Result<(), String> {
+    async fn save(&self, outbox: &Outbox) -> Result<(), StateError> {
         let raw: RawState = self.read_raw().await?;
         self.write_state(Some(outbox), raw.ledger.as_deref()).await
     }
@@ -176,14 +180,14 @@ impl OutboxStore for FileOutboxStore {
 
 #[async_trait]
 impl LedgerStore for FileOutboxStore {
-    async fn load_ledger(&self) -> Result<Ledger, String> {
+    async fn load_ledger(&self) -> Result<Ledger, StateError> {
         let raw: RawState = self.read_raw().await?;
         // Checked even though unused here: a broken outbox must not go unnoticed.
         let _: Outbox = self.parse(raw.invitations)?;
         self.parse(raw.ledger)
     }
 
-    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), String> {
+    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), StateError> {
         let raw: RawState<IgnoredAny> = self.read_raw().await?;
         self.write_state(raw.invitations.as_deref(), Some(ledger))
             .await
@@ -198,15 +202,15 @@ fn write_atomically(
     path: &Path,
     fsync: bool,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> Result<(), String> {
-    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+) -> Result<(), StateError> {
+    let fail = |e: std::io::Error| StateError::write(path.display().to_string(), e);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let name = path
         .file_name()
-        .ok_or_else(|| format!("{}: not a file path", path.display()))?
+        .ok_or_else(|| StateError::write(path.display().to_string(), "not a file path"))?
         .to_string_lossy();
     // Same directory, so the rename stays within one file system and is atomic.
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
@@ -256,10 +260,10 @@ impl MemoryOutboxStore {
 
 #[async_trait]
 impl OutboxStore for MemoryOutboxStore {
-    async fn load(&self) -> Result<Outbox, String> {
+    async fn load(&self) -> Result<Outbox, StateError> {
         Ok(self.snapshot())
     }
-    async fn save(&self, outbox: &Outbox) -> Result<(), String> {
+    async fn save(&self, outbox: &Outbox) -> Result<(), StateError> {
         *self.outbox.lock().expect("outbox lock") = outbox.clone();
         self.saves.fetch_add(1, Ordering::Relaxed);
         Ok(())

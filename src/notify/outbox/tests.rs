@@ -347,12 +347,12 @@ struct FlakyStore {
 
 #[async_trait]
 impl OutboxStore for FlakyStore {
-    async fn load(&self) -> Result<Outbox, String> {
+    async fn load(&self) -> Result<Outbox, StateError> {
         self.inner.load().await
     }
-    async fn save(&self, outbox: &Outbox) -> Result<(), String> {
+    async fn save(&self, outbox: &Outbox) -> Result<(), StateError> {
         if self.inner.saves() >= self.ok {
-            return Err("disk full".into());
+            return Err(StateError::write("memory", "disk full"));
         }
         self.inner.save(outbox).await
     }
@@ -418,7 +418,7 @@ async fn the_file_store_round_trips_and_leaves_no_temporary_file() {
         .save(&Outbox::default())
         .await
         .unwrap_err();
-    assert!(err.contains("state.json"), "{err}");
+    assert!(err.to_string().contains("state.json"), "{err}");
 }
 
 #[test]
@@ -479,10 +479,10 @@ struct BatchRecorder {
 
 #[async_trait]
 impl OutboxStore for BatchRecorder {
-    async fn load(&self) -> Result<Outbox, String> {
+    async fn load(&self) -> Result<Outbox, StateError> {
         self.inner.load().await
     }
-    async fn save(&self, outbox: &Outbox) -> Result<(), String> {
+    async fn save(&self, outbox: &Outbox) -> Result<(), StateError> {
         let n = outbox
             .entries
             .values()
