@@ -166,11 +166,10 @@ pub async fn run(args: SyncArgs) -> ExitCode {
         dry_run: args.dry_run,
         max_leavers_percent: spec.safety.max_leavers_percent,
         approved_leavers: args.approve_leavers.then_some(u32::MAX),
-        convergence: args
-            .state_file
-            .as_deref()
-            .map(load_notes)
-            .unwrap_or_default(),
+        convergence: match &file_store {
+            Some(f) => load_notes(f).await,
+            None => ConvergenceNotes::default(),
+        },
         when_removed: spec.leavers.when_removed,
         mode: Some(ModePolicy {
             requested: match args.mode {
@@ -209,9 +208,8 @@ pub async fn run(args: SyncArgs) -> ExitCode {
     for w in notify_after_run(&mail, Some(store), &info, &mut outcome).await {
         progress.warn(&w);
     }
-    // Last: the invitation saves above rewrite the file without this key.
-    if let (Some(path), Some(notes)) = (&args.state_file, &outcome.convergence) {
-        if let Err(e) = save_notes(path, notes) {
+    if let (Some(file), Some(notes)) = (&file_store, &outcome.convergence) {
+        if let Err(e) = save_notes(file, notes).await {
             progress.warn(&format!(
                 "convergence notes not saved ({e}): the next run may write unkept values again"
             ));
@@ -221,42 +219,18 @@ pub async fn run(args: SyncArgs) -> ExitCode {
     finish(&args, &manifests, &run_name, outcome)
 }
 
-/// The state file's key for the convergence notes, beside the invitation outbox.
-const NOTES_KEY: &str = "convergence";
-
 /// The convergence notes in the state file (none when it has none or is unreadable).
-fn load_notes(path: &std::path::Path) -> ConvergenceNotes {
-    std::fs::read(path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|mut v| v.get_mut(NOTES_KEY).map(serde_json::Value::take))
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default()
+async fn load_notes(store: &FileOutboxStore) -> ConvergenceNotes {
+    store.load_notes().await.unwrap_or_default()
 }
 
-/// Writes the notes under their key, keeping the rest of the file (atomically: a
-/// temporary file renamed over it).
-fn save_notes(path: &std::path::Path, notes: &ConvergenceNotes) -> Result<(), String> {
-    let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let mut state = match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| fail(&e))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
-        Err(e) => return Err(fail(&e)),
-    };
-    let Some(object) = state.as_object_mut() else {
-        return Err(fail(&"not a JSON object"));
-    };
-    if notes.is_empty() && !object.contains_key(NOTES_KEY) {
-        return Ok(());
-    }
-    object.insert(
-        NOTES_KEY.to_string(),
-        serde_json::to_value(notes).map_err(|e| fail(&e))?,
-    );
-    let tmp = path.with_extension("convergence.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&state).map_err(|e| fail(&e))?)
-        .map_err(|e| fail(&e))?;
-    std::fs::rename(&tmp, path).map_err(|e| fail(&e))
+/// Writes the notes beside the outbox and the ledger (atomically: a temporary file
+/// renamed over it).
+async fn save_notes(store: &FileOutboxStore, notes: &ConvergenceNotes) -> Result<(), String> {
+    store
+        .save_notes(notes, notes.is_empty())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Why the clients could not be had: bad input (exit code INVALID_INPUT) or a run that
@@ -496,8 +470,8 @@ mod tests {
     async fn notes_sit_beside_the_outbox_in_the_state_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        assert_eq!(load_notes(&path), ConvergenceNotes::default());
         let store = FileOutboxStore::new(&path);
+        assert_eq!(load_notes(&store).await, ConvergenceNotes::default());
         crate::notify::record_intents(
             &store,
             &[InvitationIntent {
@@ -510,9 +484,16 @@ mod tests {
         .unwrap();
         let mut notes = ConvergenceNotes::default();
         notes.record("E1", &[Change::Set(Attr::JobTitle, "Engineer".into())]);
-        save_notes(&path, &notes).unwrap();
-        assert_eq!(load_notes(&path), notes);
-        // The outbox reads as before.
+        save_notes(&store, &notes).await.unwrap();
+        assert_eq!(load_notes(&store).await, notes);
+        // The outbox reads as before, and its saves and the ledger's keep the notes.
+        assert_eq!(store.load().await.unwrap().pending(), 1);
+        let outbox = store.load().await.unwrap();
+        store.save(&outbox).await.unwrap();
+        crate::ledger::LedgerStore::save_ledger(&store, &crate::ledger::Ledger::default())
+            .await
+            .unwrap();
+        assert_eq!(load_notes(&store).await, notes);
         assert_eq!(store.load().await.unwrap().pending(), 1);
     }
 }

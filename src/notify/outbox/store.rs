@@ -54,13 +54,14 @@ impl FileOutboxStore {
     }
 }
 
-/// The state file's two parts, each kept as its JSON text: a save replaces one and
-/// copies the other through unparsed, so that saving the outbox never parses the ledger
-/// of 100,000 members, nor saving the ledger the outbox.
+/// The state file's parts (the outbox, the ledger, the convergence notes), each kept as
+/// its JSON text: a save replaces one and copies the others through unparsed, so that
+/// no save parses the ledger of 100,000 members but the ledger's own.
 /// `L`: the ledger's text, or [`IgnoredAny`] when a save replaces it anyway.
 struct RawState<L = Box<RawValue>> {
     invitations: Option<Box<RawValue>>,
     ledger: Option<L>,
+    convergence: Option<Box<RawValue>>,
 }
 
 impl<L> Default for RawState<L> {
@@ -68,6 +69,7 @@ impl<L> Default for RawState<L> {
         RawState {
             invitations: None,
             ledger: None,
+            convergence: None,
         }
     }
 }
@@ -79,6 +81,8 @@ struct RawParts<L> {
     invitations: Option<Box<RawValue>>,
     #[serde(default = "Option::default")]
     ledger: Option<L>,
+    #[serde(default)]
+    convergence: Option<Box<RawValue>>,
     /// The earlier format: the outbox itself at the top level.
     #[serde(default)]
     entries: Option<IgnoredAny>,
@@ -87,11 +91,13 @@ struct RawParts<L> {
 }
 
 #[derive(Serialize)]
-struct StateOut<'a, I: Serialize + ?Sized, L: Serialize + ?Sized> {
+struct StateOut<'a, I: Serialize + ?Sized, L: Serialize + ?Sized, C: Serialize + ?Sized> {
     #[serde(skip_serializing_if = "Option::is_none")]
     invitations: Option<&'a I>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ledger: Option<&'a L>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    convergence: Option<&'a C>,
 }
 
 impl FileOutboxStore {
@@ -125,12 +131,13 @@ impl FileOutboxStore {
             let whole = RawValue::from_string(text).map_err(|e| self.invalid(e))?;
             return Ok(RawState {
                 invitations: Some(whole),
-                ledger: None,
+                ..RawState::default()
             });
         }
         Ok(RawState {
             invitations: parts.invitations,
             ledger: parts.ledger,
+            convergence: parts.convergence,
         })
     }
 
@@ -144,11 +151,45 @@ impl FileOutboxStore {
         }
     }
 
-    async fn write_state<I: Serialize + Sync + ?Sized, L: Serialize + Sync + ?Sized>(
+    /// The convergence notes kept beside the outbox and the ledger (the default when the
+    /// file has none).
+    pub async fn load_notes<T: serde::de::DeserializeOwned + Default>(
+        &self,
+    ) -> Result<T, StateError> {
+        let raw: RawState<IgnoredAny> = self.read_raw().await?;
+        self.parse(raw.convergence)
+    }
+
+    /// Replaces the convergence notes, keeping the other parts as they are; a file
+    /// without notes is left alone while there are none to keep.
+    pub async fn save_notes<T: Serialize + Sync>(
+        &self,
+        notes: &T,
+        empty: bool,
+    ) -> Result<(), StateError> {
+        let raw: RawState = self.read_raw().await?;
+        if empty && raw.convergence.is_none() {
+            return Ok(());
+        }
+        self.write_state(
+            raw.invitations.as_deref(),
+            raw.ledger.as_deref(),
+            Some(notes),
+        )
+        .await
+    }
+
+    async fn write_state<I, L, C>(
         &self,
         invitations: Option<&I>,
         ledger: Option<&L>,
-    ) -> Result<(), StateError> {
+        convergence: Option<&C>,
+    ) -> Result<(), StateError>
+    where
+        I: Serialize + Sync + ?Sized,
+        L: Serialize + Sync + ?Sized,
+        C: Serialize + Sync + ?Sized,
+    {
         // Serialised straight into the file, on this thread since the parts are
         // borrowed: at 100,000 members a copy of the text would be a good part of the
         // run's memory. Only the CLI keeps a state file; nothing else waits on it.
@@ -158,6 +199,7 @@ impl FileOutboxStore {
                 &StateOut {
                     invitations,
                     ledger,
+                    convergence,
                 },
             )
             .map_err(std::io::Error::other)
@@ -174,7 +216,12 @@ impl OutboxStore for FileOutboxStore {
 
     async fn save(&self, outbox: &Outbox) -> Result<(), StateError> {
         let raw: RawState = self.read_raw().await?;
-        self.write_state(Some(outbox), raw.ledger.as_deref()).await
+        self.write_state(
+            Some(outbox),
+            raw.ledger.as_deref(),
+            raw.convergence.as_deref(),
+        )
+        .await
     }
 }
 
@@ -189,8 +236,12 @@ impl LedgerStore for FileOutboxStore {
 
     async fn save_ledger(&self, ledger: &Ledger) -> Result<(), StateError> {
         let raw: RawState<IgnoredAny> = self.read_raw().await?;
-        self.write_state(raw.invitations.as_deref(), Some(ledger))
-            .await
+        self.write_state(
+            raw.invitations.as_deref(),
+            Some(ledger),
+            raw.convergence.as_deref(),
+        )
+        .await
     }
 
     fn ledger_location(&self) -> String {
