@@ -263,3 +263,47 @@ async fn the_cursor_survives_a_crash_and_a_failed_run_with_no_gap() {
     assert_eq!(env.user(&employee_id(8)).await["title"], "Before The Crash");
     assert!(cursor(&env)["since"].as_str() > after_first["since"].as_str());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_due_full_reconciliation_makes_an_auto_run_full_but_not_an_incremental_one() {
+    let env = Env::start(EMPLOYEES).await;
+    auto(&env).await;
+    // The last full reconciliation eight days back: the default weekly one is due.
+    let path = env.dir.path().join("state.json");
+    let mut state: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let long_ago = (chrono::Utc::now() - chrono::Duration::days(8))
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    state["ledger"]["cursor"]["lastFull"] = json!(long_ago);
+    std::fs::write(&path, state.to_string()).unwrap();
+    env.sim
+        .update_employee(&employee_id(5), json!({"designation": "Due Check"}))
+        .unwrap();
+
+    let asked = env
+        .sync(&[
+            "--state-file",
+            path.to_str().unwrap(),
+            "--mode",
+            "incremental",
+        ])
+        .await;
+    assert_eq!(asked.code, 0, "{}", asked.stderr);
+    assert_eq!(mode(&asked).0, "Incremental", "{}", asked.stdout);
+    assert_eq!(asked.summary()["updated"], 1, "{}", asked.stdout);
+    assert_eq!(
+        cursor(&env)["lastFull"],
+        json!(long_ago),
+        "an incremental run moved lastFull"
+    );
+
+    let due = auto(&env).await;
+    let (kind, why) = mode(&due);
+    assert_eq!(kind, "Full", "{}", due.stdout);
+    assert!(
+        why.contains("full reconciliation scheduled 'weekly' was due"),
+        "{why}"
+    );
+    assert_ne!(cursor(&env)["lastFull"], json!(long_ago));
+    // Done: the next one continues incrementally.
+    assert_eq!(mode(&auto(&env).await).0, "Incremental");
+}
