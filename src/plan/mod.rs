@@ -85,11 +85,12 @@ impl Blocked {
     }
 }
 
-/// The outcome of planning.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Plan {
+/// The outcome of planning, with its writes made ([`PlannedWrite`]) or by reference
+/// ([`PlanItem`], a [`PackedPlan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan<W = PlannedWrite> {
     /// Writes in a safe order: creates, then updates and re-activations, then leavers.
-    pub writes: Vec<PlannedWrite>,
+    pub writes: Vec<W>,
     pub unchanged: u32,
     pub skipped: u32,
     /// Record errors (mapping's and planning's).
@@ -109,9 +110,42 @@ pub struct Plan {
     pub pending_manager_links: u32,
 }
 
-impl Plan {
+impl<W> Default for Plan<W> {
+    fn default() -> Self {
+        Plan {
+            writes: Vec::new(),
+            unchanged: 0,
+            skipped: 0,
+            errors: Vec::new(),
+            managed: 0,
+            active_managed: 0,
+            adopted: Vec::new(),
+            blocked: None,
+            pending_manager_links: 0,
+        }
+    }
+}
+
+/// What a planned write is, made or packed.
+pub trait Planned {
+    fn kind(&self) -> WriteKind;
+}
+
+impl Planned for PlannedWrite {
+    fn kind(&self) -> WriteKind {
+        self.kind
+    }
+}
+
+impl Planned for PlanItem {
+    fn kind(&self) -> WriteKind {
+        self.kind
+    }
+}
+
+impl<W: Planned> Plan<W> {
     pub fn count(&self, kind: WriteKind) -> u32 {
-        self.writes.iter().filter(|w| w.kind == kind).count() as u32
+        self.writes.iter().filter(|w| w.kind() == kind).count() as u32
     }
 }
 
@@ -135,25 +169,9 @@ pub struct PlanItem {
 }
 
 /// [`Plan`] with [`PlanItem`]s instead of writes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PackedPlan {
-    /// In a safe order: creates, then updates and re-activations, then leavers.
-    pub items: Vec<PlanItem>,
-    pub unchanged: u32,
-    pub skipped: u32,
-    pub errors: Vec<RecordError>,
-    pub managed: u32,
-    pub active_managed: u32,
-    pub adopted: Vec<String>,
-    pub blocked: Option<Blocked>,
-    pub pending_manager_links: u32,
-}
+pub type PackedPlan = Plan<PlanItem>;
 
 impl PackedPlan {
-    pub fn count(&self, kind: WriteKind) -> u32 {
-        self.items.iter().filter(|w| w.kind == kind).count() as u32
-    }
-
     /// The Employee ID a planned write is for.
     pub fn employee_id<'a>(
         item: &PlanItem,
@@ -216,12 +234,13 @@ impl PackedPlan {
 
     /// The plan with every write made.
     pub fn into_plan(self, desired: &DesiredSet, accounts: &Accounts) -> Plan {
+        let writes = self
+            .writes
+            .iter()
+            .map(|i| Self::write(i, desired, accounts))
+            .collect();
         Plan {
-            writes: self
-                .items
-                .iter()
-                .map(|i| Self::write(i, desired, accounts))
-                .collect(),
+            writes,
             unchanged: self.unchanged,
             skipped: self.skipped,
             errors: self.errors,
@@ -500,10 +519,10 @@ pub fn plan_sets(
         leavers.clear();
     }
 
-    plan.items = creates;
-    plan.items.reserve_exact(updates.len() + leavers.len());
-    plan.items.append(&mut updates);
-    plan.items.append(&mut leavers);
+    plan.writes = creates;
+    plan.writes.reserve_exact(updates.len() + leavers.len());
+    plan.writes.append(&mut updates);
+    plan.writes.append(&mut leavers);
     plan
 }
 

@@ -331,7 +331,7 @@ pub async fn run_import_with_ledger(
         current: &current,
     };
     let (held_rows, mut notes) = hold_back_unkept(&mut planned, sets, &options.convergence);
-    let decided = total.saturating_sub(planned.items.len() as u64);
+    let decided = total.saturating_sub(planned.writes.len() as u64);
     progress.advance(decided);
 
     let mut summary = ImportSummary {
@@ -379,9 +379,9 @@ pub async fn run_import_with_ledger(
         summary.updated = planned.count(WriteKind::Update);
         summary.reactivated = planned.count(WriteKind::Reactivate);
         summary.leavers = planned.count(WriteKind::Leaver);
-        progress.advance(planned.items.len() as u64);
+        progress.advance(planned.writes.len() as u64);
         outcome.changes = planned
-            .items
+            .writes
             .iter()
             .map(|item| change_row(item, sets))
             .collect();
@@ -405,7 +405,7 @@ pub async fn run_import_with_ledger(
         }
         drop(ledger);
         let outbox = match outbox {
-            Some(store) => match record_invitations(store, &planned.items, sets).await {
+            Some(store) => match record_invitations(store, &planned.writes, sets).await {
                 Ok(()) => Some(store),
                 Err(why) => {
                     held_back =
@@ -426,7 +426,7 @@ pub async fn run_import_with_ledger(
         };
         let (results, made, stop) = apply_writes(
             destination,
-            &planned.items,
+            &planned.writes,
             sets,
             &managers,
             progress,
@@ -438,12 +438,12 @@ pub async fn run_import_with_ledger(
         if let Some(reason) = stop {
             stopped = Some(format!(
                 "{reason}; stopped after {applied} of {} writes, the next run applies the rest",
-                planned.items.len()
+                planned.writes.len()
             ));
         }
         // In plan order: each applied write's tally, report row and change row.
         let mut changes = Vec::with_capacity(applied);
-        for (item, result) in planned.items.iter().zip(results) {
+        for (item, result) in planned.writes.iter().zip(results) {
             let Some(result) = result else {
                 continue;
             };
@@ -479,7 +479,7 @@ pub async fn run_import_with_ledger(
         && planned.blocked.is_none()
         && held_back.is_none()
         && !report.iter().any(|r| r.severity == "error");
-    drop(planned.items);
+    drop(planned.writes);
     drop(desired);
     // A run that saw only some accounts cannot tell who has none.
     let mut member_ids: HashSet<String> = HashSet::with_capacity(current.len() + created.len());
@@ -599,7 +599,7 @@ fn next_ledger(ledger: &mut Ledger, sets: Sets<'_>, planned: &PackedPlan, partia
         None => Some(None),
     });
     let creates = planned
-        .items
+        .writes
         .iter()
         .filter(|item| item.kind == WriteKind::Create)
         .map(|item| sets.employee_id(item));
@@ -616,7 +616,7 @@ fn hold_back_creates(
     why: &str,
 ) -> Option<String> {
     let mut held = 0;
-    planned.items.retain(|item| {
+    planned.writes.retain(|item| {
         if item.kind != WriteKind::Create {
             return true;
         }
@@ -746,7 +746,7 @@ fn hold_back_unkept(
         return (rows, carried);
     }
     let mut unchanged = 0;
-    planned.items.retain_mut(|item| {
+    planned.writes.retain_mut(|item| {
         if item.account.is_none() {
             return true;
         }
@@ -963,7 +963,7 @@ async fn link_new_managers(
     };
     let follow_up = plan_sets(sets.desired, &now, None, &only_managers);
     let writes: Vec<PlannedWrite> = follow_up
-        .items
+        .writes
         .iter()
         .filter(|w| {
             w.kind == WriteKind::Update
