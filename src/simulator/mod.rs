@@ -32,8 +32,9 @@
 //! `updated_since` cannot see), `DELETE /_sim/employees/{employee_id}`
 //! (removes the employee for good, as Freshteam's "Delete Forever": in no list any
 //! more), `POST /_sim/touch` (`{"count": n, "field": "designation" | "first_name" |
-//! "last_name"}`, field optional: edits that field of `n` employees spread evenly over
-//! the directory, moving their `updated_at` to now, in one call; answers
+//! "last_name", "population": "all" | "current"}`, field and population optional:
+//! edits that field of `n` employees (of current staff only, with `current`) spread
+//! evenly over the directory, moving their `updated_at` to now, in one call; answers
 //! `{"field", "employee_ids"}`), `GET`/`PUT /_sim/faults`
 //! (`{"fail_every", "unknown_account", "truncate_every", "stall_every", "stall_ms",
 //! "latency_ms"}`, missing keys reset to their defaults), `PUT /_sim/rate_limit`
@@ -400,7 +401,7 @@ impl Simulator {
     /// spread evenly over the directory and moves their `updated_at` to now, as
     /// `POST /_sim/touch` does. Returns their Employee IDs, in id order.
     pub fn touch_employees(&self, count: usize, field: &str) -> Result<Vec<String>, SimError> {
-        self.shared.lock().directory.touch(count, field)
+        self.shared.lock().directory.touch(count, field, false)
     }
 
     /// Removes the employee with that Employee ID for good ("Delete Forever": in no

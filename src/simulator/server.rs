@@ -712,6 +712,17 @@ struct TouchBody {
     count: usize,
     #[serde(default = "default_touch_field")]
     field: String,
+    /// `all` (the default) or `current`: current staff only.
+    #[serde(default)]
+    population: TouchPopulation,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum TouchPopulation {
+    #[default]
+    All,
+    Current,
 }
 
 fn default_touch_field() -> String {
@@ -722,7 +733,12 @@ async fn post_touch(
     AxumState(shared): AxumState<Arc<Shared>>,
     Json(body): Json<TouchBody>,
 ) -> Response {
-    match shared.lock().directory.touch(body.count, &body.field) {
+    let current_only = body.population == TouchPopulation::Current;
+    match shared
+        .lock()
+        .directory
+        .touch(body.count, &body.field, current_only)
+    {
         Ok(ids) => Json(json!({ "field": body.field, "employee_ids": ids })).into_response(),
         Err(e) => admin_error(e),
     }

@@ -1440,8 +1440,33 @@ async fn leaving_moves_updated_at_and_touch_changes_a_mapped_field() {
     assert_eq!(again, ["E-00006", "E-00016", "E-00026", "E-00036"]);
     assert_ne!(sim.employees()[5]["designation"], after[5]["designation"]);
 
+    // `population: current` picks current staff only.
+    let all = sim.employees();
+    let current = all
+        .iter()
+        .filter(|e| e["status"] == "active" && e["terminated"] != true && e["deleted"] != true)
+        .count();
+    assert!(current < all.len(), "the fixture has leavers");
+    let r = client
+        .post(url(&sim, "/_sim/touch"))
+        .json(&json!({"count": current, "population": "current"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let touched = body(r).await["employee_ids"].as_array().unwrap().clone();
+    assert_eq!(touched.len(), current);
+    for id in &touched {
+        let e = sim.employee(id.as_str().unwrap()).unwrap();
+        assert!(e["status"] == "active" && e["terminated"] != true, "{e}");
+    }
+
     for (bad, needle) in [
         (json!({"count": 41}), "count 41"),
+        (
+            json!({"count": current + 1, "population": "current"}),
+            "current employees",
+        ),
         (
             json!({"count": 2, "field": "email"}),
             "designation, first_name, last_name",

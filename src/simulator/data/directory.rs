@@ -61,6 +61,19 @@ impl ListQuery {
     }
 }
 
+/// Current staff: what the default employee list shows (a missing flag is not set).
+fn is_current(record: &Map<String, Value>) -> bool {
+    let flag = |f: &str| record.get(f).and_then(Value::as_bool).unwrap_or(false);
+    let status = record
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("active");
+    status.eq_ignore_ascii_case("active")
+        && !flag("terminated")
+        && !flag("deleted")
+        && !flag("draft")
+}
+
 /// Member fields `touch` can change, each with the values it cycles through.
 pub(crate) const TOUCHABLE: &[(&str, &[&str])] = &[
     ("designation", DESIGNATIONS),
@@ -347,7 +360,14 @@ impl Directory {
     /// those with an Employee ID), each to the next value of that field's cycle, and
     /// moves their `updated_at` to now, as an edit in Freshteam would. Returns their
     /// Employee IDs in id order.
-    pub(crate) fn touch(&mut self, count: usize, field: &str) -> Result<Vec<String>, SimError> {
+    /// `current_only`: among current staff only (active, not terminated, deleted nor a
+    /// draft), so that every edit is one an import applies.
+    pub(crate) fn touch(
+        &mut self,
+        count: usize,
+        field: &str,
+        current_only: bool,
+    ) -> Result<Vec<String>, SimError> {
         let Some((field, cycle)) = TOUCHABLE.iter().find(|(f, _)| *f == field) else {
             let names: Vec<&str> = TOUCHABLE.iter().map(|(f, _)| *f).collect();
             return Err(SimError::Invalid(format!(
@@ -360,10 +380,16 @@ impl Directory {
                 Record::Generated(_) => true,
                 Record::Stored(m) => m.get("employee_id").is_some_and(Value::is_string),
             })
+            .filter(|&pos| !current_only || is_current(&self.list_map(&self.records[pos])))
             .collect();
         if count > candidates.len() {
+            let which = if current_only {
+                "current employees"
+            } else {
+                "employees"
+            };
             return Err(SimError::Invalid(format!(
-                "count {count} is more than the {} employees with an Employee ID",
+                "count {count} is more than the {} {which} with an Employee ID",
                 candidates.len()
             )));
         }
