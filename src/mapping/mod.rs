@@ -335,16 +335,6 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
     mapper.finish().into_mapped()
 }
 
-/// [`map_records`] into packed members, dropping each record once mapped: the records
-/// and the members are never all held at once.
-pub fn map_snapshot(snapshot: SourceSnapshot, mapping: &CompiledMapping) -> DesiredSet {
-    let mut mapper = Mapper::new(mapping, snapshot.lookups);
-    for rec in snapshot.employees {
-        mapper.add(&rec);
-    }
-    mapper.finish()
-}
-
 impl crate::source::RecordSink for Mapper<'_> {
     fn lookups(&mut self, lookups: HashMap<LookupKind, HashMap<i64, String>>) {
         self.lookups = lookups;

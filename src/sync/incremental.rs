@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::destination::{DestinationError, DestinationMember, MemberDirectory, MemberKeys};
 use crate::ledger::Ledger;
-use crate::mapping::{map_snapshot, CompiledMapping, DesiredSet};
+use crate::mapping::{CompiledMapping, DesiredSet};
 use crate::member::Attr;
 use crate::progress::ProgressSink;
 use crate::source::{EmployeeSource, SourceError, SourceStats};
@@ -41,13 +41,9 @@ pub(super) async fn read_changed(
 ) -> Result<ChangedRead, ReadError> {
     let mut request = mapping.request.clone();
     request.updated_since = Some(since);
-    let snapshot = source
-        .fetch(&request, progress)
+    let (stats, desired) = super::read::read_desired(mapping, &request, source, progress)
         .await
         .map_err(ReadError::Source)?;
-    let stats = snapshot.stats.clone();
-    let desired = map_snapshot(snapshot, mapping);
-    progress.set_total(desired.records as u64);
     progress.phase("Reading the changed employees' accounts");
     let managers = mapping.managed.contains(Attr::Manager);
     match accounts_of(&desired, managers, ledger, destination).await {

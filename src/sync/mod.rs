@@ -4,6 +4,7 @@
 pub mod after_run;
 mod incremental;
 pub mod mode;
+mod read;
 pub mod report;
 pub mod stop;
 #[cfg(test)]
@@ -23,7 +24,7 @@ use crate::destination::{
     WriteOp, WriteOutcome,
 };
 use crate::ledger::{Ledger, LedgerStore, ManagedIds, Origin};
-use crate::mapping::{CompiledMapping, DesiredSet, Mapper, PackedDesired};
+use crate::mapping::{CompiledMapping, DesiredSet, PackedDesired};
 use crate::member::{Attr, AttrSet, Change, MemberFields};
 use crate::notify::{InvitationIntent, OutboxStore};
 use crate::plan::{
@@ -252,14 +253,9 @@ pub async fn run_import_with_ledger(
         };
         let (fetched, listed) = {
             let mut fetch = std::pin::pin!(async {
-                let mut mapper = Mapper::new(mapping, HashMap::new());
-                let stats = source
-                    .fetch_each(&mapping.request, progress, &mut mapper)
-                    .await?;
-                let desired = mapper.finish();
-                progress.set_total(desired.records as u64);
+                let read = read::read_desired(mapping, &mapping.request, source, progress).await?;
                 progress.phase("Reading destination members");
-                Ok::<_, crate::source::SourceError>((stats, desired))
+                Ok::<_, crate::source::SourceError>(read)
             });
             let mut list = std::pin::pin!(destination.list_pages(&add_page));
             let (mut fetched, mut listed) = (None, None);
