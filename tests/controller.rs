@@ -1464,6 +1464,10 @@ impl std::io::Write for Logs {
 // One thread: the logger set here is this thread's, and the runs run on it too.
 #[tokio::test]
 async fn two_imports_at_once_each_log_line_names_its_own_run_and_no_credential() {
+    // A second dispatcher alive for the whole test: while only one is registered, tracing
+    // takes each log line's interest from the first thread to reach it, and another
+    // test's thread (without a logger) would switch the line off for this one too.
+    let _anchor = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let logs = Logs::default();
     let writer = logs.clone();
     let _logging = tracing::subscriber::set_default(

@@ -322,51 +322,18 @@ impl Reconciliation {
     }
 
     /// Authorizes with Freshteam when the spec or a Secret changed (`fingerprint`), or to
-    /// retry a failure, in the integration's turn.
+    /// retry a failure, in the integration's turn. `Break` unless it is authorized.
     async fn authorize(
         &mut self,
         api_key: &SecretString,
         fingerprint: String,
     ) -> ControlFlow<Action> {
-        let (ns, name) = (self.ns.clone(), self.name.clone());
-        let now = self.now;
-        let authorized = cond::is_true(&self.status.conditions, AUTHORIZED);
-        let retry_due = cond::get(&self.status.conditions, AUTHORIZED)
-            .map(|c| {
-                now.timestamp() - c.last_transition_time.0.as_second()
-                    >= REAUTHORIZE_AFTER.as_secs() as i64
-            })
-            .unwrap_or(true);
-        let awaiting = cond::get(&self.status.conditions, AUTHORIZED)
-            .is_some_and(|c| c.reason == AWAITING_AUTHORIZATION);
-        if self.status.authorized_for.as_deref() != Some(fingerprint.as_str())
-            || (!authorized && retry_due)
-            || awaiting
-        {
+        if self.authorization_due(&fingerprint) {
+            if let Turn::At(at) = self.ctx.authorizations.turn(&self.key, self.now) {
+                return ControlFlow::Break(self.await_turn(at));
+            }
             let ctx = self.ctx.clone();
             let fti = self.fti.clone();
-            if let Turn::At(at) = ctx.authorizations.turn(&self.key, now) {
-                let message = format!(
-                    "waiting for its turn to authorize with Freshteam (at most {} per second across the operator), due at {}",
-                    ctx.authorizations.per_second(),
-                    rfc3339(whole_second_after(at))
-                );
-                cond::set_status(
-                    &mut self.status.conditions,
-                    AUTHORIZED,
-                    "Unknown",
-                    AWAITING_AUTHORIZATION,
-                    message.clone(),
-                    self.generation,
-                    now,
-                );
-                self.set(READY, false, AWAITING_AUTHORIZATION, message);
-                if let Some(m) = &ctx.metrics {
-                    m.set_authorized(&ns, &name, false);
-                }
-                let wait = (at - now).to_std().unwrap_or_default();
-                return ControlFlow::Break(Action::requeue(wait + Duration::from_millis(1)));
-            }
             let result = match ctx.connector.source(&fti.spec, api_key.clone()).await {
                 Ok(source) => source
                     .authorize()
@@ -400,7 +367,7 @@ impl Reconciliation {
         }
         let authorized = cond::is_true(&self.status.conditions, AUTHORIZED);
         if let Some(m) = &self.ctx.metrics {
-            m.set_authorized(&ns, &name, authorized);
+            m.set_authorized(&self.ns, &self.name, authorized);
         }
         if !authorized {
             let message = cond::get(&self.status.conditions, AUTHORIZED)
@@ -410,6 +377,48 @@ impl Reconciliation {
             return ControlFlow::Break(Action::requeue(REAUTHORIZE_AFTER));
         }
         ControlFlow::Continue(())
+    }
+
+    /// The spec or a Secret changed since the last authorization, a failure is due for a
+    /// retry, or the integration was waiting for its turn.
+    fn authorization_due(&self, fingerprint: &str) -> bool {
+        let conditions = &self.status.conditions;
+        let authorized = cond::is_true(conditions, AUTHORIZED);
+        let retry_due = cond::get(conditions, AUTHORIZED)
+            .map(|c| {
+                self.now.timestamp() - c.last_transition_time.0.as_second()
+                    >= REAUTHORIZE_AFTER.as_secs() as i64
+            })
+            .unwrap_or(true);
+        let awaiting =
+            cond::get(conditions, AUTHORIZED).is_some_and(|c| c.reason == AWAITING_AUTHORIZATION);
+        self.status.authorized_for.as_deref() != Some(fingerprint)
+            || (!authorized && retry_due)
+            || awaiting
+    }
+
+    /// Not this integration's turn to authorize yet: `Authorized=Unknown` until `at`.
+    fn await_turn(&mut self, at: DateTime<Utc>) -> Action {
+        let message = format!(
+            "waiting for its turn to authorize with Freshteam (at most {} per second across the operator), due at {}",
+            self.ctx.authorizations.per_second(),
+            rfc3339(whole_second_after(at))
+        );
+        cond::set_status(
+            &mut self.status.conditions,
+            AUTHORIZED,
+            "Unknown",
+            AWAITING_AUTHORIZATION,
+            message.clone(),
+            self.generation,
+            self.now,
+        );
+        self.set(READY, false, AWAITING_AUTHORIZATION, message);
+        if let Some(m) = &self.ctx.metrics {
+            m.set_authorized(&self.ns, &self.name, false);
+        }
+        let wait = (at - self.now).to_std().unwrap_or_default();
+        Action::requeue(wait + Duration::from_millis(1))
     }
 
     /// Decide: whether to import now and when next ([`decide::decide`], pure), recorded
