@@ -77,7 +77,11 @@ impl Harness {
         })
         .unwrap();
         let scim = ScimServer::start_peer(peer);
-        let fti = integration_for("acme", &sim.base_url(), &scim.url, &[], edit);
+        let fti = support::integration(NS, "acme")
+            .reading(&sim.base_url())
+            .writing_to(&scim.url)
+            .spec(edit)
+            .build();
         let client = kube_fake_client::ClientBuilder::new()
             .with_resource::<FreshteamIntegration>()
             .with_status_subresource::<FreshteamIntegration>()
@@ -806,58 +810,19 @@ async fn an_upgrade_moves_the_ledger_and_outbox_from_configmaps_and_loses_nobody
     }
 }
 
+/// An integration reading the harness's simulator and writing to its SCIM server.
 fn integration(
     name: &str,
     h: &Harness,
     labels: &[(&str, &str)],
     edit: impl FnOnce(&mut FreshteamIntegrationSpec),
 ) -> FreshteamIntegration {
-    integration_for(name, &h.sim.base_url(), &h.scim.url, labels, edit)
-}
-
-/// An integration reading the simulator at `sim` and writing to the SCIM server at `scim`.
-fn integration_for(
-    name: &str,
-    sim: &str,
-    scim: &str,
-    labels: &[(&str, &str)],
-    edit: impl FnOnce(&mut FreshteamIntegrationSpec),
-) -> FreshteamIntegration {
-    let mut spec = FreshteamIntegrationSpec {
-        source: SourceSpec {
-            subdomain: "acme".into(),
-            api_key_secret_ref: SecretKeyRef {
-                name: "freshteam-acme".into(),
-                key: "apiKey".into(),
-            },
-            base_url: Some(sim.to_string()),
-        },
-        destination: DestinationSpec {
-            scim: ScimDestinationSpec {
-                url: scim.to_string(),
-                token_secret_ref: SecretKeyRef {
-                    name: "members-scim".into(),
-                    key: "token".into(),
-                },
-            },
-        },
-        schedule: "daily".into(),
-        mapping: MappingSpec::default(),
-        ..FreshteamIntegrationSpec::default()
-    };
-    edit(&mut spec);
-    let mut fti = FreshteamIntegration::new(name, spec);
-    fti.metadata.namespace = Some(NS.into());
-    fti.metadata.generation = Some(1);
-    if !labels.is_empty() {
-        fti.metadata.labels = Some(
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-    }
-    fti
+    support::integration(NS, name)
+        .reading(&h.sim.base_url())
+        .writing_to(&h.scim.url)
+        .labels(labels)
+        .spec(edit)
+        .build()
 }
 
 fn shard_context(h: &Harness, selector: &str, config: OperatorConfig) -> Arc<Context> {
@@ -1194,7 +1159,7 @@ async fn suspend_secret_or_integration_deletion_stops_a_slow_import_within_one_p
 async fn an_integration_name_too_long_for_a_label_is_named_precisely() {
     let h = Harness::new(3, true, |_| {}).await;
     let long = "a".repeat(64);
-    let fti = integration_for(&long, &h.sim.base_url(), &h.scim.url, &[], |_| {});
+    let fti = integration(&long, &h, &[], |_| {});
     let created = h
         .integrations()
         .create(&PostParams::default(), &fti)
@@ -1480,4 +1445,90 @@ async fn runs_between_full_reconciliations_are_incremental_and_the_annotation_as
     // Handled once: the next reconcile starts nothing.
     h.reconcile().await;
     assert_eq!(h.runs().await.len(), 3);
+}
+
+/// Log output captured as JSON lines.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread: the logger set here is this thread's, and the runs run on it too.
+#[tokio::test]
+async fn two_imports_at_once_each_log_line_names_its_own_run_and_no_credential() {
+    // A second dispatcher alive for the whole test: while only one is registered, tracing
+    // takes each log line's interest from the first thread to reach it, and another
+    // test's thread (without a logger) would switch the line off for this one too.
+    let _anchor = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("freshteam_operator=debug")
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let h = Harness::new(3, true, |_| {}).await;
+    h.integrations()
+        .create(
+            &PostParams::default(),
+            &integration("beta", &h, &[], |_| {}),
+        )
+        .await
+        .unwrap();
+    // Both unpublished: each reconcile starts a preview, and both run at once.
+    for fti in h.integrations().list(&ListParams::default()).await.unwrap() {
+        reconcile(Arc::new(fti), h.ctx.clone())
+            .await
+            .expect("reconcile");
+    }
+    h.ctx.wait_idle().await;
+    let runs: BTreeMap<String, String> = h
+        .runs()
+        .await
+        .iter()
+        .map(|r| (r.spec.integration.clone(), r.name_any()))
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let mut runs_seen = BTreeMap::new();
+    let mut reconciles_seen = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        if v["fields"]["message"] != "Freshteam request" {
+            continue;
+        }
+        let span = &v["span"];
+        let integration = span["integration"].as_str().unwrap_or_default().to_string();
+        assert_eq!(span["namespace"], NS, "{line}");
+        match span["name"].as_str() {
+            Some("import_run") => {
+                assert_eq!(span["run"], runs[&integration], "{line}");
+                assert_eq!(span["trigger"], "Preview", "{line}");
+                runs_seen.insert(integration, span["run"].clone());
+            }
+            // Authorizing, before the run.
+            Some("reconcile") => reconciles_seen.push(integration),
+            _ => panic!("a Freshteam request logged outside a reconcile and a run: {line}"),
+        }
+    }
+    assert_eq!(runs_seen.len(), 2, "{text}");
+    reconciles_seen.sort();
+    reconciles_seen.dedup();
+    assert_eq!(reconciles_seen, ["acme", "beta"], "{text}");
+    assert!(!text.contains(API_KEY), "the API key is in the logs");
+    assert!(
+        !text.contains(&h.scim.token),
+        "the SCIM token is in the logs"
+    );
 }

@@ -24,6 +24,9 @@ use serde_json::json;
 use support::{ScimServer, TestClock};
 
 const NS: &str = "hr";
+/// How long a test waits for the follower to show something, polling every `POLL`.
+const WAIT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(10);
 
 fn noon() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 7, 1, 12, 0, 0).unwrap()
@@ -63,34 +66,20 @@ impl Recorder {
     }
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let held = support::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
-        std::future::ready(cond().then_some(()))
-    });
-    if held.await.is_none() {
-        panic!("timed out waiting for {what}");
-    }
-}
-
+/// An integration as `kubectl apply` would have it: published, on the London clock,
+/// created a month before the tests' noon.
 fn integration(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> FreshteamIntegration {
-    let mut v = json!({
-        "apiVersion": "freshteam.provisioning.dev/v1alpha1",
-        "kind": "FreshteamIntegration",
-        "metadata": {"name": name, "namespace": NS, "generation": 1,
-                     "creationTimestamp": "2026-06-01T09:00:00Z"},
-        "spec": {
-            "published": true,
-            "schedule": "daily",
-            "timeZone": "Europe/London",
-            "source": {"subdomain": "acme",
-                       "apiKeySecretRef": {"name": "freshteam-acme", "key": "apiKey"}},
-            "destination": {"scim": {"url": "https://members.example.com/scim/v2",
-                                     "tokenSecretRef": {"name": "members-scim", "key": "token"}}},
-            "mapping": {"employeeId": "employee_id", "email": "official_email"}
-        }
-    });
-    edit(&mut v);
-    serde_json::from_value(v).expect("an integration")
+    support::integration(NS, name)
+        .spec(|s| {
+            s.published = true;
+            s.time_zone = Some("Europe/London".into());
+        })
+        .json(|v| {
+            v["metadata"]["creationTimestamp"] = json!("2026-06-01T09:00:00Z");
+            v["spec"]["mapping"] = json!({"employeeId": "employee_id", "email": "official_email"});
+        })
+        .json(edit)
+        .build()
 }
 
 fn run(
@@ -624,7 +613,11 @@ async fn scripted_operator(client: Client, view: Arc<Recorder>, ending: Ending) 
     .await
     .unwrap();
     let shown = format!("ImportRun {name}: Running");
-    wait_until("the Running phase", || view.saw_line(&shown)).await;
+    support::wait_until(WAIT, POLL, || {
+        std::future::ready(view.saw_line(&shown).then_some(()))
+    })
+    .await
+    .expect("timed out waiting for the Running phase");
     runs.patch_status(
         name,
         &PatchParams::default(),
@@ -632,7 +625,11 @@ async fn scripted_operator(client: Client, view: Arc<Recorder>, ending: Ending) 
     )
     .await
     .unwrap();
-    wait_until("progress 6/10", || view.saw_progress((6, 10))).await;
+    support::wait_until(WAIT, POLL, || {
+        std::future::ready(view.saw_progress((6, 10)).then_some(()))
+    })
+    .await
+    .expect("timed out waiting for progress 6/10");
     let mut end = json!({"phase": ending.phase, "completionTime": "2026-07-01T12:00:09Z",
                          "progress": {"processed": 10, "total": 10, "percent": 100},
                          "summary": ending.summary, "message": ending.message});
@@ -835,7 +832,11 @@ async fn import_now_times_out_on_a_run_that_does_not_end() {
             )
             .await
             .unwrap();
-            wait_until("progress", || view.saw_progress((5, 10))).await;
+            support::wait_until(WAIT, POLL, || {
+                std::future::ready(view.saw_progress((5, 10)).then_some(()))
+            })
+            .await
+            .expect("timed out waiting for progress");
         })
     };
     let p = plugin(client).with_poll_interval(Duration::from_millis(20));

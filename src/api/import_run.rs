@@ -3,8 +3,15 @@
 // kube's printcolumn syntax repeats `type_` and `json_path` by design.
 #![allow(clippy::duplicated_attributes)]
 
+use chrono::{DateTime, Utc};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+
+/// The name of an import run of `integration` started `at`, the same for the operator's
+/// ImportRuns and the runs of `sync`: `<integration>-<YYYYMMDD>-<HHMMSS>` (UTC).
+pub fn import_run_name(integration: &str, at: DateTime<Utc>) -> String {
+    format!("{integration}-{}", at.format("%Y%m%d-%H%M%S"))
+}
 
 /// One import of a FreshteamIntegration: its trigger, progress, counts and errors.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -314,4 +321,17 @@ pub struct ErrorReportRef {
     /// `<configMapName>-<i>` under the same key, each part a CSV with the header row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn a_run_is_named_after_its_integration_and_start_second() {
+        let at = Utc.with_ymd_and_hms(2026, 7, 1, 9, 0, 1).unwrap();
+        assert_eq!(import_run_name("acme", at), "acme-20260701-090001");
+    }
 }

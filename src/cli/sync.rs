@@ -301,17 +301,13 @@ fn run_name(manifests: &Manifests) -> String {
         .name
         .clone()
         .unwrap_or_default();
-    format!("{name}-{}", Utc::now().format("%Y%m%d-%H%M%S"))
+    crate::api::import_run_name(&name, Utc::now())
 }
 
+/// A run that could not start: it failed the moment it began.
 fn failed_outcome(message: String) -> ImportOutcome {
-    let mut outcome = ImportOutcome::default();
-    let now = crate::clock::rfc3339(Utc::now());
-    outcome.status.phase = ImportPhase::Failed;
-    outcome.status.start_time = Some(now.clone());
-    outcome.status.completion_time = Some(now);
-    outcome.status.message = Some(message);
-    outcome
+    let now = Utc::now();
+    ImportOutcome::failed(now, now, message)
 }
 
 fn invalid(message: &str) -> ExitCode {

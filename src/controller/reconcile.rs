@@ -1,6 +1,8 @@
-//! Reconcile one FreshteamIntegration: validate, authorize, decide whether to import,
-//! start the run, and record what was observed in `status`.
+//! Reconcile one FreshteamIntegration in four steps: observe (the spec, the Secrets,
+//! whether Freshteam accepts the key), decide whether to import (pure, see `decide`), act
+//! (start the run), and write what was observed to `status` in one patch.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,18 +19,18 @@ use super::conditions::{
     self as cond, AUTHORIZED, DESTINATION_SUPPORTS_MAPPING, IMPORTING, MAPPING_VALID, PUBLISHED,
     READY,
 };
-use super::decide::{decide, Inputs};
+use super::decide::{self, Decision, Inputs, StartRun};
 use super::runner::{create_run, execute, new_run, RunRequest};
 use super::Context;
 use crate::api::{
-    FreshteamIntegration, FreshteamIntegrationStatus, ImportPhase, ImportRun, SecretKeyRef,
-    APPROVE_LEAVERS, FULL_RECONCILE_REQUESTED_AT, IMPORT_REQUESTED_AT,
+    import_run_name, FreshteamIntegration, FreshteamIntegrationStatus, ImportPhase, ImportRun,
+    SecretKeyRef, APPROVE_LEAVERS, FULL_RECONCILE_REQUESTED_AT, IMPORT_REQUESTED_AT,
 };
 use crate::clock::rfc3339;
 use crate::secret::SecretString;
 use crate::source::SourceError;
 use crate::sync::mode::{spec_fingerprint, ModePolicy, RequestedMode};
-use crate::validate::{validate_integration, EndpointPolicy};
+use crate::validate::{validate_integration, EndpointPolicy, ValidatedSpec};
 
 /// Failures that make the controller retry with backoff (Kubernetes API errors).
 #[derive(Debug, thiserror::Error)]
@@ -45,314 +47,456 @@ pub const AWAITING_AUTHORIZATION: &str = "AwaitingAuthorization";
 /// How long to wait before checking an integration whose authorization failed again.
 const REAUTHORIZE_AFTER: Duration = Duration::from_secs(300);
 
+/// Observes the integration, decides whether to import now, acts on it, and writes the
+/// status: the one status patch of a reconcile, when anything changed. Returns when to
+/// reconcile again.
+///
+/// The span names the integration only: its spec (with the Secrets' names) and status
+/// stay out of the logs.
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(
+        namespace = fti.metadata.namespace.as_deref().unwrap_or_default(),
+        integration = %fti.name_any(),
+    )
+)]
 pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.in_shard(&fti) {
         // Another shard's: not ours to touch (a label change moved it away).
         return Ok(Action::await_change());
     }
-    let ns = fti.namespace().ok_or(Error::NoNamespace)?;
-    let name = fti.name_any();
-    let key = format!("{ns}/{name}");
-    let now = ctx.clock.now();
-    let generation = fti.metadata.generation;
-    let previous = fti.status.clone().unwrap_or_default();
-    let mut status = previous.clone();
-    status.observed_generation = generation;
-    if let Some(m) = &ctx.metrics {
-        m.reconcile(&ns, &name);
-    }
-    let running = ctx.is_running(&key);
-    let mut extra = serde_json::Map::new();
-
-    let set =
-        |status: &mut FreshteamIntegrationStatus, t: &str, ok: bool, reason: &str, msg: String| {
-            cond::set(&mut status.conditions, t, ok, reason, msg, generation, now)
-        };
-    set(
-        &mut status,
-        IMPORTING,
-        running,
-        if running { "ImportRunning" } else { "Idle" },
-        if running {
-            "an ImportRun is in progress".into()
-        } else {
-            "no import in progress".into()
-        },
-    );
-    set(
-        &mut status,
-        PUBLISHED,
-        fti.spec.published,
-        if fti.spec.published {
-            "Published"
-        } else {
-            "Unpublished"
-        },
-        if fti.spec.published {
-            "imports write to the destination on the schedule".into()
-        } else {
-            "spec.published is false: previews only, nothing is written".into()
-        },
-    );
-
-    // 1. The spec itself.
-    let policy = if ctx.config.allow_custom_endpoints {
-        EndpointPolicy::Allow
-    } else {
-        EndpointPolicy::Deny
-    };
-    let validated = match validate_integration(&name, &fti.spec, policy) {
-        Ok(v) => {
-            set(
-                &mut status,
-                MAPPING_VALID,
-                true,
-                "Valid",
-                "mapping, schedule and endpoints are valid".into(),
-            );
-            let last = previous.last_import.as_ref();
-            if let Some(targets) = last.and_then(|l| l.unsupported_mapping_targets.as_ref()) {
-                let (ok, reason, message) = match targets.is_empty() {
-                    true => (true, "AllTargetsKept", "the destination keeps every mapping target".to_string()),
-                    false => (false, "TargetsNotKept", format!(
-                        "the destination does not keep {}: left out of every write and never compared",
-                        targets.join(", ")
-                    )),
-                };
-                set(
-                    &mut status,
-                    DESTINATION_SUPPORTS_MAPPING,
-                    ok,
-                    reason,
-                    message,
-                );
+    let mut r = Reconciliation::begin(fti, ctx)?;
+    let next = match r.observe().await {
+        ControlFlow::Break(next) => next,
+        ControlFlow::Continue(found) => {
+            let Decision {
+                start,
+                requeue_after,
+                ..
+            } = r.decide(&found.spec).await?;
+            if let Some(start) = start {
+                r.act(found, start).await?;
             }
-            v
-        }
-        Err(errors) => {
-            let message = errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ");
-            let reason = if message.contains("--allow-custom-endpoints") {
-                "CustomEndpointRefused"
-            } else {
-                "InvalidSpec"
-            };
-            set(&mut status, MAPPING_VALID, false, reason, message.clone());
-            set(&mut status, READY, false, reason, message);
-            status.next_import_time = None;
-            extra.insert("nextImportTime".into(), serde_json::Value::Null);
-            write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
-            return Ok(Action::await_change());
+            match requeue_after.and_then(|d| d.to_std().ok()) {
+                Some(d) => Action::requeue(d),
+                None => Action::requeue(Duration::from_secs(3600)),
+            }
         }
     };
+    r.write_status().await?;
+    Ok(next)
+}
 
-    // 2. Revoked access: no call to Freshteam at all.
-    if fti.spec.suspend {
-        let msg = "spec.suspend is true: no calls to Freshteam and no imports".to_string();
-        if running {
-            ctx.stop_run(&key, "spec.suspend was set to true");
+/// One reconcile: the integration as read, and the status it writes at the end.
+struct Reconciliation {
+    fti: Arc<FreshteamIntegration>,
+    ctx: Arc<Context>,
+    ns: String,
+    name: String,
+    /// `namespace/name`: the integration's key for its run and its authorization turn.
+    key: String,
+    now: DateTime<Utc>,
+    generation: Option<i64>,
+    /// A run of this integration is under way in this process.
+    running: bool,
+    /// The status as read, and as it will be written.
+    previous: FreshteamIntegrationStatus,
+    status: FreshteamIntegrationStatus,
+    /// Fields cleared: the serialised status leaves a `None` out, a merge patch needs `null`.
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What observing found an importable integration to have.
+struct Found {
+    spec: ValidatedSpec,
+    api_key: SecretString,
+    token: SecretString,
+}
+
+impl Reconciliation {
+    /// The start of observing: whether a run is under way here, and `spec.published`.
+    fn begin(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Result<Self, Error> {
+        let ns = fti.namespace().ok_or(Error::NoNamespace)?;
+        let name = fti.name_any();
+        let key = format!("{ns}/{name}");
+        let now = ctx.clock.now();
+        let generation = fti.metadata.generation;
+        let previous = fti.status.clone().unwrap_or_default();
+        let mut status = previous.clone();
+        status.observed_generation = generation;
+        if let Some(m) = &ctx.metrics {
+            m.reconcile(&ns, &name);
         }
-        set(&mut status, AUTHORIZED, false, "Suspended", msg.clone());
-        set(&mut status, READY, false, "Suspended", msg);
-        status.next_import_time = None;
-        extra.insert("nextImportTime".into(), serde_json::Value::Null);
-        write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
-        return Ok(Action::await_change());
-    }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let credentials = async {
-        let key = read_secret(
-            &secrets,
-            "spec.source.apiKeySecretRef",
-            &fti.spec.source.api_key_secret_ref,
-        )
-        .await?;
-        let token = read_secret(
-            &secrets,
-            "spec.destination.scim.tokenSecretRef",
-            &fti.spec.destination.scim.token_secret_ref,
-        )
-        .await?;
-        Ok::<_, (String, String)>((key, token))
-    }
-    .await;
-    let ((api_key, key_version), (token, token_version)) = match credentials {
-        Ok(c) => c,
-        Err((reason, message)) => {
+        let running = ctx.is_running(&key);
+        let published = fti.spec.published;
+        let mut r = Reconciliation {
+            fti,
+            ctx,
+            ns,
+            name,
+            key,
+            now,
+            generation,
+            running,
+            previous,
+            status,
+            extra: serde_json::Map::new(),
+        };
+        r.set(
+            IMPORTING,
+            running,
+            if running { "ImportRunning" } else { "Idle" },
             if running {
-                ctx.stop_run(&key, &message);
-            }
-            let was = cond::get(&previous.conditions, AUTHORIZED).map(|c| c.reason.clone());
-            if was.as_deref() != Some(reason.as_str()) {
-                ctx.event(
-                    &fti,
-                    EventType::Warning,
-                    "AuthorizationFailed",
-                    message.clone(),
-                )
-                .await;
-            }
-            set(&mut status, AUTHORIZED, false, &reason, message.clone());
-            set(&mut status, READY, false, &reason, message);
-            status.authorized_for = None;
-            extra.insert("authorizedFor".into(), serde_json::Value::Null);
-            if let Some(m) = &ctx.metrics {
-                m.set_authorized(&ns, &name, false);
-            }
-            write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
-            return Ok(Action::await_change());
-        }
-    };
+                "an ImportRun is in progress".into()
+            } else {
+                "no import in progress".into()
+            },
+        );
+        r.set(
+            PUBLISHED,
+            published,
+            if published {
+                "Published"
+            } else {
+                "Unpublished"
+            },
+            if published {
+                "imports write to the destination on the schedule".into()
+            } else {
+                "spec.published is false: previews only, nothing is written".into()
+            },
+        );
+        Ok(r)
+    }
 
-    // 3. Authorize when the spec or a Secret changed, or to retry a failure.
-    let fingerprint = format!("{}/{key_version}/{token_version}", generation.unwrap_or(0));
-    let authorized = cond::is_true(&status.conditions, AUTHORIZED);
-    let retry_due = cond::get(&status.conditions, AUTHORIZED)
-        .map(|c| {
-            now.timestamp() - c.last_transition_time.0.as_second()
-                >= REAUTHORIZE_AFTER.as_secs() as i64
+    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: String) {
+        cond::set(
+            &mut self.status.conditions,
+            type_,
+            ok,
+            reason,
+            message,
+            self.generation,
+            self.now,
+        )
+    }
+
+    /// Writes `null` for `field` (a `None` the serialised status would leave out).
+    fn clear(&mut self, field: &str) {
+        self.extra.insert(field.into(), serde_json::Value::Null);
+    }
+
+    /// Observe: is the spec valid, is the integration suspended, can its Secrets be read,
+    /// does Freshteam accept the key. Each answer is recorded in the status; `Break`
+    /// carries when to look again at an integration that cannot import now.
+    async fn observe(&mut self) -> ControlFlow<Action, Found> {
+        let spec = self.check_spec()?;
+        self.check_suspended()?;
+        let ((api_key, key_version), (token, token_version)) = self.read_credentials().await?;
+        let fingerprint = format!(
+            "{}/{key_version}/{token_version}",
+            self.generation.unwrap_or(0)
+        );
+        self.authorize(&api_key, fingerprint).await?;
+        ControlFlow::Continue(Found {
+            spec,
+            api_key,
+            token,
         })
-        .unwrap_or(true);
-    let awaiting = cond::get(&status.conditions, AUTHORIZED)
-        .is_some_and(|c| c.reason == AWAITING_AUTHORIZATION);
-    if status.authorized_for.as_deref() != Some(fingerprint.as_str())
-        || (!authorized && retry_due)
-        || awaiting
-    {
-        if let Turn::At(at) = ctx.authorizations.turn(&key, now) {
-            let message = format!(
-                "waiting for its turn to authorize with Freshteam (at most {} per second across the operator), due at {}",
-                ctx.authorizations.per_second(),
-                rfc3339(whole_second_after(at))
-            );
-            cond::set_status(
-                &mut status.conditions,
-                AUTHORIZED,
-                "Unknown",
-                AWAITING_AUTHORIZATION,
-                message.clone(),
-                generation,
-                now,
-            );
-            set(&mut status, READY, false, AWAITING_AUTHORIZATION, message);
-            if let Some(m) = &ctx.metrics {
-                m.set_authorized(&ns, &name, false);
-            }
-            write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
-            let wait = (at - now).to_std().unwrap_or_default();
-            return Ok(Action::requeue(wait + Duration::from_millis(1)));
-        }
-        let result = match ctx.connector.source(&fti.spec, api_key.clone()).await {
-            Ok(source) => source
-                .authorize()
-                .await
-                .map_err(|e| (reason_of(&e), e.to_string())),
-            Err(e) => Err(("InvalidSource".to_string(), e.reason().to_string())),
+    }
+
+    /// The spec itself: mapping, schedule and endpoints.
+    fn check_spec(&mut self) -> ControlFlow<Action, ValidatedSpec> {
+        let policy = if self.ctx.config.allow_custom_endpoints {
+            EndpointPolicy::Allow
+        } else {
+            EndpointPolicy::Deny
         };
-        status.authorized_for = Some(fingerprint);
-        match result {
-            Ok(info) => set(
-                &mut status,
-                AUTHORIZED,
-                true,
-                "Connected",
-                format!(
-                    "Connected to {} ({} employees)",
-                    info.host,
-                    group_thousands(info.employees)
-                ),
-            ),
-            Err((reason, message)) => {
-                ctx.event(
-                    &fti,
+        match validate_integration(&self.name, &self.fti.spec, policy) {
+            Ok(v) => {
+                self.set(
+                    MAPPING_VALID,
+                    true,
+                    "Valid",
+                    "mapping, schedule and endpoints are valid".into(),
+                );
+                let last = self.previous.last_import.as_ref();
+                if let Some(targets) = last.and_then(|l| l.unsupported_mapping_targets.clone()) {
+                    let (ok, reason, message) = match targets.is_empty() {
+                        true => (true, "AllTargetsKept", "the destination keeps every mapping target".to_string()),
+                        false => (false, "TargetsNotKept", format!(
+                            "the destination does not keep {}: left out of every write and never compared",
+                            targets.join(", ")
+                        )),
+                    };
+                    self.set(DESTINATION_SUPPORTS_MAPPING, ok, reason, message);
+                }
+                ControlFlow::Continue(v)
+            }
+            Err(errors) => {
+                let message = errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let reason = if message.contains("--allow-custom-endpoints") {
+                    "CustomEndpointRefused"
+                } else {
+                    "InvalidSpec"
+                };
+                self.set(MAPPING_VALID, false, reason, message.clone());
+                self.set(READY, false, reason, message);
+                self.status.next_import_time = None;
+                self.clear("nextImportTime");
+                ControlFlow::Break(Action::await_change())
+            }
+        }
+    }
+
+    /// Revoked access: no call to Freshteam at all, and a run under way is stopped.
+    fn check_suspended(&mut self) -> ControlFlow<Action> {
+        if !self.fti.spec.suspend {
+            return ControlFlow::Continue(());
+        }
+        let msg = "spec.suspend is true: no calls to Freshteam and no imports".to_string();
+        if self.running {
+            self.ctx.stop_run(&self.key, "spec.suspend was set to true");
+        }
+        self.set(AUTHORIZED, false, "Suspended", msg.clone());
+        self.set(READY, false, "Suspended", msg);
+        self.status.next_import_time = None;
+        self.clear("nextImportTime");
+        ControlFlow::Break(Action::await_change())
+    }
+
+    /// The API key and the SCIM token, each with its Secret's version. A Secret that
+    /// cannot be read stops a run under way and is announced once per reason.
+    async fn read_credentials(
+        &mut self,
+    ) -> ControlFlow<Action, ((SecretString, String), (SecretString, String))> {
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let spec = &self.fti.spec;
+        let credentials = async {
+            let key = read_secret(
+                &secrets,
+                "spec.source.apiKeySecretRef",
+                &spec.source.api_key_secret_ref,
+            )
+            .await?;
+            let token = read_secret(
+                &secrets,
+                "spec.destination.scim.tokenSecretRef",
+                &spec.destination.scim.token_secret_ref,
+            )
+            .await?;
+            Ok::<_, (String, String)>((key, token))
+        }
+        .await;
+        let (reason, message) = match credentials {
+            Ok(c) => return ControlFlow::Continue(c),
+            Err(e) => e,
+        };
+        if self.running {
+            self.ctx.stop_run(&self.key, &message);
+        }
+        let was = cond::get(&self.previous.conditions, AUTHORIZED).map(|c| c.reason.clone());
+        if was.as_deref() != Some(reason.as_str()) {
+            self.ctx
+                .event(
+                    &self.fti,
                     EventType::Warning,
                     "AuthorizationFailed",
                     message.clone(),
                 )
                 .await;
-                set(&mut status, AUTHORIZED, false, &reason, message);
+        }
+        self.set(AUTHORIZED, false, &reason, message.clone());
+        self.set(READY, false, &reason, message);
+        self.status.authorized_for = None;
+        self.clear("authorizedFor");
+        if let Some(m) = &self.ctx.metrics {
+            m.set_authorized(&self.ns, &self.name, false);
+        }
+        ControlFlow::Break(Action::await_change())
+    }
+
+    /// Authorizes with Freshteam when the spec or a Secret changed (`fingerprint`), or to
+    /// retry a failure, in the integration's turn. `Break` unless it is authorized.
+    async fn authorize(
+        &mut self,
+        api_key: &SecretString,
+        fingerprint: String,
+    ) -> ControlFlow<Action> {
+        if self.authorization_due(&fingerprint) {
+            if let Turn::At(at) = self.ctx.authorizations.turn(&self.key, self.now) {
+                return ControlFlow::Break(self.await_turn(at));
+            }
+            let ctx = self.ctx.clone();
+            let fti = self.fti.clone();
+            let result = match ctx.connector.source(&fti.spec, api_key.clone()).await {
+                Ok(source) => source
+                    .authorize()
+                    .await
+                    .map_err(|e| (reason_of(&e), e.to_string())),
+                Err(e) => Err(("InvalidSource".to_string(), e.reason().to_string())),
+            };
+            self.status.authorized_for = Some(fingerprint);
+            match result {
+                Ok(info) => self.set(
+                    AUTHORIZED,
+                    true,
+                    "Connected",
+                    format!(
+                        "Connected to {} ({} employees)",
+                        info.host,
+                        group_thousands(info.employees)
+                    ),
+                ),
+                Err((reason, message)) => {
+                    ctx.event(
+                        &fti,
+                        EventType::Warning,
+                        "AuthorizationFailed",
+                        message.clone(),
+                    )
+                    .await;
+                    self.set(AUTHORIZED, false, &reason, message);
+                }
             }
         }
-    }
-    let authorized = cond::is_true(&status.conditions, AUTHORIZED);
-    if let Some(m) = &ctx.metrics {
-        m.set_authorized(&ns, &name, authorized);
-    }
-    if !authorized {
-        let message = cond::get(&status.conditions, AUTHORIZED)
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
-        set(&mut status, READY, false, "NotAuthorized", message);
-        write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
-        return Ok(Action::requeue(REAUTHORIZE_AFTER));
-    }
-
-    // 4. Decide whether to import now.
-    let annotations = fti.annotations();
-    let parse_time = |s: &Option<String>| -> Option<DateTime<Utc>> {
-        s.as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-    };
-    let inputs = Inputs {
-        now,
-        published: fti.spec.published,
-        generation: generation.unwrap_or(0),
-        schedule: &validated.schedule,
-        time_zone: validated.time_zone,
-        requested_at: annotations.get(IMPORT_REQUESTED_AT).map(String::as_str),
-        last_handled_request: status.last_handled_import_request.as_deref(),
-        full_requested_at: annotations
-            .get(FULL_RECONCILE_REQUESTED_AT)
-            .map(String::as_str),
-        last_handled_full_request: status.last_handled_full_reconcile_request.as_deref(),
-        // An interrupted preview is computed again.
-        preview_generation: status
-            .preview
-            .as_ref()
-            .filter(|p| p.phase != Some(ImportPhase::Interrupted))
-            .and_then(|p| p.generation),
-        last_schedule_time: parse_time(&status.last_schedule_time),
-        approved_run: annotations.get(APPROVE_LEAVERS).map(String::as_str),
-        last_handled_approval: status.last_handled_approval.as_deref(),
-        running,
-    };
-    let mut decision = decide(&inputs);
-    // Only when a run would start: is one still going elsewhere (the previous shard or
-    // leader)? Then this reconcile decides as if it were running here.
-    if decision.start.is_some() && run_in_progress_elsewhere(&ctx, &ns, &name).await? {
-        decision = decide(&Inputs {
-            running: true,
-            ..inputs
-        });
-    }
-    status.next_import_time = decision.next_import_time.map(rfc3339);
-    if status.next_import_time.is_none() {
-        extra.insert("nextImportTime".into(), serde_json::Value::Null);
-    }
-    if let Some(t) = decision.last_schedule_time {
-        status.last_schedule_time = Some(rfc3339(t));
+        let authorized = cond::is_true(&self.status.conditions, AUTHORIZED);
+        if let Some(m) = &self.ctx.metrics {
+            m.set_authorized(&self.ns, &self.name, authorized);
+        }
+        if !authorized {
+            let message = cond::get(&self.status.conditions, AUTHORIZED)
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            self.set(READY, false, "NotAuthorized", message);
+            return ControlFlow::Break(Action::requeue(REAUTHORIZE_AFTER));
+        }
+        ControlFlow::Continue(())
     }
 
-    if let Some(start) = decision.start {
-        let run_name = format!("{name}-{}", now.format("%Y%m%d-%H%M%S"));
-        let runs: Api<ImportRun> = Api::namespaced(ctx.client.clone(), &ns);
-        let run = create_run(&runs, new_run(&fti, &run_name, &start)).await?;
+    /// The spec or a Secret changed since the last authorization, a failure is due for a
+    /// retry, or the integration was waiting for its turn.
+    fn authorization_due(&self, fingerprint: &str) -> bool {
+        let conditions = &self.status.conditions;
+        let authorized = cond::is_true(conditions, AUTHORIZED);
+        let retry_due = cond::get(conditions, AUTHORIZED)
+            .map(|c| {
+                self.now.timestamp() - c.last_transition_time.0.as_second()
+                    >= REAUTHORIZE_AFTER.as_secs() as i64
+            })
+            .unwrap_or(true);
+        let awaiting =
+            cond::get(conditions, AUTHORIZED).is_some_and(|c| c.reason == AWAITING_AUTHORIZATION);
+        self.status.authorized_for.as_deref() != Some(fingerprint)
+            || (!authorized && retry_due)
+            || awaiting
+    }
+
+    /// Not this integration's turn to authorize yet: `Authorized=Unknown` until `at`.
+    fn await_turn(&mut self, at: DateTime<Utc>) -> Action {
+        let message = format!(
+            "waiting for its turn to authorize with Freshteam (at most {} per second across the operator), due at {}",
+            self.ctx.authorizations.per_second(),
+            rfc3339(whole_second_after(at))
+        );
+        cond::set_status(
+            &mut self.status.conditions,
+            AUTHORIZED,
+            "Unknown",
+            AWAITING_AUTHORIZATION,
+            message.clone(),
+            self.generation,
+            self.now,
+        );
+        self.set(READY, false, AWAITING_AUTHORIZATION, message);
+        if let Some(m) = &self.ctx.metrics {
+            m.set_authorized(&self.ns, &self.name, false);
+        }
+        let wait = (at - self.now).to_std().unwrap_or_default();
+        Action::requeue(wait + Duration::from_millis(1))
+    }
+
+    /// Decide: whether to import now and when next ([`decide::decide`], pure), recorded
+    /// as `nextImportTime`, `lastScheduleTime` and `Ready`. Only when a run would start
+    /// is one still going elsewhere (the previous shard or leader) looked for: then this
+    /// reconcile decides as if it were running here.
+    async fn decide(&mut self, spec: &ValidatedSpec) -> Result<Decision, Error> {
+        let annotations = self.fti.annotations();
+        let parse_time = |s: &Option<String>| -> Option<DateTime<Utc>> {
+            s.as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let status = &self.status;
+        let inputs = Inputs {
+            now: self.now,
+            published: self.fti.spec.published,
+            generation: self.generation.unwrap_or(0),
+            schedule: &spec.schedule,
+            time_zone: spec.time_zone,
+            requested_at: annotations.get(IMPORT_REQUESTED_AT).map(String::as_str),
+            last_handled_request: status.last_handled_import_request.as_deref(),
+            full_requested_at: annotations
+                .get(FULL_RECONCILE_REQUESTED_AT)
+                .map(String::as_str),
+            last_handled_full_request: status.last_handled_full_reconcile_request.as_deref(),
+            // An interrupted preview is computed again.
+            preview_generation: status
+                .preview
+                .as_ref()
+                .filter(|p| p.phase != Some(ImportPhase::Interrupted))
+                .and_then(|p| p.generation),
+            last_schedule_time: parse_time(&status.last_schedule_time),
+            approved_run: annotations.get(APPROVE_LEAVERS).map(String::as_str),
+            last_handled_approval: status.last_handled_approval.as_deref(),
+            running: self.running,
+        };
+        let mut decision = decide::decide(&inputs);
+        if decision.start.is_some()
+            && run_in_progress_elsewhere(&self.ctx, &self.ns, &self.name).await?
+        {
+            decision = decide::decide(&Inputs {
+                running: true,
+                ..inputs
+            });
+        }
+        self.status.next_import_time = decision.next_import_time.map(rfc3339);
+        if self.status.next_import_time.is_none() {
+            self.clear("nextImportTime");
+        }
+        if let Some(t) = decision.last_schedule_time {
+            self.status.last_schedule_time = Some(rfc3339(t));
+        }
+        let ready_message = match &self.status.next_import_time {
+            Some(next) => format!("next import at {next}"),
+            None => "unpublished: previews only; set spec.published: true to import".into(),
+        };
+        self.set(READY, true, "Ready", ready_message);
+        Ok(decision)
+    }
+
+    /// Act: creates the ImportRun, starts it in the background and records the requests
+    /// it handles.
+    async fn act(&mut self, found: Found, start: StartRun) -> Result<(), Error> {
+        let run_name = import_run_name(&self.name, self.now);
+        let runs: Api<ImportRun> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let run = create_run(&runs, new_run(&self.fti, &run_name, &start)).await?;
         let run_name = run.name_any();
         if let Some(r) = &start.request {
-            status.last_handled_import_request = Some(r.clone());
+            self.status.last_handled_import_request = Some(r.clone());
         }
         if let Some(r) = &start.full_request {
-            status.last_handled_full_reconcile_request = Some(r.clone());
+            self.status.last_handled_full_reconcile_request = Some(r.clone());
         }
         if let Some(a) = &start.approval {
-            status.last_handled_approval = Some(a.clone());
+            self.status.last_handled_approval = Some(a.clone());
         }
-        set(
-            &mut status,
+        self.set(
             IMPORTING,
             true,
             "ImportRunning",
@@ -363,38 +507,46 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
         } else {
             RequestedMode::Auto
         };
-        ctx.start(
-            &key,
+        let Found {
+            spec,
+            api_key,
+            token,
+        } = found;
+        self.ctx.start(
+            &self.key,
             execute(
-                ctx.clone(),
+                self.ctx.clone(),
                 RunRequest {
-                    integration: fti.clone(),
+                    integration: self.fti.clone(),
                     run_name,
                     start,
                     mode: ModePolicy {
                         requested,
-                        full_schedule: validated.full_reconcile,
-                        time_zone: validated.time_zone,
-                        fingerprint: spec_fingerprint(&fti.spec),
+                        full_schedule: spec.full_reconcile,
+                        time_zone: spec.time_zone,
+                        fingerprint: spec_fingerprint(&self.fti.spec),
                     },
-                    mapping: validated.mapping,
+                    mapping: spec.mapping,
                     api_key,
                     token,
                 },
             ),
         );
+        Ok(())
     }
 
-    let ready_message = match &status.next_import_time {
-        Some(next) => format!("next import at {next}"),
-        None => "unpublished: previews only; set spec.published: true to import".into(),
-    };
-    set(&mut status, READY, true, "Ready", ready_message);
-    write_status(&ctx, &ns, &name, &previous, &status, extra).await?;
-    Ok(match decision.requeue_after.and_then(|d| d.to_std().ok()) {
-        Some(d) => Action::requeue(d),
-        None => Action::requeue(Duration::from_secs(3600)),
-    })
+    /// Write status: the one patch of what this reconcile owns, changed fields only.
+    async fn write_status(self) -> Result<(), Error> {
+        write_status(
+            &self.ctx,
+            &self.ns,
+            &self.name,
+            &self.previous,
+            &self.status,
+            self.extra,
+        )
+        .await
+    }
 }
 
 /// An unfinished ImportRun this process does not run: the integration's previous shard

@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::{AcquireError, OwnedSemaphorePermit};
+use tracing::Instrument;
 
 use super::connect::account_key;
 use super::decide::StartRun;
@@ -19,19 +22,22 @@ use super::state::{ClusterConvergenceStore, ClusterLedgerStore, ClusterOutboxSto
 use super::Context;
 use crate::api::INTEGRATION_LABEL;
 use crate::api::{
-    ErrorReportRef, FreshteamIntegration, ImportPhase, ImportRun, ImportRunSpec, ImportRunStatus,
-    ImportTrigger, LastImport, Preview,
+    ErrorReportRef, FreshteamIntegration, FreshteamIntegrationSpec, ImportPhase, ImportRun,
+    ImportRunSpec, ImportRunStatus, ImportTrigger, LastImport, Preview,
 };
 use crate::clock::rfc3339;
+use crate::destination::MemberDirectory;
 use crate::ledger::LedgerStore;
 use crate::mapping::CompiledMapping;
 use crate::notify::OutboxStore;
 use crate::secret::SecretString;
+use crate::source::EmployeeSource;
 use crate::sync::mode::ModePolicy;
 use crate::sync::{
     notify_after_run, report_part_name, report_parts, run_import_with_ledger, ImportOptions,
-    ProgressCounter, RunInfo,
+    ImportOutcome, ProgressCounter, RunInfo,
 };
+use crate::telemetry::RunningImport;
 
 /// The ImportRun object for a run about to start (phase Pending).
 pub fn new_run(fti: &FreshteamIntegration, name: &str, start: &StartRun) -> ImportRun {
@@ -118,149 +124,273 @@ pub struct RunRequest {
     pub token: SecretString,
 }
 
-/// Runs an import to its end. Never panics on a Kubernetes error: it logs and leaves the
-/// run for the next start-up to mark `Interrupted`.
+/// Runs an import to its end: acquire its slots, run it, record what it did. Never panics
+/// on a Kubernetes error: it logs and leaves the run for the next start-up to mark
+/// `Interrupted`.
+///
+/// The span is a root (the run outlives the reconcile that started it) and names the run
+/// only: neither its spec nor its credentials are recorded.
+#[tracing::instrument(
+    name = "import_run",
+    parent = None,
+    skip_all,
+    fields(
+        namespace = req.integration.metadata.namespace.as_deref().unwrap_or_default(),
+        integration = %req.integration.name_any(),
+        run = %req.run_name,
+        trigger = ?req.start.trigger,
+    )
+)]
 pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
-    let fti = &req.integration;
-    let ns = fti.namespace().unwrap_or_default();
-    let integration = fti.name_any();
-    let runs: Api<ImportRun> = Api::namespaced(ctx.client.clone(), &ns);
-    let name = req.run_name.clone();
+    let run = Run::new(ctx, req);
+    run.record_preview_start().await;
+    let _slots = acquire(&run.ctx, &run.req.integration.spec).await;
+    let started = run.record_start().await;
+    let outcome = run.import(started).await;
+    run.record(started, outcome).await;
+}
 
-    let integrations: Api<FreshteamIntegration> = Api::namespaced(ctx.client.clone(), &ns);
-    if req.start.trigger == ImportTrigger::Preview {
-        // From now on the preview describes this run; no older counts stay beside it.
-        let preview = Preview {
-            run_name: name.clone(),
-            phase: Some(ImportPhase::Running),
-            generation: Some(fti.metadata.generation.unwrap_or(0)),
-            ..Preview::default()
-        };
-        let patch = json!({ "status": { "preview": preview } });
-        if let Err(e) = integrations
-            .patch_status(&integration, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            tracing::warn!(integration = %integration, error = %e, "could not record the preview's start");
-        }
-    }
+/// The permits a run holds until it has recorded its outcome (dropped in this order).
+struct Slots {
+    _running: Option<RunningImport>,
+    _global: Result<OwnedSemaphorePermit, AcquireError>,
+    _destination: Result<OwnedSemaphorePermit, AcquireError>,
+    _account: Result<OwnedSemaphorePermit, AcquireError>,
+}
 
+/// Acquire: the run's Freshteam account slot and destination slot first, the global slot
+/// last (a run waiting for a busy account must not hold a slot that another tenant's run
+/// could use), counted in the queue depth while it waits.
+async fn acquire(ctx: &Context, spec: &FreshteamIntegrationSpec) -> Slots {
     let waiting = ctx.waiting.fetch_add(1, Ordering::Relaxed) + 1;
     if let Some(m) = &ctx.metrics {
         m.set_queue_depth(waiting);
     }
-    // Account and destination first, the global slot last: a run waiting for a busy
-    // account must not hold a slot that another tenant's run could use.
-    let _account = ctx
+    let account = ctx
         .slot(
-            &format!("freshteam {}", account_key(&fti.spec)),
+            &format!("freshteam {}", account_key(spec)),
             ctx.config.max_imports_per_account,
         )
         .acquire_owned()
         .await;
-    let destination_host = url::Url::parse(&fti.spec.destination.scim.url)
+    let destination_host = url::Url::parse(&spec.destination.scim.url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_default();
-    let _destination = ctx
+    let destination = ctx
         .slot(
             &format!("destination {destination_host}"),
             ctx.config.max_imports_per_destination,
         )
         .acquire_owned()
         .await;
-    let _slot = ctx.slots.clone().acquire_owned().await;
+    let global = ctx.slots.clone().acquire_owned().await;
     let waiting = ctx.waiting.fetch_sub(1, Ordering::Relaxed) - 1;
     if let Some(m) = &ctx.metrics {
         m.set_queue_depth(waiting);
     }
-    let _running = ctx.metrics.as_ref().map(|m| m.running_import());
-    let started = ctx.clock.now();
-    let _ = patch_run_status(
-        &runs,
-        &name,
-        json!({"phase": "Running", "startTime": rfc3339(started), "progress": {"processed": 0, "total": 0, "percent": 0}}),
-    )
-    .await;
-    ctx.event(
-        fti,
-        EventType::Normal,
-        "ImportStarted",
-        format!("ImportRun {name} started ({:?})", req.start.trigger),
-    )
-    .await;
+    Slots {
+        _running: ctx.metrics.as_ref().map(|m| m.running_import()),
+        _global: global,
+        _destination: destination,
+        _account: account,
+    }
+}
 
-    let approved_leavers = match &req.start.approval {
-        Some(blocked) => match runs.get_opt(blocked).await {
-            // Only this integration's own Blocked run: an approval naming another
-            // integration's run (same namespace) must not release its count here.
-            Ok(Some(r)) if is_own_run(fti, &r) => r
-                .status
-                .as_ref()
-                .filter(|s| s.phase == ImportPhase::Blocked)
-                .and_then(|s| s.leavers_awaiting_approval),
-            _ => None,
-        },
-        None => None,
-    };
-
-    let key = format!("{ns}/{integration}");
-    let stop = ctx.stop_signal(&key);
-    let owner = fti.controller_owner_ref(&());
-    let outbox = ClusterOutboxStore::new(ctx.client.clone(), &ns, &integration, owner.clone());
-    let ledger = ClusterLedgerStore::new(ctx.client.clone(), &ns, &integration, owner.clone());
-    let notes = ClusterConvergenceStore::new(ctx.client.clone(), &ns, &integration, owner);
-    let mut outcome = match (
+/// The source and destination clients of a run, or why the run fails. The one place a
+/// run calls the connector.
+async fn connect(
+    ctx: &Context,
+    req: &RunRequest,
+) -> Result<(Box<dyn EmployeeSource>, Box<dyn MemberDirectory>), String> {
+    let fti = &req.integration;
+    match (
         ctx.connector.source(&fti.spec, req.api_key.clone()).await,
         ctx.connector
             .destination(&fti.spec, req.token.clone())
             .await,
     ) {
-        (Ok(source), Ok(destination)) => {
-            let progress = Arc::new(ProgressCounter::default());
-            let ticker = spawn_progress_ticker(
-                ctx.clone(),
-                runs.clone(),
-                name.clone(),
-                progress.clone(),
-                Watched {
-                    integration: req.integration.clone(),
-                    stop: stop.clone(),
-                },
-            );
-            let options = ImportOptions {
-                dry_run: req.start.dry_run,
-                max_leavers_percent: fti.spec.safety.max_leavers_percent,
-                approved_leavers,
-                stop: stop.clone(),
-                convergence: notes.load().await,
-                when_removed: fti.spec.leavers.when_removed,
-                mode: Some(req.mode.clone()),
-            };
-            let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
-                .then_some(&outbox as &dyn OutboxStore);
-            let outcome = run_import_with_ledger(
-                &req.mapping,
-                source.as_ref(),
-                destination.as_ref(),
-                &options,
-                invitations,
-                Some(&ledger as &dyn LedgerStore),
-                progress.as_ref(),
-                ctx.clock.as_ref(),
+        (Ok(source), Ok(destination)) => Ok((source, destination)),
+        (Err(e), _) => Err(format!("Freshteam: {}", e.reason())),
+        (_, Err(e)) => Err(format!("destination: {}", e.reason())),
+    }
+}
+
+/// One run under way: its request, and the objects and stores it reads and writes.
+struct Run {
+    ctx: Arc<Context>,
+    req: RunRequest,
+    ns: String,
+    integration: String,
+    runs: Api<ImportRun>,
+    integrations: Api<FreshteamIntegration>,
+    outbox: ClusterOutboxStore,
+    ledger: ClusterLedgerStore,
+    notes: ClusterConvergenceStore,
+}
+
+impl Run {
+    fn new(ctx: Arc<Context>, req: RunRequest) -> Self {
+        let fti = &req.integration;
+        let ns = fti.namespace().unwrap_or_default();
+        let integration = fti.name_any();
+        let owner = fti.controller_owner_ref(&());
+        let client = &ctx.client;
+        Run {
+            runs: Api::namespaced(client.clone(), &ns),
+            integrations: Api::namespaced(client.clone(), &ns),
+            outbox: ClusterOutboxStore::new(client.clone(), &ns, &integration, owner.clone()),
+            ledger: ClusterLedgerStore::new(client.clone(), &ns, &integration, owner.clone()),
+            notes: ClusterConvergenceStore::new(client.clone(), &ns, &integration, owner),
+            ns,
+            integration,
+            ctx,
+            req,
+        }
+    }
+
+    fn fti(&self) -> &FreshteamIntegration {
+        &self.req.integration
+    }
+
+    fn name(&self) -> &str {
+        &self.req.run_name
+    }
+
+    /// From now on the integration's preview describes this run; no older counts stay
+    /// beside it.
+    async fn record_preview_start(&self) {
+        if self.req.start.trigger != ImportTrigger::Preview {
+            return;
+        }
+        let preview = Preview {
+            run_name: self.name().to_string(),
+            phase: Some(ImportPhase::Running),
+            generation: Some(self.fti().metadata.generation.unwrap_or(0)),
+            ..Preview::default()
+        };
+        let patch = json!({ "status": { "preview": preview } });
+        if let Err(e) = self
+            .integrations
+            .patch_status(
+                &self.integration,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(integration = %self.integration, error = %e, "could not record the preview's start");
+        }
+    }
+
+    /// The run is `Running` from now: its start time, progress at zero, an Event.
+    async fn record_start(&self) -> DateTime<Utc> {
+        let started = self.ctx.clock.now();
+        let _ = patch_run_status(
+            &self.runs,
+            self.name(),
+            json!({"phase": "Running", "startTime": rfc3339(started), "progress": {"processed": 0, "total": 0, "percent": 0}}),
+        )
+        .await;
+        self.ctx
+            .event(
+                self.fti(),
+                EventType::Normal,
+                "ImportStarted",
+                format!(
+                    "ImportRun {} started ({:?})",
+                    self.name(),
+                    self.req.start.trigger
+                ),
             )
             .await;
-            ticker.abort();
-            outcome
+        started
+    }
+
+    /// The leavers an approval releases: the count held back by this integration's own
+    /// Blocked run it names. An approval naming another integration's run (same
+    /// namespace) must not release its count here.
+    async fn approved_leavers(&self) -> Option<u32> {
+        let blocked = self.req.start.approval.as_ref()?;
+        match self.runs.get_opt(blocked).await {
+            Ok(Some(r)) if is_own_run(self.fti(), &r) => r
+                .status
+                .as_ref()
+                .filter(|s| s.phase == ImportPhase::Blocked)
+                .and_then(|s| s.leavers_awaiting_approval),
+            _ => None,
         }
-        (Err(e), _) => failed(&ctx, started, format!("Freshteam: {}", e.reason())),
-        (_, Err(e)) => failed(&ctx, started, format!("destination: {}", e.reason())),
-    };
+    }
 
-    ctx.forget_stop_signal(&key, &stop);
+    /// Run: connects, then imports through the one import path, with progress patched
+    /// and the integration watched (deleted, suspended: the run is asked to stop) on
+    /// every tick.
+    async fn import(&self, started: DateTime<Utc>) -> ImportOutcome {
+        let (ctx, req, fti) = (&self.ctx, &self.req, self.fti());
+        let approved_leavers = self.approved_leavers().await;
+        let key = format!("{}/{}", self.ns, self.integration);
+        let stop = ctx.stop_signal(&key);
+        let outcome = match connect(ctx, req).await {
+            Ok((source, destination)) => {
+                let progress = Arc::new(ProgressCounter::default());
+                let ticker = spawn_progress_ticker(
+                    ctx.clone(),
+                    self.runs.clone(),
+                    self.name().to_string(),
+                    progress.clone(),
+                    Watched {
+                        integration: req.integration.clone(),
+                        stop: stop.clone(),
+                    },
+                );
+                let options = ImportOptions {
+                    dry_run: req.start.dry_run,
+                    max_leavers_percent: fti.spec.safety.max_leavers_percent,
+                    approved_leavers,
+                    stop: stop.clone(),
+                    convergence: self.notes.load().await,
+                    when_removed: fti.spec.leavers.when_removed,
+                    mode: Some(req.mode.clone()),
+                };
+                let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
+                    .then_some(&self.outbox as &dyn OutboxStore);
+                let outcome = run_import_with_ledger(
+                    &req.mapping,
+                    source.as_ref(),
+                    destination.as_ref(),
+                    &options,
+                    invitations,
+                    Some(&self.ledger as &dyn LedgerStore),
+                    progress.as_ref(),
+                    ctx.clock.as_ref(),
+                )
+                .await;
+                ticker.abort();
+                outcome
+            }
+            Err(message) => ImportOutcome::failed(started, ctx.clock.now(), message),
+        };
+        ctx.forget_stop_signal(&key, &stop);
+        outcome
+    }
 
-    if let Some(written) = &outcome.convergence {
-        if let Err(e) = notes.save(written).await {
+    /// Record: the convergence notes, the e-mails, the report and the run's status, the
+    /// integration's `lastImport` (and preview), the outcome's Event and metrics, then
+    /// history pruning.
+    async fn record(&self, started: DateTime<Utc>, mut outcome: ImportOutcome) {
+        self.save_notes(&mut outcome).await;
+        self.notify(&mut outcome).await;
+        let status = self.record_run_status(&outcome).await;
+        self.record_last_import(&status, &outcome).await;
+        self.announce(&status, &outcome, started).await;
+        prune(&self.runs, self.fti()).await;
+    }
+
+    async fn save_notes(&self, outcome: &mut ImportOutcome) {
+        let Some(written) = &outcome.convergence else {
+            return;
+        };
+        if let Err(e) = self.notes.save(written).await {
             outcome.add_warnings([crate::api::RecordError {
                 severity: "warning".into(),
                 message: format!("convergence notes could not be saved ({e}): the next run may write unkept values again"),
@@ -268,125 +398,161 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
             }]);
         }
     }
-    let info = RunInfo {
-        integration: &integration,
-        run_name: &name,
-        spec: &fti.spec,
-        dry_run: req.start.dry_run,
-        report_location: Some(format!(
-            "in ConfigMap {name}-errors (kubectl freshteam errors {name})"
-        )),
-    };
-    if outcome.status.summary.warnings > 0 {
-        // Members held back because their state could not be recorded say so here too.
-        if let Some(m) = outcome
-            .status
-            .message
-            .as_deref()
-            .filter(|m| m.contains("not created:"))
-        {
-            ctx.event(fti, EventType::Warning, "MembersNotCreated", m.to_string())
+
+    /// The owners' e-mail (and invitations), with an Event for each that was not sent.
+    async fn notify(&self, outcome: &mut ImportOutcome) {
+        let (fti, name) = (self.fti(), self.name());
+        let info = RunInfo {
+            integration: &self.integration,
+            run_name: name,
+            spec: &fti.spec,
+            dry_run: self.req.start.dry_run,
+            report_location: Some(format!(
+                "in ConfigMap {name}-errors (kubectl freshteam errors {name})"
+            )),
+        };
+        if outcome.status.summary.warnings > 0 {
+            // Members held back because their state could not be recorded say so here too.
+            if let Some(m) = outcome
+                .status
+                .message
+                .as_deref()
+                .filter(|m| m.contains("not created:"))
+            {
+                self.ctx
+                    .event(fti, EventType::Warning, "MembersNotCreated", m.to_string())
+                    .await;
+            }
+        }
+        for w in notify_after_run(&self.ctx.mail, Some(&self.outbox), &info, outcome).await {
+            self.ctx
+                .event(fti, EventType::Warning, "EmailNotSent", w)
                 .await;
         }
     }
-    for w in notify_after_run(&ctx.mail, Some(&outbox), &info, &mut outcome).await {
-        ctx.event(fti, EventType::Warning, "EmailNotSent", w).await;
-    }
 
-    let mut status = outcome.status.clone();
-    if !outcome.report.is_empty() || !outcome.changes.is_empty() {
-        let parts = report_parts(&outcome.report, &outcome.changes, REPORT_PART_BYTES);
-        match store_report(&ctx, &runs, &ns, &name, &parts).await {
-            Ok(report) => status.error_report = Some(report),
-            Err(e) => {
-                tracing::warn!(run = %name, error = %e, "could not store the run's report");
-                let note = format!("the run's full report could not be stored: {e}");
-                ctx.event(fti, EventType::Warning, "ReportNotStored", note.clone())
-                    .await;
-                let message = status.message.get_or_insert_with(String::new);
-                if !message.is_empty() {
-                    message.push_str("; ");
+    /// The report in ConfigMaps owned by the run, then the run's final status.
+    async fn record_run_status(&self, outcome: &ImportOutcome) -> ImportRunStatus {
+        let name = self.name();
+        let mut status = outcome.status.clone();
+        if !outcome.report.is_empty() || !outcome.changes.is_empty() {
+            let parts = report_parts(&outcome.report, &outcome.changes, REPORT_PART_BYTES);
+            match store_report(&self.ctx, &self.runs, &self.ns, name, &parts).await {
+                Ok(report) => status.error_report = Some(report),
+                Err(e) => {
+                    tracing::warn!(run = %name, error = %e, "could not store the run's report");
+                    let note = format!("the run's full report could not be stored: {e}");
+                    self.ctx
+                        .event(
+                            self.fti(),
+                            EventType::Warning,
+                            "ReportNotStored",
+                            note.clone(),
+                        )
+                        .await;
+                    let message = status.message.get_or_insert_with(String::new);
+                    if !message.is_empty() {
+                        message.push_str("; ");
+                    }
+                    message.push_str(&note);
                 }
-                message.push_str(&note);
             }
         }
-    }
-    if let Err(e) = patch_run_status(
-        &runs,
-        &name,
-        serde_json::to_value(&status).expect("status serialises"),
-    )
-    .await
-    {
-        tracing::warn!(run = %name, error = %e, "could not record the run's outcome");
-    }
-
-    // The integration's view of the run.
-    let last = LastImport {
-        run_name: name.clone(),
-        phase: status.phase,
-        start_time: status.start_time.clone(),
-        completion_time: status.completion_time.clone(),
-        summary: status.summary.clone(),
-        unsupported_mapping_targets: (status.phase != ImportPhase::Failed)
-            .then(|| outcome.unsupported_targets.clone()),
-    };
-    let mut patch = json!({ "status": { "lastImport": last } });
-    if req.start.trigger == ImportTrigger::Preview {
-        // A failed preview is recorded too (without counts): this generation has had its
-        // preview, and a broken destination does not start one on every reconcile.
-        let s = &status.summary;
-        let counted = status.phase != ImportPhase::Failed;
-        let count = |n: u32| counted.then_some(n);
-        let preview = Preview {
-            run_name: name.clone(),
-            phase: Some(status.phase),
-            computed_at: status.completion_time.clone(),
-            generation: Some(fti.metadata.generation.unwrap_or(0)),
-            would_create: count(s.created),
-            would_update: count(s.updated),
-            would_mark_as_leavers: count(s.leavers + status.leavers_awaiting_approval.unwrap_or(0)),
-            would_reactivate: count(s.reactivated),
-            errors: count(s.errors),
-        };
-        patch["status"]["preview"] = serde_json::to_value(preview).expect("preview serialises");
-    }
-    if let Err(e) = integrations
-        .patch_status(&integration, &PatchParams::default(), &Patch::Merge(&patch))
+        if let Err(e) = patch_run_status(
+            &self.runs,
+            name,
+            serde_json::to_value(&status).expect("status serialises"),
+        )
         .await
-    {
-        tracing::warn!(integration = %integration, error = %e, "could not record lastImport");
+        {
+            tracing::warn!(run = %name, error = %e, "could not record the run's outcome");
+        }
+        status
     }
 
-    let message = status.message.clone().unwrap_or_default();
-    let (kind, reason) = match status.phase {
-        ImportPhase::Succeeded => (EventType::Normal, "ImportSucceeded"),
-        ImportPhase::PartiallySucceeded => (EventType::Warning, "ImportPartiallySucceeded"),
-        ImportPhase::Blocked => (EventType::Warning, "ImportBlocked"),
-        ImportPhase::Interrupted => (EventType::Warning, "ImportInterrupted"),
-        _ => (EventType::Warning, "ImportFailed"),
-    };
-    ctx.event(fti, kind, reason, format!("ImportRun {name}: {message}"))
-        .await;
-    if let Some(metrics) = &ctx.metrics {
-        let elapsed = (ctx.clock.now() - started).to_std().unwrap_or_default();
-        metrics.record_outcome(&ns, &integration, req.start.trigger, &outcome, elapsed);
+    /// The integration's view of the run: `lastImport`, and `preview` for a preview.
+    async fn record_last_import(&self, status: &ImportRunStatus, outcome: &ImportOutcome) {
+        let name = self.name();
+        let last = LastImport {
+            run_name: name.to_string(),
+            phase: status.phase,
+            start_time: status.start_time.clone(),
+            completion_time: status.completion_time.clone(),
+            summary: status.summary.clone(),
+            unsupported_mapping_targets: (status.phase != ImportPhase::Failed)
+                .then(|| outcome.unsupported_targets.clone()),
+        };
+        let mut patch = json!({ "status": { "lastImport": last } });
+        if self.req.start.trigger == ImportTrigger::Preview {
+            // A failed preview is recorded too (without counts): this generation has had its
+            // preview, and a broken destination does not start one on every reconcile.
+            let s = &status.summary;
+            let counted = status.phase != ImportPhase::Failed;
+            let count = |n: u32| counted.then_some(n);
+            let preview = Preview {
+                run_name: name.to_string(),
+                phase: Some(status.phase),
+                computed_at: status.completion_time.clone(),
+                generation: Some(self.fti().metadata.generation.unwrap_or(0)),
+                would_create: count(s.created),
+                would_update: count(s.updated),
+                would_mark_as_leavers: count(
+                    s.leavers + status.leavers_awaiting_approval.unwrap_or(0),
+                ),
+                would_reactivate: count(s.reactivated),
+                errors: count(s.errors),
+            };
+            patch["status"]["preview"] = serde_json::to_value(preview).expect("preview serialises");
+        }
+        if let Err(e) = self
+            .integrations
+            .patch_status(
+                &self.integration,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(integration = %self.integration, error = %e, "could not record lastImport");
+        }
     }
 
-    prune(&runs, fti).await;
-}
-
-fn failed(
-    ctx: &Context,
-    started: chrono::DateTime<chrono::Utc>,
-    message: String,
-) -> crate::sync::ImportOutcome {
-    let mut outcome = crate::sync::ImportOutcome::default();
-    outcome.status.phase = ImportPhase::Failed;
-    outcome.status.start_time = Some(rfc3339(started));
-    outcome.status.completion_time = Some(rfc3339(ctx.clock.now()));
-    outcome.status.message = Some(message);
-    outcome
+    /// The outcome's Event and metrics.
+    async fn announce(
+        &self,
+        status: &ImportRunStatus,
+        outcome: &ImportOutcome,
+        started: DateTime<Utc>,
+    ) {
+        let message = status.message.clone().unwrap_or_default();
+        let (kind, reason) = match status.phase {
+            ImportPhase::Succeeded => (EventType::Normal, "ImportSucceeded"),
+            ImportPhase::PartiallySucceeded => (EventType::Warning, "ImportPartiallySucceeded"),
+            ImportPhase::Blocked => (EventType::Warning, "ImportBlocked"),
+            ImportPhase::Interrupted => (EventType::Warning, "ImportInterrupted"),
+            _ => (EventType::Warning, "ImportFailed"),
+        };
+        self.ctx
+            .event(
+                self.fti(),
+                kind,
+                reason,
+                format!("ImportRun {}: {message}", self.name()),
+            )
+            .await;
+        if let Some(metrics) = &self.ctx.metrics {
+            let elapsed = (self.ctx.clock.now() - started)
+                .to_std()
+                .unwrap_or_default();
+            metrics.record_outcome(
+                &self.ns,
+                &self.integration,
+                self.req.start.trigger,
+                outcome,
+                elapsed,
+            );
+        }
+    }
 }
 
 /// The integration a run belongs to, checked on every progress tick: once it is deleted
@@ -426,18 +592,22 @@ fn spawn_progress_ticker(
     progress: Arc<ProgressCounter>,
     watched: Watched,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut last = None;
-        loop {
-            tokio::time::sleep(ctx.config.progress_interval).await;
-            let now = progress.snapshot();
-            if last.as_ref() != Some(&now) {
-                let _ = patch_run_status(&runs, &name, json!({ "progress": now })).await;
-                last = Some(now);
+    // In the run's span: what it logs belongs to the run.
+    tokio::spawn(
+        async move {
+            let mut last = None;
+            loop {
+                tokio::time::sleep(ctx.config.progress_interval).await;
+                let now = progress.snapshot();
+                if last.as_ref() != Some(&now) {
+                    let _ = patch_run_status(&runs, &name, json!({ "progress": now })).await;
+                    last = Some(now);
+                }
+                watched.check(&ctx).await;
             }
-            watched.check(&ctx).await;
         }
-    })
+        .in_current_span(),
+    )
 }
 
 /// Bytes of CSV per report ConfigMap: a report larger than that is split over

@@ -101,6 +101,27 @@ pub struct ImportOutcome {
 }
 
 impl ImportOutcome {
+    /// A run that failed before it could import anything: started at `start`, ended at
+    /// `end` because of `message`.
+    pub fn failed(
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+        message: String,
+    ) -> Self {
+        let mut outcome = ImportOutcome::default();
+        outcome.status.start_time = Some(rfc3339(start));
+        outcome.into_failed(end, message)
+    }
+
+    /// This run, ended at `end` as `Failed` because of `message`; what it counted so far
+    /// (its mode, its API calls) stays.
+    pub fn into_failed(mut self, end: chrono::DateTime<chrono::Utc>, message: String) -> Self {
+        self.status.phase = ImportPhase::Failed;
+        self.status.message = Some(message);
+        self.status.completion_time = Some(rfc3339(end));
+        self
+    }
+
     /// Adds warning rows to the report, the summary's warnings count and the inline
     /// rows of the status.
     pub fn add_warnings(&mut self, rows: impl IntoIterator<Item = RecordError>) {
@@ -773,11 +794,8 @@ fn hold_back_unkept(
     (rows, carried)
 }
 
-fn fail(mut outcome: ImportOutcome, clock: &dyn Clock, message: String) -> ImportOutcome {
-    outcome.status.phase = ImportPhase::Failed;
-    outcome.status.message = Some(message);
-    outcome.status.completion_time = Some(rfc3339(clock.now()));
-    outcome
+fn fail(outcome: ImportOutcome, clock: &dyn Clock, message: String) -> ImportOutcome {
+    outcome.into_failed(clock.now(), message)
 }
 
 /// Applies the plan's writes, each made from its item only when its batch is sent.

@@ -8,10 +8,14 @@
 
 pub mod controlplane;
 pub mod fault_front;
+mod integration;
 mod net;
 pub mod smtp;
 pub mod sync_env;
 
+// Not every test file builds integrations.
+#[allow(unused_imports)]
+pub use integration::{integration, IntegrationBuilder};
 pub use net::free_port;
 
 /// Calls `check` every `every` until it returns `Some`, for at most `timeout`: the one
