@@ -62,9 +62,12 @@ pub struct Decision {
     pub requeue_after: Option<Duration>,
 }
 
+/// How soon a request that waits for a run to end is looked at again.
+const REQUEST_RECHECK_SECONDS: i64 = 5;
+
 /// Decides whether to start a run now. Precedence: manual request, approval, preview
 /// (unpublished, spec changed), the schedule (published). A run already under way defers
-/// everything to its end (its completion triggers the next reconcile).
+/// everything to its end; a request waiting for it is looked at again every few seconds.
 pub fn decide(i: &Inputs) -> Decision {
     let mut d = Decision::default();
     let next = if i.published {
@@ -80,6 +83,18 @@ pub fn decide(i: &Inputs) -> Decision {
         d.last_schedule_time = Some(i.now);
     }
     if i.running {
+        // The run's end may come just after this reconcile saw it going, with no event
+        // after it: a request waiting for it is looked at again soon.
+        let pending = |r: Option<&str>, handled: Option<&str>| {
+            r.is_some_and(|r| !r.is_empty() && Some(r) != handled)
+        };
+        if pending(i.requested_at, i.last_handled_request)
+            || pending(i.full_requested_at, i.last_handled_full_request)
+            || pending(i.approved_run, i.last_handled_approval)
+        {
+            let soon = Duration::seconds(REQUEST_RECHECK_SECONDS);
+            d.requeue_after = Some(d.requeue_after.map_or(soon, |r| r.min(soon)));
+        }
         return d;
     }
 
@@ -270,9 +285,13 @@ mod tests {
     fn a_request_during_a_run_waits_for_its_end() {
         let c = Case::new("daily", "UTC");
         let mut i = c.inputs(at(2026, 1, 1, 12, 0));
-        i.requested_at = Some("x");
         i.running = true;
-        assert_eq!(decide(&i).start, None);
+        assert_eq!(decide(&i).requeue_after, Some(Duration::hours(15)));
+        i.requested_at = Some("x");
+        let waiting = decide(&i);
+        assert_eq!(waiting.start, None);
+        // Looked at again soon, not at the next slot: the run's end may bring no event.
+        assert_eq!(waiting.requeue_after, Some(Duration::seconds(5)));
         i.running = false;
         assert!(decide(&i).start.is_some());
     }
