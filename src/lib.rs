@@ -5,14 +5,17 @@
 //! [`destination`] → [`sync`] applies it → an ImportRun report ([`api`]). Modules import
 //! only lower layers (the order is in `tests/layers.rs`, which checks it).
 
+// What nothing outside the crate uses is `pub(crate)`, so that dead code is reported.
+#![warn(unreachable_pub)]
+
 pub mod api;
 pub mod cli;
 pub mod clock;
-pub mod connect;
+pub(crate) mod connect;
 pub mod controller;
 pub mod destination;
 pub mod egress;
-pub mod exit;
+pub(crate) mod exit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ledger;
@@ -29,5 +32,5 @@ pub mod secret;
 pub mod simulator;
 pub mod source;
 pub mod sync;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod validate;

@@ -1,7 +1,7 @@
 //! The `freshteam-operator` command line.
 
 mod progress;
-pub mod sync;
+pub(crate) mod sync;
 
 use std::process::ExitCode;
 

@@ -4,17 +4,17 @@ use indicatif::ProgressBar;
 
 use crate::progress::{terminal_bar, ProgressSink};
 
-pub struct TerminalProgress {
+pub(super) struct TerminalProgress {
     bar: Option<ProgressBar>,
 }
 
 impl TerminalProgress {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         let bar = terminal_bar(34);
         TerminalProgress { bar }
     }
 
-    pub fn finish(&self) {
+    pub(super) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

@@ -101,7 +101,7 @@ pub struct SyncArgs {
 }
 
 /// Runs the command and maps the outcome to the exit codes of the contract.
-pub async fn run(args: SyncArgs) -> ExitCode {
+pub(crate) async fn run(args: SyncArgs) -> ExitCode {
     super::init_logging("warn");
     let manifests = match manifest::load(&args.file) {
         Ok(m) => m,

@@ -5,20 +5,20 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// A chrono time as Kubernetes' `Time` (whole seconds, as the API server stores it).
-pub fn k8s_time(t: DateTime<Utc>) -> Time {
+pub(crate) fn k8s_time(t: DateTime<Utc>) -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(t.timestamp()).expect("a representable time"))
 }
 
-pub const READY: &str = "Ready";
-pub const AUTHORIZED: &str = "Authorized";
-pub const MAPPING_VALID: &str = "MappingValid";
-pub const PUBLISHED: &str = "Published";
-pub const IMPORTING: &str = "Importing";
+pub(crate) const READY: &str = "Ready";
+pub(crate) const AUTHORIZED: &str = "Authorized";
+pub(crate) const MAPPING_VALID: &str = "MappingValid";
+pub(crate) const PUBLISHED: &str = "Published";
+pub(crate) const IMPORTING: &str = "Importing";
 /// Whether the destination keeps every mapping target (from the last run's discovery).
-pub const DESTINATION_SUPPORTS_MAPPING: &str = "DestinationSupportsMapping";
+pub(crate) const DESTINATION_SUPPORTS_MAPPING: &str = "DestinationSupportsMapping";
 
 /// Sets (or replaces) the condition of `type_`.
-pub fn set(
+pub(crate) fn set(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: bool,
@@ -32,7 +32,7 @@ pub fn set(
 }
 
 /// Sets the condition of `type_` to `True`, `False` or `Unknown`.
-pub fn set_status(
+pub(crate) fn set_status(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: &str,
@@ -65,12 +65,12 @@ pub fn set_status(
 }
 
 /// The condition of `type_`, if set.
-pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+pub(crate) fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
 
 /// True when the condition is set and `True`.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+pub(crate) fn is_true(conditions: &[Condition], type_: &str) -> bool {
     get(conditions, type_).is_some_and(|c| c.status == "True")
 }
 

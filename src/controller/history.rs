@@ -4,7 +4,7 @@ use crate::api::{HistorySpec, ImportPhase};
 
 /// A finished or running run, as far as pruning cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RunEntry {
+pub(crate) struct RunEntry {
     pub name: String,
     pub phase: ImportPhase,
     /// RFC 3339 creation time (sorts chronologically).
@@ -14,7 +14,7 @@ pub struct RunEntry {
 /// The runs to delete: beyond `successfulRunsLimit` newest Succeeded/PartiallySucceeded
 /// runs and beyond `failedRunsLimit` newest Failed/Interrupted/Blocked runs. Pending and
 /// Running runs are never pruned.
-pub fn runs_to_prune(runs: &[RunEntry], limits: &HistorySpec) -> Vec<String> {
+pub(crate) fn runs_to_prune(runs: &[RunEntry], limits: &HistorySpec) -> Vec<String> {
     let mut sorted: Vec<&RunEntry> = runs.iter().collect();
     sorted.sort_by(|a, b| b.created.cmp(&a.created).then(b.name.cmp(&a.name)));
     let (mut ok, mut failed) = (0u32, 0u32);

@@ -1,13 +1,13 @@
 //! The Kubernetes controller: FreshteamIntegrations reconciled into scheduled imports
 //! with ImportRun history.
 
-pub mod authorization_queue;
-pub mod conditions;
+pub(crate) mod authorization_queue;
+pub(crate) mod conditions;
 pub mod connect;
 pub mod decide;
-pub mod history;
+pub(crate) mod history;
 pub mod leader;
-pub mod operator;
+pub(crate) mod operator;
 pub mod reconcile;
 pub mod runner;
 pub mod shard;

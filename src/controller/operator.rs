@@ -115,7 +115,7 @@ const CONCURRENT_RECONCILES: u16 = 16;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, "info");
     let mail = mail_setup(&args)?;
     let shard = args
@@ -328,7 +328,7 @@ async fn control(
 }
 
 /// The reconcile context `run` serves with: every flag that shapes what it touches.
-pub fn context(
+pub(crate) fn context(
     args: &RunArgs,
     client: Client,
     identity: &str,

@@ -14,7 +14,7 @@ use crate::member::{Attr, Change};
 
 /// Notes kept at most; past this a run keeps the first ones (by Employee ID) and the
 /// others are simply written again next run. Bounds the state at about 0.5 MB.
-pub const MAX_NOTES: usize = 10_000;
+pub(crate) const MAX_NOTES: usize = 10_000;
 
 /// Employee ID → member field (`spec.mapping` name) → hash of the value written.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

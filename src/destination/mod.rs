@@ -1,7 +1,7 @@
 //! The destination: the rewards platform's member directory (SCIM 2.0).
 
-pub mod convergence;
-pub mod scim;
+pub(crate) mod convergence;
+pub(crate) mod scim;
 
 use async_trait::async_trait;
 

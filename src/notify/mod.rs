@@ -15,11 +15,11 @@
 //! 4. [`summary_mail`] from the final status, sent with [`send_summary`]; its warnings
 //!    belong on stderr or in an Event (the run's status is written by then).
 
-pub mod mail;
-pub mod outbox;
-pub mod smtp;
+pub(crate) mod mail;
+pub(crate) mod outbox;
+pub(crate) mod smtp;
 pub mod summary;
-pub mod templates;
+pub(crate) mod templates;
 
 use async_trait::async_trait;
 
@@ -79,13 +79,6 @@ pub enum MailError {
     /// sending it again will not help.
     #[error("SMTP relay refused the message: {0}")]
     Permanent(String),
-}
-
-impl MailError {
-    /// True when nothing was delivered and a later attempt may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, MailError::Unavailable(_) | MailError::Transient(_))
-    }
 }
 
 /// Something that delivers mail: [`SmtpMailer`] in production, a recorder in tests.

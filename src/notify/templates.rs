@@ -324,7 +324,7 @@ fn render_nodes(nodes: &[Node], vars: &InvitationVars, escape: Escape, out: &mut
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
-pub fn html_escape(value: &str) -> String {
+pub(crate) fn html_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 /// Left-aligned columns separated by three spaces, as kubectl prints them; trailing
 /// blanks are trimmed so that output compares cleanly in tests and diffs.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -35,7 +35,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// A duration as kubectl shows ages (`45s`, `5m3s`, `2h10m`, `3d4h`), the same
 /// thresholds as `k8s.io/apimachinery/pkg/util/duration.HumanDuration`.
-pub fn human_duration(d: chrono::Duration) -> String {
+pub(crate) fn human_duration(d: chrono::Duration) -> String {
     let seconds = d.num_seconds();
     if seconds < -1 {
         return "<invalid>".into();
@@ -93,7 +93,7 @@ pub fn human_duration(d: chrono::Duration) -> String {
 }
 
 /// Parses an RFC 3339 time as the API writes it.
-pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&Utc))
@@ -101,7 +101,7 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 /// `--timeout` values as kubectl takes them: `30m`, `90s`, `1h30m`, `500ms`; a bare
 /// number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
         return Err("empty duration".into());

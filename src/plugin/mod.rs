@@ -3,9 +3,9 @@
 //! `src/bin/kubectl-freshteam.rs` calls [`main`]; the commands live in [`commands`] and
 //! take a `kube::Client`, so tests drive them against an in-process API.
 
-pub mod commands;
-pub mod format;
-pub mod view;
+pub(crate) mod commands;
+pub(crate) mod format;
+pub(crate) mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,6 +1,6 @@
 //! The Freshteam source: employee records and the lookups that name their ids.
 
-pub mod client;
+pub(crate) mod client;
 pub(crate) mod link;
 pub(crate) mod project;
 pub(crate) mod ratelimit;

@@ -97,7 +97,7 @@ pub(crate) struct RateHeaders {
 }
 
 impl RateHeaders {
-    pub fn parse(headers: &http::HeaderMap) -> Self {
+    pub(crate) fn parse(headers: &http::HeaderMap) -> Self {
         let num = |name: &str| {
             crate::egress::header_text(headers, name).and_then(|v| v.trim().parse::<u64>().ok())
         };
@@ -118,7 +118,7 @@ pub(crate) struct Permit<'a> {
 }
 
 impl RateLimiter {
-    pub fn new(concurrency: usize) -> Self {
+    pub(crate) fn new(concurrency: usize) -> Self {
         RateLimiter {
             concurrency: concurrency.max(1),
             state: Mutex::new(State {
@@ -130,7 +130,7 @@ impl RateLimiter {
     }
 
     /// Waits until a request may be sent.
-    pub async fn acquire(&self) -> Permit<'_> {
+    pub(crate) async fn acquire(&self) -> Permit<'_> {
         let mut ticket = {
             let mut s = self.state.lock().expect("rate limiter lock");
             let number = s.next_ticket;
@@ -191,7 +191,7 @@ impl RateLimiter {
 
 impl Permit<'_> {
     /// Records what a non-429 response said about the account's budget.
-    pub fn observe(&self, rate: RateHeaders) {
+    pub(crate) fn observe(&self, rate: RateHeaders) {
         let mut s = self.limiter.state.lock().expect("rate limiter lock");
         s.answered = true;
         s.throttle_streak = 0;
@@ -212,7 +212,7 @@ impl Permit<'_> {
     /// Records a 429 and holds every request of the client until `retry_after` (or a
     /// backoff when the server gave none) has passed. Returns how much longer the client
     /// is now held than it already was, for the run's throttle budget.
-    pub fn throttled(self, retry_after: Option<Duration>) -> Duration {
+    pub(crate) fn throttled(self, retry_after: Option<Duration>) -> Duration {
         let mut s = self.limiter.state.lock().expect("rate limiter lock");
         let now = Instant::now();
         s.answered = true;

@@ -1,12 +1,12 @@
 //! The sync engine: reads the source, maps, plans against the destination, applies the
 //! plan and reports the run as an `ImportRunStatus`.
 
-pub mod after_run;
+pub(crate) mod after_run;
 mod incremental;
-pub mod mode;
+pub(crate) mod mode;
 mod read;
-pub mod report;
-pub mod stop;
+pub(crate) mod report;
+pub(crate) mod stop;
 #[cfg(test)]
 mod tests;
 

@@ -12,10 +12,10 @@ use crate::schedule::Schedule;
 /// `updated_since` as a date, its granularity and time zone are unconfirmed: a day
 /// before the cursor, sent as a date, covers any account time zone. Reading a change
 /// twice is harmless (an unchanged member causes no write).
-pub const OVERLAP: Duration = Duration::hours(24);
+pub(crate) const OVERLAP: Duration = Duration::hours(24);
 
 /// A cursor older than this is suspect: the run is a full one.
-pub const MAX_CURSOR_AGE: Duration = Duration::days(31);
+pub(crate) const MAX_CURSOR_AGE: Duration = Duration::days(31);
 
 /// Which kinds of run the caller allows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub struct ModePolicy {
 
 /// The decision for one run.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModeChoice {
+pub(crate) struct ModeChoice {
     pub mode: ImportMode,
     /// For `status.modeReason`.
     pub reason: String,
@@ -59,7 +59,7 @@ fn full(reason: impl Into<String>) -> ModeChoice {
 }
 
 /// Decides whether a run starting at `now` is full or incremental.
-pub fn choose_mode(
+pub(crate) fn choose_mode(
     policy: &ModePolicy,
     cursor: Option<&ImportCursor>,
     dry_run: bool,
@@ -117,7 +117,7 @@ pub fn choose_mode(
 }
 
 /// The cursor a successful run leaves: it started at `started`.
-pub fn next_cursor(
+pub(crate) fn next_cursor(
     policy: &ModePolicy,
     choice: &ModeChoice,
     old: Option<&ImportCursor>,
@@ -137,7 +137,7 @@ pub fn next_cursor(
 /// A stable fingerprint of the parts of a spec that decide what a run writes: the
 /// source, the destination, the mapping and the leaver rules. Schedules,
 /// notifications and history limits are not part of it.
-pub fn spec_fingerprint(spec: &FreshteamIntegrationSpec) -> String {
+pub(crate) fn spec_fingerprint(spec: &FreshteamIntegrationSpec) -> String {
     let parts = serde_json::json!({
         "source": spec.source,
         "destination": spec.destination,

@@ -21,7 +21,7 @@ use crate::sync::ImportOutcome;
 
 /// Upper bounds (seconds) of the import duration histogram: a small directory imports in
 /// seconds, a large one throttled by Freshteam's rate limit can take most of an hour.
-pub const IMPORT_DURATION_BUCKETS: [f64; 12] = [
+pub(crate) const IMPORT_DURATION_BUCKETS: [f64; 12] = [
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
 ];
 
@@ -44,7 +44,7 @@ const ALL_TRIGGERS: [ImportTrigger; 3] = [
 const MEMBER_KINDS: [&str; 5] = ["created", "updated", "reactivated", "leaver", "error"];
 
 /// The `trigger` label value of a run.
-pub fn trigger_label(trigger: ImportTrigger) -> &'static str {
+pub(crate) fn trigger_label(trigger: ImportTrigger) -> &'static str {
     match trigger {
         ImportTrigger::Scheduled => "Scheduled",
         ImportTrigger::Manual => "Manual",

@@ -1,13 +1,13 @@
 //! Telemetry: Prometheus metrics, the `/metrics` `/healthz` `/readyz` server and
 //! logging setup.
 
-pub mod metrics;
-pub mod server;
+pub(crate) mod metrics;
+pub(crate) mod server;
 #[cfg(test)]
 mod tests;
 
-pub use metrics::{trigger_label, Metrics, RunningImport, IMPORT_DURATION_BUCKETS};
-pub use server::{bind, router, serve, serve_listener, Health, OPENMETRICS_CONTENT_TYPE};
+pub(crate) use metrics::{Metrics, RunningImport};
+pub(crate) use server::{serve, Health};
 
 use std::io::IsTerminal;
 
@@ -29,7 +29,7 @@ pub enum LogFormat {
 /// Installs the global logger, writing to stderr (stdout carries command output).
 /// `RUST_LOG` overrides `default_level` (e.g. `info`, `freshteam_operator=debug`).
 /// Does nothing if a logger is already installed, so tests may call it freely.
-pub fn init_logging(format: LogFormat, default_level: &str) {
+pub(crate) fn init_logging(format: LogFormat, default_level: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     // Colour codes only help a person at a terminal; in a pod they litter the logs.

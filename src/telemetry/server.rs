@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use super::Metrics;
 
 /// Content type of the OpenMetrics text exposition.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
+pub(crate) const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Readiness of the process, shared between the controller and `/readyz`.
@@ -24,7 +24,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 /// standby that reported not-ready would stall every rolling update of a replicated
 /// Deployment. Leadership is visible in the Lease, not here.
 #[derive(Clone, Debug)]
-pub struct Health {
+pub(crate) struct Health {
     state: Arc<RwLock<Readiness>>,
 }
 
@@ -42,7 +42,7 @@ impl Default for Health {
 
 impl Health {
     /// Not ready, reason "starting".
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Health {
             state: Arc::new(RwLock::new(Readiness {
                 ready: false,
@@ -52,18 +52,14 @@ impl Health {
     }
 
     /// `reason` is shown by `/readyz` while not ready; keep it short and free of secrets.
-    pub fn set_ready(&self, ready: bool, reason: impl Into<String>) {
+    pub(crate) fn set_ready(&self, ready: bool, reason: impl Into<String>) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         state.ready = ready;
         state.reason = reason.into();
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).ready
-    }
-
     /// `Ok` when ready, otherwise the reason on one line.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), String> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         if state.ready {
             return Ok(());
@@ -89,7 +85,7 @@ struct AppState {
 }
 
 /// The routes, for embedding or for serving on a listener of one's own.
-pub fn router(metrics: Metrics, health: Health) -> Router {
+pub(crate) fn router(metrics: Metrics, health: Health) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
@@ -118,14 +114,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Binds `addr` and returns the listener with the address actually bound (useful with
 /// port 0).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     Ok((listener, local))
 }
 
 /// Serves the endpoints on an already bound listener until `shutdown` completes.
-pub async fn serve_listener(
+pub(crate) async fn serve_listener(
     listener: TcpListener,
     metrics: Metrics,
     health: Health,
@@ -137,7 +133,7 @@ pub async fn serve_listener(
 }
 
 /// Binds `addr` and serves the endpoints until `shutdown` completes.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
     health: Health,

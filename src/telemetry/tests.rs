@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::metrics::trigger_label;
+use super::server::{bind, serve_listener};
 use super::*;
 use crate::api::{ApiCalls, ImportPhase, ImportRunStatus, ImportSummary, ImportTrigger};
 use crate::sync::ImportOutcome;
@@ -645,7 +647,7 @@ async fn healthz_is_ok_and_readyz_follows_health() {
     );
 
     health.set_ready(true, "standing by for the leader lease");
-    assert!(health.is_ready());
+    assert!(health.readiness().is_ok());
     let resp = reqwest::get(server.url("/readyz")).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "ok");

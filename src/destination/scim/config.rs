@@ -78,8 +78,8 @@ pub(super) fn check_scheme(url: &Url) -> Result<(), DestinationError> {
 pub(super) const MAX_PAGE: usize = 1000;
 /// Most users one list reads, and most list requests: a service whose list never ends
 /// (or ignores `startIndex`) stops the run with an error at these.
-pub const MAX_LISTED_USERS: usize = 2_000_000;
-pub const MAX_LIST_PAGES: usize = 250_000;
+pub(crate) const MAX_LISTED_USERS: usize = 2_000_000;
+pub(crate) const MAX_LIST_PAGES: usize = 250_000;
 
 /// `/Bulk` limits the service announced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,7 +33,7 @@ impl Keeps {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireSchema {
+pub(super) struct WireSchema {
     #[serde(default)]
     pub id: String,
     #[serde(default)]
@@ -41,7 +41,7 @@ pub struct WireSchema {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireAttribute {
+pub(super) struct WireAttribute {
     #[serde(default)]
     pub name: String,
     #[serde(default)]
@@ -51,7 +51,7 @@ pub struct WireAttribute {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireResourceType {
+pub(super) struct WireResourceType {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -61,7 +61,7 @@ pub struct WireResourceType {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireSchemaExtension {
+pub(super) struct WireSchemaExtension {
     #[serde(default)]
     pub schema: String,
 }
@@ -69,7 +69,7 @@ pub struct WireSchemaExtension {
 /// A `ListResponse` or, as some services answer, a bare array.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum Listed<T> {
+pub(super) enum Listed<T> {
     List {
         #[serde(rename = "Resources", alias = "resources")]
         resources: Vec<T>,
@@ -78,7 +78,7 @@ pub enum Listed<T> {
 }
 
 impl<T> Listed<T> {
-    pub fn into_vec(self) -> Vec<T> {
+    pub(super) fn into_vec(self) -> Vec<T> {
         match self {
             Listed::List { resources } => resources,
             Listed::Array(v) => v,
@@ -117,7 +117,7 @@ fn keeps(schema: Option<&WireSchema>, path: &[&str]) -> bool {
 
 /// Derives what the service keeps. `schemas`/`types`: `None` when the endpoint was
 /// missing or unreadable.
-pub fn derive(schemas: Option<&[WireSchema]>, types: Option<&[WireResourceType]>) -> Keeps {
+pub(super) fn derive(schemas: Option<&[WireSchema]>, types: Option<&[WireResourceType]>) -> Keeps {
     let schema = |id: &str| schemas.and_then(|s| s.iter().find(|s| s.id.eq_ignore_ascii_case(id)));
     // A schema list without the User schema says nothing about Users.
     let user = schema(USER_SCHEMA);
@@ -161,7 +161,7 @@ pub fn derive(schemas: Option<&[WireSchema]>, types: Option<&[WireResourceType]>
 }
 
 /// The SCIM attribute a member field is written to, for messages.
-pub fn scim_name(attr: Attr) -> &'static str {
+pub(crate) fn scim_name(attr: Attr) -> &'static str {
     match attr {
         Attr::Email => "userName",
         Attr::FirstName => "name.givenName",

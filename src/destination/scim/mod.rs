@@ -33,10 +33,9 @@ use super::{
 };
 use crate::member::AttrSet;
 use config::check_scheme;
-pub use config::{
-    BulkLimits, BulkMode, Capabilities, ScimConfig, MAX_LISTED_USERS, MAX_LIST_PAGES,
-};
-pub use discovery::{scim_name, Keeps};
+pub use config::{BulkLimits, BulkMode, Capabilities, ScimConfig};
+pub(crate) use discovery::scim_name;
+pub use discovery::Keeps;
 use write::WriteForm;
 
 /// The SCIM client.

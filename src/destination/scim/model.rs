@@ -7,16 +7,17 @@ use serde_json::{json, Map, Value};
 use crate::destination::DestinationMember;
 use crate::member::{Attr, Change, Member};
 
-pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-pub const BULK_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
-pub const WORK_EMAIL_VALUE_PATH: &str = "emails[type eq \"work\"].value";
+pub(crate) const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub(crate) const ENTERPRISE_SCHEMA: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub(crate) const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+pub(crate) const BULK_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+pub(crate) const WORK_EMAIL_VALUE_PATH: &str = "emails[type eq \"work\"].value";
 
 /// A User as far as the operator cares. Deserialized directly from the response bytes,
 /// so a 100k-member list never exists as a `serde_json::Value` tree.
 #[derive(Debug, Deserialize)]
-pub struct WireUser {
+pub(crate) struct WireUser {
     pub id: String,
     #[serde(rename = "externalId", default)]
     pub external_id: Option<String>,
@@ -42,7 +43,7 @@ pub struct WireUser {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireName {
+pub(crate) struct WireName {
     #[serde(rename = "givenName", default)]
     pub given_name: Option<String>,
     #[serde(rename = "familyName", default)]
@@ -50,7 +51,7 @@ pub struct WireName {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireEmail {
+pub(crate) struct WireEmail {
     #[serde(rename = "type", default)]
     pub kind: Option<String>,
     #[serde(default)]
@@ -76,13 +77,13 @@ impl WireEmail {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireMeta {
+pub(crate) struct WireMeta {
     #[serde(default)]
     pub version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireEnterprise {
+pub(crate) struct WireEnterprise {
     #[serde(default)]
     pub department: Option<String>,
     #[serde(rename = "employeeNumber", default)]
@@ -95,7 +96,7 @@ pub struct WireEnterprise {
 /// plain string.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum WireManager {
+pub(crate) enum WireManager {
     Complex {
         #[serde(default)]
         value: Option<String>,
@@ -106,7 +107,7 @@ pub enum WireManager {
 /// Some services send booleans as strings (`"true"`).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum LenientBool {
+pub(crate) enum LenientBool {
     Bool(bool),
     Text(String),
 }
@@ -126,7 +127,7 @@ fn non_empty(v: Option<String>) -> Option<String> {
 
 impl WireUser {
     /// `etag_header` wins over `meta.version` when present (they should agree).
-    pub fn into_destination(self, etag_header: Option<String>) -> DestinationMember {
+    pub(crate) fn into_destination(self, etag_header: Option<String>) -> DestinationMember {
         let user_name = self.user_name.as_deref();
         let has_work_email = self
             .emails
@@ -172,7 +173,7 @@ impl WireUser {
 
 /// A `ListResponse` page.
 #[derive(Debug, Deserialize)]
-pub struct ListPage {
+pub(crate) struct ListPage {
     /// Lenient: a negative or fractional count is treated as absent, a huge one saturates.
     #[serde(rename = "totalResults", default, deserialize_with = "lenient_count")]
     pub total_results: Option<u64>,
@@ -194,7 +195,7 @@ fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, 
 
 /// A SCIM error body (`status` is a string in RFC 7644, a number on some services).
 #[derive(Debug, Default, Deserialize)]
-pub struct ScimErrorBody {
+pub(crate) struct ScimErrorBody {
     #[serde(rename = "scimType", default)]
     pub scim_type: Option<String>,
     #[serde(default)]
@@ -202,14 +203,14 @@ pub struct ScimErrorBody {
 }
 
 impl ScimErrorBody {
-    pub fn parse(body: &[u8]) -> ScimErrorBody {
+    pub(crate) fn parse(body: &[u8]) -> ScimErrorBody {
         serde_json::from_slice(body).unwrap_or_default()
     }
 }
 
 /// `/ServiceProviderConfig`, only the parts that change how the client writes.
 #[derive(Debug, Default, Deserialize)]
-pub struct WireServiceProviderConfig {
+pub(crate) struct WireServiceProviderConfig {
     #[serde(default)]
     pub patch: Option<WireSupported>,
     #[serde(default)]
@@ -221,13 +222,13 @@ pub struct WireServiceProviderConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct WireSupported {
+pub(crate) struct WireSupported {
     #[serde(default)]
     pub supported: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct WireBulk {
+pub(crate) struct WireBulk {
     #[serde(default)]
     pub supported: bool,
     #[serde(rename = "maxOperations", default)]
@@ -237,7 +238,7 @@ pub struct WireBulk {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct WireFilter {
+pub(crate) struct WireFilter {
     #[serde(default)]
     pub supported: bool,
     #[serde(rename = "maxResults", default)]
@@ -246,13 +247,13 @@ pub struct WireFilter {
 
 /// A `BulkResponse`.
 #[derive(Debug, Deserialize)]
-pub struct BulkResponse {
+pub(crate) struct BulkResponse {
     #[serde(rename = "Operations", alias = "operations", default)]
     pub operations: Vec<BulkResponseOp>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct BulkResponseOp {
+pub(crate) struct BulkResponseOp {
     #[serde(rename = "bulkId", default)]
     pub bulk_id: Option<String>,
     #[serde(default)]
@@ -265,21 +266,21 @@ pub struct BulkResponseOp {
 
 impl BulkResponseOp {
     /// RFC 7644 sends the status as a string ("201"); accept a number too.
-    pub fn status_code(&self) -> Option<u16> {
+    pub(crate) fn status_code(&self) -> Option<u16> {
         match self.status.as_ref()? {
             Value::String(s) => s.trim().get(..3).and_then(|c| c.parse().ok()),
             Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
             _ => None,
         }
     }
-    pub fn error(&self) -> ScimErrorBody {
+    pub(crate) fn error(&self) -> ScimErrorBody {
         self.response
             .as_ref()
             .and_then(|r| serde_json::from_value(r.clone()).ok())
             .unwrap_or_default()
     }
     /// The created resource's id: the last segment of `location`, else `response.id`.
-    pub fn resource_id(&self) -> Option<String> {
+    pub(crate) fn resource_id(&self) -> Option<String> {
         self.location
             .as_deref()
             .and_then(id_from_location)
@@ -293,7 +294,7 @@ impl BulkResponseOp {
     }
 }
 
-pub fn id_from_location(location: &str) -> Option<String> {
+pub(crate) fn id_from_location(location: &str) -> Option<String> {
     let path = location.split(['?', '#']).next()?;
     let id = path.trim_end_matches('/').rsplit('/').next()?;
     (!id.is_empty()).then(|| id.to_string())
@@ -307,12 +308,12 @@ fn set_opt(obj: &mut Map<String, Value>, key: &str, value: Option<&str>) {
 
 /// The body of `POST /Users` for a new member.
 #[cfg(test)]
-pub fn create_body(member: &Member) -> Value {
+pub(crate) fn create_body(member: &Member) -> Value {
     create_body_for(member, true)
 }
 
 /// [`create_body`], without `emails` for a service that does not keep them.
-pub fn create_body_for(member: &Member, emails: bool) -> Value {
+pub(crate) fn create_body_for(member: &Member, emails: bool) -> Value {
     let mut user = Map::new();
     let enterprise = {
         let mut ext = Map::new();
@@ -376,7 +377,7 @@ fn location(attr: Attr) -> Location {
 }
 
 /// The PATCH path of an attribute.
-pub fn patch_path(attr: Attr) -> String {
+pub(crate) fn patch_path(attr: Attr) -> String {
     match location(attr) {
         Location::Core(parts) => parts.join("."),
         Location::Enterprise(name) => format!("{ENTERPRISE_SCHEMA}:{name}"),
@@ -392,7 +393,7 @@ fn attr_value(attr: Attr, value: &str) -> Value {
 }
 
 /// The body of a `PATCH /Users/{id}` making `changes`.
-pub fn patch_body(changes: &[Change], has_work_email: bool) -> Value {
+pub(crate) fn patch_body(changes: &[Change], has_work_email: bool) -> Value {
     let mut ops = Vec::with_capacity(changes.len() + 1);
     for change in changes {
         match change {
@@ -433,7 +434,7 @@ pub fn patch_body(changes: &[Change], has_work_email: bool) -> Value {
 /// How a PATCH names what it changes. Services that refuse value paths
 /// (`emails[type eq "work"].value`, `name.familyName`) often take whole attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PatchForm {
+pub(crate) enum PatchForm {
     /// Sub-attribute and value-filter paths: the smallest change.
     ValuePaths,
     /// Top-level attributes replaced whole: `emails` as a list, `name` as an object.
@@ -443,7 +444,7 @@ pub enum PatchForm {
 /// The body of a PATCH making `changes` in `form`; `None` when that form cannot express
 /// them without losing data (a caller then uses PUT). `emails`: the service keeps the
 /// `emails` attribute (else only `userName` carries the e-mail).
-pub fn patch_body_as(
+pub(crate) fn patch_body_as(
     form: PatchForm,
     changes: &[Change],
     has_work_email: bool,
@@ -516,7 +517,7 @@ pub fn patch_body_as(
 
 /// Applies `changes` to a User read with GET, for a PUT. Attributes the operator does not
 /// manage stay as they were; read-only `meta` is dropped.
-pub fn apply_changes_to_resource(resource: &mut Value, changes: &[Change]) {
+pub(crate) fn apply_changes_to_resource(resource: &mut Value, changes: &[Change]) {
     let Some(user) = resource.as_object_mut() else {
         return;
     };

@@ -17,7 +17,7 @@ const SLOWDOWN: f64 = 0.6;
 const PAYOFF: usize = 4;
 
 #[derive(Debug)]
-pub struct Pacer {
+pub(super) struct Pacer {
     window: usize,
     max: usize,
     best: usize,
@@ -29,7 +29,7 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    pub fn new(max: usize, now: Instant, throttled: u32) -> Self {
+    pub(super) fn new(max: usize, now: Instant, throttled: u32) -> Self {
         Pacer {
             window: 1,
             max: max.max(1),
@@ -43,7 +43,7 @@ impl Pacer {
     }
 
     /// Pages to keep in flight now.
-    pub fn window(&self) -> usize {
+    pub(super) fn window(&self) -> usize {
         self.window
     }
 
@@ -54,7 +54,7 @@ impl Pacer {
 
     /// One page finished at `now`; `throttled` counts 429/5xx answers so far; `remaining`
     /// is how many pages are still to be requested, when the service said its total.
-    pub fn page_done(&mut self, now: Instant, throttled: u32, remaining: Option<usize>) {
+    pub(super) fn page_done(&mut self, now: Instant, throttled: u32, remaining: Option<usize>) {
         self.epoch_pages += 1;
         if throttled > self.epoch_throttled {
             self.window = (self.window / 2).max(1);

@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::RecordError;
 /// What the stores' errors are (shared with the ledger's store).
-pub use crate::ledger::StateError;
+pub(crate) use crate::ledger::StateError;
 
 mod deliver;
 mod store;

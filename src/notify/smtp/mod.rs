@@ -13,10 +13,7 @@ mod settings;
 mod transaction;
 
 pub use mailer::{SmtpMailer, SmtpStats};
-pub use settings::{
-    SmtpSecurity, SmtpSettings, DEFAULT_BURST, DEFAULT_MAX_ATTEMPTS, DEFAULT_POOL_SIZE,
-    DEFAULT_RATE_PER_SECOND, DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX, DEFAULT_TIMEOUT,
-};
+pub use settings::{SmtpSecurity, SmtpSettings};
 
 #[cfg(test)]
 mod tests;

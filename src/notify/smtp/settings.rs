@@ -12,18 +12,18 @@ use crate::secret::SecretString;
 /// Messages per second when the URL sets no `rate`: far below the throttling thresholds
 /// of common relays (Microsoft 365: 30/min per mailbox is the strictest well-known one,
 /// see `rate=`), and 10,000 invitations still go out in under 17 minutes.
-pub const DEFAULT_RATE_PER_SECOND: f64 = 10.0;
+pub(crate) const DEFAULT_RATE_PER_SECOND: f64 = 10.0;
 /// Messages that may go out back to back before the rate applies.
-pub const DEFAULT_BURST: u32 = 5;
+pub(crate) const DEFAULT_BURST: u32 = 5;
 /// Concurrent SMTP connections; relays commonly allow only a few per client.
-pub const DEFAULT_POOL_SIZE: u32 = 2;
+pub(crate) const DEFAULT_POOL_SIZE: u32 = 2;
 /// Limit for connecting (TCP, greeting, TLS, authentication) and for each SMTP step.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts per message for failures that are safe to retry.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 /// First retry delay; doubles per attempt, with jitter, up to [`DEFAULT_RETRY_MAX`].
-pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(2);
-pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
 pub(super) const URL_FLAG: &str = "--smtp-url/SMTP_URL";
 pub(super) const FROM_FLAG: &str = "--mail-from/MAIL_FROM";
 

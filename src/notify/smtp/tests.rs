@@ -3,6 +3,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::mailer::RateLimiter;
+use super::settings::{DEFAULT_BURST, DEFAULT_POOL_SIZE, DEFAULT_RATE_PER_SECOND};
 use super::transaction::data_payload;
 use super::*;
 use crate::secret::SecretString;
