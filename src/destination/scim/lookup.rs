@@ -36,7 +36,11 @@ pub(super) const MAX_CLAUSES: usize = 50;
 /// Percent-encoded bytes of one `filter` value: with the base URL and paging
 /// parameters a request stays well under the 8 KB many servers take.
 pub(super) const MAX_FILTER_BYTES: usize = 6000;
-/// Lookup requests in flight at once (within the client's own limit).
+/// Lookup requests in flight at once (within the client's own limit), and the most
+/// reads by id the pacer may try at once: each may be a new connection (a service that
+/// closes them after each answer), and more at once than a small listen backlog holds
+/// (5, Python's socketserver default) makes the service drop one, which costs the run a
+/// one-second SYN retry.
 const IN_FLIGHT: usize = 4;
 
 // 0: not known yet.
@@ -182,7 +186,7 @@ impl ScimClient {
         let mut wanted = ids.iter().filter(|id| !id.is_empty());
         let mut left = wanted.clone().count();
         let mut pacer = Pacer::new(
-            self.config.concurrency,
+            self.config.concurrency.min(IN_FLIGHT),
             Instant::now(),
             self.throttled.load(Ordering::Relaxed),
         );
