@@ -270,16 +270,23 @@ impl Run {
             ..Preview::default()
         };
         let patch = json!({ "status": { "preview": preview } });
+        self.patch_integration_status(&patch, "the preview's start")
+            .await;
+    }
+
+    /// Merges `patch` into the integration's status; a failure is logged (the next
+    /// reconcile or run writes it again).
+    async fn patch_integration_status(&self, patch: &serde_json::Value, what: &str) {
         if let Err(e) = self
             .integrations
             .patch_status(
                 &self.integration,
                 &PatchParams::default(),
-                &Patch::Merge(&patch),
+                &Patch::Merge(patch),
             )
             .await
         {
-            tracing::warn!(integration = %self.integration, error = %e, "could not record the preview's start");
+            tracing::warn!(integration = %self.integration, error = %e, "could not record {what}");
         }
     }
 
@@ -504,17 +511,7 @@ impl Run {
             };
             patch["status"]["preview"] = serde_json::to_value(preview).expect("preview serialises");
         }
-        if let Err(e) = self
-            .integrations
-            .patch_status(
-                &self.integration,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            tracing::warn!(integration = %self.integration, error = %e, "could not record lastImport");
-        }
+        self.patch_integration_status(&patch, "lastImport").await;
     }
 
     /// The outcome's Event and metrics.
