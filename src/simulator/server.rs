@@ -309,15 +309,7 @@ fn parse_list_request(raw_query: &str, mode: ListMode) -> Result<ListRequest, Ap
         .iter()
         .any(|(f, _)| POPULATION_FILTERS.contains(f));
     if mode == ListMode::Documented && !selects {
-        // "List of active employees from directory".
-        for (f, v) in [
-            ("status", "active"),
-            ("terminated", "false"),
-            ("deleted", "false"),
-            ("draft", "false"),
-        ] {
-            query.filters.push((f, v.to_string()));
-        }
+        query.filters.extend(ListQuery::current_staff_filters());
     }
     if let Some(field) = sort_field {
         query.sort = Some((field, descending));

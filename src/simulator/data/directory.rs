@@ -42,6 +42,40 @@ impl ListQuery {
         format!("{filters:?}|{since:?}|{:?}", self.sort)
     }
 
+    /// The filters of the documented list: current staff ("List of active employees
+    /// from directory").
+    pub(crate) fn current_staff_filters() -> [(&'static str, String); 4] {
+        [
+            ("status", "active".to_string()),
+            ("terminated", "false".to_string()),
+            ("deleted", "false".to_string()),
+            ("draft", "false".to_string()),
+        ]
+    }
+
+    /// A record's list form passes the date and every filter.
+    fn matches(&self, m: &Map<String, Value>) -> bool {
+        self.changed_since(m)
+            && self.filters.iter().all(|(field, wanted)| {
+                let have = m.get(*field).and_then(filter_text);
+                // A record without a flag is not terminated, deleted or a draft.
+                let have = match (have, *field) {
+                    (Some(h), _) => h,
+                    (None, "terminated" | "deleted" | "draft") => "false".to_string(),
+                    (None, "status") => "active".to_string(),
+                    (None, _) => return false,
+                };
+                match *field {
+                    // `status` takes a comma-separated list.
+                    "status" => wanted
+                        .split(',')
+                        .any(|w| have.eq_ignore_ascii_case(w.trim())),
+                    "official_email" => have.eq_ignore_ascii_case(wanted),
+                    _ => have == *wanted,
+                }
+            })
+    }
+
     fn is_identity(&self) -> bool {
         self.filters.is_empty() && self.updated_since.is_none() && self.sort.is_none()
     }
@@ -59,19 +93,6 @@ impl ListQuery {
             .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
             .is_none_or(|at| at >= since)
     }
-}
-
-/// Current staff: what the default employee list shows (a missing flag is not set).
-fn is_current(record: &Map<String, Value>) -> bool {
-    let flag = |f: &str| record.get(f).and_then(Value::as_bool).unwrap_or(false);
-    let status = record
-        .get("status")
-        .and_then(Value::as_str)
-        .unwrap_or("active");
-    status.eq_ignore_ascii_case("active")
-        && !flag("terminated")
-        && !flag("deleted")
-        && !flag("draft")
 }
 
 /// Member fields `touch` can change, each with the values it cycles through.
@@ -207,26 +228,7 @@ impl Directory {
                     return None;
                 }
                 let m = self.list_map(record);
-                let keep = query.changed_since(&m)
-                    && query.filters.iter().all(|(field, wanted)| {
-                        let have = m.get(*field).and_then(filter_text);
-                        // A record without a flag is not terminated, deleted or a draft.
-                        let have = match (have, *field) {
-                            (Some(h), _) => h,
-                            (None, "terminated" | "deleted" | "draft") => "false".to_string(),
-                            (None, "status") => "active".to_string(),
-                            (None, _) => return false,
-                        };
-                        match *field {
-                            // `status` takes a comma-separated list.
-                            "status" => wanted
-                                .split(',')
-                                .any(|w| have.eq_ignore_ascii_case(w.trim())),
-                            "official_email" => have.eq_ignore_ascii_case(wanted),
-                            _ => have == *wanted,
-                        }
-                    });
-                keep.then_some((pos as u32, m))
+                query.matches(&m).then_some((pos as u32, m))
             })
             .collect();
         if let Some((field, descending)) = &query.sort {
@@ -375,12 +377,16 @@ impl Directory {
                 names.join(", ")
             )));
         };
+        let current = ListQuery {
+            filters: ListQuery::current_staff_filters().to_vec(),
+            ..ListQuery::default()
+        };
         let candidates: Vec<usize> = (0..self.records.len())
             .filter(|&pos| match &self.records[pos] {
                 Record::Generated(_) => true,
                 Record::Stored(m) => m.get("employee_id").is_some_and(Value::is_string),
             })
-            .filter(|&pos| !current_only || is_current(&self.list_map(&self.records[pos])))
+            .filter(|&pos| !current_only || current.matches(&self.list_map(&self.records[pos])))
             .collect();
         if count > candidates.len() {
             let which = if current_only {
