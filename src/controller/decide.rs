@@ -62,6 +62,11 @@ pub struct Decision {
     pub requeue_after: Option<Duration>,
 }
 
+/// An annotation's value when it asks for something not handled yet.
+fn unhandled<'a>(value: Option<&'a str>, handled: Option<&str>) -> Option<&'a str> {
+    value.filter(|v| !v.is_empty() && Some(*v) != handled)
+}
+
 /// How soon a request that waits for a run to end is looked at again.
 const REQUEST_RECHECK_SECONDS: i64 = 5;
 
@@ -85,12 +90,9 @@ pub fn decide(i: &Inputs) -> Decision {
     if i.running {
         // The run's end may come just after this reconcile saw it going, with no event
         // after it: a request waiting for it is looked at again soon.
-        let pending = |r: Option<&str>, handled: Option<&str>| {
-            r.is_some_and(|r| !r.is_empty() && Some(r) != handled)
-        };
-        if pending(i.requested_at, i.last_handled_request)
-            || pending(i.full_requested_at, i.last_handled_full_request)
-            || pending(i.approved_run, i.last_handled_approval)
+        if unhandled(i.requested_at, i.last_handled_request).is_some()
+            || unhandled(i.full_requested_at, i.last_handled_full_request).is_some()
+            || unhandled(i.approved_run, i.last_handled_approval).is_some()
         {
             let soon = Duration::seconds(REQUEST_RECHECK_SECONDS);
             d.requeue_after = Some(d.requeue_after.map_or(soon, |r| r.min(soon)));
@@ -98,10 +100,7 @@ pub fn decide(i: &Inputs) -> Decision {
         return d;
     }
 
-    if let Some(req) = i
-        .requested_at
-        .filter(|r| !r.is_empty() && Some(*r) != i.last_handled_request)
-    {
+    if let Some(req) = unhandled(i.requested_at, i.last_handled_request) {
         d.start = Some(StartRun {
             full_request: None,
             trigger: if i.published {
@@ -117,10 +116,7 @@ pub fn decide(i: &Inputs) -> Decision {
         return d;
     }
 
-    if let Some(req) = i
-        .full_requested_at
-        .filter(|r| !r.is_empty() && Some(*r) != i.last_handled_full_request)
-    {
+    if let Some(req) = unhandled(i.full_requested_at, i.last_handled_full_request) {
         // Unpublished, every run is a preview and compares everything anyway.
         d.start = Some(StartRun {
             full_request: Some(req.to_string()),
@@ -137,10 +133,7 @@ pub fn decide(i: &Inputs) -> Decision {
         return d;
     }
 
-    if let Some(run) = i
-        .approved_run
-        .filter(|r| !r.is_empty() && Some(*r) != i.last_handled_approval)
-    {
+    if let Some(run) = unhandled(i.approved_run, i.last_handled_approval) {
         if i.published {
             d.start = Some(StartRun {
                 full_request: None,
