@@ -2,13 +2,13 @@
 //! `/Schemas` and `/ResourceTypes` (RFC 7643 §6, §7). Either of the last two may be
 //! missing or partial: what cannot be learnt is assumed kept, as before discovery.
 
-use reqwest::Method;
+use reqwest::{Method, Url};
 use serde::Deserialize;
 use tracing::{debug, warn};
 
 use super::config::Capabilities;
 use super::model::{WireServiceProviderConfig, ENTERPRISE_SCHEMA, USER_SCHEMA};
-use super::transport::CallKind;
+use super::transport::{CallKind, Response};
 use super::ScimClient;
 use crate::destination::DestinationError;
 use crate::member::{Attr, AttrSet};
@@ -175,8 +175,9 @@ pub(crate) fn scim_name(attr: Attr) -> &'static str {
 }
 
 impl ScimClient {
-    pub(super) async fn read_capabilities(&self) -> Result<Capabilities, DestinationError> {
-        let url = self.url(&["ServiceProviderConfig"]);
+    /// `GET /{segment}`: any answer but a rejected token, which is `Unauthorized`.
+    async fn get_document(&self, segment: &str) -> Result<(Url, Response), DestinationError> {
+        let url = self.url(&[segment]);
         let resp = self
             .send_checked(Method::GET, url.clone(), None, None, CallKind::Read)
             .await?;
@@ -186,6 +187,11 @@ impl ScimClient {
                 status: resp.status.as_u16(),
             });
         }
+        Ok((url, resp))
+    }
+
+    pub(super) async fn read_capabilities(&self) -> Result<Capabilities, DestinationError> {
+        let (url, resp) = self.get_document("ServiceProviderConfig").await?;
         let spc = match resp.status.is_success() {
             true => serde_json::from_slice::<WireServiceProviderConfig>(&resp.body).ok(),
             false => None,
@@ -205,16 +211,7 @@ impl ScimClient {
         &self,
         segment: &str,
     ) -> Result<Option<Vec<T>>, DestinationError> {
-        let url = self.url(&[segment]);
-        let resp = self
-            .send_checked(Method::GET, url.clone(), None, None, CallKind::Read)
-            .await?;
-        if matches!(resp.status.as_u16(), 401 | 403) {
-            return Err(DestinationError::Unauthorized {
-                url: self.service(),
-                status: resp.status.as_u16(),
-            });
-        }
+        let (url, resp) = self.get_document(segment).await?;
         if !resp.status.is_success() {
             debug!(%url, status = resp.status.as_u16(), "no discovery document");
             return Ok(None);
