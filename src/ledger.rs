@@ -89,23 +89,23 @@ impl Account {
     }
 
     fn text(&self) -> Option<Cow<'_, str>> {
-        fn hex(bytes: &[u8; 16]) -> String {
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        // One allocation per id: runs spell every member's id when they compare and save.
+        fn spell(bytes: &[u8; 16], dashed: bool) -> String {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            let mut out = String::with_capacity(36);
+            for (i, b) in bytes.iter().enumerate() {
+                if dashed && matches!(i, 4 | 6 | 8 | 10) {
+                    out.push('-');
+                }
+                out.push(DIGITS[usize::from(b >> 4)] as char);
+                out.push(DIGITS[usize::from(b & 15)] as char);
+            }
+            out
         }
         match self {
             Account::None => None,
-            Account::Hex(b) => Some(Cow::Owned(hex(b))),
-            Account::Dashed(b) => {
-                let h = hex(b);
-                Some(Cow::Owned(format!(
-                    "{}-{}-{}-{}-{}",
-                    &h[..8],
-                    &h[8..12],
-                    &h[12..16],
-                    &h[16..20],
-                    &h[20..]
-                )))
-            }
+            Account::Hex(b) => Some(Cow::Owned(spell(b, false))),
+            Account::Dashed(b) => Some(Cow::Owned(spell(b, true))),
             Account::Text(t) => Some(Cow::Borrowed(t)),
         }
     }
