@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::support::controlplane::{render_chart, ControlPlane};
 use crate::support::smtp::SmtpServer;
-use crate::support::{wait_until, ScimServer};
+use crate::support::{wait_until, Peer, ScimServer};
 
 use freshteam_operator::api::IntegrationState;
 use freshteam_operator::api::INTEGRATION_LABEL;
@@ -319,6 +319,35 @@ impl Env {
         page_size: usize,
         scope: Scope,
     ) -> Option<Env> {
+        Self::open(
+            name,
+            employees,
+            latency_ms,
+            page_size,
+            scope,
+            Peer::Scim2Server,
+        )
+        .await
+    }
+
+    /// With `peer` as the destination (the namespaced RBAC, no latency).
+    pub async fn with_peer(
+        name: &str,
+        employees: usize,
+        page_size: usize,
+        peer: Peer,
+    ) -> Option<Env> {
+        Self::open(name, employees, 0, page_size, Scope::Namespaces, peer).await
+    }
+
+    async fn open(
+        name: &str,
+        employees: usize,
+        latency_ms: u64,
+        page_size: usize,
+        scope: Scope,
+        peer: Peer,
+    ) -> Option<Env> {
         let turn = TURN.lock().await;
         let cluster = CLUSTER.get_or_init(setup).await.as_ref()?;
         let admin = cluster.cp.admin().await;
@@ -341,7 +370,7 @@ impl Env {
             let _ = leases.delete(&l.name_any(), &DeleteParams::default()).await;
         }
         let sim = Simulator::start_with(employees, latency_ms, page_size).await;
-        let scim = ScimServer::start();
+        let scim = ScimServer::start_peer(peer);
         let smtp = SmtpServer::start();
         let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
         for s in [
@@ -693,6 +722,29 @@ impl Env {
             .filter(|e| e.reason.as_deref() == Some(reason))
             .filter_map(|e| e.reporting_instance)
             .collect()
+    }
+
+    /// `kubectl` (built beside the control plane) as the admin; its stdout, or a panic
+    /// with its stderr.
+    pub async fn kubectl(&self, args: &[&str]) -> String {
+        let bin = std::process::Command::new(root().join("tests/cluster/build.sh"))
+            .arg("--cached")
+            .output()
+            .expect("tests/cluster/build.sh --cached");
+        let dir = String::from_utf8_lossy(&bin.stdout).trim().to_string();
+        let out = tokio::process::Command::new(PathBuf::from(dir).join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.cluster.cp.admin_kubeconfig)
+            .args(args)
+            .output()
+            .await
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub async fn kubectl_freshteam(&self, args: &[&str]) -> std::process::Output {
