@@ -10,6 +10,7 @@ import argparse
 import io
 import json
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
@@ -174,8 +175,67 @@ def check_token(environ, token: str | None) -> bool:
     return scheme.lower() == "bearer" and given == token
 
 
+def counted(stats: "Stats", endpoint: str, method: str, start_response, extra=()):
+    """`start_response` that counts the answer's status in `stats` and adds `extra`
+    headers."""
+
+    def start(status, headers, exc_info=None):
+        stats.count(endpoint, method, int(status.split()[0]))
+        return start_response(status, [*headers, *extra], exc_info)
+
+    return start
+
+
 def main_guard(main: Callable[[], None]) -> None:
     try:
         main()
     except BrokenPipeError:
         sys.exit(0)
+
+
+class Stats:
+    """Requests and 429s per endpoint (and per status and method), and totals: what
+    `GET /_admin/stats` answers."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.endpoints: dict[str, dict[str, Any]] = {}
+
+    def count(self, endpoint: str, method: str, status: int) -> None:
+        with self.lock:
+            entry = self.endpoints.setdefault(
+                endpoint,
+                {"requests": 0, "throttled": 0, "statuses": {}, "methods": {}},
+            )
+            entry["requests"] += 1
+            entry["throttled"] += status == 429
+            entry["statuses"][str(status)] = entry["statuses"].get(str(status), 0) + 1
+            entry["methods"][method] = entry["methods"].get(method, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            endpoints = json.loads(json.dumps(self.endpoints))
+        totals: dict[str, Any] = {
+            "requests": 0, "throttled": 0, "statuses": {}, "methods": {}
+        }
+        for entry in endpoints.values():
+            totals["requests"] += entry["requests"]
+            totals["throttled"] += entry["throttled"]
+            for key in ("statuses", "methods"):
+                for name, n in entry[key].items():
+                    totals[key][name] = totals[key].get(name, 0) + n
+        return {"endpoints": endpoints, "totals": totals}
+
+
+def endpoint_of(path: str) -> str:
+    """`/v2/Users/abc` → `/Users/{id}`: the path below the version, ids collapsed."""
+    parts = [p for p in path.split("/") if p]
+    if parts and parts[0] == "v2":
+        parts = parts[1:]
+    if not parts:
+        return "/"
+    tail = [p if p.startswith(".") else "{id}" for p in parts[1:2]] + parts[2:]
+    return "/" + "/".join([parts[0], *tail])

@@ -188,6 +188,10 @@ def test_partial_refuses_attribute_path_patches_with_500(partial):
     op = {"op": "replace", "path": "name", "value": {"givenName": "Ada", "familyName": "King"}}
     assert partial.call("PATCH", path, {"schemas": [PATCH], "Operations": [op]})[0] in (200, 204)
     assert partial.call("GET", path)[2]["name"]["familyName"] == "King"
+    stats = partial.call("GET", "/_admin/stats", root=True)[2]
+    patches = stats["endpoints"]["/Users/{id}"]
+    assert patches["methods"]["PATCH"] == 3 and patches["statuses"]["500"] == 2
+    assert stats["totals"]["requests"] == 5
 
 
 def test_partial_drops_what_it_does_not_keep_and_still_announces_it(partial):

@@ -62,7 +62,7 @@ pub(super) fn launch(peer: Peer) -> Option<Launch> {
             program: python,
             args: vec![peer_script("partial.py").display().to_string()],
             base: "/v2".into(),
-            probe: "/v2/Users?count=1".into(),
+            probe: "/_admin/stats".into(),
             installed: with_scim2,
         },
         Peer::Hostile(mode) => Launch {
@@ -171,8 +171,8 @@ impl ScimServer {
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
-    /// The Reward Gateway-shaped peer's request counts (the hostile peer's are only
-    /// `totals.requests`: see [`ScimServer::requests_served`]).
+    /// The request counts of the Reward Gateway-shaped or the partial peer (the
+    /// hostile peer only counts: see [`ScimServer::requests_served`]).
     pub async fn stats(&self) -> PeerStats {
         let (status, body) = self.admin(reqwest::Method::GET, "stats").await;
         assert_eq!(status, 200, "stats: {body}");
