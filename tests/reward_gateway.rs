@@ -1,7 +1,9 @@
 //! Against a SCIM service shaped like Reward Gateway (`tests/peers/reward_gateway.py`):
 //! the real `sync` binary with its request budget, its refusals and its vanished
-//! accounts. The limit is scaled down (60 requests per 2-second window per endpoint
-//! instead of 180 per 15 minutes) so that a 500-member import takes seconds.
+//! accounts. The limit is scaled down (120 requests per 4-second window per endpoint
+//! instead of 180 per 15 minutes) so that a 500-member import takes seconds; the peer
+//! announces the reset in whole seconds, as Reward Gateway does, so windows much
+//! shorter than that would mostly measure rounding.
 
 mod support;
 
@@ -16,8 +18,8 @@ use support::sync_env::{employee_id, Env, Run, API_KEY};
 use support::{Peer, ScimServer};
 
 const SPC: &str = "/ServiceProviderConfig";
-const LIMIT: u32 = 60;
-const WINDOW: Duration = Duration::from_secs(2);
+const LIMIT: u32 = 120;
+const WINDOW: Duration = Duration::from_secs(4);
 const PROFILE: &str = "      profile: RewardGateway\n";
 const MAIL_SPEC: &str = "  welcomeEmail: {enabled: true, loginUrl: \"https://rewards.example.com/activate\"}\n  notifications: {recipients: [\"hr-admin@acme.example\"]}\n";
 
@@ -434,6 +436,44 @@ async fn closed_down_and_hand_deleted_accounts_are_created_again() {
     let (quiet, _) = s.sync(&[]).await;
     assert_eq!(quiet.code, 0, "{}", quiet.stderr);
     assert_eq!(writes(&s.scim().stats().await), 0);
+}
+
+/// `spec.destination.scim.rateLimit` paces from the first request, before any
+/// rate-limit header was seen: a limit below the client's concurrency is not overrun.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_rate_limit_paces_from_the_first_request() {
+    const N: usize = 40;
+    let s = Setup::new(N, reward_gateway(4, Duration::from_secs(1)), false).await;
+    let file = s.env.write(
+        "paced.yaml",
+        &s.env.manifest_scim(
+            API_KEY,
+            "      rateLimit: {requests: 4, window: 1s}\n",
+            Env::default_mapping(),
+        ),
+    );
+    let run = s
+        .env
+        .sync_file(
+            &file,
+            &[
+                "--output",
+                "json",
+                "--state-file",
+                s.state.to_str().unwrap(),
+            ],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.summary()["created"], N as u64);
+    let stats = s.scim().stats().await;
+    eprintln!("paced by the spec: {stats:?}");
+    assert!(
+        stats.totals.throttled <= 2,
+        "{} requests answered 429 of {}",
+        stats.totals.throttled,
+        stats.totals.requests
+    );
 }
 
 /// A run stopped (SIGTERM) while it waits for the window ends `Interrupted` at once,
