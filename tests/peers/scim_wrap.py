@@ -11,6 +11,7 @@ import io
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
@@ -194,7 +195,8 @@ def main_guard(main: Callable[[], None]) -> None:
 
 
 class Stats:
-    """Requests and 429s per endpoint (and per status and method), and totals: what
+    """Requests and 429s per endpoint (and per status and method, and when the first
+    and the last were answered, in seconds since the counts started), and totals: what
     `GET /_admin/stats` answers."""
 
     def __init__(self):
@@ -203,13 +205,22 @@ class Stats:
 
     def reset(self) -> None:
         self.endpoints: dict[str, dict[str, Any]] = {}
+        self.started = time.monotonic()
 
     def count(self, endpoint: str, method: str, status: int) -> None:
+        now = round(time.monotonic() - self.started, 3)
         with self.lock:
             entry = self.endpoints.setdefault(
                 endpoint,
-                {"requests": 0, "throttled": 0, "statuses": {}, "methods": {}},
+                {
+                    "requests": 0,
+                    "throttled": 0,
+                    "statuses": {},
+                    "methods": {},
+                    "first": now,
+                },
             )
+            entry["last"] = now
             entry["requests"] += 1
             entry["throttled"] += status == 429
             entry["statuses"][str(status)] = entry["statuses"].get(str(status), 0) + 1
@@ -221,6 +232,9 @@ class Stats:
         totals: dict[str, Any] = {
             "requests": 0, "throttled": 0, "statuses": {}, "methods": {}
         }
+        if endpoints:
+            totals["first"] = min(e["first"] for e in endpoints.values())
+            totals["last"] = max(e["last"] for e in endpoints.values())
         for entry in endpoints.values():
             totals["requests"] += entry["requests"]
             totals["throttled"] += entry["throttled"]

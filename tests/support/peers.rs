@@ -106,6 +106,12 @@ pub struct EndpointStats {
     /// Requests per method.
     #[serde(default)]
     pub methods: BTreeMap<String, u64>,
+    /// When the first and the last were answered, in seconds since the counts started
+    /// (or were reset).
+    #[serde(default)]
+    pub first: f64,
+    #[serde(default)]
+    pub last: f64,
 }
 
 impl EndpointStats {
@@ -114,6 +120,10 @@ impl EndpointStats {
     }
     pub fn method(&self, method: &str) -> u64 {
         self.methods.get(method).copied().unwrap_or(0)
+    }
+    /// From the first request answered to the last.
+    pub fn span(&self) -> Duration {
+        Duration::from_secs_f64((self.last - self.first).max(0.0))
     }
 }
 
