@@ -5,7 +5,9 @@ Modes (`--mode`):
 - `huge-total`: `totalResults` is 10^12 (`--total` changes it); every page is full
   (`count` users, at most 1000) of distinct, real-looking users.
 - `endless`: every page is full of new users and `totalResults` is always one page
-  beyond the page served (at least `--total`, default 100,000): the list never ends.
+  beyond the page served (at least `--total`, default none): the list grows as it is
+  read and never ends. A client that stops at the first page's total misses members
+  the service says it has.
 - `trickle`: every page holds one user whatever `count` asks; `totalResults` is at least
   `--total` (default 100,000) and always beyond the page served: it never ends either.
 
@@ -251,7 +253,8 @@ def main() -> None:
     )
     parser.add_argument("--total", type=int, help="the totalResults announced")
     args = parser.parse_args()
-    total = args.total or (10**12 if args.mode == "huge-total" else 100_000)
+    defaults = {"huge-total": 10**12, "endless": 0, "trickle": 100_000}
+    total = args.total if args.total is not None else defaults[args.mode]
     server = HostileServer((args.hostname, args.port), args.mode, total, args.bearer_token)
     print(f"Serving SCIM on http://{args.hostname}:{args.port}/v2", flush=True)
     try:
