@@ -760,3 +760,84 @@ fn a_delivery_report_is_applied_to_the_run() {
     assert_eq!(outcome.report[1].employee_id, None);
     assert_eq!(outcome.report[1].field.as_deref(), Some("invitation"));
 }
+
+async fn run_with_state(
+    source: &FakeSource,
+    dest: &dyn MemberDirectory,
+    ledger: &crate::ledger::MemoryLedgerStore,
+    outbox: &crate::notify::MemoryOutboxStore,
+) -> ImportOutcome {
+    run_import_with_ledger(
+        &mapping(false),
+        source,
+        dest,
+        &opts(false),
+        Some(outbox),
+        Some(ledger),
+        &ProgressCounter::default(),
+        &FixedClock,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_vanished_account_is_created_again_and_invited_again_a_leavers_is_forgotten() {
+    use crate::notify::{EntryState, OutboxStore};
+    let mut source = FakeSource {
+        employees: vec![
+            employee(1, "E-1", "a@acme.example", "active"),
+            employee(2, "E-2", "b@acme.example", "active"),
+        ],
+        fail: None,
+    };
+    let dest = FakeDirectory::default();
+    let ledger = crate::ledger::MemoryLedgerStore::new();
+    let outbox = crate::notify::MemoryOutboxStore::new();
+    run_with_state(&source, &dest, &ledger, &outbox).await;
+    let mut sent = outbox.load().await.unwrap();
+    for e in sent.entries.values_mut() {
+        e.state = EntryState::Sent; // as a delivery leaves them
+    }
+    outbox.save(&sent).await.unwrap();
+    let first_id = ledger.snapshot().account("E-1").expect("id recorded");
+
+    // E-1's account is deleted by hand; E-2 leaves and their account is closed down.
+    source.employees[1] = employee(2, "E-2", "b@acme.example", "inactive");
+    {
+        let mut members = dest.members.lock().unwrap();
+        members.clear();
+        // An account the integration does not manage (and new ids from here on).
+        members.push(DestinationMember {
+            id: "unmanaged".into(),
+            version: None,
+            member: Member {
+                email: "x@acme.example".into(),
+                ..Member::default()
+            },
+            has_work_email: true,
+        });
+    }
+    let out = run_with_state(&source, &dest, &ledger, &outbox).await;
+    assert_eq!(out.status.summary.created, 1, "{:?}", out.status);
+    assert_eq!(out.status.summary.leavers, 0, "nothing to deactivate");
+    let row = out
+        .changes
+        .iter()
+        .find(|c| c.employee_id.as_deref() == Some("E-1"));
+    assert_eq!(
+        row.map(|r| r.message.as_str()),
+        Some("account missing in the destination: created again")
+    );
+    let now = ledger.snapshot();
+    let new_id = now.account("E-1").expect("new id recorded");
+    assert_ne!(new_id, first_id);
+    assert!(!now.contains("E-2"), "the leaver's entry is dropped");
+    let entry = &outbox.load().await.unwrap().entries["E-1"];
+    assert_eq!(entry.state, EntryState::Intended, "a new invitation is due");
+    assert_eq!(entry.account.as_deref(), Some(new_id.as_str()));
+
+    // The next run changes nothing and owes no second invitation.
+    let out = run_with_state(&source, &dest, &ledger, &outbox).await;
+    assert_eq!(out.status.summary.created, 0);
+    assert!(out.changes.is_empty(), "{:?}", out.changes);
+}

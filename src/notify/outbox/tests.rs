@@ -431,6 +431,8 @@ fn finished_entries_are_pruned_by_age_then_count() {
         generation: 0,
         refusals: 0,
         last_error: None,
+        account: None,
+        round: 0,
         since,
     };
     let mut outbox = Outbox::default();
@@ -570,4 +572,67 @@ async fn a_relay_going_down_mid_batch_leaves_the_rest_of_the_batch_pending() {
     ] {
         assert_eq!(stored.entries[id].state, state, "{id}");
     }
+}
+
+/// `E1` created as account `acct`, confirmed and invited; returns what the relay got.
+async fn invited_as(store: &dyn OutboxStore, fake: &Fake, replaced: Option<&str>, acct: &str) {
+    let replaced: BTreeMap<String, String> = replaced
+        .map(|r| [("E1".to_string(), r.to_string())].into())
+        .unwrap_or_default();
+    record_intents_replacing(store, &[intent(1)], &replaced)
+        .await
+        .unwrap();
+    confirm_accounts(store, &[("E1".into(), acct.into())])
+        .await
+        .unwrap();
+    deliver(store, fake, Some(&set(&ids(1..=1)))).await;
+}
+
+#[tokio::test]
+async fn an_account_created_again_gets_one_new_invitation_never_two() {
+    let store = MemoryOutboxStore::new();
+    let fake = Fake::default();
+    invited_as(&store, &fake, None, "A").await;
+    assert_eq!(
+        store.load().await.unwrap().entries["E1"].account.as_deref(),
+        Some("A")
+    );
+    // Created again without a vanished account (a replayed create): nothing new.
+    invited_as(&store, &fake, None, "A").await;
+    assert_eq!(fake.sent_to().len(), 1);
+    // Account A vanished; B replaces it: one new invitation, with its own Message-ID.
+    invited_as(&store, &fake, Some("A"), "B").await;
+    // A retry that still thinks A vanished (its ledger save was lost): B has its invitation.
+    invited_as(&store, &fake, Some("A"), "B").await;
+    let sent = fake.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "{:?}", fake.sent_to());
+    let ids: Vec<_> = sent.iter().map(|m| m.message_id.clone().unwrap()).collect();
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(ids[1], invitation_message_id_of(&ctx(), "E1", 1));
+    let entry = &store.load().await.unwrap().entries["E1"];
+    assert_eq!((entry.account.as_deref(), entry.round), (Some("B"), 1));
+}
+
+#[tokio::test]
+async fn a_recreated_account_keeps_its_new_invitation_across_a_crash_before_the_create() {
+    let store = MemoryOutboxStore::new();
+    let fake = Fake::default();
+    invited_as(&store, &fake, None, "A").await;
+    let replaced: BTreeMap<String, String> = [("E1".to_string(), "A".to_string())].into();
+    record_intents_replacing(&store, &[intent(1)], &replaced)
+        .await
+        .unwrap();
+    // Crash. The next run no longer knows A (its ledger dropped it): the intent stands.
+    invited_as(&store, &fake, None, "B").await;
+    assert_eq!(fake.sent_to().len(), 2);
+}
+
+#[tokio::test]
+async fn an_entry_from_before_accounts_were_recorded_starts_over_for_a_vanished_account() {
+    let store = MemoryOutboxStore::new();
+    let fake = Fake::default();
+    created(&store, 1).await; // confirmed without an account id
+    deliver(&store, &fake, Some(&set(&ids(1..=1)))).await;
+    invited_as(&store, &fake, Some("A"), "B").await;
+    assert_eq!(fake.sent_to().len(), 2);
 }
