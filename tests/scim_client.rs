@@ -70,7 +70,7 @@ async fn apply(client: &ScimClient, ops: &[WriteOp]) -> Vec<WriteOutcome> {
 
 fn created_id(outcome: &WriteOutcome) -> String {
     match outcome {
-        WriteOutcome::Created { id } => id.clone(),
+        WriteOutcome::Created { id, .. } => id.clone(),
         other => panic!("expected Created, got {other:?}"),
     }
 }
@@ -923,6 +923,35 @@ enum Partial {
     NoValuePaths,
     /// No PATCH at all: 501.
     NoPatch,
+    /// PATCH paths with a value filter or a sub-attribute: 500 (every time); and
+    /// `title` silently dropped from what is created (the answer shows it).
+    ValuePathsFailAndDropsTitle,
+}
+
+/// A request with `title` taken out of its JSON body (Content-Length adjusted).
+fn without_title(request: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(request).to_string();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return request.to_vec();
+    };
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return request.to_vec();
+    };
+    if let Some(o) = v.as_object_mut() {
+        o.remove("title");
+    }
+    let body = v.to_string();
+    let head: Vec<String> = head
+        .split("\r\n")
+        .map(|l| {
+            if l.to_ascii_lowercase().starts_with("content-length:") {
+                format!("content-length: {}", body.len())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes()
 }
 
 /// A front for `scim2-server` that refuses what a partial service refuses and passes
@@ -952,7 +981,7 @@ impl PartialFront {
                     let refused = method == "PATCH"
                         && match partial {
                             Partial::NoPatch => true,
-                            Partial::NoValuePaths => {
+                            Partial::NoValuePaths | Partial::ValuePathsFailAndDropsTitle => {
                                 let v: serde_json::Value =
                                     serde_json::from_str(body).unwrap_or_default();
                                 v["Operations"].as_array().into_iter().flatten().any(|op| {
@@ -972,6 +1001,10 @@ impl PartialFront {
                                 "501 Not Implemented",
                                 json!({"status": "501", "detail": "PATCH is not supported"}),
                             ),
+                            Partial::ValuePathsFailAndDropsTitle => (
+                                "500 Internal Server Error",
+                                json!({"status": "500", "detail": "unexpected error"}),
+                            ),
                             Partial::NoValuePaths => (
                                 "400 Bad Request",
                                 json!({"status": "400", "scimType": "invalidPath", "detail": "unsupported path"}),
@@ -983,6 +1016,12 @@ impl PartialFront {
                             .await;
                         return;
                     }
+                    let request =
+                        if method == "POST" && partial == Partial::ValuePathsFailAndDropsTitle {
+                            without_title(&request)
+                        } else {
+                            request
+                        };
                     let mut outbound = tokio::net::TcpStream::connect(("127.0.0.1", port))
                         .await
                         .unwrap();
@@ -1079,6 +1118,72 @@ async fn refused_patch_falls_back_to_put_once_per_run() {
             put
         ]
     );
+}
+
+#[tokio::test]
+async fn a_server_error_on_value_paths_falls_back_and_the_next_run_starts_with_what_worked() {
+    use freshteam_operator::destination::ConvergenceNotes;
+    let server = ScimServer::start();
+    let front = PartialFront::start(&server, Partial::ValuePathsFailAndDropsTitle).await;
+    let mut config = ScimConfig::new(&front.url, SecretString::new(server.token.clone())).unwrap();
+    config.bulk = BulkMode::Off;
+    let client = connect_with(config.clone()).await;
+    // The create's answer shows what the service did not keep.
+    let created = apply(
+        &client,
+        &[WriteOp::Create {
+            member: full_member("E1", "ada@example.com"),
+        }],
+    )
+    .await;
+    let WriteOutcome::Created { id, unkept } = &created[0] else {
+        panic!("{created:?}")
+    };
+    assert_eq!(unkept, &vec![Change::Set(Attr::JobTitle, "Analyst".into())]);
+
+    let rename = |current: &DestinationMember, last: &str| {
+        update(
+            current,
+            vec![Change::Set(Attr::LastName, last.into())],
+            Member {
+                last_name: Some(last.into()),
+                ..full_member("E1", "ada@example.com")
+            },
+            all_attrs(),
+        )
+    };
+    let current = listed(&client, "E1").await;
+    assert_eq!(
+        apply(&client, &[rename(&current, "Byron")]).await,
+        vec![WriteOutcome::Updated]
+    );
+    assert_eq!(
+        server.user(id).await.unwrap()["name"]["familyName"],
+        "Byron"
+    );
+    let seen = front.take();
+    assert!(
+        seen.first().is_some_and(|(_, refused)| *refused),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&("PATCH".to_string(), false)), "{seen:?}");
+    let mut notes = ConvergenceNotes::default();
+    client.learnt(&mut notes);
+    assert_eq!(
+        notes.write_form(front.url.as_str()),
+        Some("wholeAttributes")
+    );
+
+    // The next run (a new client) starts with the form that worked: no 500 first.
+    let next = connect_with(config).await;
+    next.remember(&notes);
+    let current = listed(&next, "E1").await;
+    assert_eq!(
+        apply(&next, &[rename(&current, "King")]).await,
+        vec![WriteOutcome::Updated]
+    );
+    assert_eq!(front.take(), vec![("PATCH".to_string(), false)]);
+    assert_eq!(server.user(id).await.unwrap()["name"]["familyName"], "King");
 }
 
 /// A scripted SCIM service with a hostile list: `users` members, announcing `total`

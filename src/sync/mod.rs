@@ -409,6 +409,7 @@ pub async fn run_import_with_ledger(
         return interrupted(outcome, clock, reason, "before any write");
     } else {
         progress.phase("Applying changes");
+        destination.remember(&options.convergence);
         if let (Some(store), Some(mut next)) = (ledger_store, ledger.take()) {
             if !next_ledger(&mut next, sets, &planned, since.is_some()) {
                 recorded = Some(next);
@@ -466,8 +467,16 @@ pub async fn run_import_with_ledger(
             let Some(result) = result else {
                 continue;
             };
-            if item.account.is_some() && matches!(result, WriteOutcome::Updated) {
-                notes.record(sets.employee_id(item), &item.changes);
+            match &result {
+                WriteOutcome::Updated if item.account.is_some() => {
+                    notes.record(sets.employee_id(item), &item.changes);
+                }
+                // What the service's answer shows it did not keep: the next run's plan
+                // would write it again, the note holds it back.
+                WriteOutcome::Created { unkept, .. } => {
+                    notes.record(sets.employee_id(item), unkept);
+                }
+                _ => {}
             }
             let failed = matches!(result, WriteOutcome::Failed { .. });
             tally(item, sets, result, &mut summary, &mut report);
@@ -475,6 +484,7 @@ pub async fn run_import_with_ledger(
                 changes.push(change_row(item, sets));
             }
         }
+        destination.learnt(&mut notes);
         outcome.convergence = Some(std::mem::take(&mut notes));
         outcome.changes = changes;
         // In plan order (creates go in waves down the reporting line).
@@ -774,9 +784,9 @@ fn hold_back_unkept(
     sets: Sets<'_>,
     previous: &ConvergenceNotes,
 ) -> (Vec<RecordError>, ConvergenceNotes) {
-    let mut carried = ConvergenceNotes::default();
+    let mut carried = previous.sections();
     let mut rows = Vec::new();
-    if previous.is_empty() {
+    if !previous.has_member_notes() {
         return (rows, carried);
     }
     let mut unchanged = 0;
@@ -884,7 +894,7 @@ async fn apply_writes(
             .collect();
         let outcomes = destination.apply(&ops, &on_done).await;
         for ((&i, r), op) in idxs.iter().zip(outcomes).zip(ops) {
-            if let (WriteOutcome::Created { id }, WriteOp::Create { member }) = (&r, op) {
+            if let (WriteOutcome::Created { id, .. }, WriteOp::Create { member }) = (&r, op) {
                 created_ids.insert(sets.employee_id(&items[i]), id.clone());
                 created.push((
                     i,

@@ -106,13 +106,21 @@ impl MemberDirectory for FakeDirectory {
                 match op {
                     WriteOp::Create { member } => {
                         let id = format!("id-{}", members.len());
+                        let mut kept = member.clone();
+                        let mut unkept = Vec::new();
+                        for a in &self.drops {
+                            if let Some(v) = kept.field(*a).map(str::to_string) {
+                                unkept.push(Change::Set(*a, v));
+                                kept.set(*a, None);
+                            }
+                        }
                         members.push(DestinationMember {
                             id: id.clone(),
                             version: None,
-                            member: member.clone(),
+                            member: kept,
                             has_work_email: true,
                         });
-                        WriteOutcome::Created { id }
+                        WriteOutcome::Created { id, unkept }
                     }
                     WriteOp::Update { id, changes, .. } => {
                         let m = members.iter_mut().find(|m| &m.id == id).unwrap();
@@ -840,4 +848,38 @@ async fn a_vanished_account_is_created_again_and_invited_again_a_leavers_is_forg
     let out = run_with_state(&source, &dest, &ledger, &outbox).await;
     assert_eq!(out.status.summary.created, 0);
     assert!(out.changes.is_empty(), "{:?}", out.changes);
+}
+
+#[tokio::test]
+async fn what_a_create_did_not_keep_is_learnt_from_its_answer_so_the_second_run_writes_nothing() {
+    let source = FakeSource {
+        employees: vec![
+            employee(1, "E-1", "a@acme.example", "active"),
+            employee(2, "E-2", "b@acme.example", "active"),
+        ],
+        fail: None,
+    };
+    let dest = FakeDirectory {
+        drops: vec![Attr::Department],
+        ..FakeDirectory::default()
+    };
+    let first = run(&source, &dest, &opts(false)).await;
+    assert_eq!(first.status.summary.created, 2);
+    let notes = first.convergence.expect("notes after a writing run");
+    assert_eq!(notes.len(), 2, "one note per member: department");
+    let options = ImportOptions {
+        convergence: notes,
+        ..opts(false)
+    };
+    let second = run(&source, &dest, &options).await;
+    assert_eq!(
+        *dest.writes.lock().unwrap(),
+        2,
+        "no write in the second run"
+    );
+    assert_eq!(second.status.summary.unchanged, 2);
+    assert!(second
+        .report
+        .iter()
+        .all(|r| r.severity == "warning" && r.field.as_deref() == Some("department")));
 }

@@ -255,7 +255,11 @@ impl ScimClient {
         };
         match (op, status) {
             (WriteOp::Create { .. }, 200..=299) => match answer.resource_id() {
-                Some(id) => Ok(WriteOutcome::Created { id }),
+                // A bulk answer carries the resource rarely: nothing learnt here.
+                Some(id) => Ok(WriteOutcome::Created {
+                    id,
+                    unkept: Vec::new(),
+                }),
                 None => Err(FollowUp::Retry {
                     maybe_applied: true,
                 }),
