@@ -106,7 +106,7 @@ pub(super) fn changes_email(changes: &[Change]) -> bool {
 }
 
 /// A create as the changes it writes: every attribute it gives a value.
-fn created_changes(member: &Member) -> Vec<Change> {
+pub(super) fn created_changes(member: &Member) -> Vec<Change> {
     Attr::ALL
         .into_iter()
         .filter_map(|a| {
