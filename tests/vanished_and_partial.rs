@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use support::smtp::SmtpServer;
 use support::sync_env::{employee_id, Env, API_KEY};
 use support::Peer;
@@ -88,66 +88,78 @@ async fn a_returner_after_close_down_and_a_hand_deleted_account_get_new_accounts
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert_eq!(first.summary()["created"], 6, "{}", first.stdout);
     smtp.wait_for(6, Duration::from_secs(10));
-    let (returner, deleted) = (2, 3);
-    let first_ids = (
-        env.user(&employee_id(returner)).await["id"].clone(),
-        env.user(&employee_id(deleted)).await["id"].clone(),
-    );
-
-    // The returner leaves; Reward Gateway closes their account down; another account is
-    // deleted by hand; then the returner comes back.
-    env.sim
-        .update_employee(&employee_id(returner), json!({"status": "inactive"}))
-        .unwrap();
-    let leaver = env
-        .sync_file(&file, &args(&relay, state, "auto", report))
-        .await;
-    assert_eq!(leaver.summary()["leavers"], 1, "{}", leaver.stdout);
+    // R1 leaves, is closed down and forgotten by a full run before returning; R2 leaves,
+    // is closed down and returns before any run notices; D is deleted by hand.
+    let (r1, r2, d) = (2, 4, 3);
+    let first_ids: Vec<Value> = account_ids(&env, &[r1, r2, d]).await;
+    let set_status = |n: usize, status: &str| {
+        env.sim
+            .update_employee(&employee_id(n), json!({ "status": status }))
+            .unwrap();
+    };
+    let run = |mode: &'static str| {
+        let (env, file, relay) = (&env, &file, &relay);
+        async move {
+            let run = env.sync_file(file, &args(relay, state, mode, report)).await;
+            assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+            run
+        }
+    };
+    set_status(r1, "inactive");
+    assert_eq!(run("auto").await.summary()["leavers"], 1);
     assert_eq!(env.scim.close_down().await, 1);
-    assert!(env.scim.delete_by_hand(&employee_id(deleted)).await);
-    env.sim
-        .update_employee(&employee_id(returner), json!({"status": "active"}))
-        .unwrap();
+    assert!(env.scim.delete_by_hand(&employee_id(d)).await);
 
-    // An incremental run reads the returner (changed) and finds the account gone.
-    let back = env
-        .sync_file(&file, &args(&relay, state, "auto", report))
-        .await;
-    assert_eq!(back.code, 0, "{}\n{}", back.stdout, back.stderr);
+    // A full reconciliation: D's account is created again; R1's is gone and R1 is a
+    // leaver: forgotten, nothing deactivated.
+    let full = run("full").await;
+    assert_eq!(full.summary()["created"], 1, "{}", full.stdout);
+    assert_eq!(full.summary()["leavers"], 0, "{}", full.stdout);
+    let rows = report_rows(report, &employee_id(d));
+    assert!(rows.iter().any(|r| r.contains(CREATED_AGAIN)), "{rows:?}");
+
+    set_status(r2, "inactive");
+    assert_eq!(run("auto").await.summary()["leavers"], 1);
+    assert_eq!(env.scim.close_down().await, 1);
+    set_status(r1, "active");
+    set_status(r2, "active");
+    // An incremental run reads both returners (changed): R2's ledger entry names the
+    // vanished account, R1 is simply new again; both get accounts.
+    let back = run("auto").await;
     assert_eq!(
         back.json()["status"]["mode"],
         "Incremental",
         "{}",
         back.stdout
     );
-    assert_eq!(back.summary()["created"], 1, "{}", back.stdout);
-    let rows = report_rows(report, &employee_id(returner));
+    assert_eq!(back.summary()["created"], 2, "{}", back.stdout);
+    let rows = report_rows(report, &employee_id(r2));
     assert!(rows.iter().any(|r| r.contains(CREATED_AGAIN)), "{rows:?}");
-    // A full reconciliation finds the account deleted by hand.
-    let full = env
-        .sync_file(&file, &args(&relay, state, "full", report))
-        .await;
-    assert_eq!(full.code, 0, "{}\n{}", full.stdout, full.stderr);
-    assert_eq!(full.summary()["created"], 1, "{}", full.stdout);
-    let rows = report_rows(report, &employee_id(deleted));
-    assert!(rows.iter().any(|r| r.contains(CREATED_AGAIN)), "{rows:?}");
-    assert_ne!(env.user(&employee_id(returner)).await["id"], first_ids.0);
-    assert_ne!(env.user(&employee_id(deleted)).await["id"], first_ids.1);
-    smtp.wait_for(8, Duration::from_secs(10));
+    let now_ids = account_ids(&env, &[r1, r2, d]).await;
+    for (before, after) in first_ids.iter().zip(&now_ids) {
+        assert_ne!(before, after);
+    }
+    smtp.wait_for(9, Duration::from_secs(10));
 
     // Once more: nothing written, nobody invited again.
-    let quiet = env
-        .sync_file(&file, &args(&relay, state, "full", report))
-        .await;
-    assert_eq!(quiet.code, 0, "{}", quiet.stderr);
+    let quiet = run("full").await;
     assert_eq!(quiet.summary()["created"], 0, "{}", quiet.stdout);
     assert_eq!(quiet.summary()["updated"], 0, "{}", quiet.stdout);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let per = invitations(&smtp);
     for n in 1..=6 {
-        let want = if n == returner || n == deleted { 2 } else { 1 };
+        let want = if [r1, r2, d].contains(&n) { 2 } else { 1 };
         assert_eq!(per.get(&email_of(&env, n)), Some(&want), "E-{n}: {per:?}");
     }
+}
+
+/// The destination ids of these employees' accounts.
+async fn account_ids(env: &Env, ns: &[usize]) -> Vec<Value> {
+    let mut ids = Vec::new();
+    for n in ns {
+        ids.push(env.user(&employee_id(*n)).await["id"].clone());
+    }
+    ids
 }
 
 /// Against the partial service (`--bulk auto` or `off`): a first import, then a second

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 pub use mail::Mail;
 pub use outbox::{
     confirm, confirm_accounts, deliver_pending, discard_pending, forget, invitation_message_id,
-    invitation_message_id_of, record_intents, record_intents_replacing, DeliveryContext,
+    invitation_message_id_of, record_intents, record_intents_for_new_accounts, DeliveryContext,
     DeliveryReport, EntryState, FileOutboxStore, InvitationIntent, MemoryOutboxStore, Outbox,
     OutboxEntry, OutboxLimits, OutboxStore, DELIVERY_BATCH_MAX, DELIVERY_BATCH_TIME,
 };

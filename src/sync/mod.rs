@@ -756,9 +756,9 @@ async fn record_invitations(
             })
         })
         .collect();
-    // A member created again after its account vanished gets a new invitation.
-    let replaced: BTreeMap<String, String> = sets.vanished.recreated.iter().cloned().collect();
-    crate::notify::record_intents_replacing(store, &intents, &replaced)
+    // Every create is a new account: one whose earlier account vanished (closed down,
+    // deleted by hand) gets a new invitation.
+    crate::notify::record_intents_for_new_accounts(store, &intents)
         .await
         .map_err(|e| format!("its invitation could not be recorded in the invitation outbox ({e})"))
 }

@@ -28,8 +28,8 @@
 //! still `Intended`. `Sent` entries are kept (see [`OutboxLimits`]) so that a create replayed
 //! after a lost answer or a crash is not invited twice. A member whose account vanished
 //! from the destination (closed down, deleted by hand) and who is created again gets one
-//! invitation for the new account ([`record_intents_replacing`]): entries remember the
-//! account they were for.
+//! invitation for the new account ([`record_intents_for_new_accounts`]); entries
+//! remember the account they were for.
 //!
 //! The price of "never twice" is that a message interrupted after its content reached
 //! the relay (a crash, or a connection lost before the relay's reply) is not retried; such
@@ -101,8 +101,7 @@ pub struct OutboxEntry {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub refusals: u32,
     /// The destination id of the account this invitation is for, once its create was
-    /// confirmed: an invitation is sent once per account, and a member whose account
-    /// vanished and is created again gets one for the new account.
+    /// confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
     /// How many accounts of this member were invited before (0 for the first): a new
@@ -144,12 +143,6 @@ pub enum EntryState {
 }
 
 impl OutboxEntry {
-    /// Whether this entry may be the invitation of account `id`: it is, or its account
-    /// was never recorded.
-    fn for_account(&self, id: &str) -> bool {
-        self.account.as_deref().is_none_or(|a| a == id)
-    }
-
     /// Moves to a final state, keeping only what a finished entry needs (small outboxes).
     pub(super) fn finish(&mut self, state: EntryState) {
         debug_assert!(state.is_done());
@@ -289,19 +282,28 @@ pub async fn record_intents(
     store: &dyn OutboxStore,
     intents: &[InvitationIntent],
 ) -> Result<(), StateError> {
-    record_intents_replacing(store, intents, &BTreeMap::new()).await
+    record(store, intents, false).await
 }
 
-/// [`record_intents`] for members some of whom are created again because their account
-/// vanished from the destination: `replaced` maps their Employee ID to the vanished
-/// account's id. Such a member's finished entry starts over (a new account needs a new
-/// password) when it was for that very account, or for an account not known (an entry
-/// from before accounts were recorded); one for another account is left alone, so that
-/// no account is invited twice whatever a retry or a crash replays.
-pub async fn record_intents_replacing(
+/// [`record_intents`] as the engine calls it: each intent is for a new account. The
+/// engine plans a create only when no account holds the employee's externalId, so an
+/// entry already finished (sent, in doubt, refused) was for an account that is gone
+/// (closed down after a leaver, deleted by hand): it starts over for the new account, as
+/// a new round with a Message-ID of its own (a new account needs a new password). A
+/// retry or a crash replays at most the recording of the same round: a pending entry is
+/// only refreshed, and once the new account exists no create is planned for it, so no
+/// account is invited twice.
+pub async fn record_intents_for_new_accounts(
     store: &dyn OutboxStore,
     intents: &[InvitationIntent],
-    replaced: &BTreeMap<String, String>,
+) -> Result<(), StateError> {
+    record(store, intents, true).await
+}
+
+async fn record(
+    store: &dyn OutboxStore,
+    intents: &[InvitationIntent],
+    new_accounts: bool,
 ) -> Result<(), StateError> {
     if intents.is_empty() {
         return Ok(());
@@ -322,7 +324,6 @@ pub async fn record_intents_replacing(
             round,
             since: now,
         };
-        let gone = replaced.get(&intent.employee_id);
         match outbox.entries.get_mut(&intent.employee_id) {
             Some(e) if e.state == EntryState::Intended => {
                 e.email = intent.email.clone();
@@ -331,9 +332,7 @@ pub async fn record_intents_replacing(
                 e.generation = generation;
                 e.since = now;
             }
-            Some(e) if e.state.is_done() && gone.is_some_and(|g| e.for_account(g)) => {
-                *e = fresh(e.round + 1);
-            }
+            Some(e) if new_accounts && e.state.is_done() => *e = fresh(e.round + 1),
             Some(_) => {}
             None => {
                 outbox.entries.insert(intent.employee_id.clone(), fresh(0));

@@ -574,12 +574,9 @@ async fn a_relay_going_down_mid_batch_leaves_the_rest_of_the_batch_pending() {
     }
 }
 
-/// `E1` created as account `acct`, confirmed and invited; returns what the relay got.
-async fn invited_as(store: &dyn OutboxStore, fake: &Fake, replaced: Option<&str>, acct: &str) {
-    let replaced: BTreeMap<String, String> = replaced
-        .map(|r| [("E1".to_string(), r.to_string())].into())
-        .unwrap_or_default();
-    record_intents_replacing(store, &[intent(1)], &replaced)
+/// `E1` created (as the engine records it: a new account) as `acct`, and delivered.
+async fn invited_as(store: &dyn OutboxStore, fake: &Fake, acct: &str) {
+    record_intents_for_new_accounts(store, &[intent(1)])
         .await
         .unwrap();
     confirm_accounts(store, &[("E1".into(), acct.into())])
@@ -589,50 +586,40 @@ async fn invited_as(store: &dyn OutboxStore, fake: &Fake, replaced: Option<&str>
 }
 
 #[tokio::test]
-async fn an_account_created_again_gets_one_new_invitation_never_two() {
+async fn an_account_created_again_gets_one_new_invitation_with_its_own_message_id() {
     let store = MemoryOutboxStore::new();
     let fake = Fake::default();
-    invited_as(&store, &fake, None, "A").await;
-    assert_eq!(
-        store.load().await.unwrap().entries["E1"].account.as_deref(),
-        Some("A")
-    );
-    // Created again without a vanished account (a replayed create): nothing new.
-    invited_as(&store, &fake, None, "A").await;
-    assert_eq!(fake.sent_to().len(), 1);
+    invited_as(&store, &fake, "A").await;
+    let entry = &store.load().await.unwrap().entries["E1"];
+    assert_eq!((entry.account.as_deref(), entry.round), (Some("A"), 0));
     // Account A vanished; B replaces it: one new invitation, with its own Message-ID.
-    invited_as(&store, &fake, Some("A"), "B").await;
-    // A retry that still thinks A vanished (its ledger save was lost): B has its invitation.
-    invited_as(&store, &fake, Some("A"), "B").await;
+    invited_as(&store, &fake, "B").await;
+    // Delivering again sends nothing more.
+    deliver(&store, &fake, Some(&set(&ids(1..=1)))).await;
     let sent = fake.sent.lock().unwrap().clone();
     assert_eq!(sent.len(), 2, "{:?}", fake.sent_to());
-    let ids: Vec<_> = sent.iter().map(|m| m.message_id.clone().unwrap()).collect();
-    assert_ne!(ids[0], ids[1]);
-    assert_eq!(ids[1], invitation_message_id_of(&ctx(), "E1", 1));
+    let message_ids: Vec<_> = sent.iter().map(|m| m.message_id.clone().unwrap()).collect();
+    assert_eq!(message_ids[0], invitation_message_id(&ctx(), "E1"));
+    assert_eq!(message_ids[1], invitation_message_id_of(&ctx(), "E1", 1));
+    assert_ne!(message_ids[0], message_ids[1]);
     let entry = &store.load().await.unwrap().entries["E1"];
     assert_eq!((entry.account.as_deref(), entry.round), (Some("B"), 1));
+    // The plain recording (not a new account) still never sends twice.
+    record_intents(&store, &[intent(1)]).await.unwrap();
+    deliver(&store, &fake, Some(&set(&ids(1..=1)))).await;
+    assert_eq!(fake.sent_to().len(), 2);
 }
 
 #[tokio::test]
-async fn a_recreated_account_keeps_its_new_invitation_across_a_crash_before_the_create() {
+async fn a_new_accounts_invitation_is_recorded_once_across_a_crash_before_the_create() {
     let store = MemoryOutboxStore::new();
     let fake = Fake::default();
-    invited_as(&store, &fake, None, "A").await;
-    let replaced: BTreeMap<String, String> = [("E1".to_string(), "A".to_string())].into();
-    record_intents_replacing(&store, &[intent(1)], &replaced)
+    invited_as(&store, &fake, "A").await;
+    record_intents_for_new_accounts(&store, &[intent(1)])
         .await
         .unwrap();
-    // Crash. The next run no longer knows A (its ledger dropped it): the intent stands.
-    invited_as(&store, &fake, None, "B").await;
+    // Crash before the create; the next run records the same create again.
+    invited_as(&store, &fake, "B").await;
     assert_eq!(fake.sent_to().len(), 2);
-}
-
-#[tokio::test]
-async fn an_entry_from_before_accounts_were_recorded_starts_over_for_a_vanished_account() {
-    let store = MemoryOutboxStore::new();
-    let fake = Fake::default();
-    created(&store, 1).await; // confirmed without an account id
-    deliver(&store, &fake, Some(&set(&ids(1..=1)))).await;
-    invited_as(&store, &fake, Some("A"), "B").await;
-    assert_eq!(fake.sent_to().len(), 2);
+    assert_eq!(store.load().await.unwrap().entries["E1"].round, 1);
 }
