@@ -348,11 +348,21 @@ impl Ledger {
 /// The Employee IDs an integration manages, as [`crate::plan`] asks about them.
 pub trait ManagedIds {
     fn manages(&self, id: &str) -> bool;
+    /// The destination id recorded for a managed member, where one is known: an account
+    /// that is gone from the destination although the ledger recorded it vanished (closed
+    /// down, deleted by hand).
+    fn account_of(&self, id: &str) -> Option<String> {
+        let _ = id;
+        None
+    }
 }
 
 impl ManagedIds for Ledger {
     fn manages(&self, id: &str) -> bool {
         self.contains(id)
+    }
+    fn account_of(&self, id: &str) -> Option<String> {
+        self.account(id)
     }
 }
 

@@ -70,7 +70,7 @@ async fn apply(client: &ScimClient, ops: &[WriteOp]) -> Vec<WriteOutcome> {
 
 fn created_id(outcome: &WriteOutcome) -> String {
     match outcome {
-        WriteOutcome::Created { id } => id.clone(),
+        WriteOutcome::Created { id, .. } => id.clone(),
         other => panic!("expected Created, got {other:?}"),
     }
 }
@@ -923,6 +923,35 @@ enum Partial {
     NoValuePaths,
     /// No PATCH at all: 501.
     NoPatch,
+    /// PATCH paths with a value filter or a sub-attribute: 500 (every time); and
+    /// `title` silently dropped from what is created (the answer shows it).
+    ValuePathsFailAndDropsTitle,
+}
+
+/// A request with `title` taken out of its JSON body (Content-Length adjusted).
+fn without_title(request: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(request).to_string();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return request.to_vec();
+    };
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return request.to_vec();
+    };
+    if let Some(o) = v.as_object_mut() {
+        o.remove("title");
+    }
+    let body = v.to_string();
+    let head: Vec<String> = head
+        .split("\r\n")
+        .map(|l| {
+            if l.to_ascii_lowercase().starts_with("content-length:") {
+                format!("content-length: {}", body.len())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes()
 }
 
 /// A front for `scim2-server` that refuses what a partial service refuses and passes
@@ -952,7 +981,7 @@ impl PartialFront {
                     let refused = method == "PATCH"
                         && match partial {
                             Partial::NoPatch => true,
-                            Partial::NoValuePaths => {
+                            Partial::NoValuePaths | Partial::ValuePathsFailAndDropsTitle => {
                                 let v: serde_json::Value =
                                     serde_json::from_str(body).unwrap_or_default();
                                 v["Operations"].as_array().into_iter().flatten().any(|op| {
@@ -972,6 +1001,10 @@ impl PartialFront {
                                 "501 Not Implemented",
                                 json!({"status": "501", "detail": "PATCH is not supported"}),
                             ),
+                            Partial::ValuePathsFailAndDropsTitle => (
+                                "500 Internal Server Error",
+                                json!({"status": "500", "detail": "unexpected error"}),
+                            ),
                             Partial::NoValuePaths => (
                                 "400 Bad Request",
                                 json!({"status": "400", "scimType": "invalidPath", "detail": "unsupported path"}),
@@ -983,6 +1016,12 @@ impl PartialFront {
                             .await;
                         return;
                     }
+                    let request =
+                        if method == "POST" && partial == Partial::ValuePathsFailAndDropsTitle {
+                            without_title(&request)
+                        } else {
+                            request
+                        };
                     let mut outbound = tokio::net::TcpStream::connect(("127.0.0.1", port))
                         .await
                         .unwrap();
@@ -1081,9 +1120,76 @@ async fn refused_patch_falls_back_to_put_once_per_run() {
     );
 }
 
+#[tokio::test]
+async fn a_server_error_on_value_paths_falls_back_and_the_next_run_starts_with_what_worked() {
+    use freshteam_operator::destination::ConvergenceNotes;
+    let server = ScimServer::start();
+    let front = PartialFront::start(&server, Partial::ValuePathsFailAndDropsTitle).await;
+    let mut config = ScimConfig::new(&front.url, SecretString::new(server.token.clone())).unwrap();
+    config.bulk = BulkMode::Off;
+    let client = connect_with(config.clone()).await;
+    // The create's answer shows what the service did not keep.
+    let created = apply(
+        &client,
+        &[WriteOp::Create {
+            member: full_member("E1", "ada@example.com"),
+        }],
+    )
+    .await;
+    let WriteOutcome::Created { id, unkept } = &created[0] else {
+        panic!("{created:?}")
+    };
+    assert_eq!(unkept, &vec![Change::Set(Attr::JobTitle, "Analyst".into())]);
+
+    let rename = |current: &DestinationMember, last: &str| {
+        update(
+            current,
+            vec![Change::Set(Attr::LastName, last.into())],
+            Member {
+                last_name: Some(last.into()),
+                ..full_member("E1", "ada@example.com")
+            },
+            all_attrs(),
+        )
+    };
+    let current = listed(&client, "E1").await;
+    assert_eq!(
+        apply(&client, &[rename(&current, "Byron")]).await,
+        vec![WriteOutcome::Updated]
+    );
+    assert_eq!(
+        server.user(id).await.unwrap()["name"]["familyName"],
+        "Byron"
+    );
+    let seen = front.take();
+    assert!(
+        seen.first().is_some_and(|(_, refused)| *refused),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&("PATCH".to_string(), false)), "{seen:?}");
+    let mut notes = ConvergenceNotes::default();
+    client.learnt(&mut notes);
+    assert_eq!(
+        notes.write_form(front.url.as_str()),
+        Some("wholeAttributes")
+    );
+
+    // The next run (a new client) starts with the form that worked: no 500 first.
+    let next = connect_with(config).await;
+    next.remember(&notes);
+    let current = listed(&next, "E1").await;
+    assert_eq!(
+        apply(&next, &[rename(&current, "King")]).await,
+        vec![WriteOutcome::Updated]
+    );
+    assert_eq!(front.take(), vec![("PATCH".to_string(), false)]);
+    assert_eq!(server.user(id).await.unwrap()["name"]["familyName"], "King");
+}
+
 /// A scripted SCIM service with a hostile list: `users` members, announcing `total`
 /// (raw JSON, `None`: absent), pages of at most `page` users; `ignore_start` answers
-/// every page from the first user; `endless` makes up users past the end.
+/// every page from the first user; `endless` makes up users past the end; `trickle`
+/// answers one user a page after the first.
 #[derive(Clone)]
 struct HostileList {
     users: usize,
@@ -1091,6 +1197,21 @@ struct HostileList {
     page: usize,
     ignore_start: bool,
     endless: bool,
+    /// Pages after the first hold one user.
+    trickle: bool,
+}
+
+impl Default for HostileList {
+    fn default() -> Self {
+        HostileList {
+            users: 0,
+            total: None,
+            page: 10,
+            ignore_start: false,
+            endless: false,
+            trickle: false,
+        }
+    }
 }
 
 async fn hostile_list(h: HostileList) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
@@ -1129,6 +1250,7 @@ async fn hostile_list(h: HostileList) -> (String, std::sync::Arc<std::sync::atom
                     };
                     let last = if h.endless { usize::MAX } else { h.users };
                     let n = query("count").min(h.page);
+                    let n = if h.trickle && start > 1 { n.min(1) } else { n };
                     let users: Vec<String> = (start..=last)
                         .take(n)
                         .map(|i| format!(r#"{{"id":"u{i}","userName":"u{i}@example.com","externalId":"E{i}"}}"#))
@@ -1168,55 +1290,101 @@ async fn list_hostile(h: HostileList) -> (Result<Vec<DestinationMember>, Destina
 }
 
 #[tokio::test]
-async fn a_huge_or_overflowing_total_does_not_blow_up_the_list() {
-    for total in [
-        "1e12",
-        "1000000000000",
-        "340282366920938463463374607431768211456",
-        "-5",
+async fn a_total_above_the_cap_fails_at_the_first_page_naming_it() {
+    for (total, named) in [
+        ("1e12", "1000000000000"),
+        ("1000000000000", "1000000000000"),
+        (
+            "340282366920938463463374607431768211456",
+            "18446744073709551615",
+        ),
+        ("501", "501"),
     ] {
+        let started = std::time::Instant::now();
         let (result, requests) = list_hostile(HostileList {
             users: 25,
             total: Some(total),
             page: 10,
-            ignore_start: false,
-            endless: false,
+            ..HostileList::default()
         })
         .await;
-        let members = result.unwrap_or_else(|e| panic!("totalResults {total}: {e}"));
-        assert_eq!(members.len(), 25, "totalResults {total}");
-        // Three pages of users and an empty one (a few more while parallel).
-        assert!(requests <= 12, "totalResults {total}: {requests} requests");
+        let e = result.expect_err("over the cap").to_string();
+        assert!(
+            e.contains(&format!(
+                "says it holds {named} users (totalResults), more than the 500"
+            )),
+            "{e}"
+        );
+        assert_eq!(requests, 1, "the first page only");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
+    // A total that is no count at all is ignored: the list ends at its first short page.
+    let (result, _) = list_hostile(HostileList {
+        users: 25,
+        total: Some("-5"),
+        page: 10,
+        ..HostileList::default()
+    })
+    .await;
+    assert_eq!(result.expect("lists").len(), 25);
 }
 
 #[tokio::test]
 async fn a_list_that_never_ends_stops_at_the_cap_with_a_clear_error() {
-    for total in [None, Some("1e12")] {
-        let (result, _) = list_hostile(HostileList {
-            users: 0,
-            total,
-            page: 10,
-            ignore_start: false,
-            endless: true,
-        })
-        .await;
-        let e = result.expect_err("an endless list is an error").to_string();
-        assert!(
-            e.contains("more than 500 users, the most the operator reads"),
-            "{e}"
-        );
-    }
+    let started = std::time::Instant::now();
     let (result, _) = list_hostile(HostileList {
-        users: 0,
         total: None,
-        page: 1,
-        ignore_start: false,
+        page: 10,
         endless: true,
+        ..HostileList::default()
     })
     .await;
     let e = result.expect_err("an endless list is an error").to_string();
-    assert!(e.contains("did not end after 100 pages"), "{e}");
+    assert!(
+        e.contains("more than 500 users, the most the operator reads"),
+        "{e}"
+    );
+    // Pages of one user when a thousand were asked: short pages, or the page cap.
+    let (result, requests) = list_hostile(HostileList {
+        total: None,
+        page: 1,
+        endless: true,
+        ..HostileList::default()
+    })
+    .await;
+    let e = result.expect_err("an endless list is an error").to_string();
+    assert!(
+        e.contains("did not end after 100 pages") || e.contains("far fewer users than asked"),
+        "{e}"
+    );
+    assert!(requests <= 110, "{requests}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn pages_far_shorter_than_asked_while_more_are_claimed_stop_the_list() {
+    let started = std::time::Instant::now();
+    let (result, requests) = list_hostile(HostileList {
+        users: 400,
+        total: Some("400"),
+        page: 10,
+        trickle: true,
+        ..HostileList::default()
+    })
+    .await;
+    let e = result
+        .expect_err("a trickling list is an error")
+        .to_string();
+    // Whichever bound comes first (the test's page cap is 100).
+    assert!(
+        e.contains("far fewer users than asked on 100 pages")
+            || e.contains(
+                "did not end after 100 pages, more than its 400 users (totalResults) take"
+            ),
+        "{e}"
+    );
+    assert!(requests <= 110, "{requests}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
 
 #[tokio::test]
@@ -1226,7 +1394,7 @@ async fn a_service_ignoring_start_index_is_an_error_not_a_loop() {
         total: None,
         page: 10,
         ignore_start: true,
-        endless: false,
+        ..HostileList::default()
     })
     .await;
     let e = result.expect_err("repeated pages are an error").to_string();

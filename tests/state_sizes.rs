@@ -96,6 +96,8 @@ async fn an_outbox_of_20000_intents_fits_and_sending_rewrites_small_objects() {
                 generation: 0,
                 refusals: 0,
                 last_error: None,
+                account: None,
+                round: 0,
                 since: 1_780_000_000,
             },
         );
@@ -134,6 +136,8 @@ fn intent(i: usize, state: EntryState) -> OutboxEntry {
         generation: 3,
         refusals: 0,
         last_error: None,
+        account: None,
+        round: 0,
         since: 1_780_000_000,
     }
 }

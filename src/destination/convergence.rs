@@ -16,11 +16,64 @@ use crate::member::{Attr, Change};
 /// others are simply written again next run. Bounds the state at about 0.5 MB.
 pub(crate) const MAX_NOTES: usize = 10_000;
 
-/// Employee ID → member field (`spec.mapping` name) → hash of the value written.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+/// Employee ID → member field (`spec.mapping` name) → hash of the value written; and,
+/// in sections of their own, what the run learnt about each destination.
+///
+/// Stored as one map: the member notes by Employee ID, and each section under a key
+/// starting with `@` (`@writeForm`: destination URL → the update form that works there).
+/// Every value is a map of strings, so the cluster's sharded store keeps sections like
+/// notes. Notes written before there were sections read as they are; a section a build
+/// does not know is skipped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConvergenceNotes {
     notes: BTreeMap<String, BTreeMap<String, String>>,
+    /// Destination URL → the update form that works there (see `WriteForm` in the SCIM
+    /// client): a later run starts with it instead of failing with finer ones first.
+    write_forms: BTreeMap<String, String>,
+}
+
+/// The key of the write-form section.
+const WRITE_FORM_KEY: &str = "@writeForm";
+
+impl Serialize for ConvergenceNotes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (id, fields) in &self.notes {
+            map.serialize_entry(id, fields)?;
+        }
+        if !self.write_forms.is_empty() {
+            map.serialize_entry(WRITE_FORM_KEY, &self.write_forms)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ConvergenceNotes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, Visitor};
+        struct Notes;
+        impl<'de> Visitor<'de> for Notes {
+            type Value = ConvergenceNotes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of convergence notes")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = ConvergenceNotes::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == WRITE_FORM_KEY {
+                        out.write_forms = map.next_value()?;
+                    } else if key.starts_with('@') {
+                        map.next_value::<IgnoredAny>()?;
+                    } else {
+                        out.notes.insert(key, map.next_value()?);
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Notes)
+    }
 }
 
 /// 64-bit FNV-1a: stable across builds and platforms (unlike std's hasher).
@@ -45,8 +98,40 @@ impl ConvergenceNotes {
         self.notes.values().map(BTreeMap::len).sum()
     }
 
+    /// Nothing noted at all (no member notes, no section).
     pub fn is_empty(&self) -> bool {
-        self.notes.is_empty()
+        self.notes.is_empty() && self.write_forms.is_empty()
+    }
+
+    /// Whether any member has a note.
+    pub fn has_member_notes(&self) -> bool {
+        !self.notes.is_empty()
+    }
+
+    /// These notes without the member notes: what a run carries on whatever it writes.
+    pub fn sections(&self) -> ConvergenceNotes {
+        ConvergenceNotes {
+            notes: BTreeMap::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The update form found working at this destination (its base URL), if one was.
+    pub fn write_form(&self, destination: &str) -> Option<&str> {
+        self.write_forms.get(destination).map(String::as_str)
+    }
+
+    /// Records (or, `None`, forgets) the update form that works at this destination.
+    pub fn set_write_form(&mut self, destination: &str, form: Option<&str>) {
+        match form {
+            Some(f) => {
+                self.write_forms
+                    .insert(destination.to_string(), f.to_string());
+            }
+            None => {
+                self.write_forms.remove(destination);
+            }
+        }
     }
 
     /// Removes from `changes` the ones this member had written before with the same
@@ -124,6 +209,42 @@ mod tests {
 
         let mut other = vec![Change::Set(Attr::JobTitle, "Engineer".into())];
         assert!(notes.hold_back("E2", &mut other).is_empty());
+    }
+
+    #[test]
+    fn the_write_form_section_sits_beside_the_notes_and_old_files_still_read() {
+        // A state written before there were sections: a plain map of notes.
+        let old = serde_json::json!({"E1": {"jobTitle": "00ff"}});
+        let notes: ConvergenceNotes = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes.write_form("https://x/scim/v2"), None);
+        assert_eq!(serde_json::to_value(&notes).unwrap(), old);
+
+        let mut notes = notes;
+        notes.set_write_form("https://x/scim/v2", Some("wholeAttributes"));
+        let json = serde_json::to_value(&notes).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "E1": {"jobTitle": "00ff"},
+                "@writeForm": {"https://x/scim/v2": "wholeAttributes"}
+            })
+        );
+        // Every value is a map of strings (the cluster store's shape).
+        let _: BTreeMap<String, BTreeMap<String, String>> =
+            serde_json::from_value(json.clone()).unwrap();
+        let back: ConvergenceNotes = serde_json::from_value(json).unwrap();
+        assert_eq!(back, notes);
+        assert_eq!(back.len(), 1, "a section is not a member's note");
+        // A section carried on without the member notes; an unknown section is skipped.
+        assert_eq!(
+            back.sections().write_form("https://x/scim/v2"),
+            Some("wholeAttributes")
+        );
+        assert!(!back.sections().has_member_notes());
+        let later: ConvergenceNotes =
+            serde_json::from_value(serde_json::json!({"@other": {"a": "b"}})).unwrap();
+        assert!(later.is_empty());
     }
 
     #[test]

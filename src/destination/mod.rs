@@ -171,8 +171,10 @@ impl WriteOp {
 /// What became of one [`WriteOp`] (same index as the op).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteOutcome {
-    /// Created with this destination id.
-    Created { id: String },
+    /// Created with this destination id. `unkept`: what the service's answer (the
+    /// resource it returned) shows it did not keep as written, as the changes a later
+    /// run would plan for it; empty when it kept everything or its answer did not say.
+    Created { id: String, unkept: Vec<Change> },
     /// Updated (or found already up to date after a re-read).
     Updated,
     /// Not applied; the message goes into the report as the member's error row.
@@ -280,6 +282,15 @@ pub trait MemberDirectory: Send + Sync {
     /// of every write and never compared.
     fn keeps(&self) -> AttrSet {
         crate::member::Attr::ALL.into_iter().collect()
+    }
+    /// Takes what earlier runs learnt about this destination (e.g. the update form that
+    /// works there) from the convergence notes, before the first write.
+    fn remember(&self, notes: &ConvergenceNotes) {
+        let _ = notes;
+    }
+    /// Notes what this run learnt about the destination, for the next run.
+    fn learnt(&self, notes: &mut ConvergenceNotes) {
+        let _ = notes;
     }
     /// Where a member field goes in the destination, for messages.
     fn target_name(&self, attr: crate::member::Attr) -> String {

@@ -108,6 +108,43 @@ pub struct Plan<W = PlannedWrite> {
     /// Desired members whose manager is not in the destination yet; a follow-up pass
     /// after the creates links them.
     pub pending_manager_links: u32,
+    /// Ledger members whose account is gone from the destination.
+    pub vanished: Vanished,
+}
+
+/// Ledger members whose account no longer exists in the destination (closed down after a
+/// leaver, deleted by hand): no account has the destination id the ledger recorded, and
+/// none has their externalId.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Vanished {
+    /// Current staff in scope, created again: Employee ID and the vanished account's id,
+    /// sorted by Employee ID.
+    pub recreated: Vec<(String, String)>,
+    /// Members who get no account (a leaver): their entries are dropped from the ledger
+    /// instead of deactivating an account that is not there. Sorted.
+    pub forgotten: Vec<String>,
+}
+
+impl Vanished {
+    /// The vanished account a create of this member replaces, when it does.
+    pub fn replaces(&self, employee_id: &str) -> Option<&str> {
+        let at = self
+            .recreated
+            .binary_search_by(|(id, _)| id.as_str().cmp(employee_id))
+            .ok()?;
+        Some(self.recreated[at].1.as_str())
+    }
+
+    /// Whether this member's ledger entry is dropped (its account is gone for good).
+    pub fn forgets(&self, employee_id: &str) -> bool {
+        self.forgotten
+            .binary_search_by(|id| id.as_str().cmp(employee_id))
+            .is_ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.recreated.is_empty() && self.forgotten.is_empty()
+    }
 }
 
 impl<W> Default for Plan<W> {
@@ -122,6 +159,7 @@ impl<W> Default for Plan<W> {
             adopted: Vec::new(),
             blocked: None,
             pending_manager_links: 0,
+            vanished: Vanished::default(),
         }
     }
 }
@@ -249,6 +287,7 @@ impl PackedPlan {
             adopted: self.adopted,
             blocked: self.blocked,
             pending_manager_links: self.pending_manager_links,
+            vanished: self.vanished,
         }
     }
 }
@@ -466,7 +505,12 @@ pub fn plan_sets(
                     updates.push(item(WriteKind::Update, a, changes));
                 }
             }
-            None if !d.member.active() => plan.skipped += 1,
+            None if !d.member.active() => {
+                plan.skipped += 1;
+                if in_ledger(id) {
+                    plan.vanished.forgotten.push(id.to_string());
+                }
+            }
             None => {
                 if let Some(holder) = user_names.holder(email) {
                     plan.errors.push(error_row(
@@ -477,6 +521,10 @@ pub fn plan_sets(
                     ));
                     continue;
                 }
+                // Managed, with an account recorded, and no account now: it vanished.
+                if let Some(gone) = ledger.and_then(|l| l.account_of(id)) {
+                    plan.vanished.recreated.push((id.to_string(), gone));
+                }
                 creates.push(PlanItem {
                     account: None,
                     ..item(WriteKind::Create, 0, Vec::new())
@@ -485,6 +533,8 @@ pub fn plan_sets(
         }
     }
 
+    plan.vanished.recreated.sort_unstable();
+    plan.vanished.forgotten.sort_unstable();
     for a in removed {
         match options.when_removed {
             WhenRemoved::Deactivate => leavers.push(PlanItem {

@@ -658,3 +658,91 @@ fn a_plan_of_the_changed_few_takes_the_threshold_over_the_ledger() {
         .expect("5 of 10 is over 20%");
     assert_eq!((blocked.leavers, blocked.managed), (5, 10));
 }
+
+/// Plans against a real ledger: `ids` managed, each with its account id recorded.
+fn plan_against_ledger(
+    want: &MappedSource,
+    cur: &[DestinationMember],
+    ledger: &crate::ledger::Ledger,
+    options: &PlanOptions,
+) -> Plan {
+    let desired = DesiredSet::from(want);
+    let accounts = Accounts::from(cur);
+    plan_sets(
+        &desired,
+        &accounts,
+        Some(ledger as &dyn ManagedIds),
+        options,
+    )
+    .into_plan(&desired, &accounts)
+}
+
+fn ledger_with_accounts(ids: &[&str]) -> crate::ledger::Ledger {
+    let mut ledger = crate::ledger::Ledger::default();
+    for id in ids {
+        ledger.insert(id, crate::ledger::Origin::Created);
+        ledger.set_account(id, Some(&format!("scim-{id}")));
+    }
+    ledger
+}
+
+#[test]
+fn a_vanished_account_of_current_staff_is_created_again_in_either_scope() {
+    let want = desired(vec![member("E1", true), member("E2", true)]);
+    let cur = vec![existing(member("E2", true))];
+    let ledger = ledger_with_accounts(&["E1", "E2"]);
+    let changed = PlanOptions {
+        scope: PlanScope::Changed { managed: 2 },
+        ..options()
+    };
+    for options in [options(), changed] {
+        let p = plan_against_ledger(&want, &cur, &ledger, &options);
+        assert_eq!(kinds(&p), vec![(WriteKind::Create, "E1".into())]);
+        assert_eq!(
+            p.vanished.recreated,
+            vec![("E1".to_string(), "scim-E1".to_string())]
+        );
+        assert_eq!(p.vanished.replaces("E1"), Some("scim-E1"));
+        assert_eq!(p.vanished.replaces("E2"), None);
+        assert!(p.vanished.forgotten.is_empty());
+    }
+}
+
+#[test]
+fn a_vanished_account_of_a_leaver_is_forgotten_not_deactivated() {
+    let want = desired(vec![member("E1", false)]);
+    let ledger = ledger_with_accounts(&["E1"]);
+    let p = plan_against_ledger(&want, &[], &ledger, &options());
+    assert!(
+        p.writes.is_empty(),
+        "nothing to deactivate: {:?}",
+        kinds(&p)
+    );
+    assert_eq!(p.vanished.forgotten, vec!["E1".to_string()]);
+    assert!(p.vanished.forgets("E1"));
+    assert!(p.vanished.recreated.is_empty());
+}
+
+#[test]
+fn a_member_whose_create_never_happened_is_created_without_being_called_recreated() {
+    // In the ledger without an account id: a run recorded it and crashed before the create.
+    let want = desired(vec![member("E1", true)]);
+    let mut ledger = crate::ledger::Ledger::default();
+    ledger.insert("E1", crate::ledger::Origin::Created);
+    let p = plan_against_ledger(&want, &[], &ledger, &options());
+    assert_eq!(kinds(&p), vec![(WriteKind::Create, "E1".into())]);
+    assert!(p.vanished.recreated.is_empty());
+}
+
+#[test]
+fn an_account_found_again_by_external_id_is_not_recreated() {
+    // The ledger's id is gone, but an account with the employee's externalId exists (made
+    // again by hand): it is used, nothing is created.
+    let want = desired(vec![member("E1", true)]);
+    let mut other = existing(member("E1", true));
+    other.id = "made-by-hand".into();
+    let ledger = ledger_with_accounts(&["E1"]);
+    let p = plan_against_ledger(&want, &[other], &ledger, &options());
+    assert!(p.writes.is_empty());
+    assert!(p.vanished.recreated.is_empty() && p.vanished.forgotten.is_empty());
+}

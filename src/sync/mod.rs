@@ -28,7 +28,7 @@ use crate::mapping::{CompiledMapping, DesiredSet, PackedDesired};
 use crate::member::{Attr, AttrSet, Change, MemberFields};
 use crate::notify::{InvitationIntent, OutboxStore};
 use crate::plan::{
-    plan_sets, PackedPlan, PlanItem, PlanOptions, PlanScope, PlannedWrite, WriteKind,
+    plan_sets, PackedPlan, PlanItem, PlanOptions, PlanScope, PlannedWrite, Vanished, WriteKind,
 };
 use crate::progress::ProgressSink;
 use crate::source::{EmployeeSource, SourceStats};
@@ -343,9 +343,11 @@ pub async fn run_import_with_ledger(
     };
     let managed_ids = ledger.as_ref().map(|l| l as &dyn ManagedIds);
     let mut planned = plan_sets(&desired, &current, managed_ids, &plan_options);
+    let vanished = std::mem::take(&mut planned.vanished);
     let sets = Sets {
         desired: &desired,
         current: &current,
+        vanished: &vanished,
     };
     let (held_rows, mut notes) = hold_back_unkept(&mut planned, sets, &options.convergence);
     let decided = total.saturating_sub(planned.writes.len() as u64);
@@ -407,6 +409,7 @@ pub async fn run_import_with_ledger(
         return interrupted(outcome, clock, reason, "before any write");
     } else {
         progress.phase("Applying changes");
+        destination.remember(&options.convergence);
         if let (Some(store), Some(mut next)) = (ledger_store, ledger.take()) {
             if !next_ledger(&mut next, sets, &planned, since.is_some()) {
                 recorded = Some(next);
@@ -464,8 +467,16 @@ pub async fn run_import_with_ledger(
             let Some(result) = result else {
                 continue;
             };
-            if item.account.is_some() && matches!(result, WriteOutcome::Updated) {
-                notes.record(sets.employee_id(item), &item.changes);
+            match &result {
+                WriteOutcome::Updated if item.account.is_some() => {
+                    notes.record(sets.employee_id(item), &item.changes);
+                }
+                // What the service's answer shows it did not keep: the next run's plan
+                // would write it again, the note holds it back.
+                WriteOutcome::Created { unkept, .. } => {
+                    notes.record(sets.employee_id(item), unkept);
+                }
+                _ => {}
             }
             let failed = matches!(result, WriteOutcome::Failed { .. });
             tally(item, sets, result, &mut summary, &mut report);
@@ -473,6 +484,7 @@ pub async fn run_import_with_ledger(
                 changes.push(change_row(item, sets));
             }
         }
+        destination.learnt(&mut notes);
         outcome.convergence = Some(std::mem::take(&mut notes));
         outcome.changes = changes;
         // In plan order (creates go in waves down the reporting line).
@@ -480,8 +492,11 @@ pub async fn run_import_with_ledger(
         made.sort_unstable_by_key(|(i, _)| *i);
         created = made.into_iter().map(|(_, c)| c).collect();
         if let Some(store) = outbox {
-            let ids: Vec<String> = created.iter().map(|c| c.employee_id.clone()).collect();
-            if let Err(e) = crate::notify::confirm(store, &ids).await {
+            let ids: Vec<(String, String)> = created
+                .iter()
+                .map(|c| (c.employee_id.clone(), c.id.clone()))
+                .collect();
+            if let Err(e) = crate::notify::confirm_accounts(store, &ids).await {
                 progress.warn(&format!("invitation outbox: {e}"));
             }
         }
@@ -572,6 +587,8 @@ pub async fn run_import_with_ledger(
 struct Sets<'a> {
     desired: &'a DesiredSet,
     current: &'a Accounts,
+    /// Ledger members whose account is gone from the destination.
+    vanished: &'a Vanished,
 }
 
 impl<'a> Sets<'a> {
@@ -591,6 +608,8 @@ impl<'a> Sets<'a> {
 ///
 /// A run that read only the changed few (`partial`) saw only their accounts: it keeps
 /// every member of the old ledger (a full reconciliation drops those without one).
+/// Members whose account vanished are dropped when they get none, and keep the vanished
+/// account's id until the new one is created (a run that fails to create it tries again).
 fn next_ledger(ledger: &mut Ledger, sets: Sets<'_>, planned: &PackedPlan, partial: bool) -> bool {
     // Employee ID → the one account holding it (none when several do).
     let mut accounts: HashMap<&str, Option<&str>> = HashMap::with_capacity(sets.current.len());
@@ -606,13 +625,15 @@ fn next_ledger(ledger: &mut Ledger, sets: Sets<'_>, planned: &PackedPlan, partia
     // Updated in place: at 100,000 members a second copy is a good part of a run's memory.
     let before = ledger.len();
     let mut changed = false;
-    if !partial {
-        ledger.retain(|id| accounts.contains_key(id));
-    }
+    let vanished = sets.vanished;
+    let recreated = |id: &str| vanished.replaces(id).is_some();
+    ledger.retain(|id| {
+        !vanished.forgets(id) && (partial || accounts.contains_key(id) || recreated(id))
+    });
     changed |= ledger.add_missing(planned.adopted.iter().map(String::as_str), Origin::Adopted);
     changed |= ledger.update_accounts(|id| match accounts.get(id) {
         Some(known) => Some(*known),
-        None if partial => None,
+        None if partial || recreated(id) => None,
         None => Some(None),
     });
     let creates = planned
@@ -660,6 +681,10 @@ fn hold_back_creates(
 /// rows already and get none.
 fn change_row(item: &PlanItem, sets: Sets<'_>) -> RecordError {
     let (field, message) = match (item.account, item.kind) {
+        (None, _) if sets.vanished.replaces(sets.employee_id(item)).is_some() => (
+            "created",
+            "account missing in the destination: created again".to_string(),
+        ),
         (None, _) => ("created", "member created".to_string()),
         (Some(a), kind) => {
             let old = sets.current.get(a as usize);
@@ -731,7 +756,9 @@ async fn record_invitations(
             })
         })
         .collect();
-    crate::notify::record_intents(store, &intents)
+    // Every create is a new account: one whose earlier account vanished (closed down,
+    // deleted by hand) gets a new invitation.
+    crate::notify::record_intents_for_new_accounts(store, &intents)
         .await
         .map_err(|e| format!("its invitation could not be recorded in the invitation outbox ({e})"))
 }
@@ -757,9 +784,9 @@ fn hold_back_unkept(
     sets: Sets<'_>,
     previous: &ConvergenceNotes,
 ) -> (Vec<RecordError>, ConvergenceNotes) {
-    let mut carried = ConvergenceNotes::default();
+    let mut carried = previous.sections();
     let mut rows = Vec::new();
-    if previous.is_empty() {
+    if !previous.has_member_notes() {
         return (rows, carried);
     }
     let mut unchanged = 0;
@@ -867,7 +894,7 @@ async fn apply_writes(
             .collect();
         let outcomes = destination.apply(&ops, &on_done).await;
         for ((&i, r), op) in idxs.iter().zip(outcomes).zip(ops) {
-            if let (WriteOutcome::Created { id }, WriteOp::Create { member }) = (&r, op) {
+            if let (WriteOutcome::Created { id, .. }, WriteOp::Create { member }) = (&r, op) {
                 created_ids.insert(sets.employee_id(&items[i]), id.clone());
                 created.push((
                     i,

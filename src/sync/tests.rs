@@ -106,13 +106,21 @@ impl MemberDirectory for FakeDirectory {
                 match op {
                     WriteOp::Create { member } => {
                         let id = format!("id-{}", members.len());
+                        let mut kept = member.clone();
+                        let mut unkept = Vec::new();
+                        for a in &self.drops {
+                            if let Some(v) = kept.field(*a).map(str::to_string) {
+                                unkept.push(Change::Set(*a, v));
+                                kept.set(*a, None);
+                            }
+                        }
                         members.push(DestinationMember {
                             id: id.clone(),
                             version: None,
-                            member: member.clone(),
+                            member: kept,
                             has_work_email: true,
                         });
-                        WriteOutcome::Created { id }
+                        WriteOutcome::Created { id, unkept }
                     }
                     WriteOp::Update { id, changes, .. } => {
                         let m = members.iter_mut().find(|m| &m.id == id).unwrap();
@@ -759,4 +767,119 @@ fn a_delivery_report_is_applied_to_the_run() {
     assert_eq!(outcome.status.errors.len(), 2);
     assert_eq!(outcome.report[1].employee_id, None);
     assert_eq!(outcome.report[1].field.as_deref(), Some("invitation"));
+}
+
+async fn run_with_state(
+    source: &FakeSource,
+    dest: &dyn MemberDirectory,
+    ledger: &crate::ledger::MemoryLedgerStore,
+    outbox: &crate::notify::MemoryOutboxStore,
+) -> ImportOutcome {
+    run_import_with_ledger(
+        &mapping(false),
+        source,
+        dest,
+        &opts(false),
+        Some(outbox),
+        Some(ledger),
+        &ProgressCounter::default(),
+        &FixedClock,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_vanished_account_is_created_again_and_invited_again_a_leavers_is_forgotten() {
+    use crate::notify::{EntryState, OutboxStore};
+    let mut source = FakeSource {
+        employees: vec![
+            employee(1, "E-1", "a@acme.example", "active"),
+            employee(2, "E-2", "b@acme.example", "active"),
+        ],
+        fail: None,
+    };
+    let dest = FakeDirectory::default();
+    let ledger = crate::ledger::MemoryLedgerStore::new();
+    let outbox = crate::notify::MemoryOutboxStore::new();
+    run_with_state(&source, &dest, &ledger, &outbox).await;
+    let mut sent = outbox.load().await.unwrap();
+    for e in sent.entries.values_mut() {
+        e.state = EntryState::Sent; // as a delivery leaves them
+    }
+    outbox.save(&sent).await.unwrap();
+    let first_id = ledger.snapshot().account("E-1").expect("id recorded");
+
+    // E-1's account is deleted by hand; E-2 leaves and their account is closed down.
+    source.employees[1] = employee(2, "E-2", "b@acme.example", "inactive");
+    {
+        let mut members = dest.members.lock().unwrap();
+        members.clear();
+        // An account the integration does not manage (and new ids from here on).
+        members.push(DestinationMember {
+            id: "unmanaged".into(),
+            version: None,
+            member: Member {
+                email: "x@acme.example".into(),
+                ..Member::default()
+            },
+            has_work_email: true,
+        });
+    }
+    let out = run_with_state(&source, &dest, &ledger, &outbox).await;
+    assert_eq!(out.status.summary.created, 1, "{:?}", out.status);
+    assert_eq!(out.status.summary.leavers, 0, "nothing to deactivate");
+    let row = out
+        .changes
+        .iter()
+        .find(|c| c.employee_id.as_deref() == Some("E-1"));
+    assert_eq!(
+        row.map(|r| r.message.as_str()),
+        Some("account missing in the destination: created again")
+    );
+    let now = ledger.snapshot();
+    let new_id = now.account("E-1").expect("new id recorded");
+    assert_ne!(new_id, first_id);
+    assert!(!now.contains("E-2"), "the leaver's entry is dropped");
+    let entry = &outbox.load().await.unwrap().entries["E-1"];
+    assert_eq!(entry.state, EntryState::Intended, "a new invitation is due");
+    assert_eq!(entry.account.as_deref(), Some(new_id.as_str()));
+
+    // The next run changes nothing and owes no second invitation.
+    let out = run_with_state(&source, &dest, &ledger, &outbox).await;
+    assert_eq!(out.status.summary.created, 0);
+    assert!(out.changes.is_empty(), "{:?}", out.changes);
+}
+
+#[tokio::test]
+async fn what_a_create_did_not_keep_is_learnt_from_its_answer_so_the_second_run_writes_nothing() {
+    let source = FakeSource {
+        employees: vec![
+            employee(1, "E-1", "a@acme.example", "active"),
+            employee(2, "E-2", "b@acme.example", "active"),
+        ],
+        fail: None,
+    };
+    let dest = FakeDirectory {
+        drops: vec![Attr::Department],
+        ..FakeDirectory::default()
+    };
+    let first = run(&source, &dest, &opts(false)).await;
+    assert_eq!(first.status.summary.created, 2);
+    let notes = first.convergence.expect("notes after a writing run");
+    assert_eq!(notes.len(), 2, "one note per member: department");
+    let options = ImportOptions {
+        convergence: notes,
+        ..opts(false)
+    };
+    let second = run(&source, &dest, &options).await;
+    assert_eq!(
+        *dest.writes.lock().unwrap(),
+        2,
+        "no write in the second run"
+    );
+    assert_eq!(second.status.summary.unchanged, 2);
+    assert!(second
+        .report
+        .iter()
+        .all(|r| r.severity == "warning" && r.field.as_deref() == Some("department")));
 }

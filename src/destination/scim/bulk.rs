@@ -11,9 +11,20 @@ use tracing::warn;
 use super::config::{BulkLimits, BulkMode};
 use super::model::{self, BulkResponse, PatchForm, BULK_REQUEST_SCHEMA};
 use super::transport::CallKind;
-use super::write::{changes_email, uniqueness_failure, FollowUp, WriteForm};
+use super::write::{
+    changes_email, created_changes, not_kept, uniqueness_failure, FollowUp, WriteForm,
+};
 use super::ScimClient;
 use crate::destination::{WriteOp, WriteOutcome};
+use crate::member::{Attr, Change};
+
+/// The attribute a change is to (none for `Active`).
+fn attr_of(change: &Change) -> Option<Attr> {
+    match change {
+        Change::Set(a, _) | Change::Clear(a) => Some(*a),
+        Change::Active(_) => None,
+    }
+}
 
 /// An op's index and its serialized bulk operation.
 type BulkItem = (usize, Vec<u8>);
@@ -152,6 +163,8 @@ impl ScimClient {
         };
         let mut done = Vec::with_capacity(indices.len());
         let mut follow_ups = Vec::new();
+        // Whether the answers carried the resources written (what they kept).
+        let mut resources = false;
         match parsed {
             None => {
                 match &resp {
@@ -175,6 +188,11 @@ impl ScimClient {
             }
             Some(bulk) => {
                 let retried = resp.as_ref().is_ok_and(|r| r.retried);
+                resources = bulk.operations.iter().any(|op| {
+                    op.response
+                        .as_ref()
+                        .is_some_and(|r| r.get("userName").is_some())
+                });
                 let mut by_bulk_id: HashMap<String, model::BulkResponseOp> = HashMap::new();
                 let mut unnamed = Vec::new();
                 for op in bulk.operations {
@@ -225,6 +243,9 @@ impl ScimClient {
                 }
             }
         }
+        if !resources {
+            self.learn_unkept(ops, &mut done).await;
+        }
         for (i, outcome) in &done {
             on_done(*i, outcome);
         }
@@ -241,6 +262,46 @@ impl ScimClient {
         done
     }
 
+    /// A bulk answer that does not carry the resources says nothing of what the service
+    /// kept: one member it created is read back (one GET a bulk request), and the
+    /// attributes it did not keep are taken as not kept for every member the request
+    /// created (services that drop an attribute drop it for everyone; a note only holds
+    /// back a value the next run would write again, so one too many costs nothing).
+    async fn learn_unkept(&self, ops: &[WriteOp], done: &mut [(usize, WriteOutcome)]) {
+        let sample = done.iter().find_map(|(i, o)| match (o, &ops[*i]) {
+            (WriteOutcome::Created { id, .. }, WriteOp::Create { member }) => Some((id, member)),
+            _ => None,
+        });
+        let Some((id, member)) = sample else {
+            return;
+        };
+        let url = self.url(&["Users", id]);
+        let body = match self
+            .send(Method::GET, url, None, None, CallKind::Read)
+            .await
+        {
+            Ok(r) if r.status.is_success() => r.body,
+            _ => return,
+        };
+        let attrs: Vec<Attr> = not_kept(&body, &created_changes(member))
+            .iter()
+            .filter_map(attr_of)
+            .collect();
+        if attrs.is_empty() {
+            return;
+        }
+        for (i, outcome) in done.iter_mut() {
+            if let (WriteOutcome::Created { unkept, .. }, WriteOp::Create { member }) =
+                (outcome, &ops[*i])
+            {
+                *unkept = created_changes(member)
+                    .into_iter()
+                    .filter(|c| attr_of(c).is_some_and(|a| attrs.contains(&a)))
+                    .collect();
+            }
+        }
+    }
+
     /// One bulk answer → the op's outcome, or what to do next on its own.
     fn settle_bulk_op(
         &self,
@@ -254,8 +315,16 @@ impl ScimClient {
             });
         };
         match (op, status) {
-            (WriteOp::Create { .. }, 200..=299) => match answer.resource_id() {
-                Some(id) => Ok(WriteOutcome::Created { id }),
+            (WriteOp::Create { member }, 200..=299) => match answer.resource_id() {
+                Some(id) => Ok(WriteOutcome::Created {
+                    id,
+                    unkept: answer.response.as_ref().map_or_else(Vec::new, |r| {
+                        not_kept(
+                            &serde_json::to_vec(r).unwrap_or_default(),
+                            &created_changes(member),
+                        )
+                    }),
+                }),
                 None => Err(FollowUp::Retry {
                     maybe_applied: true,
                 }),

@@ -77,9 +77,12 @@ pub(super) fn check_scheme(url: &Url) -> Result<(), DestinationError> {
 /// memory of one response.
 pub(super) const MAX_PAGE: usize = 1000;
 /// Most users one list reads, and most list requests: a service whose list never ends
-/// (or ignores `startIndex`) stops the run with an error at these.
+/// (or ignores `startIndex`) stops the run with an error at these. A `totalResults`
+/// above `MAX_LISTED_USERS` stops the run at the first page. 50,000 requests read
+/// 2,000,000 members at 40 or more a page (Reward Gateway pages 100); a list that
+/// announces its total is held to fewer still (see `list.rs`).
 pub(crate) const MAX_LISTED_USERS: usize = 2_000_000;
-pub(crate) const MAX_LIST_PAGES: usize = 250_000;
+pub(crate) const MAX_LIST_PAGES: usize = 50_000;
 
 /// `/Bulk` limits the service announced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use reqwest::{Method, StatusCode};
 use tracing::debug;
 
-use super::config::MAX_PAGE;
+use super::config::{ScimConfig, MAX_PAGE};
 use super::model::{ListPage, WireUser};
 use super::pacer::Pacer;
 use super::transport::CallKind;
@@ -56,15 +56,18 @@ impl ScimClient {
         &self,
         mut start: usize,
         mut count: usize,
+        bounds: &mut ListBounds,
         out: &(dyn Fn(Vec<DestinationMember>) + Send + Sync),
     ) -> Result<usize, DestinationError> {
         let mut listed = 0;
         while count > 0 {
+            bounds.request().map_err(|e| self.endless(e))?;
             let page = self.fetch_page(start, count).await?;
             let n = page.resources.len();
             if n == 0 {
                 break;
             }
+            bounds.page(start, n, count).map_err(|e| self.endless(e))?;
             out(convert(page.resources));
             listed += n;
             start += n;
@@ -97,7 +100,8 @@ impl ScimClient {
     }
 
     /// Every member, handed to `out` page by page; pages go out in parallel, as many
-    /// as the pacer allows.
+    /// as the pacer allows. A list that cannot be what it claims ends early with an
+    /// error (see [`ListBounds`]).
     pub(super) async fn list_paged(
         &self,
         out: &(dyn Fn(Vec<DestinationMember>) + Send + Sync),
@@ -112,91 +116,214 @@ impl ScimClient {
         let total = first
             .total_results
             .map(|t| usize::try_from(t).unwrap_or(usize::MAX));
+        if let Some(t) = total.filter(|t| *t > self.config.max_listed_users) {
+            return Err(self.endless(format!(
+                "the service says it holds {t} users (totalResults), more than the {} the operator reads; nothing was read past the first page",
+                self.config.max_listed_users
+            )));
+        }
         let first_id = first.resources.first().map(|u| u.id.clone());
-        // Converted and handed over page by page: no page is held once read.
-        let step = first.resources.len();
-        let mut listed = step;
-        out(convert(first.resources));
         // The service may cap pages below what was asked: step by what it returns.
-        let mut pages = 1usize;
-        let mut window = 1;
+        let step = first.resources.len();
+        let mut bounds = ListBounds::new(&self.config, total, step, count);
+        bounds.page(1, step, count).map_err(|e| self.endless(e))?;
+        // Converted and handed over page by page: no page is held once read.
+        out(convert(first.resources));
+        let mut read = ListRead {
+            listed: step,
+            window: 1,
+        };
         if step > 0 {
-            // Without a total the list ends at its first short or empty page.
-            let end = total.unwrap_or(usize::MAX);
-            let mut pacer = Pacer::new(
-                self.config.concurrency,
-                Instant::now(),
-                self.throttled.load(Ordering::Relaxed),
-            );
-            let mut next = step.saturating_add(1);
-            let mut ended = false;
-            let mut in_flight = FuturesUnordered::new();
-            loop {
-                while !ended && next <= end && in_flight.len() < pacer.window() {
-                    if pages >= self.config.max_list_pages {
-                        return Err(self.endless(format!(
-                            "the user list did not end after {} pages, the most the operator reads",
-                            self.config.max_list_pages
-                        )));
-                    }
-                    let start = next;
-                    next = next.saturating_add(step);
-                    pages += 1;
-                    in_flight.push(async move { (start, self.fetch_page(start, step).await) });
-                }
-                window = window.max(pacer.window());
-                let Some((start, page)) = in_flight.next().await else {
-                    break;
-                };
-                let page = page?;
-                // Pages not yet requested, when the service said its total.
-                let remaining = total.map(|t| match t.checked_sub(next) {
-                    Some(rest) => rest / step + 1,
-                    None => 0,
-                });
-                pacer.page_done(
-                    Instant::now(),
-                    self.throttled.load(Ordering::Relaxed),
-                    remaining,
-                );
-                let n = page.resources.len();
-                if n == 0 {
-                    ended = true; // the end, or members went away while listing
-                    continue;
-                }
-                if page.resources.first().map(|u| &u.id) == first_id.as_ref() {
-                    return Err(self.endless(format!(
-                        "the page at startIndex {start} repeats the first page: the service ignores startIndex"
-                    )));
-                }
-                listed += n;
-                out(convert(page.resources));
-                let expected = match total {
-                    Some(total) => step.min(total.saturating_add(1).saturating_sub(start)),
-                    None => step,
-                };
-                if n < expected {
-                    match total {
-                        Some(_) => listed += self.fetch_range(start + n, expected - n, out).await?,
-                        None => ended = true,
-                    }
-                }
-                if listed > self.config.max_listed_users {
-                    return Err(self.endless(format!(
-                        "the service listed more than {} users, the most the operator reads",
-                        self.config.max_listed_users
-                    )));
-                }
-            }
+            self.list_rest(total, step, first_id, &mut bounds, &mut read, out)
+                .await?;
         }
         debug!(
-            members = listed,
-            pages,
-            window,
+            members = read.listed,
+            pages = bounds.requests,
+            window = read.window,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "listed SCIM users"
         );
         Ok(())
+    }
+
+    /// The pages after the first, `step` users each.
+    async fn list_rest(
+        &self,
+        total: Option<usize>,
+        step: usize,
+        first_id: Option<String>,
+        bounds: &mut ListBounds,
+        read: &mut ListRead,
+        out: &(dyn Fn(Vec<DestinationMember>) + Send + Sync),
+    ) -> Result<(), DestinationError> {
+        // Without a total the list ends at its first short or empty page.
+        let end = total.unwrap_or(usize::MAX);
+        let mut pacer = Pacer::new(
+            self.config.concurrency,
+            Instant::now(),
+            self.throttled.load(Ordering::Relaxed),
+        );
+        let mut next = step.saturating_add(1);
+        let mut ended = false;
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while !ended && next <= end && in_flight.len() < pacer.window() {
+                bounds.request().map_err(|e| self.endless(e))?;
+                let start = next;
+                next = next.saturating_add(step);
+                in_flight.push(async move { (start, self.fetch_page(start, step).await) });
+            }
+            read.window = read.window.max(pacer.window());
+            let Some((start, page)) = in_flight.next().await else {
+                return Ok(());
+            };
+            let page = page?;
+            // Pages not yet requested, when the service said its total.
+            let remaining = total.map(|t| match t.checked_sub(next) {
+                Some(rest) => rest / step + 1,
+                None => 0,
+            });
+            pacer.page_done(
+                Instant::now(),
+                self.throttled.load(Ordering::Relaxed),
+                remaining,
+            );
+            let n = page.resources.len();
+            if n == 0 {
+                ended = true; // the end, or members went away while listing
+                continue;
+            }
+            if page.resources.first().map(|u| &u.id) == first_id.as_ref() {
+                return Err(self.endless(format!(
+                    "the page at startIndex {start} repeats the first page: the service ignores startIndex"
+                )));
+            }
+            bounds
+                .page(start, n, bounds.asked)
+                .map_err(|e| self.endless(e))?;
+            read.listed += n;
+            out(convert(page.resources));
+            let expected = match total {
+                Some(total) => step.min(total.saturating_add(1).saturating_sub(start)),
+                None => step,
+            };
+            if n < expected {
+                match total {
+                    Some(_) => {
+                        let rest = expected - n;
+                        read.listed += self.fetch_range(start + n, rest, bounds, out).await?;
+                    }
+                    None => ended = true,
+                }
+            }
+            if read.listed > self.config.max_listed_users {
+                return Err(self.endless(format!(
+                    "the service listed more than {} users, the most the operator reads",
+                    self.config.max_listed_users
+                )));
+            }
+        }
+    }
+}
+
+/// What a list read so far.
+struct ListRead {
+    listed: usize,
+    /// The widest the pacer opened.
+    window: usize,
+}
+
+/// Pages with far fewer users than asked, while the list claims more, that one list may
+/// meet: a legitimate service returns full pages but at the end (a page or two may come
+/// short while members are deleted during the list).
+pub(super) const MAX_SHORT_PAGES: usize = 100;
+/// A page holding fewer users than this (or than asked, when asked for fewer) is short
+/// whatever the service's own page size.
+pub(super) const MIN_FULL_PAGE: usize = 10;
+
+/// Bounds on one list, so that a hostile or broken service ends it in seconds to minutes
+/// instead of hours, and a legitimate one is never stopped:
+/// - requests: with a `totalResults`, the pages it takes at the service's page size
+///   (the first page's length) plus a quarter and [`MAX_SHORT_PAGES`] refills; without,
+///   `max_list_pages`; never more than `max_list_pages`;
+/// - short pages: a page with fewer than half the service's page size (or fewer than
+///   [`MIN_FULL_PAGE`]) while the list goes on, at most [`MAX_SHORT_PAGES`].
+pub(super) struct ListBounds {
+    max_requests: usize,
+    requests: usize,
+    short: usize,
+    total: Option<usize>,
+    /// A page holding fewer users than this, asked for at least this many, is short.
+    full: usize,
+    /// Users the list asks for per page.
+    pub(super) asked: usize,
+}
+
+impl ListBounds {
+    pub(super) fn new(
+        config: &ScimConfig,
+        total: Option<usize>,
+        step: usize,
+        asked: usize,
+    ) -> Self {
+        let cap = config.max_list_pages.max(1);
+        let max_requests = match total {
+            Some(t) if step > 0 => {
+                let pages = t.div_ceil(step);
+                pages
+                    .saturating_add(pages / 4)
+                    .saturating_add(MAX_SHORT_PAGES + 1)
+                    .min(cap)
+            }
+            _ => cap,
+        };
+        ListBounds {
+            max_requests,
+            requests: 1, // the first page
+            short: 0,
+            total,
+            full: (step / 2).max(MIN_FULL_PAGE.min(asked)),
+            asked,
+        }
+    }
+
+    /// One more list request, if the bounds allow it.
+    pub(super) fn request(&mut self) -> Result<(), String> {
+        if self.requests >= self.max_requests {
+            let why = match self.total {
+                Some(t) => format!(", more than its {t} users (totalResults) take"),
+                None => String::new(),
+            };
+            return Err(format!(
+                "the user list did not end after {} pages{why}, the most the operator reads",
+                self.requests
+            ));
+        }
+        self.requests += 1;
+        Ok(())
+    }
+
+    /// A page of `n` users (`n > 0`) from `start`, `asked` asked for (by the list: the
+    /// page size it asks every page for, whatever the service's own).
+    pub(super) fn page(&mut self, start: usize, n: usize, asked: usize) -> Result<(), String> {
+        // Without a total a page short of the service's own size ends the list: one.
+        let more = self.total.is_none_or(|t| start.saturating_add(n) <= t);
+        if n == 0 || !more || n >= self.full.min(asked) {
+            return Ok(());
+        }
+        self.short += 1;
+        if self.short < MAX_SHORT_PAGES {
+            return Ok(());
+        }
+        let claim = match self.total {
+            Some(t) => format!("its totalResults says {t}"),
+            None => "it does not end".to_string(),
+        };
+        Err(format!(
+            "the user list returned far fewer users than asked on {} pages ({n} of {asked} at startIndex {start}) while {claim}; stopped: the list cannot be read in a reasonable number of requests",
+            self.short
+        ))
     }
 }
 
@@ -205,4 +332,74 @@ fn convert(users: Vec<WireUser>) -> Vec<DestinationMember> {
         .into_iter()
         .map(|u| u.into_destination(None))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SecretString;
+
+    fn config() -> ScimConfig {
+        ScimConfig::new("http://127.0.0.1:1/v2", SecretString::new("t")).unwrap()
+    }
+
+    /// Pages of `step` from a list of `total`, as the list asks them: how many requests
+    /// the bounds allow, or the error.
+    fn read_whole(total: usize, step: usize, asked: usize) -> Result<usize, String> {
+        let mut b = ListBounds::new(&config(), Some(total), step, asked);
+        b.page(1, step.min(total), asked)?;
+        let mut start = step + 1;
+        while start <= total {
+            b.request()?;
+            b.page(start, step.min(total + 1 - start), asked)?;
+            start += step;
+        }
+        Ok(b.requests)
+    }
+
+    #[test]
+    fn a_legitimate_list_of_two_million_is_never_stopped() {
+        // Reward Gateway's 100 a page, and the 1000 the client asks for.
+        assert_eq!(read_whole(2_000_000, 100, 100), Ok(20_000));
+        assert_eq!(read_whole(2_000_000, 1000, 1000), Ok(2_000));
+        // A service that pages 50 at a time when asked for 1000.
+        assert_eq!(read_whole(2_000_000, 50, 1000), Ok(40_000));
+        // A small list with a short last page.
+        assert_eq!(read_whole(25, 10, 1000), Ok(3));
+    }
+
+    #[test]
+    fn short_pages_while_more_are_claimed_stop_the_list() {
+        let mut b = ListBounds::new(&config(), Some(1_000_000), 100, 100);
+        let mut start = 101;
+        let err = loop {
+            b.request().unwrap();
+            if let Err(e) = b.page(start, 1, 100) {
+                break e;
+            }
+            start += 1;
+        };
+        assert_eq!(b.short, MAX_SHORT_PAGES);
+        assert!(
+            err.contains("far fewer users than asked on 100 pages"),
+            "{err}"
+        );
+        // A page short of a service's own tiny size, with no total, is short too.
+        let mut b = ListBounds::new(&config(), None, 1, 1000);
+        assert!((0..MAX_SHORT_PAGES).any(|i| b.page(i + 2, 1, 1000).is_err()));
+    }
+
+    #[test]
+    fn requests_are_bounded_by_what_the_total_takes() {
+        let mut b = ListBounds::new(&config(), Some(1_000), 10, 10);
+        let allowed = (0..10_000).take_while(|_| b.request().is_ok()).count();
+        // 100 pages, a quarter more, and the refills of the short pages allowed.
+        assert_eq!(allowed + 1, 100 + 25 + MAX_SHORT_PAGES + 1);
+        let mut b = ListBounds::new(&config(), None, 10, 10);
+        let allowed = (0..100_000).take_while(|_| b.request().is_ok()).count();
+        assert_eq!(
+            allowed + 1,
+            crate::destination::scim::config::MAX_LIST_PAGES
+        );
+    }
 }

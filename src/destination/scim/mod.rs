@@ -167,6 +167,24 @@ impl MemberDirectory for ScimClient {
         self.keeps.attrs
     }
 
+    fn remember(&self, notes: &super::ConvergenceNotes) {
+        let form = notes
+            .write_form(self.config.base_url.as_str())
+            .and_then(WriteForm::from_name);
+        if let Some(form) = form {
+            debug!(
+                ?form,
+                "starting with the update form an earlier run found working"
+            );
+            self.start_with_form(form);
+        }
+    }
+
+    fn learnt(&self, notes: &mut super::ConvergenceNotes) {
+        let form = self.learnt_form().map(WriteForm::name);
+        notes.set_write_form(self.config.base_url.as_str(), form);
+    }
+
     fn target_name(&self, attr: crate::member::Attr) -> String {
         format!("{attr} (SCIM {})", scim_name(attr))
     }

@@ -13,11 +13,13 @@ use super::transport::{CallKind, Response};
 use super::ScimClient;
 use crate::destination::{DestinationMember, WriteOp, WriteOutcome};
 use crate::member::replan_update;
-use crate::member::{AttrSet, Change, Member};
+use crate::member::{Attr, AttrSet, Change, Member, MemberFields};
 
 const DELETED_MESSAGE: &str = "member was deleted in the destination during the run";
 
-/// How updates are sent, from the smallest change to the whole resource.
+/// How updates are sent, from the smallest change to the whole resource. The form that
+/// works with a service is remembered in the convergence notes, per destination, so a
+/// later run starts with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub(super) enum WriteForm {
@@ -36,6 +38,23 @@ impl WriteForm {
     }
     fn simpler(self) -> Self {
         Self::from_u8(self as u8 + 1)
+    }
+    /// The name kept in the convergence notes.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            WriteForm::ValuePaths => "valuePaths",
+            WriteForm::WholeAttributes => "wholeAttributes",
+            WriteForm::Put => "put",
+        }
+    }
+    pub(super) fn from_name(name: &str) -> Option<Self> {
+        [
+            WriteForm::ValuePaths,
+            WriteForm::WholeAttributes,
+            WriteForm::Put,
+        ]
+        .into_iter()
+        .find(|f| f.name() == name)
     }
     pub(super) fn patch(self) -> Option<PatchForm> {
         match self {
@@ -86,6 +105,41 @@ pub(super) fn changes_email(changes: &[Change]) -> bool {
         .any(|c| matches!(c, Change::Set(crate::member::Attr::Email, _)))
 }
 
+/// A create as the changes it writes: every attribute it gives a value.
+pub(super) fn created_changes(member: &Member) -> Vec<Change> {
+    Attr::ALL
+        .into_iter()
+        .filter_map(|a| {
+            let v = member.field(a).filter(|v| !v.is_empty())?;
+            Some(Change::Set(a, v.to_string()))
+        })
+        .collect()
+}
+
+/// What a write's answer shows the service did not keep: the `written` changes whose
+/// attribute came back with another value (compared as a run compares: exactly). Nothing
+/// when the answer is not the resource (no body, or no `userName`: some services answer
+/// with the id alone).
+pub(super) fn not_kept(body: &[u8], written: &[Change]) -> Vec<Change> {
+    let Ok(user) = serde_json::from_slice::<WireUser>(body) else {
+        return Vec::new();
+    };
+    if user.user_name.is_none() {
+        return Vec::new();
+    }
+    let returned = user.into_destination(None).member;
+    let have = |a: Attr| returned.field(a).filter(|v| !v.is_empty());
+    written
+        .iter()
+        .filter(|c| match c {
+            Change::Set(a, v) => have(*a) != Some(v.as_str()),
+            Change::Clear(a) => have(*a).is_some(),
+            Change::Active(_) => false,
+        })
+        .cloned()
+        .collect()
+}
+
 impl ScimClient {
     pub(super) fn reset_form(&self) {
         let form = if self.caps.patch {
@@ -94,6 +148,24 @@ impl ScimClient {
             WriteForm::Put
         };
         self.form.store(form as u8, Ordering::Relaxed);
+    }
+
+    /// Starts from the form an earlier run found working (never a finer one than the
+    /// service's capabilities allow).
+    pub(super) fn start_with_form(&self, form: WriteForm) {
+        self.form.fetch_max(form as u8, Ordering::Relaxed);
+    }
+
+    /// The form to remember for the next run: `None` when it is the finest the
+    /// capabilities allow (nothing learnt).
+    pub(super) fn learnt_form(&self) -> Option<WriteForm> {
+        let first = if self.caps.patch {
+            WriteForm::ValuePaths
+        } else {
+            WriteForm::Put
+        };
+        let now = self.current_form();
+        (now > first).then_some(now)
     }
 
     pub(super) fn current_form(&self) -> WriteForm {
@@ -142,7 +214,10 @@ impl ScimClient {
                     .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
                     .or_else(|| resp.location.as_deref().and_then(model::id_from_location));
                 match id {
-                    Some(id) => WriteOutcome::Created { id },
+                    Some(id) => WriteOutcome::Created {
+                        id,
+                        unkept: not_kept(&resp.body, &created_changes(member)),
+                    },
                     None => failed(
                         None,
                         "the destination created the member but returned no id",
@@ -185,7 +260,10 @@ impl ScimClient {
                     .is_some_and(|n| n.eq_ignore_ascii_case(&member.email))
         });
         match mine {
-            Some(user) => WriteOutcome::Created { id: user.id },
+            Some(user) => WriteOutcome::Created {
+                id: user.id,
+                unkept: Vec::new(),
+            },
             None => uniqueness_failure(&member.email),
         }
     }
@@ -356,6 +434,10 @@ impl ScimClient {
         };
         let form_refused = match resp.status.as_u16() {
             405 | 501 => true,
+            // A server error after the transport's retry: this form fails here (some
+            // services answer 500 to attribute paths they cannot handle); a simpler one
+            // may work, and a real outage fails the simpler ones too.
+            500..=599 => true,
             400 => resp.error().scim_type.as_deref().is_some_and(|t| {
                 ["invalidPath", "noTarget", "invalidSyntax"]
                     .iter()
@@ -476,5 +558,31 @@ impl ScimClient {
                 .await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_did_not_stick_is_read_from_the_returned_resource_only() {
+        let written = vec![
+            Change::Set(Attr::JobTitle, "Analyst".into()),
+            Change::Set(Attr::LastName, "Byron".into()),
+            Change::Clear(Attr::Department),
+        ];
+        let body = br#"{"id":"1","userName":"ada@x.org","name":{"familyName":"Byron"},
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":"Sales"}}"#;
+        assert_eq!(
+            not_kept(body, &written),
+            vec![
+                Change::Set(Attr::JobTitle, "Analyst".into()),
+                Change::Clear(Attr::Department)
+            ]
+        );
+        // An answer with the id alone, or none, says nothing.
+        assert!(not_kept(br#"{"id":"1"}"#, &written).is_empty());
+        assert!(not_kept(b"", &written).is_empty());
     }
 }

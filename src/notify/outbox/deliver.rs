@@ -346,7 +346,7 @@ fn invitation_mail(
         text: rendered.text,
         html: rendered.html,
         attachments: Vec::new(),
-        message_id: Some(invitation_message_id(ctx, employee_id)),
+        message_id: Some(invitation_message_id_of(ctx, employee_id, entry.round)),
     }
 }
 
@@ -362,6 +362,17 @@ pub fn invitation_message_id(ctx: &DeliveryContext, employee_id: &str) -> String
         atom(&ctx.integration),
         atom(employee_id)
     )
+}
+
+/// [`invitation_message_id`] of a member's `round`-th account (0: the first, whose
+/// Message-ID is the plain one): an account created again after the first vanished gets
+/// an invitation of its own, which a mailbox must not take for a copy of the first.
+pub fn invitation_message_id_of(ctx: &DeliveryContext, employee_id: &str, round: u32) -> String {
+    let id = invitation_message_id(ctx, employee_id);
+    match round {
+        0 => id,
+        n => id.replacen('@', &format!(".{n}@"), 1),
+    }
 }
 
 /// Keeps `[A-Za-z0-9_-]`, writes anything else as `=XX` (valid in a Message-ID).

@@ -25,8 +25,11 @@
 //! Failures that are definitely non-deliveries (relay unreachable, 4xx, or a broken
 //! connection before the content was sent) put the entry back to `Intended`, so it is
 //! sent on a later run. Nothing is lost by a crash before the `Sending` save: the entry is
-//! still `Intended`. `Sent` entries are kept (see [`OutboxLimits`]) so that a member who is
-//! somehow created again is not invited twice.
+//! still `Intended`. `Sent` entries are kept (see [`OutboxLimits`]) so that a create replayed
+//! after a lost answer or a crash is not invited twice. A member whose account vanished
+//! from the destination (closed down, deleted by hand) and who is created again gets one
+//! invitation for the new account ([`record_intents_for_new_accounts`]); entries
+//! remember the account they were for.
 //!
 //! The price of "never twice" is that a message interrupted after its content reached
 //! the relay (a crash, or a connection lost before the relay's reply) is not retried; such
@@ -53,7 +56,7 @@ pub(crate) use crate::ledger::StateError;
 mod deliver;
 mod store;
 
-pub use deliver::{deliver_pending, invitation_message_id};
+pub use deliver::{deliver_pending, invitation_message_id, invitation_message_id_of};
 pub use store::{FileOutboxStore, MemoryOutboxStore, OutboxStore};
 
 /// The outbox as stored.
@@ -97,6 +100,14 @@ pub struct OutboxEntry {
     /// Times the relay refused this invitation for good (5xx).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub refusals: u32,
+    /// The destination id of the account this invitation is for, once its create was
+    /// confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// How many accounts of this member were invited before (0 for the first): a new
+    /// account's invitation gets a Message-ID of its own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub round: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// When the state last changed (seconds since the Unix epoch).
@@ -187,8 +198,8 @@ pub struct OutboxLimits {
 }
 
 impl Default for OutboxLimits {
-    /// A year and 20,000 finished entries: long enough that a member deleted by hand and
-    /// re-created is not invited again. A finished entry is about 80 bytes of JSON (so
+    /// A year and 20,000 finished entries: long enough that a replayed create is not
+    /// invited again. A finished entry is about 80 bytes of JSON (so
     /// 20,000 are about 1.6 MB); a store with a size limit (a ConfigMap holds 1 MiB)
     /// should lower `max_done`.
     fn default() -> Self {
@@ -271,6 +282,29 @@ pub async fn record_intents(
     store: &dyn OutboxStore,
     intents: &[InvitationIntent],
 ) -> Result<(), StateError> {
+    record(store, intents, false).await
+}
+
+/// [`record_intents`] as the engine calls it: each intent is for a new account. The
+/// engine plans a create only when no account holds the employee's externalId, so an
+/// entry already finished (sent, in doubt, refused) was for an account that is gone
+/// (closed down after a leaver, deleted by hand): it starts over for the new account, as
+/// a new round with a Message-ID of its own (a new account needs a new password). A
+/// retry or a crash replays at most the recording of the same round: a pending entry is
+/// only refreshed, and once the new account exists no create is planned for it, so no
+/// account is invited twice.
+pub async fn record_intents_for_new_accounts(
+    store: &dyn OutboxStore,
+    intents: &[InvitationIntent],
+) -> Result<(), StateError> {
+    record(store, intents, true).await
+}
+
+async fn record(
+    store: &dyn OutboxStore,
+    intents: &[InvitationIntent],
+    new_accounts: bool,
+) -> Result<(), StateError> {
     if intents.is_empty() {
         return Ok(());
     }
@@ -278,6 +312,18 @@ pub async fn record_intents(
     let now = now_secs();
     let generation = outbox.generation;
     for intent in intents {
+        let fresh = |round| OutboxEntry {
+            email: intent.email.clone(),
+            first_name: intent.first_name.clone(),
+            state: EntryState::Intended,
+            confirmed: false,
+            generation,
+            refusals: 0,
+            last_error: None,
+            account: None,
+            round,
+            since: now,
+        };
         match outbox.entries.get_mut(&intent.employee_id) {
             Some(e) if e.state == EntryState::Intended => {
                 e.email = intent.email.clone();
@@ -286,21 +332,10 @@ pub async fn record_intents(
                 e.generation = generation;
                 e.since = now;
             }
+            Some(e) if new_accounts && e.state.is_done() => *e = fresh(e.round + 1),
             Some(_) => {}
             None => {
-                outbox.entries.insert(
-                    intent.employee_id.clone(),
-                    OutboxEntry {
-                        email: intent.email.clone(),
-                        first_name: intent.first_name.clone(),
-                        state: EntryState::Intended,
-                        confirmed: false,
-                        generation,
-                        refusals: 0,
-                        last_error: None,
-                        since: now,
-                    },
-                );
+                outbox.entries.insert(intent.employee_id.clone(), fresh(0));
             }
         }
     }
@@ -313,6 +348,28 @@ pub async fn confirm(store: &dyn OutboxStore, created_ids: &[String]) -> Result<
     update_intended(store, created_ids, |outbox, id| {
         if let Some(e) = outbox.entries.get_mut(id) {
             e.confirmed = true;
+            return true;
+        }
+        false
+    })
+    .await
+}
+
+/// Step 2, with the accounts: [`confirm`], recording which account each invitation is
+/// for (Employee ID, destination id).
+pub async fn confirm_accounts(
+    store: &dyn OutboxStore,
+    created: &[(String, String)],
+) -> Result<(), StateError> {
+    let accounts: BTreeMap<&str, &str> = created
+        .iter()
+        .map(|(e, a)| (e.as_str(), a.as_str()))
+        .collect();
+    let ids: Vec<String> = created.iter().map(|(e, _)| e.clone()).collect();
+    update_intended(store, &ids, |outbox, id| {
+        if let Some(e) = outbox.entries.get_mut(id) {
+            e.confirmed = true;
+            e.account = accounts.get(id).map(|a| a.to_string());
             return true;
         }
         false

@@ -431,6 +431,8 @@ fn finished_entries_are_pruned_by_age_then_count() {
         generation: 0,
         refusals: 0,
         last_error: None,
+        account: None,
+        round: 0,
         since,
     };
     let mut outbox = Outbox::default();
@@ -570,4 +572,54 @@ async fn a_relay_going_down_mid_batch_leaves_the_rest_of_the_batch_pending() {
     ] {
         assert_eq!(stored.entries[id].state, state, "{id}");
     }
+}
+
+/// `E1` created (as the engine records it: a new account) as `acct`, and delivered.
+async fn invited_as(store: &dyn OutboxStore, fake: &Fake, acct: &str) {
+    record_intents_for_new_accounts(store, &[intent(1)])
+        .await
+        .unwrap();
+    confirm_accounts(store, &[("E1".into(), acct.into())])
+        .await
+        .unwrap();
+    deliver(store, fake, Some(&set(&ids(1..=1)))).await;
+}
+
+#[tokio::test]
+async fn an_account_created_again_gets_one_new_invitation_with_its_own_message_id() {
+    let store = MemoryOutboxStore::new();
+    let fake = Fake::default();
+    invited_as(&store, &fake, "A").await;
+    let entry = &store.load().await.unwrap().entries["E1"];
+    assert_eq!((entry.account.as_deref(), entry.round), (Some("A"), 0));
+    // Account A vanished; B replaces it: one new invitation, with its own Message-ID.
+    invited_as(&store, &fake, "B").await;
+    // Delivering again sends nothing more.
+    deliver(&store, &fake, Some(&set(&ids(1..=1)))).await;
+    let sent = fake.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "{:?}", fake.sent_to());
+    let message_ids: Vec<_> = sent.iter().map(|m| m.message_id.clone().unwrap()).collect();
+    assert_eq!(message_ids[0], invitation_message_id(&ctx(), "E1"));
+    assert_eq!(message_ids[1], invitation_message_id_of(&ctx(), "E1", 1));
+    assert_ne!(message_ids[0], message_ids[1]);
+    let entry = &store.load().await.unwrap().entries["E1"];
+    assert_eq!((entry.account.as_deref(), entry.round), (Some("B"), 1));
+    // The plain recording (not a new account) still never sends twice.
+    record_intents(&store, &[intent(1)]).await.unwrap();
+    deliver(&store, &fake, Some(&set(&ids(1..=1)))).await;
+    assert_eq!(fake.sent_to().len(), 2);
+}
+
+#[tokio::test]
+async fn a_new_accounts_invitation_is_recorded_once_across_a_crash_before_the_create() {
+    let store = MemoryOutboxStore::new();
+    let fake = Fake::default();
+    invited_as(&store, &fake, "A").await;
+    record_intents_for_new_accounts(&store, &[intent(1)])
+        .await
+        .unwrap();
+    // Crash before the create; the next run records the same create again.
+    invited_as(&store, &fake, "B").await;
+    assert_eq!(fake.sent_to().len(), 2);
+    assert_eq!(store.load().await.unwrap().entries["E1"].round, 1);
 }
