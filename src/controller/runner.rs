@@ -358,6 +358,7 @@ impl Run {
                     convergence: self.notes.load().await,
                     when_removed: fti.spec.leavers.when_removed,
                     mode: Some(req.mode.clone()),
+                    profile: fti.spec.destination.scim.profile,
                 };
                 let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
                     .then_some(&self.outbox as &dyn OutboxStore);

@@ -4,7 +4,9 @@
 pub(crate) mod after_run;
 mod incremental;
 pub(crate) mod mode;
+mod profile;
 mod read;
+mod refusals;
 pub(crate) mod report;
 pub(crate) mod stop;
 #[cfg(test)]
@@ -61,6 +63,8 @@ pub struct ImportOptions {
     /// Full or incremental, decided from the ledger's cursor; none: always full, and no
     /// cursor is kept.
     pub mode: Option<mode::ModePolicy>,
+    /// `spec.destination.scim.profile`: members it refuses are error rows, never sent.
+    pub profile: crate::api::ScimProfile,
 }
 
 fn api_calls(source: &SourceStats, dest: &DestinationStats) -> ApiCalls {
@@ -341,6 +345,7 @@ pub async fn run_import_with_ledger(
             None => PlanScope::Everyone,
         },
     };
+    let desired = profile::screen(desired, options.profile, managed);
     let managed_ids = ledger.as_ref().map(|l| l as &dyn ManagedIds);
     let mut planned = plan_sets(&desired, &current, managed_ids, &plan_options);
     let sets = Sets {
@@ -348,6 +353,13 @@ pub async fn run_import_with_ledger(
         current: &current,
     };
     let (held_rows, mut notes) = hold_back_unkept(&mut planned, sets, &options.convergence);
+    let refused_rows = refusals::hold_back_refused(
+        &mut planned,
+        sets,
+        &options.convergence,
+        &mut notes,
+        since.is_some(),
+    );
     let decided = total.saturating_sub(planned.writes.len() as u64);
     progress.advance(decided);
 
@@ -385,6 +397,7 @@ pub async fn run_import_with_ledger(
             .collect();
     }
     report.extend(held_rows);
+    report.extend(refused_rows);
     // Why creates were held back, when they were.
     let mut held_back: Option<String> = None;
     // The ledger as this run recorded it.
@@ -467,6 +480,7 @@ pub async fn run_import_with_ledger(
             if item.account.is_some() && matches!(result, WriteOutcome::Updated) {
                 notes.record(sets.employee_id(item), &item.changes);
             }
+            refusals::remember(&mut notes, item, sets, &result, clock);
             let failed = matches!(result, WriteOutcome::Failed { .. });
             tally(item, sets, result, &mut summary, &mut report);
             if !failed {
@@ -889,6 +903,7 @@ async fn apply_writes(
             *r = Some(WriteOutcome::Failed {
                 field: None,
                 message: "the destination returned no outcome for this write".into(),
+                refused: None,
             });
         }
     }
@@ -930,7 +945,7 @@ fn tally(
     report: &mut Vec<RecordError>,
 ) {
     match result {
-        WriteOutcome::Failed { field, message } => report.push(RecordError {
+        WriteOutcome::Failed { field, message, .. } => report.push(RecordError {
             employee_id: Some(sets.employee_id(item).to_string()),
             email: Some(sets.email(item).to_string()),
             field,
