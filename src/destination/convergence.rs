@@ -19,9 +19,8 @@ pub(crate) const MAX_NOTES: usize = 10_000;
 
 /// Employee ID → member field (`spec.mapping` name) → hash of the value written.
 ///
-/// Serialised as that map; each further section is one more key of it, which no
-/// Employee ID can be (`!refusals`), so that states written before a section existed
-/// read as they are.
+/// Serialised as that map; each further section is one more key of it, starting with
+/// `@` (`@refusals`), so that states written before a section existed read as they are.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvergenceNotes {
     #[serde(flatten)]
@@ -29,7 +28,7 @@ pub struct ConvergenceNotes {
     /// Writes the destination refused (see [`Refusals`]).
     #[serde(
         default,
-        rename = "!refusals",
+        rename = "@refusals",
         skip_serializing_if = "Refusals::is_empty"
     )]
     refusals: Refusals,
@@ -374,7 +373,7 @@ mod tests {
             json,
             serde_json::json!({
                 "E1": {"jobTitle": "00000000000000aa"},
-                "!refusals": {"E2": format!("{hash} 2026-12-05 400 invalidValue: bad name")}
+                "@refusals": {"E2": format!("{hash} 2026-12-05 400 invalidValue: bad name")}
             })
         );
         // The controller keeps entries as Employee ID → text map: the section fits.

@@ -21,6 +21,8 @@ pub(super) fn hold_back_refused(
     partial: bool,
 ) -> Vec<RecordError> {
     let refusals = previous.refusals();
+    // This stage alone decides which refusals stand.
+    *next.refusals_mut() = Default::default();
     let mut rows = Vec::new();
     if refusals.is_empty() {
         return rows;
