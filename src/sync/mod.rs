@@ -345,7 +345,7 @@ pub async fn run_import_with_ledger(
             None => PlanScope::Everyone,
         },
     };
-    let desired = profile::screen(desired, options.profile, managed);
+    let (desired, mut refused) = profile::screen(desired, options.profile, managed);
     let managed_ids = ledger.as_ref().map(|l| l as &dyn ManagedIds);
     let mut planned = plan_sets(&desired, &current, managed_ids, &plan_options);
     let sets = Sets {
@@ -397,6 +397,7 @@ pub async fn run_import_with_ledger(
             .collect();
     }
     report.extend(held_rows);
+    refused += refused_rows.len();
     report.extend(refused_rows);
     // Why creates were held back, when they were.
     let mut held_back: Option<String> = None;
@@ -480,7 +481,7 @@ pub async fn run_import_with_ledger(
             if item.account.is_some() && matches!(result, WriteOutcome::Updated) {
                 notes.record(sets.employee_id(item), &item.changes);
             }
-            refusals::remember(&mut notes, item, sets, &result, clock);
+            refused += usize::from(refusals::remember(&mut notes, item, sets, &result, clock));
             let failed = matches!(result, WriteOutcome::Failed { .. });
             tally(item, sets, result, &mut summary, &mut report);
             if !failed {
@@ -505,11 +506,12 @@ pub async fn run_import_with_ledger(
     }
 
     // Only a run that went through moves the cursor on: anything less reads again from
-    // where the last one that did started.
+    // where the last one that did started. Members the destination refuses for their
+    // values do not hold it back: a change of those values is a change the next run reads.
     let went_through = stopped.is_none()
         && planned.blocked.is_none()
         && held_back.is_none()
-        && !report.iter().any(|r| r.severity == "error");
+        && report.iter().filter(|r| r.severity == "error").count() == refused;
     drop(planned.writes);
     drop(desired);
     // A run that saw only some accounts cannot tell who has none.

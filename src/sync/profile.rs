@@ -12,14 +12,14 @@ use crate::mapping::DesiredSet;
 use crate::member::AttrSet;
 
 /// Moves the current staff `profile` refuses (in the `managed` fields) out of
-/// `desired`, one error row each.
+/// `desired`, one error row each; returns how many.
 pub(super) fn screen(
     mut desired: DesiredSet,
     profile: ScimProfile,
     managed: AttrSet,
-) -> DesiredSet {
+) -> (DesiredSet, usize) {
     if profile == ScimProfile::Generic {
-        return desired;
+        return (desired, 0);
     }
     let mut rows = Vec::new();
     desired.members.retain(|d| {
@@ -49,6 +49,7 @@ pub(super) fn screen(
             "members the destination profile refuses are not sent"
         );
     }
+    let refused = rows.len();
     desired.errors.extend(rows);
-    desired
+    (desired, refused)
 }

@@ -60,14 +60,14 @@ pub(super) fn hold_back_refused(
     rows
 }
 
-/// Remembers a write the destination refused, for the next run.
+/// Remembers a write the destination refused, for the next run; true when it was one.
 pub(super) fn remember(
     next: &mut ConvergenceNotes,
     item: &PlanItem,
     sets: Sets<'_>,
     result: &WriteOutcome,
     clock: &dyn Clock,
-) {
+) -> bool {
     if let WriteOutcome::Failed {
         refused: Some(answer),
         ..
@@ -76,5 +76,7 @@ pub(super) fn remember(
         let date = clock.now().format("%Y-%m-%d").to_string();
         next.refusals_mut()
             .record(sets.employee_id(item), &sets.write(item).op, &date, answer);
+        return true;
     }
+    false
 }

@@ -6,14 +6,14 @@ use crate::api::ScimProfile;
 use crate::ledger::MemoryLedgerStore;
 
 /// A [`FakeDirectory`] that answers 400 `invalidValue` to any write giving a first name
-/// with a digit, as Reward Gateway does.
+/// with a digit, as Reward Gateway does, or the name "Nobody" (a rule of its own).
 #[derive(Default)]
 struct RefusingDirectory {
     inner: FakeDirectory,
 }
 
 fn refuses(op: &WriteOp) -> bool {
-    let digit = |v: &str| v.chars().any(|c| c.is_ascii_digit());
+    let digit = |v: &str| v == "Nobody" || v.chars().any(|c| c.is_ascii_digit());
     match op {
         WriteOp::Create { member } => member.first_name.as_deref().is_some_and(digit),
         WriteOp::Update { changes, .. } => changes
@@ -216,4 +216,54 @@ async fn a_refused_write_is_not_sent_again_until_the_values_change() {
     assert_eq!(fixed.status.summary.created, 1);
     assert_eq!(fixed.status.phase, ImportPhase::Succeeded);
     assert!(fixed.convergence.unwrap().refusals().is_empty());
+}
+
+/// A run that may keep an incremental cursor (in the ledger).
+fn with_cursor(options: ImportOptions) -> ImportOptions {
+    ImportOptions {
+        mode: Some(mode::ModePolicy {
+            requested: mode::RequestedMode::Auto,
+            full_schedule: crate::schedule::Schedule::parse("weekly").unwrap(),
+            time_zone: chrono_tz::UTC,
+            fingerprint: "f".into(),
+        }),
+        ..options
+    }
+}
+
+#[tokio::test]
+async fn members_refused_for_their_values_do_not_hold_the_cursor_back() {
+    let mut source_profile = FakeSource {
+        employees: vec![named(1, "Ada"), named(2, "Nobody"), named(3, "Cleo")],
+        fail: None,
+    };
+    source_profile.employees[2]
+        .1
+        .insert("last_name", "O<Brien".into());
+    // One refused by the profile, one by the service; both error rows.
+    let dest = RefusingDirectory::default();
+    let ledger = MemoryLedgerStore::new();
+    let options = with_cursor(ImportOptions {
+        profile: ScimProfile::RewardGateway,
+        ..opts(false)
+    });
+    let out = run_with(&source_profile, &dest, &ledger, &options).await;
+    assert_eq!(out.status.summary.errors, 2, "{:?}", out.report);
+    assert!(
+        ledger.snapshot().cursor.is_some(),
+        "refusals keep the cursor moving"
+    );
+
+    // Any other failure still holds it back.
+    let dest = FakeDirectory {
+        reject: vec!["e1@acme.example".into()],
+        ..FakeDirectory::default()
+    };
+    let ledger = MemoryLedgerStore::new();
+    let out = run_with(&source_profile, &dest, &ledger, &options).await;
+    assert_eq!(out.status.summary.errors, 2);
+    assert!(
+        ledger.snapshot().cursor.is_none(),
+        "a 409 is not a refusal of values"
+    );
 }
