@@ -354,11 +354,11 @@ impl Run {
                     dry_run: req.start.dry_run,
                     max_leavers_percent: fti.spec.safety.max_leavers_percent,
                     approved_leavers,
+                    profile: fti.spec.destination.scim.profile,
                     stop: stop.clone(),
                     convergence: self.notes.load().await,
                     when_removed: fti.spec.leavers.when_removed,
                     mode: Some(req.mode.clone()),
-                    profile: fti.spec.destination.scim.profile,
                 };
                 let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
                     .then_some(&self.outbox as &dyn OutboxStore);

@@ -56,6 +56,8 @@ pub struct ImportOptions {
     pub approved_leavers: Option<u32>,
     /// `spec.leavers.whenRemoved`.
     pub when_removed: WhenRemoved,
+    /// `spec.destination.scim.profile`: members it refuses are error rows, never sent.
+    pub profile: crate::api::ScimProfile,
     /// Asks the run to stop at its next safe point (the run ends `Interrupted`).
     pub stop: StopSignal,
     /// Values earlier runs wrote that the destination did not keep (from the state).
@@ -63,8 +65,6 @@ pub struct ImportOptions {
     /// Full or incremental, decided from the ledger's cursor; none: always full, and no
     /// cursor is kept.
     pub mode: Option<mode::ModePolicy>,
-    /// `spec.destination.scim.profile`: members it refuses are error rows, never sent.
-    pub profile: crate::api::ScimProfile,
 }
 
 fn api_calls(source: &SourceStats, dest: &DestinationStats) -> ApiCalls {
