@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use chrono_tz::Tz;
 use url::Url;
 
-use crate::api::FreshteamIntegrationSpec;
+use crate::api::{FreshteamIntegrationSpec, ScimProfile};
 use crate::egress::internal_range;
 use crate::mapping::{check_email, CompiledMapping};
 use crate::schedule::{parse_time_zone, Schedule};
@@ -118,8 +118,13 @@ pub fn validate_spec(
             errors.push(err("spec.source.baseUrl", m));
         }
     }
-    if let Err(m) = check_custom_endpoint(&spec.destination.scim.url, policy, false) {
+    let scim_url = &spec.destination.scim.url;
+    if let Err(m) = check_custom_endpoint(scim_url, policy, false) {
         errors.push(err("spec.destination.scim.url", m));
+    } else if spec.destination.scim.profile == ScimProfile::RewardGateway {
+        if let Err(m) = check_reward_gateway_url(scim_url) {
+            errors.push(err("spec.destination.scim.url", m));
+        }
     }
 
     let mapping = CompiledMapping::compile(&spec.mapping, &spec.leavers)
@@ -243,5 +248,187 @@ fn check_custom_endpoint(text: &str, policy: EndpointPolicy, custom: bool) -> Re
         EndpointPolicy::Deny => Err(format!(
             "{what} ('{text}') is refused: the operator accepts it only when started with --allow-custom-endpoints"
         )),
+    }
+}
+
+/// Reward Gateway's SCIM API host.
+pub const REWARD_GATEWAY_HOST: &str = "api.rewardgateway.net";
+const REWARD_GATEWAY_FORM: &str =
+    "https://api.rewardgateway.net/{programme GUID}/scim/v2 (the \"SCIM URL (v2)\" of Reward Gateway's Integration Dashboard)";
+
+/// With `profile: RewardGateway`, the URL must have Reward Gateway's SCIM form:
+/// `https://api.rewardgateway.net/{programme GUID}/scim/v2`. The path is always
+/// checked; the host only for an https URL that is not on loopback (a plain-http or
+/// loopback URL is a test service or a proxy, allowed as a custom endpoint).
+pub fn check_reward_gateway_url(text: &str) -> Result<(), String> {
+    let url = Url::parse(text).map_err(|e| format!("'{text}' is not a URL: {e}"))?;
+    let should = format!("it should look like {REWARD_GATEWAY_FORM}");
+    let custom = url.scheme() == "http" || is_loopback(&url);
+    let host = url.host_str().unwrap_or_default();
+    if !custom && !host.eq_ignore_ascii_case(REWARD_GATEWAY_HOST) {
+        let what = if host.to_ascii_lowercase().contains("rewardgateway") {
+            format!("is on {host}, a Reward Gateway web address, not its SCIM API ({REWARD_GATEWAY_HOST})")
+        } else {
+            format!("is on {host}, not on Reward Gateway's SCIM API host {REWARD_GATEWAY_HOST}")
+        };
+        return Err(format!("'{text}' {what}; {should}"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("'{text}' has a query or fragment; {should}"));
+    }
+    let segments: Vec<&str> = url
+        .path_segments()
+        .map(|s| s.filter(|p| !p.is_empty()).collect())
+        .unwrap_or_default();
+    let problem = reward_gateway_path_problem(&segments);
+    if let Some(problem) = problem {
+        return Err(format!("'{text}' {problem}; {should}"));
+    }
+    if !is_guid(segments[0]) {
+        return Err(format!(
+            "'{text}': '{}' is not a programme GUID (32 hexadecimal digits, e.g. 0f8fad5b-d9cb-469f-a165-70867728950e); {should}",
+            segments[0]
+        ));
+    }
+    Ok(())
+}
+
+/// What is wrong with the path of a Reward Gateway SCIM URL (its segments), if anything.
+fn reward_gateway_path_problem(segments: &[&str]) -> Option<&'static str> {
+    let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let Some(at) = lower.iter().position(|s| s == "scim") else {
+        return Some("has no /scim/v2 after the programme GUID");
+    };
+    let rest = &lower[(at + 2).min(lower.len())..];
+    match lower.get(at + 1).map(String::as_str) {
+        Some("v1") => {
+            Some("is the SCIM 1.1 API (/scim/v1); the operator speaks SCIM 2.0: use /scim/v2")
+        }
+        Some("v2") if rest.first().is_some_and(|s| s == "users") => {
+            Some("ends in /Users: give the base URL, without /Users (the operator adds it)")
+        }
+        Some("v2") if !rest.is_empty() => Some("has more after /scim/v2"),
+        Some("v2") if at != 1 => {
+            Some("must have exactly one path segment, the programme GUID, before /scim/v2")
+        }
+        Some("v2") => None,
+        _ => Some("has no /scim/v2 after the programme GUID"),
+    }
+}
+
+/// 32 hexadecimal digits, plain or as 8-4-4-4-12.
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    (lengths == [32] || lengths == [8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUID: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+
+    fn rg(url: &str) -> Result<(), String> {
+        check_reward_gateway_url(url)
+    }
+
+    #[test]
+    fn reward_gateway_urls_of_the_published_form_pass() {
+        for ok in [
+            format!("https://api.rewardgateway.net/{GUID}/scim/v2"),
+            format!("https://api.rewardgateway.net/{GUID}/scim/v2/"),
+            format!(
+                "https://API.RewardGateway.net/{}/SCIM/v2",
+                GUID.to_uppercase()
+            ),
+            "https://api.rewardgateway.net/0f8fad5bd9cb469fa16570867728950e/scim/v2".into(),
+            // Test services and proxies: the path form is checked, not the host.
+            format!("http://127.0.0.1:8080/{GUID}/scim/v2"),
+            format!("https://localhost:8443/{GUID}/scim/v2"),
+            format!("http://rg-proxy.internal/{GUID}/scim/v2"),
+        ] {
+            assert_eq!(rg(&ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn a_pasted_dashboard_url_says_what_is_wrong_and_what_it_should_be() {
+        let form = "it should look like https://api.rewardgateway.net/{programme GUID}/scim/v2";
+        for (url, says) in [
+            (
+                format!("https://acme.rewardgateway.com/{GUID}/scim/v2"),
+                "is on acme.rewardgateway.com, a Reward Gateway web address, not its SCIM API (api.rewardgateway.net)",
+            ),
+            (
+                format!("https://members.example.com/{GUID}/scim/v2"),
+                "is on members.example.com, not on Reward Gateway's SCIM API host",
+            ),
+            (
+                format!("https://api.rewardgateway.net/{GUID}"),
+                "has no /scim/v2 after the programme GUID",
+            ),
+            (
+                format!("https://api.rewardgateway.net/{GUID}/scim/v1"),
+                "is the SCIM 1.1 API (/scim/v1)",
+            ),
+            (
+                format!("https://api.rewardgateway.net/{GUID}/scim/v2/Users"),
+                "ends in /Users: give the base URL, without /Users",
+            ),
+            (
+                format!("http://127.0.0.1:9000/{GUID}/scim/v2/Users"),
+                "ends in /Users",
+            ),
+            (
+                "https://api.rewardgateway.net/scim/v2".to_string(),
+                "exactly one path segment, the programme GUID",
+            ),
+            (
+                "https://api.rewardgateway.net/acme/scim/v2".to_string(),
+                "'acme' is not a programme GUID",
+            ),
+            (
+                "http://127.0.0.1:9000/v2".to_string(),
+                "has no /scim/v2",
+            ),
+        ] {
+            let message = rg(&url).expect_err(&url);
+            assert!(message.contains(says), "{url}: {message}");
+            assert!(message.contains(form), "{url}: {message}");
+        }
+    }
+
+    #[test]
+    fn the_profile_checks_the_url_through_validate_spec() {
+        let mut spec = FreshteamIntegrationSpec::default();
+        spec.source.subdomain = "acme".into();
+        spec.source.api_key_secret_ref = crate::api::SecretKeyRef {
+            name: "ft".into(),
+            key: "k".into(),
+        };
+        spec.destination.scim.token_secret_ref = spec.source.api_key_secret_ref.clone();
+        spec.mapping.email = Some("official_email".into());
+        spec.schedule = "daily".into();
+        spec.full_reconcile.schedule = "weekly".into();
+        spec.destination.scim.url = format!("https://api.rewardgateway.net/{GUID}/scim/v2/Users");
+        assert!(
+            validate_spec(&spec, EndpointPolicy::Deny).is_ok(),
+            "Generic checks no form"
+        );
+        spec.destination.scim.profile = ScimProfile::RewardGateway;
+        let errors = validate_spec(&spec, EndpointPolicy::Deny).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "spec.destination.scim.url");
+        assert!(
+            errors[0].message.contains("ends in /Users"),
+            "{}",
+            errors[0]
+        );
+        spec.destination.scim.url = format!("https://api.rewardgateway.net/{GUID}/scim/v2");
+        assert!(validate_spec(&spec, EndpointPolicy::Deny).is_ok());
     }
 }

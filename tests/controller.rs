@@ -687,6 +687,63 @@ async fn a_custom_endpoint_is_refused_without_the_flag() {
     assert!(h.runs().await.is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reward_gateway_profile_lists_refused_names_in_the_preview_without_a_request() {
+    let peer = Peer::RewardGateway {
+        limit: 1000,
+        window: Duration::from_secs(60),
+    };
+    let h = Harness::on_peer(6, true, Mail::default(), peer, |s| {
+        s.destination.scim.profile = ScimProfile::RewardGateway;
+        s.mapping.first_name = Some("first_name".into());
+        s.mapping.last_name = Some("last_name".into());
+    })
+    .await;
+    for (id, patch) in [
+        ("E-00002", json!({"first_name": "R2-D2"})),
+        ("E-00004", json!({"last_name": "O<Brien"})),
+    ] {
+        h.sim.update_employee(id, patch).unwrap();
+    }
+    h.reconcile().await;
+    let preview = h.status().await.preview.unwrap();
+    assert_eq!(preview.phase, Some(ImportPhase::PartiallySucceeded));
+    assert_eq!((preview.would_create, preview.errors), (Some(4), Some(2)));
+    let runs = h.runs().await;
+    let rows = runs[0].status.as_ref().unwrap().errors.clone();
+    let row = |id: &str| {
+        rows.iter()
+            .find(|r| r.employee_id.as_deref() == Some(id))
+            .unwrap()
+    };
+    assert_eq!(row("E-00002").field.as_deref(), Some("firstName"));
+    assert!(row("E-00002")
+        .message
+        .starts_with("Reward Gateway refuses first names with characters other than letters"));
+    assert_eq!(row("E-00004").field.as_deref(), Some("lastName"));
+    assert!(row("E-00004").message.ends_with("\"O<Brien\" has \"<\""));
+    assert_eq!(h.scim.stats().await.totals.status(400), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reward_gateway_profile_names_a_scim_url_of_the_wrong_form() {
+    let h = Harness::new(3, true, |s| {
+        s.destination.scim.profile = ScimProfile::RewardGateway;
+    })
+    .await;
+    h.reconcile().await;
+    let status = h.status().await;
+    let (s, reason, msg) = Harness::condition(&status, "MappingValid");
+    assert_eq!((s.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert!(
+        msg.starts_with("spec.destination.scim.url: 'http://127.0.0.1:")
+            && msg.contains("/v2' has no /scim/v2 after the programme GUID; it should look like https://api.rewardgateway.net/{programme GUID}/scim/v2"),
+        "{msg}"
+    );
+    assert!(h.sim.requests().is_empty());
+    assert!(h.runs().await.is_empty());
+}
+
 /// E-mail through `smtp`, sent as rewards@acme.example.
 fn mail_through(smtp: &SmtpServer) -> Mail {
     let settings = SmtpSettings::parse(&smtp.url(), "rewards@acme.example").unwrap();

@@ -472,6 +472,7 @@ async fn uniqueness_conflict_fails_only_that_op() {
         WriteOutcome::Failed {
             field: Some("email".into()),
             message: "Taken@Example.com is already used by another account in the destination (409 uniqueness)".into(),
+            refused: None,
         }
     );
     assert_eq!(
@@ -479,6 +480,7 @@ async fn uniqueness_conflict_fails_only_that_op() {
         WriteOutcome::Failed {
             field: Some("email".into()),
             message: "taken@example.com is already used by another account in the destination (409 uniqueness)".into(),
+            refused: None,
         }
     );
     assert!(matches!(outcomes[3], WriteOutcome::Created { .. }));
@@ -570,7 +572,8 @@ async fn update_of_a_deleted_member_fails_with_the_reason() {
             apply(&client, std::slice::from_ref(&op)).await,
             vec![WriteOutcome::Failed {
                 field: None,
-                message: "member was deleted in the destination during the run".into()
+                message: "member was deleted in the destination during the run".into(),
+                refused: None,
             }]
         );
     }
@@ -750,6 +753,7 @@ async fn bulk_sends_creates_and_patches_in_chunks() {
         WriteOutcome::Failed {
             field: Some("email".into()),
             message: "taken@example.com is already used by another account in the destination (409 uniqueness)".into(),
+            refused: None,
         }
     );
     // The same member twice (ops 4 and 7): the first PATCH makes the second one's

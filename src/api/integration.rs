@@ -150,8 +150,26 @@ pub struct DestinationSpec {
 pub struct ScimDestinationSpec {
     /// Base URL of the SCIM API, e.g. `https://members.example.com/scim/v2`.
     pub url: String,
+    /// Which service this is, for checks before anything is sent: `Generic` (the
+    /// default) checks nothing beyond RFC 7643; `RewardGateway` checks the URL form and
+    /// Reward Gateway's published member validation (names, e-mail), so that a member it
+    /// would refuse is an error row without a request.
+    #[serde(default)]
+    pub profile: ScimProfile,
     /// The Secret key holding the SCIM bearer token.
     pub token_secret_ref: SecretKeyRef,
+}
+
+/// `spec.destination.scim.profile`.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum ScimProfile {
+    /// Any SCIM 2.0 service: nothing checked beyond RFC 7643.
+    #[default]
+    Generic,
+    /// Reward Gateway (`https://api.rewardgateway.net/{programme GUID}/scim/v2`).
+    RewardGateway,
 }
 
 /// Member field ← Freshteam field. A Freshteam field is a field name of the employee

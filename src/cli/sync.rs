@@ -171,6 +171,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
             None => ConvergenceNotes::default(),
         },
         when_removed: spec.leavers.when_removed,
+        profile: spec.destination.scim.profile,
         mode: Some(ModePolicy {
             requested: match args.mode {
                 ModeArg::Full => RequestedMode::Full,

@@ -354,6 +354,7 @@ impl Run {
                     dry_run: req.start.dry_run,
                     max_leavers_percent: fti.spec.safety.max_leavers_percent,
                     approved_leavers,
+                    profile: fti.spec.destination.scim.profile,
                     stop: stop.clone(),
                     convergence: self.notes.load().await,
                     when_removed: fti.spec.leavers.when_removed,

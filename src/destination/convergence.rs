@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::destination::WriteOp;
 use crate::member::{Attr, Change};
 
 /// Notes kept at most; past this a run keeps the first ones (by Employee ID) and the
@@ -20,20 +21,24 @@ pub(crate) const MAX_NOTES: usize = 10_000;
 /// in sections of their own, what the run learnt about each destination.
 ///
 /// Stored as one map: the member notes by Employee ID, and each section under a key
-/// starting with `@` (`@writeForm`: destination URL → the update form that works there).
-/// Every value is a map of strings, so the cluster's sharded store keeps sections like
-/// notes. Notes written before there were sections read as they are; a section a build
-/// does not know is skipped.
+/// starting with `@` (`@writeForm`: destination URL → the update form that works there;
+/// `@refusals`: Employee ID → the write the destination refused). Every value is a map of
+/// strings, so the cluster's sharded store keeps sections like notes. Notes written before
+/// there were sections read as they are; a section a build does not know is skipped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConvergenceNotes {
     notes: BTreeMap<String, BTreeMap<String, String>>,
     /// Destination URL → the update form that works there (see `WriteForm` in the SCIM
     /// client): a later run starts with it instead of failing with finer ones first.
     write_forms: BTreeMap<String, String>,
+    /// Writes the destination refused (see [`Refusals`]).
+    refusals: Refusals,
 }
 
 /// The key of the write-form section.
 const WRITE_FORM_KEY: &str = "@writeForm";
+/// The key of the refusals section.
+const REFUSALS_KEY: &str = "@refusals";
 
 impl Serialize for ConvergenceNotes {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -44,6 +49,9 @@ impl Serialize for ConvergenceNotes {
         }
         if !self.write_forms.is_empty() {
             map.serialize_entry(WRITE_FORM_KEY, &self.write_forms)?;
+        }
+        if !self.refusals.is_empty() {
+            map.serialize_entry(REFUSALS_KEY, &self.refusals)?;
         }
         map.end()
     }
@@ -63,6 +71,8 @@ impl<'de> Deserialize<'de> for ConvergenceNotes {
                 while let Some(key) = map.next_key::<String>()? {
                     if key == WRITE_FORM_KEY {
                         out.write_forms = map.next_value()?;
+                    } else if key == REFUSALS_KEY {
+                        out.refusals = map.next_value()?;
                     } else if key.starts_with('@') {
                         map.next_value::<IgnoredAny>()?;
                     } else {
@@ -100,7 +110,7 @@ impl ConvergenceNotes {
 
     /// Nothing noted at all (no member notes, no section).
     pub fn is_empty(&self) -> bool {
-        self.notes.is_empty() && self.write_forms.is_empty()
+        self.notes.is_empty() && self.write_forms.is_empty() && self.refusals.is_empty()
     }
 
     /// Whether any member has a note.
@@ -132,6 +142,15 @@ impl ConvergenceNotes {
                 self.write_forms.remove(destination);
             }
         }
+    }
+
+    /// The writes the destination refused (their own section).
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
+    }
+
+    pub fn refusals_mut(&mut self) -> &mut Refusals {
+        &mut self.refusals
     }
 
     /// Removes from `changes` the ones this member had written before with the same
@@ -178,6 +197,148 @@ impl ConvergenceNotes {
             }
         }
     }
+}
+
+// ---- refusals ----------------------------------------------------------------------
+
+/// Refusals kept at most (a refused member is rare; past this, the others are simply
+/// sent again next run). Each is under 400 bytes: the section stays under 0.4 MB, in
+/// one state object.
+pub(crate) const MAX_REFUSALS: usize = 1_000;
+/// Longest service detail kept, in characters.
+const MAX_DETAIL: usize = 300;
+
+/// A write the destination refused (HTTP 400): the hash of what was sent, the day, and
+/// the service's answer (`400 invalidValue: …`). While the same write would be sent
+/// again (same hash) it is not: the values must change in Freshteam first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub hash: String,
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub detail: String,
+}
+
+/// Kept as one text: `<hash> <date> <detail>` (the state's entries are texts).
+impl Serialize for Refusal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{} {} {}", self.hash, self.date, self.detail))
+    }
+}
+
+impl<'de> Deserialize<'de> for Refusal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut parts = text.splitn(3, ' ');
+        let (Some(hash), Some(date)) = (parts.next(), parts.next()) else {
+            return Err(serde::de::Error::custom(
+                "a refusal is '<hash> <date> <detail>'",
+            ));
+        };
+        Ok(Refusal {
+            hash: hash.to_string(),
+            date: date.to_string(),
+            detail: parts.next().unwrap_or_default().to_string(),
+        })
+    }
+}
+
+/// Employee ID → the write the destination last refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Refusals(BTreeMap<String, Refusal>);
+
+impl Refusals {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn get(&self, employee_id: &str) -> Option<&Refusal> {
+        self.0.get(employee_id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Refusal)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// This member's refusal, when `write` is the write that was refused.
+    pub fn same_write(&self, employee_id: &str, write: &WriteOp) -> Option<&Refusal> {
+        self.get(employee_id)
+            .filter(|r| r.hash == write_hash(write))
+    }
+
+    /// Records that the destination refused `write` on `date` with `detail`.
+    pub fn record(&mut self, employee_id: &str, write: &WriteOp, date: &str, detail: &str) {
+        if self.0.len() >= MAX_REFUSALS && !self.0.contains_key(employee_id) {
+            return;
+        }
+        let detail: String = detail.chars().take(MAX_DETAIL).collect();
+        self.0.insert(
+            employee_id.to_string(),
+            Refusal {
+                hash: write_hash(write),
+                date: date.to_string(),
+                detail: detail.replace(['\n', '\r'], " "),
+            },
+        );
+    }
+
+    /// Keeps `refusal` (still standing) for the next run.
+    pub fn carry(&mut self, employee_id: &str, refusal: &Refusal) {
+        if self.0.len() < MAX_REFUSALS || self.0.contains_key(employee_id) {
+            self.0.insert(employee_id.to_string(), refusal.clone());
+        }
+    }
+}
+
+/// The hash of what a write sends: a create's member, an update's changes. Not the
+/// destination's id or version: the same values refused again are the same write.
+pub(crate) fn write_hash(write: &WriteOp) -> String {
+    let mut text = String::new();
+    match write {
+        WriteOp::Create { member } => {
+            text.push_str("create");
+            for attr in Attr::ALL {
+                text.push('\0');
+                text.push_str(attr.field_name());
+                match member.get(attr) {
+                    Some(v) => {
+                        text.push('=');
+                        text.push_str(v);
+                    }
+                    None => text.push('\x01'),
+                }
+            }
+            text.push_str(if member.active {
+                "\0active"
+            } else {
+                "\0inactive"
+            });
+        }
+        WriteOp::Update { changes, .. } => {
+            text.push_str("update");
+            for change in changes {
+                text.push('\0');
+                match change {
+                    Change::Set(attr, v) => {
+                        text.push_str(attr.field_name());
+                        text.push('=');
+                        text.push_str(v);
+                    }
+                    Change::Clear(attr) => {
+                        text.push_str(attr.field_name());
+                        text.push('\x01');
+                    }
+                    Change::Active(a) => text.push_str(if *a { "active" } else { "inactive" }),
+                }
+            }
+        }
+    }
+    format!("{:016x}", fnv1a(text.as_bytes()))
 }
 
 #[cfg(test)]
@@ -259,5 +420,103 @@ mod tests {
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         let back: ConvergenceNotes = serde_json::from_value(json).unwrap();
         assert_eq!(back, notes);
+    }
+
+    fn create(first_name: &str) -> WriteOp {
+        WriteOp::Create {
+            member: crate::member::Member {
+                employee_id: "E2".into(),
+                email: "r2@example.com".into(),
+                first_name: Some(first_name.into()),
+                active: true,
+                ..crate::member::Member::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_refusal_stands_while_the_write_is_the_same() {
+        let mut refusals = Refusals::default();
+        refusals.record(
+            "E2",
+            &create("R2-D2"),
+            "2026-12-05",
+            "400 invalidValue: name.givenName\nhas digits",
+        );
+        let r = refusals.same_write("E2", &create("R2-D2")).unwrap();
+        assert_eq!(r.date, "2026-12-05");
+        assert_eq!(r.detail, "400 invalidValue: name.givenName has digits");
+        assert!(refusals.same_write("E2", &create("Artoo")).is_none());
+        assert!(refusals.same_write("E3", &create("R2-D2")).is_none());
+        let update = WriteOp::Update {
+            id: "u1".into(),
+            version: Some("W/1".into()),
+            has_work_email: true,
+            changes: vec![Change::Set(Attr::FirstName, "R2-D2".into())],
+            desired: crate::member::Member::default(),
+            managed: crate::member::AttrSet::default(),
+        };
+        refusals.record("E4", &update, "2026-12-05", "400 invalidValue");
+        let mut later = update.clone();
+        if let WriteOp::Update { version, .. } = &mut later {
+            *version = Some("W/2".into());
+        }
+        assert!(
+            refusals.same_write("E4", &later).is_some(),
+            "the version is not the write"
+        );
+    }
+
+    #[test]
+    fn refusals_are_a_section_of_their_own_and_old_states_read() {
+        let old = serde_json::json!({"E1": {"jobTitle": "00000000000000aa"}});
+        let notes: ConvergenceNotes = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(notes.len(), 1);
+        assert!(notes.refusals().is_empty());
+        assert_eq!(
+            serde_json::to_value(&notes).unwrap(),
+            old,
+            "no section when empty"
+        );
+
+        let mut notes = notes;
+        notes.refusals_mut().record(
+            "E2",
+            &create("R2-D2"),
+            "2026-12-05",
+            "400 invalidValue: bad name",
+        );
+        assert!(!notes.is_empty());
+        let json = serde_json::to_value(&notes).unwrap();
+        let hash = write_hash(&create("R2-D2"));
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "E1": {"jobTitle": "00000000000000aa"},
+                "@refusals": {"E2": format!("{hash} 2026-12-05 400 invalidValue: bad name")}
+            })
+        );
+        // The controller keeps entries as Employee ID → text map: the section fits.
+        let entries: BTreeMap<String, BTreeMap<String, String>> =
+            serde_json::from_value(json.clone()).unwrap();
+        let back: ConvergenceNotes =
+            serde_json::from_value(serde_json::to_value(entries).unwrap()).unwrap();
+        assert_eq!(back, notes);
+        assert_eq!(back.len(), 1, "a refusal is not a note");
+    }
+
+    #[test]
+    fn refusals_are_bounded() {
+        let mut refusals = Refusals::default();
+        for n in 0..MAX_REFUSALS + 5 {
+            refusals.record(&format!("E{n}"), &create("X1"), "2026-12-05", "400");
+        }
+        assert_eq!(refusals.len(), MAX_REFUSALS);
+        refusals.record("E0", &create("X2"), "2026-12-06", "400");
+        assert_eq!(
+            refusals.get("E0").unwrap().date,
+            "2026-12-06",
+            "a kept one is replaced"
+        );
     }
 }

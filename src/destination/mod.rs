@@ -1,13 +1,14 @@
 //! The destination: the rewards platform's member directory (SCIM 2.0).
 
 pub(crate) mod convergence;
+pub(crate) mod profile;
 pub(crate) mod scim;
 
 use async_trait::async_trait;
 
 use crate::member::{Attr, AttrSet, Change, Member, MemberFields, PackedMember};
 
-pub use convergence::ConvergenceNotes;
+pub use convergence::{ConvergenceNotes, Refusal, Refusals};
 pub use scim::{BulkLimits, BulkMode, Capabilities, Keeps, ScimClient, ScimConfig};
 
 /// A member as the destination holds it.
@@ -181,6 +182,10 @@ pub enum WriteOutcome {
     Failed {
         field: Option<String>,
         message: String,
+        /// Set when the service refused the member's values (HTTP 400): its answer
+        /// (`400 invalidValue: …`). The same write is then not sent again until the
+        /// values change ([`convergence::Refusals`]).
+        refused: Option<String>,
     },
 }
 

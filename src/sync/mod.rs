@@ -4,7 +4,9 @@
 pub(crate) mod after_run;
 mod incremental;
 pub(crate) mod mode;
+mod profile;
 mod read;
+mod refusals;
 pub(crate) mod report;
 pub(crate) mod stop;
 #[cfg(test)]
@@ -54,6 +56,8 @@ pub struct ImportOptions {
     pub approved_leavers: Option<u32>,
     /// `spec.leavers.whenRemoved`.
     pub when_removed: WhenRemoved,
+    /// `spec.destination.scim.profile`: members it refuses are error rows, never sent.
+    pub profile: crate::api::ScimProfile,
     /// Asks the run to stop at its next safe point (the run ends `Interrupted`).
     pub stop: StopSignal,
     /// Values earlier runs wrote that the destination did not keep (from the state).
@@ -341,6 +345,7 @@ pub async fn run_import_with_ledger(
             None => PlanScope::Everyone,
         },
     };
+    let (desired, mut refused) = profile::screen(desired, options.profile, managed);
     let managed_ids = ledger.as_ref().map(|l| l as &dyn ManagedIds);
     let mut planned = plan_sets(&desired, &current, managed_ids, &plan_options);
     let vanished = std::mem::take(&mut planned.vanished);
@@ -350,6 +355,13 @@ pub async fn run_import_with_ledger(
         vanished: &vanished,
     };
     let (held_rows, mut notes) = hold_back_unkept(&mut planned, sets, &options.convergence);
+    let refused_rows = refusals::hold_back_refused(
+        &mut planned,
+        sets,
+        &options.convergence,
+        &mut notes,
+        since.is_some(),
+    );
     let decided = total.saturating_sub(planned.writes.len() as u64);
     progress.advance(decided);
 
@@ -387,6 +399,8 @@ pub async fn run_import_with_ledger(
             .collect();
     }
     report.extend(held_rows);
+    refused += refused_rows.len();
+    report.extend(refused_rows);
     // Why creates were held back, when they were.
     let mut held_back: Option<String> = None;
     // The ledger as this run recorded it.
@@ -478,6 +492,7 @@ pub async fn run_import_with_ledger(
                 }
                 _ => {}
             }
+            refused += usize::from(refusals::remember(&mut notes, item, sets, &result, clock));
             let failed = matches!(result, WriteOutcome::Failed { .. });
             tally(item, sets, result, &mut summary, &mut report);
             if !failed {
@@ -506,11 +521,12 @@ pub async fn run_import_with_ledger(
     }
 
     // Only a run that went through moves the cursor on: anything less reads again from
-    // where the last one that did started.
+    // where the last one that did started. Members the destination refuses for their
+    // values do not hold it back: a change of those values is a change the next run reads.
     let went_through = stopped.is_none()
         && planned.blocked.is_none()
         && held_back.is_none()
-        && !report.iter().any(|r| r.severity == "error");
+        && report.iter().filter(|r| r.severity == "error").count() == refused;
     drop(planned.writes);
     drop(desired);
     // A run that saw only some accounts cannot tell who has none.
@@ -916,6 +932,7 @@ async fn apply_writes(
             *r = Some(WriteOutcome::Failed {
                 field: None,
                 message: "the destination returned no outcome for this write".into(),
+                refused: None,
             });
         }
     }
@@ -957,7 +974,7 @@ fn tally(
     report: &mut Vec<RecordError>,
 ) {
     match result {
-        WriteOutcome::Failed { field, message } => report.push(RecordError {
+        WriteOutcome::Failed { field, message, .. } => report.push(RecordError {
             employee_id: Some(sets.employee_id(item).to_string()),
             email: Some(sets.email(item).to_string()),
             field,

@@ -1,3 +1,5 @@
+mod refusals;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
@@ -100,6 +102,7 @@ impl MemberDirectory for FakeDirectory {
                 WriteOutcome::Failed {
                     field: Some("email".into()),
                     message: "409 uniqueness".into(),
+                    refused: None,
                 }
             } else {
                 let mut members = self.members.lock().unwrap();

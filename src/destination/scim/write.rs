@@ -88,6 +88,7 @@ fn failed(field: Option<&str>, message: impl Into<String>) -> WriteOutcome {
     WriteOutcome::Failed {
         field: field.map(str::to_string),
         message: message.into(),
+        refused: None,
     }
 }
 
@@ -190,10 +191,13 @@ impl ScimClient {
             .detail
             .map(|d| format!(": {}", self.redact(&d)))
             .unwrap_or_default();
-        failed(
-            None,
-            format!("{what}: the destination answered {status}{kind}{detail}"),
-        )
+        let answer = format!("{status}{kind}{detail}");
+        let mut outcome = failed(None, format!("{what}: the destination answered {answer}"));
+        // A 400 refuses the member's values: the same write would be refused again.
+        if let WriteOutcome::Failed { refused, .. } = &mut outcome {
+            *refused = (status == 400).then_some(answer);
+        }
+        outcome
     }
 
     async fn create(&self, member: &Member, maybe_applied: bool) -> WriteOutcome {
