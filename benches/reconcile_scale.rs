@@ -226,6 +226,7 @@ async fn create_integrations(client: &Client, sim_url: &str, from: usize, to: us
                                 name: format!("ft-{i}"),
                                 key: "token".into(),
                             },
+                            ..ScimDestinationSpec::default()
                         },
                     },
                     mapping: MappingSpec::default(),

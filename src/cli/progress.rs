@@ -38,6 +38,13 @@ impl ProgressSink for TerminalProgress {
             bar.inc(n);
         }
     }
+    fn waiting(&self, wait: Option<&crate::progress::Wait>) {
+        let Some(wait) = wait else { return };
+        match &self.bar {
+            Some(bar) => bar.set_message(wait.message()),
+            None => eprintln!("{}", wait.message()),
+        }
+    }
     fn warn(&self, message: &str) {
         match &self.bar {
             Some(bar) => bar.suspend(|| eprintln!("warning: {message}")),

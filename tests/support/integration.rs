@@ -31,6 +31,7 @@ pub fn integration(namespace: &str, name: &str) -> IntegrationBuilder {
                     name: "members-scim".into(),
                     key: "token".into(),
                 },
+                ..ScimDestinationSpec::default()
             },
         },
         schedule: "daily".into(),

@@ -1,0 +1,70 @@
+//! One HTTP policy for both clients (Freshteam and SCIM): how an answer is classified,
+//! how long to back off, what the rate-limit headers say, and one throttle ("budget")
+//! that every request to a service waits on together instead of each sleeping alone.
+//!
+//! - [`classify`]: done, retry (5xx, 408, a timeout), throttled (429, with the wait the
+//!   service asked for), or fatal (any other 4xx).
+//! - [`backoff`]: the jittered doubling delay between retries of a failed request.
+//! - [`headers`]: `Retry-After` and the rate-limit headers in the spellings services use.
+//! - [`Budget`]: the gate a request passes before it is sent; [`Budgets`]: the
+//!   process-wide registry of destination budgets, keyed by service and endpoint.
+
+mod backoff;
+mod budget;
+mod duration;
+mod headers;
+mod registry;
+
+use std::time::Duration;
+
+pub(crate) use backoff::backoff;
+pub(crate) use budget::{Budget, Hint, Permit};
+pub use duration::{parse_duration, show_duration, Pace};
+pub(crate) use headers::{retry_after, RateHeaders, MAX_RETRY_AFTER};
+pub use registry::{budgets, endpoint_of, BudgetCounts, Budgets};
+
+/// Attempts a request gets when the service fails it (5xx, a timeout, a broken
+/// connection): the first and one retry; the final answer goes back to the caller.
+/// A 429 is not a failure: it waits for the budget and uses no attempt.
+pub const FAILURE_ATTEMPTS: u32 = 2;
+
+/// What to do with an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// A final answer (2xx, 3xx, or a 4xx the caller reads).
+    Done,
+    /// The service failed this attempt (5xx, 408): worth one more try.
+    Retry,
+    /// Too many requests: wait (the service's own wait when it said one) and send again.
+    Throttled(Option<Duration>),
+}
+
+/// Classifies a status; `wait` is what the answer's headers ask (`Retry-After`, else the
+/// reset of the rate-limit window).
+pub(crate) fn classify(status: u16, wait: Option<Duration>) -> Verdict {
+    match status {
+        429 => Verdict::Throttled(wait),
+        408 | 500..=599 => Verdict::Retry,
+        _ => Verdict::Done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_done_retried_or_throttled() {
+        assert_eq!(classify(200, None), Verdict::Done);
+        assert_eq!(classify(400, None), Verdict::Done);
+        assert_eq!(classify(404, None), Verdict::Done);
+        assert_eq!(classify(500, None), Verdict::Retry);
+        assert_eq!(classify(503, Some(Duration::from_secs(3))), Verdict::Retry);
+        assert_eq!(classify(408, None), Verdict::Retry);
+        assert_eq!(
+            classify(429, Some(Duration::from_secs(3))),
+            Verdict::Throttled(Some(Duration::from_secs(3)))
+        );
+        assert_eq!(classify(429, None), Verdict::Throttled(None));
+    }
+}
