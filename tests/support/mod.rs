@@ -10,6 +10,7 @@ pub mod controlplane;
 pub mod fault_front;
 mod integration;
 mod net;
+pub mod peers;
 pub mod smtp;
 pub mod sync_env;
 
@@ -60,6 +61,7 @@ pub struct ScimServer {
     pub url: String,
     pub token: String,
     pub port: u16,
+    pub peer: Peer,
     child: Child,
     log: tempfile::NamedTempFile,
     http: reqwest::Client,
@@ -100,6 +102,26 @@ pub enum Peer {
     /// SCIMMY with its Express routers (npm), as documented, Users in memory: core
     /// schema only (the enterprise extension is dropped), no ETags, pages of 200.
     Scimmy,
+    /// `tests/peers/reward_gateway.py`: scim2-server shaped like Reward Gateway (base
+    /// URL with a programme prefix, `limit` requests per `window` per endpoint, 429s,
+    /// no `/Bulk`, pages of 100, its member validation); admin calls in [`peers`].
+    RewardGateway { limit: u32, window: Duration },
+    /// `tests/peers/partial.py`: 500 to attribute-path PATCHes, drops `title` and the
+    /// enterprise extension while announcing them.
+    Partial,
+    /// `tests/peers/hostile.py`: a list that is not what it says.
+    Hostile(HostileList),
+}
+
+/// The hostile peer's list (see `tests/peers/hostile.py`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostileList {
+    /// `totalResults` 10^12, full pages.
+    HugeTotal,
+    /// Full pages of new users forever, `totalResults` always one page ahead.
+    Endless,
+    /// One user per page whatever `count` asks, never ending.
+    Trickle,
 }
 
 /// The SCIMMY peer's script (`scripts/setup-peers` installs its packages).
@@ -116,19 +138,22 @@ impl ScimServer {
 
     /// Starts `peer` on a free port with a fresh bearer token.
     pub fn start_peer(peer: Peer) -> ScimServer {
-        let (binary, prefix): (PathBuf, Vec<String>) = match peer {
-            Peer::Scim2Server => (scim2_server_binary(), Vec::new()),
-            Peer::Scimmy => (
+        let launch = peers::launch(peer);
+        let (binary, prefix): (PathBuf, Vec<String>) = match (&launch, peer) {
+            (Some(l), _) => (l.program.clone(), l.args.clone()),
+            (None, Peer::Scimmy) => (
                 PathBuf::from("node"),
                 vec![scimmy_script().display().to_string()],
             ),
+            (None, _) => (scim2_server_binary(), Vec::new()),
         };
-        let missing = match peer {
-            Peer::Scim2Server => !binary.exists(),
-            Peer::Scimmy => !scimmy_script()
+        let missing = match (&launch, peer) {
+            (Some(l), _) => !l.installed,
+            (None, Peer::Scimmy) => !scimmy_script()
                 .with_file_name("node_modules")
                 .join("scimmy")
                 .exists(),
+            (None, _) => !binary.exists(),
         };
         if missing {
             panic!(
@@ -136,6 +161,10 @@ impl ScimServer {
                  installs scripts/scimmy-peer), or set SCIM2_SERVER to the scim2-server binary"
             );
         }
+        let base = launch.as_ref().map_or("/v2", |l| l.base.as_str());
+        let probe_path = launch
+            .as_ref()
+            .map_or("/v2/Users?count=1", |l| l.probe.as_str());
         let token = format!("test-token-{:016x}", rand::random::<u64>());
         let mut last_log = String::new();
         // The free port can be taken by someone else before the server binds it: retry.
@@ -151,9 +180,10 @@ impl ScimServer {
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
             let mut server = ScimServer {
-                url: format!("http://127.0.0.1:{port}/v2"),
+                url: format!("http://127.0.0.1:{port}{base}"),
                 token: token.clone(),
                 port,
+                peer,
                 child,
                 log,
                 http: reqwest::Client::new(),
@@ -164,7 +194,7 @@ impl ScimServer {
                     break;
                 }
                 // An answer to this token proves it is this server, not another test's.
-                if probe(port, "/v2/Users?count=1", &token) == Some(200) {
+                if probe(port, probe_path, &token) == Some(200) {
                     return server;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -192,8 +222,12 @@ impl ScimServer {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"))
     }
 
-    /// Every User, as raw JSON.
+    /// Every User, as raw JSON (from the Reward Gateway-shaped peer through its admin
+    /// call, so that looking spends none of its budget).
     pub async fn users(&self) -> Vec<Value> {
+        if matches!(self.peer, Peer::RewardGateway { .. }) {
+            return self.admin_users().await;
+        }
         let mut users = Vec::new();
         loop {
             let resp = self
@@ -222,6 +256,10 @@ impl ScimServer {
 
     /// One User by id (`None` when absent).
     pub async fn user(&self, id: &str) -> Option<Value> {
+        if matches!(self.peer, Peer::RewardGateway { .. }) {
+            let users = self.admin_users().await;
+            return users.into_iter().find(|u| u["id"] == id);
+        }
         let resp = self
             .request(reqwest::Method::GET, &format!("/Users/{id}"))
             .send()
@@ -235,6 +273,16 @@ impl ScimServer {
 
     /// The User with this `externalId`, if exactly one has it.
     pub async fn user_by_external_id(&self, external_id: &str) -> Option<Value> {
+        if matches!(self.peer, Peer::RewardGateway { .. }) {
+            let mut found: Vec<Value> = (self.admin_users().await.into_iter())
+                .filter(|u| u["externalId"] == external_id)
+                .collect();
+            assert!(
+                found.len() <= 1,
+                "several users with externalId {external_id}"
+            );
+            return found.pop();
+        }
         let resp = self
             .request(reqwest::Method::GET, "/Users")
             .query(&[("filter", format!("externalId eq \"{external_id}\""))])
