@@ -164,3 +164,44 @@ async fn two_integrations_share_one_budget() {
         "{wall:?} / {floor:?}"
     );
 }
+
+/// Another client of the same address has spent the window: `sync` meets a 429, waits
+/// for the window the headers announce and sends again; every member is created, none
+/// becomes an error row.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_waits_for_the_window_and_never_becomes_an_error_row() {
+    let env = Env::start_on(
+        12,
+        Peer::RewardGateway {
+            limit: 5,
+            window: Duration::from_secs(2),
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        http.get(format!("{}/Users?count=1", env.scim.url))
+            .bearer_auth(&env.scim.token)
+            .send()
+            .await
+            .unwrap();
+    }
+    env.scim.reset_stats().await;
+    let run = env.sync(&[]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let summary = run.summary();
+    assert_eq!(summary["created"], 12, "{}", run.stdout);
+    assert_eq!(summary["errors"], 0, "{}", run.stdout);
+    let users = env.scim.stats().await.endpoint("/Users");
+    eprintln!(
+        "a spent window: /Users {} requests, {} answered 429",
+        users.requests, users.throttled
+    );
+    assert!(users.throttled >= 1, "{users:?}");
+    assert!(
+        run.stderr
+            .contains("waiting for the destination's rate limit (/Users) until "),
+        "{}",
+        run.stderr
+    );
+}

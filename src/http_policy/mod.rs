@@ -2,8 +2,8 @@
 //! how long to back off, what the rate-limit headers say, and one throttle ("budget")
 //! that every request to a service waits on together instead of each sleeping alone.
 //!
-//! - [`classify`]: done, retry (5xx, 408, a timeout), throttled (429, with the wait the
-//!   service asked for), or fatal (any other 4xx).
+//! - [`classify`]: done, retry (5xx but 501 and 505, 408, a timeout), throttled (429,
+//!   with the wait the service asked for); anything else is the final answer.
 //! - [`backoff`]: the jittered doubling delay between retries of a failed request.
 //! - [`headers`]: `Retry-After` and the rate-limit headers in the spellings services use.
 //! - [`Budget`]: the gate a request passes before it is sent; [`Budgets`]: the
@@ -33,7 +33,7 @@ pub const FAILURE_ATTEMPTS: u32 = 2;
 pub(crate) enum Verdict {
     /// A final answer (2xx, 3xx, or a 4xx the caller reads).
     Done,
-    /// The service failed this attempt (5xx, 408): worth one more try.
+    /// The service failed this attempt (5xx, 408): worth another try.
     Retry,
     /// Too many requests: wait (the service's own wait when it said one) and send again.
     Throttled(Option<Duration>),
@@ -44,7 +44,8 @@ pub(crate) enum Verdict {
 pub(crate) fn classify(status: u16, wait: Option<Duration>) -> Verdict {
     match status {
         429 => Verdict::Throttled(wait),
-        408 | 500..=599 => Verdict::Retry,
+        // 501 and 505 say what the service never does: asking again changes nothing.
+        408 | 500 | 502..=504 | 506..=599 => Verdict::Retry,
         _ => Verdict::Done,
     }
 }
@@ -59,6 +60,7 @@ mod tests {
         assert_eq!(classify(400, None), Verdict::Done);
         assert_eq!(classify(404, None), Verdict::Done);
         assert_eq!(classify(500, None), Verdict::Retry);
+        assert_eq!(classify(501, None), Verdict::Done);
         assert_eq!(classify(503, Some(Duration::from_secs(3))), Verdict::Retry);
         assert_eq!(classify(408, None), Verdict::Retry);
         assert_eq!(
