@@ -159,6 +159,17 @@ pub(crate) enum Hint {
     None,
 }
 
+impl Hint {
+    /// What a 429 said: its `Retry-After`, else its rate-limit window's reset.
+    pub(crate) fn of(retry_after: Option<Duration>, reset: Option<Duration>) -> Self {
+        match (retry_after, reset) {
+            (Some(d), _) => Hint::RetryAfter(d),
+            (None, Some(d)) => Hint::Reset(d),
+            (None, None) => Hint::None,
+        }
+    }
+}
+
 impl Budget {
     pub(crate) fn new(concurrency: usize) -> Self {
         Self::with_counters(concurrency, None, Arc::default())

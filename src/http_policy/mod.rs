@@ -15,8 +15,6 @@ mod duration;
 mod headers;
 mod registry;
 
-use std::time::Duration;
-
 pub(crate) use backoff::backoff;
 pub(crate) use budget::{Budget, Hint, Permit};
 pub use duration::{parse_duration, show_duration, Pace};
@@ -35,15 +33,15 @@ pub(crate) enum Verdict {
     Done,
     /// The service failed this attempt (5xx, 408): worth another try.
     Retry,
-    /// Too many requests: wait (the service's own wait when it said one) and send again.
-    Throttled(Option<Duration>),
+    /// Too many requests: wait for the budget (`Retry-After`, else the window's reset,
+    /// see [`Hint`]) and send again.
+    Throttled,
 }
 
-/// Classifies a status; `wait` is what the answer's headers ask (`Retry-After`, else the
-/// reset of the rate-limit window).
-pub(crate) fn classify(status: u16, wait: Option<Duration>) -> Verdict {
+/// Classifies an answer's status.
+pub(crate) fn classify(status: u16) -> Verdict {
     match status {
-        429 => Verdict::Throttled(wait),
+        429 => Verdict::Throttled,
         // 501 and 505 say what the service never does: asking again changes nothing.
         408 | 500 | 502..=504 | 506..=599 => Verdict::Retry,
         _ => Verdict::Done,
@@ -56,17 +54,14 @@ mod tests {
 
     #[test]
     fn answers_are_done_retried_or_throttled() {
-        assert_eq!(classify(200, None), Verdict::Done);
-        assert_eq!(classify(400, None), Verdict::Done);
-        assert_eq!(classify(404, None), Verdict::Done);
-        assert_eq!(classify(500, None), Verdict::Retry);
-        assert_eq!(classify(501, None), Verdict::Done);
-        assert_eq!(classify(503, Some(Duration::from_secs(3))), Verdict::Retry);
-        assert_eq!(classify(408, None), Verdict::Retry);
-        assert_eq!(
-            classify(429, Some(Duration::from_secs(3))),
-            Verdict::Throttled(Some(Duration::from_secs(3)))
-        );
-        assert_eq!(classify(429, None), Verdict::Throttled(None));
+        assert_eq!(classify(200), Verdict::Done);
+        assert_eq!(classify(400), Verdict::Done);
+        assert_eq!(classify(404), Verdict::Done);
+        assert_eq!(classify(500), Verdict::Retry);
+        assert_eq!(classify(501), Verdict::Done);
+        assert_eq!(classify(503), Verdict::Retry);
+        assert_eq!(classify(505), Verdict::Done);
+        assert_eq!(classify(408), Verdict::Retry);
+        assert_eq!(classify(429), Verdict::Throttled);
     }
 }

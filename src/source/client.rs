@@ -384,14 +384,11 @@ impl FreshteamClient {
             "Freshteam response"
         );
 
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        let verdict = retry::classify(status.as_u16());
+        if verdict == retry::Verdict::Throttled {
             let retry_after = retry::retry_after(response.headers(), SystemTime::now());
             drop(response);
-            let added = permit.throttled_with(match (retry_after, rate.reset) {
-                (Some(d), _) => retry::Hint::RetryAfter(d),
-                (None, Some(reset)) => retry::Hint::Reset(reset),
-                (None, None) => retry::Hint::None,
-            });
+            let added = permit.throttled_with(retry::Hint::of(retry_after, rate.reset));
             run.throttled.fetch_add(1, Ordering::Relaxed);
             debug!(
                 path = %path,
@@ -411,7 +408,7 @@ impl FreshteamClient {
                 Err(p) => Ok(Attempt::Retry(p)),
             };
         }
-        if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+        if verdict == retry::Verdict::Retry {
             let detail = self.error_detail(response).await;
             return Ok(Attempt::Retry(Problem::Other(format!(
                 "HTTP {status}{detail}"

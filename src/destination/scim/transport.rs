@@ -129,14 +129,10 @@ impl ScimClient {
                 Ok((status, headers, body)) => {
                     let rate = RateHeaders::parse(&headers);
                     let wait = http_policy::retry_after(&headers, SystemTime::now());
-                    match http_policy::classify(status.as_u16(), wait.or(rate.reset)) {
-                        Verdict::Throttled(_) => {
+                    match http_policy::classify(status.as_u16()) {
+                        Verdict::Throttled => {
                             self.throttled.fetch_add(1, Ordering::Relaxed);
-                            let hint = match (wait, rate.reset) {
-                                (Some(d), _) => Hint::RetryAfter(d),
-                                (None, Some(d)) => Hint::Reset(d),
-                                (None, None) => Hint::None,
-                            };
+                            let hint = Hint::of(wait, rate.reset);
                             permit.throttled_with(hint);
                             debug!(%method, %url, ?hint, "rate limited, waiting for the budget");
                             continue;
