@@ -6,12 +6,15 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
-use crate::api::FreshteamIntegrationSpec;
+use crate::api::{FreshteamIntegrationSpec, DEFAULT_RUN_DEADLINE};
 use crate::destination::scim::BulkMode;
 use crate::destination::{MemberDirectory, ScimClient, ScimConfig};
 use crate::egress::Egress;
+use crate::http_policy::{parse_duration, Pace};
 use crate::secret::SecretString;
 use crate::source::{AccountLimiter, EmployeeSource, FreshteamClient, FreshteamConfig};
 
@@ -67,6 +70,7 @@ pub struct HttpConnector {
     accounts: Mutex<HashMap<String, AccountLimiter>>,
     egress: Egress,
     bulk: BulkMode,
+    default_rate_limit: Option<Pace>,
 }
 
 impl HttpConnector {
@@ -82,6 +86,39 @@ impl HttpConnector {
         self.bulk = bulk;
         self
     }
+
+    /// The pace of destinations whose spec sets no `rateLimit` (`--default-rate-limit`).
+    pub fn with_default_rate_limit(mut self, pace: Option<Pace>) -> Self {
+        self.default_rate_limit = pace;
+        self
+    }
+}
+
+/// `spec.destination.scim.rateLimit` as a pace, if set.
+pub(crate) fn rate_limit(spec: &FreshteamIntegrationSpec) -> Result<Option<Pace>, ConnectError> {
+    let Some(r) = &spec.destination.scim.rate_limit else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| ConnectError::Config {
+        field: "spec.destination.scim.rateLimit",
+        reason,
+    };
+    let window = parse_duration(&r.window).map_err(invalid)?;
+    Pace::new(r.requests, window).map(Some).map_err(invalid)
+}
+
+/// `spec.runDeadline`, or its default (24h).
+pub(crate) fn run_deadline(spec: &FreshteamIntegrationSpec) -> Result<Duration, ConnectError> {
+    let text = spec.run_deadline.as_deref().unwrap_or(DEFAULT_RUN_DEADLINE);
+    match parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than zero".to_string()),
+        Err(e) => Err(e),
+    }
+    .map_err(|reason| ConnectError::Config {
+        field: "spec.runDeadline",
+        reason,
+    })
 }
 
 /// The key of a Freshteam account: its API root.
@@ -138,6 +175,7 @@ impl Connector for HttpConnector {
         })?;
         config.egress = self.egress.clone();
         config.bulk = self.bulk;
+        config.rate_limit = rate_limit(spec)?.or(self.default_rate_limit);
         let client = ScimClient::connect(config)
             .await
             .map_err(|e| ConnectError::Unavailable {
@@ -218,6 +256,30 @@ mod tests {
             ),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn rate_limit_and_run_deadline_read_from_the_spec() {
+        let mut s = spec("acme", "http://127.0.0.1:1");
+        assert_eq!(rate_limit(&s), Ok(None));
+        assert_eq!(run_deadline(&s), Ok(Duration::from_secs(24 * 3600)));
+        s.destination.scim.rate_limit = Some(crate::api::RateLimitSpec {
+            requests: 180,
+            window: "15m".into(),
+        });
+        s.run_deadline = Some("90m".into());
+        assert_eq!(rate_limit(&s), Ok(Some("180/15m".parse().unwrap())));
+        assert_eq!(run_deadline(&s), Ok(Duration::from_secs(5400)));
+        s.destination.scim.rate_limit.as_mut().unwrap().window = "soon".into();
+        s.run_deadline = Some("0s".into());
+        let e = rate_limit(&s).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("spec.destination.scim.rateLimit: "),
+            "{e}"
+        );
+        let e = run_deadline(&s).unwrap_err();
+        assert!(e.to_string().starts_with("spec.runDeadline: "), "{e}");
     }
 
     #[tokio::test]

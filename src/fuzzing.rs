@@ -9,10 +9,10 @@ use url::Url;
 use crate::destination::scim::model::{
     id_from_location, BulkResponse, ListPage, ScimErrorBody, WireServiceProviderConfig, WireUser,
 };
-use crate::retry::retry_after;
+use crate::http_policy::retry_after;
+use crate::http_policy::RateHeaders;
 use crate::source::link::{next_link, parse as parse_link};
 use crate::source::project::{lookup_names, project, record_id};
-use crate::source::ratelimit::RateHeaders;
 use crate::validate::{validate_integration, EndpointPolicy};
 
 /// Splits input into header lines and a body at the first empty line.

@@ -18,6 +18,7 @@ pub mod egress;
 pub(crate) mod exit;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http_policy;
 pub mod ledger;
 pub mod manifest;
 pub mod mapping;
@@ -26,7 +27,6 @@ pub mod notify;
 pub mod plan;
 pub mod plugin;
 pub mod progress;
-pub(crate) mod retry;
 pub mod schedule;
 pub mod secret;
 pub mod simulator;

@@ -12,8 +12,9 @@ const LAYERS: &[&[&str]] = &[
     &[
         "member", "secret", "clock", "progress", "ledger", "egress", "schedule", "exit",
     ],
-    // Backoff and `Retry-After`, for both HTTP clients.
-    &["retry"],
+    // The one HTTP policy of both clients: answers classified, backoff, rate-limit
+    // headers, the budgets requests wait on together.
+    &["http_policy"],
     // CRD types.
     &["api"],
     // Documents into CRD types (`sync --file`).

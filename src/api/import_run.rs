@@ -62,7 +62,9 @@ pub fn import_run_name(integration: &str, at: DateTime<Utc>) -> String {
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    // While Running: what the run waits for and until when (the destination's rate limit).
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ImportRunSpec {

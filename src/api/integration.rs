@@ -102,7 +102,17 @@ pub struct FreshteamIntegrationSpec {
     /// When a run compares everything instead of only what changed.
     #[serde(default)]
     pub full_reconcile: FullReconcileSpec,
+
+    /// How long one run may take (a duration such as `24h`, `90m`); default `24h`. A
+    /// run still going then (waiting for the destination's rate limit, say) ends
+    /// `Failed`; what it wrote stays, and the next run continues from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h|d))+$')").message("runDeadline must be a duration such as 24h, 90m or 30s"))]
+    pub run_deadline: Option<String>,
 }
+
+/// `spec.runDeadline` when unset.
+pub const DEFAULT_RUN_DEADLINE: &str = "24h";
 
 fn default_schedule() -> String {
     "daily".to_string()
@@ -158,6 +168,23 @@ pub struct ScimDestinationSpec {
     pub profile: ScimProfile,
     /// The Secret key holding the SCIM bearer token.
     pub token_secret_ref: SecretKeyRef,
+    /// At most `requests` requests per `window` to each endpoint of the service, from
+    /// the first request (before any rate-limit header was seen). Unset: the operator's
+    /// `--default-rate-limit`, if any; the service's own rate-limit headers pace on top.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+/// A request budget: `requests` per `window`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Requests per window (at least 1).
+    #[x_kube(validation = Rule::new("self >= 1").message("rateLimit.requests must be at least 1"))]
+    pub requests: u32,
+    /// The window: a duration such as `15m`, `2s`, `1h` or `900s`.
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h|d))+$') && !self.matches('^(0+(ms|s|m|h|d))+$')").message("rateLimit.window must be a duration longer than zero such as 15m, 2s or 1h"))]
+    pub window: String,
 }
 
 /// `spec.destination.scim.profile`.

@@ -123,6 +123,10 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         Ok(m) => m,
         Err(message) => return invalid(&message),
     };
+    let deadline = match crate::connect::run_deadline(spec) {
+        Ok(d) => d,
+        Err(e) => return invalid(&e.to_string()),
+    };
     let integration = manifests
         .integration
         .metadata
@@ -182,6 +186,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
             time_zone: validated.time_zone,
             fingerprint: spec_fingerprint(spec),
         }),
+        deadline: Some(deadline),
         ..ImportOptions::default()
     };
     let mut outcome = run_import_with_ledger(

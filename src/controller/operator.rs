@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// Imports at once against one destination host.
     #[arg(long, default_value_t = 2)]
     pub max_imports_per_destination: usize,
+    /// Requests per window to each endpoint of a SCIM destination whose spec sets no
+    /// `rateLimit`, from the first request: `180/15m` (Reward Gateway's published
+    /// limit). Unset: paced only by what the service's rate-limit headers say.
+    #[arg(long, env = "DEFAULT_RATE_LIMIT")]
+    pub default_rate_limit: Option<crate::http_policy::Pace>,
     /// Accept spec.source.baseUrl and plain-http SCIM URLs (simulators, proxies). Off by
     /// default: in a shared cluster these would let any tenant make the operator call
     /// arbitrary addresses.
@@ -347,9 +352,10 @@ pub(crate) fn context(
             authorizations_per_second: args.authorizations_per_second,
             ..OperatorConfig::default()
         },
-        Arc::new(HttpConnector::new(Egress::operator(
-            args.allow_custom_endpoints,
-        ))),
+        Arc::new(
+            HttpConnector::new(Egress::operator(args.allow_custom_endpoints))
+                .with_default_rate_limit(args.default_rate_limit),
+        ),
         Some(Reporter {
             controller: "freshteam-operator".into(),
             instance: Some(identity.to_string()),

@@ -359,6 +359,10 @@ impl Run {
                     convergence: self.notes.load().await,
                     when_removed: fti.spec.leavers.when_removed,
                     mode: Some(req.mode.clone()),
+                    deadline: Some(
+                        crate::connect::run_deadline(&fti.spec)
+                            .unwrap_or(std::time::Duration::from_secs(24 * 60 * 60)),
+                    ),
                 };
                 let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
                     .then_some(&self.outbox as &dyn OutboxStore);
@@ -593,13 +597,20 @@ fn spawn_progress_ticker(
     // In the run's span: what it logs belongs to the run.
     tokio::spawn(
         async move {
-            let mut last = None;
+            let (mut last, mut last_wait) = (None, None);
             loop {
                 tokio::time::sleep(ctx.config.progress_interval).await;
                 let now = progress.snapshot();
                 if last.as_ref() != Some(&now) {
                     let _ = patch_run_status(&runs, &name, json!({ "progress": now })).await;
                     last = Some(now);
+                }
+                // While the run waits for the destination's rate limit, its message says
+                // so and until when; cleared when it resumes.
+                let wait = progress.waiting();
+                if wait != last_wait {
+                    let _ = patch_run_status(&runs, &name, json!({ "message": wait })).await;
+                    last_wait = wait;
                 }
                 watched.check(&ctx).await;
             }

@@ -14,7 +14,7 @@
 //!   `updated_since=<YYYY-MM-DD>` to every pass; nothing else changes, so the same
 //!   populations are read, only fewer of them.
 //! - Details (`/employees/{id}`) only when the request needs them; lookups one call each.
-//! - Every request passes the client's rate limiter (`ratelimit.rs`); 5xx, timeouts, connection
+//! - Every request passes the account's budget (`crate::http_policy`); 5xx, timeouts, connection
 //!   errors and unreadable 2xx bodies are retried with jittered backoff, 429s wait
 //!   without using up attempts.
 //! - The API key is trimmed and only ever sent as a header to the configured origin;
@@ -35,14 +35,13 @@ use url::Url;
 
 use super::link::{check_next, next_link, MAX_LIST_PAGES};
 use super::project::{lookup_names, project, record_id, PackedValues};
-use super::ratelimit::{RateHeaders, RateLimiter};
 use super::{
     validate_subdomain, AccountInfo, EmployeeRecord, EmployeeSource, LookupKind, Population,
     RecordSink, SourceError, SourceRequest, SourceSnapshot, SourceStats,
 };
 use crate::egress::{self, Egress};
+use crate::http_policy::{self as retry, Budget as RateLimiter, RateHeaders};
 use crate::progress::{NoProgress, ProgressSink};
-use crate::retry;
 use crate::secret::{truncate_chars, SecretString};
 
 /// How to reach one Freshteam account.
@@ -385,10 +384,11 @@ impl FreshteamClient {
             "Freshteam response"
         );
 
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        let verdict = retry::classify(status.as_u16());
+        if verdict == retry::Verdict::Throttled {
             let retry_after = retry::retry_after(response.headers(), SystemTime::now());
             drop(response);
-            let added = permit.throttled(retry_after);
+            let added = permit.throttled_with(retry::Hint::of(retry_after, rate.reset));
             run.throttled.fetch_add(1, Ordering::Relaxed);
             debug!(
                 path = %path,
@@ -408,7 +408,7 @@ impl FreshteamClient {
                 Err(p) => Ok(Attempt::Retry(p)),
             };
         }
-        if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+        if verdict == retry::Verdict::Retry {
             let detail = self.error_detail(response).await;
             return Ok(Attempt::Retry(Problem::Other(format!(
                 "HTTP {status}{detail}"

@@ -3,7 +3,6 @@
 pub(crate) mod client;
 pub(crate) mod link;
 pub(crate) mod project;
-pub(crate) mod ratelimit;
 
 use std::collections::HashMap;
 

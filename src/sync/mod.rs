@@ -2,6 +2,7 @@
 //! plan and reports the run as an `ImportRunStatus`.
 
 pub(crate) mod after_run;
+mod deadline;
 mod incremental;
 pub(crate) mod mode;
 mod profile;
@@ -65,6 +66,9 @@ pub struct ImportOptions {
     /// Full or incremental, decided from the ledger's cursor; none: always full, and no
     /// cursor is kept.
     pub mode: Option<mode::ModePolicy>,
+    /// `spec.runDeadline`: a run still going this long after it started is stopped and
+    /// ends `Failed`; none: no deadline.
+    pub deadline: Option<std::time::Duration>,
 }
 
 fn api_calls(source: &SourceStats, dest: &DestinationStats) -> ApiCalls {
@@ -187,8 +191,56 @@ pub async fn run_import(
 /// The ledger is saved before any member is created (with the members about to be
 /// created in it). When it cannot be saved, or the invitation intents cannot be
 /// recorded, no member is created in this run and the report says why.
+///
+/// While it runs, a wait for the destination's rate limit is passed on to `progress`
+/// ([`ProgressSink::waiting`]); past `options.deadline` the run is stopped like any
+/// stop request and ends `Failed`, naming the deadline.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_import_with_ledger(
+    mapping: &CompiledMapping,
+    source: &dyn EmployeeSource,
+    destination: &dyn MemberDirectory,
+    options: &ImportOptions,
+    outbox: Option<&dyn OutboxStore>,
+    ledger_store: Option<&dyn LedgerStore>,
+    progress: &dyn ProgressSink,
+    clock: &dyn Clock,
+) -> ImportOutcome {
+    let run = import(
+        mapping,
+        source,
+        destination,
+        options,
+        outbox,
+        ledger_store,
+        progress,
+        clock,
+    );
+    let Some(limit) = options.deadline else {
+        return crate::progress::forward_waits(progress, run).await;
+    };
+    let reason = deadline::reason(limit);
+    let watchdog = async {
+        tokio::time::sleep(limit).await;
+        options.stop.stop(reason.clone());
+        std::future::pending::<ImportOutcome>().await
+    };
+    let outcome = crate::progress::forward_waits(progress, async {
+        tokio::select! {
+            outcome = run => outcome,
+            never = watchdog => never,
+        }
+    })
+    .await;
+    if options.stop.reason().as_deref() == Some(reason.as_str()) {
+        deadline::past(outcome, &reason)
+    } else {
+        outcome
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn import(
     mapping: &CompiledMapping,
     source: &dyn EmployeeSource,
     destination: &dyn MemberDirectory,
@@ -908,8 +960,22 @@ async fn apply_writes(
                 op
             })
             .collect();
-        let outcomes = destination.apply(&ops, &on_done).await;
+        // A stop while the batch goes (waiting for the destination's rate limit, say)
+        // drops it at once: the writes that settled are kept, the rest is left unsent.
+        let settled = Mutex::new(vec![None; ops.len()]);
+        let on_batch_done = |i: usize, outcome: &WriteOutcome| {
+            on_done(i, outcome);
+            settled.lock().expect("settled lock")[i] = Some(outcome.clone());
+        };
+        let outcomes = tokio::select! {
+            outcomes = destination.apply(&ops, &on_batch_done) => outcomes.into_iter().map(Some).collect(),
+            reason = stop.stopped() => {
+                stopped = Some(reason);
+                settled.into_inner().expect("settled lock")
+            }
+        };
         for ((&i, r), op) in idxs.iter().zip(outcomes).zip(ops) {
+            let Some(r) = r else { continue };
             if let (WriteOutcome::Created { id, .. }, WriteOp::Create { member }) = (&r, op) {
                 created_ids.insert(sets.employee_id(&items[i]), id.clone());
                 created.push((
@@ -1090,12 +1156,19 @@ pub fn describe(s: &ImportSummary, dry_run: bool) -> String {
 #[derive(Default)]
 pub struct ProgressCounter {
     inner: Mutex<(u64, u64)>,
+    waiting: Mutex<Option<String>>,
 }
 
 impl ProgressCounter {
     pub fn snapshot(&self) -> Progress {
         let (processed, total) = *self.inner.lock().expect("progress lock");
         Progress::new(processed, total)
+    }
+
+    /// What the run waits for now, if anything ("waiting for the destination's rate
+    /// limit (/Users) until …").
+    pub fn waiting(&self) -> Option<String> {
+        self.waiting.lock().expect("progress lock").clone()
     }
 }
 
@@ -1105,5 +1178,8 @@ impl ProgressSink for ProgressCounter {
     }
     fn advance(&self, n: u64) {
         self.inner.lock().expect("progress lock").0 += n;
+    }
+    fn waiting(&self, wait: Option<&crate::progress::Wait>) {
+        *self.waiting.lock().expect("progress lock") = wait.map(crate::progress::Wait::message);
     }
 }

@@ -2,6 +2,7 @@ mod refusals;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
@@ -885,4 +886,131 @@ async fn what_a_create_did_not_keep_is_learnt_from_its_answer_so_the_second_run_
         .report
         .iter()
         .all(|r| r.severity == "warning" && r.field.as_deref() == Some("department")));
+}
+
+/// Settles the first three writes of a batch, then waits for the destination's rate
+/// limit for an hour.
+struct WaitsForTheRateLimit {
+    inner: FakeDirectory,
+}
+
+#[async_trait]
+impl MemberDirectory for WaitsForTheRateLimit {
+    async fn list_members(&self) -> Result<Vec<DestinationMember>, DestinationError> {
+        self.inner.list_members().await
+    }
+    async fn apply(
+        &self,
+        ops: &[WriteOp],
+        on_done: &(dyn for<'o> Fn(usize, &'o WriteOutcome) + Send + Sync),
+    ) -> Vec<WriteOutcome> {
+        self.inner.apply(&ops[..3], on_done).await;
+        let hour = std::time::SystemTime::now() + Duration::from_secs(3600);
+        crate::progress::report_wait("/Users", Some(hour));
+        std::future::pending().await
+    }
+    fn stats(&self) -> DestinationStats {
+        self.inner.stats()
+    }
+}
+
+fn twenty_employees() -> FakeSource {
+    FakeSource {
+        employees: (1..=20)
+            .map(|i| {
+                employee(
+                    i,
+                    &format!("E-{i}"),
+                    &format!("e{i}@acme.example"),
+                    "active",
+                )
+            })
+            .collect(),
+        fail: None,
+    }
+}
+
+#[tokio::test]
+async fn a_stop_while_waiting_for_the_rate_limit_interrupts_at_once_keeping_what_was_written() {
+    let source = twenty_employees();
+    let dest = WaitsForTheRateLimit {
+        inner: FakeDirectory::default(),
+    };
+    let stop = StopSignal::default();
+    let options = ImportOptions {
+        stop: stop.clone(),
+        ..opts(false)
+    };
+    let counter = ProgressCounter::default();
+    let mapping = mapping(false);
+    let run = run_import(
+        &mapping,
+        &source,
+        &dest,
+        &options,
+        None,
+        &counter,
+        &FixedClock,
+    );
+    let stopper = async {
+        // The run says that it waits, and until when.
+        while counter.waiting().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let message = counter.waiting().unwrap();
+        assert!(
+            message.starts_with("waiting for the destination's rate limit (/Users) until "),
+            "{message}"
+        );
+        stop.stop("spec.suspend was set to true");
+    };
+    let started = std::time::Instant::now();
+    let (out, ()) =
+        tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(run, stopper) })
+            .await
+            .expect("the stop ends the wait at once");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(out.status.phase, ImportPhase::Interrupted);
+    assert_eq!(out.status.summary.created, 3);
+    let message = out.status.message.unwrap();
+    assert!(
+        message
+            .starts_with("Interrupted: spec.suspend was set to true; stopped after 3 of 20 writes"),
+        "{message}"
+    );
+    // The wait is over once the run is.
+    assert_eq!(counter.waiting(), None);
+}
+
+#[tokio::test]
+async fn a_run_past_its_deadline_fails_naming_it() {
+    let source = twenty_employees();
+    let dest = WaitsForTheRateLimit {
+        inner: FakeDirectory::default(),
+    };
+    let options = ImportOptions {
+        deadline: Some(Duration::from_millis(300)),
+        ..opts(false)
+    };
+    let counter = ProgressCounter::default();
+    let out = tokio::time::timeout(
+        Duration::from_secs(5),
+        run_import(
+            &mapping(false),
+            &source,
+            &dest,
+            &options,
+            None,
+            &counter,
+            &FixedClock,
+        ),
+    )
+    .await
+    .expect("the deadline ends the run");
+    assert_eq!(out.status.phase, ImportPhase::Failed);
+    assert_eq!(out.status.summary.created, 3);
+    assert_eq!(
+        out.status.message.as_deref(),
+        Some("the run did not finish within its deadline of 300ms: stopped after 3 of 20 writes, the next run applies the rest (3 created); what was written stays, the next run continues")
+    );
 }

@@ -1,8 +1,9 @@
 //! Prometheus metrics of the operator, exposed in the OpenMetrics text format.
 //!
 //! Family names and label names are a contract: dashboards and alert rules select on
-//! them. Labels only ever carry namespace and integration names, phases, triggers and
-//! fixed kinds, never anything read from a Secret or an employee record.
+//! them. Labels only ever carry namespace and integration names, destination hosts,
+//! phases, triggers and fixed kinds, never anything read from a Secret or an employee
+//! record.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
@@ -87,6 +88,11 @@ struct ApiLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SystemLabels {
     system: &'static str,
 }
@@ -115,6 +121,11 @@ struct Inner {
     last_success: Family<IntegrationLabels, Gauge<f64, AtomicU64>>,
     leavers_awaiting: Family<IntegrationLabels, Gauge>,
     authorized: Family<IntegrationLabels, Gauge>,
+    /// Per destination host, read from the process's budgets (`crate::http_policy`) when
+    /// the metrics are encoded.
+    destination_requests: Family<HostLabels, Counter>,
+    destination_throttled: Family<HostLabels, Counter>,
+    destination_budget_wait: Family<HostLabels, Counter<f64, AtomicU64>>,
     /// Reasons seen per integration: `reason` is the one open-ended label, and a family
     /// cannot list its series, so `forget` needs this to find them.
     error_reasons: Mutex<HashMap<IntegrationLabels, BTreeSet<String>>>,
@@ -234,6 +245,25 @@ impl Metrics {
             "1 when the integration's Freshteam API key was accepted, 0 otherwise",
             authorized.clone(),
         );
+        let destination_requests = Family::<HostLabels, Counter>::default();
+        registry.register(
+            "destination_requests",
+            "Requests sent to a SCIM destination host by every integration of the process (each attempt counts)",
+            destination_requests.clone(),
+        );
+        let destination_throttled = Family::<HostLabels, Counter>::default();
+        registry.register(
+            "destination_throttled",
+            "Requests a SCIM destination host answered 429 Too Many Requests (each is sent again once its budget reopens)",
+            destination_throttled.clone(),
+        );
+        let destination_budget_wait = Family::<HostLabels, Counter<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "destination_budget_wait",
+            "Time requests to a SCIM destination host spent waiting for its rate limit to reopen (the first request in line of each endpoint's budget)",
+            Unit::Seconds,
+            destination_budget_wait.clone(),
+        );
 
         Metrics {
             inner: Arc::new(Inner {
@@ -251,6 +281,9 @@ impl Metrics {
                 last_success,
                 leavers_awaiting,
                 authorized,
+                destination_requests,
+                destination_throttled,
+                destination_budget_wait,
                 error_reasons: Mutex::new(HashMap::new()),
             }),
         }
@@ -490,11 +523,41 @@ impl Metrics {
 
     /// The OpenMetrics text exposition, ending with `# EOF`.
     pub fn encode(&self) -> String {
+        self.read_budgets();
         let mut out = String::new();
         // Writing into a String cannot fail; the error type is only fmt's.
         prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)
             .expect("encoding metrics into a String");
         out
+    }
+}
+
+impl Metrics {
+    /// Brings the destination families up to what the process's budgets counted.
+    fn read_budgets(&self) {
+        let m = &self.inner;
+        for (host, counts) in crate::http_policy::budgets().counts() {
+            let labels = HostLabels { host };
+            let catch_up = |c: &Counter, to: u64| {
+                let now = c.get();
+                if to > now {
+                    c.inc_by(to - now);
+                }
+            };
+            catch_up(
+                &m.destination_requests.get_or_create(&labels),
+                counts.requests,
+            );
+            catch_up(
+                &m.destination_throttled.get_or_create(&labels),
+                counts.throttled,
+            );
+            let wait = m.destination_budget_wait.get_or_create(&labels);
+            let now = wait.get();
+            if counts.wait_seconds > now {
+                wait.inc_by(counts.wait_seconds - now);
+            }
+        }
     }
 }
 

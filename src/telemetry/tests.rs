@@ -590,6 +590,7 @@ async fn scrape_reports_every_family_with_values_and_labels() {
                     "kind",
                     "system",
                     "reason",
+                    "host",
                     "le"
                 ]
                 .contains(&label.as_str()),
@@ -980,4 +981,36 @@ fn text_logs_have_no_colour_codes_off_a_terminal() {
     assert!(text.contains("import finished"));
     assert!(text.contains("integration=\"staff\"") || text.contains("integration=staff"));
     assert!(!text.contains('\u{1b}'), "{text:?}");
+}
+
+#[tokio::test]
+async fn destination_requests_throttles_and_waits_are_reported_per_host() {
+    let budget = crate::http_policy::budgets().budget(
+        "metrics.example",
+        "https://metrics.example/scim/v2",
+        "/Users",
+        4,
+        None,
+    );
+    drop(budget.acquire().await);
+    budget
+        .acquire()
+        .await
+        .throttled_with(crate::http_policy::Hint::Reset(
+            std::time::Duration::from_millis(300),
+        ));
+    // The next request waits for the window the 429 announced.
+    drop(budget.acquire().await);
+    let text = Metrics::new().encode();
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{host=\"metrics.example\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert_eq!(line("freshteam_destination_requests_total"), 3.0);
+    assert_eq!(line("freshteam_destination_throttled_total"), 1.0);
+    let waited = line("freshteam_destination_budget_wait_seconds_total");
+    assert!((0.2..5.0).contains(&waited), "{waited}");
 }

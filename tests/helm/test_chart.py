@@ -387,6 +387,12 @@ def test_command_line_and_environment(chart):
         assert absent not in e
 
 
+def test_destinations_are_paced_by_the_default_rate_limit_when_set(chart):
+    assert not any(a.startswith("--default-rate-limit") for a in container(render(chart))["args"])
+    args = container(render(chart, {"operator": {"defaultRateLimit": "180/15m"}}))["args"]
+    assert "--default-rate-limit=180/15m" in args
+
+
 def test_authorizations_are_paced_at_the_configured_rate(chart):
     assert "--authorizations-per-second=10" in container(render(chart))["args"]
     args = container(render(chart, {"operator": {"authorizationsPerSecond": 2.5}}))["args"]

@@ -8,6 +8,7 @@ use url::Url;
 use super::model::WireServiceProviderConfig;
 use crate::destination::DestinationError;
 use crate::egress::Egress;
+use crate::http_policy::{self, Pace};
 use crate::secret::SecretString;
 
 /// Whether to use `/Bulk` when the service announces it.
@@ -30,8 +31,13 @@ pub struct ScimConfig {
     pub bulk: BulkMode,
     /// Users asked for per list page; the service's `filter.maxResults` and 1000 cap it.
     pub page_size: usize,
-    /// Attempts per request for 5xx, 429, timeouts and connection errors.
+    /// Attempts per request for 5xx, timeouts and connection errors (a 429 uses none:
+    /// it waits for the budget).
     pub max_attempts: u32,
+    /// Requests per window for each endpoint of the service, from the first request
+    /// (`spec.destination.scim.rateLimit`, else the operator's default); what the
+    /// service's rate-limit headers say paces on top.
+    pub rate_limit: Option<Pace>,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     /// Redirects, addresses and body sizes (see `egress.rs`).
@@ -54,7 +60,8 @@ impl ScimConfig {
             request_timeout: Duration::from_secs(30),
             bulk: BulkMode::Auto,
             page_size: MAX_PAGE,
-            max_attempts: 4,
+            max_attempts: http_policy::FAILURE_ATTEMPTS,
+            rate_limit: None,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
             egress: Egress::default(),

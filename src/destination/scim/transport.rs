@@ -1,9 +1,10 @@
-//! The HTTP layer: sending a request within the client's limit, retrying transient
-//! failures (backoff and `Retry-After` from `crate::retry`), and turning what came back
-//! into errors whose text carries no token.
+//! The HTTP layer: sending a request through the service's budget, retrying as the one
+//! HTTP policy says (`crate::http_policy`), and turning what came back into errors whose
+//! text carries no token.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use reqwest::{header, Method, StatusCode};
 use tracing::debug;
@@ -13,9 +14,9 @@ use super::model::ScimErrorBody;
 use super::ScimClient;
 use crate::destination::DestinationError;
 use crate::egress::{self, BodyError};
+use crate::http_policy::{self, Budget, Hint, Permit, RateHeaders, Verdict};
+use crate::progress;
 
-/// Longest `Retry-After` honoured on a 429/503 before retrying anyway.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Longest server `detail` quoted in a message.
 const MAX_DETAIL: usize = 400;
 
@@ -41,15 +42,6 @@ impl Response {
     pub(super) fn error(&self) -> ScimErrorBody {
         ScimErrorBody::parse(&self.body)
     }
-}
-
-fn is_transient(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
-}
-
-/// `Retry-After` (seconds or an HTTP-date), at most [`MAX_RETRY_AFTER`].
-fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
-    crate::retry::retry_after(headers, std::time::SystemTime::now()).map(|d| d.min(MAX_RETRY_AFTER))
 }
 
 /// A transport error's root cause, without the noise of every layer.
@@ -102,9 +94,11 @@ impl ScimClient {
         }
     }
 
-    /// Sends a request, retrying transient failures (5xx, 429, timeouts, connection
-    /// errors) with jittered exponential backoff. Any final HTTP status is returned;
-    /// `Err` holds the last transport failure.
+    /// Sends a request through the service's budget for its endpoint (shared by every
+    /// integration of the process), retrying as [`crate::http_policy`] says: a 429 waits
+    /// for the budget and is sent again without using an attempt, however long the run
+    /// has; a 5xx, a timeout or a broken connection gets `max_attempts` attempts in all.
+    /// Any final HTTP status is returned; `Err` holds the last transport failure.
     pub(super) async fn send(
         &self,
         method: Method,
@@ -123,62 +117,37 @@ impl ScimClient {
                 .min(Duration::from_secs(600)),
             _ => self.config.request_timeout,
         };
-        for attempt in 1..=attempts {
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .timeout(timeout)
-                .bearer_auth(self.config.token.expose())
-                .header(header::ACCEPT, "application/scim+json, application/json");
-            if let Some(body) = body {
-                req = req
-                    .header(header::CONTENT_TYPE, "application/scim+json")
-                    .body(body.to_vec());
-            }
-            if let Some(v) = if_match {
-                req = req.header(header::IF_MATCH, v);
-            }
-            let result = {
-                let _permit = self.permits.acquire().await.expect("never closed");
-                match kind {
-                    CallKind::Read => self.reads.fetch_add(1, Ordering::Relaxed),
-                    CallKind::Write => self.writes.fetch_add(1, Ordering::Relaxed),
-                    CallKind::Bulk { operations } => {
-                        self.bulk_operations
-                            .fetch_add(operations, Ordering::Relaxed);
-                        self.bulk_requests.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                let started = std::time::Instant::now();
-                let result = match req.send().await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        let headers = resp.headers().clone();
-                        egress::read_body(resp, self.config.egress.max_body_bytes)
-                            .await
-                            .map(|b| (status, headers, b))
-                    }
-                    Err(e) => Err(BodyError::Read(e)),
-                };
-                debug!(
-                    %method, %url, attempt,
-                    status = result.as_ref().ok().map(|r| r.0.as_u16()),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "SCIM request"
-                );
-                result
-            };
-            let last = attempt == attempts;
+        let endpoint = http_policy::endpoint_of(self.config.base_url.path(), url.path());
+        let budget = self.budget(&endpoint);
+        let mut failures = 0u32;
+        loop {
+            let permit = self.wait_for(&budget, &endpoint).await;
+            let req = self.request(&method, &url, body, if_match, timeout);
+            let result = self.exchange(req, &method, &url, kind, failures + 1).await;
+            let last = failures + 1 >= attempts;
             match result {
                 Ok((status, headers, body)) => {
-                    if is_transient(status) {
-                        self.throttled.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if is_transient(status) && !last {
-                        let wait = retry_after(&headers).unwrap_or_else(|| self.backoff(attempt));
-                        debug!(%method, %url, status = status.as_u16(), wait_ms = wait.as_millis() as u64, "retrying");
-                        tokio::time::sleep(wait).await;
-                        continue;
+                    let rate = RateHeaders::parse(&headers);
+                    let wait = http_policy::retry_after(&headers, SystemTime::now());
+                    match http_policy::classify(status.as_u16()) {
+                        Verdict::Throttled => {
+                            self.throttled.fetch_add(1, Ordering::Relaxed);
+                            let hint = Hint::of(wait, rate.reset);
+                            permit.throttled_with(hint);
+                            debug!(%method, %url, ?hint, "rate limited, waiting for the budget");
+                            continue;
+                        }
+                        Verdict::Retry if !last => {
+                            permit.observe(rate);
+                            drop(permit);
+                            self.throttled.fetch_add(1, Ordering::Relaxed);
+                            failures += 1;
+                            let wait = wait.unwrap_or_else(|| self.backoff(failures));
+                            debug!(%method, %url, status = status.as_u16(), wait_ms = wait.as_millis() as u64, "retrying");
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        Verdict::Retry | Verdict::Done => permit.observe(rate),
                     }
                     let header_str = |name: header::HeaderName| {
                         headers
@@ -191,7 +160,7 @@ impl ScimClient {
                         etag: header_str(header::ETAG),
                         location: header_str(header::LOCATION),
                         body,
-                        retried: attempt > 1,
+                        retried: failures > 0,
                     });
                 }
                 // Not worth retrying: the same answer would come again.
@@ -199,6 +168,7 @@ impl ScimClient {
                     return Err(format!("{method} {}: {}", url.path(), e.describe()));
                 }
                 Err(BodyError::Read(e)) => {
+                    drop(permit);
                     if let Some(refused) = egress::refusal(&e) {
                         return Err(refused.to_string());
                     }
@@ -206,16 +176,112 @@ impl ScimClient {
                     if last {
                         return Err(detail);
                     }
+                    failures += 1;
                     debug!(%method, %url, error = %detail, "retrying");
-                    tokio::time::sleep(self.backoff(attempt)).await;
+                    tokio::time::sleep(self.backoff(failures)).await;
                 }
             }
         }
-        unreachable!("the last attempt returns")
+    }
+
+    /// The process-wide budget of `endpoint` of this service.
+    fn budget(&self, endpoint: &str) -> Arc<Budget> {
+        let base = &self.config.base_url;
+        http_policy::budgets().budget(
+            base.host_str().unwrap_or(""),
+            base.as_str(),
+            endpoint,
+            self.config.concurrency,
+            self.config.rate_limit,
+        )
+    }
+
+    /// Waits for the budget, telling the run while it does.
+    async fn wait_for<'b>(&self, budget: &'b Budget, endpoint: &str) -> Permit<'b> {
+        let waited = std::sync::atomic::AtomicBool::new(false);
+        let note = |until: tokio::time::Instant| {
+            waited.store(true, Ordering::Relaxed);
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            debug!(
+                endpoint,
+                wait_ms = left.as_millis() as u64,
+                "waiting for the rate limit"
+            );
+            progress::report_wait(endpoint, Some(SystemTime::now() + left));
+        };
+        let permit = budget.acquire_noting(&note).await;
+        if waited.load(Ordering::Relaxed) {
+            progress::report_wait(endpoint, None);
+        }
+        permit
+    }
+
+    fn request(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&[u8]>,
+        if_match: Option<&str>,
+        timeout: Duration,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .timeout(timeout)
+            .bearer_auth(self.config.token.expose())
+            .header(header::ACCEPT, "application/scim+json, application/json");
+        if let Some(body) = body {
+            req = req
+                .header(header::CONTENT_TYPE, "application/scim+json")
+                .body(body.to_vec());
+        }
+        if let Some(v) = if_match {
+            req = req.header(header::IF_MATCH, v);
+        }
+        req
+    }
+
+    /// Sends one attempt within the client's concurrency and reads the answer whole.
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+        method: &Method,
+        url: &Url,
+        kind: CallKind,
+        attempt: u32,
+    ) -> Result<(StatusCode, header::HeaderMap, Vec<u8>), BodyError> {
+        let _permit = self.permits.acquire().await.expect("never closed");
+        match kind {
+            CallKind::Read => self.reads.fetch_add(1, Ordering::Relaxed),
+            CallKind::Write => self.writes.fetch_add(1, Ordering::Relaxed),
+            CallKind::Bulk { operations } => {
+                self.bulk_operations
+                    .fetch_add(operations, Ordering::Relaxed);
+                self.bulk_requests.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        let started = std::time::Instant::now();
+        let result = match req.send().await {
+            Ok(resp) => {
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                egress::read_body(resp, self.config.egress.max_body_bytes)
+                    .await
+                    .map(|b| (status, headers, b))
+            }
+            Err(e) => Err(BodyError::Read(e)),
+        };
+        debug!(
+            %method, %url, attempt,
+            status = result.as_ref().ok().map(|r| r.0.as_u16()),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "SCIM request"
+        );
+        result
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        crate::retry::backoff(self.config.backoff_base, self.config.backoff_max, attempt)
+        http_policy::backoff(self.config.backoff_base, self.config.backoff_max, attempt)
     }
 
     /// [`Self::send`] for reads that must succeed: a transport failure is `Unreachable`.
@@ -257,39 +323,5 @@ impl ScimClient {
                 ),
             }),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(value: &str) -> header::HeaderMap {
-        let mut h = header::HeaderMap::new();
-        h.insert(header::RETRY_AFTER, value.parse().unwrap());
-        h
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_and_dates_and_caps_both() {
-        assert_eq!(retry_after(&headers("7")), Some(Duration::from_secs(7)));
-        assert_eq!(
-            retry_after(&headers("99999999999999999999")),
-            Some(MAX_RETRY_AFTER)
-        );
-        let date = |secs: i64| {
-            (chrono::Utc::now() + chrono::Duration::seconds(secs))
-                .format("%a, %d %b %Y %H:%M:%S GMT")
-                .to_string()
-        };
-        let soon = date(31);
-        let wait = retry_after(&headers(&soon)).unwrap();
-        assert!(
-            (Duration::from_secs(29)..=Duration::from_secs(31)).contains(&wait),
-            "{wait:?}"
-        );
-        let late = date(3600);
-        assert_eq!(retry_after(&headers(&late)), Some(MAX_RETRY_AFTER));
-        assert_eq!(retry_after(&headers("soon")), None);
     }
 }

@@ -347,15 +347,11 @@ impl SmtpMailer {
         }
     }
 
+    /// The one backoff of every client (`crate::http_policy`): doubling from the base up
+    /// to the maximum, between half and all of it, so that retries of several senders do
+    /// not arrive in lockstep.
     pub(super) fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .settings
-            .retry_base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        let ceiling = exp.min(self.settings.retry_max);
-        // Full jitter between half and all of the delay, so that retries of several
-        // senders do not arrive in lockstep.
-        ceiling.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+        crate::http_policy::backoff(self.settings.retry_base, self.settings.retry_max, attempt)
     }
 }
 
