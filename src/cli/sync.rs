@@ -22,7 +22,7 @@ use crate::source::EmployeeSource;
 use crate::sync::mode::{spec_fingerprint, ModePolicy, RequestedMode};
 use crate::sync::{
     describe, notify_after_run, report_csv, run_import_with_ledger, ImportOptions, ImportOutcome,
-    RunInfo,
+    RunInfo, StopSignal,
 };
 use crate::validate::{validate_spec, EndpointPolicy};
 
@@ -189,6 +189,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         deadline: Some(deadline),
         ..ImportOptions::default()
     };
+    stop_on_signals(&options.stop);
     let mut outcome = run_import_with_ledger(
         &validated.mapping,
         source.as_ref(),
@@ -226,6 +227,30 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
 }
 
 /// The convergence notes in the state file (none when it has none or is unreadable).
+/// SIGTERM or Ctrl-C stops the run as the controller stops one: reads are abandoned, a
+/// wait for the destination's rate limit ends at once, the writes sent are tallied, and the
+/// run is printed as `Interrupted`. A second signal is the default one (the process ends).
+fn stop_on_signals(stop: &StopSignal) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        };
+        stop.stop(format!("stopped by {name}"));
+        drop(term);
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { if let Ok(mut t) = signal(SignalKind::terminate()) { t.recv().await; } } => {}
+        }
+        std::process::exit(130);
+    });
+}
+
 async fn load_notes(store: &FileOutboxStore) -> ConvergenceNotes {
     store.load_notes().await.unwrap_or_default()
 }
