@@ -133,10 +133,17 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         .name
         .clone()
         .unwrap_or_default();
-    let (source, destination) = match clients(&manifests, args.bulk).await {
+    let progress = TerminalProgress::new();
+    // Connecting reads the destination: a wait for its rate limit shows as in the run.
+    let connected = crate::progress::forward_waits(&progress, clients(&manifests, args.bulk)).await;
+    let (source, destination) = match connected {
         Ok(c) => c,
-        Err(Setup::Invalid(m)) => return invalid(&m),
+        Err(Setup::Invalid(m)) => {
+            progress.finish();
+            return invalid(&m);
+        }
         Err(Setup::Failed(m)) => {
+            progress.finish();
             // A run that could not start is still a failed run: its owners hear of it.
             let mut outcome = failed_outcome(m);
             let name = run_name(&manifests);
@@ -162,7 +169,6 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
     };
     let invitations = (spec.welcome_email.enabled && !args.dry_run).then_some(store);
 
-    let progress = TerminalProgress::new();
     if file_store.is_none() {
         progress.warn("no --state-file: employees removed from Freshteam for good cannot be detected (nothing remembers whom this integration manages), so their members stay active; pass --state-file FILE to keep the ledger of managed members");
     }
