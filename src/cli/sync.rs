@@ -22,7 +22,7 @@ use crate::source::EmployeeSource;
 use crate::sync::mode::{spec_fingerprint, ModePolicy, RequestedMode};
 use crate::sync::{
     describe, notify_after_run, report_csv, run_import_with_ledger, ImportOptions, ImportOutcome,
-    RunInfo,
+    RunInfo, StopSignal,
 };
 use crate::validate::{validate_spec, EndpointPolicy};
 
@@ -194,6 +194,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         deadline: Some(deadline),
         ..ImportOptions::default()
     };
+    let signals = tokio::spawn(stop_on_signal(options.stop.clone()));
     let mut outcome = run_import_with_ledger(
         &validated.mapping,
         source.as_ref(),
@@ -205,6 +206,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         &SystemClock,
     )
     .await;
+    signals.abort();
     let run_name = run_name(&manifests);
     if mail.transport.is_some() && !args.dry_run {
         progress.phase("Sending e-mail");
@@ -228,6 +230,24 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
     }
     progress.finish();
     finish(&args, &manifests, &run_name, outcome)
+}
+
+/// Asks the run to stop on SIGINT or SIGTERM: reads are dropped, a wait for the
+/// destination's rate limit ends, the writes that settled are kept, and the run ends
+/// `Interrupted` with its ImportRun printed as usual.
+async fn stop_on_signal(stop: StopSignal) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    stop.stop(format!("sync received {which}"));
 }
 
 /// The convergence notes in the state file (none when it has none or is unreadable).
@@ -374,7 +394,10 @@ fn finish(
     }
     let phase = outcome.status.phase;
     // The reason reaches the terminal even when stdout goes to a file or to jq.
-    if matches!(phase, ImportPhase::Failed | ImportPhase::Blocked) {
+    if matches!(
+        phase,
+        ImportPhase::Failed | ImportPhase::Blocked | ImportPhase::Interrupted
+    ) {
         if let Some(message) = &outcome.status.message {
             eprintln!("error: {message}");
         }
