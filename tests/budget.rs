@@ -205,3 +205,32 @@ async fn a_429_waits_for_the_window_and_never_becomes_an_error_row() {
         run.stderr
     );
 }
+
+/// `spec.destination.scim.rateLimit` paces from the first request, against a service
+/// that announces no limit at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_rate_limit_paces_a_service_that_announces_none() {
+    let env = Env::start(30).await;
+    let token_line = "      tokenSecretRef: {name: members-scim, key: token}\n";
+    let manifest = env
+        .manifest(support::sync_env::API_KEY, Env::default_mapping())
+        .replace(
+            token_line,
+            &format!("{token_line}      rateLimit: {{requests: 10, window: 1s}}\n"),
+        );
+    assert!(manifest.contains("rateLimit"), "{manifest}");
+    let file = env.write("acme.yaml", &manifest);
+    let started = Instant::now();
+    let run = env
+        .sync_file(&file, &["--output", "json", "--bulk", "off"])
+        .await;
+    let wall = started.elapsed();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.summary()["created"], 30);
+    // The token check, one list page and 30 creates on /Users: 32 requests, 4 windows.
+    eprintln!(
+        "rateLimit 10/1s, 32 requests on /Users: {:.1} s",
+        wall.as_secs_f64()
+    );
+    assert!(wall >= Duration::from_secs(3), "{wall:?}");
+}

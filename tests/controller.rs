@@ -1589,3 +1589,66 @@ async fn two_imports_at_once_each_log_line_names_its_own_run_and_no_credential()
         "the SCIM token is in the logs"
     );
 }
+
+/// A run waiting for the destination's rate limit says so in its ImportRun (the Message
+/// column), and a suspend while it waits ends it `Interrupted` at once, keeping what it
+/// created.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_waiting_for_the_rate_limit_says_so_and_a_suspend_ends_it_at_once() {
+    let h = Harness::on_peer(
+        20,
+        true,
+        Mail::default(),
+        Peer::RewardGateway {
+            limit: 8,
+            window: Duration::from_secs(60),
+        },
+        |s| s.published = true,
+    )
+    .await;
+    h.reconcile().await;
+    h.annotate(IMPORT_REQUESTED_AT, "now").await;
+    reconcile(Arc::new(h.fti().await), h.ctx.clone())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let message = loop {
+        let said = h
+            .runs()
+            .await
+            .into_iter()
+            .filter_map(|r| r.status)
+            .find(|s| s.phase == ImportPhase::Running)
+            .and_then(|s| s.message);
+        if let Some(m) = said.filter(|m| m.starts_with("waiting for")) {
+            break m;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the run never said it waits"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        message.starts_with("waiting for the destination's rate limit (/Users) until 20"),
+        "{message}"
+    );
+    let asked = std::time::Instant::now();
+    h.edit(json!({"spec": {"suspend": true}})).await;
+    reconcile(Arc::new(h.fti().await), h.ctx.clone())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), h.ctx.wait_idle())
+        .await
+        .expect("the run ended");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    let status = h.runs().await.pop().unwrap().status.unwrap();
+    assert_eq!(status.phase, ImportPhase::Interrupted, "{status:?}");
+    let created = h.scim.users().await.len();
+    assert_eq!(status.summary.created as usize, created);
+    assert!(created > 0 && created < 20, "{created}");
+}

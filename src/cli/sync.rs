@@ -133,10 +133,17 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         .name
         .clone()
         .unwrap_or_default();
-    let (source, destination) = match clients(&manifests, args.bulk).await {
+    let progress = TerminalProgress::new();
+    // Connecting reads the destination: a wait for its rate limit shows as in the run.
+    let connected = crate::progress::forward_waits(&progress, clients(&manifests, args.bulk)).await;
+    let (source, destination) = match connected {
         Ok(c) => c,
-        Err(Setup::Invalid(m)) => return invalid(&m),
+        Err(Setup::Invalid(m)) => {
+            progress.finish();
+            return invalid(&m);
+        }
         Err(Setup::Failed(m)) => {
+            progress.finish();
             // A run that could not start is still a failed run: its owners hear of it.
             let mut outcome = failed_outcome(m);
             let name = run_name(&manifests);
@@ -162,7 +169,6 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
     };
     let invitations = (spec.welcome_email.enabled && !args.dry_run).then_some(store);
 
-    let progress = TerminalProgress::new();
     if file_store.is_none() {
         progress.warn("no --state-file: employees removed from Freshteam for good cannot be detected (nothing remembers whom this integration manages), so their members stay active; pass --state-file FILE to keep the ledger of managed members");
     }
@@ -189,7 +195,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         deadline: Some(deadline),
         ..ImportOptions::default()
     };
-    stop_on_signals(&options.stop);
+    let signals = tokio::spawn(stop_on_signal(options.stop.clone()));
     let mut outcome = run_import_with_ledger(
         &validated.mapping,
         source.as_ref(),
@@ -201,6 +207,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         &SystemClock,
     )
     .await;
+    signals.abort();
     let run_name = run_name(&manifests);
     if mail.transport.is_some() && !args.dry_run {
         progress.phase("Sending e-mail");
@@ -226,31 +233,25 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
     finish(&args, &manifests, &run_name, outcome)
 }
 
-/// The convergence notes in the state file (none when it has none or is unreadable).
-/// SIGTERM or Ctrl-C stops the run as the controller stops one: reads are abandoned, a
-/// wait for the destination's rate limit ends at once, the writes sent are tallied, and the
-/// run is printed as `Interrupted`. A second signal is the default one (the process ends).
-fn stop_on_signals(stop: &StopSignal) {
+/// Asks the run to stop on SIGINT or SIGTERM: reads are dropped, a wait for the
+/// destination's rate limit ends, the writes that settled are kept, and the run ends
+/// `Interrupted` with its ImportRun printed as usual.
+async fn stop_on_signal(stop: StopSignal) {
     use tokio::signal::unix::{signal, SignalKind};
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            return;
-        };
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = tokio::signal::ctrl_c() => "Ctrl-C",
-        };
-        stop.stop(format!("stopped by {name}"));
-        drop(term);
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { if let Ok(mut t) = signal(SignalKind::terminate()) { t.recv().await; } } => {}
-        }
-        std::process::exit(130);
-    });
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    stop.stop(format!("sync received {which}"));
 }
 
+/// The convergence notes in the state file (none when it has none or is unreadable).
 async fn load_notes(store: &FileOutboxStore) -> ConvergenceNotes {
     store.load_notes().await.unwrap_or_default()
 }
@@ -394,7 +395,10 @@ fn finish(
     }
     let phase = outcome.status.phase;
     // The reason reaches the terminal even when stdout goes to a file or to jq.
-    if matches!(phase, ImportPhase::Failed | ImportPhase::Blocked) {
+    if matches!(
+        phase,
+        ImportPhase::Failed | ImportPhase::Blocked | ImportPhase::Interrupted
+    ) {
         if let Some(message) = &outcome.status.message {
             eprintln!("error: {message}");
         }

@@ -35,7 +35,7 @@ use crate::source::EmployeeSource;
 use crate::sync::mode::ModePolicy;
 use crate::sync::{
     notify_after_run, report_part_name, report_parts, run_import_with_ledger, ImportOptions,
-    ImportOutcome, ProgressCounter, RunInfo,
+    ImportOutcome, ProgressCounter, RunInfo, StopSignal,
 };
 use crate::telemetry::RunningImport;
 
@@ -333,57 +333,86 @@ impl Run {
     /// and the integration watched (deleted, suspended: the run is asked to stop) on
     /// every tick.
     async fn import(&self, started: DateTime<Utc>) -> ImportOutcome {
-        let (ctx, req, fti) = (&self.ctx, &self.req, self.fti());
-        let approved_leavers = self.approved_leavers().await;
+        let (ctx, req) = (&self.ctx, &self.req);
         let key = format!("{}/{}", self.ns, self.integration);
         let stop = ctx.stop_signal(&key);
-        let outcome = match connect(ctx, req).await {
-            Ok((source, destination)) => {
-                let progress = Arc::new(ProgressCounter::default());
-                let ticker = spawn_progress_ticker(
-                    ctx.clone(),
-                    self.runs.clone(),
-                    self.name().to_string(),
-                    progress.clone(),
-                    Watched {
-                        integration: req.integration.clone(),
-                        stop: stop.clone(),
-                    },
+        let progress = Arc::new(ProgressCounter::default());
+        let ticker = spawn_progress_ticker(
+            ctx.clone(),
+            self.runs.clone(),
+            self.name().to_string(),
+            progress.clone(),
+            Watched {
+                integration: req.integration.clone(),
+                stop: stop.clone(),
+            },
+        );
+        // Connecting reads the destination too (its budget may make it wait): a stop
+        // ends it at once, and a wait shows like one during the run.
+        let connected = crate::progress::forward_waits(progress.as_ref(), async {
+            tokio::select! {
+                connected = connect(ctx, req) => Ok(connected),
+                reason = stop.stopped() => Err(reason),
+            }
+        })
+        .await;
+        let outcome = match connected {
+            Ok(Ok((source, destination))) => {
+                self.run_with(source.as_ref(), destination.as_ref(), &stop, &progress)
+                    .await
+            }
+            Ok(Err(message)) => ImportOutcome::failed(started, ctx.clock.now(), message),
+            Err(reason) => {
+                let mut outcome = ImportOutcome::failed(
+                    started,
+                    ctx.clock.now(),
+                    format!("Interrupted: {reason}; stopped while connecting; nothing was written"),
                 );
-                let options = ImportOptions {
-                    dry_run: req.start.dry_run,
-                    max_leavers_percent: fti.spec.safety.max_leavers_percent,
-                    approved_leavers,
-                    profile: fti.spec.destination.scim.profile,
-                    stop: stop.clone(),
-                    convergence: self.notes.load().await,
-                    when_removed: fti.spec.leavers.when_removed,
-                    mode: Some(req.mode.clone()),
-                    deadline: Some(
-                        crate::connect::run_deadline(&fti.spec)
-                            .unwrap_or(std::time::Duration::from_secs(24 * 60 * 60)),
-                    ),
-                };
-                let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
-                    .then_some(&self.outbox as &dyn OutboxStore);
-                let outcome = run_import_with_ledger(
-                    &req.mapping,
-                    source.as_ref(),
-                    destination.as_ref(),
-                    &options,
-                    invitations,
-                    Some(&self.ledger as &dyn LedgerStore),
-                    progress.as_ref(),
-                    ctx.clock.as_ref(),
-                )
-                .await;
-                ticker.abort();
+                outcome.status.phase = ImportPhase::Interrupted;
                 outcome
             }
-            Err(message) => ImportOutcome::failed(started, ctx.clock.now(), message),
         };
+        ticker.abort();
         ctx.forget_stop_signal(&key, &stop);
         outcome
+    }
+
+    /// The import itself, once both clients are connected.
+    async fn run_with(
+        &self,
+        source: &dyn EmployeeSource,
+        destination: &dyn MemberDirectory,
+        stop: &StopSignal,
+        progress: &ProgressCounter,
+    ) -> ImportOutcome {
+        let (ctx, req, fti) = (&self.ctx, &self.req, self.fti());
+        let options = ImportOptions {
+            dry_run: req.start.dry_run,
+            max_leavers_percent: fti.spec.safety.max_leavers_percent,
+            approved_leavers: self.approved_leavers().await,
+            profile: fti.spec.destination.scim.profile,
+            stop: stop.clone(),
+            convergence: self.notes.load().await,
+            when_removed: fti.spec.leavers.when_removed,
+            mode: Some(req.mode.clone()),
+            deadline: Some(
+                crate::connect::run_deadline(&fti.spec)
+                    .unwrap_or(std::time::Duration::from_secs(24 * 60 * 60)),
+            ),
+        };
+        let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
+            .then_some(&self.outbox as &dyn OutboxStore);
+        run_import_with_ledger(
+            &req.mapping,
+            source,
+            destination,
+            &options,
+            invitations,
+            Some(&self.ledger as &dyn LedgerStore),
+            progress,
+            ctx.clock.as_ref(),
+        )
+        .await
     }
 
     /// Record: the convergence notes, the e-mails, the report and the run's status, the

@@ -813,6 +813,9 @@ def test_exported_metric_names_are_read_from_the_source():
         "freshteam_last_successful_import_timestamp_seconds": "Gauge",
         "freshteam_leavers_awaiting_approval": "Gauge",
         "freshteam_authorized": "Gauge",
+        "freshteam_destination_requests_total": "Counter",
+        "freshteam_destination_throttled_total": "Counter",
+        "freshteam_destination_budget_wait_seconds_total": "Counter",
     }
     # The reference's table of metrics names the same families.
     readme = (ROOT / "docs" / "reference.md").read_text()

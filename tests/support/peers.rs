@@ -89,6 +89,7 @@ impl HostileList {
         match self {
             HostileList::HugeTotal => "huge-total",
             HostileList::Endless => "endless",
+            HostileList::Growing => "growing",
             HostileList::Trickle => "trickle",
         }
     }
