@@ -744,6 +744,58 @@ async fn the_reward_gateway_profile_names_a_scim_url_of_the_wrong_form() {
     assert!(h.runs().await.is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_by_the_service_is_kept_in_the_integrations_state_and_not_sent_again() {
+    let peer = Peer::RewardGateway {
+        limit: 1000,
+        window: Duration::from_secs(60),
+    };
+    let h = Harness::on_peer(4, true, Mail::default(), peer, |s| {
+        s.published = true;
+        s.mapping.first_name = Some("first_name".into());
+    })
+    .await;
+    h.sim
+        .update_employee("E-00003", json!({"first_name": "R2-D2"}))
+        .unwrap();
+    h.reconcile().await;
+    for (n, request) in ["first", "second"].into_iter().enumerate() {
+        h.clock.advance(5);
+        h.annotate(IMPORT_REQUESTED_AT, request).await;
+        h.reconcile().await;
+        let runs = h.runs().await;
+        let status = runs[n].status.clone().unwrap();
+        assert_eq!(status.phase, ImportPhase::PartiallySucceeded, "{request}");
+        let row = status
+            .errors
+            .iter()
+            .find(|r| r.employee_id.as_deref() == Some("E-00003"))
+            .unwrap();
+        match n {
+            0 => assert!(
+                row.message
+                    .contains("the destination answered 400 invalidValue"),
+                "{}",
+                row.message
+            ),
+            _ => assert!(
+                row.message
+                    .starts_with("refused by the destination on 2026-07-01: 400 invalidValue")
+                    && row
+                        .message
+                        .ends_with("; not sent again until it changes in Freshteam"),
+                "{}",
+                row.message
+            ),
+        }
+    }
+    assert_eq!(
+        h.scim.stats().await.totals.status(400),
+        1,
+        "the refused member was sent once"
+    );
+}
+
 /// E-mail through `smtp`, sent as rewards@acme.example.
 fn mail_through(smtp: &SmtpServer) -> Mail {
     let settings = SmtpSettings::parse(&smtp.url(), "rewards@acme.example").unwrap();

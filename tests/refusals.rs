@@ -141,6 +141,7 @@ impl Refusing {
                 (201, user)
             }
             ("GET", Some(i)) => (200, users[i].clone()),
+            ("GET", None) if id == Some("u-odd") => refusal(),
             ("PATCH" | "PUT", Some(_)) if digit_name(body) => refusal(),
             ("PATCH", Some(i)) => {
                 for op in body["Operations"].as_array().into_iter().flatten() {
@@ -282,6 +283,28 @@ async fn a_400_on_one_create_or_update_is_that_members_error_row_with_the_servic
             "one request each, no retry"
         );
     }
+}
+
+#[tokio::test]
+async fn a_400_to_the_read_before_a_put_is_an_error_row_but_no_refusal_of_values() {
+    let (_service, url) = Refusing::start().await;
+    let client = client(&url, |c| Capabilities {
+        bulk: None,
+        patch: false,
+        ..c.clone()
+    })
+    .await;
+    let outcomes = client.apply(&[rename("u-odd", 1, "Ada")], &|_, _| {}).await;
+    assert_eq!(
+        outcomes,
+        [WriteOutcome::Failed {
+            field: None,
+            message: format!(
+                "could not read the member: the destination answered 400 invalidValue: {REFUSAL}"
+            ),
+            refused: None,
+        }]
+    );
 }
 
 #[tokio::test]

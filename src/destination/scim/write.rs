@@ -479,7 +479,12 @@ impl ScimClient {
             return Step::Finished(failed(None, DELETED_MESSAGE));
         }
         if !resp.status.is_success() {
-            return Step::Finished(self.refusal("could not read the member", &resp));
+            // A read refused is not a refusal of the member's values.
+            let mut outcome = self.refusal("could not read the member", &resp);
+            if let WriteOutcome::Failed { refused, .. } = &mut outcome {
+                *refused = None;
+            }
+            return Step::Finished(outcome);
         }
         let mut resource: Value = match serde_json::from_slice(&resp.body) {
             Ok(v) => v,
