@@ -1199,6 +1199,8 @@ struct HostileList {
     endless: bool,
     /// Pages after the first hold one user.
     trickle: bool,
+    /// `totalResults` always one page beyond the page served (at least `total`).
+    growing: bool,
 }
 
 impl Default for HostileList {
@@ -1210,6 +1212,7 @@ impl Default for HostileList {
             ignore_start: false,
             endless: false,
             trickle: false,
+            growing: false,
         }
     }
 }
@@ -1257,6 +1260,13 @@ async fn hostile_list(h: HostileList) -> (String, std::sync::Arc<std::sync::atom
                         .collect();
                     let total = h
                         .total
+                        .map(|t| match h.growing {
+                            true => {
+                                let least: usize = t.parse().unwrap();
+                                least.max(start - 1 + 2 * n).to_string()
+                            }
+                            false => t.to_string(),
+                        })
                         .map(|t| format!(r#""totalResults":{t},"#))
                         .unwrap_or_default();
                     (
@@ -1359,6 +1369,35 @@ async fn a_list_that_never_ends_stops_at_the_cap_with_a_clear_error() {
     );
     assert!(requests <= 110, "{requests}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn a_list_whose_total_keeps_growing_stops_with_a_clear_error() {
+    let (url, requests) = hostile_list(HostileList {
+        total: Some("1000"),
+        page: 10,
+        endless: true,
+        growing: true,
+        ..HostileList::default()
+    })
+    .await;
+    let mut config = ScimConfig::new(&url, SecretString::new("t")).unwrap();
+    config.max_listed_users = 100_000;
+    let client = connect_with(config).await;
+    let started = std::time::Instant::now();
+    let e = client
+        .list_members()
+        .await
+        .expect_err("never ends")
+        .to_string();
+    assert!(
+        e.contains("its totalResults grew from 1000 to")
+            || e.contains("did not end after 226 pages, more than its 1000 users"),
+        "{e}"
+    );
+    let requests = requests.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(requests < 260, "{requests}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
 
 #[tokio::test]

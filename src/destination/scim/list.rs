@@ -157,8 +157,11 @@ impl ScimClient {
         read: &mut ListRead,
         out: &(dyn Fn(Vec<DestinationMember>) + Send + Sync),
     ) -> Result<(), DestinationError> {
-        // Without a total the list ends at its first short or empty page.
-        let end = total.unwrap_or(usize::MAX);
+        // Without a total the list ends at its first short or empty page. With one it
+        // ends there, or where later pages say when it grew while it was read (members
+        // created meanwhile), within `MAX_GROWTH`.
+        let mut end = total.unwrap_or(usize::MAX);
+        let mut claimed = end;
         let mut pacer = Pacer::new(
             self.config.concurrency,
             Instant::now(),
@@ -168,6 +171,15 @@ impl ScimClient {
         let mut ended = false;
         let mut in_flight = FuturesUnordered::new();
         loop {
+            if let (Some(first), false, true) = (total, ended, next > end && claimed > end) {
+                if claimed > max_growth(first) {
+                    return Err(self.endless(format!(
+                        "the user list does not end: its totalResults grew from {first} to {claimed} while it was read; stopped after {} users",
+                        read.listed
+                    )));
+                }
+                end = claimed;
+            }
             while !ended && next <= end && in_flight.len() < pacer.window() {
                 bounds.request().map_err(|e| self.endless(e))?;
                 let start = next;
@@ -179,8 +191,11 @@ impl ScimClient {
                 return Ok(());
             };
             let page = page?;
+            if let Some(t) = page.total_results.filter(|_| total.is_some()) {
+                claimed = usize::try_from(t).unwrap_or(usize::MAX);
+            }
             // Pages not yet requested, when the service said its total.
-            let remaining = total.map(|t| match t.checked_sub(next) {
+            let remaining = total.map(|_| match end.checked_sub(next) {
                 Some(rest) => rest / step + 1,
                 None => 0,
             });
@@ -205,7 +220,7 @@ impl ScimClient {
             read.listed += n;
             out(convert(page.resources));
             let expected = match total {
-                Some(total) => step.min(total.saturating_add(1).saturating_sub(start)),
+                Some(_) => step.min(end.saturating_add(1).saturating_sub(start)),
                 None => step,
             };
             if n < expected {
@@ -225,6 +240,13 @@ impl ScimClient {
             }
         }
     }
+}
+
+/// The most a list's `totalResults` may grow while it is read (members created
+/// meanwhile, by other integrations too) before the list counts as one that never ends:
+/// a tenth of the first page's total, and 1,000.
+fn max_growth(first: usize) -> usize {
+    first.saturating_add(first / 10).saturating_add(1_000)
 }
 
 /// What a list read so far.
