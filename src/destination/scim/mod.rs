@@ -60,6 +60,13 @@ pub struct ScimClient {
     lookup: lookup::LookupState,
 }
 
+/// Seconds since the Unix epoch (when a remembered update form was learnt).
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl ScimClient {
     /// Reads `/ServiceProviderConfig` to learn what the service supports, and checks the
     /// token with a one-user list (that config is public on many services).
@@ -168,10 +175,11 @@ impl MemberDirectory for ScimClient {
     }
 
     fn remember(&self, notes: &super::ConvergenceNotes) {
-        let form = notes
-            .write_form(self.config.base_url.as_str())
-            .and_then(WriteForm::from_name);
-        if let Some(form) = form {
+        let url = self.config.base_url.as_str();
+        if let Some(form) = notes
+            .write_form(url)
+            .and_then(|n| write::remembered(n, now()))
+        {
             debug!(
                 ?form,
                 "starting with the update form an earlier run found working"
@@ -181,8 +189,16 @@ impl MemberDirectory for ScimClient {
     }
 
     fn learnt(&self, notes: &mut super::ConvergenceNotes) {
-        let form = self.learnt_form().map(WriteForm::name);
-        notes.set_write_form(self.config.base_url.as_str(), form);
+        let url = self.config.base_url.as_str();
+        let now = now();
+        let note = self.learnt_form().map(|form| {
+            // The same form as remembered keeps its date: it is tried again once old.
+            match notes.write_form(url) {
+                Some(n) if write::remembered(n, now) == Some(form) => n.to_string(),
+                _ => write::form_note(form, now),
+            }
+        });
+        notes.set_write_form(url, note.as_deref());
     }
 
     fn target_name(&self, attr: crate::member::Attr) -> String {
