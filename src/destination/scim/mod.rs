@@ -58,6 +58,9 @@ pub struct ScimClient {
     throttled: AtomicU32,
     /// What looking members up by key has learnt about the service's filters.
     lookup: lookup::LookupState,
+    /// Member attributes the service did not keep on the first create over `/Bulk` this
+    /// run (read back once; see `bulk.rs`).
+    bulk_unkept: std::sync::OnceLock<Vec<crate::member::Attr>>,
 }
 
 /// Seconds since the Unix epoch (when a remembered update form was learnt).
@@ -97,6 +100,7 @@ impl ScimClient {
             form: AtomicU8::new(WriteForm::ValuePaths as u8),
             throttled: AtomicU32::new(0),
             lookup: lookup::LookupState::default(),
+            bulk_unkept: std::sync::OnceLock::new(),
         };
         client.caps = client.read_capabilities().await?;
         debug!(capabilities = ?client.caps, "SCIM service provider config");
