@@ -4,8 +4,13 @@ valid service, its `/Users` list is not. Needs nothing but Python's standard lib
 Modes (`--mode`):
 - `huge-total`: `totalResults` is 10^12 (`--total` changes it); every page is full
   (`count` users, at most 1000) of distinct, real-looking users.
-- `endless`: every page is full of new users and `totalResults` is always one page
-  beyond the page served (at least `--total`, default 100,000): the list never ends.
+- `endless`: every page is full of new users and no `totalResults` is given (RFC 7644
+  requires it; this service never says how many there are), no page is ever short or
+  empty: the list never ends.
+- `growing`: every page is full of new users and `totalResults` is always one page
+  beyond the page served (at least `--total`): the list grows as it is read, so a
+  client that follows the latest total never ends, and one that keeps the first page's
+  total ends early.
 - `trickle`: every page holds one user whatever `count` asks; `totalResults` is at least
   `--total` (default 100,000) and always beyond the page served: it never ends either.
 
@@ -99,13 +104,16 @@ SERVICE_PROVIDER_CONFIG = {
 
 
 def listing(resources, total, start=1):
-    return {
+    page = {
         "schemas": [LIST],
         "totalResults": total,
         "startIndex": start,
         "itemsPerPage": len(resources),
         "Resources": resources,
     }
+    if total is None:
+        del page["totalResults"]
+    return page
 
 
 def user(n: int) -> dict:
@@ -132,6 +140,8 @@ def page(mode: str, total: int, start: int, count: int) -> dict:
     size = 1 if mode == "trickle" else max(0, min(count, MAX_RESULTS))
     if mode == "huge-total":
         size = max(0, min(size, total - start + 1))
+    elif mode == "endless":
+        total = None
     else:
         # Always one page beyond this one: the list never ends.
         total = max(total, start - 1 + 2 * max(size, 1))
@@ -247,11 +257,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--bearer-token")
     parser.add_argument(
-        "--mode", choices=["huge-total", "endless", "trickle"], required=True
+        "--mode",
+        choices=["huge-total", "endless", "growing", "trickle"],
+        required=True,
     )
     parser.add_argument("--total", type=int, help="the totalResults announced")
     args = parser.parse_args()
-    total = args.total or (10**12 if args.mode == "huge-total" else 100_000)
+    defaults = {"huge-total": 10**12, "endless": 0, "growing": 0, "trickle": 100_000}
+    total = args.total if args.total is not None else defaults[args.mode]
     server = HostileServer((args.hostname, args.port), args.mode, total, args.bearer_token)
     print(f"Serving SCIM on http://{args.hostname}:{args.port}/v2", flush=True)
     try:

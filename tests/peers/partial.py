@@ -8,7 +8,10 @@ to behave like services that implement part of RFC 7644 and say nothing about it
 - Attributes it does not keep (`--drop`, default: `title` and the enterprise extension)
   are silently dropped on create, replace and patch, while `/Schemas` still announces
   them: only the stored resource (the answer to a write, or a read) shows it.
+- No `/Bulk` (announced unsupported), so that every PATCH meets the check.
 - Base URL `http://HOST:PORT/v2`, bearer token as scim2-server's.
+- `GET /_admin/stats` counts requests per endpoint (ids collapsed), status and method;
+  `POST /_admin/reset-stats` forgets them (both outside the counts, same token).
 """
 
 import re
@@ -63,11 +66,24 @@ class Partial:
     """The WSGI application: the PATCH check, then scim2-server."""
 
     def __init__(self, token: str | None, dropped: tuple[str, ...]):
-        self.scim = scim_wrap.scim_app(DroppingStorage(dropped), token)
+        self.scim = scim_wrap.scim_app(
+            DroppingStorage(dropped),
+            token,
+            # No /Bulk: every PATCH comes through the check above.
+            config={"bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0}},
+        )
         self.token = token
+        self.stats = scim_wrap.Stats()
 
     def __call__(self, environ, start_response):
-        if environ["REQUEST_METHOD"] == "PATCH" and scim_wrap.check_token(
+        path = environ.get("PATH_INFO", "")
+        method = environ["REQUEST_METHOD"]
+        if path.startswith("/_admin/"):
+            return self.admin(environ, start_response, path)
+        start_response = scim_wrap.counted(
+            self.stats, scim_wrap.endpoint_of(path), method, start_response
+        )
+        if method == "PATCH" and scim_wrap.check_token(
             environ, self.token
         ):
             body = scim_wrap.json_body(environ)
@@ -78,6 +94,16 @@ class Partial:
             ):
                 return scim_wrap.error(start_response, 500, "Internal Server Error")
         return self.scim(environ, start_response)
+
+    def admin(self, environ, start_response, path):
+        if not scim_wrap.check_token(environ, self.token):
+            return scim_wrap.error(start_response, 401, "Authorization failure")
+        if path == "/_admin/stats":
+            return scim_wrap.answer(start_response, 200, self.stats.snapshot())
+        if path == "/_admin/reset-stats" and environ["REQUEST_METHOD"] == "POST":
+            self.stats.reset()
+            return scim_wrap.answer(start_response, 200, {"reset": True})
+        return scim_wrap.error(start_response, 404, "no such admin call")
 
 
 def main() -> None:

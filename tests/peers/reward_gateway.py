@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from scim2_models import InvalidValueException
-from scim2_server.memory import InMemoryStorage
+from scim2_server.memory import InMemoryStorage, _key
 
 import scim_wrap
 
@@ -56,9 +56,7 @@ def name_problem(value: Any) -> bool:
     """Whether a first or last name breaks the published rule."""
     if not isinstance(value, str) or not 1 <= len(value) <= NAME_MAX:
         return True
-    return any(
-        not (c.isalpha() or c.isspace() or c in "'’-.") for c in value
-    )
+    return any(not (c.isalpha() or c.isspace() or c in "'’-.") for c in value)
 
 
 def email_problem(value: Any) -> bool:
@@ -117,14 +115,8 @@ class ValidatingStorage(InMemoryStorage):
                 if not keep(r.model_dump(mode="json", by_alias=True))
             ]
             for resource in doomed:
-                self._remove(scim_memory_key(resource))
+                self._remove(_key(resource))
             return len(doomed)
-
-
-def scim_memory_key(resource):
-    from scim2_server.memory import _key
-
-    return _key(resource)
 
 
 class FixedWindows:
@@ -154,53 +146,6 @@ class FixedWindows:
         return count <= self.limit, headers
 
 
-class Stats:
-    """Requests and 429s per endpoint (and per status and method), and totals."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.reset()
-
-    def reset(self) -> None:
-        self.endpoints: dict[str, dict[str, Any]] = {}
-
-    def count(self, endpoint: str, method: str, status: int) -> None:
-        with self.lock:
-            entry = self.endpoints.setdefault(
-                endpoint,
-                {"requests": 0, "throttled": 0, "statuses": {}, "methods": {}},
-            )
-            entry["requests"] += 1
-            entry["throttled"] += status == 429
-            entry["statuses"][str(status)] = entry["statuses"].get(str(status), 0) + 1
-            entry["methods"][method] = entry["methods"].get(method, 0) + 1
-
-    def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            endpoints = {k: {**v, "statuses": dict(v["statuses"]), "methods": dict(v["methods"])} for k, v in self.endpoints.items()}
-        statuses: dict[str, int] = {}
-        for entry in endpoints.values():
-            for status, n in entry["statuses"].items():
-                statuses[status] = statuses.get(status, 0) + n
-        totals = {
-            "requests": sum(e["requests"] for e in endpoints.values()),
-            "throttled": sum(e["throttled"] for e in endpoints.values()),
-            "statuses": statuses,
-        }
-        return {"endpoints": endpoints, "totals": totals}
-
-
-def endpoint_of(path: str) -> str:
-    """`/v2/Users/abc` → `/Users/{id}`: the path below the version, ids collapsed."""
-    parts = [p for p in path.split("/") if p]
-    if parts and parts[0] == "v2":
-        parts = parts[1:]
-    if not parts:
-        return "/"
-    tail = [p if p.startswith(".") else "{id}" for p in parts[1:2]] + parts[2:]
-    return "/" + "/".join([parts[0], *tail])
-
-
 class RewardGateway:
     """The WSGI application: admin calls, then the budget, then scim2-server."""
 
@@ -219,7 +164,7 @@ class RewardGateway:
         )
         self.scim = scim_wrap.mount(self.prefix, app)
         self.windows = FixedWindows(args.limit, args.window)
-        self.stats = Stats()
+        self.stats = scim_wrap.Stats()
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -227,16 +172,15 @@ class RewardGateway:
             return self.admin(environ, start_response, path)
         if not path.startswith(self.prefix + "/"):
             return scim_wrap.error(start_response, 404, "no such programme")
-        endpoint = endpoint_of(path[len(self.prefix) :])
+        endpoint = scim_wrap.endpoint_of(path[len(self.prefix) :])
         method = environ["REQUEST_METHOD"]
         allowed, headers = self.windows.take(
             (environ.get("REMOTE_ADDR", ""), endpoint)
         )
 
-        def counted_start(status, response_headers, exc_info=None):
-            self.stats.count(endpoint, method, int(status.split()[0]))
-            return start_response(status, [*response_headers, *headers], exc_info)
-
+        counted_start = scim_wrap.counted(
+            self.stats, endpoint, method, start_response, headers
+        )
         if not allowed:
             return scim_wrap.error(
                 counted_start, 429, "Too many requests: rate limit exceeded"

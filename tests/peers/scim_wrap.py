@@ -10,6 +10,8 @@ import argparse
 import io
 import json
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
@@ -174,8 +176,80 @@ def check_token(environ, token: str | None) -> bool:
     return scheme.lower() == "bearer" and given == token
 
 
+def counted(stats: "Stats", endpoint: str, method: str, start_response, extra=()):
+    """`start_response` that counts the answer's status in `stats` and adds `extra`
+    headers."""
+
+    def start(status, headers, exc_info=None):
+        stats.count(endpoint, method, int(status.split()[0]))
+        return start_response(status, [*headers, *extra], exc_info)
+
+    return start
+
+
 def main_guard(main: Callable[[], None]) -> None:
     try:
         main()
     except BrokenPipeError:
         sys.exit(0)
+
+
+class Stats:
+    """Requests and 429s per endpoint (and per status and method, and when the first
+    and the last were answered, in seconds since the counts started), and totals: what
+    `GET /_admin/stats` answers."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.endpoints: dict[str, dict[str, Any]] = {}
+        self.started = time.monotonic()
+
+    def count(self, endpoint: str, method: str, status: int) -> None:
+        now = round(time.monotonic() - self.started, 3)
+        with self.lock:
+            entry = self.endpoints.setdefault(
+                endpoint,
+                {
+                    "requests": 0,
+                    "throttled": 0,
+                    "statuses": {},
+                    "methods": {},
+                    "first": now,
+                },
+            )
+            entry["last"] = now
+            entry["requests"] += 1
+            entry["throttled"] += status == 429
+            entry["statuses"][str(status)] = entry["statuses"].get(str(status), 0) + 1
+            entry["methods"][method] = entry["methods"].get(method, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            endpoints = json.loads(json.dumps(self.endpoints))
+        totals: dict[str, Any] = {
+            "requests": 0, "throttled": 0, "statuses": {}, "methods": {}
+        }
+        if endpoints:
+            totals["first"] = min(e["first"] for e in endpoints.values())
+            totals["last"] = max(e["last"] for e in endpoints.values())
+        for entry in endpoints.values():
+            totals["requests"] += entry["requests"]
+            totals["throttled"] += entry["throttled"]
+            for key in ("statuses", "methods"):
+                for name, n in entry[key].items():
+                    totals[key][name] = totals[key].get(name, 0) + n
+        return {"endpoints": endpoints, "totals": totals}
+
+
+def endpoint_of(path: str) -> str:
+    """`/v2/Users/abc` → `/Users/{id}`: the path below the version, ids collapsed."""
+    parts = [p for p in path.split("/") if p]
+    if parts and parts[0] == "v2":
+        parts = parts[1:]
+    if not parts:
+        return "/"
+    tail = [p if p.startswith(".") else "{id}" for p in parts[1:2]] + parts[2:]
+    return "/" + "/".join([parts[0], *tail])

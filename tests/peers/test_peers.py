@@ -120,9 +120,14 @@ def test_reward_gateway_announces_the_budget_and_answers_429_past_it(rg):
     stats = rg.call("GET", "/_admin/stats", root=True)[2]
     assert stats["endpoints"]["/Users"]["requests"] == 7
     assert stats["endpoints"]["/Users"]["throttled"] == 1
-    assert stats["endpoints"]["/Users/{id}"] == {
+    one = stats["endpoints"]["/Users/{id}"]
+    assert one["first"] == one["last"] > 0
+    del one["first"], one["last"]
+    assert one == {
         "requests": 1, "throttled": 0, "statuses": {"404": 1}, "methods": {"GET": 1}
     }
+    users = stats["endpoints"]["/Users"]
+    assert users["last"] - users["first"] >= 1.0
     assert stats["totals"]["requests"] == 8 and stats["totals"]["throttled"] == 1
     rg.call("POST", "/_admin/reset-stats", root=True)
     assert rg.call("GET", "/_admin/stats", root=True)[2]["totals"]["requests"] == 0
@@ -188,6 +193,10 @@ def test_partial_refuses_attribute_path_patches_with_500(partial):
     op = {"op": "replace", "path": "name", "value": {"givenName": "Ada", "familyName": "King"}}
     assert partial.call("PATCH", path, {"schemas": [PATCH], "Operations": [op]})[0] in (200, 204)
     assert partial.call("GET", path)[2]["name"]["familyName"] == "King"
+    stats = partial.call("GET", "/_admin/stats", root=True)[2]
+    patches = stats["endpoints"]["/Users/{id}"]
+    assert patches["methods"]["PATCH"] == 3 and patches["statuses"]["500"] == 2
+    assert stats["totals"]["requests"] == 5
 
 
 def test_partial_drops_what_it_does_not_keep_and_still_announces_it(partial):
@@ -208,7 +217,7 @@ def test_partial_drops_what_it_does_not_keep_and_still_announces_it(partial):
     assert any(s["id"] == ENTERPRISE for s in schemas)
 
 
-@pytest.mark.parametrize("mode", ["huge-total", "endless", "trickle"])
+@pytest.mark.parametrize("mode", ["huge-total", "endless", "growing", "trickle"])
 def test_hostile_lists(mode):
     peer = Peer("hostile.py", "--mode", mode)
     try:
@@ -217,7 +226,10 @@ def test_hostile_lists(mode):
         far = peer.call("GET", "/Users?startIndex=1000001&count=100")[2]
         if mode == "huge-total":
             assert first["totalResults"] == 10**12
+        elif mode == "endless":
+            assert "totalResults" not in first and "totalResults" not in far
         else:
+            assert first["totalResults"] < far["totalResults"]
             assert far["totalResults"] > 1000001
         expected = 1 if mode == "trickle" else 100
         assert len(first["Resources"]) == len(far["Resources"]) == expected

@@ -118,8 +118,10 @@ pub enum Peer {
 pub enum HostileList {
     /// `totalResults` 10^12, full pages.
     HugeTotal,
-    /// Full pages of new users forever, `totalResults` always one page ahead.
+    /// Full pages of new users forever, no `totalResults`.
     Endless,
+    /// Full pages of new users forever, `totalResults` always one page ahead.
+    Growing,
     /// One user per page whatever `count` asks, never ending.
     Trickle,
 }

@@ -62,7 +62,7 @@ pub(super) fn launch(peer: Peer) -> Option<Launch> {
             program: python,
             args: vec![peer_script("partial.py").display().to_string()],
             base: "/v2".into(),
-            probe: "/v2/Users?count=1".into(),
+            probe: "/_admin/stats".into(),
             installed: with_scim2,
         },
         Peer::Hostile(mode) => Launch {
@@ -89,6 +89,7 @@ impl HostileList {
         match self {
             HostileList::HugeTotal => "huge-total",
             HostileList::Endless => "endless",
+            HostileList::Growing => "growing",
             HostileList::Trickle => "trickle",
         }
     }
@@ -106,6 +107,12 @@ pub struct EndpointStats {
     /// Requests per method.
     #[serde(default)]
     pub methods: BTreeMap<String, u64>,
+    /// When the first and the last were answered, in seconds since the counts started
+    /// (or were reset).
+    #[serde(default)]
+    pub first: f64,
+    #[serde(default)]
+    pub last: f64,
 }
 
 impl EndpointStats {
@@ -114,6 +121,10 @@ impl EndpointStats {
     }
     pub fn method(&self, method: &str) -> u64 {
         self.methods.get(method).copied().unwrap_or(0)
+    }
+    /// From the first request answered to the last.
+    pub fn span(&self) -> Duration {
+        Duration::from_secs_f64((self.last - self.first).max(0.0))
     }
 }
 
@@ -171,8 +182,8 @@ impl ScimServer {
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
-    /// The Reward Gateway-shaped peer's request counts (the hostile peer's are only
-    /// `totals.requests`: see [`ScimServer::requests_served`]).
+    /// The request counts of the Reward Gateway-shaped or the partial peer (the
+    /// hostile peer only counts: see [`ScimServer::requests_served`]).
     pub async fn stats(&self) -> PeerStats {
         let (status, body) = self.admin(reqwest::Method::GET, "stats").await;
         assert_eq!(status, 200, "stats: {body}");

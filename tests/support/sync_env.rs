@@ -126,6 +126,17 @@ spec:
         )
     }
 
+    /// [`Env::manifest`] with `scim_extra` (lines indented for `destination.scim`, e.g.
+    /// `"      profile: RewardGateway\n"`) added to the SCIM destination.
+    pub fn manifest_scim(&self, api_key: &str, scim_extra: &str, spec_extra: &str) -> String {
+        let token_ref = "      tokenSecretRef: {name: members-scim, key: token}\n";
+        self.manifest(api_key, spec_extra).replacen(
+            token_ref,
+            &format!("{token_ref}{scim_extra}"),
+            1,
+        )
+    }
+
     pub fn default_mapping() -> &'static str {
         "  mapping:\n    email: official_email\n    firstName: first_name\n    lastName: last_name\n    jobTitle: designation\n    department: department\n"
     }
@@ -181,6 +192,17 @@ spec:
         self.command(file, args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn freshteam-operator sync")
+    }
+
+    /// Starts `sync` without waiting, its output piped (read it with
+    /// `wait_with_output`).
+    pub fn spawn_sync_piped(&self, file: &PathBuf, args: &[&str]) -> tokio::process::Child {
+        self.command(file, args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn freshteam-operator sync")
