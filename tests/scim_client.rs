@@ -1353,7 +1353,7 @@ async fn a_list_that_never_ends_stops_at_the_cap_with_a_clear_error() {
     .await;
     let e = result.expect_err("an endless list is an error").to_string();
     assert!(
-        e.contains("more than 500 users, the most the operator reads"),
+        e.contains("more than 500 users without a totalResults, the most the operator reads"),
         "{e}"
     );
     // Pages of one user when a thousand were asked: short pages, or the page cap.

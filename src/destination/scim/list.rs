@@ -8,7 +8,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use reqwest::{Method, StatusCode};
 use tracing::debug;
 
-use super::config::{ScimConfig, MAX_PAGE};
+use super::config::{ScimConfig, MAX_LISTED_WITHOUT_TOTAL, MAX_PAGE};
 use super::model::{ListPage, WireUser};
 use super::pacer::Pacer;
 use super::transport::CallKind;
@@ -232,10 +232,18 @@ impl ScimClient {
                     None => ended = true,
                 }
             }
-            if read.listed > self.config.max_listed_users {
+            let cap = match total {
+                Some(_) => self.config.max_listed_users,
+                None => self.config.max_listed_users.min(MAX_LISTED_WITHOUT_TOTAL),
+            };
+            if read.listed > cap {
+                let without = if total.is_none() {
+                    " without a totalResults"
+                } else {
+                    ""
+                };
                 return Err(self.endless(format!(
-                    "the service listed more than {} users, the most the operator reads",
-                    self.config.max_listed_users
+                    "the service listed more than {cap} users{without}, the most the operator reads"
                 )));
             }
         }
