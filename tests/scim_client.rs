@@ -1171,10 +1171,8 @@ async fn a_server_error_on_value_paths_falls_back_and_the_next_run_starts_with_w
     assert_eq!(seen.last(), Some(&("PATCH".to_string(), false)), "{seen:?}");
     let mut notes = ConvergenceNotes::default();
     client.learnt(&mut notes);
-    assert_eq!(
-        notes.write_form(front.url.as_str()),
-        Some("wholeAttributes")
-    );
+    let note = notes.write_form(front.url.as_str()).unwrap().to_string();
+    assert!(note.starts_with("wholeAttributes "), "{note}");
 
     // The next run (a new client) starts with the form that worked: no 500 first.
     let next = connect_with(config).await;
@@ -1186,6 +1184,10 @@ async fn a_server_error_on_value_paths_falls_back_and_the_next_run_starts_with_w
     );
     assert_eq!(front.take(), vec![("PATCH".to_string(), false)]);
     assert_eq!(server.user(id).await.unwrap()["name"]["familyName"], "King");
+    // Remembered as learnt, its date kept (it is tried again once a month old).
+    let mut later = notes.clone();
+    next.learnt(&mut later);
+    assert_eq!(later.write_form(front.url.as_str()), Some(note.as_str()));
 }
 
 /// A scripted SCIM service with a hostile list: `users` members, announcing `total`
@@ -1201,6 +1203,8 @@ struct HostileList {
     endless: bool,
     /// Pages after the first hold one user.
     trickle: bool,
+    /// `totalResults` always one page beyond the page served (at least `total`).
+    growing: bool,
 }
 
 impl Default for HostileList {
@@ -1212,6 +1216,7 @@ impl Default for HostileList {
             ignore_start: false,
             endless: false,
             trickle: false,
+            growing: false,
         }
     }
 }
@@ -1259,6 +1264,13 @@ async fn hostile_list(h: HostileList) -> (String, std::sync::Arc<std::sync::atom
                         .collect();
                     let total = h
                         .total
+                        .map(|t| match h.growing {
+                            true => {
+                                let least: usize = t.parse().unwrap();
+                                least.max(start - 1 + 2 * n).to_string()
+                            }
+                            false => t.to_string(),
+                        })
                         .map(|t| format!(r#""totalResults":{t},"#))
                         .unwrap_or_default();
                     (
@@ -1343,7 +1355,7 @@ async fn a_list_that_never_ends_stops_at_the_cap_with_a_clear_error() {
     .await;
     let e = result.expect_err("an endless list is an error").to_string();
     assert!(
-        e.contains("more than 500 users, the most the operator reads"),
+        e.contains("more than 500 users without a totalResults, the most the operator reads"),
         "{e}"
     );
     // Pages of one user when a thousand were asked: short pages, or the page cap.
@@ -1361,6 +1373,35 @@ async fn a_list_that_never_ends_stops_at_the_cap_with_a_clear_error() {
     );
     assert!(requests <= 110, "{requests}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn a_list_whose_total_keeps_growing_stops_with_a_clear_error() {
+    let (url, requests) = hostile_list(HostileList {
+        total: Some("1000"),
+        page: 10,
+        endless: true,
+        growing: true,
+        ..HostileList::default()
+    })
+    .await;
+    let mut config = ScimConfig::new(&url, SecretString::new("t")).unwrap();
+    config.max_listed_users = 100_000;
+    let client = connect_with(config).await;
+    let started = std::time::Instant::now();
+    let e = client
+        .list_members()
+        .await
+        .expect_err("never ends")
+        .to_string();
+    assert!(
+        e.contains("its totalResults grew from 1000 to")
+            || e.contains("did not end after 226 pages, more than its 1000 users"),
+        "{e}"
+    );
+    let requests = requests.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(requests < 260, "{requests}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
 
 #[tokio::test]

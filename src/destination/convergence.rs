@@ -14,8 +14,10 @@ use crate::destination::WriteOp;
 use crate::member::{Attr, Change};
 
 /// Notes kept at most; past this a run keeps the first ones (by Employee ID) and the
-/// others are simply written again next run. Bounds the state at about 0.5 MB.
-pub(crate) const MAX_NOTES: usize = 10_000;
+/// others are simply written again next run. A note is about 50 bytes of state: this
+/// bounds the notes at about 5 MB, and covers a first import of 50,000 members to a
+/// service that drops two of their attributes (each create that loses one leaves a note).
+pub(crate) const MAX_NOTES: usize = 100_000;
 
 /// Employee ID → member field (`spec.mapping` name) → hash of the value written; and,
 /// in sections of their own, what the run learnt about each destination.
@@ -28,6 +30,9 @@ pub(crate) const MAX_NOTES: usize = 10_000;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConvergenceNotes {
     notes: BTreeMap<String, BTreeMap<String, String>>,
+    /// How many notes `notes` holds (kept as they change: counting them per note
+    /// recorded would cost a pass over every member).
+    count: usize,
     /// Destination URL → the update form that works there (see `WriteForm` in the SCIM
     /// client): a later run starts with it instead of failing with finer ones first.
     write_forms: BTreeMap<String, String>,
@@ -76,7 +81,9 @@ impl<'de> Deserialize<'de> for ConvergenceNotes {
                     } else if key.starts_with('@') {
                         map.next_value::<IgnoredAny>()?;
                     } else {
-                        out.notes.insert(key, map.next_value()?);
+                        let fields: BTreeMap<String, String> = map.next_value()?;
+                        out.count += fields.len();
+                        out.notes.insert(key, fields);
                     }
                 }
                 Ok(out)
@@ -105,7 +112,7 @@ fn note_of(change: &Change) -> Option<(Attr, String)> {
 
 impl ConvergenceNotes {
     pub fn len(&self) -> usize {
-        self.notes.values().map(BTreeMap::len).sum()
+        self.count
     }
 
     /// Nothing noted at all (no member notes, no section).
@@ -122,6 +129,7 @@ impl ConvergenceNotes {
     pub fn sections(&self) -> ConvergenceNotes {
         ConvergenceNotes {
             notes: BTreeMap::new(),
+            count: 0,
             ..self.clone()
         }
     }
@@ -172,14 +180,18 @@ impl ConvergenceNotes {
 
     /// Notes `changes` as written to this member (the attribute ones).
     pub fn record(&mut self, employee_id: &str, changes: &[Change]) {
-        if self.len() >= MAX_NOTES {
+        if self.count >= MAX_NOTES {
             return;
         }
         for (attr, hash) in changes.iter().filter_map(note_of) {
-            self.notes
-                .entry(employee_id.to_string())
-                .or_default()
-                .insert(attr.field_name().to_string(), hash);
+            self.note(employee_id, attr.field_name(), hash);
+        }
+    }
+
+    fn note(&mut self, employee_id: &str, field: &str, hash: String) {
+        let fields = self.notes.entry(employee_id.to_string()).or_default();
+        if fields.insert(field.to_string(), hash).is_none() {
+            self.count += 1;
         }
     }
 
@@ -190,10 +202,7 @@ impl ConvergenceNotes {
         };
         for attr in held {
             if let Some(hash) = noted.get(attr.field_name()) {
-                self.notes
-                    .entry(employee_id.to_string())
-                    .or_default()
-                    .insert(attr.field_name().to_string(), hash.clone());
+                self.note(employee_id, attr.field_name(), hash.clone());
             }
         }
     }
@@ -406,6 +415,23 @@ mod tests {
         let later: ConvergenceNotes =
             serde_json::from_value(serde_json::json!({"@other": {"a": "b"}})).unwrap();
         assert!(later.is_empty());
+    }
+
+    #[test]
+    fn notes_are_counted_as_they_change_and_capped() {
+        let mut notes = ConvergenceNotes::default();
+        let title = |v: &str| [Change::Set(Attr::JobTitle, v.into())];
+        notes.record("E1", &title("a"));
+        notes.record("E1", &title("b")); // replaces the first
+        notes.record("E1", &[Change::Clear(Attr::Department)]);
+        assert_eq!(notes.len(), 2);
+        let back: ConvergenceNotes =
+            serde_json::from_value(serde_json::to_value(&notes).unwrap()).unwrap();
+        assert_eq!(back.len(), 2);
+        for i in 0..MAX_NOTES + 10 {
+            notes.record(&format!("M{i}"), &title("x"));
+        }
+        assert_eq!(notes.len(), MAX_NOTES);
     }
 
     #[test]

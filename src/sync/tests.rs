@@ -1014,3 +1014,70 @@ async fn a_run_past_its_deadline_fails_naming_it() {
         Some("the run did not finish within its deadline of 300ms: stopped after 3 of 20 writes, the next run applies the rest (3 created); what was written stays, the next run continues")
     );
 }
+
+#[test]
+fn a_partial_run_drops_forgotten_members_and_keeps_a_vanished_id_until_the_new_one() {
+    use crate::ledger::{Ledger, Origin};
+    use crate::mapping::{DesiredMember, MappedSource};
+    use crate::plan::Vanished;
+    let member = |id: &str, active: bool| DesiredMember {
+        member: Member {
+            employee_id: id.into(),
+            email: format!("{id}@acme.example"),
+            active,
+            ..Member::default()
+        },
+        manager_employee_id: None,
+        leaver_reason: None,
+    };
+    let source = MappedSource {
+        members: vec![member("BACK", true), member("GONE", false)],
+        records: 2,
+        ..MappedSource::default()
+    };
+    let desired = DesiredSet::from(&source);
+    let current = Accounts::default();
+    let mut ledger = Ledger::default();
+    for id in ["BACK", "GONE", "OTHER"] {
+        ledger.insert(id, Origin::Created);
+        ledger.set_account(id, Some(&format!("old-{id}")));
+    }
+    let plan = plan_sets(
+        &desired,
+        &current,
+        Some(&ledger as &dyn ManagedIds),
+        &PlanOptions {
+            managed: AttrSet::default(),
+            max_leavers_percent: 100,
+            approved_leavers: None,
+            when_removed: WhenRemoved::Deactivate,
+            scope: PlanScope::Changed { managed: 3 },
+        },
+    );
+    assert_eq!(
+        plan.vanished,
+        Vanished {
+            recreated: vec![("BACK".into(), "old-BACK".into())],
+            forgotten: vec!["GONE".into()],
+        }
+    );
+    let sets = Sets {
+        desired: &desired,
+        current: &current,
+        vanished: &plan.vanished,
+    };
+    assert!(next_ledger(&mut ledger, sets, &plan, true));
+    let ids: Vec<&str> = ledger.ids().collect();
+    assert_eq!(
+        ids,
+        ["BACK", "OTHER"],
+        "a partial run keeps those it did not read"
+    );
+    assert_eq!(ledger.account("BACK").as_deref(), Some("old-BACK"));
+    // A full run keeps the vanished id too (until the new account is recorded).
+    let mut full = Ledger::default();
+    full.insert("BACK", Origin::Adopted);
+    full.set_account("BACK", Some("old-BACK"));
+    next_ledger(&mut full, sets, &plan, false);
+    assert_eq!(full.account("BACK").as_deref(), Some("old-BACK"));
+}

@@ -263,30 +263,21 @@ impl ScimClient {
     }
 
     /// A bulk answer that does not carry the resources says nothing of what the service
-    /// kept: one member it created is read back (one GET a bulk request), and the
-    /// attributes it did not keep are taken as not kept for every member the request
-    /// created (services that drop an attribute drop it for everyone; a note only holds
-    /// back a value the next run would write again, so one too many costs nothing).
+    /// kept: the first member a run creates over `/Bulk` is read back (one GET a run),
+    /// and the attributes it did not keep are taken as not kept for every member the run
+    /// creates over `/Bulk` (services that drop an attribute drop it for everyone; a note
+    /// only holds back a value the next run would write again, so one too many costs
+    /// nothing).
     async fn learn_unkept(&self, ops: &[WriteOp], done: &mut [(usize, WriteOutcome)]) {
-        let sample = done.iter().find_map(|(i, o)| match (o, &ops[*i]) {
-            (WriteOutcome::Created { id, .. }, WriteOp::Create { member }) => Some((id, member)),
-            _ => None,
-        });
-        let Some((id, member)) = sample else {
-            return;
+        let attrs = match self.bulk_unkept.get() {
+            Some(attrs) => attrs.clone(),
+            None => {
+                let Some(attrs) = self.sample_unkept(ops, done).await else {
+                    return;
+                };
+                self.bulk_unkept.get_or_init(|| attrs).clone()
+            }
         };
-        let url = self.url(&["Users", id]);
-        let body = match self
-            .send(Method::GET, url, None, None, CallKind::Read)
-            .await
-        {
-            Ok(r) if r.status.is_success() => r.body,
-            _ => return,
-        };
-        let attrs: Vec<Attr> = not_kept(&body, &created_changes(member))
-            .iter()
-            .filter_map(attr_of)
-            .collect();
         if attrs.is_empty() {
             return;
         }
@@ -300,6 +291,32 @@ impl ScimClient {
                     .collect();
             }
         }
+    }
+
+    /// The attributes one member this bulk request created came back without (read back
+    /// with one GET); `None` when there is none to read or the read failed.
+    async fn sample_unkept(
+        &self,
+        ops: &[WriteOp],
+        done: &[(usize, WriteOutcome)],
+    ) -> Option<Vec<Attr>> {
+        let (id, member) = done.iter().find_map(|(i, o)| match (o, &ops[*i]) {
+            (WriteOutcome::Created { id, .. }, WriteOp::Create { member }) => Some((id, member)),
+            _ => None,
+        })?;
+        let url = self.url(&["Users", id]);
+        let body = match self
+            .send(Method::GET, url, None, None, CallKind::Read)
+            .await
+        {
+            Ok(r) if r.status.is_success() => r.body,
+            _ => return None,
+        };
+        let attrs = not_kept(&body, &created_changes(member))
+            .iter()
+            .filter_map(attr_of)
+            .collect();
+        Some(attrs)
     }
 
     /// One bulk answer → the op's outcome, or what to do next on its own.

@@ -90,6 +90,10 @@ pub(super) const MAX_PAGE: usize = 1000;
 /// announces its total is held to fewer still (see `list.rs`).
 pub(crate) const MAX_LISTED_USERS: usize = 2_000_000;
 pub(crate) const MAX_LIST_PAGES: usize = 50_000;
+/// Most users a list without `totalResults` reads (RFC 7644 requires the total: a
+/// legitimate list of 2,000,000 announces it). Such a list ends at its first short page;
+/// one that never does is stopped here, its accounts held in about 80 MB.
+pub(crate) const MAX_LISTED_WITHOUT_TOTAL: usize = 200_000;
 
 /// `/Bulk` limits the service announced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use reqwest::{Method, StatusCode};
 use tracing::debug;
 
-use super::config::{ScimConfig, MAX_PAGE};
+use super::config::{ScimConfig, MAX_LISTED_WITHOUT_TOTAL, MAX_PAGE};
 use super::model::{ListPage, WireUser};
 use super::pacer::Pacer;
 use super::transport::CallKind;
@@ -157,21 +157,19 @@ impl ScimClient {
         read: &mut ListRead,
         out: &(dyn Fn(Vec<DestinationMember>) + Send + Sync),
     ) -> Result<(), DestinationError> {
-        // Without a total the list ends at its first short or empty page.
-        let end = total.unwrap_or(usize::MAX);
+        let mut walk = Walk::new(total, step);
         let mut pacer = Pacer::new(
             self.config.concurrency,
             Instant::now(),
             self.throttled.load(Ordering::Relaxed),
         );
-        let mut next = step.saturating_add(1);
-        let mut ended = false;
         let mut in_flight = FuturesUnordered::new();
         loop {
-            while !ended && next <= end && in_flight.len() < pacer.window() {
+            walk.follow_growth(read.listed)
+                .map_err(|e| self.endless(e))?;
+            while walk.more() && in_flight.len() < pacer.window() {
                 bounds.request().map_err(|e| self.endless(e))?;
-                let start = next;
-                next = next.saturating_add(step);
+                let start = walk.advance();
                 in_flight.push(async move { (start, self.fetch_page(start, step).await) });
             }
             read.window = read.window.max(pacer.window());
@@ -179,19 +177,13 @@ impl ScimClient {
                 return Ok(());
             };
             let page = page?;
-            // Pages not yet requested, when the service said its total.
-            let remaining = total.map(|t| match t.checked_sub(next) {
-                Some(rest) => rest / step + 1,
-                None => 0,
-            });
-            pacer.page_done(
-                Instant::now(),
-                self.throttled.load(Ordering::Relaxed),
-                remaining,
-            );
+            walk.claimed(page.total_results);
+            let now = Instant::now();
+            let throttled = self.throttled.load(Ordering::Relaxed);
+            pacer.page_done(now, throttled, walk.remaining());
             let n = page.resources.len();
             if n == 0 {
-                ended = true; // the end, or members went away while listing
+                walk.ended = true; // the end, or members went away while listing
                 continue;
             }
             if page.resources.first().map(|u| &u.id) == first_id.as_ref() {
@@ -204,27 +196,129 @@ impl ScimClient {
                 .map_err(|e| self.endless(e))?;
             read.listed += n;
             out(convert(page.resources));
-            let expected = match total {
-                Some(total) => step.min(total.saturating_add(1).saturating_sub(start)),
-                None => step,
-            };
-            if n < expected {
-                match total {
-                    Some(_) => {
-                        let rest = expected - n;
-                        read.listed += self.fetch_range(start + n, rest, bounds, out).await?;
-                    }
-                    None => ended = true,
-                }
+            let expected = walk.expected(start);
+            if n < expected && total.is_some() {
+                let rest = expected - n;
+                read.listed += self.fetch_range(start + n, rest, bounds, out).await?;
+            } else if n < expected {
+                walk.ended = true;
             }
-            if read.listed > self.config.max_listed_users {
+            let cap = walk.cap(self.config.max_listed_users);
+            if read.listed > cap {
+                let without = if total.is_none() {
+                    " without a totalResults"
+                } else {
+                    ""
+                };
                 return Err(self.endless(format!(
-                    "the service listed more than {} users, the most the operator reads",
-                    self.config.max_listed_users
+                    "the service listed more than {cap} users{without}, the most the operator reads"
                 )));
             }
         }
     }
+}
+
+/// Where a list is: the next page to ask for and where it ends.
+///
+/// Without a total the list ends at its first short or empty page. With one it ends
+/// there, or where later pages say when it grew while it was read (members created
+/// meanwhile), within [`max_growth`].
+struct Walk {
+    /// The first page's `totalResults`.
+    total: Option<usize>,
+    step: usize,
+    /// The last user to read.
+    end: usize,
+    /// The total the latest page announced.
+    latest: usize,
+    /// Where the next page starts.
+    next: usize,
+    ended: bool,
+}
+
+impl Walk {
+    fn new(total: Option<usize>, step: usize) -> Self {
+        let end = total.unwrap_or(usize::MAX);
+        Walk {
+            total,
+            step,
+            end,
+            latest: end,
+            next: step.saturating_add(1),
+            ended: false,
+        }
+    }
+
+    /// Whether another page is to be asked for.
+    fn more(&self) -> bool {
+        !self.ended && self.next <= self.end
+    }
+
+    /// The start of the next page, now asked for.
+    fn advance(&mut self) -> usize {
+        let start = self.next;
+        self.next = self.next.saturating_add(self.step);
+        start
+    }
+
+    /// A page's `totalResults` (followed only when the first page had one).
+    fn claimed(&mut self, total: Option<u64>) {
+        if let Some(t) = total.filter(|_| self.total.is_some()) {
+            self.latest = usize::try_from(t).unwrap_or(usize::MAX);
+        }
+    }
+
+    /// Once every page up to the end is asked for, a total that grew moves the end,
+    /// within [`max_growth`]; beyond, the list does not end.
+    fn follow_growth(&mut self, listed: usize) -> Result<(), String> {
+        let Some(first) = self.total else {
+            return Ok(());
+        };
+        if self.ended || self.next <= self.end || self.latest <= self.end {
+            return Ok(());
+        }
+        if self.latest > max_growth(first) {
+            return Err(format!(
+                "the user list does not end: its totalResults grew from {first} to {} while it was read; stopped after {listed} users",
+                self.latest
+            ));
+        }
+        self.end = self.latest;
+        Ok(())
+    }
+
+    /// Pages not yet asked for, when the service said its total.
+    fn remaining(&self) -> Option<usize> {
+        self.total.map(|_| match self.end.checked_sub(self.next) {
+            Some(rest) => rest / self.step + 1,
+            None => 0,
+        })
+    }
+
+    /// Users the page at `start` should hold.
+    fn expected(&self, start: usize) -> usize {
+        match self.total {
+            Some(_) => self
+                .step
+                .min(self.end.saturating_add(1).saturating_sub(start)),
+            None => self.step,
+        }
+    }
+
+    /// The most users this list may hold.
+    fn cap(&self, max_listed_users: usize) -> usize {
+        match self.total {
+            Some(_) => max_listed_users,
+            None => max_listed_users.min(MAX_LISTED_WITHOUT_TOTAL),
+        }
+    }
+}
+
+/// The most a list's `totalResults` may grow while it is read (members created
+/// meanwhile, by other integrations too) before the list counts as one that never ends:
+/// a tenth of the first page's total, and 1,000.
+fn max_growth(first: usize) -> usize {
+    first.saturating_add(first / 10).saturating_add(1_000)
 }
 
 /// What a list read so far.

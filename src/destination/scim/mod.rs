@@ -58,6 +58,16 @@ pub struct ScimClient {
     throttled: AtomicU32,
     /// What looking members up by key has learnt about the service's filters.
     lookup: lookup::LookupState,
+    /// Member attributes the service did not keep on the first create over `/Bulk` this
+    /// run (read back once; see `bulk.rs`).
+    bulk_unkept: std::sync::OnceLock<Vec<crate::member::Attr>>,
+}
+
+/// Seconds since the Unix epoch (when a remembered update form was learnt).
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl ScimClient {
@@ -90,6 +100,7 @@ impl ScimClient {
             form: AtomicU8::new(WriteForm::ValuePaths as u8),
             throttled: AtomicU32::new(0),
             lookup: lookup::LookupState::default(),
+            bulk_unkept: std::sync::OnceLock::new(),
         };
         client.caps = client.read_capabilities().await?;
         debug!(capabilities = ?client.caps, "SCIM service provider config");
@@ -168,10 +179,11 @@ impl MemberDirectory for ScimClient {
     }
 
     fn remember(&self, notes: &super::ConvergenceNotes) {
-        let form = notes
-            .write_form(self.config.base_url.as_str())
-            .and_then(WriteForm::from_name);
-        if let Some(form) = form {
+        let url = self.config.base_url.as_str();
+        if let Some(form) = notes
+            .write_form(url)
+            .and_then(|n| write::remembered(n, now()))
+        {
             debug!(
                 ?form,
                 "starting with the update form an earlier run found working"
@@ -181,8 +193,16 @@ impl MemberDirectory for ScimClient {
     }
 
     fn learnt(&self, notes: &mut super::ConvergenceNotes) {
-        let form = self.learnt_form().map(WriteForm::name);
-        notes.set_write_form(self.config.base_url.as_str(), form);
+        let url = self.config.base_url.as_str();
+        let now = now();
+        let note = self.learnt_form().map(|form| {
+            // The same form as remembered keeps its date: it is tried again once old.
+            match notes.write_form(url) {
+                Some(n) if write::remembered(n, now) == Some(form) => n.to_string(),
+                _ => write::form_note(form, now),
+            }
+        });
+        notes.set_write_form(url, note.as_deref());
     }
 
     fn target_name(&self, attr: crate::member::Attr) -> String {

@@ -65,6 +65,25 @@ impl WriteForm {
     }
 }
 
+/// A remembered form is tried again from the finest one after this long (seconds): a
+/// service may have been fixed, or a passing outage may have taught the wrong lesson.
+pub(super) const REPROBE_AFTER: u64 = 30 * 24 * 3600;
+
+/// The convergence note of a form learnt at `since` (seconds since the Unix epoch):
+/// `wholeAttributes 1764972000`.
+pub(super) fn form_note(form: WriteForm, since: u64) -> String {
+    format!("{} {since}", form.name())
+}
+
+/// The form a note remembers, unless it is older than [`REPROBE_AFTER`] at `now`.
+pub(super) fn remembered(note: &str, now: u64) -> Option<WriteForm> {
+    let (name, since) = note.split_once(' ')?;
+    let since: u64 = since.parse().ok()?;
+    (now.saturating_sub(since) < REPROBE_AFTER)
+        .then(|| WriteForm::from_name(name))
+        .flatten()
+}
+
 /// One attempt at an update.
 enum Step {
     Done,
@@ -593,5 +612,19 @@ mod tests {
         // An answer with the id alone, or none, says nothing.
         assert!(not_kept(br#"{"id":"1"}"#, &written).is_empty());
         assert!(not_kept(b"", &written).is_empty());
+    }
+
+    #[test]
+    fn a_remembered_form_is_tried_again_once_a_month_old() {
+        let note = form_note(WriteForm::WholeAttributes, 1_000);
+        assert_eq!(note, "wholeAttributes 1000");
+        assert_eq!(remembered(&note, 1_000), Some(WriteForm::WholeAttributes));
+        assert_eq!(
+            remembered(&note, 1_000 + REPROBE_AFTER - 1),
+            Some(WriteForm::WholeAttributes)
+        );
+        assert_eq!(remembered(&note, 1_000 + REPROBE_AFTER), None);
+        assert_eq!(remembered("put", 1_000), None);
+        assert_eq!(remembered("sideways 1000", 1_000), None);
     }
 }

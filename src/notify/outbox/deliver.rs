@@ -18,7 +18,8 @@ use crate::notify::{MailError, MailTransport, OutgoingMail};
 /// - An entry found `Sending` (a crash mid-send) becomes `Uncertain` and a warning row;
 ///   it is not sent again.
 /// - An unconfirmed intent whose member does not exist is dropped if it was recorded
-///   before this run (the create never happened; a new create records it again), and
+///   before this run (the create never happened; a new create records it again; one for
+///   a member's later account is kept as `Failed`, so its rounds keep counting), and
 ///   kept if it was recorded during this run (the create's answer may have been lost;
 ///   the next run's listing decides).
 /// - Relay unavailable: stop, everything not sent stays pending. 4xx: stays pending.
@@ -93,7 +94,15 @@ fn deliverable(
                 deliver.push(id.clone());
                 true
             }
-            (false, Some(false)) => e.generation >= generation,
+            (false, Some(false)) if e.generation >= generation => true,
+            // A later account's invitation whose create never happened: kept as finished,
+            // so that the next new account's invitation gets a Message-ID of its own.
+            (false, Some(false)) if e.round > 0 => {
+                e.finish(EntryState::Failed);
+                e.last_error = Some("the new account was not created".into());
+                true
+            }
+            (false, Some(false)) => false,
             (false, None) => true,
         }
     });

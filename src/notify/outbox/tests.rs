@@ -623,3 +623,27 @@ async fn a_new_accounts_invitation_is_recorded_once_across_a_crash_before_the_cr
     assert_eq!(fake.sent_to().len(), 2);
     assert_eq!(store.load().await.unwrap().entries["E1"].round, 1);
 }
+
+#[tokio::test]
+async fn a_later_accounts_create_that_never_happened_keeps_the_rounds_counting() {
+    let store = MemoryOutboxStore::new();
+    let fake = Fake::default();
+    invited_as(&store, &fake, "A").await;
+    // A new account is planned but its create fails: the intent is dropped at a later
+    // delivery, yet the round is kept.
+    record_intents_for_new_accounts(&store, &[intent(1)])
+        .await
+        .unwrap();
+    let nobody = HashSet::new();
+    deliver(&store, &fake, Some(&nobody)).await; // the run that recorded it
+    deliver(&store, &fake, Some(&nobody)).await; // a later one
+    let entry = &store.load().await.unwrap().entries["E1"];
+    assert_eq!((entry.state, entry.round), (EntryState::Failed, 1));
+    invited_as(&store, &fake, "B").await;
+    let sent = fake.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[1].message_id.as_deref(),
+        Some(invitation_message_id_of(&ctx(), "E1", 2).as_str())
+    );
+}
