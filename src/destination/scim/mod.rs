@@ -71,8 +71,10 @@ fn now() -> u64 {
 }
 
 impl ScimClient {
-    /// Reads `/ServiceProviderConfig` to learn what the service supports, and checks the
-    /// token with a one-user list (that config is public on many services).
+    /// Reads `/ServiceProviderConfig`, `/Schemas` and `/ResourceTypes` to learn what the
+    /// service supports and keeps. A rejected token there is `Unauthorized`; where those
+    /// documents are public, the run's first read of `/Users` (its list, or its lookups)
+    /// finds a rejected token instead, so no request is spent on checking it alone.
     pub async fn connect(config: ScimConfig) -> Result<Self, DestinationError> {
         check_scheme(&config.base_url)?;
         config
@@ -104,7 +106,6 @@ impl ScimClient {
         };
         client.caps = client.read_capabilities().await?;
         debug!(capabilities = ?client.caps, "SCIM service provider config");
-        client.fetch_page(1, 1).await?;
         client.keeps = client.read_keeps().await?;
         debug!(keeps = ?client.keeps, "SCIM schemas");
         client.reset_form();
