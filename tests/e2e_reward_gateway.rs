@@ -15,7 +15,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use freshteam_operator::api::{ImportPhase, ImportRun};
+use freshteam_operator::api::{ImportPhase, ImportRun, FULL_RECONCILE_REQUESTED_AT};
 use harness::*;
 use kube::api::{Patch, PatchParams};
 use serde_json::{json, Value};
@@ -216,6 +216,46 @@ async fn a_first_import_of_500_spends_the_budget_and_refusals_show_in_the_previe
         .sum();
     assert_eq!(writes, 0, "the second run wrote: {stats:?}");
     assert_eq!(again.status.unwrap().summary.invitations_sent, 0);
+
+    // A leaver whose account Reward Gateway closed down comes back, and an account is
+    // deleted by hand: each gets a new account and a new invitation.
+    let (returner, deleted) = (employee_id(20), employee_id(21));
+    env.sim
+        .update_employee(&returner, json!({"status": "inactive"}))
+        .await;
+    let left = run_once(&env, "acme", "leaver", Duration::from_secs(120)).await;
+    assert_eq!(left.status.unwrap().summary.leavers, 1);
+    assert_eq!(env.scim.close_down().await, 1);
+    assert!(env.scim.delete_by_hand(&deleted).await);
+    env.sim
+        .update_employee(&returner, json!({"status": "active"}))
+        .await;
+    let mails = env.smtp.count();
+    // An incremental run sees the returner (changed in Freshteam); the hand-deleted
+    // account of an unchanged employee is seen by a full reconciliation: ask for one.
+    let before = env.runs_of("acme").await.len();
+    env.annotate_with("acme", FULL_RECONCILE_REQUESTED_AT, "back")
+        .await;
+    eventually(Duration::from_secs(30), "the full run", || async {
+        env.runs_of("acme").await.len() > before
+    })
+    .await;
+    let back = env.wait_run_done("acme", Duration::from_secs(120)).await;
+    let status = back.status.clone().unwrap();
+    assert_eq!(
+        (status.summary.created, status.summary.invitations_sent),
+        (2, 2),
+        "{status:?}"
+    );
+    for id in [&returner, &deleted] {
+        let account = env.scim.user_by_external_id(id).await;
+        assert_eq!(
+            account.as_ref().map(|a| a["active"].clone()),
+            Some(json!(true)),
+            "{id}: {account:?}"
+        );
+    }
+    env.smtp.wait_for(mails + 2, Duration::from_secs(30));
     env.finish().await;
 }
 
