@@ -290,15 +290,11 @@ impl Run {
         }
     }
 
-    /// The run is `Running` from now: its start time, progress at zero, an Event.
+    /// The run is `Running` from now: an Event, then its start time and progress at
+    /// zero (in that order, so that whoever sees the run Running also finds its Event,
+    /// even when this replica dies at once).
     async fn record_start(&self) -> DateTime<Utc> {
         let started = self.ctx.clock.now();
-        let _ = patch_run_status(
-            &self.runs,
-            self.name(),
-            json!({"phase": "Running", "startTime": rfc3339(started), "progress": {"processed": 0, "total": 0, "percent": 0}}),
-        )
-        .await;
         self.ctx
             .event(
                 self.fti(),
@@ -311,6 +307,12 @@ impl Run {
                 ),
             )
             .await;
+        let _ = patch_run_status(
+            &self.runs,
+            self.name(),
+            json!({"phase": "Running", "startTime": rfc3339(started), "progress": {"processed": 0, "total": 0, "percent": 0}}),
+        )
+        .await;
         started
     }
 
