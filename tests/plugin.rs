@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use freshteam_operator::api::*;
-use freshteam_operator::controller::connect::HttpConnector;
+use freshteam_operator::connect::HttpConnector;
 use freshteam_operator::controller::decide::StartRun;
 use freshteam_operator::controller::runner::new_run;
 use freshteam_operator::controller::{reconcile, Context, OperatorConfig};
