@@ -1,4 +1,5 @@
-//! HTTP client for the Freshteam API (see shared freshteam-api.md).
+//! HTTP client for the Freshteam API (the facts it relies on: `docs/freshteam-api.md`;
+//! the requests a run makes: `docs/freshteam-requests.md`).
 //!
 //! - Employees: one pass per [`Population`], each with its own explicit filter (the
 //!   unfiltered list is documented as current staff only, so leavers must be asked
