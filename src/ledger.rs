@@ -48,14 +48,14 @@ pub struct Ledger {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Row {
     id: Box<str>,
-    account: Account,
+    account: AccountId,
     origin: Origin,
 }
 
 /// A destination id, packed when it is a UUID in one of its two usual spellings (16
 /// bytes instead of a 48-byte allocation) and kept as text otherwise.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Account {
+enum AccountId {
     None,
     /// `2819c2237f764d8e8a0a3ab1c0a3f2e1` (scim2-server's form).
     Hex([u8; 16]),
@@ -64,27 +64,27 @@ enum Account {
     Text(Box<str>),
 }
 
-impl Account {
-    fn new(id: Option<&str>) -> Account {
+impl AccountId {
+    fn new(id: Option<&str>) -> AccountId {
         let Some(id) = id.filter(|i| !i.is_empty()) else {
-            return Account::None;
+            return AccountId::None;
         };
         let b = id.as_bytes();
         let packed = match b.len() {
-            32 => parse_hex(b).map(Account::Hex),
+            32 => parse_hex(b).map(AccountId::Hex),
             36 if [8, 13, 18, 23].iter().all(|&i| b[i] == b'-') => {
                 let hex: Vec<u8> = b.iter().copied().filter(|c| *c != b'-').collect();
                 (hex.len() == 32)
                     .then(|| parse_hex(&hex))
                     .flatten()
-                    .map(Account::Dashed)
+                    .map(AccountId::Dashed)
             }
             _ => None,
         };
         // Packed only when it spells back the same: ids are compared as text.
         match packed {
             Some(a) if a.text().as_deref() == Some(id) => a,
-            _ => Account::Text(id.into()),
+            _ => AccountId::Text(id.into()),
         }
     }
 
@@ -103,10 +103,10 @@ impl Account {
             out
         }
         match self {
-            Account::None => None,
-            Account::Hex(b) => Some(Cow::Owned(spell(b, false))),
-            Account::Dashed(b) => Some(Cow::Owned(spell(b, true))),
-            Account::Text(t) => Some(Cow::Borrowed(t)),
+            AccountId::None => None,
+            AccountId::Hex(b) => Some(Cow::Owned(spell(b, false))),
+            AccountId::Dashed(b) => Some(Cow::Owned(spell(b, true))),
+            AccountId::Text(t) => Some(Cow::Borrowed(t)),
         }
     }
 }
@@ -216,7 +216,7 @@ impl Ledger {
                     at,
                     Row {
                         id: id.into(),
-                        account: Account::None,
+                        account: AccountId::None,
                         origin,
                     },
                 );
@@ -239,7 +239,7 @@ impl Ledger {
             {
                 self.rows.push(Row {
                     id: id.into(),
-                    account: Account::None,
+                    account: AccountId::None,
                     origin,
                 });
             }
@@ -272,7 +272,7 @@ impl Ledger {
         if row.account.text().as_deref() == account {
             return false;
         }
-        row.account = Account::new(account);
+        row.account = AccountId::new(account);
         true
     }
 
@@ -289,7 +289,7 @@ impl Ledger {
             };
             let known = known.filter(|a| !a.is_empty());
             if row.account.text().as_deref() != known {
-                row.account = Account::new(known);
+                row.account = AccountId::new(known);
                 changed = true;
             }
         }
@@ -337,7 +337,7 @@ impl Ledger {
             .into_iter()
             .map(|(id, e)| Row {
                 id: id.into(),
-                account: Account::new(e.account.as_deref()),
+                account: AccountId::new(e.account.as_deref()),
                 origin: e.origin,
             })
             .collect();
@@ -393,7 +393,7 @@ impl Serialize for Ledger {
         }
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("members", &Origins(&self.rows))?;
-        if self.rows.iter().any(|r| r.account != Account::None) {
+        if self.rows.iter().any(|r| r.account != AccountId::None) {
             map.serialize_entry("accounts", &Accounts(&self.rows))?;
         }
         if let Some(cursor) = &self.cursor {
@@ -425,7 +425,7 @@ impl<'de> Deserialize<'de> for Ledger {
                 while let Some((id, origin)) = m.next_entry::<Cow<'de, str>, Origin>()? {
                     self.0.push(Row {
                         id: id.as_ref().into(),
-                        account: Account::None,
+                        account: AccountId::None,
                         origin,
                     });
                 }
@@ -433,7 +433,7 @@ impl<'de> Deserialize<'de> for Ledger {
             }
         }
         /// Destination ids: set on the rows read already, kept for rows still to come.
-        struct Accounts<'a>(&'a mut Vec<Row>, &'a mut Vec<(Box<str>, Account)>);
+        struct Accounts<'a>(&'a mut Vec<Row>, &'a mut Vec<(Box<str>, AccountId)>);
         impl<'de> DeserializeSeed<'de> for Accounts<'_> {
             type Value = ();
             fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -447,7 +447,7 @@ impl<'de> Deserialize<'de> for Ledger {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
                 while let Some((id, account)) = m.next_entry::<Cow<'de, str>, Cow<'de, str>>()? {
-                    let account = Account::new(Some(&account));
+                    let account = AccountId::new(Some(&account));
                     match self.0.binary_search_by(|r| (*r.id).cmp(&id)) {
                         Ok(i) => self.0[i].account = account,
                         Err(_) => self.1.push((id.as_ref().into(), account)),

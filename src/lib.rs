@@ -11,7 +11,7 @@
 pub mod api;
 pub mod cli;
 pub mod clock;
-pub(crate) mod connect;
+pub mod connect;
 pub mod controller;
 pub mod destination;
 pub mod egress;

@@ -46,9 +46,9 @@ pub fn load(path: &Path) -> Result<Manifests, ManifestError> {
 pub fn parse(text: &str, file: &str) -> Result<Manifests, ManifestError> {
     let mut integrations = Vec::new();
     let mut secrets = BTreeMap::new();
-    for (n, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (n, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let doc_no = n + 1;
-        let value = serde_yaml::Value::deserialize(doc).map_err(|e| {
+        let value = yaml_serde::Value::deserialize(doc).map_err(|e| {
             ManifestError(format!("{file}: document {doc_no} is not valid YAML: {e}"))
         })?;
         if value.is_null() {
@@ -100,7 +100,7 @@ pub fn parse(text: &str, file: &str) -> Result<Manifests, ManifestError> {
 }
 
 fn parse_integration(
-    value: serde_yaml::Value,
+    value: yaml_serde::Value,
     file: &str,
     doc_no: usize,
 ) -> Result<FreshteamIntegration, ManifestError> {
@@ -146,7 +146,7 @@ fn parse_integration(
 }
 
 fn parse_secret(
-    value: &serde_yaml::Value,
+    value: &yaml_serde::Value,
     file: &str,
     doc_no: usize,
 ) -> Result<(String, Secret), ManifestError> {
@@ -190,8 +190,8 @@ fn parse_secret(
         for (k, v) in map {
             let key = k.as_str().unwrap_or_default().to_string();
             let text = match v {
-                serde_yaml::Value::String(s) => s.clone(),
-                serde_yaml::Value::Number(n) => n.to_string(),
+                yaml_serde::Value::String(s) => s.clone(),
+                yaml_serde::Value::Number(n) => n.to_string(),
                 _ => {
                     return Err(ManifestError(format!(
                         "{file}: Secret '{name}' stringData.{key} must be a string"

@@ -11,7 +11,7 @@ use chrono::{TimeZone, Utc};
 use freshteam_operator::api::INTEGRATION_LABEL;
 use freshteam_operator::api::*;
 use freshteam_operator::clock::Clock;
-use freshteam_operator::controller::connect::HttpConnector;
+use freshteam_operator::connect::HttpConnector;
 use freshteam_operator::controller::runner::mark_interrupted;
 use freshteam_operator::controller::shard::{ShardSelector, SHARD_LABEL};
 use freshteam_operator::controller::{reconcile, Context, OperatorConfig};

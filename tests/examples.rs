@@ -49,8 +49,8 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 fn documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut docs = Vec::new();
-    for (n, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let value: serde_yaml::Value = serde::Deserialize::deserialize(doc)
+    for (n, doc) in yaml_serde::Deserializer::from_str(&text).enumerate() {
+        let value: yaml_serde::Value = serde::Deserialize::deserialize(doc)
             .unwrap_or_else(|e| panic!("{} document {}: {e}", rel(path), n + 1));
         if value.is_null() {
             continue;
@@ -286,7 +286,7 @@ fn every_integration_passes_the_api_server_and_the_operator() {
         docs.push(i.object.clone());
         let text: String = docs
             .iter()
-            .map(|d| format!("---\n{}", serde_yaml::to_string(d).unwrap()))
+            .map(|d| format!("---\n{}", yaml_serde::to_string(d).unwrap()))
             .collect();
         let m = manifest::parse(&text, origin).unwrap_or_else(|e| panic!("{e}"));
         let spec = &m.integration.spec;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use freshteam_operator::api::*;
-use freshteam_operator::controller::connect::HttpConnector;
+use freshteam_operator::connect::HttpConnector;
 use freshteam_operator::controller::decide::StartRun;
 use freshteam_operator::controller::runner::new_run;
 use freshteam_operator::controller::{reconcile, Context, OperatorConfig};
@@ -285,7 +285,7 @@ async fn history_as_json_and_yaml_lists_the_same_runs() {
     assert_eq!(list["items"][2]["status"]["summary"]["errors"], 1);
 
     let yaml_out = p.history("acme", HistoryFormat::Yaml).await;
-    let from_yaml: serde_json::Value = serde_yaml::from_str(&yaml_out.stdout).unwrap();
+    let from_yaml: serde_json::Value = yaml_serde::from_str(&yaml_out.stdout).unwrap();
     assert_eq!(from_yaml, list);
 }
 

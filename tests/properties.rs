@@ -25,7 +25,7 @@ use freshteam_operator::source::{EmployeeRecord, LookupKind, Population, SourceS
 use freshteam_operator::validate::{validate_spec, EndpointPolicy};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 const FILE: &str = "m.yaml";
 
@@ -321,7 +321,7 @@ fn apply_edit(spec: &mut Value, edit: &Edit) {
 
 fn valid_integration() -> Value {
     let doc = VALID.split("---\n").nth(2).expect("the integration");
-    serde_yaml::from_str(doc).expect("valid YAML")
+    yaml_serde::from_str(doc).expect("valid YAML")
 }
 
 /// Parses, validates and resolves the Secrets the way `sync` does; checks every
@@ -412,7 +412,7 @@ proptest! {
         }
         let text = format!(
             "{SECRETS}{}",
-            serde_yaml::to_string(&integration).expect("YAML")
+            yaml_serde::to_string(&integration).expect("YAML")
         );
         if let Some(message) = check_manifest(&text)? {
             prop_assert!(

@@ -287,7 +287,7 @@ pub struct ImportSummary {
     pub invitations_sent: u32,
 }
 
-/// One row of the error report.
+/// One row of a run's report: a record it could not apply, a warning, or a change it made.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordError {
@@ -297,13 +297,16 @@ pub struct RecordError {
     /// The record's e-mail, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
-    /// The member field at fault, when one is.
+    /// The member field at fault, when one is (on a `change` row: `created`, `updated`,
+    /// `leaver` or `reactivated`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// `error` (the record was not applied) or `warning`.
+    /// `error` (the record was not applied), `warning`, or `change` (what the run changed,
+    /// or a dry run would change: in the CSV report and the summary e-mail, never in
+    /// `status.errors`).
     #[serde(default = "default_severity")]
     pub severity: String,
-    /// What is wrong and what to do about it.
+    /// What is wrong and what to do about it (on a `change` row: what changed).
     pub message: String,
 }
 

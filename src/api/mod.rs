@@ -37,7 +37,7 @@ pub fn crds_yaml() -> String {
         IntegrationState::crd(),
     ] {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd).expect("a CRD always serialises"));
+        out.push_str(&yaml_serde::to_string(&crd).expect("a CRD always serialises"));
     }
     out
 }

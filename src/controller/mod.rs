@@ -3,7 +3,6 @@
 
 pub(crate) mod authorization_queue;
 pub(crate) mod conditions;
-pub mod connect;
 pub mod decide;
 pub(crate) mod history;
 pub mod leader;
@@ -26,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::FreshteamIntegration;
 use crate::clock::Clock;
-use connect::Connector;
+use crate::connect::Connector;
 
 pub use reconcile::{error_policy, reconcile};
 

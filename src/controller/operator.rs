@@ -14,13 +14,13 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{controller, reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 
-use super::connect::HttpConnector;
 use super::leader::LeaderLease;
 use super::runner::mark_interrupted;
 use super::shard::ShardSelector;
 use super::{error_policy, reconcile, Context, OperatorConfig, DEFAULT_AUTHORIZATIONS_PER_SECOND};
 use crate::api::{FreshteamIntegration, ImportRun};
 use crate::clock::SystemClock;
+use crate::connect::HttpConnector;
 use crate::egress::Egress;
 use crate::notify::Mail;
 use crate::secret::SecretString;

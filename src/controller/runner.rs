@@ -15,7 +15,6 @@ use serde_json::json;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 use tracing::Instrument;
 
-use super::connect::account_key;
 use super::decide::StartRun;
 use super::history::{runs_to_prune, RunEntry};
 use super::state::{ClusterConvergenceStore, ClusterLedgerStore, ClusterOutboxStore};
@@ -26,6 +25,7 @@ use crate::api::{
     ImportRunSpec, ImportRunStatus, ImportTrigger, LastImport, Preview,
 };
 use crate::clock::rfc3339;
+use crate::connect::account_key;
 use crate::destination::MemberDirectory;
 use crate::ledger::LedgerStore;
 use crate::mapping::CompiledMapping;

@@ -1,7 +1,7 @@
 //! A protocol-faithful Freshteam API simulator for tests, benchmarks and the demo.
 //!
-//! It answers like `https://{subdomain}.freshteam.com/api` (see the shared
-//! `freshteam-api.md`): bearer-key auth, a fixed-window rate limit with the
+//! It answers like `https://{subdomain}.freshteam.com/api` (see
+//! `docs/freshteam-api.md`): bearer-key auth, a fixed-window rate limit with the
 //! `x-ratelimit-*` headers and `Retry-After`, paginated employees with `total-objects`,
 //! `total-pages` and an RFC 8288 `link` header, a richer detail endpoint and the lookup
 //! endpoints. Faults (503s, stalls, truncated bodies, an unknown account) can be switched

@@ -1,4 +1,5 @@
-//! HTTP client for the Freshteam API (see shared freshteam-api.md).
+//! HTTP client for the Freshteam API (the facts it relies on: `docs/freshteam-api.md`;
+//! the requests a run makes: `docs/freshteam-requests.md`).
 //!
 //! - Employees: one pass per [`Population`], each with its own explicit filter (the
 //!   unfiltered list is documented as current staff only, so leavers must be asked
@@ -40,7 +41,7 @@ use super::{
     RecordSink, SourceError, SourceRequest, SourceSnapshot, SourceStats,
 };
 use crate::egress::{self, Egress};
-use crate::http_policy::{self as retry, Budget as RateLimiter, RateHeaders};
+use crate::http_policy::{self as retry, Budget, RateHeaders};
 use crate::progress::{NoProgress, ProgressSink};
 use crate::secret::{truncate_chars, SecretString};
 
@@ -107,12 +108,12 @@ impl FreshteamConfig {
 /// One Freshteam account's rate limiter, to share between the clients of several
 /// integrations on that account.
 #[derive(Clone)]
-pub struct AccountLimiter(Arc<RateLimiter>);
+pub struct AccountLimiter(Arc<Budget>);
 
 impl AccountLimiter {
     /// `concurrency`: requests in flight at once across all the account's clients.
     pub fn new(concurrency: usize) -> Self {
-        AccountLimiter(Arc::new(RateLimiter::new(concurrency)))
+        AccountLimiter(Arc::new(Budget::new(concurrency)))
     }
 }
 
@@ -121,10 +122,10 @@ impl AccountLimiter {
 pub struct FreshteamClient {
     config: FreshteamConfig,
     http: reqwest::Client,
-    limiter: Arc<RateLimiter>,
+    limiter: Arc<Budget>,
 }
 
-/// What kind of call a request is, for the run's counts.
+/// What kind of call a request is, for the read's tally.
 #[derive(Clone, Copy, Debug)]
 enum Call {
     List(Population),
@@ -132,9 +133,9 @@ enum Call {
     Lookup,
 }
 
-/// Counts and throttle budget of one `fetch` / `authorize`.
+/// The request counts and 429 waiting time of one read (`fetch` or `authorize`).
 #[derive(Default)]
-struct Run {
+struct ReadTally {
     list: AtomicU32,
     list_by_population: [AtomicU32; 5],
     detail: AtomicU32,
@@ -144,7 +145,7 @@ struct Run {
     throttle_wait: Mutex<Duration>,
 }
 
-impl Run {
+impl ReadTally {
     fn sent(&self, call: Call) {
         let counter = match call {
             Call::List(population) => {
@@ -258,7 +259,7 @@ impl FreshteamClient {
             .build()
             .map_err(|e| SourceError::Config(format!("cannot set up the HTTP client: {e}")))?;
         Ok(FreshteamClient {
-            limiter: Arc::new(RateLimiter::new(config.concurrency)),
+            limiter: Arc::new(Budget::new(config.concurrency)),
             config,
             http,
         })
@@ -308,12 +309,12 @@ impl FreshteamClient {
     }
 
     /// GET with retries and rate limiting; 2xx bodies come back parsed.
-    async fn get(&self, run: &Run, url: &Url, call: Call) -> Result<Response, SourceError> {
+    async fn get(&self, tally: &ReadTally, url: &Url, call: Call) -> Result<Response, SourceError> {
         let path = shown_path(url);
         let attempts = self.config.max_attempts.max(1);
         let mut failures = 0u32;
         loop {
-            match self.attempt(run, url, &path, call, failures + 1).await? {
+            match self.attempt(tally, url, &path, call, failures + 1).await? {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Throttled => {}
                 Attempt::Retry(problem) => {
@@ -334,7 +335,7 @@ impl FreshteamClient {
                             Problem::Fatal(e) => e,
                         });
                     }
-                    run.retries.fetch_add(1, Ordering::Relaxed);
+                    tally.retries.fetch_add(1, Ordering::Relaxed);
                     let wait =
                         retry::backoff(self.config.backoff_base, self.config.backoff_max, failures);
                     debug!(
@@ -354,14 +355,14 @@ impl FreshteamClient {
     /// until the body is read and released before any backoff.
     async fn attempt(
         &self,
-        run: &Run,
+        tally: &ReadTally,
         url: &Url,
         path: &str,
         call: Call,
         attempt: u32,
     ) -> Result<Attempt, SourceError> {
         let permit = self.limiter.acquire().await;
-        run.sent(call);
+        tally.sent(call);
         debug!(path = %path, attempt, "Freshteam request");
         let sent = self
             .http
@@ -389,14 +390,14 @@ impl FreshteamClient {
             let retry_after = retry::retry_after(response.headers(), SystemTime::now());
             drop(response);
             let added = permit.throttled_with(retry::Hint::of(retry_after, rate.reset));
-            run.throttled.fetch_add(1, Ordering::Relaxed);
+            tally.throttled.fetch_add(1, Ordering::Relaxed);
             debug!(
                 path = %path,
                 retry_after_s = retry_after.map(|d| d.as_secs()),
                 added_wait_ms = added.as_millis() as u64,
                 "Freshteam rate limit reached, waiting"
             );
-            self.charge_throttle(run, added, retry_after)?;
+            self.charge_throttle(tally, added, retry_after)?;
             return Ok(Attempt::Throttled);
         }
         permit.observe(rate);
@@ -417,15 +418,15 @@ impl FreshteamClient {
         Err(self.rejection(status, path, response).await)
     }
 
-    /// Counts a 429 wait against the run's budget; past it the run stops rather than
+    /// Counts a 429 wait against the read's budget; past it the run stops rather than
     /// wait indefinitely.
     fn charge_throttle(
         &self,
-        run: &Run,
+        tally: &ReadTally,
         added: Duration,
         retry_after: Option<Duration>,
     ) -> Result<(), SourceError> {
-        let mut waited = run.throttle_wait.lock().expect("throttle budget lock");
+        let mut waited = tally.throttle_wait.lock().expect("throttle budget lock");
         *waited += added;
         if *waited <= self.config.max_throttle_wait {
             return Ok(());
@@ -439,7 +440,7 @@ impl FreshteamClient {
             }
             _ => format!(
                 "{} throttled calls; {}s of waiting needed so far",
-                run.throttled.load(Ordering::Relaxed),
+                tally.throttled.load(Ordering::Relaxed),
                 waited.as_secs()
             ),
         };
@@ -611,7 +612,7 @@ impl FreshteamClient {
     /// `total-objects` the server sent.
     async fn list_pass(
         &self,
-        run: &Run,
+        tally: &ReadTally,
         pass: Pass,
         since: Option<&str>,
         fields: &[String],
@@ -626,7 +627,7 @@ impl FreshteamClient {
         let merge = |url: &Url, body: Value, records: &mut Records| {
             merge_page(url, body, fields, pass.population(), records)
         };
-        let page1 = self.get(run, &first, call).await?;
+        let page1 = self.get(tally, &first, call).await?;
         let mut total_objects = page1.total_objects;
         if let (Some(t), Population::Active) = (total_objects, pass.population()) {
             progress.set_total(t);
@@ -662,7 +663,7 @@ impl FreshteamClient {
                     .map(|page| {
                         let url = with_page(&template, page);
                         async move {
-                            let response = self.get(run, &url, call).await;
+                            let response = self.get(tally, &url, call).await;
                             (page, url, response)
                         }
                     })
@@ -687,7 +688,7 @@ impl FreshteamClient {
                 path: shown_path(&url),
                 detail,
             })?;
-            let response = self.get(run, &url, call).await?;
+            let response = self.get(tally, &url, call).await?;
             total_objects = response.total_objects.or(total_objects);
             let count = merge(&url, response.body, records)?;
             done += 1;
@@ -704,7 +705,7 @@ impl FreshteamClient {
     /// announced.
     async fn read_population(
         &self,
-        run: &Run,
+        tally: &ReadTally,
         population: Population,
         since: Option<&str>,
         fields: &[String],
@@ -713,7 +714,7 @@ impl FreshteamClient {
         let pass = Pass::Population(population);
         let mut records = Records::new();
         let total = self
-            .list_pass(run, pass, since, fields, progress, &mut records)
+            .list_pass(tally, pass, since, fields, progress, &mut records)
             .await?;
         // Fewer records than announced: pages shifted under a deletion while they were
         // read, and someone may have been skipped. A missed employee would look like a
@@ -726,7 +727,7 @@ impl FreshteamClient {
                 "fewer employees than announced, reading the list again"
             );
             let total = self
-                .list_pass(run, pass, since, fields, progress, &mut records)
+                .list_pass(tally, pass, since, fields, progress, &mut records)
                 .await?;
             if let Some(total) = total.filter(|t| (records.len() as u64) < *t) {
                 progress.warn(&format!(
@@ -748,7 +749,7 @@ impl FreshteamClient {
 
     async fn read_employees(
         &self,
-        run: &Run,
+        tally: &ReadTally,
         request: &SourceRequest,
         progress: &dyn ProgressSink,
     ) -> Result<Records, SourceError> {
@@ -756,7 +757,7 @@ impl FreshteamClient {
         let since = request.updated_since_param();
         let since = since.as_deref();
         let passes = Population::ALL
-            .map(|population| self.read_population(run, population, since, fields, progress));
+            .map(|population| self.read_population(tally, population, since, fields, progress));
         let mut records = Records::new();
         for pass in futures::future::try_join_all(passes).await? {
             for (id, found) in pass {
@@ -770,7 +771,7 @@ impl FreshteamClient {
             }
         }
         if request.needs_detail {
-            self.read_details(run, fields, progress, &mut records)
+            self.read_details(tally, fields, progress, &mut records)
                 .await?;
         }
         Ok(records)
@@ -780,7 +781,7 @@ impl FreshteamClient {
     /// the list's stays where the detail has none.
     async fn read_details(
         &self,
-        run: &Run,
+        tally: &ReadTally,
         fields: &[String],
         progress: &dyn ProgressSink,
         records: &mut Records,
@@ -799,7 +800,7 @@ impl FreshteamClient {
         let mut details = stream::iter(ids)
             .map(|id| async move {
                 let url = self.endpoint(&["employees", &id.to_string()]);
-                match self.get(run, &url, Call::Detail).await {
+                match self.get(tally, &url, Call::Detail).await {
                     Ok(r) if r.body.is_object() => Ok((id, Some(project(&r.body, fields)))),
                     Ok(_) => Err(SourceError::BadResponse {
                         path: shown_path(&url),
@@ -851,14 +852,14 @@ impl FreshteamClient {
 
     async fn read_lookups(
         &self,
-        run: &Run,
+        tally: &ReadTally,
         kinds: &[LookupKind],
     ) -> Result<HashMap<LookupKind, HashMap<i64, String>>, SourceError> {
         let kinds: BTreeSet<LookupKind> = kinds.iter().copied().collect();
         stream::iter(kinds)
             .map(|kind| async move {
                 let url = self.endpoint(&[kind.path()]);
-                let response = self.get(run, &url, Call::Lookup).await?;
+                let response = self.get(tally, &url, Call::Lookup).await?;
                 let names =
                     lookup_names(&response.body).ok_or_else(|| SourceError::BadResponse {
                         path: shown_path(&url),
@@ -875,17 +876,24 @@ impl FreshteamClient {
 #[async_trait]
 impl EmployeeSource for FreshteamClient {
     async fn authorize(&self) -> Result<AccountInfo, SourceError> {
-        let run = Run::default();
+        let tally = ReadTally::default();
         let page1 = self
-            .get(&run, &self.first_page(), Call::List(Population::Active))
+            .get(&tally, &self.first_page(), Call::List(Population::Active))
             .await?;
         let employees = match page1.total_objects {
             Some(total) => total,
             // No count announced: count by reading the ids.
             None => {
                 let mut records = Records::new();
-                self.list_pass(&run, Pass::Unfiltered, None, &[], &NoProgress, &mut records)
-                    .await?;
+                self.list_pass(
+                    &tally,
+                    Pass::Unfiltered,
+                    None,
+                    &[],
+                    &NoProgress,
+                    &mut records,
+                )
+                .await?;
                 records.len() as u64
             }
         };
@@ -911,17 +919,17 @@ impl EmployeeSource for FreshteamClient {
         progress: &dyn ProgressSink,
         sink: &mut dyn RecordSink,
     ) -> Result<SourceStats, SourceError> {
-        let run = Run::default();
+        let tally = ReadTally::default();
         let (records, lookups) = tokio::try_join!(
-            self.read_employees(&run, request, progress),
-            self.read_lookups(&run, &request.lookups)
+            self.read_employees(&tally, request, progress),
+            self.read_lookups(&tally, &request.lookups)
         )?;
         sink.lookups(lookups);
         // Unpacked one at a time: the records are never all held as plain values.
         for found in records.into_iter().map(employee) {
             sink.record(found);
         }
-        Ok(run.stats())
+        Ok(tally.stats())
     }
 }
 

@@ -106,7 +106,7 @@ pub async fn setup() -> Option<Cluster> {
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
     let text =
         std::fs::read_to_string(root().join("crds/freshteam.provisioning.dev.yaml")).unwrap();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
+    for doc in yaml_serde::Deserializer::from_str(&text) {
         let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).expect("a CRD");
         crds.create(&PostParams::default(), &crd)
             .await

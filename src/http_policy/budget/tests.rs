@@ -1,11 +1,10 @@
 use super::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use Budget as RateLimiter;
 
 #[tokio::test]
 async fn an_enormous_retry_after_holds_the_limiter_without_panicking() {
-    let limiter = RateLimiter::new(2);
+    let limiter = Budget::new(2);
     let added = limiter.acquire().await.throttled(Some(Duration::MAX));
     assert!(
         added >= Duration::from_secs(364 * 24 * 60 * 60),
@@ -18,7 +17,7 @@ async fn an_enormous_retry_after_holds_the_limiter_without_panicking() {
 
 #[tokio::test]
 async fn turns_are_first_come_first_served_and_a_waiter_that_leaves_frees_its_turn() {
-    let limiter = Arc::new(RateLimiter::new(1));
+    let limiter = Arc::new(Budget::new(1));
     let first = limiter.acquire().await;
     let order = Arc::new(Mutex::new(Vec::new()));
     // A waiter that gives up must not block the queue.
@@ -63,7 +62,7 @@ fn rate(remaining: u64) -> RateHeaders {
 
 #[tokio::test]
 async fn before_the_first_answer_one_request_learns_the_budget() {
-    let limiter = RateLimiter::new(4);
+    let limiter = Budget::new(4);
     let first = limiter.acquire().await;
     let second = tokio::time::timeout(Duration::from_millis(50), limiter.acquire()).await;
     assert!(
@@ -80,7 +79,7 @@ async fn before_the_first_answer_one_request_learns_the_budget() {
 
 #[tokio::test]
 async fn in_flight_never_exceeds_concurrency_or_remaining() {
-    let limiter = Arc::new(RateLimiter::new(4));
+    let limiter = Arc::new(Budget::new(4));
     // 2 left: at most two requests at once.
     limiter.acquire().await.observe(rate(2));
     let live = Arc::new(AtomicUsize::new(0));
@@ -106,7 +105,7 @@ async fn in_flight_never_exceeds_concurrency_or_remaining() {
 
 #[tokio::test]
 async fn stale_remaining_cannot_raise_a_fresh_one() {
-    let limiter = RateLimiter::new(4);
+    let limiter = Budget::new(4);
     // A first answer without rate-limit headers: several requests may go at once.
     limiter.acquire().await.observe(RateHeaders::default());
     let old = limiter.acquire().await;
@@ -124,19 +123,19 @@ async fn stale_remaining_cannot_raise_a_fresh_one() {
     assert_eq!(limiter.state.lock().unwrap().remaining, Some(5));
 }
 
-fn held_for(limiter: &RateLimiter) -> Duration {
+fn held_for(limiter: &Budget) -> Duration {
     let until = limiter.state.lock().unwrap().blocked_until.unwrap();
     until.saturating_duration_since(Instant::now())
 }
 
 /// Lets the hold lapse without sleeping through it.
-fn lapse(limiter: &RateLimiter) {
+fn lapse(limiter: &Budget) {
     limiter.state.lock().unwrap().blocked_until = None;
 }
 
 #[tokio::test]
 async fn a_429_holds_everyone_and_stale_429s_add_nothing() {
-    let limiter = RateLimiter::new(4);
+    let limiter = Budget::new(4);
     // A first answer without rate-limit headers: several requests may go at once.
     limiter.acquire().await.observe(RateHeaders::default());
     let a = limiter.acquire().await;

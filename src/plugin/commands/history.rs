@@ -32,7 +32,7 @@ impl Plugin {
                 let text = if format == HistoryFormat::Json {
                     serde_json::to_string_pretty(&list).expect("a list serialises") + "\n"
                 } else {
-                    serde_yaml::to_string(&list).expect("a list serialises")
+                    yaml_serde::to_string(&list).expect("a list serialises")
                 };
                 Ok(Output::ok(text))
             }

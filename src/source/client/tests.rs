@@ -847,9 +847,9 @@ async fn refusals_are_actionable_and_never_show_the_key() {
     check(&e);
 
     let client = FreshteamClient::new(config).unwrap();
-    let run = Run::default();
+    let tally = ReadTally::default();
     let e = client
-        .get(&run, &client.endpoint(&["bad_request"]), Call::Lookup)
+        .get(&tally, &client.endpoint(&["bad_request"]), Call::Lookup)
         .await
         .err()
         .unwrap();
@@ -1121,7 +1121,7 @@ async fn exercise_with_logging() {
     client.fetch(&req, &NoProgress).await.unwrap();
     let bad = client.endpoint(&["bad_request"]);
     assert!(client
-        .get(&Run::default(), &bad, Call::Lookup)
+        .get(&ReadTally::default(), &bad, Call::Lookup)
         .await
         .is_err());
     assert!(FreshteamClient::new(wrong)
