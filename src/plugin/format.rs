@@ -99,44 +99,9 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// `--timeout` values as kubectl takes them: `30m`, `90s`, `1h30m`, `500ms`; a bare
-/// number is seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("'{s}': missing unit after the last number (s, m, h)"))?;
-        if digits == 0 {
-            return Err(format!("'{s}' is not a duration such as 30s, 5m or 1h30m"));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("'{s}': number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            other => return Err(format!("'{s}': unknown unit '{other}' (use ms, s, m or h)")),
-        };
-        total += unit;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
+/// `--timeout` values as kubectl takes them (`30m`, `90s`, `1h30m`, `500ms`; a bare number
+/// is seconds): the spec's durations, parsed once.
+pub(crate) use crate::http_policy::parse_duration;
 
 #[cfg(test)]
 mod tests {
