@@ -1,8 +1,6 @@
 //! Text helpers shared by the plugin's commands: kubectl-style tables, ages and
 //! durations, and the `--timeout` parser.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 
 /// Left-aligned columns separated by three spaces, as kubectl prints them; trailing
@@ -106,6 +104,7 @@ pub(crate) use crate::http_policy::parse_duration;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn tables_align_and_trim() {
