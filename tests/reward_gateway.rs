@@ -578,6 +578,27 @@ async fn discovery_is_read_once_a_day_not_once_a_run() {
         "kept with its date"
     );
 
+    // A rejected token, with the documents remembered: the run's first read of /Users
+    // finds it, and the run fails saying so.
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    let token = format!("token: \"{}\"", s.scim().token);
+    assert!(text.contains(&token), "{text}");
+    let wrong = s.env.write(
+        "wrong.yaml",
+        &text.replace(&token, "token: \"wrong-key-51b0\""),
+    );
+    let state = s.state.to_str().unwrap();
+    let args = ["--output", "json", "--state-file", state];
+    let refused = s.env.sync_file(&wrong, &args).await;
+    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
+    let message = refused.json()["status"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("rejected the bearer token"), "{message}");
+    assert!(!message.contains("wrong-key-51b0"), "{message}");
+    assert_eq!(discovery_requests(&s.scim().stats().await), [0, 0, 0]);
+
     // A day old: read again, and noted with a new date.
     let text = std::fs::read_to_string(&s.state).unwrap();
     let learnt = note.as_str().unwrap().split(' ').next().unwrap();
