@@ -1,6 +1,8 @@
 //! What a service supports, from `/ServiceProviderConfig`, and what it keeps, from
 //! `/Schemas` and `/ResourceTypes` (RFC 7643 §6, §7). Either of the last two may be
 //! missing or partial: what cannot be learnt is assumed kept, as before discovery.
+//! What they yielded is kept in the convergence notes for a day ([`discovery_note`]), so
+//! most runs connect without reading them.
 
 use chrono::{DateTime, Utc};
 use reqwest::{Method, Url};
