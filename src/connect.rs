@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use crate::api::{FreshteamIntegrationSpec, DEFAULT_RUN_DEADLINE};
 use crate::destination::scim::BulkMode;
-use crate::destination::{MemberDirectory, ScimClient, ScimConfig};
+use crate::destination::{ConvergenceNotes, MemberDirectory, ScimClient, ScimConfig};
 use crate::egress::Egress;
 use crate::http_policy::{parse_duration, Pace};
 use crate::secret::SecretString;
@@ -53,10 +53,13 @@ pub trait Connector: Send + Sync {
         spec: &FreshteamIntegrationSpec,
         api_key: SecretString,
     ) -> Result<Box<dyn EmployeeSource>, ConnectError>;
+    /// `notes`: the integration's convergence notes, where what an earlier run learnt
+    /// about the destination (its discovery documents) spares requests.
     async fn destination(
         &self,
         spec: &FreshteamIntegrationSpec,
         token: SecretString,
+        notes: &ConvergenceNotes,
     ) -> Result<Box<dyn MemberDirectory>, ConnectError>;
 }
 
@@ -166,6 +169,7 @@ impl Connector for HttpConnector {
         &self,
         spec: &FreshteamIntegrationSpec,
         token: SecretString,
+        notes: &ConvergenceNotes,
     ) -> Result<Box<dyn MemberDirectory>, ConnectError> {
         let mut config = ScimConfig::new(&spec.destination.scim.url, token).map_err(|e| {
             ConnectError::Config {
@@ -176,7 +180,7 @@ impl Connector for HttpConnector {
         config.egress = self.egress.clone();
         config.bulk = self.bulk;
         config.rate_limit = rate_limit(spec)?.or(self.default_rate_limit);
-        let client = ScimClient::connect(config)
+        let client = ScimClient::connect_remembering(config, notes)
             .await
             .map_err(|e| ConnectError::Unavailable {
                 service: "destination",
@@ -242,7 +246,11 @@ mod tests {
         assert!(e.reason().contains("API key is empty"), "{e}");
 
         let e = connector
-            .destination(&spec("acme", "ftp://members.example"), key("t"))
+            .destination(
+                &spec("acme", "ftp://members.example"),
+                key("t"),
+                &ConvergenceNotes::default(),
+            )
             .await
             .err()
             .unwrap();
@@ -294,6 +302,7 @@ mod tests {
             .destination(
                 &spec("acme", &format!("http://127.0.0.1:{port}/scim/v2")),
                 key("t"),
+                &ConvergenceNotes::default(),
             )
             .await
             .err()

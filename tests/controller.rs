@@ -796,6 +796,39 @@ async fn a_refusal_by_the_service_is_kept_in_the_integrations_state_and_not_sent
     );
 }
 
+/// What the discovery documents said is kept in the integration's state: the second
+/// run of the day connects without reading them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_discovery_documents_are_read_by_the_first_run_only() {
+    let peer = Peer::RewardGateway {
+        limit: 1000,
+        window: Duration::from_secs(60),
+    };
+    let h = Harness::on_peer(4, true, Mail::default(), peer, |s| s.published = true).await;
+    h.reconcile().await;
+    let documents = ["/ServiceProviderConfig", "/Schemas", "/ResourceTypes"];
+    for (n, request) in ["first", "second"].into_iter().enumerate() {
+        h.scim.reset_stats().await;
+        h.clock.advance(5);
+        h.annotate(IMPORT_REQUESTED_AT, request).await;
+        h.reconcile().await;
+        let runs = h.runs().await;
+        let status = runs[n].status.clone().unwrap();
+        assert_eq!(
+            status.phase,
+            ImportPhase::Succeeded,
+            "{request}: {status:?}"
+        );
+        let stats = h.scim.stats().await;
+        let read: Vec<u64> = documents
+            .iter()
+            .map(|d| stats.endpoint(d).requests)
+            .collect();
+        let expected = if n == 0 { [1, 1, 1] } else { [0, 0, 0] };
+        assert_eq!(read, expected, "{request} run: {stats:?}");
+    }
+}
+
 /// E-mail through `smtp`, sent as rewards@acme.example.
 fn mail_through(smtp: &SmtpServer) -> Mail {
     let settings = SmtpSettings::parse(&smtp.url(), "rewards@acme.example").unwrap();

@@ -527,3 +527,89 @@ async fn a_run_stopped_while_waiting_for_the_window_ends_interrupted_at_once() {
     let created = run["status"]["summary"]["created"].as_u64().unwrap_or(0);
     assert_eq!(s.scim().users().await.len() as u64, created);
 }
+
+/// The discovery documents, each on its own budget at Reward Gateway.
+const DISCOVERY: [&str; 3] = [SPC, "/Schemas", "/ResourceTypes"];
+
+fn discovery_requests(stats: &PeerStats) -> Vec<u64> {
+    DISCOVERY
+        .iter()
+        .map(|e| stats.endpoint(e).requests)
+        .collect()
+}
+
+/// What discovery yielded is kept in the state file's convergence notes: the first run
+/// reads the three documents, the next ones (within a day) none; an entry a day old is
+/// read again and replaced.
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_is_read_once_a_day_not_once_a_run() {
+    let s = Setup::new(5, reward_gateway(1000, Duration::from_secs(60)), false).await;
+    let (first, _) = s.sync(&[]).await;
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    assert_eq!(discovery_requests(&s.scim().stats().await), [1, 1, 1]);
+    let state: Value = serde_json::from_slice(&std::fs::read(&s.state).unwrap()).unwrap();
+    let entries = state["convergence"]["@discovery"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let (url, note) = entries.iter().next().unwrap();
+    assert_eq!(url, &s.scim().url);
+    assert!(
+        note.as_str().unwrap().contains("maxResults=100"),
+        "what the service announced: {note}"
+    );
+
+    // Within the day: no request to any of them, and the run does its work.
+    s.scim().reset_stats().await;
+    s.env
+        .sim
+        .update_employee(&employee_id(1), json!({"designation": "Director"}))
+        .unwrap();
+    let (second, _) = s.sync(&[]).await;
+    assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
+    assert_eq!(second.summary()["updated"], 1, "{}", second.stdout);
+    let stats = s.scim().stats().await;
+    assert_eq!(discovery_requests(&stats), [0, 0, 0], "{stats:?}");
+    let state: Value = serde_json::from_slice(&std::fs::read(&s.state).unwrap()).unwrap();
+    assert_eq!(
+        &state["convergence"]["@discovery"][url.as_str()],
+        note,
+        "kept with its date"
+    );
+
+    // A rejected token, with the documents remembered: the run's first read of /Users
+    // finds it, and the run fails saying so.
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    let token = format!("token: \"{}\"", s.scim().token);
+    assert!(text.contains(&token), "{text}");
+    let wrong = s.env.write(
+        "wrong.yaml",
+        &text.replace(&token, "token: \"wrong-key-51b0\""),
+    );
+    let state = s.state.to_str().unwrap();
+    let args = ["--output", "json", "--state-file", state];
+    let refused = s.env.sync_file(&wrong, &args).await;
+    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
+    let message = refused.json()["status"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("rejected the bearer token"), "{message}");
+    assert!(!message.contains("wrong-key-51b0"), "{message}");
+    assert_eq!(discovery_requests(&s.scim().stats().await), [0, 0, 0]);
+
+    // A day old: read again, and noted with a new date.
+    let text = std::fs::read_to_string(&s.state).unwrap();
+    let learnt = note.as_str().unwrap().split(' ').next().unwrap();
+    std::fs::write(&s.state, text.replace(learnt, "2020-01-01T00:00:00Z")).unwrap();
+    s.scim().reset_stats().await;
+    let (third, _) = s.sync(&[]).await;
+    assert_eq!(third.code, 0, "{}\n{}", third.stdout, third.stderr);
+    assert_eq!(discovery_requests(&s.scim().stats().await), [1, 1, 1]);
+    let state: Value = serde_json::from_slice(&std::fs::read(&s.state).unwrap()).unwrap();
+    let renewed = state["convergence"]["@discovery"][url.as_str()]
+        .as_str()
+        .unwrap();
+    assert!(!renewed.starts_with("2020-"), "{renewed}");
+}

@@ -134,8 +134,15 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         .clone()
         .unwrap_or_default();
     let progress = TerminalProgress::new();
+    let file_store = args.state_file.as_ref().map(FileOutboxStore::new);
+    // What earlier runs learnt about the destination spares requests when connecting.
+    let notes = match &file_store {
+        Some(f) => load_notes(f).await,
+        None => ConvergenceNotes::default(),
+    };
     // Connecting reads the destination: a wait for its rate limit shows as in the run.
-    let connected = crate::progress::forward_waits(&progress, clients(&manifests, args.bulk)).await;
+    let connected =
+        crate::progress::forward_waits(&progress, clients(&manifests, args.bulk, &notes)).await;
     let (source, destination) = match connected {
         Ok(c) => c,
         Err(Setup::Invalid(m)) => {
@@ -161,7 +168,6 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         }
     };
 
-    let file_store = args.state_file.as_ref().map(FileOutboxStore::new);
     let memory_store = MemoryOutboxStore::new();
     let store: &dyn OutboxStore = match &file_store {
         Some(f) => f,
@@ -176,10 +182,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         dry_run: args.dry_run,
         max_leavers_percent: spec.safety.max_leavers_percent,
         approved_leavers: args.approve_leavers.then_some(u32::MAX),
-        convergence: match &file_store {
-            Some(f) => load_notes(f).await,
-            None => ConvergenceNotes::default(),
-        },
+        convergence: notes,
         when_removed: spec.leavers.when_removed,
         profile: spec.destination.scim.profile,
         mode: Some(ModePolicy {
@@ -285,6 +288,7 @@ impl From<ConnectError> for Setup {
 async fn clients(
     manifests: &Manifests,
     bulk: BulkChoice,
+    notes: &ConvergenceNotes,
 ) -> Result<(Box<dyn EmployeeSource>, Box<dyn MemberDirectory>), Setup> {
     let spec = &manifests.integration.spec;
     let api_key = manifests
@@ -304,7 +308,7 @@ async fn clients(
         BulkChoice::Off => BulkMode::Off,
     });
     let source = connector.source(spec, api_key).await?;
-    let destination = connector.destination(spec, token).await?;
+    let destination = connector.destination(spec, token, notes).await?;
     Ok((source, destination))
 }
 

@@ -26,7 +26,7 @@ use crate::api::{
 };
 use crate::clock::rfc3339;
 use crate::connect::account_key;
-use crate::destination::MemberDirectory;
+use crate::destination::{ConvergenceNotes, MemberDirectory};
 use crate::ledger::LedgerStore;
 use crate::mapping::CompiledMapping;
 use crate::notify::OutboxStore;
@@ -202,12 +202,13 @@ async fn acquire(ctx: &Context, spec: &FreshteamIntegrationSpec) -> Slots {
 async fn connect(
     ctx: &Context,
     req: &RunRequest,
+    notes: &ConvergenceNotes,
 ) -> Result<(Box<dyn EmployeeSource>, Box<dyn MemberDirectory>), String> {
     let fti = &req.integration;
     match (
         ctx.connector.source(&fti.spec, req.api_key.clone()).await,
         ctx.connector
-            .destination(&fti.spec, req.token.clone())
+            .destination(&fti.spec, req.token.clone(), notes)
             .await,
     ) {
         (Ok(source), Ok(destination)) => Ok((source, destination)),
@@ -349,19 +350,21 @@ impl Run {
                 stop: stop.clone(),
             },
         );
+        // What earlier runs learnt about the destination spares requests when connecting.
+        let notes = self.notes.load().await;
         // Connecting reads the destination too (its budget may make it wait): a stop
         // ends it at once, and a wait shows like one during the run.
         let connected = crate::progress::forward_waits(progress.as_ref(), async {
             tokio::select! {
-                connected = connect(ctx, req) => Ok(connected),
+                connected = connect(ctx, req, &notes) => Ok(connected),
                 reason = stop.stopped() => Err(reason),
             }
         })
         .await;
         let outcome = match connected {
             Ok(Ok((source, destination))) => {
-                self.run_with(source.as_ref(), destination.as_ref(), &stop, &progress)
-                    .await
+                let clients = (source.as_ref(), destination.as_ref());
+                self.run_with(clients, notes, &stop, &progress).await
             }
             Ok(Err(message)) => ImportOutcome::failed(started, ctx.clock.now(), message),
             Err(reason) => {
@@ -382,8 +385,8 @@ impl Run {
     /// The import itself, once both clients are connected.
     async fn run_with(
         &self,
-        source: &dyn EmployeeSource,
-        destination: &dyn MemberDirectory,
+        (source, destination): (&dyn EmployeeSource, &dyn MemberDirectory),
+        notes: ConvergenceNotes,
         stop: &StopSignal,
         progress: &ProgressCounter,
     ) -> ImportOutcome {
@@ -394,7 +397,7 @@ impl Run {
             approved_leavers: self.approved_leavers().await,
             profile: fti.spec.destination.scim.profile,
             stop: stop.clone(),
-            convergence: self.notes.load().await,
+            convergence: notes,
             when_removed: fti.spec.leavers.when_removed,
             mode: Some(req.mode.clone()),
             deadline: Some(

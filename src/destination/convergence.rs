@@ -24,7 +24,8 @@ pub(crate) const MAX_NOTES: usize = 100_000;
 ///
 /// Stored as one map: the member notes by Employee ID, and each section under a key
 /// starting with `@` (`@writeForm`: destination URL → the update form that works there;
-/// `@refusals`: Employee ID → the write the destination refused). Every value is a map of
+/// `@refusals`: Employee ID → the write the destination refused; `@discovery`:
+/// destination URL → what its discovery documents said, and when). Every value is a map of
 /// strings, so the cluster's sharded store keeps sections like notes. Notes written before
 /// there were sections read as they are; a section a build does not know is skipped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,12 +39,18 @@ pub struct ConvergenceNotes {
     write_forms: BTreeMap<String, String>,
     /// Writes the destination refused (see [`Refusals`]).
     refusals: Refusals,
+    /// Destination URL → what its discovery documents (`/ServiceProviderConfig`,
+    /// `/Schemas`, `/ResourceTypes`) said and when, in the destination's own compact
+    /// form: a run while it is fresh connects without reading them again.
+    discovery: BTreeMap<String, String>,
 }
 
 /// The key of the write-form section.
 const WRITE_FORM_KEY: &str = "@writeForm";
 /// The key of the refusals section.
 const REFUSALS_KEY: &str = "@refusals";
+/// The key of the discovery section.
+const DISCOVERY_KEY: &str = "@discovery";
 
 impl Serialize for ConvergenceNotes {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -57,6 +64,9 @@ impl Serialize for ConvergenceNotes {
         }
         if !self.refusals.is_empty() {
             map.serialize_entry(REFUSALS_KEY, &self.refusals)?;
+        }
+        if !self.discovery.is_empty() {
+            map.serialize_entry(DISCOVERY_KEY, &self.discovery)?;
         }
         map.end()
     }
@@ -78,6 +88,8 @@ impl<'de> Deserialize<'de> for ConvergenceNotes {
                         out.write_forms = map.next_value()?;
                     } else if key == REFUSALS_KEY {
                         out.refusals = map.next_value()?;
+                    } else if key == DISCOVERY_KEY {
+                        out.discovery = map.next_value()?;
                     } else if key.starts_with('@') {
                         map.next_value::<IgnoredAny>()?;
                     } else {
@@ -117,7 +129,10 @@ impl ConvergenceNotes {
 
     /// Nothing noted at all (no member notes, no section).
     pub fn is_empty(&self) -> bool {
-        self.notes.is_empty() && self.write_forms.is_empty() && self.refusals.is_empty()
+        self.notes.is_empty()
+            && self.write_forms.is_empty()
+            && self.refusals.is_empty()
+            && self.discovery.is_empty()
     }
 
     /// Whether any member has a note.
@@ -148,6 +163,24 @@ impl ConvergenceNotes {
             }
             None => {
                 self.write_forms.remove(destination);
+            }
+        }
+    }
+
+    /// What discovery at this destination (its base URL) yielded, and when, if noted.
+    pub fn discovery(&self, destination: &str) -> Option<&str> {
+        self.discovery.get(destination).map(String::as_str)
+    }
+
+    /// Records (or, `None`, forgets) what discovery at this destination yielded.
+    pub fn set_discovery(&mut self, destination: &str, note: Option<&str>) {
+        match note {
+            Some(n) => {
+                self.discovery
+                    .insert(destination.to_string(), n.to_string());
+            }
+            None => {
+                self.discovery.remove(destination);
             }
         }
     }
@@ -415,6 +448,45 @@ mod tests {
         let later: ConvergenceNotes =
             serde_json::from_value(serde_json::json!({"@other": {"a": "b"}})).unwrap();
         assert!(later.is_empty());
+    }
+
+    #[test]
+    fn the_discovery_section_round_trips_and_old_states_read_without_it() {
+        let old = serde_json::json!({
+            "E1": {"jobTitle": "00ff"},
+            "@writeForm": {"https://x/scim/v2": "wholeAttributes 1"}
+        });
+        let notes: ConvergenceNotes = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(notes.discovery("https://x/scim/v2"), None);
+        assert_eq!(
+            serde_json::to_value(&notes).unwrap(),
+            old,
+            "no empty section"
+        );
+
+        let mut notes = notes;
+        let note = "2026-12-05T22:40:00Z patch filter maxResults=100 keeps=email,firstName";
+        notes.set_discovery("https://x/scim/v2", Some(note));
+        let json = serde_json::to_value(&notes).unwrap();
+        assert_eq!(
+            json["@discovery"],
+            serde_json::json!({"https://x/scim/v2": note})
+        );
+        // The cluster store's shape: every value a map of strings.
+        let entries: BTreeMap<String, BTreeMap<String, String>> =
+            serde_json::from_value(json).unwrap();
+        let back: ConvergenceNotes =
+            serde_json::from_value(serde_json::to_value(entries).unwrap()).unwrap();
+        assert_eq!(back, notes);
+        assert_eq!(back.len(), 1, "a section is not a member's note");
+        assert_eq!(back.sections().discovery("https://x/scim/v2"), Some(note));
+        assert_eq!(back.discovery("https://y/scim/v2"), None);
+
+        let mut only = ConvergenceNotes::default();
+        only.set_discovery("https://x/scim/v2", Some(note));
+        assert!(!only.is_empty());
+        only.set_discovery("https://x/scim/v2", None);
+        assert!(only.is_empty());
     }
 
     #[test]

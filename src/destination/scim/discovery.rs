@@ -1,12 +1,15 @@
 //! What a service supports, from `/ServiceProviderConfig`, and what it keeps, from
 //! `/Schemas` and `/ResourceTypes` (RFC 7643 §6, §7). Either of the last two may be
 //! missing or partial: what cannot be learnt is assumed kept, as before discovery.
+//! What they yielded is kept in the convergence notes for a day ([`discovery_note`]), so
+//! most runs connect without reading them.
 
+use chrono::{DateTime, Utc};
 use reqwest::{Method, Url};
 use serde::Deserialize;
 use tracing::{debug, warn};
 
-use super::config::Capabilities;
+use super::config::{BulkLimits, Capabilities};
 use super::model::{WireServiceProviderConfig, ENTERPRISE_SCHEMA, USER_SCHEMA};
 use super::transport::{CallKind, Response};
 use super::ScimClient;
@@ -160,6 +163,83 @@ pub(super) fn derive(schemas: Option<&[WireSchema]>, types: Option<&[WireResourc
     }
 }
 
+/// How long what discovery yielded is used before the documents are read again: a
+/// service that changes what it supports is seen within a day, and a run spends no
+/// request on them in between.
+pub(super) const DISCOVERY_FRESH_FOR: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// What discovery yielded, as one text for the convergence notes: the time learnt, then
+/// the capabilities (`patch`, `etag`, `filter`, `maxResults=N`, `bulk=OPS/BYTES`) and
+/// what the service keeps (`keeps=field,…`, `emails`), e.g.
+/// `2026-12-05T22:40:00Z patch filter maxResults=100 keeps=email,firstName emails`.
+pub(super) fn discovery_note(caps: &Capabilities, keeps: Keeps, at: DateTime<Utc>) -> String {
+    let mut parts = vec![at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)];
+    let flags = [
+        (caps.patch, "patch"),
+        (caps.etag, "etag"),
+        (caps.filter, "filter"),
+    ];
+    parts.extend(flags.iter().filter(|f| f.0).map(|f| f.1.to_string()));
+    if let Some(n) = caps.filter_max_results {
+        parts.push(format!("maxResults={n}"));
+    }
+    if let Some(b) = caps.bulk {
+        parts.push(format!("bulk={}/{}", b.max_operations, b.max_payload_size));
+    }
+    let kept: Vec<&str> = keeps.attrs.iter().map(Attr::field_name).collect();
+    parts.push(format!("keeps={}", kept.join(",")));
+    if keeps.emails {
+        parts.push("emails".into());
+    }
+    parts.join(" ")
+}
+
+/// What a note says, while it is fresh at `now`; `None` when it is old, from the future,
+/// or not readable by this build (the documents are then read again).
+pub(super) fn remembered_discovery(
+    note: &str,
+    now: DateTime<Utc>,
+) -> Option<(Capabilities, Keeps)> {
+    let mut parts = note.split(' ');
+    let at = DateTime::parse_from_rfc3339(parts.next()?).ok()?;
+    let age = now.signed_duration_since(at);
+    if age < chrono::TimeDelta::zero() || age >= DISCOVERY_FRESH_FOR {
+        return None;
+    }
+    let mut caps = Capabilities::minimal();
+    let mut keeps = Keeps {
+        attrs: AttrSet::default(),
+        emails: false,
+    };
+    let mut described = false;
+    for part in parts {
+        match part.split_once('=') {
+            None if part == "patch" => caps.patch = true,
+            None if part == "etag" => caps.etag = true,
+            None if part == "filter" => caps.filter = true,
+            None if part == "emails" => keeps.emails = true,
+            Some(("maxResults", n)) => caps.filter_max_results = Some(n.parse().ok()?),
+            Some(("bulk", limits)) => {
+                let (ops, bytes) = limits.split_once('/')?;
+                caps.bulk = Some(BulkLimits {
+                    max_operations: ops.parse().ok()?,
+                    max_payload_size: bytes.parse().ok()?,
+                });
+            }
+            Some(("keeps", fields)) => {
+                described = true;
+                for name in fields.split(',').filter(|f| !f.is_empty()) {
+                    keeps
+                        .attrs
+                        .insert(Attr::ALL.into_iter().find(|a| a.field_name() == name)?);
+                }
+            }
+            _ => return None,
+        }
+    }
+    described.then_some((caps, keeps))
+}
+
 /// The SCIM attribute a member field is written to, for messages.
 pub(crate) fn scim_name(attr: Attr) -> &'static str {
     match attr {
@@ -241,6 +321,75 @@ mod tests {
         serde_json::from_value::<Listed<WireSchema>>(v)
             .unwrap()
             .into_vec()
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_discovery_note_round_trips_while_fresh() {
+        let caps = Capabilities {
+            patch: true,
+            bulk: Some(BulkLimits {
+                max_operations: 1000,
+                max_payload_size: 1_048_576,
+            }),
+            filter: true,
+            filter_max_results: Some(100),
+            etag: true,
+        };
+        let keeps = Keeps {
+            attrs: [Attr::Email, Attr::FirstName, Attr::Department]
+                .into_iter()
+                .collect(),
+            emails: true,
+        };
+        let learnt = at("2026-12-05T22:40:00Z");
+        let note = discovery_note(&caps, keeps, learnt);
+        assert_eq!(
+            note,
+            "2026-12-05T22:40:00Z patch etag filter maxResults=100 bulk=1000/1048576 keeps=email,firstName,department emails"
+        );
+        assert_eq!(
+            remembered_discovery(&note, at("2026-12-06T22:39:59Z")),
+            Some((caps, keeps))
+        );
+        // Nothing optional, and a service that keeps everything.
+        let minimal = discovery_note(&Capabilities::minimal(), Keeps::everything(), learnt);
+        assert_eq!(
+            remembered_discovery(&minimal, learnt),
+            Some((Capabilities::minimal(), Keeps::everything()))
+        );
+    }
+
+    #[test]
+    fn a_discovery_note_is_read_again_once_a_day_old_or_unreadable() {
+        let note = discovery_note(
+            &Capabilities::minimal(),
+            Keeps::everything(),
+            at("2026-12-05T22:40:00Z"),
+        );
+        assert_eq!(
+            remembered_discovery(&note, at("2026-12-06T22:40:00Z")),
+            None
+        );
+        assert_eq!(
+            remembered_discovery(&note, at("2026-12-05T22:00:00Z")),
+            None,
+            "learnt in the future: a clock went wrong"
+        );
+        let now = at("2026-12-05T23:00:00Z");
+        for bad in [
+            "",
+            "yesterday keeps=email",
+            "2026-12-05T22:40:00Z",
+            "2026-12-05T22:40:00Z keeps=email,shoeSize",
+            "2026-12-05T22:40:00Z keeps=email sorting",
+            "2026-12-05T22:40:00Z bulk=10 keeps=email",
+        ] {
+            assert_eq!(remembered_discovery(bad, now), None, "{bad:?}");
+        }
     }
 
     #[test]

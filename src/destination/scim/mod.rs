@@ -61,6 +61,9 @@ pub struct ScimClient {
     /// Member attributes the service did not keep on the first create over `/Bulk` this
     /// run (read back once; see `bulk.rs`).
     bulk_unkept: std::sync::OnceLock<Vec<crate::member::Attr>>,
+    /// What discovery yielded and when, for the convergence notes (see
+    /// [`ScimClient::connect_remembering`]).
+    discovered: String,
 }
 
 /// Seconds since the Unix epoch (when a remembered update form was learnt).
@@ -76,6 +79,46 @@ impl ScimClient {
     /// documents are public, the run's first read of `/Users` (its list, or its lookups)
     /// finds a rejected token instead, so no request is spent on checking it alone.
     pub async fn connect(config: ScimConfig) -> Result<Self, DestinationError> {
+        Self::connect_remembering(config, &super::ConvergenceNotes::default()).await
+    }
+
+    /// [`ScimClient::connect`], without reading the discovery documents when `notes`
+    /// hold what they said at this base URL less than a day ago: the run's first read of
+    /// `/Users` then finds a rejected token. What the client used goes back into the
+    /// run's notes through [`MemberDirectory::learnt`] (with the date it was learnt, so
+    /// a remembered entry is read again once a day old).
+    pub async fn connect_remembering(
+        config: ScimConfig,
+        notes: &super::ConvergenceNotes,
+    ) -> Result<Self, DestinationError> {
+        let mut client = Self::new(config)?;
+        let remembered = notes.discovery(client.config.base_url.as_str());
+        let now = chrono::Utc::now();
+        match remembered.and_then(|n| discovery::remembered_discovery(n, now)) {
+            Some((caps, keeps)) => {
+                debug!(
+                    ?caps,
+                    ?keeps,
+                    "SCIM discovery remembered from an earlier run"
+                );
+                client.caps = caps;
+                client.keeps = keeps;
+                client.discovered = remembered.unwrap_or_default().to_string();
+            }
+            None => {
+                client.caps = client.read_capabilities().await?;
+                debug!(capabilities = ?client.caps, "SCIM service provider config");
+                client.keeps = client.read_keeps().await?;
+                debug!(keeps = ?client.keeps, "SCIM schemas");
+                client.discovered = discovery::discovery_note(&client.caps, client.keeps, now);
+            }
+        }
+        client.reset_form();
+        Ok(client)
+    }
+
+    /// A client that has learnt nothing yet about the service.
+    fn new(config: ScimConfig) -> Result<Self, DestinationError> {
         check_scheme(&config.base_url)?;
         config
             .egress
@@ -89,7 +132,7 @@ impl ScimClient {
             .user_agent(concat!("freshteam-operator/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| DestinationError::Config(format!("cannot build an HTTP client: {e}")))?;
-        let mut client = ScimClient {
+        Ok(ScimClient {
             permits: Semaphore::new(config.concurrency.max(1)),
             config,
             http,
@@ -103,26 +146,24 @@ impl ScimClient {
             throttled: AtomicU32::new(0),
             lookup: lookup::LookupState::default(),
             bulk_unkept: std::sync::OnceLock::new(),
-        };
-        client.caps = client.read_capabilities().await?;
-        debug!(capabilities = ?client.caps, "SCIM service provider config");
-        client.keeps = client.read_keeps().await?;
-        debug!(keeps = ?client.keeps, "SCIM schemas");
-        client.reset_form();
-        Ok(client)
+            discovered: String::new(),
+        })
     }
 
     /// Replaces what `/ServiceProviderConfig` announced, e.g. to exercise the PUT or the
     /// one-request-per-member paths against a service that supports more.
+    /// Not noted as discovery's yield.
     pub fn with_capabilities(mut self, caps: Capabilities) -> Self {
         self.caps = caps;
+        self.discovered.clear();
         self.reset_form();
         self
     }
 
-    /// Replaces what discovery found the service keeps.
+    /// Replaces what discovery found the service keeps (not noted as discovery's yield).
     pub fn with_keeps(mut self, keeps: Keeps) -> Self {
         self.keeps = keeps;
+        self.discovered.clear();
         self
     }
 
@@ -204,6 +245,9 @@ impl MemberDirectory for ScimClient {
             }
         });
         notes.set_write_form(url, note.as_deref());
+        if !self.discovered.is_empty() {
+            notes.set_discovery(url, Some(&self.discovered));
+        }
     }
 
     fn target_name(&self, attr: crate::member::Attr) -> String {
