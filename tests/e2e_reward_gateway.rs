@@ -383,3 +383,45 @@ async fn a_run_waiting_for_the_window_says_so_and_stops_at_once() {
     assert!(stopped < Duration::from_secs(5), "{stopped:?}");
     env.finish().await;
 }
+
+/// `freshteam-operator run --default-rate-limit` (the chart's `operator.defaultRateLimit`)
+/// paces every integration from its first request, below what the service announces.
+#[tokio::test]
+async fn the_operators_default_rate_limit_paces_from_the_first_request() {
+    let peer = Peer::RewardGateway {
+        limit: 10_000,
+        window: WINDOW,
+    };
+    let Some(mut env) = Env::with_peer("rg-default", 60, 100, peer).await else {
+        return;
+    };
+    let mail = fast_mail(&env);
+    env.start_operator(
+        "default",
+        "default-0",
+        &[&mail, "--default-rate-limit=20/2s"],
+    );
+    env.apply(manifest(&env, "acme", true, None)).await.unwrap();
+    env.wait_condition("acme", "Authorized", "True", Duration::from_secs(60))
+        .await;
+    env.scim.reset_stats().await;
+    let run = run_once(&env, "acme", "paced", Duration::from_secs(120)).await;
+    let status = run.status.clone().unwrap();
+    let users = env.scim.stats().await.endpoint("/Users").requests;
+    let took = seconds(&run);
+    // 20 requests per 2 s from the first one: the first window at once, then one each 2 s.
+    let floor = 2.0 * ((users as f64 / 20.0).ceil() - 1.0);
+    eprintln!("--default-rate-limit=20/2s: {users} requests on /Users in {took:.1} s (floor {floor:.1} s)");
+    assert_eq!(
+        status.summary.created as usize,
+        current_staff(&env.sim).await,
+        "{status:?}"
+    );
+    assert!(users > 40, "{users} requests on /Users");
+    // Start and completion times have whole seconds.
+    assert!(
+        took >= floor - 1.0,
+        "{took:.1} s for {users} requests paced 20 per 2 s"
+    );
+    env.finish().await;
+}
