@@ -220,9 +220,12 @@ pub async fn run_import_with_ledger(
         return crate::progress::forward_waits(progress, run).await;
     };
     let reason = deadline::reason(limit);
+    // Whether the deadline is what stopped the run (another stop may have come first).
+    let past_deadline = std::sync::atomic::AtomicBool::new(false);
     let watchdog = async {
         tokio::time::sleep(limit).await;
-        options.stop.stop(reason.clone());
+        let first = options.stop.stop(reason.clone());
+        past_deadline.store(first, std::sync::atomic::Ordering::Relaxed);
         std::future::pending::<ImportOutcome>().await
     };
     let outcome = crate::progress::forward_waits(progress, async {
@@ -232,7 +235,7 @@ pub async fn run_import_with_ledger(
         }
     })
     .await;
-    if options.stop.reason().as_deref() == Some(reason.as_str()) {
+    if past_deadline.load(std::sync::atomic::Ordering::Relaxed) {
         deadline::past(outcome, &reason)
     } else {
         outcome

@@ -28,14 +28,17 @@ impl fmt::Debug for StopSignal {
 }
 
 impl StopSignal {
-    /// Asks the import to stop; `reason` ends up in the run's message.
-    pub fn stop(&self, reason: impl Into<String>) {
+    /// Asks the import to stop; `reason` ends up in the run's message. True when this
+    /// request is the one that stops it (no earlier one was given).
+    pub fn stop(&self, reason: impl Into<String>) -> bool {
         let mut r = self.0.reason.lock().expect("stop signal lock");
-        if r.is_none() {
+        let first = r.is_none();
+        if first {
             *r = Some(reason.into());
         }
         drop(r);
         self.0.changed.notify_waiters();
+        first
     }
 
     /// Whether two signals are one (clones of each other).

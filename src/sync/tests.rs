@@ -1015,6 +1015,46 @@ async fn a_run_past_its_deadline_fails_naming_it() {
     );
 }
 
+/// A run stopped for another reason before its deadline stays `Interrupted` for that
+/// reason, even when the deadline passes while it winds down.
+#[tokio::test]
+async fn a_stop_before_the_deadline_is_not_reported_as_the_deadline() {
+    let source = twenty_employees();
+    let dest = WaitsForTheRateLimit {
+        inner: FakeDirectory::default(),
+    };
+    let options = ImportOptions {
+        deadline: Some(Duration::from_millis(300)),
+        ..opts(false)
+    };
+    let stop = options.stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.stop("spec.suspend was set to true");
+    });
+    let counter = ProgressCounter::default();
+    let out = tokio::time::timeout(
+        Duration::from_secs(5),
+        run_import(
+            &mapping(false),
+            &source,
+            &dest,
+            &options,
+            None,
+            &counter,
+            &FixedClock,
+        ),
+    )
+    .await
+    .expect("the stop ends the run");
+    assert_eq!(out.status.phase, ImportPhase::Interrupted);
+    let message = out.status.message.unwrap_or_default();
+    assert!(
+        message.starts_with("Interrupted: spec.suspend was set to true"),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_partial_run_drops_forgotten_members_and_keeps_a_vanished_id_until_the_new_one() {
     use crate::ledger::{Ledger, Origin};
