@@ -982,31 +982,35 @@ async fn a_stop_while_waiting_for_the_rate_limit_interrupts_at_once_keeping_what
     assert_eq!(counter.waiting(), None);
 }
 
-#[tokio::test]
-async fn a_run_past_its_deadline_fails_naming_it() {
-    let source = twenty_employees();
+/// Twenty creates against a destination that settles three, then waits for its rate
+/// limit for an hour, under `options` with a deadline of 300 ms.
+async fn run_past_a_300ms_deadline(options: &ImportOptions) -> ImportOutcome {
     let dest = WaitsForTheRateLimit {
         inner: FakeDirectory::default(),
     };
     let options = ImportOptions {
         deadline: Some(Duration::from_millis(300)),
-        ..opts(false)
+        ..options.clone()
     };
-    let counter = ProgressCounter::default();
-    let out = tokio::time::timeout(
+    tokio::time::timeout(
         Duration::from_secs(5),
         run_import(
             &mapping(false),
-            &source,
+            &twenty_employees(),
             &dest,
             &options,
             None,
-            &counter,
+            &ProgressCounter::default(),
             &FixedClock,
         ),
     )
     .await
-    .expect("the deadline ends the run");
+    .expect("the deadline or a stop ends the run")
+}
+
+#[tokio::test]
+async fn a_run_past_its_deadline_fails_naming_it() {
+    let out = run_past_a_300ms_deadline(&opts(false)).await;
     assert_eq!(out.status.phase, ImportPhase::Failed);
     assert_eq!(out.status.summary.created, 3);
     assert_eq!(
@@ -1019,34 +1023,13 @@ async fn a_run_past_its_deadline_fails_naming_it() {
 /// reason, even when the deadline passes while it winds down.
 #[tokio::test]
 async fn a_stop_before_the_deadline_is_not_reported_as_the_deadline() {
-    let source = twenty_employees();
-    let dest = WaitsForTheRateLimit {
-        inner: FakeDirectory::default(),
-    };
-    let options = ImportOptions {
-        deadline: Some(Duration::from_millis(300)),
-        ..opts(false)
-    };
+    let options = opts(false);
     let stop = options.stop.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
         stop.stop("spec.suspend was set to true");
     });
-    let counter = ProgressCounter::default();
-    let out = tokio::time::timeout(
-        Duration::from_secs(5),
-        run_import(
-            &mapping(false),
-            &source,
-            &dest,
-            &options,
-            None,
-            &counter,
-            &FixedClock,
-        ),
-    )
-    .await
-    .expect("the stop ends the run");
+    let out = run_past_a_300ms_deadline(&options).await;
     assert_eq!(out.status.phase, ImportPhase::Interrupted);
     let message = out.status.message.unwrap_or_default();
     assert!(
