@@ -11,7 +11,10 @@ how many of Reward Gateway's 15-minute windows (180 requests per endpoint) each 
     scripts/request-counts.py --peer reward-gateway|scim2-server|scimmy \\
         [--employees 1000 10000] [--binary BIN] [--baseline OLD_BIN]
 """
-import argparse, json, math, os, socket, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, math, os, socket, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import free_port, http_json  # noqa: E402  (one copy of the HTTP helpers)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUID = "3f6c1b2a-9d4e-4c7a-8b1f-23e0d5a7c923"
@@ -23,12 +26,6 @@ RUNS = [
     ("steady state, full", ["--mode", "full"], False),
     ("incremental, 1 % changed", ["--mode", "incremental"], True),
 ]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, seconds=30):
@@ -43,13 +40,7 @@ def wait_port(port, seconds=30):
 
 
 def call(url, method="GET", body=None, token=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, method=method, data=data)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=120) as r:
-        return json.loads(r.read() or b"null")
+    return http_json(url, method, body, {"Authorization": f"Bearer {token}"} if token else None)
 
 
 def start_peer(peer, port):
