@@ -447,7 +447,8 @@ async fn no_smtp_password_in_any_output() {
         settings.to_string(),
         settings.redacted(),
         format!("{report:?}"),
-        bad_url,
+        bad_url.to_string(),
+        format!("{bad_url:?}"),
     ];
     for out in outputs {
         assert!(!out.contains(PASSWORD), "{out}");
