@@ -16,7 +16,7 @@ use freshteam_operator::controller::runner::mark_interrupted;
 use freshteam_operator::controller::shard::{ShardSelector, SHARD_LABEL};
 use freshteam_operator::controller::{reconcile, Context, OperatorConfig};
 use freshteam_operator::notify::{Mail, SmtpMailer, SmtpSettings};
-use freshteam_operator::simulator::{SimConfig, Simulator};
+use freshteam_simulator::{SimConfig, Simulator};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
@@ -248,7 +248,7 @@ async fn the_preview_has_one_writer_and_never_shows_an_older_generations_counts(
     assert_eq!(h.status().await.preview.unwrap().would_create, Some(20));
 
     // A spec change: generation 2 is previewed, slowly.
-    h.sim.set_faults(freshteam_operator::simulator::Faults {
+    h.sim.set_faults(freshteam_simulator::Faults {
         latency: Duration::from_millis(150),
         ..Default::default()
     });
@@ -1199,7 +1199,7 @@ enum StopBy {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn suspend_secret_or_integration_deletion_stops_a_slow_import_within_one_page() {
-    use freshteam_operator::simulator::Faults;
+    use freshteam_simulator::Faults;
     // 90 employees, 9 a page: 10 pages, each answered after `latency`.
     let latency = Duration::from_millis(1000);
     for (by, reason) in [

@@ -76,6 +76,7 @@ fn the_demo_prints_what_the_readme_shows() {
             "FRESHTEAM_OPERATOR_BIN",
             env!("CARGO_BIN_EXE_freshteam-operator"),
         )
+        .env("FRESHTEAM_SIMULATOR_BIN", support::simulator_binary())
         .env("DEMO_OUT", &demo_out)
         .env("DEMO_SIM_PORT", free_port().to_string())
         .env("DEMO_SCIM_PORT", free_port().to_string())

@@ -15,7 +15,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use freshteam_operator::simulator::{Faults, SimConfig};
+use freshteam_simulator::{Faults, SimConfig};
 use serde_json::{json, Value};
 use support::fault_front::{Fault, Front};
 use support::sync_env::{employee_id, Env, PAGE};

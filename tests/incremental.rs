@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use freshteam_operator::simulator::Faults;
+use freshteam_simulator::Faults;
 use serde_json::{json, Value};
 use support::sync_env::{employee_id, Env, Run, API_KEY};
 

@@ -16,7 +16,7 @@ use freshteam_operator::controller::decide::StartRun;
 use freshteam_operator::controller::runner::new_run;
 use freshteam_operator::controller::{reconcile, Context, OperatorConfig};
 use freshteam_operator::plugin::{FollowView, HistoryFormat, ImportNowOptions, Output, Plugin};
-use freshteam_operator::simulator::{SimConfig, Simulator};
+use freshteam_simulator::{SimConfig, Simulator};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};

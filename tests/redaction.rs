@@ -12,7 +12,7 @@ mod support;
 use std::path::Path;
 
 use base64::Engine;
-use freshteam_operator::simulator::Faults;
+use freshteam_simulator::Faults;
 use serde_json::json;
 use support::smtp::SmtpServer;
 use support::sync_env::{employee_id, Env, Run, API_KEY, WRONG_KEY};

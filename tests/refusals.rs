@@ -17,7 +17,7 @@ use freshteam_operator::destination::{
 };
 use freshteam_operator::member::{Attr, AttrSet, Change, Member};
 use freshteam_operator::secret::SecretString;
-use freshteam_operator::simulator::SimConfig;
+use freshteam_simulator::SimConfig;
 use serde_json::{json, Value};
 use support::fault_front::read_request;
 use support::sync_env::{employee_id, Env, API_KEY};

@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use freshteam_operator::simulator::Faults;
+use freshteam_simulator::Faults;
 use serde_json::{json, Value};
 use support::smtp::SmtpServer;
 use support::sync_env::{employee_id, Env, API_KEY, PAGE};

@@ -2,7 +2,7 @@
 //! a real control plane (etcd, kube-apiserver, kube-controller-manager built by
 //! tests/cluster/build.sh) with the CRDs from crds/ and the chart's RBAC rendered with the
 //! Helm SDK, the real `freshteam-operator run` as the chart runs it, the
-//! `freshteam-operator simulate` Freshteam simulator, scim2-server and aiosmtpd.
+//! `freshteam-simulator` Freshteam simulator, scim2-server and aiosmtpd.
 //!
 //! One control plane serves a whole suite (one per test binary); its tests take turns
 //! (they share the operator's identity and the chart's Leases), each in its own namespace.
@@ -166,7 +166,7 @@ where
 
 pub use crate::support::free_port;
 
-/// A `freshteam-operator simulate` process.
+/// A `freshteam-simulator` process (the simulator's own binary).
 pub struct Simulator {
     pub child: tokio::process::Child,
     pub url: String,
@@ -180,8 +180,8 @@ impl Simulator {
     /// In its documented mode (the unfiltered list is current staff only).
     pub async fn start_with(employees: usize, latency_ms: u64, page_size: usize) -> Simulator {
         let port = free_port();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_freshteam-operator"))
-            .args(["simulate", "--port", &port.to_string()])
+        let child = tokio::process::Command::new(crate::support::simulator_binary())
+            .args(["--port", &port.to_string()])
             .args(["--employees", &employees.to_string()])
             .args(["--page-size", &page_size.to_string()])
             .args(["--latency-ms", &latency_ms.to_string()])
@@ -190,7 +190,7 @@ impl Simulator {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("freshteam-operator simulate");
+            .expect("freshteam-simulator");
         let url = format!("http://127.0.0.1:{port}/api");
         eventually(Duration::from_secs(10), "the simulator", || async {
             tokio::net::TcpStream::connect(("127.0.0.1", port))

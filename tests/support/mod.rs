@@ -19,6 +19,29 @@ pub mod sync_env;
 pub use integration::{integration, IntegrationBuilder};
 pub use net::free_port;
 
+/// The `freshteam-simulator` binary (the simulator's own crate), found next to this test
+/// executable's target dir as `assert_cmd::cargo_bin` finds binaries: `target/debug/`
+/// above `target/debug/deps/`. `cargo test --workspace` (`scripts/test`) builds it before
+/// any test runs; a plain `cargo test` of this package does not, and then this says how.
+pub fn simulator_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut dir = exe.parent().expect("the test executable's folder");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("the profile folder above deps/");
+    }
+    let binary = dir.join(format!(
+        "freshteam-simulator{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p freshteam-simulator` (or run the tests \
+         with `cargo test --workspace`, as scripts/test does)",
+        binary.display()
+    );
+    binary
+}
+
 /// Calls `check` every `every` until it returns `Some`, for at most `timeout`: the one
 /// polling loop of the tests, for work that happens in the background.
 pub async fn wait_until<T, Fut>(

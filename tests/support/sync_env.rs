@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use freshteam_operator::simulator::{SimConfig, Simulator};
+use freshteam_simulator::{SimConfig, Simulator};
 use serde_json::Value;
 
 use super::{Peer, ScimServer};
