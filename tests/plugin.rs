@@ -924,6 +924,7 @@ fn spawn_reconciler(ctx: Arc<Context>) -> tokio::task::JoinHandle<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_now_drives_the_real_operator_to_each_outcome() {
+    support::require_peers!(Scim2Server);
     const API_KEY: &str = "ft-plugin-7c2a";
     let sim = Simulator::start(SimConfig {
         employees: 10,

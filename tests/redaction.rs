@@ -96,6 +96,7 @@ impl Check<'_> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_in_any_output_at_any_log_level() {
+    support::require_peers!(Scim2Server, Aiosmtpd);
     let env = Env::start(6).await;
     let smtp = SmtpServer::start_scripted(Some(&format!("{SMTP_USER}:{SMTP_PASSWORD}")));
     let check = Check {

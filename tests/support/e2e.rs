@@ -7,7 +7,8 @@
 //! One control plane serves a whole suite (one per test binary); its tests take turns
 //! (they share the operator's identity and the chart's Leases), each in its own namespace.
 //! Without the control-plane binaries a suite skips, loudly, unless FRESHTEAM_E2E_REQUIRED
-//! is set (CI sets it): then it builds them or fails.
+//! is set (CI sets it): then it builds them or fails. Without the test peers likewise,
+//! unless FRESHTEAM_PEERS_REQUIRED is set (`support::require`).
 //!
 //! By default the operator runs with the chart's shared-cluster RBAC (`watch.scope:
 //! namespaces` listing the test's namespace: Roles there, nothing cluster-wide); a test may
@@ -100,6 +101,13 @@ pub fn cluster_grant(chart: &[Value]) -> Vec<&Value> {
 }
 
 pub async fn setup() -> Option<Cluster> {
+    // scim2-server, aiosmtpd and the Helm SDK (which renders the chart) are all in .venv.
+    if crate::support::require::skip(&[
+        crate::support::require::Needs::Scim2Server,
+        crate::support::require::Needs::Aiosmtpd,
+    ]) {
+        return None;
+    }
     let cp = ControlPlane::start(&format!("system:serviceaccount:{OPERATOR_NS}:{FULLNAME}"))?;
     let admin = cp.admin().await;
     // The CRDs as checked in, applied as a user would.

@@ -11,6 +11,7 @@ pub mod fault_front;
 mod integration;
 mod net;
 pub mod peers;
+pub mod require;
 pub mod smtp;
 pub mod sync_env;
 
@@ -18,6 +19,9 @@ pub mod sync_env;
 #[allow(unused_imports)]
 pub use integration::{integration, IntegrationBuilder};
 pub use net::free_port;
+// Not every test file needs peers.
+#[allow(unused_imports)]
+pub(crate) use require::require_peers;
 
 /// The `freshteam-simulator` binary (the simulator's own crate), found next to this test
 /// executable's target dir as `assert_cmd::cargo_bin` finds binaries: `target/debug/`
