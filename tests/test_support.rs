@@ -59,3 +59,109 @@ fn every_need_is_installed_or_names_its_path() {
         }
     }
 }
+
+/// The e2e suites' integration, from the shared builder, is the JSON they wrote by hand.
+#[test]
+fn the_builders_user_json_is_what_the_e2e_suites_applied() {
+    let built = support::integration("e2e-x", "good")
+        .reading("http://127.0.0.1:1/api")
+        .writing_to("http://127.0.0.1:2/v2")
+        .labels(&[("freshteam.provisioning.dev/shard", "s1")])
+        .spec(|s| {
+            s.published = true;
+            s.schedule = "weekly".into();
+            // These three only (the default mapping also maps the title and department).
+            s.mapping = serde_json::from_value(serde_json::json!({
+                "email": "official_email", "firstName": "first_name", "lastName": "last_name",
+            }))
+            .unwrap();
+            s.welcome_email.enabled = true;
+            s.welcome_email.login_url = Some("https://rewards.example.com/activate".into());
+        })
+        .user_json();
+    let by_hand = serde_json::json!({
+        "apiVersion": "freshteam.provisioning.dev/v1alpha1",
+        "kind": "FreshteamIntegration",
+        "metadata": {"name": "good", "namespace": "e2e-x", "labels": {"freshteam.provisioning.dev/shard": "s1"}},
+        "spec": {
+            "published": true,
+            "schedule": "weekly",
+            "source": {
+                "subdomain": "acme",
+                "baseUrl": "http://127.0.0.1:1/api",
+                "apiKeySecretRef": {"name": "freshteam-acme", "key": "apiKey"},
+            },
+            "destination": {"scim": {
+                "url": "http://127.0.0.1:2/v2",
+                "tokenSecretRef": {"name": "members-scim", "key": "token"},
+            }},
+            "mapping": {"email": "official_email", "firstName": "first_name", "lastName": "last_name"},
+            "welcomeEmail": {"enabled": true, "loginUrl": "https://rewards.example.com/activate"},
+        },
+    });
+    assert_eq!(built, by_hand);
+    // Unpublished and unlabelled: `published: false` and empty labels, as written.
+    let plain = support::integration("e2e-x", "plain").user_json();
+    assert_eq!(plain["spec"]["published"], false);
+    assert_eq!(plain["metadata"]["labels"], serde_json::json!({}));
+    assert!(plain["spec"].get("welcomeEmail").is_none());
+}
+
+/// What the API server reads from the user JSON is the typed integration the builder
+/// holds (no field lost or changed between the forms).
+#[test]
+fn the_builders_user_json_reads_back_as_its_typed_integration() {
+    let builder = support::integration("ns", "acme")
+        .reading("http://sim/api")
+        .labels(&[("a", "b")])
+        .spec(|s| {
+            s.mapping.email = Some("official_email".into());
+            s.welcome_email.enabled = true;
+        });
+    let read: freshteam_operator::api::FreshteamIntegration =
+        serde_json::from_value(builder.user_json()).unwrap();
+    let typed = builder.build();
+    assert_eq!(read.spec, typed.spec);
+    assert_eq!(read.metadata.labels, typed.metadata.labels);
+    assert_eq!(read.metadata.name, typed.metadata.name);
+}
+
+/// The `sync --file` form is, byte for byte, the document `sync_env` wrote by hand
+/// (tests edit it as text).
+#[test]
+fn the_builders_sync_file_is_the_document_sync_env_wrote() {
+    let text = support::integration("hr", "acme")
+        .reading("http://127.0.0.1:1/api")
+        .writing_to("http://127.0.0.1:2/v2")
+        .sync_file(
+            "the-key",
+            "the-token",
+            "  mapping:\n    email: official_email\n",
+        );
+    let by_hand = r#"apiVersion: v1
+kind: Secret
+metadata: {name: freshteam-acme, namespace: hr}
+stringData: {apiKey: "the-key"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: members-scim, namespace: hr}
+stringData: {token: "the-token"}
+---
+apiVersion: freshteam.provisioning.dev/v1alpha1
+kind: FreshteamIntegration
+metadata: {name: acme, namespace: hr}
+spec:
+  source:
+    subdomain: acme
+    baseUrl: http://127.0.0.1:1/api
+    apiKeySecretRef: {name: freshteam-acme, key: apiKey}
+  destination:
+    scim:
+      url: http://127.0.0.1:2/v2
+      tokenSecretRef: {name: members-scim, key: token}
+  mapping:
+    email: official_email
+"#;
+    assert_eq!(text, by_hand);
+}

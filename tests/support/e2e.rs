@@ -19,7 +19,6 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -551,28 +550,25 @@ impl Env {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
 
+    /// The test's integration as a user applies it (the shared builder's JSON form):
+    /// weekly, e-mail and names mapped, invitations on.
     pub fn manifest(&self, name: &str, published: bool, labels: &[(&str, &str)]) -> Value {
-        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
-        json!({
-            "apiVersion": "freshteam.provisioning.dev/v1alpha1",
-            "kind": "FreshteamIntegration",
-            "metadata": {"name": name, "namespace": self.ns, "labels": labels},
-            "spec": {
-                "published": published,
-                "schedule": "weekly",
-                "source": {
-                    "subdomain": "acme",
-                    "baseUrl": self.sim.url,
-                    "apiKeySecretRef": {"name": "freshteam-acme", "key": "apiKey"},
-                },
-                "destination": {"scim": {
-                    "url": self.scim.url,
-                    "tokenSecretRef": {"name": "members-scim", "key": "token"},
-                }},
-                "mapping": {"email": "official_email", "firstName": "first_name", "lastName": "last_name"},
-                "welcomeEmail": {"enabled": true, "loginUrl": "https://rewards.example.com/activate"},
-            },
-        })
+        crate::support::integration(&self.ns, name)
+            .reading(&self.sim.url)
+            .writing_to(&self.scim.url)
+            .labels(labels)
+            .spec(|s| {
+                s.published = published;
+                s.schedule = "weekly".into();
+                // These three only (the default mapping also maps the title and department).
+                s.mapping = serde_json::from_value(serde_json::json!({
+                    "email": "official_email", "firstName": "first_name", "lastName": "last_name",
+                }))
+                .unwrap();
+                s.welcome_email.enabled = true;
+                s.welcome_email.login_url = Some("https://rewards.example.com/activate".into());
+            })
+            .user_json()
     }
 
     /// Creates the manifest as sent (no client-side defaults or checks), in its namespace.
