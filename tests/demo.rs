@@ -69,6 +69,8 @@ fn normalise_replaces_run_names_only() {
 
 #[test]
 fn the_demo_prints_what_the_readme_shows() {
+    // Built by `cargo test --workspace` (scripts/test); scripts/demo installs the peers.
+    support::require_peers!(SimulatorBinary);
     let out = tempfile::tempdir().unwrap();
     let demo_out = out.path().join("demo-out");
     let run = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo"))

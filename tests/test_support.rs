@@ -11,7 +11,7 @@ fn missing() -> Vec<String> {
 
 #[test]
 fn a_missing_peer_skips_the_test_naming_it_and_the_install_command() {
-    let Decision::Skip(line) = decide("scim_client::creates", &missing(), false) else {
+    let Decision::Skip(line) = decide("scim_client::creates", &missing(), INSTALL, false) else {
         panic!("not a skip");
     };
     assert!(line.contains("scim_client::creates"), "{line}");
@@ -29,8 +29,8 @@ fn a_missing_peer_skips_the_test_naming_it_and_the_install_command() {
 
 #[test]
 fn installed_peers_run_the_test_required_or_not() {
-    assert_eq!(decide("t", &[], false), Decision::Run);
-    assert_eq!(decide("t", &[], true), Decision::Run);
+    assert_eq!(decide("t", &[], INSTALL, false), Decision::Run);
+    assert_eq!(decide("t", &[], INSTALL, true), Decision::Run);
     assert!(!act(Decision::Run));
 }
 
@@ -39,7 +39,7 @@ fn installed_peers_run_the_test_required_or_not() {
     expected = "scim_client::creates: scim2-server (/nowhere/.venv/bin/scim2-server) not installed, and FRESHTEAM_PEERS_REQUIRED is set: run scripts/setup-peers"
 )]
 fn a_missing_peer_fails_the_test_when_peers_are_required() {
-    let decision = decide("scim_client::creates", &missing(), true);
+    let decision = decide("scim_client::creates", &missing(), INSTALL, true);
     assert!(matches!(decision, Decision::Fail(_)));
     act(decision);
 }
@@ -53,6 +53,7 @@ fn every_need_is_installed_or_names_its_path() {
         Needs::PythonPeers,
         Needs::Scimmy,
         Needs::Aiosmtpd,
+        Needs::SimulatorBinary,
     ] {
         if let Some(what) = need.missing() {
             assert!(what.contains('/'), "{need:?}: {what}");
@@ -164,4 +165,24 @@ spec:
     email: official_email
 "#;
     assert_eq!(text, by_hand);
+}
+
+/// The simulator's binary is built by cargo, not installed by scripts/setup-peers: its
+/// skip line says so.
+#[test]
+fn a_missing_simulator_binary_names_the_cargo_command() {
+    assert_eq!(
+        Needs::SimulatorBinary.install(),
+        "cargo build -p freshteam-simulator"
+    );
+    assert_eq!(Needs::Scim2Server.install(), INSTALL);
+    let missing = ["freshteam-simulator (/t/debug/freshteam-simulator)".to_string()];
+    let Decision::Skip(line) = decide("demo::x", &missing, Needs::SimulatorBinary.install(), false)
+    else {
+        panic!("not a skip");
+    };
+    assert!(
+        line.contains("run cargo build -p freshteam-simulator"),
+        "{line}"
+    );
 }

@@ -28,15 +28,7 @@ pub(crate) use require::require_peers;
 /// above `target/debug/deps/`. `cargo test --workspace` (`scripts/test`) builds it before
 /// any test runs; a plain `cargo test` of this package does not, and then this says how.
 pub fn simulator_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let mut dir = exe.parent().expect("the test executable's folder");
-    if dir.ends_with("deps") {
-        dir = dir.parent().expect("the profile folder above deps/");
-    }
-    let binary = dir.join(format!(
-        "freshteam-simulator{}",
-        std::env::consts::EXE_SUFFIX
-    ));
+    let binary = simulator_binary_path();
     assert!(
         binary.exists(),
         "{} is missing: build it with `cargo build -p freshteam-simulator` (or run the tests \
@@ -44,6 +36,19 @@ pub fn simulator_binary() -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// Where [`simulator_binary`] is, whether or not it is built.
+pub fn simulator_binary_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut dir = exe.parent().expect("the test executable's folder");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("the profile folder above deps/");
+    }
+    dir.join(format!(
+        "freshteam-simulator{}",
+        std::env::consts::EXE_SUFFIX
+    ))
 }
 
 /// Calls `check` every `every` until it returns `Some`, for at most `timeout`: the one

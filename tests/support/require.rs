@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{scim2_server_binary, scimmy_script};
+use super::{scim2_server_binary, scimmy_script, simulator_binary_path};
 
 /// Set to `1` (CI): a missing peer fails the test instead of skipping it.
 pub const REQUIRED_VAR: &str = "FRESHTEAM_PEERS_REQUIRED";
@@ -31,6 +31,9 @@ pub enum Needs {
     Scimmy,
     /// `aiosmtpd` (PyPI) in `.venv`: the SMTP peer.
     Aiosmtpd,
+    /// The `freshteam-simulator` binary (built by `cargo test --workspace`, which
+    /// `scripts/test` runs, not by a plain `cargo test` of the operator).
+    SimulatorBinary,
 }
 
 fn venv() -> PathBuf {
@@ -59,6 +62,15 @@ impl Needs {
             ),
             Needs::Aiosmtpd => absent("aiosmtpd", venv().join("aiosmtpd"))
                 .or_else(|| absent("the .venv Python", venv().join("python"))),
+            Needs::SimulatorBinary => absent("freshteam-simulator", simulator_binary_path()),
+        }
+    }
+
+    /// The command that installs it.
+    pub fn install(self) -> &'static str {
+        match self {
+            Needs::SimulatorBinary => "cargo build -p freshteam-simulator",
+            _ => INSTALL,
         }
     }
 }
@@ -73,19 +85,20 @@ pub enum Decision {
     Fail(String),
 }
 
-/// The decision for `test` given what is `missing` and whether peers are `required`.
-pub fn decide(test: &str, missing: &[String], required: bool) -> Decision {
+/// The decision for `test` given what is `missing`, the command that `install`s it and
+/// whether peers are `required`.
+pub fn decide(test: &str, missing: &[String], install: &str, required: bool) -> Decision {
     if missing.is_empty() {
         return Decision::Run;
     }
     let missing = missing.join(", ");
     if required {
         Decision::Fail(format!(
-            "{test}: {missing} not installed, and {REQUIRED_VAR} is set: run {INSTALL}"
+            "{test}: {missing} not installed, and {REQUIRED_VAR} is set: run {install}"
         ))
     } else {
         Decision::Skip(format!(
-            "*** SKIPPED {test}: {missing} not installed: run {INSTALL} \
+            "*** SKIPPED {test}: {missing} not installed: run {install} \
              (or set {REQUIRED_VAR}=1 to fail instead) ***"
         ))
     }
@@ -99,10 +112,17 @@ pub fn required() -> bool {
 /// `true` when the calling test must return now: what it `needs` is missing and not
 /// required (after saying so on stderr). Panics when it is missing and required.
 pub fn skip(needs: &[Needs]) -> bool {
-    let missing: Vec<String> = needs.iter().filter_map(|n| n.missing()).collect();
+    let absent: Vec<Needs> = needs
+        .iter()
+        .copied()
+        .filter(|n| n.missing().is_some())
+        .collect();
+    let missing: Vec<String> = absent.iter().filter_map(|n| n.missing()).collect();
+    let mut install: Vec<&str> = absent.iter().map(|n| n.install()).collect();
+    install.dedup();
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("this test");
-    act(decide(test, &missing, required()))
+    act(decide(test, &missing, &install.join(" and "), required()))
 }
 
 /// Carries out a decision: `true` to skip (the line printed), a panic to fail.
