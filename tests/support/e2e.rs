@@ -100,10 +100,12 @@ pub fn cluster_grant(chart: &[Value]) -> Vec<&Value> {
 }
 
 pub async fn setup() -> Option<Cluster> {
-    // scim2-server, aiosmtpd and the Helm SDK (which renders the chart) are all in .venv.
+    // scim2-server, aiosmtpd and the Helm SDK (which renders the chart) are all in .venv;
+    // the simulator's binary is built by `cargo test --workspace`.
     if crate::support::require::skip(&[
         crate::support::require::Needs::Scim2Server,
         crate::support::require::Needs::Aiosmtpd,
+        crate::support::require::Needs::SimulatorBinary,
     ]) {
         return None;
     }
