@@ -1,0 +1,74 @@
+//! The progress ticker: the run's progress and waits patched, the integration watched.
+
+use std::sync::Arc;
+
+use super::objects::patch_run_status;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::api::{FreshteamIntegration, ImportRun};
+use crate::controller::Context;
+use crate::sync::ProgressCounter;
+
+/// The integration a run belongs to, checked on every progress tick: once it is deleted
+/// (or re-created under the same name) or suspended, the run is asked to stop.
+pub(super) struct Watched {
+    pub(super) integration: Arc<FreshteamIntegration>,
+    pub(super) stop: crate::sync::StopSignal,
+}
+
+impl Watched {
+    async fn check(&self, ctx: &Context) {
+        let fti = &self.integration;
+        let api: Api<FreshteamIntegration> =
+            Api::namespaced(ctx.client.clone(), &fti.namespace().unwrap_or_default());
+        let reason = match api.get_opt(&fti.name_any()).await {
+            Ok(None) => Some("the integration was deleted"),
+            Ok(Some(now)) if now.metadata.uid != fti.metadata.uid => {
+                Some("the integration was deleted (and re-created)")
+            }
+            Ok(Some(now)) if now.metadata.deletion_timestamp.is_some() => {
+                Some("the integration is being deleted")
+            }
+            Ok(Some(now)) if now.spec.suspend => Some("spec.suspend was set to true"),
+            // An API hiccup is no reason to stop.
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            self.stop.stop(reason);
+        }
+    }
+}
+
+pub(super) fn spawn_progress_ticker(
+    ctx: Arc<Context>,
+    runs: Api<ImportRun>,
+    name: String,
+    progress: Arc<ProgressCounter>,
+    watched: Watched,
+) -> tokio::task::JoinHandle<()> {
+    // In the run's span: what it logs belongs to the run.
+    tokio::spawn(
+        async move {
+            let (mut last, mut last_wait) = (None, None);
+            loop {
+                tokio::time::sleep(ctx.config.progress_interval).await;
+                let now = progress.snapshot();
+                if last.as_ref() != Some(&now) {
+                    let _ = patch_run_status(&runs, &name, json!({ "progress": now })).await;
+                    last = Some(now);
+                }
+                // While the run waits for the destination's rate limit, its message says
+                // so and until when; cleared when it resumes.
+                let wait = progress.waiting();
+                if wait != last_wait {
+                    let _ = patch_run_status(&runs, &name, json!({ "message": wait })).await;
+                    last_wait = wait;
+                }
+                watched.check(&ctx).await;
+            }
+        }
+        .in_current_span(),
+    )
+}
