@@ -128,7 +128,7 @@ impl Reconciliation {
         if let Some(m) = &ctx.metrics {
             m.reconcile(&ns, &name);
         }
-        let running = ctx.is_running(&key);
+        let running = ctx.runs.is_running(&key);
         let published = fti.spec.published;
         let mut r = Reconciliation {
             fti,
@@ -261,7 +261,9 @@ impl Reconciliation {
         }
         let msg = "spec.suspend is true: no calls to Freshteam and no imports".to_string();
         if self.running {
-            self.ctx.stop_run(&self.key, "spec.suspend was set to true");
+            self.ctx
+                .runs
+                .stop_run(&self.key, "spec.suspend was set to true");
         }
         self.set(AUTHORIZED, false, "Suspended", msg.clone());
         self.set(READY, false, "Suspended", msg);
@@ -298,7 +300,7 @@ impl Reconciliation {
             Err(e) => e,
         };
         if self.running {
-            self.ctx.stop_run(&self.key, &message);
+            self.ctx.runs.stop_run(&self.key, &message);
         }
         let was = cond::get(&self.previous.conditions, AUTHORIZED).map(|c| c.reason.clone());
         if was.as_deref() != Some(reason.as_str()) {
@@ -512,7 +514,7 @@ impl Reconciliation {
             api_key,
             token,
         } = found;
-        self.ctx.start(
+        self.ctx.runs.start(
             &self.key,
             execute(
                 self.ctx.clone(),

@@ -2,10 +2,10 @@
 //! progress patched while it runs, the error report in a ConfigMap owned by the run, the
 //! integration's `lastImport`, Events, and history pruning.
 //!
-//! By concern: [`objects`] (the ImportRun object), [`admit`] (slots), this file (the run
-//! itself: connect, import), [`record`] (its status, `lastImport`, Events), [`progress`]
-//! (the ticker), [`reports`] (report ConfigMaps), [`prune`] (history), [`orphans`] (runs a
-//! dead process left).
+//! By concern: [`objects`] (the ImportRun object), this file (the run itself: admission
+//! through the [`RunRegistry`](super::registry::RunRegistry), connect, import), [`record`]
+//! (its status, `lastImport`, Events), [`progress`] (the ticker), [`reports`] (report
+//! ConfigMaps), [`prune`] (history), [`orphans`] (runs a dead process left).
 
 use std::sync::Arc;
 
@@ -27,7 +27,6 @@ use crate::sync::{
     run_import_with_ledger, ImportOptions, ImportOutcome, ProgressCounter, StopSignal,
 };
 
-mod admit;
 mod objects;
 mod orphans;
 mod progress;
@@ -35,7 +34,6 @@ mod prune;
 mod record;
 mod reports;
 
-use admit::acquire;
 use objects::is_own_run;
 pub use objects::{create_run, new_run};
 pub use orphans::mark_interrupted;
@@ -75,7 +73,9 @@ pub struct RunRequest {
 pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
     let run = Run::new(ctx, req);
     run.record_preview_start().await;
-    let _slots = acquire(&run.ctx, &run.req.integration.spec).await;
+    let _slots = (run.ctx.runs)
+        .admit(&run.req.integration.spec, run.ctx.metrics.as_ref())
+        .await;
     let started = run.record_start().await;
     let outcome = run.import(started).await;
     run.record(started, outcome).await;
@@ -165,7 +165,7 @@ impl Run {
     async fn import(&self, started: DateTime<Utc>) -> ImportOutcome {
         let (ctx, req) = (&self.ctx, &self.req);
         let key = format!("{}/{}", self.ns, self.integration);
-        let stop = ctx.stop_signal(&key);
+        let stop = ctx.runs.stop_signal(&key);
         let progress = Arc::new(ProgressCounter::default());
         let ticker = spawn_progress_ticker(
             ctx.clone(),
@@ -205,7 +205,7 @@ impl Run {
             }
         };
         ticker.abort();
-        ctx.forget_stop_signal(&key, &stop);
+        ctx.runs.forget_stop_signal(&key, &stop);
         outcome
     }
 
