@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use kube::{Api, Resource, ResourceExt};
 
 use crate::api::{FreshteamIntegration, ImportPhase, ImportRun};
+use crate::connect::ConnectError;
 use crate::controller::decide::StartRun;
 use crate::controller::state::{ClusterConvergenceStore, ClusterLedgerStore, ClusterOutboxStore};
 use crate::controller::Context;
@@ -81,13 +82,22 @@ pub async fn execute(ctx: Arc<Context>, req: RunRequest) {
     run.record(started, outcome).await;
 }
 
+/// Why a run could not connect: which side, and the connector's error.
+#[derive(Debug, thiserror::Error)]
+enum NotConnected {
+    #[error("Freshteam: {}", .0.reason())]
+    Source(ConnectError),
+    #[error("destination: {}", .0.reason())]
+    Destination(ConnectError),
+}
+
 /// The source and destination clients of a run, or why the run fails. The one place a
 /// run calls the connector.
 async fn connect(
     ctx: &Context,
     req: &RunRequest,
     notes: &ConvergenceNotes,
-) -> Result<(Box<dyn EmployeeSource>, Box<dyn MemberDirectory>), String> {
+) -> Result<(Box<dyn EmployeeSource>, Box<dyn MemberDirectory>), NotConnected> {
     let fti = &req.integration;
     match (
         ctx.connector.source(&fti.spec, req.api_key.clone()).await,
@@ -96,8 +106,8 @@ async fn connect(
             .await,
     ) {
         (Ok(source), Ok(destination)) => Ok((source, destination)),
-        (Err(e), _) => Err(format!("Freshteam: {}", e.reason())),
-        (_, Err(e)) => Err(format!("destination: {}", e.reason())),
+        (Err(e), _) => Err(NotConnected::Source(e)),
+        (_, Err(e)) => Err(NotConnected::Destination(e)),
     }
 }
 
@@ -193,7 +203,8 @@ impl Run {
                 let clients = (source.as_ref(), destination.as_ref());
                 self.run_with(clients, notes, &stop, &progress).await
             }
-            Ok(Err(message)) => ImportOutcome::failed(started, ctx.clock.now(), message),
+            // The run's status carries the error's text: the one place it becomes one.
+            Ok(Err(e)) => ImportOutcome::failed(started, ctx.clock.now(), e.to_string()),
             Err(reason) => {
                 let mut outcome = ImportOutcome::failed(
                     started,

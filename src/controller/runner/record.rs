@@ -110,14 +110,9 @@ impl Run {
                 "in ConfigMap {name}-errors (kubectl freshteam errors {name})"
             )),
         };
-        if outcome.status.summary.warnings > 0 {
+        if outcome.status.summary.warnings > 0 && outcome.held_back.is_some() {
             // Members held back because their state could not be recorded say so here too.
-            if let Some(m) = outcome
-                .status
-                .message
-                .as_deref()
-                .filter(|m| m.contains("not created:"))
-            {
+            if let Some(m) = outcome.status.message.as_deref() {
                 self.ctx
                     .event(fti, EventType::Warning, "MembersNotCreated", m.to_string())
                     .await;

@@ -14,18 +14,24 @@ use crate::sync::report_part_name;
 /// `<run>-errors`, `<run>-errors-2`, … (each under the 1 MiB object limit).
 pub const REPORT_PART_BYTES: usize = 900 * 1024;
 
+/// Why the report could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReportError {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    /// A ConfigMap of the report's name exists and another object owns it.
+    #[error("ConfigMap {0} already exists and is not this run's report")]
+    Taken(String),
+}
+
 pub(super) async fn store_report(
     ctx: &Context,
     runs: &Api<ImportRun>,
     ns: &str,
     run: &str,
     parts: &[String],
-) -> Result<ErrorReportRef, String> {
-    let owner = runs
-        .get(run)
-        .await
-        .map_err(|e| e.to_string())?
-        .controller_owner_ref(&());
+) -> Result<ErrorReportRef, ReportError> {
+    let owner = runs.get(run).await?.controller_owner_ref(&());
     let run_uid = owner.as_ref().map(|o| o.uid.clone());
     let name = format!("{run}-errors");
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
@@ -46,18 +52,16 @@ pub(super) async fn store_report(
         match cms.create(&PostParams::default(), &cm).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                let existing = cms.get(&part_name).await.map_err(|e| e.to_string())?;
+                let existing = cms.get(&part_name).await?;
                 let ours = existing
                     .owner_references()
                     .iter()
                     .any(|o| Some(&o.uid) == run_uid.as_ref());
                 if !ours {
-                    return Err(format!(
-                        "ConfigMap {part_name} already exists and is not this run's report"
-                    ));
+                    return Err(ReportError::Taken(part_name));
                 }
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(ErrorReportRef {
