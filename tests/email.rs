@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use freshteam_operator::api::{ImportPhase, ImportRunStatus, ImportSummary, RecordError};
+use freshteam_operator::api::{ImportPhase, ImportRunStatus, ImportSummary, RecordError, Severity};
 use freshteam_operator::notify::summary::send_summary;
 use freshteam_operator::notify::{
     confirm, deliver_pending, record_intents, summary_mail, DeliveryContext, DeliveryReport,
@@ -200,7 +200,11 @@ async fn the_summary_reaches_every_owner_with_the_full_report_attached() {
             employee_id: Some(format!("E-{i}")),
             email: Some(format!("p{i}@acme.example")),
             field: Some("email".into()),
-            severity: if i < 12 { "error" } else { "warning" }.into(),
+            severity: if i < 12 {
+                Severity::Error
+            } else {
+                Severity::Warning
+            },
             message: format!("invalid e-mail 'a,{i}' in official_email"),
         })
         .collect();

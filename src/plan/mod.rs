@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 
-use crate::api::{RecordError, WhenRemoved};
+use crate::api::{RecordError, Severity, WhenRemoved};
 use crate::destination::{Account, Accounts, DestinationMember, WriteOp};
 use crate::ledger::ManagedIds;
 use crate::mapping::{lowercase, DesiredSet, MappedSource, PackedDesired};
@@ -297,7 +297,7 @@ fn error_row(employee_id: &str, email: &str, field: Option<&str>, message: Strin
         employee_id: Some(employee_id.to_string()),
         email: Some(email.to_string()),
         field: field.map(str::to_string),
-        severity: "error".into(),
+        severity: Severity::Error,
         message,
     }
 }

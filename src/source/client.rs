@@ -73,7 +73,7 @@ impl FreshteamConfig {
         base_url: Option<&str>,
         api_key: SecretString,
     ) -> Result<Self, SourceError> {
-        validate_subdomain(subdomain).map_err(SourceError::Config)?;
+        validate_subdomain(subdomain).map_err(|e| SourceError::Config(e.to_string()))?;
         let (api_root, host) = match base_url {
             Some(b) => {
                 let url = Url::parse(b.trim_end_matches('/'))
@@ -684,9 +684,9 @@ impl FreshteamClient {
         }
 
         while let Some(url) = next.take() {
-            check_next(&mut visited, done, &url).map_err(|detail| SourceError::BadResponse {
+            check_next(&mut visited, done, &url).map_err(|e| SourceError::BadResponse {
                 path: shown_path(&url),
-                detail,
+                detail: e.to_string(),
             })?;
             let response = self.get(tally, &url, call).await?;
             total_objects = response.total_objects.or(total_objects);

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::api::{
     ApiCalls, ImportMode, ImportPhase, ImportRunStatus, ImportSummary, Progress, RecordError,
-    WhenRemoved,
+    Severity, WhenRemoved,
 };
 use crate::clock::{rfc3339, Clock};
 use crate::destination::{
@@ -445,7 +445,7 @@ async fn import(
                     .collect::<Vec<_>>()
                     .join(","),
             ),
-            severity: "warning".into(),
+            severity: Severity::Warning,
             message: format!(
                 "the destination does not keep these mapping targets, so they are never written or compared: {}",
                 names.join(", ")
@@ -584,7 +584,11 @@ async fn import(
     let went_through = stopped.is_none()
         && planned.blocked.is_none()
         && held_back.is_none()
-        && report.iter().filter(|r| r.severity == "error").count() == refused;
+        && report
+            .iter()
+            .filter(|r| r.severity == Severity::Error)
+            .count()
+            == refused;
     drop(planned.writes);
     drop(desired);
     // A run that saw only some accounts cannot tell who has none.
@@ -613,15 +617,21 @@ async fn import(
         if changed {
             if let Err(e) = store.save_ledger(&keep).await {
                 report.push(RecordError {
-                    severity: "warning".into(),
+                    severity: Severity::Warning,
                     message: format!("the ledger could not be saved after the writes ({}): {e}; the next run reads again from the previous cursor", store.ledger_location()),
                     ..RecordError::default()
                 });
             }
         }
     }
-    summary.errors = report.iter().filter(|r| r.severity == "error").count() as u32;
-    summary.warnings = report.iter().filter(|r| r.severity == "warning").count() as u32;
+    summary.errors = report
+        .iter()
+        .filter(|r| r.severity == Severity::Error)
+        .count() as u32;
+    summary.warnings = report
+        .iter()
+        .filter(|r| r.severity == Severity::Warning)
+        .count() as u32;
     outcome.member_ids = since.is_none().then_some(member_ids);
     outcome.created = created;
     outcome.blocked_leavers = planned.blocked.as_ref().map_or(0, |b| b.leavers);
@@ -738,7 +748,7 @@ fn hold_back_creates(
             employee_id: Some(sets.employee_id(item).to_string()),
             email: Some(sets.email(item).to_string()),
             field: None,
-            severity: "warning".into(),
+            severity: Severity::Warning,
             message: format!(
                 "not created in this run: {why}; it will be created on a run that can record it"
             ),
@@ -784,7 +794,7 @@ fn change_row(item: &PlanItem, sets: Sets<'_>) -> RecordError {
         employee_id: Some(sets.employee_id(item).to_string()),
         email: Some(sets.email(item).to_string()),
         field: Some(field.into()),
-        severity: "change".into(),
+        severity: Severity::Change,
         message,
     }
 }
@@ -880,7 +890,7 @@ fn hold_back_unkept(
             employee_id: Some(employee_id.to_string()),
             email: Some(sets.email(item).to_string()),
             field: Some(fields.join(",")),
-            severity: "warning".into(),
+            severity: Severity::Warning,
             message: format!(
                 "the destination accepted {} but keeps another value; not written again until the value in Freshteam changes",
                 fields.join(", ")
@@ -1051,7 +1061,7 @@ fn tally(
             employee_id: Some(sets.employee_id(item).to_string()),
             email: Some(sets.email(item).to_string()),
             field,
-            severity: "error".into(),
+            severity: Severity::Error,
             message,
         }),
         WriteOutcome::Created { .. } => summary.created += 1,
@@ -1123,7 +1133,7 @@ async fn link_new_managers(
                 employee_id: Some(w.op.employee_id().to_string()),
                 email: Some(w.op.email().to_string()),
                 field: Some("manager".into()),
-                severity: "warning".into(),
+                severity: Severity::Warning,
                 message: format!("the manager link could not be set: {message}"),
             });
         }
