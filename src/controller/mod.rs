@@ -12,6 +12,7 @@ pub mod registry;
 pub mod runner;
 pub mod shard;
 pub mod state;
+pub(crate) mod status;
 
 use std::sync::Arc;
 use std::time::Duration;

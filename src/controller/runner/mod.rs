@@ -16,6 +16,7 @@ use crate::api::{FreshteamIntegration, ImportPhase, ImportRun};
 use crate::connect::ConnectError;
 use crate::controller::decide::StartRun;
 use crate::controller::state::{ClusterConvergenceStore, ClusterLedgerStore, ClusterOutboxStore};
+use crate::controller::status::RunProgress;
 use crate::controller::Context;
 use crate::destination::{ConvergenceNotes, MemberDirectory};
 use crate::ledger::LedgerStore;
@@ -186,6 +187,7 @@ impl Run {
                 integration: req.integration.clone(),
                 stop: stop.clone(),
             },
+            RunProgress::started(started),
         );
         // What earlier runs learnt about the destination spares requests when connecting.
         let notes = self.notes.load().await;

@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
 use crate::api::INTEGRATION_LABEL;
 use crate::api::{FreshteamIntegration, ImportRun, ImportRunSpec, ImportRunStatus};
 use crate::controller::decide::StartRun;
+use crate::controller::status::{apply_status, RUN_MANAGER};
 
 /// The ImportRun object for a run about to start (phase Pending).
 pub fn new_run(fti: &FreshteamIntegration, name: &str, start: &StartRun) -> ImportRun {
@@ -69,16 +69,12 @@ pub async fn create_run(
     ))
 }
 
-pub(super) async fn patch_run_status(
+/// Applies the run's status: the whole of what the run has written so far (see
+/// [`crate::controller::status`]).
+pub(super) async fn apply_run_status(
     api: &Api<ImportRun>,
     name: &str,
-    status: serde_json::Value,
+    status: &(impl serde::Serialize + std::fmt::Debug),
 ) -> Result<(), kube::Error> {
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .map(|_| ())
+    apply_status(api, name, RUN_MANAGER, status).await
 }

@@ -1,6 +1,7 @@
 //! Runs a process that died left unfinished, marked `Interrupted`.
 
-use super::objects::patch_run_status;
+use super::objects::apply_run_status;
+use crate::controller::status::{apply_status, LastImportStatus, RunProgress, LAST_IMPORT_MANAGER};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -28,52 +29,71 @@ pub async fn mark_interrupted(ctx: &Context, runs: &Api<ImportRun>) -> Result<u3
         }
         let api: Api<ImportRun> = Api::namespaced(ctx.client.clone(), &ns);
         let now = rfc3339(ctx.clock.now());
-        patch_run_status(
-            &api,
-            &name,
-            json!({"phase": "Interrupted", "completionTime": now,
-                   "message": "the operator stopped during this run; the next run converges"}),
-        )
-        .await?;
+        let status = RunProgress {
+            phase: ImportPhase::Interrupted,
+            start_time: r.status.as_ref().and_then(|s| s.start_time.clone()),
+            completion_time: Some(now.clone()),
+            progress: r.status.as_ref().and_then(|s| s.progress.clone()),
+            message: Some("the operator stopped during this run; the next run converges".into()),
+        };
+        apply_run_status(&api, &name, &status).await?;
         let integrations: Api<FreshteamIntegration> = Api::namespaced(ctx.client.clone(), &ns);
         if let Ok(Some(fti)) = integrations.get_opt(&r.spec.integration).await {
-            let last = fti.status.as_ref().and_then(|s| s.last_import.as_ref());
-            let mut patch = json!({});
-            // The interrupted run is the last import unless a later one was recorded.
-            let started = r.status.as_ref().and_then(|s| s.start_time.clone());
-            if last.is_none_or(|l| l.run_name == name || l.start_time < started) {
-                let interrupted = LastImport {
-                    run_name: name.clone(),
-                    phase: ImportPhase::Interrupted,
-                    start_time: started,
-                    completion_time: Some(now.clone()),
-                    summary: r
-                        .status
-                        .as_ref()
-                        .map(|s| s.summary.clone())
-                        .unwrap_or_default(),
-                    // Keeps what the previous import found out about the destination.
-                    unsupported_mapping_targets: last
-                        .and_then(|l| l.unsupported_mapping_targets.clone()),
-                };
-                patch["lastImport"] = serde_json::to_value(interrupted).expect("serialises");
-            }
-            let preview = fti.status.as_ref().and_then(|s| s.preview.as_ref());
-            if preview.is_some_and(|p| p.run_name == name) {
-                // Not a finished preview: the next reconcile computes it again.
-                patch["preview"] = json!({"phase": "Interrupted"});
-            }
-            if patch != json!({}) {
-                let _ = integrations
-                    .patch_status(
-                        &r.spec.integration,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({ "status": patch })),
-                    )
-                    .await;
-            }
+            record_interrupted(&integrations, &fti, &r, now).await;
         }
         n += 1;
     }
     Ok(n)
+}
+
+/// The integration's view of a run marked `Interrupted`: its `lastImport` (unless a later
+/// run was recorded) and its preview (when the run computed it).
+async fn record_interrupted(
+    integrations: &Api<FreshteamIntegration>,
+    fti: &FreshteamIntegration,
+    r: &ImportRun,
+    now: String,
+) {
+    let name = r.name_any();
+    let last = fti.status.as_ref().and_then(|s| s.last_import.as_ref());
+    // The interrupted run is the last import unless a later one was recorded.
+    let started = r.status.as_ref().and_then(|s| s.start_time.clone());
+    if last.is_none_or(|l| l.run_name == name || l.start_time < started) {
+        let interrupted = LastImport {
+            run_name: name.clone(),
+            phase: ImportPhase::Interrupted,
+            start_time: started,
+            completion_time: Some(now.clone()),
+            summary: r
+                .status
+                .as_ref()
+                .map(|s| s.summary.clone())
+                .unwrap_or_default(),
+            // Keeps what the previous import found out about the destination.
+            unsupported_mapping_targets: last.and_then(|l| l.unsupported_mapping_targets.clone()),
+        };
+        let status = LastImportStatus {
+            last_import: &interrupted,
+        };
+        let _ = apply_status(
+            integrations,
+            &r.spec.integration,
+            LAST_IMPORT_MANAGER,
+            &status,
+        )
+        .await;
+    }
+    let preview = fti.status.as_ref().and_then(|s| s.preview.as_ref());
+    if preview.is_some_and(|p| p.run_name == name) {
+        // Not a finished preview: the next reconcile computes it again (a merge patch:
+        // see crate::controller::status).
+        let patch = json!({ "status": { "preview": { "phase": "Interrupted" } } });
+        let _ = integrations
+            .patch_status(
+                &r.spec.integration,
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await;
+    }
 }

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use super::objects::patch_run_status;
+use super::objects::apply_run_status;
+use crate::controller::status::RunProgress;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use tracing::Instrument;
 
 use crate::api::{FreshteamIntegration, ImportRun};
@@ -47,24 +47,21 @@ pub(super) fn spawn_progress_ticker(
     name: String,
     progress: Arc<ProgressCounter>,
     watched: Watched,
+    mut status: RunProgress,
 ) -> tokio::task::JoinHandle<()> {
     // In the run's span: what it logs belongs to the run.
     tokio::spawn(
         async move {
-            let (mut last, mut last_wait) = (None, None);
+            let mut written = status.clone();
             loop {
                 tokio::time::sleep(ctx.config.progress_interval).await;
-                let now = progress.snapshot();
-                if last.as_ref() != Some(&now) {
-                    let _ = patch_run_status(&runs, &name, json!({ "progress": now })).await;
-                    last = Some(now);
-                }
+                status.progress = Some(progress.snapshot());
                 // While the run waits for the destination's rate limit, its message says
                 // so and until when; cleared when it resumes.
-                let wait = progress.waiting();
-                if wait != last_wait {
-                    let _ = patch_run_status(&runs, &name, json!({ "message": wait })).await;
-                    last_wait = wait;
+                status.message = progress.waiting();
+                if status != written {
+                    let _ = apply_run_status(&runs, &name, &status).await;
+                    written = status.clone();
                 }
                 watched.check(&ctx).await;
             }

@@ -1,7 +1,7 @@
 //! What a run records: its status, the integration's `lastImport` and preview, Events
 //! and metrics.
 
-use super::objects::patch_run_status;
+use super::objects::apply_run_status;
 use super::reports::store_report;
 use super::{prune, Run, REPORT_PART_BYTES};
 use chrono::{DateTime, Utc};
@@ -10,7 +10,7 @@ use kube::runtime::events::EventType;
 use serde_json::json;
 
 use crate::api::{ImportPhase, ImportRunStatus, ImportTrigger, LastImport, Preview};
-use crate::clock::rfc3339;
+use crate::controller::status::{apply_status, LastImportStatus, RunProgress, LAST_IMPORT_MANAGER};
 use crate::sync::{notify_after_run, report_parts, ImportOutcome, RunInfo};
 
 impl Run {
@@ -31,8 +31,9 @@ impl Run {
             .await;
     }
 
-    /// Merges `patch` into the integration's status; a failure is logged (the next
-    /// reconcile or run writes it again).
+    /// Merges `patch` (the preview, see [`crate::controller::status`]) into the
+    /// integration's status; a failure is logged (the next reconcile or run writes it
+    /// again).
     async fn patch_integration_status(&self, patch: &serde_json::Value, what: &str) {
         if let Err(e) = self
             .integrations
@@ -64,12 +65,7 @@ impl Run {
                 ),
             )
             .await;
-        let _ = patch_run_status(
-            &self.runs,
-            self.name(),
-            json!({"phase": "Running", "startTime": rfc3339(started), "progress": {"processed": 0, "total": 0, "percent": 0}}),
-        )
-        .await;
+        let _ = apply_run_status(&self.runs, self.name(), &RunProgress::started(started)).await;
         started
     }
 
@@ -91,7 +87,7 @@ impl Run {
         };
         if let Err(e) = self.notes.save(written).await {
             outcome.add_warnings([crate::api::RecordError {
-                severity: "warning".into(),
+                severity: crate::api::Severity::Warning,
                 message: format!("convergence notes could not be saved ({e}): the next run may write unkept values again"),
                 ..crate::api::RecordError::default()
             }]);
@@ -152,13 +148,7 @@ impl Run {
                 }
             }
         }
-        if let Err(e) = patch_run_status(
-            &self.runs,
-            name,
-            serde_json::to_value(&status).expect("status serialises"),
-        )
-        .await
-        {
+        if let Err(e) = apply_run_status(&self.runs, name, &status).await {
             tracing::warn!(run = %name, error = %e, "could not record the run's outcome");
         }
         status
@@ -173,10 +163,22 @@ impl Run {
             start_time: status.start_time.clone(),
             completion_time: status.completion_time.clone(),
             summary: status.summary.clone(),
-            unsupported_mapping_targets: (status.phase != ImportPhase::Failed)
-                .then(|| outcome.unsupported_targets.clone()),
+            unsupported_mapping_targets: match status.phase {
+                // A failed run found nothing out: what the previous import did stays.
+                ImportPhase::Failed => self.stored_unsupported_targets().await,
+                _ => Some(outcome.unsupported_targets.clone()),
+            },
         };
-        let mut patch = json!({ "status": { "lastImport": last } });
+        let applied = apply_status(
+            &self.integrations,
+            &self.integration,
+            LAST_IMPORT_MANAGER,
+            &LastImportStatus { last_import: &last },
+        )
+        .await;
+        if let Err(e) = applied {
+            tracing::warn!(integration = %self.integration, error = %e, "could not record lastImport");
+        }
         if self.req.start.trigger == ImportTrigger::Preview {
             // A failed preview is recorded too (without counts): this generation has had its
             // preview, and a broken destination does not start one on every reconcile.
@@ -196,9 +198,15 @@ impl Run {
                 would_reactivate: count(s.reactivated),
                 errors: count(s.errors),
             };
-            patch["status"]["preview"] = serde_json::to_value(preview).expect("preview serialises");
+            let patch = json!({ "status": { "preview": preview } });
+            self.patch_integration_status(&patch, "the preview").await;
         }
-        self.patch_integration_status(&patch, "lastImport").await;
+    }
+
+    /// The integration's `lastImport.unsupportedMappingTargets` as stored now.
+    async fn stored_unsupported_targets(&self) -> Option<Vec<String>> {
+        let fti = self.integrations.get_opt(&self.integration).await.ok()??;
+        fti.status?.last_import?.unsupported_mapping_targets
     }
 
     /// The outcome's Event and metrics.
