@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
-use serde_json::json;
+use serde::Serialize;
 
 use super::authorization_queue::Turn;
 use super::conditions::{
@@ -103,8 +104,6 @@ struct Reconciliation {
     /// The status as read, and as it will be written.
     previous: FreshteamIntegrationStatus,
     status: FreshteamIntegrationStatus,
-    /// Fields cleared: the serialised status leaves a `None` out, a merge patch needs `null`.
-    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What observing found an importable integration to have.
@@ -141,7 +140,6 @@ impl Reconciliation {
             running,
             previous,
             status,
-            extra: serde_json::Map::new(),
         };
         r.set(
             IMPORTING,
@@ -180,11 +178,6 @@ impl Reconciliation {
             self.generation,
             self.now,
         )
-    }
-
-    /// Writes `null` for `field` (a `None` the serialised status would leave out).
-    fn clear(&mut self, field: &str) {
-        self.extra.insert(field.into(), serde_json::Value::Null);
     }
 
     /// Observe: is the spec valid, is the integration suspended, can its Secrets be read,
@@ -248,7 +241,6 @@ impl Reconciliation {
                 self.set(MAPPING_VALID, false, reason, message.clone());
                 self.set(READY, false, reason, message);
                 self.status.next_import_time = None;
-                self.clear("nextImportTime");
                 ControlFlow::Break(Action::await_change())
             }
         }
@@ -268,7 +260,6 @@ impl Reconciliation {
         self.set(AUTHORIZED, false, "Suspended", msg.clone());
         self.set(READY, false, "Suspended", msg);
         self.status.next_import_time = None;
-        self.clear("nextImportTime");
         ControlFlow::Break(Action::await_change())
     }
 
@@ -316,7 +307,6 @@ impl Reconciliation {
         self.set(AUTHORIZED, false, &reason, message.clone());
         self.set(READY, false, &reason, message);
         self.status.authorized_for = None;
-        self.clear("authorizedFor");
         if let Some(m) = &self.ctx.metrics {
             m.set_authorized(&self.ns, &self.name, false);
         }
@@ -468,9 +458,6 @@ impl Reconciliation {
             });
         }
         self.status.next_import_time = decision.next_import_time.map(rfc3339);
-        if self.status.next_import_time.is_none() {
-            self.clear("nextImportTime");
-        }
         if let Some(t) = decision.last_schedule_time {
             self.status.last_schedule_time = Some(rfc3339(t));
         }
@@ -545,7 +532,6 @@ impl Reconciliation {
             &self.name,
             &self.previous,
             &self.status,
-            self.extra,
         )
         .await
     }
@@ -576,27 +562,16 @@ async fn write_status(
     name: &str,
     previous: &FreshteamIntegrationStatus,
     status: &FreshteamIntegrationStatus,
-    extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), Error> {
     // An unchanged status is not written: every write is a watch event that would
     // reconcile again.
     if status == previous {
         return Ok(());
     }
-    let mut value = serde_json::to_value(status).expect("status serialises");
-    let before = serde_json::to_value(previous).expect("status serialises");
-    if let Some(obj) = value.as_object_mut() {
-        obj.remove("lastImport");
-        obj.remove("preview");
-        // Only what this reconcile changed: one that read a stale copy (the cache lags
-        // behind the last write) must not put back an older lastHandledImportRequest.
-        obj.retain(|k, v| before.get(k) != Some(v));
-        for (k, v) in extra {
-            obj.insert(k, v);
-        }
-    }
     let api: Api<FreshteamIntegration> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = Patch::Merge(json!({ "status": value }));
+    let patch = Patch::Merge(StatusPatch {
+        status: ReconcilerStatus::changes(previous, status),
+    });
     // The patch carries no resourceVersion, so a conflict (an API that applies merge
     // patches as read-modify-write, racing the run's own status writes) is retried.
     let mut attempts = 0;
@@ -607,6 +582,66 @@ async fn write_status(
         {
             Err(kube::Error::Api(e)) if e.code == 409 && attempts < 3 => attempts += 1,
             other => return other.map(|_| ()).map_err(Error::from),
+        }
+    }
+}
+
+#[derive(Serialize, Debug)]
+struct StatusPatch {
+    status: ReconcilerStatus,
+}
+
+/// The fields the reconciler owns (see [`super::status`]), as its merge patch carries
+/// them: only what this reconcile changed (one that read a stale copy, the cache lagging
+/// behind the last write, must not put back an older `lastHandledImportRequest`); a
+/// field cleared is `null`.
+#[derive(Serialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+struct ReconcilerStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_generation: Option<Option<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conditions: Option<Vec<Condition>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_import_time: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_handled_import_request: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_handled_full_reconcile_request: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_handled_approval: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_schedule_time: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorized_for: Option<Option<String>>,
+}
+
+impl ReconcilerStatus {
+    /// What changed from `before` to `after`, among the reconciler's fields.
+    fn changes(before: &FreshteamIntegrationStatus, after: &FreshteamIntegrationStatus) -> Self {
+        fn changed<T: PartialEq + Clone>(before: &T, after: &T) -> Option<T> {
+            (before != after).then(|| after.clone())
+        }
+        // An empty list is left out of the serialised status, as before.
+        let conditions = changed(&before.conditions, &after.conditions).filter(|c| !c.is_empty());
+        ReconcilerStatus {
+            observed_generation: changed(&before.observed_generation, &after.observed_generation),
+            conditions,
+            next_import_time: changed(&before.next_import_time, &after.next_import_time),
+            last_handled_import_request: changed(
+                &before.last_handled_import_request,
+                &after.last_handled_import_request,
+            ),
+            last_handled_full_reconcile_request: changed(
+                &before.last_handled_full_reconcile_request,
+                &after.last_handled_full_reconcile_request,
+            ),
+            last_handled_approval: changed(
+                &before.last_handled_approval,
+                &after.last_handled_approval,
+            ),
+            last_schedule_time: changed(&before.last_schedule_time, &after.last_schedule_time),
+            authorized_for: changed(&before.authorized_for, &after.authorized_for),
         }
     }
 }
