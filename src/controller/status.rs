@@ -107,6 +107,34 @@ pub(crate) struct LastImportStatus<'a> {
     pub last_import: &'a crate::api::LastImport,
 }
 
+/// The merge patch of an integration's `status.preview`: the whole [`Preview`] (its
+/// `None` counts serialise as `null`, clearing an older generation's), or only its phase.
+///
+/// [`Preview`]: crate::api::Preview
+#[derive(Serialize, Debug)]
+pub(crate) struct PreviewPatch<P: Serialize> {
+    status: PreviewOnly<P>,
+}
+
+#[derive(Serialize, Debug)]
+struct PreviewOnly<P: Serialize> {
+    preview: P,
+}
+
+impl<P: Serialize> PreviewPatch<P> {
+    pub(crate) fn new(preview: P) -> Self {
+        PreviewPatch {
+            status: PreviewOnly { preview },
+        }
+    }
+}
+
+/// A preview's phase alone (the rest of it stays).
+#[derive(Serialize, Debug)]
+pub(crate) struct PreviewPhase {
+    pub phase: ImportPhase,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

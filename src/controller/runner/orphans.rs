@@ -1,10 +1,11 @@
 //! Runs a process that died left unfinished, marked `Interrupted`.
 
 use super::objects::apply_run_status;
-use crate::controller::status::{apply_status, LastImportStatus, RunProgress, LAST_IMPORT_MANAGER};
+use crate::controller::status::{
+    apply_status, LastImportStatus, PreviewPatch, PreviewPhase, RunProgress, LAST_IMPORT_MANAGER,
+};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use crate::api::{FreshteamIntegration, ImportPhase, ImportRun, LastImport};
 use crate::clock::rfc3339;
@@ -87,7 +88,9 @@ async fn record_interrupted(
     if preview.is_some_and(|p| p.run_name == name) {
         // Not a finished preview: the next reconcile computes it again (a merge patch:
         // see crate::controller::status).
-        let patch = json!({ "status": { "preview": { "phase": "Interrupted" } } });
+        let patch = PreviewPatch::new(PreviewPhase {
+            phase: ImportPhase::Interrupted,
+        });
         let _ = integrations
             .patch_status(
                 &r.spec.integration,

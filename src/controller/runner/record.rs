@@ -7,10 +7,11 @@ use super::{prune, Run, REPORT_PART_BYTES};
 use chrono::{DateTime, Utc};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
-use serde_json::json;
 
 use crate::api::{ImportPhase, ImportRunStatus, ImportTrigger, LastImport, Preview};
-use crate::controller::status::{apply_status, LastImportStatus, RunProgress, LAST_IMPORT_MANAGER};
+use crate::controller::status::{
+    apply_status, LastImportStatus, PreviewPatch, RunProgress, LAST_IMPORT_MANAGER,
+};
 use crate::sync::{notify_after_run, report_parts, ImportOutcome, RunInfo};
 
 impl Run {
@@ -26,15 +27,14 @@ impl Run {
             generation: Some(self.fti().metadata.generation.unwrap_or(0)),
             ..Preview::default()
         };
-        let patch = json!({ "status": { "preview": preview } });
-        self.patch_integration_status(&patch, "the preview's start")
+        self.patch_preview(&PreviewPatch::new(preview), "the preview's start")
             .await;
     }
 
     /// Merges `patch` (the preview, see [`crate::controller::status`]) into the
     /// integration's status; a failure is logged (the next reconcile or run writes it
     /// again).
-    async fn patch_integration_status(&self, patch: &serde_json::Value, what: &str) {
+    async fn patch_preview(&self, patch: &PreviewPatch<Preview>, what: &str) {
         if let Err(e) = self
             .integrations
             .patch_status(
@@ -198,8 +198,8 @@ impl Run {
                 would_reactivate: count(s.reactivated),
                 errors: count(s.errors),
             };
-            let patch = json!({ "status": { "preview": preview } });
-            self.patch_integration_status(&patch, "the preview").await;
+            self.patch_preview(&PreviewPatch::new(preview), "the preview")
+                .await;
         }
     }
 
