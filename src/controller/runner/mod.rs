@@ -217,7 +217,7 @@ impl Run {
                 outcome
             }
         };
-        ticker.abort();
+        ticker.stop().await;
         ctx.runs.forget_stop_signal(&key, &stop);
         outcome
     }

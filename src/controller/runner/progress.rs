@@ -41,6 +41,21 @@ impl Watched {
     }
 }
 
+/// The ticker of a run under way.
+pub(super) struct Ticker {
+    handle: tokio::task::JoinHandle<()>,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl Ticker {
+    /// Ends the ticker between two ticks and waits for it: no write of its can land
+    /// after the run's outcome (an apply of `Running` would take the outcome back).
+    pub(super) async fn stop(self) {
+        let _ = self.done.send(true);
+        let _ = self.handle.await;
+    }
+}
+
 pub(super) fn spawn_progress_ticker(
     ctx: Arc<Context>,
     runs: Api<ImportRun>,
@@ -48,13 +63,17 @@ pub(super) fn spawn_progress_ticker(
     progress: Arc<ProgressCounter>,
     watched: Watched,
     mut status: RunProgress,
-) -> tokio::task::JoinHandle<()> {
+) -> Ticker {
+    let (done, mut stopped) = tokio::sync::watch::channel(false);
     // In the run's span: what it logs belongs to the run.
-    tokio::spawn(
+    let handle = tokio::spawn(
         async move {
             let mut written = status.clone();
             loop {
-                tokio::time::sleep(ctx.config.progress_interval).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(ctx.config.progress_interval) => {}
+                    _ = stopped.changed() => return,
+                }
                 status.progress = Some(progress.snapshot());
                 // While the run waits for the destination's rate limit, its message says
                 // so and until when; cleared when it resumes.
@@ -67,5 +86,6 @@ pub(super) fn spawn_progress_ticker(
             }
         }
         .in_current_span(),
-    )
+    );
+    Ticker { handle, done }
 }
