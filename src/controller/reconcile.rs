@@ -283,18 +283,18 @@ impl Reconciliation {
                 &spec.destination.scim.token_secret_ref,
             )
             .await?;
-            Ok::<_, (String, String)>((key, token))
+            Ok::<_, SecretError>((key, token))
         }
         .await;
         let (reason, message) = match credentials {
             Ok(c) => return ControlFlow::Continue(c),
-            Err(e) => e,
+            Err(e) => (e.reason(), e.to_string()),
         };
         if self.running {
             self.ctx.runs.stop_run(&self.key, &message);
         }
         let was = cond::get(&self.previous.conditions, AUTHORIZED).map(|c| c.reason.clone());
-        if was.as_deref() != Some(reason.as_str()) {
+        if was.as_deref() != Some(reason) {
             self.ctx
                 .event(
                     &self.fti,
@@ -304,8 +304,8 @@ impl Reconciliation {
                 )
                 .await;
         }
-        self.set(AUTHORIZED, false, &reason, message.clone());
-        self.set(READY, false, &reason, message);
+        self.set(AUTHORIZED, false, reason, message.clone());
+        self.set(READY, false, reason, message);
         self.status.authorized_for = None;
         if let Some(m) = &self.ctx.metrics {
             m.set_authorized(&self.ns, &self.name, false);
@@ -646,29 +646,52 @@ impl ReconcilerStatus {
     }
 }
 
+/// Why a credential could not be read; `field` names the spec's reference.
+#[derive(Debug, thiserror::Error)]
+enum SecretError {
+    #[error("{field}: Secret '{name}' not found in the integration's namespace")]
+    NotFound { field: &'static str, name: String },
+    #[error("{field}: cannot read Secret '{name}': {source}")]
+    Unreadable {
+        field: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("{field}: Secret '{name}' has no non-empty key '{key}'")]
+    KeyMissing {
+        field: &'static str,
+        name: String,
+        key: String,
+    },
+}
+
+impl SecretError {
+    /// The reason of the `Authorized` and `Ready` conditions.
+    fn reason(&self) -> &'static str {
+        match self {
+            SecretError::NotFound { .. } => "SecretNotFound",
+            SecretError::Unreadable { .. } => "SecretUnreadable",
+            SecretError::KeyMissing { .. } => "SecretKeyMissing",
+        }
+    }
+}
+
 /// A key of a Secret in the integration's namespace, with the Secret's version.
-/// Errors are (condition reason, message naming the field).
 async fn read_secret(
     secrets: &Api<Secret>,
-    field: &str,
+    field: &'static str,
     r: &SecretKeyRef,
-) -> Result<(SecretString, String), (String, String)> {
+) -> Result<(SecretString, String), SecretError> {
+    let name = r.name.clone();
     let secret = match secrets.get_opt(&r.name).await {
         Ok(Some(s)) => s,
-        Ok(None) => {
-            return Err((
-                "SecretNotFound".into(),
-                format!(
-                    "{field}: Secret '{}' not found in the integration's namespace",
-                    r.name
-                ),
-            ))
-        }
-        Err(e) => {
-            return Err((
-                "SecretUnreadable".into(),
-                format!("{field}: cannot read Secret '{}': {e}", r.name),
-            ))
+        Ok(None) => return Err(SecretError::NotFound { field, name }),
+        Err(source) => {
+            return Err(SecretError::Unreadable {
+                field,
+                name,
+                source,
+            })
         }
     };
     let version = secret.resource_version().unwrap_or_default();
@@ -684,13 +707,11 @@ async fn read_secret(
         .map(|s| s.trim().to_string());
     match from_string.or(from_data).filter(|v| !v.is_empty()) {
         Some(v) => Ok((SecretString::new(v), version)),
-        None => Err((
-            "SecretKeyMissing".into(),
-            format!(
-                "{field}: Secret '{}' has no non-empty key '{}'",
-                r.name, r.key
-            ),
-        )),
+        None => Err(SecretError::KeyMissing {
+            field,
+            name,
+            key: r.key.clone(),
+        }),
     }
 }
 
