@@ -17,8 +17,11 @@
 //!   run). Apply sends the manager's whole set of fields every time, stale ones included.
 //! - The preview clears the counts of an older generation when its run starts; apply
 //!   clears a field by leaving it out, which the in-process API of the tests
-//!   (kube-fake-client 0.3 applies an apply patch as a JSON merge patch) does not do, and
-//!   an explicit `null` in an apply patch is stored as `null` by a real API server.
+//!   (kube-fake-client 0.3 applies an apply patch as a JSON merge patch, and its
+//!   interceptors cannot store an object) does not do, and an explicit `null` in an apply
+//!   patch is stored as `null` by a real API server.
+//!   The reconciler's clearing of `nextImportTime` and `authorizedFor` meets the same
+//!   limit of the test API.
 //!
 //! Apply removes a field its manager stops sending: the run's writes therefore always
 //! carry every field it has written so far ([`RunProgress`] while it runs, the whole
