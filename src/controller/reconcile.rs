@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
-use serde::Serialize;
 
 use super::authorization_queue::Turn;
 use super::conditions::{
@@ -22,6 +20,7 @@ use super::conditions::{
 };
 use super::decide::{self, Decision, Inputs, StartRun};
 use super::runner::{create_run, execute, new_run, RunRequest};
+use super::status::ReconcilerStatus;
 use super::Context;
 use crate::api::{
     import_run_name, FreshteamIntegration, FreshteamIntegrationStatus, ImportPhase, ImportRun,
@@ -569,9 +568,7 @@ async fn write_status(
         return Ok(());
     }
     let api: Api<FreshteamIntegration> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = Patch::Merge(StatusPatch {
-        status: ReconcilerStatus::changes(previous, status),
-    });
+    let patch = Patch::Merge(ReconcilerStatus::changes(previous, status).into_patch());
     // The patch carries no resourceVersion, so a conflict (an API that applies merge
     // patches as read-modify-write, racing the run's own status writes) is retried.
     let mut attempts = 0;
@@ -582,66 +579,6 @@ async fn write_status(
         {
             Err(kube::Error::Api(e)) if e.code == 409 && attempts < 3 => attempts += 1,
             other => return other.map(|_| ()).map_err(Error::from),
-        }
-    }
-}
-
-#[derive(Serialize, Debug)]
-struct StatusPatch {
-    status: ReconcilerStatus,
-}
-
-/// The fields the reconciler owns (see [`super::status`]), as its merge patch carries
-/// them: only what this reconcile changed (one that read a stale copy, the cache lagging
-/// behind the last write, must not put back an older `lastHandledImportRequest`); a
-/// field cleared is `null`.
-#[derive(Serialize, Debug, Default)]
-#[serde(rename_all = "camelCase")]
-struct ReconcilerStatus {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    observed_generation: Option<Option<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    conditions: Option<Vec<Condition>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_import_time: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_handled_import_request: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_handled_full_reconcile_request: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_handled_approval: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_schedule_time: Option<Option<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    authorized_for: Option<Option<String>>,
-}
-
-impl ReconcilerStatus {
-    /// What changed from `before` to `after`, among the reconciler's fields.
-    fn changes(before: &FreshteamIntegrationStatus, after: &FreshteamIntegrationStatus) -> Self {
-        fn changed<T: PartialEq + Clone>(before: &T, after: &T) -> Option<T> {
-            (before != after).then(|| after.clone())
-        }
-        // An empty list is left out of the serialised status, as before.
-        let conditions = changed(&before.conditions, &after.conditions).filter(|c| !c.is_empty());
-        ReconcilerStatus {
-            observed_generation: changed(&before.observed_generation, &after.observed_generation),
-            conditions,
-            next_import_time: changed(&before.next_import_time, &after.next_import_time),
-            last_handled_import_request: changed(
-                &before.last_handled_import_request,
-                &after.last_handled_import_request,
-            ),
-            last_handled_full_reconcile_request: changed(
-                &before.last_handled_full_reconcile_request,
-                &after.last_handled_full_reconcile_request,
-            ),
-            last_handled_approval: changed(
-                &before.last_handled_approval,
-                &after.last_handled_approval,
-            ),
-            last_schedule_time: changed(&before.last_schedule_time, &after.last_schedule_time),
-            authorized_for: changed(&before.authorized_for, &after.authorized_for),
         }
     }
 }

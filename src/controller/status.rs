@@ -32,7 +32,9 @@ use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::api::{ImportPhase, Progress};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::api::{FreshteamIntegrationStatus, ImportPhase, Progress};
 
 /// Field manager of an ImportRun's status.
 pub(crate) const RUN_MANAGER: &str = "freshteam-operator-run";
@@ -138,6 +140,74 @@ pub(crate) struct PreviewPhase {
     pub phase: ImportPhase,
 }
 
+#[derive(Serialize, Debug)]
+pub(crate) struct StatusPatch {
+    status: ReconcilerStatus,
+}
+
+/// The fields the reconciler owns, as its merge patch carries
+/// them: only what this reconcile changed (one that read a stale copy, the cache lagging
+/// behind the last write, must not put back an older `lastHandledImportRequest`); a
+/// field cleared is `null`.
+#[derive(Serialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ReconcilerStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_generation: Option<Option<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conditions: Option<Vec<Condition>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_import_time: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_handled_import_request: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_handled_full_reconcile_request: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_handled_approval: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_schedule_time: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorized_for: Option<Option<String>>,
+}
+
+impl ReconcilerStatus {
+    /// The merge patch of these changes.
+    pub(crate) fn into_patch(self) -> StatusPatch {
+        StatusPatch { status: self }
+    }
+
+    /// What changed from `before` to `after`, among the reconciler's fields.
+    pub(crate) fn changes(
+        before: &FreshteamIntegrationStatus,
+        after: &FreshteamIntegrationStatus,
+    ) -> Self {
+        fn changed<T: PartialEq + Clone>(before: &T, after: &T) -> Option<T> {
+            (before != after).then(|| after.clone())
+        }
+        // An empty list is left out of the serialised status, as before.
+        let conditions = changed(&before.conditions, &after.conditions).filter(|c| !c.is_empty());
+        ReconcilerStatus {
+            observed_generation: changed(&before.observed_generation, &after.observed_generation),
+            conditions,
+            next_import_time: changed(&before.next_import_time, &after.next_import_time),
+            last_handled_import_request: changed(
+                &before.last_handled_import_request,
+                &after.last_handled_import_request,
+            ),
+            last_handled_full_reconcile_request: changed(
+                &before.last_handled_full_reconcile_request,
+                &after.last_handled_full_reconcile_request,
+            ),
+            last_handled_approval: changed(
+                &before.last_handled_approval,
+                &after.last_handled_approval,
+            ),
+            last_schedule_time: changed(&before.last_schedule_time, &after.last_schedule_time),
+            authorized_for: changed(&before.authorized_for, &after.authorized_for),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +234,26 @@ mod tests {
                 "status": {"phase": "Running", "startTime": "2026-07-01T12:00:00Z",
                            "progress": {"processed": 0, "total": 0, "percent": 0}}
             })
+        );
+    }
+
+    #[test]
+    fn the_reconciler_patches_what_changed_and_nulls_what_it_cleared() {
+        let before = FreshteamIntegrationStatus {
+            observed_generation: Some(1),
+            next_import_time: Some("2026-07-02T03:00:00Z".into()),
+            last_handled_import_request: Some("a".into()),
+            authorized_for: Some("1/1/1".into()),
+            ..FreshteamIntegrationStatus::default()
+        };
+        let after = FreshteamIntegrationStatus {
+            observed_generation: Some(2),
+            next_import_time: None,
+            ..before.clone()
+        };
+        assert_eq!(
+            serde_json::to_value(ReconcilerStatus::changes(&before, &after).into_patch()).unwrap(),
+            serde_json::json!({"status": {"observedGeneration": 2, "nextImportTime": null}})
         );
     }
 }
