@@ -229,6 +229,40 @@ async fn unpublished_computes_a_preview_and_writes_nothing() {
     assert_eq!(h.runs().await.len(), 1);
 }
 
+/// Apply field managers of an object.
+fn apply_managers(meta: &kube::api::ObjectMeta) -> Vec<String> {
+    let mut managers: Vec<String> = meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| e.operation.as_deref() == Some("Apply"))
+        .filter_map(|e| e.manager.clone())
+        .collect();
+    managers.sort();
+    managers
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_run_applies_its_status_under_its_own_field_managers() {
+    let h = Harness::new(5, true, |_| {}).await;
+    h.reconcile().await;
+    let runs = h.runs().await;
+    assert_eq!(phase(&runs[0]), ImportPhase::Succeeded);
+    assert_eq!(
+        apply_managers(&runs[0].metadata),
+        ["freshteam-operator-run"]
+    );
+    let fti = h.fti().await;
+    assert_eq!(
+        apply_managers(&fti.metadata),
+        ["freshteam-operator-last-import"]
+    );
+    assert_eq!(
+        fti.status.unwrap().last_import.unwrap().run_name,
+        runs[0].name_any()
+    );
+}
+
 /// Polls the integration until `f` holds (the run works in the background).
 async fn wait_status(h: &Harness, what: &str, f: impl Fn(&FreshteamIntegrationStatus) -> bool) {
     let held = support::wait_until(

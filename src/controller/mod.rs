@@ -8,20 +8,17 @@ pub(crate) mod history;
 pub mod leader;
 pub(crate) mod operator;
 pub mod reconcile;
+pub mod registry;
 pub mod runner;
 pub mod shard;
 pub mod state;
+pub(crate) mod status;
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 
 use crate::api::FreshteamIntegration;
 use crate::clock::Clock;
@@ -75,16 +72,10 @@ pub struct Context {
     pub mail: crate::notify::Mail,
     /// The integrations this operator serves (`--shard-selector`); `None`: all.
     pub shard: Option<shard::ShardSelector>,
-    /// Import slots per Freshteam account and per destination host.
-    keyed_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
-    pub slots: Arc<Semaphore>,
-    /// Runs waiting for a slot.
-    pub waiting: AtomicUsize,
+    /// The runs under way, their stop signals, and admission.
+    pub runs: registry::RunRegistry,
     /// Turns to authorize, under one rate for the whole operator.
     pub authorizations: authorization_queue::AuthorizationQueue,
-    active: Mutex<HashMap<String, JoinHandle<()>>>,
-    /// Stop signals of the runs under way, by integration key.
-    stops: Mutex<HashMap<String, crate::sync::StopSignal>>,
 }
 
 impl Context {
@@ -98,7 +89,7 @@ impl Context {
     ) -> Self {
         Context {
             recorder: reporter.map(|r| Recorder::new(client.clone(), r)),
-            slots: Arc::new(Semaphore::new(config.max_concurrent_imports.max(1))),
+            runs: registry::RunRegistry::new(&config),
             authorizations: authorization_queue::AuthorizationQueue::new(
                 config.authorizations_per_second,
             ),
@@ -109,10 +100,6 @@ impl Context {
             metrics,
             mail: crate::notify::Mail::default(),
             shard: None,
-            keyed_slots: Mutex::new(HashMap::new()),
-            waiting: AtomicUsize::new(0),
-            active: Mutex::new(HashMap::new()),
-            stops: Mutex::new(HashMap::new()),
         }
     }
 
@@ -133,82 +120,9 @@ impl Context {
         self.shard.as_ref().is_none_or(|s| s.matches(fti.labels()))
     }
 
-    /// The import-slot semaphore for `key` (an account or a destination), created with
-    /// `permits` on first use.
-    pub fn slot(&self, key: &str, permits: usize) -> Arc<Semaphore> {
-        self.keyed_slots
-            .lock()
-            .expect("slots lock")
-            .entry(key.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(permits.max(1))))
-            .clone()
-    }
-
-    /// True while a run of the integration `namespace/name` is under way.
-    pub fn is_running(&self, key: &str) -> bool {
-        let mut active = self.active.lock().expect("active runs lock");
-        active.retain(|_, h| !h.is_finished());
-        active.contains_key(key)
-    }
-
-    /// A fresh stop signal for the run of `key` about to start.
-    pub(crate) fn stop_signal(&self, key: &str) -> crate::sync::StopSignal {
-        let signal = crate::sync::StopSignal::default();
-        self.stops
-            .lock()
-            .expect("stop signals lock")
-            .insert(key.to_string(), signal.clone());
-        signal
-    }
-
-    pub(crate) fn forget_stop_signal(&self, key: &str, signal: &crate::sync::StopSignal) {
-        let mut stops = self.stops.lock().expect("stop signals lock");
-        if stops.get(key).is_some_and(|s| s.same(signal)) {
-            stops.remove(key);
-        }
-    }
-
-    /// Asks the run of `namespace/name`, if one is under way, to stop at its next safe
-    /// point. Returns whether there was one.
-    pub fn stop_run(&self, key: &str, reason: &str) -> bool {
-        let signal = self
-            .stops
-            .lock()
-            .expect("stop signals lock")
-            .get(key)
-            .cloned();
-        match signal {
-            Some(s) if self.is_running(key) => {
-                tracing::info!(integration = %key, %reason, "stopping the running import");
-                s.stop(reason);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn start(&self, key: &str, run: impl Future<Output = ()> + Send + 'static) {
-        let handle = tokio::spawn(run);
-        self.active
-            .lock()
-            .expect("active runs lock")
-            .insert(key.to_string(), handle);
-    }
-
     /// Waits until no run is under way (tests, and shutdown).
     pub async fn wait_idle(&self) {
-        loop {
-            let handles: Vec<JoinHandle<()>> = {
-                let mut active = self.active.lock().expect("active runs lock");
-                active.drain().map(|(_, h)| h).collect()
-            };
-            if handles.is_empty() {
-                return;
-            }
-            for h in handles {
-                let _ = h.await;
-            }
-        }
+        self.runs.wait_idle().await
     }
 
     /// Publishes an Event on the integration (best effort: a failed Event never fails a

@@ -107,10 +107,15 @@ pub struct RunArgs {
     pub authorizations_per_second: f64,
 }
 
-fn positive_rate(s: &str) -> Result<f64, String> {
+/// A `--authorizations-per-second` that is not a finite number above zero.
+#[derive(Debug, thiserror::Error)]
+#[error("'{0}' is not a rate above zero (e.g. 10 or 0.5)")]
+struct NotARate(String);
+
+fn positive_rate(s: &str) -> Result<f64, NotARate> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        _ => Err(format!("'{s}' is not a rate above zero (e.g. 10 or 0.5)")),
+        _ => Err(NotARate(s.to_string())),
     }
 }
 
@@ -127,8 +132,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         .shard_selector
         .as_deref()
         .map(ShardSelector::parse)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+        .transpose()?;
     let client = Client::try_default().await?;
     let metrics = Metrics::new();
     let health = Health::new();

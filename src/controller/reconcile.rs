@@ -12,7 +12,6 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::authorization_queue::Turn;
 use super::conditions::{
@@ -21,6 +20,7 @@ use super::conditions::{
 };
 use super::decide::{self, Decision, Inputs, StartRun};
 use super::runner::{create_run, execute, new_run, RunRequest};
+use super::status::ReconcilerStatus;
 use super::Context;
 use crate::api::{
     import_run_name, FreshteamIntegration, FreshteamIntegrationStatus, ImportPhase, ImportRun,
@@ -103,8 +103,6 @@ struct Reconciliation {
     /// The status as read, and as it will be written.
     previous: FreshteamIntegrationStatus,
     status: FreshteamIntegrationStatus,
-    /// Fields cleared: the serialised status leaves a `None` out, a merge patch needs `null`.
-    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What observing found an importable integration to have.
@@ -128,7 +126,7 @@ impl Reconciliation {
         if let Some(m) = &ctx.metrics {
             m.reconcile(&ns, &name);
         }
-        let running = ctx.is_running(&key);
+        let running = ctx.runs.is_running(&key);
         let published = fti.spec.published;
         let mut r = Reconciliation {
             fti,
@@ -141,7 +139,6 @@ impl Reconciliation {
             running,
             previous,
             status,
-            extra: serde_json::Map::new(),
         };
         r.set(
             IMPORTING,
@@ -180,11 +177,6 @@ impl Reconciliation {
             self.generation,
             self.now,
         )
-    }
-
-    /// Writes `null` for `field` (a `None` the serialised status would leave out).
-    fn clear(&mut self, field: &str) {
-        self.extra.insert(field.into(), serde_json::Value::Null);
     }
 
     /// Observe: is the spec valid, is the integration suspended, can its Secrets be read,
@@ -248,7 +240,6 @@ impl Reconciliation {
                 self.set(MAPPING_VALID, false, reason, message.clone());
                 self.set(READY, false, reason, message);
                 self.status.next_import_time = None;
-                self.clear("nextImportTime");
                 ControlFlow::Break(Action::await_change())
             }
         }
@@ -261,12 +252,13 @@ impl Reconciliation {
         }
         let msg = "spec.suspend is true: no calls to Freshteam and no imports".to_string();
         if self.running {
-            self.ctx.stop_run(&self.key, "spec.suspend was set to true");
+            self.ctx
+                .runs
+                .stop_run(&self.key, "spec.suspend was set to true");
         }
         self.set(AUTHORIZED, false, "Suspended", msg.clone());
         self.set(READY, false, "Suspended", msg);
         self.status.next_import_time = None;
-        self.clear("nextImportTime");
         ControlFlow::Break(Action::await_change())
     }
 
@@ -290,18 +282,18 @@ impl Reconciliation {
                 &spec.destination.scim.token_secret_ref,
             )
             .await?;
-            Ok::<_, (String, String)>((key, token))
+            Ok::<_, SecretError>((key, token))
         }
         .await;
         let (reason, message) = match credentials {
             Ok(c) => return ControlFlow::Continue(c),
-            Err(e) => e,
+            Err(e) => (e.reason(), e.to_string()),
         };
         if self.running {
-            self.ctx.stop_run(&self.key, &message);
+            self.ctx.runs.stop_run(&self.key, &message);
         }
         let was = cond::get(&self.previous.conditions, AUTHORIZED).map(|c| c.reason.clone());
-        if was.as_deref() != Some(reason.as_str()) {
+        if was.as_deref() != Some(reason) {
             self.ctx
                 .event(
                     &self.fti,
@@ -311,10 +303,9 @@ impl Reconciliation {
                 )
                 .await;
         }
-        self.set(AUTHORIZED, false, &reason, message.clone());
-        self.set(READY, false, &reason, message);
+        self.set(AUTHORIZED, false, reason, message.clone());
+        self.set(READY, false, reason, message);
         self.status.authorized_for = None;
-        self.clear("authorizedFor");
         if let Some(m) = &self.ctx.metrics {
             m.set_authorized(&self.ns, &self.name, false);
         }
@@ -466,9 +457,6 @@ impl Reconciliation {
             });
         }
         self.status.next_import_time = decision.next_import_time.map(rfc3339);
-        if self.status.next_import_time.is_none() {
-            self.clear("nextImportTime");
-        }
         if let Some(t) = decision.last_schedule_time {
             self.status.last_schedule_time = Some(rfc3339(t));
         }
@@ -512,7 +500,7 @@ impl Reconciliation {
             api_key,
             token,
         } = found;
-        self.ctx.start(
+        self.ctx.runs.start(
             &self.key,
             execute(
                 self.ctx.clone(),
@@ -543,7 +531,6 @@ impl Reconciliation {
             &self.name,
             &self.previous,
             &self.status,
-            self.extra,
         )
         .await
     }
@@ -574,27 +561,14 @@ async fn write_status(
     name: &str,
     previous: &FreshteamIntegrationStatus,
     status: &FreshteamIntegrationStatus,
-    extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), Error> {
     // An unchanged status is not written: every write is a watch event that would
     // reconcile again.
     if status == previous {
         return Ok(());
     }
-    let mut value = serde_json::to_value(status).expect("status serialises");
-    let before = serde_json::to_value(previous).expect("status serialises");
-    if let Some(obj) = value.as_object_mut() {
-        obj.remove("lastImport");
-        obj.remove("preview");
-        // Only what this reconcile changed: one that read a stale copy (the cache lags
-        // behind the last write) must not put back an older lastHandledImportRequest.
-        obj.retain(|k, v| before.get(k) != Some(v));
-        for (k, v) in extra {
-            obj.insert(k, v);
-        }
-    }
     let api: Api<FreshteamIntegration> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = Patch::Merge(json!({ "status": value }));
+    let patch = Patch::Merge(ReconcilerStatus::changes(previous, status).into_patch());
     // The patch carries no resourceVersion, so a conflict (an API that applies merge
     // patches as read-modify-write, racing the run's own status writes) is retried.
     let mut attempts = 0;
@@ -609,29 +583,52 @@ async fn write_status(
     }
 }
 
+/// Why a credential could not be read; `field` names the spec's reference.
+#[derive(Debug, thiserror::Error)]
+enum SecretError {
+    #[error("{field}: Secret '{name}' not found in the integration's namespace")]
+    NotFound { field: &'static str, name: String },
+    #[error("{field}: cannot read Secret '{name}': {source}")]
+    Unreadable {
+        field: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("{field}: Secret '{name}' has no non-empty key '{key}'")]
+    KeyMissing {
+        field: &'static str,
+        name: String,
+        key: String,
+    },
+}
+
+impl SecretError {
+    /// The reason of the `Authorized` and `Ready` conditions.
+    fn reason(&self) -> &'static str {
+        match self {
+            SecretError::NotFound { .. } => "SecretNotFound",
+            SecretError::Unreadable { .. } => "SecretUnreadable",
+            SecretError::KeyMissing { .. } => "SecretKeyMissing",
+        }
+    }
+}
+
 /// A key of a Secret in the integration's namespace, with the Secret's version.
-/// Errors are (condition reason, message naming the field).
 async fn read_secret(
     secrets: &Api<Secret>,
-    field: &str,
+    field: &'static str,
     r: &SecretKeyRef,
-) -> Result<(SecretString, String), (String, String)> {
+) -> Result<(SecretString, String), SecretError> {
+    let name = r.name.clone();
     let secret = match secrets.get_opt(&r.name).await {
         Ok(Some(s)) => s,
-        Ok(None) => {
-            return Err((
-                "SecretNotFound".into(),
-                format!(
-                    "{field}: Secret '{}' not found in the integration's namespace",
-                    r.name
-                ),
-            ))
-        }
-        Err(e) => {
-            return Err((
-                "SecretUnreadable".into(),
-                format!("{field}: cannot read Secret '{}': {e}", r.name),
-            ))
+        Ok(None) => return Err(SecretError::NotFound { field, name }),
+        Err(source) => {
+            return Err(SecretError::Unreadable {
+                field,
+                name,
+                source,
+            })
         }
     };
     let version = secret.resource_version().unwrap_or_default();
@@ -647,13 +644,11 @@ async fn read_secret(
         .map(|s| s.trim().to_string());
     match from_string.or(from_data).filter(|v| !v.is_empty()) {
         Some(v) => Ok((SecretString::new(v), version)),
-        None => Err((
-            "SecretKeyMissing".into(),
-            format!(
-                "{field}: Secret '{}' has no non-empty key '{}'",
-                r.name, r.key
-            ),
-        )),
+        None => Err(SecretError::KeyMissing {
+            field,
+            name,
+            key: r.key.clone(),
+        }),
     }
 }
 

@@ -8,6 +8,26 @@ use kube::core::{Expression, Selector, SelectorExt};
 /// The label that names an integration's shard.
 pub const SHARD_LABEL: &str = "sharding.freshteam.provisioning.dev/key";
 
+/// Why `--shard-selector` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardSelectorError {
+    #[error("--shard-selector is empty")]
+    Empty,
+    #[error("--shard-selector '{text}': empty term")]
+    EmptyTerm { text: String },
+    #[error("--shard-selector '{text}': {problem}")]
+    Term { text: String, problem: TermError },
+}
+
+/// What is wrong with one term of a selector.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TermError {
+    #[error("'{0}' is not a label key")]
+    NotAKey(String),
+    #[error("'{0}' must be a list in parentheses, e.g. (s1,s2)")]
+    NotAList(String),
+}
+
 /// A parsed label selector, kept with its text (sent to the API server as the watch's
 /// `labelSelector`).
 #[derive(Clone, Debug)]
@@ -19,18 +39,22 @@ pub struct ShardSelector {
 impl ShardSelector {
     /// Parses the Kubernetes label-selector syntax: `k=v`, `k==v`, `k!=v`,
     /// `k in (a,b)`, `k notin (a,b)`, `k`, `!k`, joined by commas.
-    pub fn parse(text: &str) -> Result<ShardSelector, String> {
+    pub fn parse(text: &str) -> Result<ShardSelector, ShardSelectorError> {
         let mut expressions = Vec::new();
         for term in split_terms(text) {
             let term = term.trim();
             if term.is_empty() {
-                return Err(format!("--shard-selector '{text}': empty term"));
+                return Err(ShardSelectorError::EmptyTerm { text: text.into() });
             }
-            expressions
-                .push(parse_term(term).map_err(|e| format!("--shard-selector '{text}': {e}"))?);
+            expressions.push(
+                parse_term(term).map_err(|problem| ShardSelectorError::Term {
+                    text: text.into(),
+                    problem,
+                })?,
+            );
         }
         if expressions.is_empty() {
-            return Err("--shard-selector is empty".into());
+            return Err(ShardSelectorError::Empty);
         }
         Ok(ShardSelector {
             text: text.trim().to_string(),
@@ -65,23 +89,23 @@ fn split_terms(text: &str) -> Vec<String> {
     terms
 }
 
-fn valid_key(k: &str) -> Result<String, String> {
+fn valid_key(k: &str) -> Result<String, TermError> {
     let ok = !k.is_empty()
         && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
     if ok {
         Ok(k.to_string())
     } else {
-        Err(format!("'{k}' is not a label key"))
+        Err(TermError::NotAKey(k.to_string()))
     }
 }
 
-fn values(list: &str) -> Result<std::collections::BTreeSet<String>, String> {
+fn values(list: &str) -> Result<std::collections::BTreeSet<String>, TermError> {
     let inner = list
         .trim()
         .strip_prefix('(')
         .and_then(|l| l.strip_suffix(')'))
-        .ok_or_else(|| format!("'{list}' must be a list in parentheses, e.g. (s1,s2)"))?;
+        .ok_or_else(|| TermError::NotAList(list.to_string()))?;
     Ok(inner
         .split(',')
         .map(|v| v.trim().to_string())
@@ -89,7 +113,7 @@ fn values(list: &str) -> Result<std::collections::BTreeSet<String>, String> {
         .collect())
 }
 
-fn parse_term(term: &str) -> Result<Expression, String> {
+fn parse_term(term: &str) -> Result<Expression, TermError> {
     if let Some((k, v)) = term.split_once("!=") {
         return Ok(Expression::NotEqual(
             valid_key(k.trim())?,
@@ -158,7 +182,7 @@ mod tests {
     #[test]
     fn bad_selectors_name_the_flag() {
         for bad in ["", "a in b", "a b c", "=x", "k@y=1"] {
-            let e = ShardSelector::parse(bad).unwrap_err();
+            let e = ShardSelector::parse(bad).unwrap_err().to_string();
             assert!(e.contains("--shard-selector"), "{bad}: {e}");
         }
     }

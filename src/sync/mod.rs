@@ -106,6 +106,9 @@ pub struct ImportOutcome {
     pub convergence: Option<ConvergenceNotes>,
     /// Mapping targets (`spec.mapping` field names) the destination does not keep.
     pub unsupported_targets: Vec<String>,
+    /// New members were held back (their state could not be recorded): how many and why,
+    /// as the status message says it.
+    pub held_back: Option<String>,
 }
 
 impl ImportOutcome {
@@ -660,6 +663,7 @@ async fn import(
     status.errors = report.iter().take(MAX_INLINE_ERRORS).cloned().collect();
     status.completion_time = Some(rfc3339(clock.now()));
     outcome.report = report;
+    outcome.held_back = held_back;
     outcome
 }
 
