@@ -74,16 +74,18 @@ async fn run_with(
     ledger: &MemoryLedgerStore,
     options: &ImportOptions,
 ) -> ImportOutcome {
-    run_import_with_ledger(
-        &mapping(false),
+    run_import(&ImportJob {
+        mapping: &mapping(false),
         source,
-        dest,
+        destination: dest,
         options,
-        None,
-        Some(ledger),
-        &ProgressCounter::default(),
-        &FixedClock,
-    )
+        stores: Stores {
+            outbox: None,
+            ledger: Some(ledger),
+        },
+        progress: &ProgressCounter::default(),
+        clock: &FixedClock,
+    })
     .await
 }
 
