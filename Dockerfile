@@ -7,14 +7,18 @@ WORKDIR /build
 
 # Dependencies first, built against a dummy crate with the real manifest and lockfile: this
 # layer is rebuilt only when Cargo.toml or Cargo.lock change, not on every source edit.
+# Only the operator is built: the workspace's other crate, the Freshteam simulator (for
+# the demo and the tests), needs its manifest here and an empty crate, never its code.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin benches \
+COPY simulator/Cargo.toml ./simulator/
+RUN mkdir -p src/bin benches simulator/src \
  && echo 'fn main() {}' > src/main.rs \
  && echo 'fn main() {}' > src/bin/kubectl-freshteam.rs \
- && touch src/lib.rs \
+ && touch src/lib.rs simulator/src/lib.rs \
+ && echo 'fn main() {}' > simulator/src/main.rs \
  && echo 'fn main() {}' > benches/reconcile_scale.rs \
  && echo 'fn main() {}' > benches/plan.rs \
- && cargo build --release --locked --bin freshteam-operator \
+ && cargo build --release --locked -p freshteam-operator --bin freshteam-operator \
  && rm -rf src benches
 
 # The real source. COPY keeps the files' modification times, which can be older than the
@@ -22,7 +26,7 @@ RUN mkdir -p src/bin benches \
 COPY src ./src
 COPY benches ./benches
 RUN touch src/main.rs src/lib.rs src/bin/kubectl-freshteam.rs \
- && cargo build --release --locked --bin freshteam-operator \
+ && cargo build --release --locked -p freshteam-operator --bin freshteam-operator \
  && cp target/release/freshteam-operator /freshteam-operator
 
 # Distroless: no shell or package manager; the :nonroot variant's user is 65532.

@@ -1,5 +1,6 @@
 //! Memory and CPU of the real `freshteam-operator run` serving many integrations, against
-//! a real Kubernetes API server (etcd + kube-apiserver) and the Freshteam simulator.
+//! a real Kubernetes API server (etcd + kube-apiserver) and the Freshteam simulator (the
+//! `freshteam-simulator` crate, in this process).
 //!
 //!     cargo bench --bench reconcile_scale -- 1000 5000 10000
 //!
@@ -25,6 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use freshteam_operator::api::*;
+use freshteam_simulator::{SimConfig, Simulator};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -35,17 +37,6 @@ use net::free_port;
 
 const NAMESPACES: usize = 50;
 const API_KEY: &str = "bench-api-key";
-
-fn wait_tcp(port: u16, what: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what} did not listen on 127.0.0.1:{port} within {timeout:?}");
-}
 
 /// A child process killed when dropped.
 struct Proc(Child);
@@ -476,23 +467,21 @@ fn main() {
 
     let cp = ControlPlane::start(dir);
     let kubeconfig = cp.kubeconfig.clone();
-    let sim_port = free_port();
-    let _sim = spawn(
-        "simulator",
-        Command::new(&binary)
-            .arg("simulate")
-            .arg(format!("--port={sim_port}"))
-            .arg("--employees=50")
-            .env("SIM_API_KEY", API_KEY),
-        &dir.join("simulator.log"),
-    );
-    wait_tcp(sim_port, "simulator", Duration::from_secs(30));
-    let sim = format!("http://127.0.0.1:{sim_port}");
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+    // The Freshteam simulator (its own crate), served by this process's runtime.
+    let simulator = {
+        let _enter = rt.enter();
+        Simulator::start(SimConfig {
+            employees: 50,
+            api_key: API_KEY.into(),
+            ..SimConfig::default()
+        })
+        .expect("start the Freshteam simulator")
+    };
+    let sim = format!("http://{}", simulator.addr());
     let rows = rt.block_on(async {
         let client = client(&kubeconfig).await;
         wait_ready(&client).await;

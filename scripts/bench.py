@@ -210,6 +210,7 @@ def main():
     ap.add_argument("--rate-limit", type=int, default=None, help="simulator requests per window")
     ap.add_argument("--window-ms", type=int, default=1000)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "freshteam-operator"))
+    ap.add_argument("--simulator", help="the freshteam-simulator binary (default: beside --binary)")
     ap.add_argument("--no-reference", action="store_true", help="skip the sequential reference")
     ap.add_argument("--changed-percent", type=float, default=1.0,
                     help="employees changed before the incremental run")
@@ -219,8 +220,10 @@ def main():
                     help="steady-state runs compared with as many reference runs (medians printed)")
     args = ap.parse_args()
 
-    if not os.path.exists(args.binary):
-        raise SystemExit(f"{args.binary} missing: run `cargo build --release` first")
+    simulator = args.simulator or os.path.join(os.path.dirname(args.binary), "freshteam-simulator")
+    for binary in (args.binary, simulator):
+        if not os.path.exists(binary):
+            raise SystemExit(f"{binary} missing: run `cargo build --release --workspace` first")
     scim_bin = os.path.join(ROOT, ".venv", "bin", "scim2-server")
     bulks = ["auto", "off"] if args.bulk == "both" else [args.bulk]
 
@@ -230,7 +233,7 @@ def main():
     for size in [int(s) for s in args.sizes.split(",")]:
         for bulk in bulks:
             sim_port, scim_port = free_port(), free_port()
-            sim_cmd = [args.binary, "simulate", "--port", str(sim_port), "--employees", str(size),
+            sim_cmd = [simulator, "--port", str(sim_port), "--employees", str(size),
                        "--page-size", str(args.page_size), "--api-key", API_KEY]
             if args.rate_limit:
                 sim_cmd += ["--rate-limit", str(args.rate_limit), "--window-ms", str(args.window_ms)]

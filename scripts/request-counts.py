@@ -9,7 +9,7 @@ high so nothing waits) it also counts per endpoint from the service's own stats 
 how many of Reward Gateway's 15-minute windows (180 requests per endpoint) each run needs.
 
     scripts/request-counts.py --peer reward-gateway|scim2-server|scimmy \\
-        [--employees 1000 10000] [--binary BIN] [--baseline OLD_BIN]
+        [--employees 1000 10000] [--binary BIN] [--baseline OLD_BIN] [--simulator SIM_BIN]
 """
 import argparse, json, math, os, socket, subprocess, sys, tempfile, time
 
@@ -85,10 +85,10 @@ spec:
 """
 
 
-def measure(binary, peer, n):
+def measure(binary, simulator, peer, n):
     """Each run's (label, summary, apiCalls, peer stats or None, seconds)."""
     sim_port, scim_port = free_port(), free_port()
-    sim = subprocess.Popen([binary, "simulate", "--port", str(sim_port), "--employees", str(n),
+    sim = subprocess.Popen([simulator, "--port", str(sim_port), "--employees", str(n),
                             "--page-size", "100"], env=dict(os.environ, SIM_API_KEY=KEY),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     scim, base = start_peer(peer, scim_port)
@@ -147,6 +147,8 @@ def main():
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     ap.add_argument("--binary", default=os.path.join(target, "release/freshteam-operator"))
     ap.add_argument("--baseline", help="another build of freshteam-operator, printed beside --binary")
+    ap.add_argument("--simulator", default=os.path.join(target, "release/freshteam-simulator"),
+                    help="the freshteam-simulator binary (cargo build --release --workspace)")
     a = ap.parse_args()
     if a.baseline:
         print(f"SCIM requests per run against {a.peer} (reads include discovery and list pages)\n")
@@ -159,8 +161,8 @@ def main():
         print("| employees | run | created / updated | SCIM requests |")
         print("|---|---|---|---|")
     for n in a.employees:
-        rows = measure(a.binary, a.peer, n)
-        base = measure(a.baseline, a.peer, n) if a.baseline else None
+        rows = measure(a.binary, a.simulator, a.peer, n)
+        base = measure(a.baseline, a.simulator, a.peer, n) if a.baseline else None
         for i, (label, s, calls, stats, _) in enumerate(rows):
             head = f"| {n:,} | {label} | {s.get('created', 0):,} / {s.get('updated', 0):,} |"
             if base:

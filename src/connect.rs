@@ -14,7 +14,7 @@ use crate::api::{FreshteamIntegrationSpec, DEFAULT_RUN_DEADLINE};
 use crate::destination::scim::BulkMode;
 use crate::destination::{ConvergenceNotes, MemberDirectory, ScimClient, ScimConfig};
 use crate::egress::Egress;
-use crate::http_policy::{parse_duration, Pace};
+use crate::http_policy::{parse_duration, Pace, PaceError};
 use crate::secret::SecretString;
 use crate::source::{AccountLimiter, EmployeeSource, FreshteamClient, FreshteamConfig};
 
@@ -102,26 +102,26 @@ pub(crate) fn rate_limit(spec: &FreshteamIntegrationSpec) -> Result<Option<Pace>
     let Some(r) = &spec.destination.scim.rate_limit else {
         return Ok(None);
     };
-    let invalid = |reason: String| ConnectError::Config {
+    let invalid = |reason: PaceError| ConnectError::Config {
         field: "spec.destination.scim.rateLimit",
-        reason,
+        reason: reason.to_string(),
     };
-    let window = parse_duration(&r.window).map_err(invalid)?;
+    let window = parse_duration(&r.window).map_err(|e| invalid(e.into()))?;
     Pace::new(r.requests, window).map(Some).map_err(invalid)
 }
 
 /// `spec.runDeadline`, or its default (24h).
 pub(crate) fn run_deadline(spec: &FreshteamIntegrationSpec) -> Result<Duration, ConnectError> {
     let text = spec.run_deadline.as_deref().unwrap_or(DEFAULT_RUN_DEADLINE);
-    match parse_duration(text) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("must be longer than zero".to_string()),
-        Err(e) => Err(e),
-    }
-    .map_err(|reason| ConnectError::Config {
+    let invalid = |reason: String| ConnectError::Config {
         field: "spec.runDeadline",
         reason,
-    })
+    };
+    match parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(invalid("must be longer than zero".into())),
+        Err(e) => Err(invalid(e.to_string())),
+    }
 }
 
 /// The key of a Freshteam account: its API root.

@@ -16,6 +16,7 @@ pub mod controller;
 pub mod destination;
 pub mod egress;
 pub(crate) mod exit;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http_policy;
@@ -29,7 +30,6 @@ pub mod plugin;
 pub mod progress;
 pub mod schedule;
 pub mod secret;
-pub mod simulator;
 pub mod source;
 pub mod sync;
 pub(crate) mod telemetry;

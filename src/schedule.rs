@@ -6,6 +6,29 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
+/// Why a schedule could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(
+        "is empty: use hourly, daily, weekly or a 5-field cron expression such as \"0 3 * * *\""
+    )]
+    Empty,
+    #[error(
+        "'{text}' is not a schedule: use hourly, daily, weekly or a 5-field cron expression such as \"0 3 * * *\" (minute hour day-of-month month day-of-week){}",
+        if *fields == 1 { "" } else { "; this one has a different number of fields" }
+    )]
+    NotASchedule { text: String, fields: usize },
+    #[error("'{text}' is not a valid cron expression: {reason}")]
+    InvalidCron { text: String, reason: String },
+}
+
+/// A `spec.timeZone` that names no IANA zone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "'{0}' is not an IANA time zone: use a name such as Europe/London, America/New_York or UTC"
+)]
+pub struct UnknownTimeZone(pub String);
+
 /// A parsed `spec.schedule`.
 #[derive(Clone, Debug)]
 pub struct Schedule {
@@ -24,26 +47,28 @@ const PRESETS: &[(&str, &str)] = &[
 
 impl Schedule {
     /// Parses `hourly`, `daily`, `weekly` or a 5-field cron expression.
-    pub fn parse(text: &str) -> Result<Schedule, String> {
+    pub fn parse(text: &str) -> Result<Schedule, ScheduleError> {
         let trimmed = text.trim();
         if trimmed.is_empty() {
-            return Err("is empty: use hourly, daily, weekly or a 5-field cron expression such as \"0 3 * * *\"".into());
+            return Err(ScheduleError::Empty);
         }
         let pattern = match PRESETS.iter().find(|(name, _)| *name == trimmed) {
             Some((_, cron)) => *cron,
             None => {
                 let fields = trimmed.split_whitespace().count();
                 if fields != 5 {
-                    return Err(format!(
-                        "'{text}' is not a schedule: use hourly, daily, weekly or a 5-field cron expression such as \"0 3 * * *\" (minute hour day-of-month month day-of-week){}",
-                        if fields == 1 { "" } else { "; this one has a different number of fields" }
-                    ));
+                    return Err(ScheduleError::NotASchedule {
+                        text: text.into(),
+                        fields,
+                    });
                 }
                 trimmed
             }
         };
-        let cron = Cron::from_str(pattern)
-            .map_err(|e| format!("'{text}' is not a valid cron expression: {e}"))?;
+        let cron = Cron::from_str(pattern).map_err(|e| ScheduleError::InvalidCron {
+            text: text.into(),
+            reason: e.to_string(),
+        })?;
         Ok(Schedule {
             source: trimmed.to_string(),
             cron,
@@ -70,12 +95,10 @@ impl Schedule {
 }
 
 /// Parses `spec.timeZone` (absent: UTC).
-pub fn parse_time_zone(name: Option<&str>) -> Result<Tz, String> {
+pub fn parse_time_zone(name: Option<&str>) -> Result<Tz, UnknownTimeZone> {
     match name.map(str::trim) {
         None | Some("") => Ok(Tz::UTC),
-        Some(n) => n.parse::<Tz>().map_err(|_| {
-            format!("'{n}' is not an IANA time zone: use a name such as Europe/London, America/New_York or UTC")
-        }),
+        Some(n) => n.parse::<Tz>().map_err(|_| UnknownTimeZone(n.into())),
     }
 }
 
@@ -103,14 +126,14 @@ mod tests {
 
     #[test]
     fn rejections_say_what_is_accepted() {
-        let e = Schedule::parse("fortnightly").unwrap_err();
+        let e = Schedule::parse("fortnightly").unwrap_err().to_string();
         assert!(e.contains("'fortnightly' is not a schedule"), "{e}");
         assert!(e.contains("hourly, daily, weekly"), "{e}");
-        let e = Schedule::parse("0 3 * *").unwrap_err();
+        let e = Schedule::parse("0 3 * *").unwrap_err().to_string();
         assert!(e.contains("different number of fields"), "{e}");
-        let e = Schedule::parse("0 0 3 * * *").unwrap_err();
+        let e = Schedule::parse("0 0 3 * * *").unwrap_err().to_string();
         assert!(e.contains("5-field"), "{e}");
-        let e = Schedule::parse("61 3 * * *").unwrap_err();
+        let e = Schedule::parse("61 3 * * *").unwrap_err().to_string();
         assert!(e.contains("not a valid cron expression"), "{e}");
     }
 
@@ -142,7 +165,9 @@ mod tests {
             parse_time_zone(Some("Europe/London")).unwrap(),
             Tz::Europe__London
         );
-        let e = parse_time_zone(Some("Mars/Olympus")).unwrap_err();
+        let e = parse_time_zone(Some("Mars/Olympus"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'Mars/Olympus' is not an IANA time zone"), "{e}");
     }
 }

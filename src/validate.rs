@@ -18,6 +18,9 @@ use crate::source::validate_subdomain;
 pub struct FieldError {
     pub field: String,
     pub message: String,
+    /// The value is fine but the operator's endpoint policy refuses it: it would be
+    /// accepted with `--allow-custom-endpoints` (the condition's reason says so).
+    pub refused_by_policy: bool,
 }
 
 impl fmt::Display for FieldError {
@@ -26,10 +29,53 @@ impl fmt::Display for FieldError {
     }
 }
 
-fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+fn err(field: impl Into<String>, message: impl std::fmt::Display) -> FieldError {
     FieldError {
         field: field.into(),
-        message: message.into(),
+        message: message.to_string(),
+        refused_by_policy: false,
+    }
+}
+
+fn endpoint_err(field: &str, e: EndpointError) -> FieldError {
+    FieldError {
+        refused_by_policy: e.refused_by_policy(),
+        ..err(field, e)
+    }
+}
+
+/// Why a URL in the spec is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("'{text}' is not a URL: {reason}")]
+    NotAUrl {
+        text: String,
+        reason: url::ParseError,
+    },
+    #[error("'{0}' must be an http(s) URL with a host")]
+    NotHttp(String),
+    #[error("must not carry credentials: put them in the referenced Secret")]
+    Credentials,
+    #[error("'{text}' is a {range} address; sync reaches only public and loopback addresses")]
+    InternalForSync { text: String, range: &'static str },
+    #[error("'{text}' is a {range} address: the operator reaches only public addresses unless started with --allow-custom-endpoints")]
+    Internal { text: String, range: &'static str },
+    #[error("{what} is accepted by sync only on a loopback address (127.0.0.1, ::1, localhost); '{text}' is not")]
+    NotLoopback { what: &'static str, text: String },
+    #[error("{what} ('{text}') is refused: the operator accepts it only when started with --allow-custom-endpoints")]
+    Custom { what: &'static str, text: String },
+    /// Not Reward Gateway's SCIM URL form (`problem` says how), with the form it should have.
+    #[error("'{text}'{problem}; it should look like {REWARD_GATEWAY_FORM}")]
+    NotRewardGateway { text: String, problem: String },
+}
+
+impl EndpointError {
+    /// Accepted when the operator runs with `--allow-custom-endpoints`.
+    pub fn refused_by_policy(&self) -> bool {
+        matches!(
+            self,
+            EndpointError::Internal { .. } | EndpointError::Custom { .. }
+        )
     }
 }
 
@@ -115,15 +161,15 @@ pub fn validate_spec(
     );
     if let Some(base) = spec.source.base_url.as_deref() {
         if let Err(m) = check_custom_endpoint(base, policy, true) {
-            errors.push(err("spec.source.baseUrl", m));
+            errors.push(endpoint_err("spec.source.baseUrl", m));
         }
     }
     let scim_url = &spec.destination.scim.url;
     if let Err(m) = check_custom_endpoint(scim_url, policy, false) {
-        errors.push(err("spec.destination.scim.url", m));
+        errors.push(endpoint_err("spec.destination.scim.url", m));
     } else if spec.destination.scim.profile == ScimProfile::RewardGateway {
         if let Err(m) = check_reward_gateway_url(scim_url) {
-            errors.push(err("spec.destination.scim.url", m));
+            errors.push(endpoint_err("spec.destination.scim.url", m));
         }
     }
 
@@ -204,13 +250,17 @@ fn internal_literal(url: &Url) -> Option<&'static str> {
 
 /// `custom` is true for `baseUrl` (any value is custom); for the SCIM URL only plain
 /// http is.
-fn check_custom_endpoint(text: &str, policy: EndpointPolicy, custom: bool) -> Result<(), String> {
-    let url = Url::parse(text).map_err(|e| format!("'{text}' is not a URL: {e}"))?;
+fn check_custom_endpoint(
+    text: &str,
+    policy: EndpointPolicy,
+    custom: bool,
+) -> Result<(), EndpointError> {
+    let url = parse_url(text)?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(format!("'{text}' must be an http(s) URL with a host"));
+        return Err(EndpointError::NotHttp(text.into()));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry credentials: put them in the referenced Secret".into());
+        return Err(EndpointError::Credentials);
     }
     let custom = custom || url.scheme() == "http";
     if !custom {
@@ -221,14 +271,16 @@ fn check_custom_endpoint(text: &str, policy: EndpointPolicy, custom: bool) -> Re
                 EndpointPolicy::Allow => {}
                 EndpointPolicy::LoopbackOnly if range == "loopback" => {}
                 EndpointPolicy::LoopbackOnly => {
-                    return Err(format!(
-                        "'{text}' is a {range} address; sync reaches only public and loopback addresses"
-                    ))
+                    return Err(EndpointError::InternalForSync {
+                        text: text.into(),
+                        range,
+                    })
                 }
                 EndpointPolicy::Deny => {
-                    return Err(format!(
-                        "'{text}' is a {range} address: the operator reaches only public addresses unless started with --allow-custom-endpoints"
-                    ))
+                    return Err(EndpointError::Internal {
+                        text: text.into(),
+                        range,
+                    })
                 }
             }
         }
@@ -242,12 +294,14 @@ fn check_custom_endpoint(text: &str, policy: EndpointPolicy, custom: bool) -> Re
     match policy {
         EndpointPolicy::Allow => Ok(()),
         EndpointPolicy::LoopbackOnly if is_loopback(&url) => Ok(()),
-        EndpointPolicy::LoopbackOnly => Err(format!(
-            "{what} is accepted by sync only on a loopback address (127.0.0.1, ::1, localhost); '{text}' is not"
-        )),
-        EndpointPolicy::Deny => Err(format!(
-            "{what} ('{text}') is refused: the operator accepts it only when started with --allow-custom-endpoints"
-        )),
+        EndpointPolicy::LoopbackOnly => Err(EndpointError::NotLoopback {
+            what,
+            text: text.into(),
+        }),
+        EndpointPolicy::Deny => Err(EndpointError::Custom {
+            what,
+            text: text.into(),
+        }),
     }
 }
 
@@ -260,21 +314,24 @@ const REWARD_GATEWAY_FORM: &str =
 /// `https://api.rewardgateway.net/{programme GUID}/scim/v2`. The path is always
 /// checked; the host only for an https URL that is not on loopback (a plain-http or
 /// loopback URL is a test service or a proxy, allowed as a custom endpoint).
-pub fn check_reward_gateway_url(text: &str) -> Result<(), String> {
-    let url = Url::parse(text).map_err(|e| format!("'{text}' is not a URL: {e}"))?;
-    let should = format!("it should look like {REWARD_GATEWAY_FORM}");
+pub fn check_reward_gateway_url(text: &str) -> Result<(), EndpointError> {
+    let url = parse_url(text)?;
+    let wrong = |problem: String| EndpointError::NotRewardGateway {
+        text: text.into(),
+        problem,
+    };
     let custom = url.scheme() == "http" || is_loopback(&url);
     let host = url.host_str().unwrap_or_default();
     if !custom && !host.eq_ignore_ascii_case(REWARD_GATEWAY_HOST) {
         let what = if host.to_ascii_lowercase().contains("rewardgateway") {
-            format!("is on {host}, a Reward Gateway web address, not its SCIM API ({REWARD_GATEWAY_HOST})")
+            format!(" is on {host}, a Reward Gateway web address, not its SCIM API ({REWARD_GATEWAY_HOST})")
         } else {
-            format!("is on {host}, not on Reward Gateway's SCIM API host {REWARD_GATEWAY_HOST}")
+            format!(" is on {host}, not on Reward Gateway's SCIM API host {REWARD_GATEWAY_HOST}")
         };
-        return Err(format!("'{text}' {what}; {should}"));
+        return Err(wrong(what));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("'{text}' has a query or fragment; {should}"));
+        return Err(wrong(" has a query or fragment".into()));
     }
     let segments: Vec<&str> = url
         .path_segments()
@@ -282,15 +339,22 @@ pub fn check_reward_gateway_url(text: &str) -> Result<(), String> {
         .unwrap_or_default();
     let problem = reward_gateway_path_problem(&segments);
     if let Some(problem) = problem {
-        return Err(format!("'{text}' {problem}; {should}"));
+        return Err(wrong(format!(" {problem}")));
     }
     if !is_guid(segments[0]) {
-        return Err(format!(
-            "'{text}': '{}' is not a programme GUID (32 hexadecimal digits, e.g. 0f8fad5b-d9cb-469f-a165-70867728950e); {should}",
+        return Err(wrong(format!(
+            ": '{}' is not a programme GUID (32 hexadecimal digits, e.g. 0f8fad5b-d9cb-469f-a165-70867728950e)",
             segments[0]
-        ));
+        )));
     }
     Ok(())
+}
+
+fn parse_url(text: &str) -> Result<Url, EndpointError> {
+    Url::parse(text).map_err(|reason| EndpointError::NotAUrl {
+        text: text.into(),
+        reason,
+    })
 }
 
 /// What is wrong with the path of a Reward Gateway SCIM URL (its segments), if anything.
@@ -332,7 +396,7 @@ mod tests {
 
     const GUID: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 
-    fn rg(url: &str) -> Result<(), String> {
+    fn rg(url: &str) -> Result<(), EndpointError> {
         check_reward_gateway_url(url)
     }
 
@@ -396,7 +460,7 @@ mod tests {
                 "has no /scim/v2",
             ),
         ] {
-            let message = rg(&url).expect_err(&url);
+            let message = rg(&url).expect_err(&url).to_string();
             assert!(message.contains(says), "{url}: {message}");
             assert!(message.contains(form), "{url}: {message}");
         }

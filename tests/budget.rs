@@ -28,6 +28,7 @@ fn rate_limited() -> Peer {
 /// the run takes little longer than the limit allows at best.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_first_import_paced_by_the_announced_budget() {
+    support::require_peers!(PythonPeers);
     let env = Env::start_on(200, rate_limited()).await;
     let started = Instant::now();
     let run = env.sync(&[]).await;
@@ -67,6 +68,7 @@ async fn a_first_import_paced_by_the_announced_budget() {
 /// it created stays.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_past_its_deadline_fails_and_keeps_what_it_wrote() {
+    support::require_peers!(PythonPeers);
     let env = Env::start_on(
         30,
         Peer::RewardGateway {
@@ -141,6 +143,7 @@ async fn create(client: &ScimClient, who: &str, n: usize) -> usize {
 /// budget (one client IP): together they stay within it.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_integrations_share_one_budget() {
+    support::require_peers!(PythonPeers);
     let server = support::ScimServer::start_peer(rate_limited());
     let a = ScimClient::connect(server.config()).await.unwrap();
     let b = ScimClient::connect(server.config()).await.unwrap();
@@ -170,6 +173,7 @@ async fn two_integrations_share_one_budget() {
 /// becomes an error row.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_429_waits_for_the_window_and_never_becomes_an_error_row() {
+    support::require_peers!(PythonPeers);
     let env = Env::start_on(
         12,
         Peer::RewardGateway {
@@ -210,6 +214,7 @@ async fn a_429_waits_for_the_window_and_never_becomes_an_error_row() {
 /// that announces no limit at all.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_configured_rate_limit_paces_a_service_that_announces_none() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(30).await;
     let token_line = "      tokenSecretRef: {name: members-scim, key: token}\n";
     let manifest = env

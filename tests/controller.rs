@@ -16,7 +16,7 @@ use freshteam_operator::controller::runner::mark_interrupted;
 use freshteam_operator::controller::shard::{ShardSelector, SHARD_LABEL};
 use freshteam_operator::controller::{reconcile, Context, OperatorConfig};
 use freshteam_operator::notify::{Mail, SmtpMailer, SmtpSettings};
-use freshteam_operator::simulator::{SimConfig, Simulator};
+use freshteam_simulator::{SimConfig, Simulator};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
@@ -184,6 +184,7 @@ fn phase(r: &ImportRun) -> ImportPhase {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unpublished_computes_a_preview_and_writes_nothing() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(20, true, |_| {}).await;
     h.reconcile().await;
     let runs = h.runs().await;
@@ -243,12 +244,13 @@ async fn wait_status(h: &Harness, what: &str, f: impl Fn(&FreshteamIntegrationSt
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_preview_has_one_writer_and_never_shows_an_older_generations_counts() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(20, true, |_| {}).await;
     h.reconcile().await;
     assert_eq!(h.status().await.preview.unwrap().would_create, Some(20));
 
     // A spec change: generation 2 is previewed, slowly.
-    h.sim.set_faults(freshteam_operator::simulator::Faults {
+    h.sim.set_faults(freshteam_simulator::Faults {
         latency: Duration::from_millis(150),
         ..Default::default()
     });
@@ -292,6 +294,7 @@ async fn the_preview_has_one_writer_and_never_shows_an_older_generations_counts(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_preview_is_recorded_without_counts_and_not_retried_in_a_loop() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(5, true, |_| {}).await;
     h.reconcile().await;
     // Generation 2 with a SCIM token the destination refuses: its preview fails.
@@ -322,6 +325,7 @@ async fn a_failed_preview_is_recorded_without_counts_and_not_retried_in_a_loop()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn published_imports_at_the_schedule_and_records_last_import() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(15, true, |s| s.published = true).await;
     h.reconcile().await;
     assert!(
@@ -364,6 +368,7 @@ async fn published_imports_at_the_schedule_and_records_last_import() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_annotation_starts_exactly_one_manual_run() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(10, true, |s| s.published = true).await;
     h.reconcile().await;
     h.annotate(IMPORT_REQUESTED_AT, "2026-07-01T12:00:05Z")
@@ -388,6 +393,7 @@ async fn the_annotation_starts_exactly_one_manual_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_secret_revokes_access_without_calling_freshteam() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(5, true, |_| {}).await;
     h.reconcile().await;
     let secrets: Api<Secret> = Api::namespaced(h.client.clone(), NS);
@@ -414,6 +420,7 @@ async fn a_deleted_secret_revokes_access_without_calling_freshteam() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn suspend_stops_calls_to_freshteam() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(5, true, |s| s.suspend = true).await;
     h.reconcile().await;
     let (s, reason, _) = Harness::condition(&h.status().await, "Authorized");
@@ -424,6 +431,7 @@ async fn suspend_stops_calls_to_freshteam() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_key_is_reported_with_its_reason_and_an_event() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(5, true, |_| {}).await;
     let secrets: Api<Secret> = Api::namespaced(h.client.clone(), NS);
     secrets
@@ -459,6 +467,7 @@ async fn a_wrong_key_is_reported_with_its_reason_and_an_event() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn history_is_pruned_to_the_limits() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(4, true, |s| {
         s.published = true;
         s.history = HistorySpec {
@@ -485,6 +494,7 @@ async fn history_is_pruned_to_the_limits() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blocked_run_applies_its_leavers_once_approved() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(10, true, |s| s.published = true).await;
     h.reconcile().await;
     h.annotate(IMPORT_REQUESTED_AT, "first").await;
@@ -539,6 +549,7 @@ async fn a_blocked_run_applies_its_leavers_once_approved() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn record_errors_go_to_a_report_configmap_owned_by_the_run() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(6, true, |s| s.published = true).await;
     h.sim
         .update_employee("E-00002", json!({"official_email": "broken"}))
@@ -565,6 +576,7 @@ async fn record_errors_go_to_a_report_configmap_owned_by_the_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_report_configmap_the_run_does_not_own_is_never_overwritten() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(6, true, |s| s.published = true).await;
     h.sim
         .update_employee("E-00002", json!({"official_email": "broken"}))
@@ -599,6 +611,7 @@ async fn a_report_configmap_the_run_does_not_own_is_never_overwritten() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_orphaned_running_run_is_marked_interrupted() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(3, true, |s| s.published = true).await;
     let runs: Api<ImportRun> = Api::namespaced(h.client.clone(), NS);
     let mut orphan = ImportRun::new(
@@ -650,6 +663,7 @@ async fn an_orphaned_running_run_is_marked_interrupted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_cron_or_zone_is_a_condition_naming_the_field() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(3, true, |s| {
         s.schedule = "0 25 * * *".into();
         s.time_zone = Some("Mars/Base".into());
@@ -673,6 +687,7 @@ async fn an_invalid_cron_or_zone_is_a_condition_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_custom_endpoint_is_refused_without_the_flag() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(3, false, |_| {}).await;
     h.reconcile().await;
     let status = h.status().await;
@@ -689,6 +704,7 @@ async fn a_custom_endpoint_is_refused_without_the_flag() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_reward_gateway_profile_lists_refused_names_in_the_preview_without_a_request() {
+    support::require_peers!(Scim2Server, PythonPeers);
     let peer = Peer::RewardGateway {
         limit: 1000,
         window: Duration::from_secs(60),
@@ -727,6 +743,7 @@ async fn the_reward_gateway_profile_lists_refused_names_in_the_preview_without_a
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_reward_gateway_profile_names_a_scim_url_of_the_wrong_form() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(3, true, |s| {
         s.destination.scim.profile = ScimProfile::RewardGateway;
     })
@@ -746,6 +763,7 @@ async fn the_reward_gateway_profile_names_a_scim_url_of_the_wrong_form() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refusal_by_the_service_is_kept_in_the_integrations_state_and_not_sent_again() {
+    support::require_peers!(Scim2Server, PythonPeers);
     let peer = Peer::RewardGateway {
         limit: 1000,
         window: Duration::from_secs(60),
@@ -800,6 +818,7 @@ async fn a_refusal_by_the_service_is_kept_in_the_integrations_state_and_not_sent
 /// run of the day connects without reading them.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_discovery_documents_are_read_by_the_first_run_only() {
+    support::require_peers!(Scim2Server, PythonPeers);
     let peer = Peer::RewardGateway {
         limit: 1000,
         window: Duration::from_secs(60),
@@ -840,6 +859,7 @@ fn mail_through(smtp: &SmtpServer) -> Mail {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invitations_are_sent_once_through_the_outbox_in_the_integrations_state() {
+    support::require_peers!(Scim2Server, Aiosmtpd);
     let smtp = SmtpServer::start();
     let h = Harness::with_mail(7, true, mail_through(&smtp), |s| {
         s.published = true;
@@ -914,6 +934,7 @@ async fn move_state_back_to_configmaps(client: &Client) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upgrade_moves_the_ledger_and_outbox_from_configmaps_and_loses_nobody() {
+    support::require_peers!(Scim2Server, Aiosmtpd);
     let smtp = SmtpServer::start();
     let h = Harness::with_mail(7, true, mail_through(&smtp), |s| {
         s.published = true;
@@ -991,6 +1012,7 @@ async fn runs_of(h: &Harness, integration: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_shards_reconcile_only_their_own_and_a_moved_integration_runs_once() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(4, true, |s| s.published = true).await;
     h.integrations()
         .create(
@@ -1058,6 +1080,7 @@ async fn two_shards_reconcile_only_their_own_and_a_moved_integration_runs_once()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_still_going_on_the_old_shard_holds_back_the_new_one() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(3, true, |s| s.published = true).await;
     let runs: Api<ImportRun> = Api::namespaced(h.client.clone(), NS);
     let mut foreign = ImportRun::new(
@@ -1106,6 +1129,7 @@ async fn a_run_still_going_on_the_old_shard_holds_back_the_new_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_integrations_share_one_accounts_quota_and_the_small_ones_finish_first() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(40, true, |_| {}).await;
     // 10 requests per half-second window for the whole account.
     h.sim.set_rate_limit(Some(10), Duration::from_millis(500));
@@ -1199,7 +1223,8 @@ enum StopBy {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn suspend_secret_or_integration_deletion_stops_a_slow_import_within_one_page() {
-    use freshteam_operator::simulator::Faults;
+    support::require_peers!(Scim2Server);
+    use freshteam_simulator::Faults;
     // 90 employees, 9 a page: 10 pages, each answered after `latency`.
     let latency = Duration::from_millis(1000);
     for (by, reason) in [
@@ -1299,6 +1324,7 @@ async fn suspend_secret_or_integration_deletion_stops_a_slow_import_within_one_p
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_integration_name_too_long_for_a_label_is_named_precisely() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(3, true, |_| {}).await;
     let long = "a".repeat(64);
     let fti = integration(&long, &h, &[], |_| {});
@@ -1327,6 +1353,7 @@ async fn an_integration_name_too_long_for_a_label_is_named_precisely() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leaver_approval_counts_only_for_the_integrations_own_blocked_run() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(10, true, |s| s.published = true).await;
     h.reconcile().await;
     h.annotate(IMPORT_REQUESTED_AT, "first").await;
@@ -1381,6 +1408,7 @@ async fn a_leaver_approval_counts_only_for_the_integrations_own_blocked_run() {
 }
 #[tokio::test(flavor = "multi_thread")]
 async fn targets_the_destination_does_not_keep_show_as_a_condition() {
+    support::require_peers!(Scim2Server, Scimmy);
     let condition = |status: &FreshteamIntegrationStatus| {
         status
             .conditions
@@ -1430,6 +1458,7 @@ fn authorization_requests(sim: &Simulator) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn settling_many_integrations_spreads_their_authorizations_under_one_rate() {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(5, true, |_| {}).await;
     let names: Vec<String> = (0..25).map(|i| format!("team-{i}")).collect();
     for name in &names {
@@ -1546,6 +1575,7 @@ async fn settling_many_integrations_spreads_their_authorizations_under_one_rate(
 #[tokio::test(flavor = "multi_thread")]
 async fn runs_between_full_reconciliations_are_incremental_and_the_annotation_asks_for_a_full_one()
 {
+    support::require_peers!(Scim2Server);
     let h = Harness::new(7, true, |s| s.published = true).await;
     h.reconcile().await;
     h.annotate(IMPORT_REQUESTED_AT, "one").await;
@@ -1606,6 +1636,7 @@ impl std::io::Write for Logs {
 // One thread: the logger set here is this thread's, and the runs run on it too.
 #[tokio::test]
 async fn two_imports_at_once_each_log_line_names_its_own_run_and_no_credential() {
+    support::require_peers!(Scim2Server);
     // A second dispatcher alive for the whole test: while only one is registered, tracing
     // takes each log line's interest from the first thread to reach it, and another
     // test's thread (without a logger) would switch the line off for this one too.
@@ -1680,6 +1711,7 @@ async fn two_imports_at_once_each_log_line_names_its_own_run_and_no_credential()
 /// created.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_waiting_for_the_rate_limit_says_so_and_a_suspend_ends_it_at_once() {
+    support::require_peers!(Scim2Server, PythonPeers);
     let h = Harness::on_peer(
         20,
         true,

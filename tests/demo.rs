@@ -69,6 +69,8 @@ fn normalise_replaces_run_names_only() {
 
 #[test]
 fn the_demo_prints_what_the_readme_shows() {
+    // Built by `cargo test --workspace` (scripts/test); scripts/demo installs the peers.
+    support::require_peers!(SimulatorBinary);
     let out = tempfile::tempdir().unwrap();
     let demo_out = out.path().join("demo-out");
     let run = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo"))
@@ -76,6 +78,7 @@ fn the_demo_prints_what_the_readme_shows() {
             "FRESHTEAM_OPERATOR_BIN",
             env!("CARGO_BIN_EXE_freshteam-operator"),
         )
+        .env("FRESHTEAM_SIMULATOR_BIN", support::simulator_binary())
         .env("DEMO_OUT", &demo_out)
         .env("DEMO_SIM_PORT", free_port().to_string())
         .env("DEMO_SCIM_PORT", free_port().to_string())

@@ -1,7 +1,7 @@
 //! End to end against a real control plane (etcd, kube-apiserver, kube-controller-manager
 //! built by tests/cluster/build.sh): the CRDs from crds/, the chart's RBAC rendered with the
 //! Helm SDK, the real `freshteam-operator run` and `kubectl-freshteam` binaries, the
-//! `freshteam-operator simulate` Freshteam simulator, scim2-server and aiosmtpd.
+//! `freshteam-simulator` Freshteam simulator, scim2-server and aiosmtpd.
 //!
 //! The harness is tests/support/e2e.rs: one control plane serves the whole suite; the
 //! tests take turns, each in its own namespace, the operator under the chart's namespaced

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use freshteam_operator::api::{ImportPhase, ImportRunStatus, ImportSummary, RecordError};
+use freshteam_operator::api::{ImportPhase, ImportRunStatus, ImportSummary, RecordError, Severity};
 use freshteam_operator::notify::summary::send_summary;
 use freshteam_operator::notify::{
     confirm, deliver_pending, record_intents, summary_mail, DeliveryContext, DeliveryReport,
@@ -85,6 +85,7 @@ fn per_recipient(messages: &[ParsedMail]) -> HashMap<String, usize> {
 
 #[tokio::test]
 async fn invitations_greet_by_first_name_carry_the_login_url_and_escape_html() {
+    support::require_peers!(Aiosmtpd);
     let server = SmtpServer::start();
     let smtp = mailer(&server.url(), 1000.0, 50);
     let store = MemoryOutboxStore::new();
@@ -139,6 +140,7 @@ async fn invitations_greet_by_first_name_carry_the_login_url_and_escape_html() {
 
 #[tokio::test]
 async fn each_member_gets_exactly_one_invitation_across_reruns() {
+    support::require_peers!(Aiosmtpd);
     let server = SmtpServer::start();
     let smtp = mailer(&server.url(), 1000.0, 50);
     let store = MemoryOutboxStore::new();
@@ -158,6 +160,7 @@ async fn each_member_gets_exactly_one_invitation_across_reruns() {
 
 #[tokio::test]
 async fn smtp_down_keeps_invitations_pending_then_sends_them_once() {
+    support::require_peers!(Aiosmtpd);
     let port = free_port();
     let smtp = mailer(&format!("smtp://127.0.0.1:{port}"), 1000.0, 50);
     let store = MemoryOutboxStore::new();
@@ -193,6 +196,7 @@ async fn smtp_down_keeps_invitations_pending_then_sends_them_once() {
 
 #[tokio::test]
 async fn the_summary_reaches_every_owner_with_the_full_report_attached() {
+    support::require_peers!(Aiosmtpd);
     let server = SmtpServer::start();
     let smtp = mailer(&server.url(), 1000.0, 50);
     let report: Vec<RecordError> = (0..14)
@@ -200,7 +204,11 @@ async fn the_summary_reaches_every_owner_with_the_full_report_attached() {
             employee_id: Some(format!("E-{i}")),
             email: Some(format!("p{i}@acme.example")),
             field: Some("email".into()),
-            severity: if i < 12 { "error" } else { "warning" }.into(),
+            severity: if i < 12 {
+                Severity::Error
+            } else {
+                Severity::Warning
+            },
             message: format!("invalid e-mail 'a,{i}' in official_email"),
         })
         .collect();
@@ -283,6 +291,7 @@ async fn the_summary_reaches_every_owner_with_the_full_report_attached() {
 
 #[tokio::test]
 async fn refusals_deferrals_and_lost_replies_from_a_real_server() {
+    support::require_peers!(Aiosmtpd);
     let server = SmtpServer::start_scripted(None);
     let smtp = mailer(&server.url(), 1000.0, 50);
     let store = MemoryOutboxStore::new();
@@ -344,6 +353,7 @@ async fn refusals_deferrals_and_lost_replies_from_a_real_server() {
 
 #[tokio::test]
 async fn authentication_works_and_the_password_never_shows() {
+    support::require_peers!(Aiosmtpd);
     let server = SmtpServer::start_scripted(Some(&format!("mailer:{PASSWORD}")));
     let good = mailer(
         &format!("smtp://mailer:{PASSWORD}@127.0.0.1:{}", server.port),
@@ -396,6 +406,7 @@ async fn authentication_works_and_the_password_never_shows() {
 
 #[tokio::test]
 async fn no_smtp_password_in_any_output() {
+    support::require_peers!(Aiosmtpd);
     let server = SmtpServer::start();
     let url = format!("smtp://user:{PASSWORD}@127.0.0.1:{}", server.port);
     let settings = SmtpSettings::parse(&url, FROM).unwrap();
@@ -443,7 +454,8 @@ async fn no_smtp_password_in_any_output() {
         settings.to_string(),
         settings.redacted(),
         format!("{report:?}"),
-        bad_url,
+        bad_url.to_string(),
+        format!("{bad_url:?}"),
     ];
     for out in outputs {
         assert!(!out.contains(PASSWORD), "{out}");
@@ -457,6 +469,7 @@ const BURST: u32 = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_invitations_through_one_pooled_connection_within_the_rate() {
+    support::require_peers!(Aiosmtpd);
     let server = SmtpServer::start();
     let smtp = mailer(&server.url(), RATE, BURST);
     let dir = tempfile::tempdir().unwrap();
@@ -507,6 +520,7 @@ async fn crash_child_delivers_invitations() {
 
 #[tokio::test]
 async fn a_crash_mid_delivery_sends_nobody_two_invitations() {
+    support::require_peers!(Aiosmtpd);
     let server = SmtpServer::start();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("invitations.json");
@@ -570,6 +584,7 @@ async fn a_crash_mid_delivery_sends_nobody_two_invitations() {
 
 #[tokio::test]
 async fn shared_mailer_rate_holds_across_concurrent_senders() {
+    support::require_peers!(Aiosmtpd);
     let server = SmtpServer::start();
     let smtp = Arc::new(mailer(&server.url(), 100.0, 1));
     let start = Instant::now();

@@ -15,7 +15,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use freshteam_operator::simulator::{Faults, SimConfig};
+use freshteam_simulator::{Faults, SimConfig};
 use serde_json::{json, Value};
 use support::fault_front::{Fault, Front};
 use support::sync_env::{employee_id, Env, PAGE};
@@ -84,6 +84,7 @@ const LEAVER_PASSES: u64 = 4;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn truncated_freshteam_pages_are_read_again() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(60).await;
     env.sim.set_faults(Faults {
         truncate_every: Some(3),
@@ -109,6 +110,7 @@ async fn truncated_freshteam_pages_are_read_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_freshteam_answers_are_waited_for_not_retried() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(60).await;
     env.sim.set_faults(Faults {
         stall_every: Some(4),
@@ -134,6 +136,7 @@ async fn slow_freshteam_answers_are_waited_for_not_retried() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_429_storm_is_waited_out_with_one_throttled_call_per_window() {
+    support::require_peers!(Scim2Server);
     // 14 pages, 4 leaver and draft passes and 1 lookup against 2 requests per 1-second
     // window.
     let n = 14 * PAGE;
@@ -173,6 +176,7 @@ async fn a_429_storm_is_waited_out_with_one_throttled_call_per_window() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_name_clash_is_an_error_row_for_that_member_only() {
+    support::require_peers!(Scim2Server);
     let mut env = Env::start(12).await;
     let front = Front::start(&env.scim).await;
     env.scim_url = front.url.clone();
@@ -255,6 +259,7 @@ async fn a_user_name_clash_is_an_error_row_for_that_member_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scim_503_and_a_lost_bulk_answer_are_retried_without_duplicates() {
+    support::require_peers!(Scim2Server);
     let mut env = Env::start(20).await;
     let front = Front::start(&env.scim).await;
     env.scim_url = front.url.clone();
@@ -270,6 +275,7 @@ async fn scim_503_and_a_lost_bulk_answer_are_retried_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scim_503_and_a_lost_answer_on_single_writes_are_retried_without_duplicates() {
+    support::require_peers!(Scim2Server);
     let mut env = Env::start(20).await;
     let front = Front::start(&env.scim).await;
     env.scim_url = front.url.clone();
@@ -291,6 +297,7 @@ async fn scim_503_and_a_lost_answer_on_single_writes_are_retried_without_duplica
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_the_writes_then_a_rerun_converges_without_duplicates() {
+    support::require_peers!(Scim2Server);
     let n = 150;
     let mut env = Env::start(n).await;
     let front = Front::start(&env.scim).await;
@@ -324,6 +331,7 @@ async fn sigkill_during_the_writes_then_a_rerun_converges_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn all_faults_at_once_still_converge() {
+    support::require_peers!(Scim2Server);
     // Inactive employees too, so that leavers and skips go through the same faults.
     let env = Env::with(SimConfig {
         employees: 80,
@@ -372,6 +380,7 @@ async fn assert_converged_with_skips(env: &Env, members: u64, skipped: u64) {
 /// good is found as a leaver.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_the_creates_keeps_everyone_in_the_ledger() {
+    support::require_peers!(Scim2Server);
     let n = 100;
     let mut env = Env::start(n).await;
     let front = Front::start(&env.scim).await;

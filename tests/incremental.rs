@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use freshteam_operator::simulator::Faults;
+use freshteam_simulator::Faults;
 use serde_json::{json, Value};
 use support::sync_env::{employee_id, Env, Run, API_KEY};
 
@@ -61,6 +61,7 @@ fn updated_since_asked(env: &Env) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_change_between_two_incremental_runs_is_applied_by_the_second_reading_only_it() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(EMPLOYEES).await;
     let first = auto(&env).await;
     assert_eq!(first.summary()["created"], EMPLOYEES as u64);
@@ -114,6 +115,7 @@ async fn a_change_between_two_incremental_runs_is_applied_by_the_second_reading_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn what_updated_since_cannot_see_waits_for_the_next_full_reconciliation() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(EMPLOYEES).await;
     auto(&env).await;
     // A change Freshteam does not date (updated_at kept), and a hand edit in the
@@ -183,6 +185,7 @@ async fn what_updated_since_cannot_see_waits_for_the_next_full_reconciliation() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn leavers_and_hires_between_incremental_runs_are_seen_by_the_next() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(EMPLOYEES).await;
     auto(&env).await;
     let quiet = auto(&env).await;
@@ -222,6 +225,7 @@ async fn leavers_and_hires_between_incremental_runs_are_seen_by_the_next() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cursor_survives_a_crash_and_a_failed_run_with_no_gap() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(EMPLOYEES).await;
     auto(&env).await;
     let after_first = cursor(&env);
@@ -266,6 +270,7 @@ async fn the_cursor_survives_a_crash_and_a_failed_run_with_no_gap() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_due_full_reconciliation_makes_an_auto_run_full_but_not_an_incremental_one() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(EMPLOYEES).await;
     auto(&env).await;
     // The last full reconciliation eight days back: the default weekly one is due.

@@ -1,6 +1,7 @@
 //! The crate's layers import one way: every `crate::<module>` a file under `src/` names
 //! must be of a lower layer than the file's own top-level module. Comments are ignored;
-//! test modules count like the code they test.
+//! test modules count like the code they test. The workspace's crates too: the Freshteam
+//! simulator (`simulator/`) and the operator do not depend on each other's code.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,11 +33,12 @@ const LAYERS: &[&[&str]] = &[
     &["sync"],
     // Beside the front ends: they record into it.
     &["telemetry"],
-    // Front ends, and the Freshteam simulator (a tool of the command line).
-    &["controller", "plugin", "simulator"],
-    // The command line runs the operator and the simulator.
+    // Front ends.
+    &["controller", "plugin"],
+    // The command line runs the operator.
     &["cli"],
-    // Fuzzing harness: reaches into every parser.
+    // Fuzzing harness (feature `fuzzing`: fuzz/ and the tests only): reaches into every
+    // parser.
     &["fuzzing"],
 ];
 
@@ -162,6 +164,75 @@ fn every_module_imports_only_lower_layers() {
         "imports against the layers:\n{}",
         wrong.join("\n")
     );
+}
+
+/// A dependency section of a manifest: the `name = ...` lines between `[section]` and
+/// the next header.
+fn manifest_section(manifest: &str, section: &str) -> Vec<String> {
+    let header = format!("[{section}]");
+    manifest
+        .lines()
+        .skip_while(|l| l.trim() != header)
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains('='))
+        .map(|l| l.split('=').next().unwrap().trim().to_string())
+        .collect()
+}
+
+/// The workspace's second crate: the Freshteam simulator stands alone (it models
+/// Freshteam's API; see its crate doc), and only the operator's tests, benchmarks and
+/// the demo use it: never the operator's own code, so the release binary carries none of
+/// it.
+#[test]
+fn the_simulator_crate_stands_alone_and_only_the_tests_use_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let simulator = read("simulator/Cargo.toml");
+    for section in ["dependencies", "dev-dependencies", "build-dependencies"] {
+        let deps = manifest_section(&simulator, section);
+        assert!(
+            !deps.iter().any(|d| d == "freshteam-operator"),
+            "simulator/Cargo.toml [{section}] names the operator: {deps:?}"
+        );
+    }
+    let operator = read("Cargo.toml");
+    assert!(manifest_section(&operator, "dev-dependencies").contains(&"freshteam-simulator".into()));
+    assert!(!manifest_section(&operator, "dependencies").contains(&"freshteam-simulator".into()));
+    for (dir, foreign) in [
+        ("simulator/src", "freshteam_operator"),
+        ("src", "freshteam_simulator"),
+    ] {
+        let mut files = Vec::new();
+        rust_files(&root.join(dir), &mut files);
+        assert!(!files.is_empty(), "{dir}");
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                assert!(
+                    !code(line).contains(foreign),
+                    "{}:{}: names `{foreign}`",
+                    file.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+    assert!(
+        !root.join("src/simulator").exists(),
+        "src/simulator is back"
+    );
+}
+
+#[test]
+fn the_manifest_reader_sees_one_section_and_skips_comments() {
+    let manifest = "[package]\nname = \"x\"\n[dependencies]\n# a = 1\nserde = \"1\"\n\
+                    tokio = { version = \"1\" }\n\n[dev-dependencies]\nfoo = \"2\"\n";
+    assert_eq!(
+        manifest_section(manifest, "dependencies"),
+        ["serde", "tokio"]
+    );
+    assert_eq!(manifest_section(manifest, "dev-dependencies"), ["foo"]);
 }
 
 #[test]

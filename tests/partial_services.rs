@@ -12,6 +12,7 @@ use support::{Peer, ScimServer};
 /// The starter: a SCIM service that keeps only part of what it is sent.
 #[tokio::test]
 async fn the_partial_service_starts_and_drops_the_title() {
+    support::require_peers!(PythonPeers);
     let server = ScimServer::start_peer(Peer::Partial);
     assert!(server.url.ends_with("/v2"), "{}", server.url);
     let created = server
@@ -47,6 +48,7 @@ async fn sync(env: &Env, state: &str) -> Run {
 /// worked (no PATCH answered 500).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partial_service_converges_and_the_working_patch_form_is_remembered() {
+    support::require_peers!(PythonPeers);
     const N: usize = 20;
     let env = Env::start_on(N, Peer::Partial).await;
     let state = env.dir.path().join("state.json");

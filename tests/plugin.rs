@@ -16,7 +16,7 @@ use freshteam_operator::controller::decide::StartRun;
 use freshteam_operator::controller::runner::new_run;
 use freshteam_operator::controller::{reconcile, Context, OperatorConfig};
 use freshteam_operator::plugin::{FollowView, HistoryFormat, ImportNowOptions, Output, Plugin};
-use freshteam_operator::simulator::{SimConfig, Simulator};
+use freshteam_simulator::{SimConfig, Simulator};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -924,6 +924,7 @@ fn spawn_reconciler(ctx: Arc<Context>) -> tokio::task::JoinHandle<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_now_drives_the_real_operator_to_each_outcome() {
+    support::require_peers!(Scim2Server);
     const API_KEY: &str = "ft-plugin-7c2a";
     let sim = Simulator::start(SimConfig {
         employees: 10,

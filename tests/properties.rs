@@ -504,8 +504,8 @@ proptest! {
                 }
             }
             // Blank text has nothing to quote: the message says it is empty.
-            Err(e) if text.trim().is_empty() => prop_assert!(e.starts_with("is empty"), "{e}"),
-            Err(e) => prop_assert!(e.contains(&format!("'{text}'")), "{e}"),
+            Err(e) if text.trim().is_empty() => prop_assert!(e.to_string().starts_with("is empty"), "{e}"),
+            Err(e) => prop_assert!(e.to_string().contains(&format!("'{text}'")), "{e}"),
         }
     }
 
@@ -519,7 +519,7 @@ proptest! {
     ) {
         match parse_time_zone(Some(&text)) {
             Ok(_) => {}
-            Err(e) => prop_assert!(e.contains(&format!("'{}'", text.trim())), "{e}"),
+            Err(e) => prop_assert!(e.to_string().contains(&format!("'{}'", text.trim())), "{e}"),
         }
     }
 

@@ -12,7 +12,7 @@ mod support;
 use std::path::Path;
 
 use base64::Engine;
-use freshteam_operator::simulator::Faults;
+use freshteam_simulator::Faults;
 use serde_json::json;
 use support::smtp::SmtpServer;
 use support::sync_env::{employee_id, Env, Run, API_KEY, WRONG_KEY};
@@ -96,6 +96,7 @@ impl Check<'_> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_in_any_output_at_any_log_level() {
+    support::require_peers!(Scim2Server, Aiosmtpd);
     let env = Env::start(6).await;
     let smtp = SmtpServer::start_scripted(Some(&format!("{SMTP_USER}:{SMTP_PASSWORD}")));
     let check = Check {

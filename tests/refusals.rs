@@ -17,7 +17,7 @@ use freshteam_operator::destination::{
 };
 use freshteam_operator::member::{Attr, AttrSet, Change, Member};
 use freshteam_operator::secret::SecretString;
-use freshteam_operator::simulator::SimConfig;
+use freshteam_simulator::SimConfig;
 use serde_json::{json, Value};
 use support::fault_front::read_request;
 use support::sync_env::{employee_id, Env, API_KEY};
@@ -413,6 +413,7 @@ fn with_profile(env: &Env, profile: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn reward_gateway_profile_lists_refused_names_in_the_dry_run_and_never_sends_them() {
+    support::require_peers!(Scim2Server);
     let (env, front) = reward_gateway_env().await;
     let file = with_profile(&env, "RewardGateway");
     let state = env.dir.path().join("state.json");
@@ -499,6 +500,7 @@ async fn reward_gateway_profile_lists_refused_names_in_the_dry_run_and_never_sen
 
 #[tokio::test]
 async fn reward_gateway_profile_refuses_a_pasted_dashboard_url_with_what_it_should_be() {
+    support::require_peers!(Scim2Server);
     let (mut env, _front) = reward_gateway_env().await;
     env.scim_url = format!("http://127.0.0.1:{}/{GUID}/scim/v2/Users", env.scim.port);
     let file = with_profile(&env, "RewardGateway");

@@ -182,6 +182,7 @@ fn assert_refusal_row(rows: &[Value], id: &str, field: &str, rule: &str) {
 /// outside it.
 #[tokio::test]
 async fn the_service_starts_behind_its_programme_prefix() {
+    support::require_peers!(PythonPeers, Aiosmtpd);
     let server = ScimServer::start_peer(reward_gateway(2, Duration::from_secs(30)));
     assert!(
         server.url.ends_with(&format!("/{PROGRAMME}/scim/v2")),
@@ -226,6 +227,7 @@ async fn the_service_starts_behind_its_programme_prefix() {
 /// run writes nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_first_import_of_500_stays_within_the_budget_and_refuses_before_sending() {
+    support::require_peers!(PythonPeers, Aiosmtpd);
     const N: usize = 500;
     let s = Setup::new(N, reward_gateway(LIMIT, WINDOW), true).await;
     let refused = add_refused(&s.env);
@@ -318,6 +320,7 @@ async fn a_first_import_of_500_stays_within_the_budget_and_refuses_before_sendin
 /// until it changes in Freshteam.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refusal_is_a_row_with_the_services_detail_and_is_not_sent_again() {
+    support::require_peers!(PythonPeers, Aiosmtpd);
     let s = Setup::new(20, reward_gateway(1000, Duration::from_secs(60)), false).await;
     s.env
         .sim
@@ -374,6 +377,7 @@ async fn a_refusal_is_a_row_with_the_services_detail_and_is_not_sent_again() {
 /// change row saying why; the run after that writes nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn closed_down_and_hand_deleted_accounts_are_created_again() {
+    support::require_peers!(PythonPeers, Aiosmtpd);
     const N: usize = 30;
     let s = Setup::new(N, reward_gateway(LIMIT, WINDOW), false).await;
     let (returner, deleted) = (employee_id(5), employee_id(7));
@@ -445,6 +449,7 @@ async fn closed_down_and_hand_deleted_accounts_are_created_again() {
 /// rate-limit header was seen: a limit below the client's concurrency is not overrun.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_configured_rate_limit_paces_from_the_first_request() {
+    support::require_peers!(PythonPeers, Aiosmtpd);
     const N: usize = 40;
     let s = Setup::new(N, reward_gateway(4, Duration::from_secs(1)), false).await;
     let file = s.env.write(
@@ -483,6 +488,7 @@ async fn a_configured_rate_limit_paces_from_the_first_request() {
 /// and what it did stays done.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_stopped_while_waiting_for_the_window_ends_interrupted_at_once() {
+    support::require_peers!(PythonPeers, Aiosmtpd);
     let s = Setup::new(30, reward_gateway(5, Duration::from_secs(60)), false).await;
     let relay = s.smtp.url();
     let args = [
@@ -543,6 +549,7 @@ fn discovery_requests(stats: &PeerStats) -> Vec<u64> {
 /// read again and replaced.
 #[tokio::test(flavor = "multi_thread")]
 async fn discovery_is_read_once_a_day_not_once_a_run() {
+    support::require_peers!(PythonPeers, Aiosmtpd);
     let s = Setup::new(5, reward_gateway(1000, Duration::from_secs(60)), false).await;
     let (first, _) = s.sync(&[]).await;
     assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);

@@ -126,6 +126,7 @@ fn no_bulk(caps: &Capabilities) -> Capabilities {
 
 #[tokio::test]
 async fn connect_reads_the_service_provider_config() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     let client = connect(&server).await;
     assert_eq!(
@@ -151,6 +152,7 @@ async fn connect_reads_the_service_provider_config() {
 
 #[tokio::test]
 async fn discovery_on_scimmy_finds_the_core_schema_without_the_extension() {
+    support::require_peers!(Scimmy);
     let server = ScimServer::start_peer(Peer::Scimmy);
     let client = connect(&server).await;
     assert!(client.capabilities().patch);
@@ -172,6 +174,7 @@ async fn discovery_on_scimmy_finds_the_core_schema_without_the_extension() {
 
 #[tokio::test]
 async fn wrong_token_is_unauthorized_and_never_shown() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     let secret = "wrong-token-7f3a9c";
     let config = ScimConfig::new(&server.url, SecretString::new(secret)).unwrap();
@@ -214,6 +217,7 @@ async fn unreachable_service_is_reported_as_such() {
 
 #[tokio::test]
 async fn create_then_list_round_trips_every_mapped_attribute() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     let client = connect(&server).await;
     let manager_id = create_all(&client, vec![member("M1", "boss@example.com")]).await[0].clone();
@@ -252,6 +256,7 @@ async fn create_then_list_round_trips_every_mapped_attribute() {
 
 #[tokio::test]
 async fn list_pages_through_more_users_than_one_page() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     for i in 0..22 {
         server
@@ -305,6 +310,7 @@ async fn list_pages_through_more_users_than_one_page() {
 
 #[tokio::test]
 async fn patch_changes_only_the_given_attributes() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     let client = connect_adjusted(&server, no_bulk).await;
     let original = full_member("E1", "ada@example.com");
@@ -350,6 +356,7 @@ async fn patch_changes_only_the_given_attributes() {
 
 #[tokio::test]
 async fn email_update_sets_user_name_and_the_work_email() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     let client = connect_adjusted(&server, no_bulk).await;
 
@@ -409,6 +416,7 @@ async fn email_update_sets_user_name_and_the_work_email() {
 
 #[tokio::test]
 async fn clear_removes_the_attribute() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     let client = connect(&server).await;
     let original = full_member("E1", "ada@example.com");
@@ -438,6 +446,7 @@ async fn clear_removes_the_attribute() {
 
 #[tokio::test]
 async fn uniqueness_conflict_fails_only_that_op() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     server
         .create_raw_user(json!({"userName": "taken@example.com"}))
@@ -495,6 +504,7 @@ async fn uniqueness_conflict_fails_only_that_op() {
 
 #[tokio::test]
 async fn stale_version_is_reread_and_retried() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     let client = connect_adjusted(&server, no_bulk).await;
     let original = full_member("E1", "ada@example.com");
@@ -554,6 +564,7 @@ async fn stale_version_is_reread_and_retried() {
 
 #[tokio::test]
 async fn update_of_a_deleted_member_fails_with_the_reason() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     let client = connect(&server).await;
     let id = create_all(&client, vec![member("E1", "ada@example.com")]).await[0].clone();
@@ -582,6 +593,7 @@ async fn update_of_a_deleted_member_fails_with_the_reason() {
 
 #[tokio::test]
 async fn put_path_keeps_what_it_does_not_manage() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     let client = connect_adjusted(&server, |c| Capabilities {
         patch: false,
@@ -660,6 +672,7 @@ async fn put_path_keeps_what_it_does_not_manage() {
 
 #[tokio::test]
 async fn bulk_sends_creates_and_patches_in_chunks() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     server
         .create_raw_user(json!({"userName": "taken@example.com"}))
@@ -789,6 +802,7 @@ async fn bulk_sends_creates_and_patches_in_chunks() {
 
 #[tokio::test]
 async fn bulk_respects_the_payload_size() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     let client = connect(&server).await;
     let caps = Capabilities {
@@ -825,6 +839,7 @@ async fn bulk_respects_the_payload_size() {
 
 #[tokio::test]
 async fn many_individual_writes_run_concurrently_and_report_in_order() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     let mut config = server.config();
     config.bulk = BulkMode::Off;
@@ -843,6 +858,7 @@ async fn many_individual_writes_run_concurrently_and_report_in_order() {
 
 #[tokio::test]
 async fn a_refused_bulk_request_falls_back_to_individual_writes() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     let client = connect(&server).await;
     // Announce more than the server takes: it refuses the whole request (413).
@@ -875,6 +891,7 @@ async fn a_refused_bulk_request_falls_back_to_individual_writes() {
 
 #[tokio::test]
 async fn transient_failures_are_retried_without_duplicating_members() {
+    support::require_peers!(Scim2Server);
     let server = ScimServer::start();
     let front = Front::start(&server).await;
     let mut config = ScimConfig::new(&front.url, SecretString::new(server.token.clone())).unwrap();
@@ -1100,6 +1117,7 @@ async fn rename_twice(partial: Partial) -> Vec<(String, bool)> {
 
 #[tokio::test]
 async fn refused_value_paths_fall_back_to_whole_attributes_once_per_run() {
+    support::require_peers!(Scim2Server);
     let seen = rename_twice(Partial::NoValuePaths).await;
     // The first update learns (refused, then whole attributes); the second goes
     // straight to what worked.
@@ -1109,6 +1127,7 @@ async fn refused_value_paths_fall_back_to_whole_attributes_once_per_run() {
 
 #[tokio::test]
 async fn refused_patch_falls_back_to_put_once_per_run() {
+    support::require_peers!(Scim2Server);
     let seen = rename_twice(Partial::NoPatch).await;
     let put = ("PUT".to_string(), false);
     assert_eq!(
@@ -1124,6 +1143,7 @@ async fn refused_patch_falls_back_to_put_once_per_run() {
 
 #[tokio::test]
 async fn a_server_error_on_value_paths_falls_back_and_the_next_run_starts_with_what_worked() {
+    support::require_peers!(Scim2Server);
     use freshteam_operator::destination::ConvergenceNotes;
     let server = ScimServer::start();
     let front = PartialFront::start(&server, Partial::ValuePathsFailAndDropsTitle).await;

@@ -126,10 +126,12 @@ async fn lifecycle(peer: Peer) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_members_life_on_scim2_server() {
+    support::require_peers!(Scim2Server);
     lifecycle(Peer::Scim2Server).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_members_life_on_scimmy() {
+    support::require_peers!(Scimmy);
     lifecycle(Peer::Scimmy).await;
 }

@@ -6,13 +6,14 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use freshteam_operator::simulator::Faults;
+use freshteam_simulator::Faults;
 use serde_json::{json, Value};
 use support::smtp::SmtpServer;
 use support::sync_env::{employee_id, Env, API_KEY, PAGE};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn first_import_then_an_identical_run_writes_nothing() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(40).await;
     let first = env.sync(&[]).await;
     assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
@@ -79,6 +80,7 @@ async fn first_import_then_an_identical_run_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delta_hires_updates_marks_leavers_and_reactivates() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(30).await;
     assert_eq!(env.sync(&[]).await.code, 0);
 
@@ -128,6 +130,7 @@ async fn a_delta_hires_updates_marks_leavers_and_reactivates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_records_are_error_rows_and_the_rest_go_through() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(20).await;
     env.sim
         .update_employee(&employee_id(1), json!({"employee_id": null}))
@@ -182,6 +185,7 @@ async fn bad_records_are_error_rows_and_the_rest_go_through() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_writes_nothing_and_counts_what_would_happen() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(12).await;
     let run = env.sync(&["--dry-run"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -192,6 +196,7 @@ async fn dry_run_writes_nothing_and_counts_what_would_happen() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_input_exits_2_naming_the_field_and_touches_nothing() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(5).await;
     let m = Env::default_mapping();
     let cases: Vec<(String, &str)> = vec![
@@ -251,6 +256,7 @@ async fn invalid_input_exits_2_naming_the_field_and_touches_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_api_key_fails_with_a_credentials_message() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(5).await;
     let file = env.write(
         "k.yaml",
@@ -274,6 +280,7 @@ async fn a_wrong_api_key_fails_with_a_credentials_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_smtp_one_warning_names_what_was_not_sent() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(3).await;
     let spec = format!(
         "{}  welcomeEmail: {{enabled: true, loginUrl: \"https://rewards.example.com/activate\"}}\n  notifications: {{recipients: [\"hr-admin@acme.example\"]}}\n",
@@ -323,6 +330,7 @@ async fn without_smtp_one_warning_names_what_was_not_sent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_scim_token_fails_without_showing_it() {
+    support::require_peers!(Scim2Server, Aiosmtpd);
     let env = Env::start(5).await;
     let text = env.manifest(API_KEY, Env::default_mapping()).replace(
         &format!("token: \"{}\"", env.scim.token),
@@ -358,6 +366,7 @@ async fn a_wrong_scim_token_fails_without_showing_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn freshteam_5xx_on_every_4th_call_is_survived() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(60).await;
     env.sim.set_faults(Faults {
         fail_every: Some(4),
@@ -384,6 +393,7 @@ async fn freshteam_5xx_on_every_4th_call_is_survived() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_429_and_retry_after_are_honoured() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(60).await;
     // 9 pages + 1 lookup against 3 requests per 1-second window.
     env.sim.set_rate_limit(Some(3), Duration::from_secs(1));
@@ -402,6 +412,7 @@ async fn rate_limit_429_and_retry_after_are_honoured() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bulk_off_writes_one_request_per_member() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(15).await;
     let run = env.sync(&["--bulk", "off"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -413,6 +424,7 @@ async fn bulk_off_writes_one_request_per_member() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bulk_requests_carry_as_many_writes_as_the_service_allows() {
+    support::require_peers!(Scim2Server);
     // scim2-server announces /Bulk maxOperations 1000: the creates travel 1,000 a request.
     let env = Env::start(2100).await;
     let run = env.sync(&[]).await;
@@ -426,6 +438,7 @@ async fn bulk_requests_carry_as_many_writes_as_the_service_allows() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn text_output_is_a_readable_summary() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(8).await;
     let file = env.write("t.yaml", &env.manifest(API_KEY, Env::default_mapping()));
     let run = env.sync_file(&file, &[]).await;
@@ -462,6 +475,7 @@ fn invitations(smtp: &SmtpServer) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invitations_go_out_once_and_the_owner_gets_a_summary() {
+    support::require_peers!(Scim2Server, Aiosmtpd);
     let env = Env::start(12).await;
     let smtp = SmtpServer::start();
     let file = env.write("mail.yaml", &mail_manifest(&env, true));
@@ -524,6 +538,7 @@ async fn invitations_go_out_once_and_the_owner_gets_a_summary() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn welcome_off_sends_no_invitation_but_the_summary_with_errors_attached() {
+    support::require_peers!(Scim2Server, Aiosmtpd);
     let env = Env::start(6).await;
     env.sim
         .update_employee(&employee_id(3), json!({"official_email": "nope"}))
@@ -565,6 +580,7 @@ async fn welcome_off_sends_no_invitation_but_the_summary_with_errors_attached() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn smtp_down_leaves_invitations_pending_and_the_next_run_sends_them_once() {
+    support::require_peers!(Scim2Server, Aiosmtpd);
     let env = Env::start(8).await;
     let port = support::smtp::free_port();
     let url = format!("smtp://127.0.0.1:{port}");
@@ -620,6 +636,7 @@ fn spawn_mailing(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_while_sending_then_rerun_invites_everyone_exactly_once() {
+    support::require_peers!(Scim2Server, Aiosmtpd);
     let env = Env::start(60).await;
     let smtp = SmtpServer::start();
     let file = env.write("mail.yaml", &mail_manifest(&env, true));
@@ -673,6 +690,7 @@ async fn killed_while_sending_then_rerun_invites_everyone_exactly_once() {
 /// invitations) in doubt, nobody invited twice, nobody lost unreported.
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_while_sending_to_a_fast_relay_leaves_at_most_one_batch_in_doubt() {
+    support::require_peers!(Scim2Server, Aiosmtpd);
     let members = 400;
     let env = Env::start(members).await;
     let smtp = SmtpServer::start();
@@ -719,6 +737,7 @@ async fn killed_while_sending_to_a_fast_relay_leaves_at_most_one_batch_in_doubt(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_smtp_password_never_shows() {
+    support::require_peers!(Scim2Server, Aiosmtpd);
     let env = Env::start(3).await;
     let smtp = SmtpServer::start();
     let url = format!("smtp://mailer:s3cr3t-pw-77@127.0.0.1:{}", smtp.port);
@@ -758,6 +777,7 @@ async fn the_smtp_password_never_shows() {
 /// back, a hand-made account is untouched and a re-run writes nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn leavers_of_every_kind_through_the_state_file_in_documented_mode() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(12).await;
     let state = env.dir.path().join("state.json");
     let state_arg = state.to_str().unwrap();
@@ -872,6 +892,7 @@ async fn leavers_of_every_kind_through_the_state_file_in_documented_mode() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_state_file_sync_warns_that_removed_employees_go_unseen() {
+    support::require_peers!(Scim2Server);
     let env = Env::start(3).await;
     let run = env.sync(&[]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);

@@ -64,6 +64,7 @@ const CREATED_AGAIN: &str = "account missing in the destination: created again";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_returner_after_close_down_and_a_hand_deleted_account_get_new_accounts_and_invitations() {
+    support::require_peers!(PythonPeers, Aiosmtpd);
     let env = Env::start_on(
         6,
         Peer::RewardGateway {
@@ -197,11 +198,13 @@ fn writes(run: &support::sync_env::Run) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partial_service_converges_in_one_run_over_bulk() {
+    support::require_peers!(PythonPeers);
     import_twice("auto").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partial_service_converges_in_one_run_and_later_runs_start_with_the_form_that_works() {
+    support::require_peers!(PythonPeers);
     let (env, state) = import_twice("off").await;
     let rename = |n: usize, last: &str| {
         env.sim

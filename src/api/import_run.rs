@@ -304,14 +304,42 @@ pub struct RecordError {
     /// `error` (the record was not applied), `warning`, or `change` (what the run changed,
     /// or a dry run would change: in the CSV report and the summary e-mail, never in
     /// `status.errors`).
-    #[serde(default = "default_severity")]
-    pub severity: String,
+    #[serde(default)]
+    pub severity: Severity,
     /// What is wrong and what to do about it (on a `change` row: what changed).
     pub message: String,
 }
 
-fn default_severity() -> String {
-    "error".to_string()
+/// What a report row is: the CSV, the summary e-mail and the counts read it.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The record was not applied.
+    #[default]
+    Error,
+    /// Applied, or left alone on purpose, with something to look at.
+    Warning,
+    /// What the run changed (or a dry run would change).
+    Change,
+}
+
+impl Severity {
+    /// The word written in reports: `error`, `warning` or `change`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Change => "change",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Location of a run's full CSV report.

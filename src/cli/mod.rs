@@ -25,8 +25,6 @@ pub enum Command {
     /// Run one import without a cluster, from a file holding the FreshteamIntegration and
     /// its Secrets.
     Sync(sync::SyncArgs),
-    /// Serve a Freshteam API simulator (for demos, tests and benchmarks).
-    Simulate(crate::simulator::SimulateArgs),
 }
 
 /// Entry point of the binary.
@@ -47,16 +45,6 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Simulate(args) => {
-            init_logging("info");
-            match runtime().block_on(crate::simulator::run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::destination::{ConvergenceNotes, MemberDirectory};
 use crate::exit;
 use crate::ledger::LedgerStore;
 use crate::manifest::{self, Manifests};
-use crate::notify::{FileOutboxStore, Mail, MemoryOutboxStore, OutboxStore};
+use crate::notify::{FileOutboxStore, Mail, MailSetupError, MemoryOutboxStore, OutboxStore};
 use crate::progress::ProgressSink;
 use crate::source::EmployeeSource;
 use crate::sync::mode::{spec_fingerprint, ModePolicy, RequestedMode};
@@ -121,7 +121,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
     };
     let mail = match mail_setup(&args) {
         Ok(m) => m,
-        Err(message) => return invalid(&message),
+        Err(e) => return invalid(&e.to_string()),
     };
     let deadline = match crate::connect::run_deadline(spec) {
         Ok(d) => d,
@@ -322,7 +322,7 @@ fn report_location(args: &SyncArgs) -> Option<String> {
     })
 }
 
-fn mail_setup(args: &SyncArgs) -> Result<Mail, String> {
+fn mail_setup(args: &SyncArgs) -> Result<Mail, MailSetupError> {
     Mail::configure(
         args.smtp_url.as_deref(),
         args.mail_from.as_deref(),

@@ -377,8 +377,7 @@ fn mail_setup(args: &RunArgs) -> anyhow::Result<Mail> {
         credentials,
         args.templates_dir.as_deref(),
         "--templates",
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     if mail.transport.is_none() {
         tracing::warn!("no SMTP server configured (--smtp-url / SMTP_URL): invitations and summaries are skipped");
     }

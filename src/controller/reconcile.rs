@@ -240,7 +240,7 @@ impl Reconciliation {
                     .map(|e| e.to_string())
                     .collect::<Vec<_>>()
                     .join("; ");
-                let reason = if message.contains("--allow-custom-endpoints") {
+                let reason = if errors.iter().any(|e| e.refused_by_policy) {
                     "CustomEndpointRefused"
                 } else {
                     "InvalidSpec"

@@ -22,7 +22,7 @@ use super::Context;
 use crate::api::INTEGRATION_LABEL;
 use crate::api::{
     ErrorReportRef, FreshteamIntegration, FreshteamIntegrationSpec, ImportPhase, ImportRun,
-    ImportRunSpec, ImportRunStatus, ImportTrigger, LastImport, Preview,
+    ImportRunSpec, ImportRunStatus, ImportTrigger, LastImport, Preview, Severity,
 };
 use crate::clock::rfc3339;
 use crate::connect::account_key;
@@ -440,7 +440,7 @@ impl Run {
         };
         if let Err(e) = self.notes.save(written).await {
             outcome.add_warnings([crate::api::RecordError {
-                severity: "warning".into(),
+                severity: Severity::Warning,
                 message: format!("convergence notes could not be saved ({e}): the next run may write unkept values again"),
                 ..crate::api::RecordError::default()
             }]);

@@ -4,11 +4,41 @@
 use std::fmt;
 use std::time::Duration;
 
+/// Why a duration such as `15m` could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("'{0}': missing unit after the last number (s, m, h)")]
+    MissingUnit(String),
+    #[error("'{0}' is not a duration such as 30s, 15m or 1h30m")]
+    NotADuration(String),
+    #[error("'{0}': number too large")]
+    TooLarge(String),
+    #[error("'{text}': unknown unit '{unit}' (use ms, s, m, h or d)")]
+    UnknownUnit { text: String, unit: String },
+}
+
+/// Why a rate limit such as `180/15m` could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaceError {
+    #[error("a rate limit needs at least 1 request per window")]
+    NoRequests,
+    #[error("a rate limit's window must be longer than zero")]
+    EmptyWindow,
+    #[error("'{0}' is not a rate limit such as 180/15m")]
+    NotAPace(String),
+    #[error("'{text}': '{requests}' is not a number of requests")]
+    Requests { text: String, requests: String },
+    #[error(transparent)]
+    Window(#[from] DurationError),
+}
+
 /// Parses `30s`, `15m`, `1h30m`, `500ms`, `1d`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
@@ -18,13 +48,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest
             .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("'{s}': missing unit after the last number (s, m, h)"))?;
+            .ok_or_else(|| DurationError::MissingUnit(s.into()))?;
         if digits == 0 {
-            return Err(format!("'{s}' is not a duration such as 30s, 15m or 1h30m"));
+            return Err(DurationError::NotADuration(s.into()));
         }
         let n: u64 = rest[..digits]
             .parse()
-            .map_err(|_| format!("'{s}': number too large"))?;
+            .map_err(|_| DurationError::TooLarge(s.into()))?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
@@ -36,9 +66,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "h" => Duration::from_secs(n.saturating_mul(3600)),
             "d" => Duration::from_secs(n.saturating_mul(86_400)),
             other => {
-                return Err(format!(
-                    "'{s}': unknown unit '{other}' (use ms, s, m, h or d)"
-                ))
+                return Err(DurationError::UnknownUnit {
+                    text: s.into(),
+                    unit: other.into(),
+                })
             }
         };
         total = total.saturating_add(unit);
@@ -75,12 +106,12 @@ pub struct Pace {
 }
 
 impl Pace {
-    pub fn new(requests: u32, window: Duration) -> Result<Self, String> {
+    pub fn new(requests: u32, window: Duration) -> Result<Self, PaceError> {
         if requests == 0 {
-            return Err("a rate limit needs at least 1 request per window".into());
+            return Err(PaceError::NoRequests);
         }
         if window.is_zero() {
-            return Err("a rate limit's window must be longer than zero".into());
+            return Err(PaceError::EmptyWindow);
         }
         Ok(Pace { requests, window })
     }
@@ -94,17 +125,17 @@ impl Pace {
 }
 
 impl std::str::FromStr for Pace {
-    type Err = String;
+    type Err = PaceError;
 
     /// `180/15m`: requests, a slash, the window.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, PaceError> {
         let (n, window) = s
             .split_once('/')
-            .ok_or_else(|| format!("'{s}' is not a rate limit such as 180/15m"))?;
-        let requests = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("'{s}': '{n}' is not a number of requests"))?;
+            .ok_or_else(|| PaceError::NotAPace(s.into()))?;
+        let requests = n.trim().parse().map_err(|_| PaceError::Requests {
+            text: s.into(),
+            requests: n.into(),
+        })?;
         Pace::new(requests, parse_duration(window)?)
     }
 }

@@ -17,7 +17,7 @@ mod registry;
 
 pub(crate) use backoff::backoff;
 pub(crate) use budget::{Budget, Hint, Permit};
-pub use duration::{parse_duration, show_duration, Pace};
+pub use duration::{parse_duration, show_duration, DurationError, Pace, PaceError};
 pub(crate) use headers::{retry_after, RateHeaders, MAX_RETRY_AFTER};
 pub use registry::{budgets, endpoint_of, BudgetCounts, Budgets};
 

@@ -7,7 +7,7 @@ mod tests;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use crate::api::{LeaversSpec, MappingSpec, RecordError};
+use crate::api::{LeaversSpec, MappingSpec, RecordError, Severity};
 use crate::member::{Attr, AttrSet, LeaverReason, Member, MemberFields, PackedMember};
 use crate::source::{EmployeeRecord, LookupKind, Population, SourceRequest, SourceSnapshot};
 
@@ -450,7 +450,7 @@ impl<'m> Mapper<'m> {
                     employee_id: None,
                     email: (!email.is_empty()).then_some(email),
                     field: Some("employeeId".into()),
-                    severity: "error".into(),
+                    severity: Severity::Error,
                     message: format!(
                         "no Employee ID: Freshteam record {} has an empty {}; set the Employee ID in Freshteam",
                         rec.id,
@@ -465,7 +465,7 @@ impl<'m> Mapper<'m> {
                 employee_id: Some(employee_id),
                 email: None,
                 field: Some("email".into()),
-                severity: "error".into(),
+                severity: Severity::Error,
                 message: format!(
                     "no e-mail: {email_field} is empty; every member needs an e-mail address"
                 ),
@@ -479,7 +479,7 @@ impl<'m> Mapper<'m> {
                 employee_id: Some(employee_id),
                 email: Some(email),
                 field: Some("email".into()),
-                severity: "error".into(),
+                severity: Severity::Error,
                 message,
             });
             return;
@@ -540,7 +540,7 @@ impl<'m> Mapper<'m> {
                     employee_id: Some(employee_id.to_string()),
                     email: Some(email.to_string()),
                     field: Some("employeeId".into()),
-                    severity: "error".into(),
+                    severity: Severity::Error,
                     message: format!(
                         "Employee ID {} is shared by {} Freshteam records (ids {}); none of them was applied: give each employee a unique Employee ID",
                         employee_id,
@@ -560,7 +560,7 @@ impl<'m> Mapper<'m> {
                     employee_id: Some(employee_id.to_string()),
                     email: Some(email.to_string()),
                     field: Some("email".into()),
-                    severity: "error".into(),
+                    severity: Severity::Error,
                     message: format!(
                         "e-mail {} is shared with Employee ID {}; none of them was applied: give each employee their own e-mail",
                         email,

@@ -4,8 +4,24 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{MailTransport, SmtpMailer, SmtpSettings, Templates};
+use super::templates::TemplateError;
+use super::{MailTransport, SmtpConfigError, SmtpMailer, SmtpSettings, Templates};
 use crate::secret::SecretString;
+
+/// Why the e-mail setup on the command line cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MailSetupError {
+    #[error("{flag} {dir}: {source}")]
+    Templates {
+        flag: String,
+        dir: String,
+        source: Box<TemplateError>,
+    },
+    #[error("--mail-from / MAIL_FROM is required with --smtp-url")]
+    NoSender,
+    #[error(transparent)]
+    Smtp(#[from] SmtpConfigError),
+}
 
 /// How a process sends e-mail. `transport: None` means no SMTP server is configured.
 #[derive(Clone, Default)]
@@ -27,10 +43,13 @@ impl Mail {
         credentials: Option<(String, SecretString)>,
         templates_dir: Option<&Path>,
         templates_flag: &str,
-    ) -> Result<Mail, String> {
+    ) -> Result<Mail, MailSetupError> {
         let templates = match templates_dir {
-            Some(dir) => Templates::load_dir(dir)
-                .map_err(|e| format!("{templates_flag} {}: {e}", dir.display()))?,
+            Some(dir) => Templates::load_dir(dir).map_err(|source| MailSetupError::Templates {
+                flag: templates_flag.into(),
+                dir: dir.display().to_string(),
+                source: Box::new(source),
+            })?,
             None => Templates::default(),
         };
         let Some(url) = smtp_url.filter(|u| !u.trim().is_empty()) else {
@@ -39,7 +58,7 @@ impl Mail {
                 ..Mail::default()
             });
         };
-        let from = from.ok_or("--mail-from / MAIL_FROM is required with --smtp-url")?;
+        let from = from.ok_or(MailSetupError::NoSender)?;
         let mut settings = SmtpSettings::parse(url, from)?;
         if let Some((user, password)) = credentials {
             settings = settings.with_credentials(user, password);

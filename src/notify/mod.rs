@@ -23,14 +23,14 @@ pub(crate) mod templates;
 
 use async_trait::async_trait;
 
-pub use mail::Mail;
+pub use mail::{Mail, MailSetupError};
 pub use outbox::{
     confirm, confirm_accounts, deliver_pending, discard_pending, forget, invitation_message_id,
     invitation_message_id_of, record_intents, record_intents_for_new_accounts, DeliveryContext,
     DeliveryReport, EntryState, FileOutboxStore, InvitationIntent, MemoryOutboxStore, Outbox,
     OutboxEntry, OutboxLimits, OutboxStore, DELIVERY_BATCH_MAX, DELIVERY_BATCH_TIME,
 };
-pub use smtp::{SmtpMailer, SmtpSecurity, SmtpSettings, SmtpStats};
+pub use smtp::{SmtpConfigError, SmtpMailer, SmtpSecurity, SmtpSettings, SmtpStats};
 pub use summary::{send_summary, summary_mail, RunSummary};
 pub use templates::{InvitationVars, RenderedMail, Templates};
 

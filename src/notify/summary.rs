@@ -292,7 +292,7 @@ fn body(run: &RunSummary<'_>, attached: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ImportSummary, RecordError};
+    use crate::api::{ImportSummary, RecordError, Severity};
 
     fn status(phase: ImportPhase, summary: ImportSummary) -> ImportRunStatus {
         ImportRunStatus {
@@ -389,7 +389,7 @@ mod tests {
                 employee_id: Some(format!("E-{i}")),
                 email: Some(format!("p{i}@acme.example")),
                 field: Some("email".into()),
-                severity: "error".into(),
+                severity: Severity::Error,
                 message: format!("problem {i}"),
             })
             .collect();

@@ -69,15 +69,45 @@ impl Default for Templates {
     }
 }
 
+/// Why custom invitation templates cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template directory {dir}: {reason}")]
+    Dir { dir: String, reason: std::io::Error },
+    #[error("{path}: {reason}")]
+    Read {
+        path: String,
+        reason: std::io::Error,
+    },
+    #[error("{origin}/{file}: unknown template file (expected {})", KNOWN_FILES.join(", "))]
+    UnknownFile { origin: String, file: String },
+    #[error("{origin}/{file} is empty")]
+    Empty { origin: String, file: &'static str },
+    #[error("{origin}/{error}")]
+    Syntax { origin: String, error: SyntaxError },
+}
+
+/// A template that does not parse: the file, the line and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: line {line}: {problem}")]
+pub struct SyntaxError {
+    file: String,
+    line: usize,
+    problem: String,
+}
+
 impl Templates {
     /// Reads overrides from a directory (the CLI's template directory, or a mounted
     /// ConfigMap: hidden entries such as `..data` are ignored).
-    pub fn load_dir(dir: &Path) -> Result<Templates, String> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| format!("template directory {}: {e}", dir.display()))?;
+    pub fn load_dir(dir: &Path) -> Result<Templates, TemplateError> {
+        let dir_err = |reason| TemplateError::Dir {
+            dir: dir.display().to_string(),
+            reason,
+        };
+        let entries = std::fs::read_dir(dir).map_err(dir_err)?;
         let mut files = BTreeMap::new();
         for entry in entries {
-            let entry = entry.map_err(|e| format!("template directory {}: {e}", dir.display()))?;
+            let entry = entry.map_err(dir_err)?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
@@ -90,8 +120,10 @@ impl Templates {
             {
                 continue;
             }
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(&path).map_err(|reason| TemplateError::Read {
+                path: path.display().to_string(),
+                reason,
+            })?;
             files.insert(name, text);
         }
         Templates::from_files(&files, &dir.display().to_string())
@@ -102,26 +134,36 @@ impl Templates {
     /// that a custom `invitation.txt` without an `invitation.html` sends text only (a
     /// default HTML body would hide the custom text in most mail clients); an empty
     /// `invitation.html` also means text only.
-    pub fn from_files(files: &BTreeMap<String, String>, origin: &str) -> Result<Templates, String> {
+    pub fn from_files(
+        files: &BTreeMap<String, String>,
+        origin: &str,
+    ) -> Result<Templates, TemplateError> {
         if let Some(unknown) = files.keys().find(|k| !KNOWN_FILES.contains(&k.as_str())) {
-            return Err(format!(
-                "{origin}/{unknown}: unknown template file (expected {})",
-                KNOWN_FILES.join(", ")
-            ));
+            return Err(TemplateError::UnknownFile {
+                origin: origin.into(),
+                file: unknown.clone(),
+            });
         }
         let mut templates = Templates::default();
         let parse = |name: &str, text: &str| {
-            Template::parse(name, text).map_err(|e| format!("{origin}/{e}"))
+            Template::parse(name, text).map_err(|error| TemplateError::Syntax {
+                origin: origin.into(),
+                error,
+            })
+        };
+        let empty = |file| TemplateError::Empty {
+            origin: origin.into(),
+            file,
         };
         if let Some(text) = files.get(SUBJECT_FILE) {
             if text.trim().is_empty() {
-                return Err(format!("{origin}/{SUBJECT_FILE} is empty"));
+                return Err(empty(SUBJECT_FILE));
             }
             templates.subject = parse(SUBJECT_FILE, text)?;
         }
         if let Some(text) = files.get(TEXT_FILE) {
             if text.trim().is_empty() {
-                return Err(format!("{origin}/{TEXT_FILE} is empty"));
+                return Err(empty(TEXT_FILE));
             }
             templates.text = parse(TEXT_FILE, text)?;
             templates.html = None;
@@ -204,13 +246,17 @@ type Frame = (Var, bool, usize, Vec<Node>);
 
 impl Template {
     /// Parses `source`; errors start with `name` and give the line.
-    fn parse(name: &str, source: &str) -> Result<Template, String> {
+    fn parse(name: &str, source: &str) -> Result<Template, SyntaxError> {
         let mut stack: Vec<Frame> = Vec::new();
         let mut nodes: Vec<Node> = Vec::new();
         for (i, line) in source.split_inclusive('\n').enumerate() {
             let line_no = i + 1;
-            let err = |msg: String| format!("{name}: line {line_no}: {msg}");
-            let tag_of = |inner: &str| -> Result<Tag, String> {
+            let err = |problem: String| SyntaxError {
+                file: name.into(),
+                line: line_no,
+                problem,
+            };
+            let tag_of = |inner: &str| -> Result<Tag, SyntaxError> {
                 let inner = inner.trim();
                 let (kind, var_name) = match inner.chars().next() {
                     Some(c @ ('#' | '^' | '/')) => (Some(c), inner[1..].trim()),
@@ -229,27 +275,29 @@ impl Template {
                     None => Tag::Var(var),
                 })
             };
-            let apply =
-                |tag: Tag, nodes: &mut Vec<Node>, stack: &mut Vec<Frame>| -> Result<(), String> {
-                    match tag {
-                        Tag::Var(v) => nodes.push(Node::Var(v)),
-                        Tag::Open(v, inverted) => {
-                            stack.push((v, inverted, line_no, std::mem::take(nodes)));
-                        }
-                        Tag::Close(v) => match stack.pop() {
-                            Some((open, inverted, _, outer)) if open == v => {
-                                let body = std::mem::replace(nodes, outer);
-                                nodes.push(Node::Section {
-                                    var: v,
-                                    inverted,
-                                    body,
-                                });
-                            }
-                            _ => return Err(err("a section is closed that was not opened".into())),
-                        },
+            let apply = |tag: Tag,
+                         nodes: &mut Vec<Node>,
+                         stack: &mut Vec<Frame>|
+             -> Result<(), SyntaxError> {
+                match tag {
+                    Tag::Var(v) => nodes.push(Node::Var(v)),
+                    Tag::Open(v, inverted) => {
+                        stack.push((v, inverted, line_no, std::mem::take(nodes)));
                     }
-                    Ok(())
-                };
+                    Tag::Close(v) => match stack.pop() {
+                        Some((open, inverted, _, outer)) if open == v => {
+                            let body = std::mem::replace(nodes, outer);
+                            nodes.push(Node::Section {
+                                var: v,
+                                inverted,
+                                body,
+                            });
+                        }
+                        _ => return Err(err("a section is closed that was not opened".into())),
+                    },
+                }
+                Ok(())
+            };
 
             // A line that is only a section tag vanishes with its line break.
             let trimmed = line.trim();
@@ -284,9 +332,11 @@ impl Template {
             }
         }
         if let Some((_, _, line, _)) = stack.last() {
-            return Err(format!(
-                "{name}: line {line}: a section is opened and never closed"
-            ));
+            return Err(SyntaxError {
+                file: name.into(),
+                line: *line,
+                problem: "a section is opened and never closed".into(),
+            });
         }
         Ok(Template { nodes })
     }
@@ -466,7 +516,8 @@ mod tests {
                 &BTreeMap::from([(file.to_string(), text.to_string())]),
                 "cm",
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
             assert!(err.starts_with(expected), "{file}: {err}");
         }
     }
@@ -486,7 +537,9 @@ mod tests {
         assert_eq!(m.html, None);
         assert_eq!(m.subject, "Your rewards account is ready");
 
-        let err = Templates::load_dir(&dir.path().join("missing")).unwrap_err();
+        let err = Templates::load_dir(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing"), "{err}");
     }
 }

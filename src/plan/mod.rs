@@ -4,17 +4,21 @@
 #[cfg(test)]
 mod tests;
 
+mod sets;
+
+pub use sets::plan_sets;
+
 use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 
-use crate::api::{RecordError, WhenRemoved};
+use crate::api::{RecordError, Severity, WhenRemoved};
 use crate::destination::{Account, Accounts, DestinationMember, WriteOp};
 use crate::ledger::ManagedIds;
 use crate::mapping::{lowercase, DesiredSet, MappedSource, PackedDesired};
 #[cfg(test)]
 use crate::member::diff_member;
-use crate::member::{diff_fields, Attr, AttrSet, Change, LeaverReason, Member, MemberFields};
+use crate::member::{Attr, AttrSet, Change, LeaverReason, Member, MemberFields};
 
 /// Knobs of one planning pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,7 +301,7 @@ fn error_row(employee_id: &str, email: &str, field: Option<&str>, message: Strin
         employee_id: Some(employee_id.to_string()),
         email: Some(email.to_string()),
         field: field.map(str::to_string),
-        severity: "error".into(),
+        severity: Severity::Error,
         message,
     }
 }
@@ -341,239 +345,6 @@ impl MemberFields for Want<'_> {
             _ => self.member.member.field(attr),
         }
     }
-}
-
-/// [`plan_with_ledger`] over packed members and accounts, the writes as [`PlanItem`]s.
-pub fn plan_sets(
-    desired: &DesiredSet,
-    current: &Accounts,
-    ledger: Option<&dyn ManagedIds>,
-    options: &PlanOptions,
-) -> PackedPlan {
-    let mut plan = PackedPlan {
-        errors: desired.errors.clone(),
-        ..PackedPlan::default()
-    };
-
-    // The destination side can be ambiguous too: two accounts with one externalId.
-    // Sized up front: growing re-hashes every key.
-    let mut by_external: HashMap<&str, u32> = HashMap::with_capacity(current.len());
-    let mut ambiguous_in_destination: HashSet<&str> = HashSet::new();
-    for (i, m) in current.iter().enumerate() {
-        let key = m.employee_id();
-        if key.is_empty() {
-            continue;
-        }
-        if by_external.insert(key, i as u32).is_some() {
-            ambiguous_in_destination.insert(key);
-        }
-    }
-    let user_names = UserNames {
-        current,
-        map: OnceCell::new(),
-    };
-
-    let source_ids: HashSet<&str> = desired
-        .members
-        .iter()
-        .map(|d| d.member.employee_id())
-        .chain(desired.ambiguous_ids.iter().map(String::as_str))
-        .collect();
-    // Employees present in Freshteam whose record could not be applied (an error row):
-    // never "removed".
-    let drafts: HashSet<&str> = desired
-        .drafts
-        .iter()
-        .map(String::as_str)
-        .chain(
-            desired
-                .errors
-                .iter()
-                .filter_map(|e| e.employee_id.as_deref()),
-        )
-        .collect();
-    let in_ledger = |id: &str| ledger.is_some_and(|l| l.manages(id));
-    let mut removed = Vec::new();
-    for (i, m) in current.iter().enumerate() {
-        let id = m.employee_id();
-        if id.is_empty() {
-            continue;
-        }
-        let matched = source_ids.contains(id);
-        if !(matched || in_ledger(id)) {
-            continue;
-        }
-        plan.managed += 1;
-        if m.active() {
-            plan.active_managed += 1;
-        }
-        if matched && ledger.is_some() && !in_ledger(id) {
-            plan.adopted.push(id.to_string());
-        }
-        let gone = options.scope == PlanScope::Everyone && !matched && !drafts.contains(id);
-        if gone && m.active() && !ambiguous_in_destination.contains(id) {
-            removed.push(i as u32);
-        }
-    }
-    drop(source_ids);
-    drop(drafts);
-    plan.adopted.sort_unstable();
-    plan.adopted.dedup();
-    plan.skipped += desired
-        .drafts
-        .iter()
-        .filter(|id| !by_external.contains_key(id.as_str()))
-        .count() as u32;
-
-    let mut creates = Vec::new();
-    let mut updates = Vec::new();
-    let mut leavers = Vec::new();
-
-    for (index, d) in desired.members.iter().enumerate() {
-        let index = Some(index as u32);
-        let id = d.member.employee_id();
-        let email = d.member.email();
-        if ambiguous_in_destination.contains(id) {
-            plan.errors.push(error_row(
-                id,
-                email,
-                Some("employeeId"),
-                format!("several destination accounts have externalId {id}; none was changed: remove the duplicates in the destination"),
-            ));
-            continue;
-        }
-        // The manager's account, or pending until it exists.
-        let (manager, pending) = match d.manager_employee_id() {
-            None => (None, false),
-            Some(m) => match by_external.get(m) {
-                Some(&a) => (Some(a), false),
-                None => (None, true),
-            },
-        };
-        if pending {
-            plan.pending_manager_links += 1;
-        }
-        let want = Want {
-            member: d,
-            manager: manager.map(|a| current.get(a as usize).id()),
-        };
-        let mut managed = options.managed;
-        if pending {
-            // Leave the manager as it is until the manager's account exists.
-            managed = managed.iter().filter(|a| *a != Attr::Manager).collect();
-        }
-        let item = |kind, account: u32, changes| PlanItem {
-            kind,
-            leaver_reason: None,
-            desired: index,
-            account: Some(account),
-            manager,
-            changes,
-            managed,
-        };
-
-        match by_external.get(id) {
-            Some(&a) => {
-                let cur = current.get(a as usize);
-                if !d.member.active() {
-                    if cur.active() {
-                        leavers.push(PlanItem {
-                            leaver_reason: d.leaver_reason.or(Some(LeaverReason::Inactive)),
-                            ..item(WriteKind::Leaver, a, vec![Change::Active(false)])
-                        });
-                    } else {
-                        plan.unchanged += 1;
-                    }
-                    continue;
-                }
-                let mut changes = diff_fields(cur, &want, managed);
-                if let Some(holder) = email_clash(&changes, cur, &user_names) {
-                    plan.errors.push(error_row(
-                        id,
-                        email,
-                        Some("email"),
-                        clash_message(email, holder),
-                    ));
-                    continue;
-                }
-                if !cur.active() {
-                    changes.push(Change::Active(true));
-                    updates.push(item(WriteKind::Reactivate, a, changes));
-                } else if changes.is_empty() {
-                    plan.unchanged += 1;
-                } else {
-                    updates.push(item(WriteKind::Update, a, changes));
-                }
-            }
-            None if !d.member.active() => {
-                plan.skipped += 1;
-                if in_ledger(id) {
-                    plan.vanished.forgotten.push(id.to_string());
-                }
-            }
-            None => {
-                if let Some(holder) = user_names.holder(email) {
-                    plan.errors.push(error_row(
-                        id,
-                        email,
-                        Some("email"),
-                        clash_message(email, holder),
-                    ));
-                    continue;
-                }
-                // Managed, with an account recorded, and no account now: it vanished.
-                if let Some(gone) = ledger.and_then(|l| l.account_of(id)) {
-                    plan.vanished.recreated.push((id.to_string(), gone));
-                }
-                creates.push(PlanItem {
-                    account: None,
-                    ..item(WriteKind::Create, 0, Vec::new())
-                });
-            }
-        }
-    }
-
-    plan.vanished.recreated.sort_unstable();
-    plan.vanished.forgotten.sort_unstable();
-    for a in removed {
-        match options.when_removed {
-            WhenRemoved::Deactivate => leavers.push(PlanItem {
-                kind: WriteKind::Leaver,
-                leaver_reason: Some(LeaverReason::Removed),
-                desired: None,
-                account: Some(a),
-                manager: None,
-                changes: vec![Change::Active(false)],
-                managed: options.managed,
-            }),
-            WhenRemoved::Ignore => plan.unchanged += 1,
-        }
-    }
-
-    // The base is the active managed members: members deactivated long ago must not
-    // make room for more leavers. A plan of the changed few only knows the ledger's size.
-    let base = match options.scope {
-        PlanScope::Everyone => plan.active_managed,
-        PlanScope::Changed { managed } => managed.max(plan.active_managed),
-    };
-    let leaver_count = leavers.len() as u32;
-    let over_threshold =
-        leaver_count as u64 * 100 > options.max_leavers_percent as u64 * base as u64;
-    let approved = options.approved_leavers.is_some_and(|n| leaver_count <= n);
-    if leaver_count > 0 && over_threshold && !approved {
-        plan.blocked = Some(Blocked {
-            leavers: leaver_count,
-            managed: base,
-            max_percent: options.max_leavers_percent,
-        });
-        leavers.clear();
-    }
-
-    plan.writes = creates;
-    plan.writes.reserve_exact(updates.len() + leavers.len());
-    plan.writes.append(&mut updates);
-    plan.writes.append(&mut leavers);
-    plan
 }
 
 fn only_managed(mut member: Member, managed: AttrSet) -> Member {

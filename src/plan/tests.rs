@@ -572,7 +572,7 @@ fn a_ledger_member_gone_from_freshteam_is_a_removed_leaver_and_strangers_are_unt
         employee_id: Some("GONE".into()),
         email: None,
         field: Some("email".into()),
-        severity: "error".into(),
+        severity: Severity::Error,
         message: "invalid e-mail".into(),
     });
     assert!(

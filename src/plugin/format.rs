@@ -143,7 +143,10 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5x")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit"));
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("10").is_ok());
         assert!(parse_duration("").is_err());

@@ -87,33 +87,54 @@ pub enum Command {
     },
 }
 
+/// Why no Kubernetes client could be built from the flags.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeconfigError {
+    #[error("--kubeconfig {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("--context {context}: {reason}")]
+    Context { context: String, reason: String },
+    #[error("no Kubernetes configuration: {0}")]
+    Missing(String),
+    #[error("cannot build a client: {0}")]
+    Client(String),
+}
+
 /// A client for the kubeconfig and context the flags name, and the namespace to use.
-pub async fn connect(cli: &Cli) -> Result<(Client, String), String> {
+pub async fn connect(cli: &Cli) -> Result<(Client, String), KubeconfigError> {
     let options = KubeConfigOptions {
         context: cli.context.clone(),
         ..KubeConfigOptions::default()
     };
     let config = match (&cli.kubeconfig, &cli.context) {
         (Some(path), _) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+            let file = |e: &dyn std::fmt::Display| KubeconfigError::File {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            };
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| file(&e))?;
             Config::from_custom_kubeconfig(kubeconfig, &options)
                 .await
-                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
+                .map_err(|e| file(&e))?
         }
-        (None, Some(context)) => Config::from_kubeconfig(&options)
-            .await
-            .map_err(|e| format!("--context {context}: {e}"))?,
+        (None, Some(context)) => {
+            Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| KubeconfigError::Context {
+                    context: context.clone(),
+                    reason: e.to_string(),
+                })?
+        }
         // No flag: kubeconfig as kubectl finds it, else in-cluster.
         (None, None) => Config::infer()
             .await
-            .map_err(|e| format!("no Kubernetes configuration: {e}"))?,
+            .map_err(|e| KubeconfigError::Missing(e.to_string()))?,
     };
     let namespace = cli
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
+    let client = Client::try_from(config).map_err(|e| KubeconfigError::Client(e.to_string()))?;
     Ok((client, namespace))
 }
 
@@ -155,10 +176,10 @@ pub fn main() -> ExitCode {
                 let plugin = Plugin::new(client, namespace);
                 run(&plugin, &cli.command, &TerminalView::new()).await
             }
-            Err(message) => Output {
+            Err(e) => Output {
                 code: exit::INVALID_INPUT,
                 stdout: String::new(),
-                stderr: format!("error: {message}\n"),
+                stderr: format!("error: {e}\n"),
             },
         }
     });

@@ -20,18 +20,23 @@ pub(crate) fn check_next(
     visited: &mut HashSet<Url>,
     pages_read: u64,
     next: &Url,
-) -> Result<(), String> {
+) -> Result<(), ChainError> {
     if pages_read >= MAX_LIST_PAGES {
-        return Err(format!(
-            "the employee list still links to a next page after {MAX_LIST_PAGES} pages; stopped there rather than read for ever"
-        ));
+        return Err(ChainError::TooLong);
     }
     if !visited.insert(next.clone()) {
-        return Err(format!(
-            "the `link` header after page {pages_read} points back to a page already read; the list loops, so stopped rather than miss the employees past the loop"
-        ));
+        return Err(ChainError::Loops { pages_read });
     }
     Ok(())
+}
+
+/// Why a list's `next` link is not followed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ChainError {
+    #[error("the employee list still links to a next page after {MAX_LIST_PAGES} pages; stopped there rather than read for ever")]
+    TooLong,
+    #[error("the `link` header after page {pages_read} points back to a page already read; the list loops, so stopped rather than miss the employees past the loop")]
+    Loops { pages_read: u64 },
 }
 
 /// One link-value: its target (still unresolved) and relation types (lower-cased).
@@ -227,9 +232,13 @@ mod tests {
             |n: u64| Url::parse(&format!("https://a.example/api/employees?page={n}")).unwrap();
         let mut visited = HashSet::from([page(1)]);
         assert_eq!(check_next(&mut visited, 1, &page(2)), Ok(()));
-        let e = check_next(&mut visited, 2, &page(1)).unwrap_err();
+        let e = check_next(&mut visited, 2, &page(1))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("after page 2 points back"), "{e}");
-        let e = check_next(&mut visited, MAX_LIST_PAGES, &page(99_999)).unwrap_err();
+        let e = check_next(&mut visited, MAX_LIST_PAGES, &page(99_999))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("after 20000 pages"), "{e}");
     }
 

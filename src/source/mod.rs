@@ -260,7 +260,7 @@ pub trait RecordSink: Send {
 
 /// Checks that a subdomain is a DNS label (`[a-z0-9]([a-z0-9-]*[a-z0-9])?`) before any
 /// URL is built from it.
-pub fn validate_subdomain(subdomain: &str) -> Result<(), String> {
+pub fn validate_subdomain(subdomain: &str) -> Result<(), InvalidSubdomain> {
     let ok = !subdomain.is_empty()
         && subdomain.len() <= 63
         && subdomain
@@ -271,8 +271,11 @@ pub fn validate_subdomain(subdomain: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "'{subdomain}' is not a Freshteam subdomain: use the DNS label before .freshteam.com, e.g. 'acme' for acme.freshteam.com (lower-case letters, digits and inner hyphens, at most 63)"
-        ))
+        Err(InvalidSubdomain(subdomain.into()))
     }
 }
+
+/// A subdomain that is not a DNS label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a Freshteam subdomain: use the DNS label before .freshteam.com, e.g. 'acme' for acme.freshteam.com (lower-case letters, digits and inner hyphens, at most 63)")]
+pub struct InvalidSubdomain(pub String);

@@ -2,7 +2,7 @@
 //! invitations, then the owner's summary. Outages are warnings, never a failed import.
 
 use super::{report_csv, ImportOutcome};
-use crate::api::{FreshteamIntegrationSpec, RecordError};
+use crate::api::{FreshteamIntegrationSpec, RecordError, Severity};
 use crate::notify::{
     deliver_pending, discard_pending, send_summary, summary_mail, DeliveryContext, Mail,
     OutboxStore, RunSummary,
@@ -126,7 +126,7 @@ fn add_warning(outcome: &mut ImportOutcome, message: &str) {
         employee_id: None,
         email: None,
         field: None,
-        severity: "warning".into(),
+        severity: Severity::Warning,
         message: message.to_string(),
     }]);
 }

@@ -6,7 +6,7 @@
 //! them: the plan then treats them like any record that could not be applied (never
 //! "removed", never adopted), so an existing member stays as it is.
 
-use crate::api::{RecordError, ScimProfile};
+use crate::api::{RecordError, ScimProfile, Severity};
 use crate::destination::profile::check_member;
 use crate::mapping::DesiredSet;
 use crate::member::AttrSet;
@@ -37,7 +37,7 @@ pub(super) fn screen(
             employee_id: Some(d.member.employee_id().to_string()),
             email: Some(d.member.email().to_string()),
             field: Some(fields.join(",")),
-            severity: "error".into(),
+            severity: Severity::Error,
             message: messages.join("; "),
         });
         false

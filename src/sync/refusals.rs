@@ -4,7 +4,7 @@
 //! [`crate::destination::convergence::Refusals`]).
 
 use super::Sets;
-use crate::api::RecordError;
+use crate::api::{RecordError, Severity};
 use crate::clock::Clock;
 use crate::destination::{ConvergenceNotes, WriteOutcome};
 use crate::plan::{PackedPlan, PlanItem};
@@ -42,7 +42,7 @@ pub(super) fn hold_back_refused(
             employee_id: Some(employee_id.to_string()),
             email: Some(sets.email(item).to_string()),
             field: None,
-            severity: "error".into(),
+            severity: Severity::Error,
             message: format!(
                 "refused by the destination on {}: {}; not sent again until it changes in Freshteam",
                 refusal.date, refusal.detail

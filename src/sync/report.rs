@@ -79,6 +79,7 @@ pub fn report_part_name(base: &str, index: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Severity;
 
     #[test]
     fn quotes_what_needs_quoting() {
@@ -86,7 +87,7 @@ mod tests {
             employee_id: Some("E-1".into()),
             email: None,
             field: Some("email".into()),
-            severity: "error".into(),
+            severity: Severity::Error,
             message: "invalid e-mail 'a,b' in official_email: has no @".into(),
         }];
         let csv = errors_csv(&rows);
@@ -102,7 +103,7 @@ mod tests {
             employee_id: Some(id.into()),
             email: Some("@SUM(A1)".into()),
             field: None,
-            severity: "error".into(),
+            severity: Severity::Error,
             message: message.into(),
         };
         let csv = errors_csv(&[

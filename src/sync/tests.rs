@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::stages::{creation_depth, next_ledger, WRITE_BATCH};
 use super::*;
+use crate::api::Severity;
 use crate::api::{LeaversSpec, MappingSpec};
 use crate::clock::Clock;
 use crate::destination::DestinationError;
@@ -691,7 +692,7 @@ async fn an_unkept_value_is_written_once_then_held_back_until_the_source_changes
         let warnings: Vec<_> = again
             .report
             .iter()
-            .filter(|r| r.severity == "warning")
+            .filter(|r| r.severity == Severity::Warning)
             .collect();
         assert_eq!(warnings.len(), 1);
         assert_eq!(warnings[0].field.as_deref(), Some("lastName"));
@@ -745,7 +746,7 @@ async fn targets_the_destination_does_not_keep_are_named_once_and_never_written(
         .filter(|r| r.message.contains("does not keep"))
         .collect();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].severity, "warning");
+    assert_eq!(rows[0].severity, Severity::Warning);
     let created = dest
         .members
         .lock()
@@ -770,7 +771,7 @@ fn a_delivery_report_is_applied_to_the_run() {
             employee_id: Some("E1".into()),
             email: Some("p1@acme.example".into()),
             field: Some("invitation".into()),
-            severity: "warning".into(),
+            severity: Severity::Warning,
             message: "refused".into(),
         }],
         warnings: vec!["1 invitation is pending and will be sent on the next run".into()],
@@ -900,7 +901,7 @@ async fn what_a_create_did_not_keep_is_learnt_from_its_answer_so_the_second_run_
     assert!(second
         .report
         .iter()
-        .all(|r| r.severity == "warning" && r.field.as_deref() == Some("department")));
+        .all(|r| r.severity == Severity::Warning && r.field.as_deref() == Some("department")));
 }
 
 /// Settles the first three writes of a batch, then waits for the destination's rate

@@ -58,7 +58,8 @@ impl Health {
         state.reason = reason.into();
     }
 
-    /// `Ok` when ready, otherwise the reason on one line.
+    /// `Ok` when ready, otherwise the reason on one line. A `String` on purpose: it is
+    /// the body of `/readyz`, read by people and probes, never by code.
     pub(crate) fn readiness(&self) -> Result<(), String> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         if state.ready {

@@ -85,3 +85,24 @@ def test_dockerignore_keeps_the_context_small():
     assert {"target", ".venv", ".git", "demo-out"} <= ignored
     # What the build copies must not be ignored.
     assert not {"src", "benches", "Cargo.toml", "Cargo.lock"} & ignored
+
+
+def test_only_the_operator_is_built_and_the_simulator_never_copied():
+    steps = stages()[0]["steps"]
+    builds = [a for w, a in steps if w == "RUN" and "cargo build" in a]
+    assert all("-p freshteam-operator --bin freshteam-operator" in b for b in builds)
+    # Cargo needs every workspace member's manifest (and its declared targets, as dummies),
+    # but the simulator's code never enters the image's build.
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    copies = [a for w, a in steps if w == "COPY"]
+    for member in cargo["workspace"]["members"]:
+        if member != ".":
+            assert f"{member}/Cargo.toml ./{member}/" in copies, member
+            assert f"{member}/src/lib.rs" in builds[0] and f"{member}/src/main.rs" in builds[0]
+            assert not any(c.startswith(f"{member} ") or c.startswith(f"{member}/src") for c in copies)
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {"simulator/src", "simulator/tests"} <= ignored

@@ -2,12 +2,13 @@
 //! a real control plane (etcd, kube-apiserver, kube-controller-manager built by
 //! tests/cluster/build.sh) with the CRDs from crds/ and the chart's RBAC rendered with the
 //! Helm SDK, the real `freshteam-operator run` as the chart runs it, the
-//! `freshteam-operator simulate` Freshteam simulator, scim2-server and aiosmtpd.
+//! `freshteam-simulator` Freshteam simulator, scim2-server and aiosmtpd.
 //!
 //! One control plane serves a whole suite (one per test binary); its tests take turns
 //! (they share the operator's identity and the chart's Leases), each in its own namespace.
 //! Without the control-plane binaries a suite skips, loudly, unless FRESHTEAM_E2E_REQUIRED
-//! is set (CI sets it): then it builds them or fails.
+//! is set (CI sets it): then it builds them or fails. Without the test peers likewise,
+//! unless FRESHTEAM_PEERS_REQUIRED is set (`support::require`).
 //!
 //! By default the operator runs with the chart's shared-cluster RBAC (`watch.scope:
 //! namespaces` listing the test's namespace: Roles there, nothing cluster-wide); a test may
@@ -18,7 +19,6 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -100,6 +100,15 @@ pub fn cluster_grant(chart: &[Value]) -> Vec<&Value> {
 }
 
 pub async fn setup() -> Option<Cluster> {
+    // scim2-server, aiosmtpd and the Helm SDK (which renders the chart) are all in .venv;
+    // the simulator's binary is built by `cargo test --workspace`.
+    if crate::support::require::skip(&[
+        crate::support::require::Needs::Scim2Server,
+        crate::support::require::Needs::Aiosmtpd,
+        crate::support::require::Needs::SimulatorBinary,
+    ]) {
+        return None;
+    }
     let cp = ControlPlane::start(&format!("system:serviceaccount:{OPERATOR_NS}:{FULLNAME}"))?;
     let admin = cp.admin().await;
     // The CRDs as checked in, applied as a user would.
@@ -166,7 +175,7 @@ where
 
 pub use crate::support::free_port;
 
-/// A `freshteam-operator simulate` process.
+/// A `freshteam-simulator` process (the simulator's own binary).
 pub struct Simulator {
     pub child: tokio::process::Child,
     pub url: String,
@@ -180,8 +189,8 @@ impl Simulator {
     /// In its documented mode (the unfiltered list is current staff only).
     pub async fn start_with(employees: usize, latency_ms: u64, page_size: usize) -> Simulator {
         let port = free_port();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_freshteam-operator"))
-            .args(["simulate", "--port", &port.to_string()])
+        let child = tokio::process::Command::new(crate::support::simulator_binary())
+            .args(["--port", &port.to_string()])
             .args(["--employees", &employees.to_string()])
             .args(["--page-size", &page_size.to_string()])
             .args(["--latency-ms", &latency_ms.to_string()])
@@ -190,7 +199,7 @@ impl Simulator {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("freshteam-operator simulate");
+            .expect("freshteam-simulator");
         let url = format!("http://127.0.0.1:{port}/api");
         eventually(Duration::from_secs(10), "the simulator", || async {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -543,28 +552,25 @@ impl Env {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
 
+    /// The test's integration as a user applies it (the shared builder's JSON form):
+    /// weekly, e-mail and names mapped, invitations on.
     pub fn manifest(&self, name: &str, published: bool, labels: &[(&str, &str)]) -> Value {
-        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
-        json!({
-            "apiVersion": "freshteam.provisioning.dev/v1alpha1",
-            "kind": "FreshteamIntegration",
-            "metadata": {"name": name, "namespace": self.ns, "labels": labels},
-            "spec": {
-                "published": published,
-                "schedule": "weekly",
-                "source": {
-                    "subdomain": "acme",
-                    "baseUrl": self.sim.url,
-                    "apiKeySecretRef": {"name": "freshteam-acme", "key": "apiKey"},
-                },
-                "destination": {"scim": {
-                    "url": self.scim.url,
-                    "tokenSecretRef": {"name": "members-scim", "key": "token"},
-                }},
-                "mapping": {"email": "official_email", "firstName": "first_name", "lastName": "last_name"},
-                "welcomeEmail": {"enabled": true, "loginUrl": "https://rewards.example.com/activate"},
-            },
-        })
+        crate::support::integration(&self.ns, name)
+            .reading(&self.sim.url)
+            .writing_to(&self.scim.url)
+            .labels(labels)
+            .spec(|s| {
+                s.published = published;
+                s.schedule = "weekly".into();
+                // These three only (the default mapping also maps the title and department).
+                s.mapping = serde_json::from_value(serde_json::json!({
+                    "email": "official_email", "firstName": "first_name", "lastName": "last_name",
+                }))
+                .unwrap();
+                s.welcome_email.enabled = true;
+                s.welcome_email.login_url = Some("https://rewards.example.com/activate".into());
+            })
+            .user_json()
     }
 
     /// Creates the manifest as sent (no client-side defaults or checks), in its namespace.

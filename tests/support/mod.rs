@@ -11,6 +11,7 @@ pub mod fault_front;
 mod integration;
 mod net;
 pub mod peers;
+pub mod require;
 pub mod smtp;
 pub mod sync_env;
 
@@ -18,6 +19,37 @@ pub mod sync_env;
 #[allow(unused_imports)]
 pub use integration::{integration, IntegrationBuilder};
 pub use net::free_port;
+// Not every test file needs peers.
+#[allow(unused_imports)]
+pub(crate) use require::require_peers;
+
+/// The `freshteam-simulator` binary (the simulator's own crate), found next to this test
+/// executable's target dir as `assert_cmd::cargo_bin` finds binaries: `target/debug/`
+/// above `target/debug/deps/`. `cargo test --workspace` (`scripts/test`) builds it before
+/// any test runs; a plain `cargo test` of this package does not, and then this says how.
+pub fn simulator_binary() -> PathBuf {
+    let binary = simulator_binary_path();
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p freshteam-simulator` (or run the tests \
+         with `cargo test --workspace`, as scripts/test does)",
+        binary.display()
+    );
+    binary
+}
+
+/// Where [`simulator_binary`] is, whether or not it is built.
+pub fn simulator_binary_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut dir = exe.parent().expect("the test executable's folder");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("the profile folder above deps/");
+    }
+    dir.join(format!(
+        "freshteam-simulator{}",
+        std::env::consts::EXE_SUFFIX
+    ))
+}
 
 /// Calls `check` every `every` until it returns `Some`, for at most `timeout`: the one
 /// polling loop of the tests, for work that happens in the background.

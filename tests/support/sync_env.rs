@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use freshteam_operator::simulator::{SimConfig, Simulator};
+use freshteam_simulator::{SimConfig, Simulator};
 use serde_json::Value;
 
 use super::{Peer, ScimServer};
@@ -95,35 +95,14 @@ impl Env {
         }
     }
 
+    /// `acme` in `hr` reading the simulator and writing to [`Env::scim_url`], with its
+    /// Secrets, as a `sync --file` document (the shared builder's file form), then
+    /// `spec_extra`.
     pub fn manifest(&self, api_key: &str, spec_extra: &str) -> String {
-        format!(
-            r#"apiVersion: v1
-kind: Secret
-metadata: {{name: freshteam-acme, namespace: hr}}
-stringData: {{apiKey: "{api_key}"}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: members-scim, namespace: hr}}
-stringData: {{token: "{token}"}}
----
-apiVersion: freshteam.provisioning.dev/v1alpha1
-kind: FreshteamIntegration
-metadata: {{name: acme, namespace: hr}}
-spec:
-  source:
-    subdomain: acme
-    baseUrl: {base}
-    apiKeySecretRef: {{name: freshteam-acme, key: apiKey}}
-  destination:
-    scim:
-      url: {scim}
-      tokenSecretRef: {{name: members-scim, key: token}}
-{spec_extra}"#,
-            token = self.scim.token,
-            base = self.sim.base_url(),
-            scim = self.scim_url,
-        )
+        crate::support::integration("hr", "acme")
+            .reading(&self.sim.base_url())
+            .writing_to(&self.scim_url)
+            .sync_file(api_key, &self.scim.token, spec_extra)
     }
 
     /// [`Env::manifest`] with `scim_extra` (lines indented for `destination.scim`, e.g.

@@ -270,7 +270,7 @@ impl Walk {
 
     /// Once every page up to the end is asked for, a total that grew moves the end,
     /// within [`max_growth`]; beyond, the list does not end.
-    fn follow_growth(&mut self, listed: usize) -> Result<(), String> {
+    fn follow_growth(&mut self, listed: usize) -> Result<(), ListBoundError> {
         let Some(first) = self.total else {
             return Ok(());
         };
@@ -278,10 +278,11 @@ impl Walk {
             return Ok(());
         }
         if self.latest > max_growth(first) {
-            return Err(format!(
-                "the user list does not end: its totalResults grew from {first} to {} while it was read; stopped after {listed} users",
-                self.latest
-            ));
+            return Err(ListBoundError::Grew {
+                first,
+                latest: self.latest,
+                listed,
+            });
         }
         self.end = self.latest;
         Ok(())
@@ -383,16 +384,12 @@ impl ListBounds {
     }
 
     /// One more list request, if the bounds allow it.
-    pub(super) fn request(&mut self) -> Result<(), String> {
+    pub(super) fn request(&mut self) -> Result<(), ListBoundError> {
         if self.requests >= self.max_requests {
-            let why = match self.total {
-                Some(t) => format!(", more than its {t} users (totalResults) take"),
-                None => String::new(),
-            };
-            return Err(format!(
-                "the user list did not end after {} pages{why}, the most the operator reads",
-                self.requests
-            ));
+            return Err(ListBoundError::TooManyPages {
+                pages: self.requests,
+                total: self.total,
+            });
         }
         self.requests += 1;
         Ok(())
@@ -400,7 +397,12 @@ impl ListBounds {
 
     /// A page of `n` users (`n > 0`) from `start`, `asked` asked for (by the list: the
     /// page size it asks every page for, whatever the service's own).
-    pub(super) fn page(&mut self, start: usize, n: usize, asked: usize) -> Result<(), String> {
+    pub(super) fn page(
+        &mut self,
+        start: usize,
+        n: usize,
+        asked: usize,
+    ) -> Result<(), ListBoundError> {
         // Without a total a page short of the service's own size ends the list: one.
         let more = self.total.is_none_or(|t| start.saturating_add(n) <= t);
         if n == 0 || !more || n >= self.full.min(asked) {
@@ -410,15 +412,37 @@ impl ListBounds {
         if self.short < MAX_SHORT_PAGES {
             return Ok(());
         }
-        let claim = match self.total {
-            Some(t) => format!("its totalResults says {t}"),
-            None => "it does not end".to_string(),
-        };
-        Err(format!(
-            "the user list returned far fewer users than asked on {} pages ({n} of {asked} at startIndex {start}) while {claim}; stopped: the list cannot be read in a reasonable number of requests",
-            self.short
-        ))
+        Err(ListBoundError::ShortPages {
+            pages: self.short,
+            n,
+            asked,
+            start,
+            total: self.total,
+        })
     }
+}
+
+/// Why a user list is stopped before its end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum ListBoundError {
+    #[error("the user list does not end: its totalResults grew from {first} to {latest} while it was read; stopped after {listed} users")]
+    Grew {
+        first: usize,
+        latest: usize,
+        listed: usize,
+    },
+    #[error("the user list did not end after {pages} pages{}, the most the operator reads",
+        total.map(|t| format!(", more than its {t} users (totalResults) take")).unwrap_or_default())]
+    TooManyPages { pages: usize, total: Option<usize> },
+    #[error("the user list returned far fewer users than asked on {pages} pages ({n} of {asked} at startIndex {start}) while {}; stopped: the list cannot be read in a reasonable number of requests",
+        total.map(|t| format!("its totalResults says {t}")).unwrap_or_else(|| "it does not end".into()))]
+    ShortPages {
+        pages: usize,
+        n: usize,
+        asked: usize,
+        start: usize,
+        total: Option<usize>,
+    },
 }
 
 fn convert(users: Vec<WireUser>) -> Vec<DestinationMember> {
@@ -439,7 +463,7 @@ mod tests {
 
     /// Pages of `step` from a list of `total`, as the list asks them: how many requests
     /// the bounds allow, or the error.
-    fn read_whole(total: usize, step: usize, asked: usize) -> Result<usize, String> {
+    fn read_whole(total: usize, step: usize, asked: usize) -> Result<usize, ListBoundError> {
         let mut b = ListBounds::new(&config(), Some(total), step, asked);
         b.page(1, step.min(total), asked)?;
         let mut start = step + 1;
@@ -475,7 +499,8 @@ mod tests {
         };
         assert_eq!(b.short, MAX_SHORT_PAGES);
         assert!(
-            err.contains("far fewer users than asked on 100 pages"),
+            err.to_string()
+                .contains("far fewer users than asked on 100 pages"),
             "{err}"
         );
         // A page short of a service's own tiny size, with no total, is short too.

@@ -28,6 +28,20 @@ pub(super) enum CallKind {
     Bulk { operations: u32 },
 }
 
+/// Why no HTTP answer could be used; the text carries no token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(super) enum TransportError {
+    /// The answer was larger than the client reads: the same answer would come again.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The address is one the egress policy refuses.
+    #[error("{0}")]
+    Refused(String),
+    /// No answer (timeout, connection failure), after every attempt.
+    #[error("{0}")]
+    NoAnswer(String),
+}
+
 /// A response, read whole.
 pub(super) struct Response {
     pub(super) status: StatusCode,
@@ -80,10 +94,10 @@ impl ScimClient {
         crate::secret::scrub_within(&self.config.token, text, MAX_DETAIL)
     }
 
-    pub(super) fn endless(&self, detail: String) -> DestinationError {
+    pub(super) fn endless(&self, detail: impl std::fmt::Display) -> DestinationError {
         DestinationError::BadResponse {
             url: self.url(&["Users"]).to_string(),
-            detail,
+            detail: detail.to_string(),
         }
     }
 
@@ -106,7 +120,7 @@ impl ScimClient {
         body: Option<&[u8]>,
         if_match: Option<&str>,
         kind: CallKind,
-    ) -> Result<Response, String> {
+    ) -> Result<Response, TransportError> {
         let attempts = self.config.max_attempts.max(1);
         let timeout = match kind {
             // A bulk request carries many writes: give it time in proportion.
@@ -165,16 +179,17 @@ impl ScimClient {
                 }
                 // Not worth retrying: the same answer would come again.
                 Err(e @ BodyError::TooLarge { .. }) => {
-                    return Err(format!("{method} {}: {}", url.path(), e.describe()));
+                    let detail = format!("{method} {}: {}", url.path(), e.describe());
+                    return Err(TransportError::TooLarge(detail));
                 }
                 Err(BodyError::Read(e)) => {
                     drop(permit);
                     if let Some(refused) = egress::refusal(&e) {
-                        return Err(refused.to_string());
+                        return Err(TransportError::Refused(refused.to_string()));
                     }
                     let detail = self.redact(&describe_transport(&e, timeout));
                     if last {
-                        return Err(detail);
+                        return Err(TransportError::NoAnswer(detail));
                     }
                     failures += 1;
                     debug!(%method, %url, error = %detail, "retrying");
@@ -284,7 +299,8 @@ impl ScimClient {
         http_policy::backoff(self.config.backoff_base, self.config.backoff_max, attempt)
     }
 
-    /// [`Self::send`] for reads that must succeed: a transport failure is `Unreachable`.
+    /// [`Self::send`] for reads that must succeed: no answer is `Unreachable`, an
+    /// over-size one `BadResponse`.
     pub(super) async fn send_checked(
         &self,
         method: Method,
@@ -295,9 +311,17 @@ impl ScimClient {
     ) -> Result<Response, DestinationError> {
         self.send(method, url, body, if_match, kind)
             .await
-            .map_err(|detail| DestinationError::Unreachable {
-                url: self.service(),
-                detail,
+            .map_err(|e| match e {
+                TransportError::TooLarge(detail) => DestinationError::BadResponse {
+                    url: self.service(),
+                    detail,
+                },
+                TransportError::Refused(detail) | TransportError::NoAnswer(detail) => {
+                    DestinationError::Unreachable {
+                        url: self.service(),
+                        detail,
+                    }
+                }
             })
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{now_secs, DeliveryContext, DeliveryReport, EntryState, Outbox, OutboxEntry};
 use super::{OutboxLimits, OutboxStore};
-use crate::api::RecordError;
+use crate::api::{RecordError, Severity};
 use crate::notify::templates::{InvitationVars, Templates};
 use crate::notify::{MailError, MailTransport, OutgoingMail};
 
@@ -332,7 +332,7 @@ fn row(id: &str, e: &OutboxEntry, message: String) -> RecordError {
         employee_id: Some(id.to_string()),
         email: Some(e.email.clone()),
         field: Some("invitation".into()),
-        severity: "warning".into(),
+        severity: Severity::Warning,
         message,
     }
 }

@@ -49,7 +49,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::RecordError;
+use crate::api::{RecordError, Severity};
 /// What the stores' errors are (shared with the ledger's store).
 pub(crate) use crate::ledger::StateError;
 
@@ -260,7 +260,7 @@ impl DeliveryReport {
             employee_id: None,
             email: None,
             field: Some("invitation".into()),
-            severity: "warning".into(),
+            severity: Severity::Warning,
             message: w.clone(),
         }));
         rows

@@ -215,7 +215,7 @@ async fn an_entry_found_sending_is_reported_and_never_sent_again() {
     let row = &report.failed[0];
     assert_eq!(row.employee_id.as_deref(), Some("E1"));
     assert_eq!(row.email.as_deref(), Some("p1@acme.example"));
-    assert_eq!(row.severity, "warning");
+    assert_eq!(row.severity, Severity::Warning);
     assert!(
         row.message.contains("may not have been delivered"),
         "{}",

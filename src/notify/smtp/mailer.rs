@@ -17,7 +17,7 @@ use lettre::transport::smtp::Error as SmtpError;
 use tokio::sync::Semaphore;
 use tokio::time::{timeout, Instant};
 
-use super::settings::{SmtpSecurity, SmtpSettings, FROM_FLAG, URL_FLAG};
+use super::settings::{SmtpConfigError, SmtpSecurity, SmtpSettings};
 use crate::notify::{MailError, MailTransport, OutgoingMail};
 use crate::secret::scrub_optional;
 
@@ -115,18 +115,20 @@ impl fmt::Debug for SmtpMailer {
 }
 
 impl SmtpMailer {
-    pub fn new(settings: SmtpSettings) -> Result<SmtpMailer, String> {
-        let from = Mailbox::from_str(&settings.from)
-            .map_err(|e| format!("{FROM_FLAG}: not a valid e-mail address ({e})"))?;
+    pub fn new(settings: SmtpSettings) -> Result<SmtpMailer, SmtpConfigError> {
+        let from = Mailbox::from_str(&settings.from).map_err(|e| SmtpConfigError::BadFrom {
+            from: settings.from.clone(),
+            reason: e.to_string(),
+        })?;
         let tls = match settings.security {
             SmtpSecurity::Plain => None,
             _ => Some(
                 TlsParameters::new(settings.host.clone())
-                    .map_err(|e| format!("{URL_FLAG}: TLS setup failed: {e}"))?,
+                    .map_err(|e| SmtpConfigError::TlsSetup(e.to_string()))?,
             ),
         };
         if !(settings.rate_per_second.is_finite() && settings.rate_per_second > 0.0) {
-            return Err(format!("{URL_FLAG}: rate must be a positive number"));
+            return Err(SmtpConfigError::Rate);
         }
         settings.check_login_transport()?;
         Ok(SmtpMailer {

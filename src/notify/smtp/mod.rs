@@ -13,7 +13,7 @@ mod settings;
 mod transaction;
 
 pub use mailer::{SmtpMailer, SmtpStats};
-pub use settings::{SmtpSecurity, SmtpSettings};
+pub use settings::{SmtpConfigError, SmtpSecurity, SmtpSettings};
 
 #[cfg(test)]
 mod tests;

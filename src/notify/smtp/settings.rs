@@ -88,39 +88,30 @@ impl SmtpSettings {
     /// `smtps://[user:password@]host[:port]`; optional `rate=<messages per second>`,
     /// `burst=<n>`, `pool=<connections>`, `helo=<host name>`. User and password are percent-decoded. Errors
     /// name the flag and never repeat the password (nor the URL, which holds it).
-    pub fn parse(url: &str, from: &str) -> Result<SmtpSettings, String> {
+    pub fn parse(url: &str, from: &str) -> Result<SmtpSettings, SmtpConfigError> {
         let url = url.trim();
         if url.is_empty() {
-            return Err(format!("{URL_FLAG} is empty"));
+            return Err(SmtpConfigError::EmptyUrl);
         }
-        let parsed = url::Url::parse(url).map_err(|e| {
-            format!("{URL_FLAG} is not a valid URL ({e}); expected e.g. smtp://relay:25, smtp://user:password@relay:587?tls=required or smtps://user:password@relay")
-        })?;
+        let parsed = url::Url::parse(url).map_err(SmtpConfigError::NotAUrl)?;
         let mut security = match parsed.scheme() {
             "smtp" => SmtpSecurity::Plain,
             "smtps" => SmtpSecurity::ImplicitTls,
-            other => {
-                return Err(format!(
-                    "{URL_FLAG}: unsupported scheme '{other}' (use smtp:// or smtps://)"
-                ))
-            }
+            other => return Err(SmtpConfigError::Scheme(other.into())),
         };
         let host = match parsed.host() {
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
             Some(h) => h.to_string(),
-            None => return Err(format!("{URL_FLAG} has no host")),
+            None => return Err(SmtpConfigError::NoHost),
         };
         if host.is_empty() {
-            return Err(format!("{URL_FLAG} has no host"));
+            return Err(SmtpConfigError::NoHost);
         }
         if !matches!(parsed.path(), "" | "/") {
-            return Err(format!(
-                "{URL_FLAG}: unexpected path '{}' (only scheme, credentials, host, port and query are used)",
-                parsed.path()
-            ));
+            return Err(SmtpConfigError::Path(parsed.path().into()));
         }
         if parsed.fragment().is_some() {
-            return Err(format!("{URL_FLAG}: unexpected '#' fragment"));
+            return Err(SmtpConfigError::Fragment);
         }
 
         let mut settings = SmtpSettings {
@@ -145,9 +136,7 @@ impl SmtpSettings {
             match key.as_ref() {
                 "tls" => {
                     if security == SmtpSecurity::ImplicitTls {
-                        return Err(format!(
-                            "{URL_FLAG}: tls= applies to smtp:// only (smtps:// is always TLS)"
-                        ));
+                        return Err(SmtpConfigError::TlsWithSmtps);
                     }
                     security = match value.as_ref() {
                         "required" => SmtpSecurity::StartTlsRequired,
@@ -156,11 +145,7 @@ impl SmtpSettings {
                             settings.cleartext_login = true;
                             SmtpSecurity::Plain
                         }
-                        _ => {
-                            return Err(format!(
-                                "{URL_FLAG}: tls must be required, opportunistic or none"
-                            ))
-                        }
+                        _ => return Err(SmtpConfigError::Tls),
                     };
                 }
                 "rate" => {
@@ -168,32 +153,24 @@ impl SmtpSettings {
                         .parse::<f64>()
                         .ok()
                         .filter(|r| r.is_finite() && *r > 0.0)
-                        .ok_or_else(|| {
-                            format!(
-                                "{URL_FLAG}: rate must be a positive number of messages per second"
-                            )
-                        })?;
+                        .ok_or(SmtpConfigError::Rate)?;
                 }
                 "burst" => {
-                    settings.burst = positive(&value)
-                        .ok_or_else(|| format!("{URL_FLAG}: burst must be a positive integer"))?;
+                    settings.burst =
+                        positive(&value).ok_or(SmtpConfigError::NotPositive("burst"))?;
                 }
                 "pool" => {
-                    settings.pool_size = positive(&value)
-                        .ok_or_else(|| format!("{URL_FLAG}: pool must be a positive integer"))?;
+                    settings.pool_size =
+                        positive(&value).ok_or(SmtpConfigError::NotPositive("pool"))?;
                 }
                 "helo" => {
                     let name = value.trim();
                     if name.is_empty() || name.contains(char::is_whitespace) {
-                        return Err(format!("{URL_FLAG}: helo must be a host name"));
+                        return Err(SmtpConfigError::Helo);
                     }
                     settings.hello_name = Some(name.to_string());
                 }
-                other => {
-                    return Err(format!(
-                        "{URL_FLAG}: unknown query parameter '{other}' (known: tls, rate, burst, pool, helo)"
-                    ))
-                }
+                other => return Err(SmtpConfigError::UnknownParameter(other.into())),
             }
         }
         settings.security = security;
@@ -210,16 +187,8 @@ impl SmtpSettings {
                 settings.username = Some(user);
                 settings.password = Some(SecretString::new(p));
             }
-            (false, None) => {
-                return Err(format!(
-                    "{URL_FLAG} has a user name but no password (smtp://user:password@host)"
-                ))
-            }
-            (true, Some(_)) => {
-                return Err(format!(
-                    "{URL_FLAG} has a password but no user name (smtp://user:password@host)"
-                ))
-            }
+            (false, None) => return Err(SmtpConfigError::NoPassword),
+            (true, Some(_)) => return Err(SmtpConfigError::NoUser),
         }
         Ok(settings)
     }
@@ -233,7 +202,7 @@ impl SmtpSettings {
 
     /// A login over a connection that may be plain text (no TLS, or STARTTLS an attacker
     /// can strip) goes only to a loopback relay, unless `tls=none` says so on purpose.
-    pub fn check_login_transport(&self) -> Result<(), String> {
+    pub fn check_login_transport(&self) -> Result<(), SmtpConfigError> {
         let cleartext = matches!(
             self.security,
             SmtpSecurity::Plain | SmtpSecurity::StartTlsOpportunistic
@@ -246,10 +215,7 @@ impl SmtpSettings {
         if self.username.is_none() || !cleartext || loopback || self.cleartext_login {
             return Ok(());
         }
-        Err(format!(
-            "{URL_FLAG}: a user name and password would go to {} without TLS; use smtps://, or smtp://…?tls=required (STARTTLS), or write ?tls=none to send them in the clear on purpose",
-            self.host
-        ))
+        Err(SmtpConfigError::CleartextLogin(self.host.clone()))
     }
 
     /// The URL with the password masked, e.g. `smtps://user:***@host:465`.
@@ -287,21 +253,66 @@ fn positive(value: &str) -> Option<u32> {
     value.parse::<u32>().ok().filter(|n| *n > 0)
 }
 
-fn decode(raw: &str, what: &str) -> Result<String, String> {
+fn decode(raw: &str, what: &'static str) -> Result<String, SmtpConfigError> {
     percent_decode_str(raw)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| format!("{URL_FLAG}: the {what} is not valid UTF-8 once percent-decoded"))
+        .map_err(|_| SmtpConfigError::NotUtf8(what))
 }
 
-fn parse_from(from: &str) -> Result<String, String> {
+fn parse_from(from: &str) -> Result<String, SmtpConfigError> {
     let from = from.trim();
     if from.is_empty() {
-        return Err(format!(
-            "{FROM_FLAG} is required to send e-mail (e.g. rewards@acme.example)"
-        ));
+        return Err(SmtpConfigError::NoFrom);
     }
     Mailbox::from_str(from)
         .map(|m| m.to_string())
-        .map_err(|e| format!("{FROM_FLAG}: '{from}' is not a valid e-mail address ({e})"))
+        .map_err(|e| SmtpConfigError::BadFrom {
+            from: from.into(),
+            reason: e.to_string(),
+        })
+}
+
+/// Why the SMTP settings cannot be used; names the flag, never the password (nor the
+/// URL, which may hold it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SmtpConfigError {
+    #[error("{URL_FLAG} is empty")]
+    EmptyUrl,
+    #[error("{URL_FLAG} is not a valid URL ({0}); expected e.g. smtp://relay:25, smtp://user:password@relay:587?tls=required or smtps://user:password@relay")]
+    NotAUrl(url::ParseError),
+    #[error("{URL_FLAG}: unsupported scheme '{0}' (use smtp:// or smtps://)")]
+    Scheme(String),
+    #[error("{URL_FLAG} has no host")]
+    NoHost,
+    #[error("{URL_FLAG}: unexpected path '{0}' (only scheme, credentials, host, port and query are used)")]
+    Path(String),
+    #[error("{URL_FLAG}: unexpected '#' fragment")]
+    Fragment,
+    #[error("{URL_FLAG}: tls= applies to smtp:// only (smtps:// is always TLS)")]
+    TlsWithSmtps,
+    #[error("{URL_FLAG}: tls must be required, opportunistic or none")]
+    Tls,
+    #[error("{URL_FLAG}: rate must be a positive number of messages per second")]
+    Rate,
+    #[error("{URL_FLAG}: {0} must be a positive integer")]
+    NotPositive(&'static str),
+    #[error("{URL_FLAG}: helo must be a host name")]
+    Helo,
+    #[error("{URL_FLAG}: unknown query parameter '{0}' (known: tls, rate, burst, pool, helo)")]
+    UnknownParameter(String),
+    #[error("{URL_FLAG}: the {0} is not valid UTF-8 once percent-decoded")]
+    NotUtf8(&'static str),
+    #[error("{URL_FLAG} has a user name but no password (smtp://user:password@host)")]
+    NoPassword,
+    #[error("{URL_FLAG} has a password but no user name (smtp://user:password@host)")]
+    NoUser,
+    #[error("{URL_FLAG}: a user name and password would go to {0} without TLS; use smtps://, or smtp://…?tls=required (STARTTLS), or write ?tls=none to send them in the clear on purpose")]
+    CleartextLogin(String),
+    #[error("{FROM_FLAG} is required to send e-mail (e.g. rewards@acme.example)")]
+    NoFrom,
+    #[error("{FROM_FLAG}: '{from}' is not a valid e-mail address ({reason})")]
+    BadFrom { from: String, reason: String },
+    #[error("{URL_FLAG}: TLS setup failed: {0}")]
+    TlsSetup(String),
 }

@@ -10,7 +10,7 @@ use super::plan::Counts;
 use super::plan::Planned;
 use super::rows::{change_row, tally};
 use super::writes::apply_writes;
-use crate::api::{ImportSummary, RecordError};
+use crate::api::{ImportSummary, RecordError, Severity};
 use crate::destination::{Accounts, ConvergenceNotes, WriteOutcome};
 use crate::ledger::Ledger;
 use crate::mapping::DesiredSet;
@@ -188,7 +188,7 @@ impl Planned {
         let errors = counts
             .report
             .iter()
-            .filter(|r| r.severity == "error")
+            .filter(|r| r.severity == Severity::Error)
             .count();
         let went_through = applied.stopped.is_none()
             && self.plan.blocked.is_none()

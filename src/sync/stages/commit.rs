@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::plan::Planned;
-use crate::api::RecordError;
+use crate::api::{RecordError, Severity};
 use crate::ledger::{Ledger, Origin, StateError};
 use crate::member::{Attr, MemberFields};
 use crate::notify::{InvitationIntent, OutboxStore};
@@ -135,7 +135,7 @@ fn hold_back_creates(
             employee_id: Some(sets.employee_id(item).to_string()),
             email: Some(sets.email(item).to_string()),
             field: None,
-            severity: "warning".into(),
+            severity: Severity::Warning,
             message: format!(
                 "not created in this run: {why}; it will be created on a run that can record it"
             ),

@@ -1,7 +1,7 @@
 //! Conclude: the run's status from what the stages made.
 
 use super::apply::Written;
-use crate::api::{ImportPhase, Progress};
+use crate::api::{ImportPhase, Progress, Severity};
 use crate::clock::rfc3339;
 use crate::source::SourceStats;
 use crate::sync::{api_calls, describe, ImportJob, ImportOutcome, MAX_INLINE_ERRORS};
@@ -26,8 +26,14 @@ pub(super) fn conclude(
         member_ids,
         ..
     } = written;
-    summary.errors = report.iter().filter(|r| r.severity == "error").count() as u32;
-    summary.warnings = report.iter().filter(|r| r.severity == "warning").count() as u32;
+    summary.errors = report
+        .iter()
+        .filter(|r| r.severity == Severity::Error)
+        .count() as u32;
+    summary.warnings = report
+        .iter()
+        .filter(|r| r.severity == Severity::Warning)
+        .count() as u32;
     outcome.changes = changes;
     outcome.convergence = convergence;
     outcome.member_ids = member_ids;

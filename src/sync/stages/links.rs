@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::api::{RecordError, WhenRemoved};
+use crate::api::{RecordError, Severity, WhenRemoved};
 use crate::destination::{Account, Accounts, MemberDirectory, WriteOp, WriteOutcome};
 use crate::mapping::PackedDesired;
 use crate::member::{Attr, Change};
@@ -56,7 +56,7 @@ pub(super) async fn link_new_managers(
                 employee_id: Some(w.op.employee_id().to_string()),
                 email: Some(w.op.email().to_string()),
                 field: Some("manager".into()),
-                severity: "warning".into(),
+                severity: Severity::Warning,
                 message: format!("the manager link could not be set: {message}"),
             });
         }

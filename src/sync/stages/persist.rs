@@ -3,7 +3,7 @@
 
 use super::apply::Written;
 use super::prepare::Prepared;
-use crate::api::RecordError;
+use crate::api::{RecordError, Severity};
 use crate::sync::{mode, ImportJob};
 
 /// Saved once the plan's sets are gone: at a first import of 100,000 this save is the
@@ -29,7 +29,7 @@ pub(super) async fn persist(job: &ImportJob<'_>, prepared: &Prepared, written: &
     }
     if let Err(e) = store.save_ledger(&keep).await {
         written.report.push(RecordError {
-            severity: "warning".into(),
+            severity: Severity::Warning,
             message: format!("the ledger could not be saved after the writes ({}): {e}; the next run reads again from the previous cursor", store.ledger_location()),
             ..RecordError::default()
         });

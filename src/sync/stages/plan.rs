@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::read::Read;
-use crate::api::{ImportSummary, RecordError};
+use crate::api::{ImportSummary, RecordError, Severity};
 use crate::destination::{ConvergenceNotes, MemberDirectory};
 use crate::ledger::{Ledger, ManagedIds};
 use crate::member::{Attr, AttrSet};
@@ -138,7 +138,7 @@ fn unsupported_row(destination: &dyn MemberDirectory, unsupported: &[Attr]) -> O
         employee_id: None,
         email: None,
         field: Some(fields.join(",")),
-        severity: "warning".into(),
+        severity: Severity::Warning,
         message: format!(
             "the destination does not keep these mapping targets, so they are never written or compared: {}",
             names.join(", ")
@@ -175,7 +175,7 @@ fn hold_back_unkept(
             employee_id: Some(employee_id.to_string()),
             email: Some(sets.email(item).to_string()),
             field: Some(fields.join(",")),
-            severity: "warning".into(),
+            severity: Severity::Warning,
             message: format!(
                 "the destination accepted {} but keeps another value; not written again until the value in Freshteam changes",
                 fields.join(", ")

@@ -1,7 +1,7 @@
 //! The rows a run reports about its writes: a change row for each write it made (or,
 //! dry, would make), an error row for each that failed.
 
-use crate::api::{ImportSummary, RecordError};
+use crate::api::{ImportSummary, RecordError, Severity};
 use crate::destination::WriteOutcome;
 use crate::member::{Attr, Change, MemberFields};
 use crate::plan::{PlanItem, WriteKind};
@@ -39,7 +39,7 @@ pub(super) fn change_row(item: &PlanItem, sets: Sets<'_>) -> RecordError {
         employee_id: Some(sets.employee_id(item).to_string()),
         email: Some(sets.email(item).to_string()),
         field: Some(field.into()),
-        severity: "change".into(),
+        severity: Severity::Change,
         message,
     }
 }
@@ -76,7 +76,7 @@ pub(super) fn tally(
             employee_id: Some(sets.employee_id(item).to_string()),
             email: Some(sets.email(item).to_string()),
             field,
-            severity: "error".into(),
+            severity: Severity::Error,
             message,
         }),
         WriteOutcome::Created { .. } => summary.created += 1,

@@ -133,7 +133,7 @@ async fn the_reward_gateway_profile_makes_refused_names_error_rows_without_a_req
         for (id, name) in [("E-2", "R2-D2"), ("E-4", "C-3PO")] {
             let rows = rows_of(&out, id);
             assert_eq!(rows.len(), 1, "{rows:?}");
-            assert_eq!(rows[0].severity, "error");
+            assert_eq!(rows[0].severity, Severity::Error);
             assert_eq!(rows[0].field.as_deref(), Some("firstName"));
             assert!(
                 rows[0].message.starts_with(&format!(

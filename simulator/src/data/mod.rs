@@ -11,9 +11,34 @@ mod generator;
 pub(crate) use directory::{Directory, ListQuery};
 pub(crate) use generator::{after_generated_changes, lookup, Generator};
 
-/// Fields the list endpoint returns; the detail endpoint returns these and more. The
-/// same list the mapping uses to decide when detail calls are needed.
-pub(crate) use crate::source::LIST_FIELDS;
+/// Fields the list endpoint returns; the detail endpoint returns these and more
+/// (`docs/freshteam-api.md`). The operator keeps the same list to decide when detail
+/// calls are needed (`freshteam_operator::source::LIST_FIELDS`); its test
+/// `tests/source_simulator.rs` checks that the two agree.
+pub const LIST_FIELDS: &[&str] = &[
+    "id",
+    "employee_id",
+    "first_name",
+    "middle_name",
+    "last_name",
+    "official_email",
+    "status",
+    "terminated",
+    "termination_date",
+    "deleted",
+    "draft",
+    "employee_type",
+    "designation",
+    "department_id",
+    "sub_department_id",
+    "business_unit_id",
+    "branch_id",
+    "team_id",
+    "reporting_to_id",
+    "joining_date",
+    "created_at",
+    "updated_at",
+];
 
 /// Fields only on `GET /api/employees/{id}`.
 pub(crate) const DETAIL_ONLY_FIELDS: &[&str] = &[

@@ -1,4 +1,4 @@
-//! The `simulate` subcommand: a standalone simulator for demos and scripts.
+//! The `freshteam-simulator` command line: a standalone simulator for demos and scripts.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::generator::{after_generated_changes, Generator, DESIGNATIONS, FIRST_NAMES, LAST_NAMES};
 use super::{ID_BASE, LIST_FIELDS};
-use crate::simulator::SimError;
+use crate::SimError;
 
 /// One employee: a generated number, or a record a test changed or added.
 #[derive(Clone, Debug)]

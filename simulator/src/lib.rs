@@ -41,9 +41,20 @@
 //! (`{"limit": n | null, "window_ms": ms}`) and `PUT /_sim/list_mode`
 //! (`{"mode": "documented" | "permissive"}`).
 //!
+//! The simulator is its own crate and binary (`freshteam-simulator`, the same flags as
+//! the operator's former `simulate` subcommand) so that the operator's release binary
+//! and image do not carry it. It stands alone, with no dependency on the operator: it
+//! models Freshteam's API, so the Freshteam facts it needs (which fields the list
+//! endpoint returns, [`LIST_FIELDS`]) are its own, written from `docs/freshteam-api.md`.
+//! That keeps it a faithful second opinion on the API instead of an echo of the client,
+//! lets it build in parallel with the operator, and leaves no dependency cycle: the
+//! operator's integration tests, benchmarks and the demo use it (a dev-dependency), and
+//! the operator's test `tests/source_simulator.rs` checks that both lists of list
+//! fields agree.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use freshteam_operator::simulator::{SimConfig, Simulator};
+//! use freshteam_simulator::{SimConfig, Simulator};
 //! let sim = Simulator::start(SimConfig { employees: 120, ..SimConfig::default() })?;
 //! // Point the client at sim.base_url() with the key "sim-api-key".
 //! assert_eq!(sim.count("/api/employees"), 0);
@@ -67,6 +78,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use cli::{run, SimulateArgs};
+pub use data::LIST_FIELDS;
 
 use data::{Directory, Generator};
 use server::{Shared, State};
