@@ -12,10 +12,10 @@ use super::*;
 use crate::api::Severity;
 use crate::api::{LeaversSpec, MappingSpec};
 use crate::clock::Clock;
-use crate::destination::DestinationError;
 use crate::destination::{
     Accounts, DestinationMember, DestinationStats, MemberDirectory, WriteOp, WriteOutcome,
 };
+use crate::destination::{DestinationError, UpdateOp};
 use crate::ledger::ManagedIds;
 use crate::mapping::{CompiledMapping, DesiredSet};
 use crate::member::Member;
@@ -137,7 +137,7 @@ impl MemberDirectory for FakeDirectory {
                         });
                         WriteOutcome::Created { id, unkept }
                     }
-                    WriteOp::Update { id, changes, .. } => {
+                    WriteOp::Update(UpdateOp { id, changes, .. }) => {
                         let m = members.iter_mut().find(|m| &m.id == id).unwrap();
                         for c in changes {
                             let dropped = matches!(c, Change::Set(a, _) | Change::Clear(a) if self.drops.contains(a));

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::api::{RecordError, Severity, WhenRemoved};
-use crate::destination::{Account, Accounts, MemberDirectory, WriteOp, WriteOutcome};
+use crate::destination::{Account, Accounts, MemberDirectory, UpdateOp, WriteOp, WriteOutcome};
 use crate::mapping::PackedDesired;
 use crate::member::{Attr, Change};
 use crate::plan::{plan_sets, PackedPlan, PlanOptions, PlannedWrite, WriteKind};
@@ -39,7 +39,7 @@ pub(super) async fn link_new_managers(
         .map(|w| {
             let mut w = PackedPlan::write(w, sets.desired, &now);
             // Versions of just-created members are unknown here; the write is idempotent.
-            if let WriteOp::Update { version, .. } = &mut w.op {
+            if let WriteOp::Update(UpdateOp { version, .. }) = &mut w.op {
                 *version = None;
             }
             w
