@@ -521,21 +521,42 @@ fn stored_size(text: &str) -> usize {
     text.len() + escapes + 2
 }
 
-/// The invitation outbox (`<integration>-invitations`).
-pub struct ClusterOutboxStore(ShardedState<OutboxEntry>);
+/// One integration's state of one kind in the cluster: a [`ShardedState`] of the
+/// entries `T` in the `IntegrationState` objects of that kind.
+pub struct ClusterStore<T>(ShardedState<T>);
 
-impl ClusterOutboxStore {
+/// The kind of state an entry type is kept as.
+pub trait ClusterEntry {
+    const KIND: StateKind;
+}
+
+impl ClusterEntry for OutboxEntry {
+    const KIND: StateKind = StateKind::Invitations;
+}
+
+impl ClusterEntry for LedgerEntry {
+    const KIND: StateKind = StateKind::Ledger;
+}
+
+impl ClusterEntry for NoteEntry {
+    const KIND: StateKind = StateKind::Convergence;
+}
+
+impl<T> ClusterStore<T>
+where
+    T: ClusterEntry + Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync,
+{
     pub fn new(
         client: Client,
         namespace: &str,
         integration: &str,
         owner: Option<OwnerReference>,
     ) -> Self {
-        ClusterOutboxStore(ShardedState::new(
+        ClusterStore(ShardedState::new(
             client,
             namespace,
             integration,
-            StateKind::Invitations,
+            T::KIND,
             owner,
         ))
     }
@@ -546,6 +567,9 @@ impl ClusterOutboxStore {
         self.0.object_sizes()
     }
 }
+
+/// The invitation outbox (`<integration>-invitations`).
+pub type ClusterOutboxStore = ClusterStore<OutboxEntry>;
 
 #[async_trait]
 impl OutboxStore for ClusterOutboxStore {
@@ -564,30 +588,7 @@ impl OutboxStore for ClusterOutboxStore {
 }
 
 /// The ledger of managed members (`<integration>-ledger`).
-pub struct ClusterLedgerStore(ShardedState<LedgerEntry>);
-
-impl ClusterLedgerStore {
-    pub fn new(
-        client: Client,
-        namespace: &str,
-        integration: &str,
-        owner: Option<OwnerReference>,
-    ) -> Self {
-        ClusterLedgerStore(ShardedState::new(
-            client,
-            namespace,
-            integration,
-            StateKind::Ledger,
-            owner,
-        ))
-    }
-    pub fn name(&self) -> &str {
-        self.0.name()
-    }
-    pub fn object_sizes(&self) -> Vec<usize> {
-        self.0.object_sizes()
-    }
-}
+pub type ClusterLedgerStore = ClusterStore<LedgerEntry>;
 
 #[async_trait]
 impl LedgerStore for ClusterLedgerStore {
@@ -612,28 +613,13 @@ impl LedgerStore for ClusterLedgerStore {
 }
 
 /// Employee ID → member field → hash of the value written (a note's shape).
-type NoteEntry = BTreeMap<String, String>;
+pub type NoteEntry = BTreeMap<String, String>;
 
 /// The convergence notes (`<integration>-convergence`; see
 /// [`crate::destination::convergence`]).
-pub struct ClusterConvergenceStore(ShardedState<NoteEntry>);
+pub type ClusterConvergenceStore = ClusterStore<NoteEntry>;
 
 impl ClusterConvergenceStore {
-    pub fn new(
-        client: Client,
-        namespace: &str,
-        integration: &str,
-        owner: Option<OwnerReference>,
-    ) -> Self {
-        ClusterConvergenceStore(ShardedState::new(
-            client,
-            namespace,
-            integration,
-            StateKind::Convergence,
-            owner,
-        ))
-    }
-
     /// The notes, or none when there are none yet or they cannot be read (the run then
     /// writes what it would write without them: nothing is lost but a write).
     pub async fn load(&self) -> ConvergenceNotes {
