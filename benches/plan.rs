@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use freshteam_operator::api::{LeaversSpec, MappingSpec, WhenRemoved};
-use freshteam_operator::destination::{DestinationMember, WriteOp};
+use freshteam_operator::destination::{DestinationMember, UpdateOp, WriteOp};
 use freshteam_operator::mapping::{map_records, CompiledMapping, MappedSource};
 use freshteam_operator::plan::{plan, PlanOptions, PlanScope, WriteKind};
 use freshteam_operator::source::{EmployeeRecord, LookupKind, Population, SourceSnapshot};
@@ -101,7 +101,7 @@ fn destination(mapped: &MappedSource, options: &PlanOptions) -> Vec<DestinationM
         .into_iter()
         .map(|w| match w.op {
             WriteOp::Create { member } => member,
-            WriteOp::Update { .. } => unreachable!("a first import only creates"),
+            WriteOp::Update(UpdateOp { .. }) => unreachable!("a first import only creates"),
         })
         .chain(
             mapped

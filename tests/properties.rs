@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{TimeZone, Utc};
 use freshteam_operator::api::{LeaversSpec, MappingSpec, WhenRemoved};
-use freshteam_operator::destination::{DestinationMember, WriteOp};
+use freshteam_operator::destination::{DestinationMember, UpdateOp, WriteOp};
 use freshteam_operator::manifest;
 use freshteam_operator::mapping::{map_records, CompiledMapping, MappedSource};
 use freshteam_operator::member::{Attr, Member};
@@ -758,7 +758,7 @@ fn apply(
                 });
                 (format!("new-{next_id}"), member.email.clone())
             }
-            WriteOp::Update { id, changes, .. } => {
+            WriteOp::Update(UpdateOp { id, changes, .. }) => {
                 let m = current
                     .iter_mut()
                     .find(|m| &m.id == id)
@@ -859,7 +859,7 @@ proptest! {
             ),
         }
         for w in &first.writes {
-            if let WriteOp::Update { id, .. } = &w.op {
+            if let WriteOp::Update(UpdateOp { id, .. }) = &w.op {
                 prop_assert!(!keep.contains_key(id), "a write to an unmanaged account: {:?}", w.op);
             }
         }
@@ -873,7 +873,7 @@ proptest! {
         apply(&mut current, &second, &mut next_id)?;
         let third = plan(&mapped, &current, &approved_all);
         for w in &third.writes {
-            let only_manager = matches!(&w.op, WriteOp::Update { changes, .. }
+            let only_manager = matches!(&w.op, WriteOp::Update(UpdateOp { changes, .. })
                 if changes.iter().all(|c| matches!(c,
                     freshteam_operator::member::Change::Set(Attr::Manager, _)
                     | freshteam_operator::member::Change::Clear(Attr::Manager))));
@@ -961,7 +961,7 @@ proptest! {
         let by_id: HashMap<&str, &DestinationMember> =
             current.iter().map(|m| (m.id.as_str(), m)).collect();
         for w in &p.writes {
-            if let WriteOp::Update { id, .. } = &w.op {
+            if let WriteOp::Update(UpdateOp { id, .. }) = &w.op {
                 let ext = by_id[id.as_str()].member.employee_id.as_str();
                 prop_assert!(
                     ledger.contains(ext) || source.contains(ext),

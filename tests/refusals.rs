@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::Router;
 use freshteam_operator::destination::{
-    Capabilities, MemberDirectory, ScimClient, ScimConfig, WriteOp, WriteOutcome,
+    Capabilities, MemberDirectory, ScimClient, ScimConfig, UpdateOp, WriteOp, WriteOutcome,
 };
 use freshteam_operator::member::{Attr, AttrSet, Change, Member};
 use freshteam_operator::secret::SecretString;
@@ -223,7 +223,7 @@ fn refused_row(what: &str) -> WriteOutcome {
 }
 
 fn rename(id: &str, n: u32, to: &str) -> WriteOp {
-    WriteOp::Update {
+    WriteOp::Update(UpdateOp {
         id: id.into(),
         version: None,
         has_work_email: true,
@@ -232,7 +232,7 @@ fn rename(id: &str, n: u32, to: &str) -> WriteOp {
         managed: [Attr::Email, Attr::FirstName]
             .into_iter()
             .collect::<AttrSet>(),
-    }
+    })
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use freshteam_operator::destination::{
     BulkLimits, BulkMode, Capabilities, DestinationError, DestinationMember, Keeps,
-    MemberDirectory, ScimClient, ScimConfig, WriteOp, WriteOutcome,
+    MemberDirectory, ScimClient, ScimConfig, UpdateOp, WriteOp, WriteOutcome,
 };
 use freshteam_operator::member::{Attr, AttrSet, Change, Member};
 use freshteam_operator::secret::SecretString;
@@ -100,14 +100,14 @@ fn update(
     desired: Member,
     managed: AttrSet,
 ) -> WriteOp {
-    WriteOp::Update {
+    WriteOp::Update(UpdateOp {
         id: current.id.clone(),
         version: current.version.clone(),
         has_work_email: current.has_work_email,
         changes,
         desired,
         managed,
-    }
+    })
 }
 
 /// A client whose capabilities are what the server announced, adjusted by `f`.

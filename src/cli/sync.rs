@@ -21,8 +21,8 @@ use crate::progress::ProgressSink;
 use crate::source::EmployeeSource;
 use crate::sync::mode::{spec_fingerprint, ModePolicy, RequestedMode};
 use crate::sync::{
-    describe, notify_after_run, report_csv, run_import_with_ledger, ImportOptions, ImportOutcome,
-    RunInfo, StopSignal,
+    describe, notify_after_run, report_csv, run_import, ImportJob, ImportOptions, ImportOutcome,
+    RunInfo, StopSignal, Stores,
 };
 use crate::validate::{validate_spec, EndpointPolicy};
 
@@ -199,16 +199,18 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         ..ImportOptions::default()
     };
     let signals = tokio::spawn(stop_on_signal(options.stop.clone()));
-    let mut outcome = run_import_with_ledger(
-        &validated.mapping,
-        source.as_ref(),
-        destination.as_ref(),
-        &options,
-        invitations,
-        file_store.as_ref().map(|f| f as &dyn LedgerStore),
-        &progress,
-        &SystemClock,
-    )
+    let mut outcome = run_import(&ImportJob {
+        mapping: &validated.mapping,
+        source: source.as_ref(),
+        destination: destination.as_ref(),
+        options: &options,
+        stores: Stores {
+            outbox: invitations,
+            ledger: file_store.as_ref().map(|f| f as &dyn LedgerStore),
+        },
+        progress: &progress,
+        clock: &SystemClock,
+    })
     .await;
     signals.abort();
     let run_name = run_name(&manifests);

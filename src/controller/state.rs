@@ -37,7 +37,7 @@ use serde_json::Value;
 
 use crate::api::{IntegrationState, IntegrationStateSpec, StateKind};
 use crate::destination::ConvergenceNotes;
-use crate::ledger::{Ledger, LedgerEntry, LedgerStore, StateError};
+use crate::ledger::{ImportCursor, Ledger, LedgerEntry, LedgerStore, StateError};
 use crate::notify::{Outbox, OutboxEntry, OutboxStore};
 
 /// Buckets entries are hashed into (also the most objects a state may use).
@@ -521,21 +521,89 @@ fn stored_size(text: &str) -> usize {
     text.len() + escapes + 2
 }
 
-/// The invitation outbox (`<integration>-invitations`).
-pub struct ClusterOutboxStore(ShardedState<OutboxEntry>);
+/// The metadata beside a kind's entries (`spec.meta` of its first object): the outbox's
+/// generation, the ledger's cursor, none for the notes. Stored as `{"generation": 3}`,
+/// `{"cursor": {...}}`, or `null` when it holds nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMeta {
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "readable"
+    )]
+    pub generation: Option<u64>,
+    /// A cursor that cannot be read is no cursor: the next run is a full one.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "readable"
+    )]
+    pub cursor: Option<ImportCursor>,
+}
 
-impl ClusterOutboxStore {
+impl StateMeta {
+    /// What can be read of the stored metadata; a field that cannot be read is none.
+    fn read(meta: &Value) -> Self {
+        Option::<StateMeta>::deserialize(meta)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    fn to_value(&self) -> Value {
+        if *self == StateMeta::default() {
+            return Value::Null;
+        }
+        serde_json::to_value(self).expect("state metadata serializes")
+    }
+}
+
+/// A field's value, or none when it is missing, null or not what it should be.
+fn readable<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let value = Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
+}
+
+/// One integration's state of one kind in the cluster: a [`ShardedState`] of the
+/// entries `T` in the `IntegrationState` objects of that kind.
+pub struct ClusterStore<T>(ShardedState<T>);
+
+/// The kind of state an entry type is kept as.
+pub trait ClusterEntry {
+    const KIND: StateKind;
+}
+
+impl ClusterEntry for OutboxEntry {
+    const KIND: StateKind = StateKind::Invitations;
+}
+
+impl ClusterEntry for LedgerEntry {
+    const KIND: StateKind = StateKind::Ledger;
+}
+
+impl ClusterEntry for NoteEntry {
+    const KIND: StateKind = StateKind::Convergence;
+}
+
+impl<T> ClusterStore<T>
+where
+    T: ClusterEntry + Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync,
+{
     pub fn new(
         client: Client,
         namespace: &str,
         integration: &str,
         owner: Option<OwnerReference>,
     ) -> Self {
-        ClusterOutboxStore(ShardedState::new(
+        ClusterStore(ShardedState::new(
             client,
             namespace,
             integration,
-            StateKind::Invitations,
+            T::KIND,
             owner,
         ))
     }
@@ -546,65 +614,43 @@ impl ClusterOutboxStore {
         self.0.object_sizes()
     }
 }
+
+/// The invitation outbox (`<integration>-invitations`).
+pub type ClusterOutboxStore = ClusterStore<OutboxEntry>;
 
 #[async_trait]
 impl OutboxStore for ClusterOutboxStore {
     async fn load(&self) -> Result<Outbox, StateError> {
         let (meta, entries) = self.0.load().await?;
-        let generation = meta.get("generation").and_then(Value::as_u64).unwrap_or(0);
         Ok(Outbox {
-            generation,
+            generation: StateMeta::read(&meta).generation.unwrap_or(0),
             entries,
         })
     }
     async fn save(&self, outbox: &Outbox) -> Result<(), StateError> {
-        let meta = serde_json::json!({ "generation": outbox.generation });
-        self.0.save(&meta, &outbox.entries).await
+        let meta = StateMeta {
+            generation: Some(outbox.generation),
+            ..StateMeta::default()
+        };
+        self.0.save(&meta.to_value(), &outbox.entries).await
     }
 }
 
 /// The ledger of managed members (`<integration>-ledger`).
-pub struct ClusterLedgerStore(ShardedState<LedgerEntry>);
-
-impl ClusterLedgerStore {
-    pub fn new(
-        client: Client,
-        namespace: &str,
-        integration: &str,
-        owner: Option<OwnerReference>,
-    ) -> Self {
-        ClusterLedgerStore(ShardedState::new(
-            client,
-            namespace,
-            integration,
-            StateKind::Ledger,
-            owner,
-        ))
-    }
-    pub fn name(&self) -> &str {
-        self.0.name()
-    }
-    pub fn object_sizes(&self) -> Vec<usize> {
-        self.0.object_sizes()
-    }
-}
+pub type ClusterLedgerStore = ClusterStore<LedgerEntry>;
 
 #[async_trait]
 impl LedgerStore for ClusterLedgerStore {
     async fn load_ledger(&self) -> Result<Ledger, StateError> {
         let (meta, entries) = self.0.load().await?;
-        // A cursor that cannot be read is no cursor: the next run is a full one.
-        let cursor = meta
-            .get("cursor")
-            .and_then(|c| serde_json::from_value(c.clone()).ok());
-        Ok(Ledger::from_entries(entries, cursor))
+        Ok(Ledger::from_entries(entries, StateMeta::read(&meta).cursor))
     }
     async fn save_ledger(&self, ledger: &Ledger) -> Result<(), StateError> {
-        let meta = match &ledger.cursor {
-            Some(c) => serde_json::json!({ "cursor": c }),
-            None => Value::Null,
+        let meta = StateMeta {
+            cursor: ledger.cursor.clone(),
+            ..StateMeta::default()
         };
-        self.0.save(&meta, &ledger.entries()).await
+        self.0.save(&meta.to_value(), &ledger.entries()).await
     }
     fn ledger_location(&self) -> String {
         format!("IntegrationState {}", self.0.name())
@@ -612,28 +658,13 @@ impl LedgerStore for ClusterLedgerStore {
 }
 
 /// Employee ID → member field → hash of the value written (a note's shape).
-type NoteEntry = BTreeMap<String, String>;
+pub type NoteEntry = BTreeMap<String, String>;
 
 /// The convergence notes (`<integration>-convergence`; see
 /// [`crate::destination::convergence`]).
-pub struct ClusterConvergenceStore(ShardedState<NoteEntry>);
+pub type ClusterConvergenceStore = ClusterStore<NoteEntry>;
 
 impl ClusterConvergenceStore {
-    pub fn new(
-        client: Client,
-        namespace: &str,
-        integration: &str,
-        owner: Option<OwnerReference>,
-    ) -> Self {
-        ClusterConvergenceStore(ShardedState::new(
-            client,
-            namespace,
-            integration,
-            StateKind::Convergence,
-            owner,
-        ))
-    }
-
     /// The notes, or none when there are none yet or they cannot be read (the run then
     /// writes what it would write without them: nothing is lost but a write).
     pub async fn load(&self) -> ConvergenceNotes {
@@ -657,6 +688,44 @@ impl ClusterConvergenceStore {
         let entries: BTreeMap<String, NoteEntry> = serde_json::to_value(notes)
             .and_then(serde_json::from_value)
             .map_err(|e| StateError::write(self.0.location(0), e))?;
-        self.0.save(&Value::Null, &entries).await
+        self.0
+            .save(&StateMeta::default().to_value(), &entries)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_metadata_is_stored_as_before_and_read_leniently() {
+        let cursor: ImportCursor = serde_json::from_value(serde_json::json!({
+            "since": "2026-12-01T00:00:00Z",
+            "lastFull": "2026-11-30T00:00:00Z",
+            "spec": "abc",
+        }))
+        .unwrap();
+        let outbox = StateMeta {
+            generation: Some(0),
+            ..StateMeta::default()
+        };
+        assert_eq!(outbox.to_value().to_string(), r#"{"generation":0}"#);
+        let ledger = StateMeta {
+            cursor: Some(cursor.clone()),
+            ..StateMeta::default()
+        };
+        assert_eq!(
+            ledger.to_value(),
+            serde_json::json!({ "cursor": cursor.clone() })
+        );
+        assert_eq!(StateMeta::default().to_value(), Value::Null);
+
+        assert_eq!(StateMeta::read(&ledger.to_value()).cursor, Some(cursor));
+        assert_eq!(StateMeta::read(&Value::Null), StateMeta::default());
+        // What cannot be read is none: no cursor (a full run), generation 0.
+        let odd = serde_json::json!({ "cursor": "yesterday", "generation": null });
+        assert_eq!(StateMeta::read(&odd), StateMeta::default());
+        assert_eq!(StateMeta::read(&serde_json::json!(7)), StateMeta::default());
     }
 }

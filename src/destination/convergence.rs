@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::destination::WriteOp;
+use crate::destination::{UpdateOp, WriteOp};
 use crate::member::{Attr, Change};
 
 /// Notes kept at most; past this a run keeps the first ones (by Employee ID) and the
@@ -361,7 +361,7 @@ pub(crate) fn write_hash(write: &WriteOp) -> String {
                 "\0inactive"
             });
         }
-        WriteOp::Update { changes, .. } => {
+        WriteOp::Update(UpdateOp { changes, .. }) => {
             text.push_str("update");
             for change in changes {
                 text.push('\0');
@@ -546,17 +546,17 @@ mod tests {
         assert_eq!(r.detail, "400 invalidValue: name.givenName has digits");
         assert!(refusals.same_write("E2", &create("Artoo")).is_none());
         assert!(refusals.same_write("E3", &create("R2-D2")).is_none());
-        let update = WriteOp::Update {
+        let update = WriteOp::Update(UpdateOp {
             id: "u1".into(),
             version: Some("W/1".into()),
             has_work_email: true,
             changes: vec![Change::Set(Attr::FirstName, "R2-D2".into())],
             desired: crate::member::Member::default(),
             managed: crate::member::AttrSet::default(),
-        };
+        });
         refusals.record("E4", &update, "2026-12-05", "400 invalidValue");
         let mut later = update.clone();
-        if let WriteOp::Update { version, .. } = &mut later {
+        if let WriteOp::Update(UpdateOp { version, .. }) = &mut later {
             *version = Some("W/2".into());
         }
         assert!(

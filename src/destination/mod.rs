@@ -142,29 +142,33 @@ impl From<&[DestinationMember]> for Accounts {
 pub enum WriteOp {
     /// Create a member (new employee).
     Create { member: Member },
-    /// Change an existing member. `desired` and `managed` let the destination recompute
-    /// `changes` after re-reading a member whose version went stale (HTTP 412).
-    Update {
-        id: String,
-        version: Option<String>,
-        has_work_email: bool,
-        changes: Vec<Change>,
-        desired: Member,
-        managed: AttrSet,
-    },
+    /// Change an existing member.
+    Update(UpdateOp),
+}
+
+/// A change to an existing member. `desired` and `managed` let the destination recompute
+/// `changes` after re-reading a member whose version went stale (HTTP 412).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateOp {
+    pub id: String,
+    pub version: Option<String>,
+    pub has_work_email: bool,
+    pub changes: Vec<Change>,
+    pub desired: Member,
+    pub managed: AttrSet,
 }
 
 impl WriteOp {
     pub fn employee_id(&self) -> &str {
         match self {
             WriteOp::Create { member } => &member.employee_id,
-            WriteOp::Update { desired, .. } => &desired.employee_id,
+            WriteOp::Update(update) => &update.desired.employee_id,
         }
     }
     pub fn email(&self) -> &str {
         match self {
             WriteOp::Create { member } => &member.email,
-            WriteOp::Update { desired, .. } => &desired.email,
+            WriteOp::Update(update) => &update.desired.email,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 
 use crate::api::{RecordError, Severity, WhenRemoved};
-use crate::destination::{Account, Accounts, DestinationMember, WriteOp};
+use crate::destination::{Account, Accounts, DestinationMember, UpdateOp, WriteOp};
 use crate::ledger::ManagedIds;
 use crate::mapping::{lowercase, DesiredSet, MappedSource, PackedDesired};
 #[cfg(test)]
@@ -256,14 +256,14 @@ impl PackedPlan {
                     gone.active = false;
                     gone
                 });
-                WriteOp::Update {
+                WriteOp::Update(UpdateOp {
                     id: cur.id().to_string(),
                     version: cur.version().map(str::to_string),
                     has_work_email: cur.has_work_email(),
                     changes: item.changes.clone(),
                     desired,
                     managed: item.managed,
-                }
+                })
             }
             (None, None) => unreachable!("a planned write has a member or an account"),
         };

@@ -72,7 +72,7 @@ fn kinds(p: &Plan) -> Vec<(WriteKind, String)> {
 
 fn changes(w: &PlannedWrite) -> &[Change] {
     match &w.op {
-        WriteOp::Update { changes, .. } => changes,
+        WriteOp::Update(UpdateOp { changes, .. }) => changes,
         WriteOp::Create { .. } => panic!("not an update"),
     }
 }
@@ -427,7 +427,7 @@ fn apply(current: &mut Vec<DestinationMember>, p: &Plan) {
                     has_work_email: true,
                 });
             }
-            WriteOp::Update { id, changes, .. } => {
+            WriteOp::Update(UpdateOp { id, changes, .. }) => {
                 let m = current.iter_mut().find(|m| &m.id == id).unwrap();
                 for c in changes {
                     c.apply_to(&mut m.member);

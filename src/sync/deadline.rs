@@ -1,11 +1,47 @@
 //! `spec.runDeadline`: a run still going then is stopped like any stop request (reads
 //! dropped, writes stopped where they are) and ends `Failed`, saying so.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::ImportOutcome;
+use super::{ImportJob, ImportOutcome};
 use crate::api::ImportPhase;
 use crate::http_policy::show_duration;
+use crate::progress::forward_waits;
+
+/// Runs `run` (the job's import) with its waits passed on to the job's progress and,
+/// with a deadline, a watchdog that stops it there; a run the deadline stopped ends
+/// [`past`] it.
+pub(super) async fn within(
+    job: &ImportJob<'_>,
+    run: impl Future<Output = ImportOutcome>,
+) -> ImportOutcome {
+    let Some(limit) = job.options.deadline else {
+        return forward_waits(job.progress, run).await;
+    };
+    let reason = reason(limit);
+    // Whether the deadline is what stopped the run (another stop may have come first).
+    let past_deadline = AtomicBool::new(false);
+    let watchdog = async {
+        tokio::time::sleep(limit).await;
+        let first = job.options.stop.stop(reason.clone());
+        past_deadline.store(first, Ordering::Relaxed);
+        std::future::pending::<ImportOutcome>().await
+    };
+    let outcome = forward_waits(job.progress, async {
+        tokio::select! {
+            outcome = run => outcome,
+            never = watchdog => never,
+        }
+    })
+    .await;
+    if past_deadline.load(Ordering::Relaxed) {
+        past(outcome, &reason)
+    } else {
+        outcome
+    }
+}
 
 /// The stop reason the deadline gives; the run's message starts with it.
 pub(super) fn reason(limit: Duration) -> String {

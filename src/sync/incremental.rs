@@ -41,7 +41,7 @@ pub(super) async fn read_changed(
 ) -> Result<ChangedRead, ReadError> {
     let mut request = mapping.request.clone();
     request.updated_since = Some(since);
-    let (stats, desired) = super::read::read_desired(mapping, &request, source, progress)
+    let (stats, desired) = super::stages::read::read_desired(mapping, &request, source, progress)
         .await
         .map_err(ReadError::Source)?;
     progress.phase("Reading the changed employees' accounts");

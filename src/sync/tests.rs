@@ -7,13 +7,24 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 
+use super::stages::{creation_depth, next_ledger, WRITE_BATCH};
 use super::*;
+use crate::api::Severity;
 use crate::api::{LeaversSpec, MappingSpec};
-use crate::destination::DestinationError;
+use crate::clock::Clock;
+use crate::destination::{
+    Accounts, DestinationMember, DestinationStats, MemberDirectory, WriteOp, WriteOutcome,
+};
+use crate::destination::{DestinationError, UpdateOp};
+use crate::ledger::ManagedIds;
+use crate::mapping::{CompiledMapping, DesiredSet};
 use crate::member::Member;
+use crate::member::{Attr, AttrSet, Change, MemberFields};
+use crate::plan::{plan_sets, PlanOptions, PlanScope};
 use crate::source::{
     AccountInfo, EmployeeRecord, LookupKind, SourceError, SourceRequest, SourceSnapshot,
 };
+use crate::source::{EmployeeSource, SourceStats};
 
 struct FixedClock;
 impl Clock for FixedClock {
@@ -126,7 +137,7 @@ impl MemberDirectory for FakeDirectory {
                         });
                         WriteOutcome::Created { id, unkept }
                     }
-                    WriteOp::Update { id, changes, .. } => {
+                    WriteOp::Update(UpdateOp { id, changes, .. }) => {
                         let m = members.iter_mut().find(|m| &m.id == id).unwrap();
                         for c in changes {
                             let dropped = matches!(c, Change::Set(a, _) | Change::Clear(a) if self.drops.contains(a));
@@ -185,15 +196,15 @@ fn opts(dry_run: bool) -> ImportOptions {
 
 async fn run(source: &FakeSource, dest: &dyn MemberDirectory, o: &ImportOptions) -> ImportOutcome {
     let counter = ProgressCounter::default();
-    let out = run_import(
-        &mapping(false),
+    let out = run_import(&ImportJob {
+        mapping: &mapping(false),
         source,
-        dest,
-        o,
-        None,
-        &counter,
-        &FixedClock,
-    )
+        destination: dest,
+        options: o,
+        stores: Stores::default(),
+        progress: &counter,
+        clock: &FixedClock,
+    })
     .await;
     assert_eq!(counter.snapshot().percent, 100, "progress reaches 100%");
     out
@@ -290,15 +301,15 @@ async fn unusable_source_fails_the_run_with_its_reason() {
     };
     let dest = FakeDirectory::default();
     let counter = ProgressCounter::default();
-    let out = run_import(
-        &mapping(false),
-        &source,
-        &dest,
-        &opts(false),
-        None,
-        &counter,
-        &FixedClock,
-    )
+    let out = run_import(&ImportJob {
+        mapping: &mapping(false),
+        source: &source,
+        destination: &dest,
+        options: &opts(false),
+        stores: Stores::default(),
+        progress: &counter,
+        clock: &FixedClock,
+    })
     .await;
     assert_eq!(out.status.phase, ImportPhase::Failed);
     assert!(out
@@ -368,15 +379,15 @@ async fn a_manager_cycle_still_creates_everyone_and_links_in_a_follow_up() {
     };
     let dest = FakeDirectory::default();
     let counter = ProgressCounter::default();
-    let out = run_import(
-        &mapping(true),
-        &source,
-        &dest,
-        &opts(false),
-        None,
-        &counter,
-        &FixedClock,
-    )
+    let out = run_import(&ImportJob {
+        mapping: &mapping(true),
+        source: &source,
+        destination: &dest,
+        options: &opts(false),
+        stores: Stores::default(),
+        progress: &counter,
+        clock: &FixedClock,
+    })
     .await;
     assert_eq!(out.status.summary.created, 2);
     let members = dest.members.lock().unwrap().clone();
@@ -398,15 +409,15 @@ async fn managers_created_in_the_same_run_are_linked_in_that_run() {
     };
     let dest = FakeDirectory::default();
     let counter = ProgressCounter::default();
-    let first = run_import(
-        &mapping(true),
-        &source,
-        &dest,
-        &opts(false),
-        None,
-        &counter,
-        &FixedClock,
-    )
+    let first = run_import(&ImportJob {
+        mapping: &mapping(true),
+        source: &source,
+        destination: &dest,
+        options: &opts(false),
+        stores: Stores::default(),
+        progress: &counter,
+        clock: &FixedClock,
+    })
     .await;
     assert_eq!(first.status.summary.created, 2);
     assert_eq!(
@@ -428,15 +439,15 @@ async fn managers_created_in_the_same_run_are_linked_in_that_run() {
         .member;
     assert_eq!(dev_m.manager.as_deref(), Some(boss_id.as_str()));
     let writes = *dest.writes.lock().unwrap();
-    let second = run_import(
-        &mapping(true),
-        &source,
-        &dest,
-        &opts(false),
-        None,
-        &counter,
-        &FixedClock,
-    )
+    let second = run_import(&ImportJob {
+        mapping: &mapping(true),
+        source: &source,
+        destination: &dest,
+        options: &opts(false),
+        stores: Stores::default(),
+        progress: &counter,
+        clock: &FixedClock,
+    })
     .await;
     assert_eq!(second.status.summary.unchanged, 2);
     assert_eq!(*dest.writes.lock().unwrap(), writes);
@@ -504,15 +515,18 @@ async fn a_stop_between_write_batches_keeps_the_outbox_consistent_and_the_next_r
         ..opts(false)
     };
     let counter = ProgressCounter::default();
-    let out = run_import(
-        &mapping(false),
-        &source,
-        &dest,
-        &options,
-        Some(&outbox),
-        &counter,
-        &FixedClock,
-    )
+    let out = run_import(&ImportJob {
+        mapping: &mapping(false),
+        source: &source,
+        destination: &dest,
+        options: &options,
+        stores: Stores {
+            outbox: Some(&outbox),
+            ledger: None,
+        },
+        progress: &counter,
+        clock: &FixedClock,
+    })
     .await;
     assert_eq!(out.status.phase, ImportPhase::Interrupted);
     assert_eq!(out.status.summary.created, WRITE_BATCH as u32);
@@ -597,15 +611,15 @@ async fn a_run_asked_to_stop_before_it_starts_reads_and_writes_nothing() {
     };
     options.stop.stop("the Secret freshteam-acme was deleted");
     let counter = ProgressCounter::default();
-    let out = run_import(
-        &mapping(false),
-        &source,
-        &dest,
-        &options,
-        None,
-        &counter,
-        &FixedClock,
-    )
+    let out = run_import(&ImportJob {
+        mapping: &mapping(false),
+        source: &source,
+        destination: &dest,
+        options: &options,
+        stores: Stores::default(),
+        progress: &counter,
+        clock: &FixedClock,
+    })
     .await;
     assert_eq!(out.status.phase, ImportPhase::Interrupted);
     assert_eq!(
@@ -779,16 +793,18 @@ async fn run_with_state(
     ledger: &crate::ledger::MemoryLedgerStore,
     outbox: &crate::notify::MemoryOutboxStore,
 ) -> ImportOutcome {
-    run_import_with_ledger(
-        &mapping(false),
+    run_import(&ImportJob {
+        mapping: &mapping(false),
         source,
-        dest,
-        &opts(false),
-        Some(outbox),
-        Some(ledger),
-        &ProgressCounter::default(),
-        &FixedClock,
-    )
+        destination: dest,
+        options: &opts(false),
+        stores: Stores {
+            outbox: Some(outbox),
+            ledger: Some(ledger),
+        },
+        progress: &ProgressCounter::default(),
+        clock: &FixedClock,
+    })
     .await
 }
 
@@ -943,15 +959,16 @@ async fn a_stop_while_waiting_for_the_rate_limit_interrupts_at_once_keeping_what
     };
     let counter = ProgressCounter::default();
     let mapping = mapping(false);
-    let run = run_import(
-        &mapping,
-        &source,
-        &dest,
-        &options,
-        None,
-        &counter,
-        &FixedClock,
-    );
+    let job = ImportJob {
+        mapping: &mapping,
+        source: &source,
+        destination: &dest,
+        options: &options,
+        stores: Stores::default(),
+        progress: &counter,
+        clock: &FixedClock,
+    };
+    let run = run_import(&job);
     let stopper = async {
         // The run says that it waits, and until when.
         while counter.waiting().is_none() {
@@ -994,15 +1011,15 @@ async fn run_past_a_300ms_deadline(options: &ImportOptions) -> ImportOutcome {
     };
     tokio::time::timeout(
         Duration::from_secs(5),
-        run_import(
-            &mapping(false),
-            &twenty_employees(),
-            &dest,
-            &options,
-            None,
-            &ProgressCounter::default(),
-            &FixedClock,
-        ),
+        run_import(&ImportJob {
+            mapping: &mapping(false),
+            source: &twenty_employees(),
+            destination: &dest,
+            options: &options,
+            stores: Stores::default(),
+            progress: &ProgressCounter::default(),
+            clock: &FixedClock,
+        }),
     )
     .await
     .expect("the deadline or a stop ends the run")

@@ -26,7 +26,7 @@ use crate::secret::SecretString;
 use crate::source::EmployeeSource;
 use crate::sync::mode::ModePolicy;
 use crate::sync::{
-    run_import_with_ledger, ImportOptions, ImportOutcome, ProgressCounter, StopSignal,
+    run_import, ImportJob, ImportOptions, ImportOutcome, ProgressCounter, StopSignal,
 };
 
 mod objects;
@@ -247,16 +247,18 @@ impl Run {
         };
         let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
             .then_some(&self.outbox as &dyn OutboxStore);
-        run_import_with_ledger(
-            &req.mapping,
+        run_import(&ImportJob {
+            mapping: &req.mapping,
             source,
             destination,
-            &options,
-            invitations,
-            Some(&self.ledger as &dyn LedgerStore),
+            options: &options,
+            stores: crate::sync::Stores {
+                outbox: invitations,
+                ledger: Some(&self.ledger as &dyn LedgerStore),
+            },
             progress,
-            ctx.clock.as_ref(),
-        )
+            clock: ctx.clock.as_ref(),
+        })
         .await
     }
 }

@@ -15,7 +15,7 @@ use super::write::{
     changes_email, created_changes, not_kept, uniqueness_failure, FollowUp, WriteForm,
 };
 use super::ScimClient;
-use crate::destination::{WriteOp, WriteOutcome};
+use crate::destination::{UpdateOp, WriteOp, WriteOutcome};
 use crate::member::{Attr, Change};
 
 /// The attribute a change is to (none for `Active`).
@@ -66,14 +66,15 @@ impl ScimClient {
                 "bulkId": Self::bulk_id(index),
                 "data": model::create_body_for(member, self.keeps.emails),
             }),
-            WriteOp::Update {
-                id,
-                version,
-                has_work_email,
-                changes,
-                desired,
-                managed,
-            } => {
+            WriteOp::Update(update) => {
+                let UpdateOp {
+                    id,
+                    version,
+                    has_work_email,
+                    changes,
+                    desired,
+                    managed,
+                } = update;
                 let form = self.current_form().patch().unwrap_or(PatchForm::ValuePaths);
                 let data = model::patch_body_as(
                     form,
@@ -224,7 +225,7 @@ impl ScimClient {
                         by_bulk_id
                             .remove(&Self::bulk_id(i))
                             .or_else(|| match &ops[i] {
-                                WriteOp::Update { id, .. } => by_location.remove(id),
+                                WriteOp::Update(UpdateOp { id, .. }) => by_location.remove(id),
                                 WriteOp::Create { .. } => None,
                             })
                     };
@@ -346,7 +347,7 @@ impl ScimClient {
                     maybe_applied: true,
                 }),
             },
-            (WriteOp::Update { .. }, 200..=299) => Ok(WriteOutcome::Updated),
+            (WriteOp::Update(UpdateOp { .. }), 200..=299) => Ok(WriteOutcome::Updated),
             (_, 429 | 500..=599) => Err(FollowUp::Retry {
                 maybe_applied: true,
             }),
@@ -354,12 +355,12 @@ impl ScimClient {
                 maybe_applied: true,
             }),
             (WriteOp::Create { .. }, 409) => Ok(uniqueness_failure(op.email())),
-            (WriteOp::Update { changes, .. }, 409) if changes_email(changes) => {
+            (WriteOp::Update(UpdateOp { changes, .. }), 409) if changes_email(changes) => {
                 Ok(uniqueness_failure(op.email()))
             }
-            (WriteOp::Update { .. }, 412) => Err(FollowUp::Stale),
+            (WriteOp::Update(UpdateOp { .. }), 412) => Err(FollowUp::Stale),
             // Refused paths (or a path-level 404) get the individual fallbacks.
-            (WriteOp::Update { .. }, 400 | 404 | 405)
+            (WriteOp::Update(UpdateOp { .. }), 400 | 404 | 405)
                 if status != 400
                     || answer.error().scim_type.as_deref().is_some_and(|t| {
                         ["invalidPath", "noTarget", "invalidSyntax"]
@@ -374,7 +375,7 @@ impl ScimClient {
             (WriteOp::Create { .. }, _) => {
                 Ok(self.refused("could not create the member", status, answer.error()))
             }
-            (WriteOp::Update { .. }, _) => {
+            (WriteOp::Update(UpdateOp { .. }), _) => {
                 Ok(self.refused("could not update the member", status, answer.error()))
             }
         }
@@ -395,7 +396,7 @@ impl ScimClient {
             let bulkable = bulk.is_some()
                 && match op {
                     WriteOp::Create { .. } => true,
-                    WriteOp::Update { changes, .. } => {
+                    WriteOp::Update(UpdateOp { changes, .. }) => {
                         self.caps.patch
                             && self.current_form() < WriteForm::Put
                             && !changes.is_empty()

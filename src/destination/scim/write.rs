@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 use super::model::{self, ListPage, PatchForm, ScimErrorBody, WireUser};
 use super::transport::{CallKind, Response};
 use super::ScimClient;
-use crate::destination::{DestinationMember, WriteOp, WriteOutcome};
+use crate::destination::{DestinationMember, UpdateOp, WriteOp, WriteOutcome};
 use crate::member::replan_update;
 use crate::member::{Attr, AttrSet, Change, Member, MemberFields};
 
@@ -291,20 +291,18 @@ impl ScimClient {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn update(
-        &self,
-        id: &str,
-        version: Option<&str>,
-        has_work_email: bool,
-        planned: &[Change],
-        desired: &Member,
-        managed: AttrSet,
-        already_stale: bool,
-    ) -> WriteOutcome {
-        let mut changes = planned.to_vec();
-        let mut version = version.map(str::to_string);
-        let mut has_work_email = has_work_email;
+    async fn update(&self, op: &UpdateOp, already_stale: bool) -> WriteOutcome {
+        let UpdateOp {
+            id,
+            desired,
+            managed,
+            changes: planned,
+            ..
+        } = op;
+        let (id, managed) = (id.as_str(), *managed);
+        let mut changes = planned.clone();
+        let mut version = op.version.clone();
+        let mut has_work_email = op.has_work_email;
         let mut stale = already_stale;
         let mut fresh: Option<DestinationMember> = None;
         let mut retried = false;
@@ -566,24 +564,9 @@ impl ScimClient {
                 );
                 self.create(member, maybe_applied).await
             }
-            WriteOp::Update {
-                id,
-                version,
-                has_work_email,
-                changes,
-                desired,
-                managed,
-            } => {
-                self.update(
-                    id,
-                    version.as_deref(),
-                    *has_work_email,
-                    changes,
-                    desired,
-                    *managed,
-                    matches!(follow_up, Some(FollowUp::Stale)),
-                )
-                .await
+            WriteOp::Update(update) => {
+                let stale = matches!(follow_up, Some(FollowUp::Stale));
+                self.update(update, stale).await
             }
         }
     }

@@ -16,7 +16,7 @@ fn refuses(op: &WriteOp) -> bool {
     let digit = |v: &str| v == "Nobody" || v.chars().any(|c| c.is_ascii_digit());
     match op {
         WriteOp::Create { member } => member.first_name.as_deref().is_some_and(digit),
-        WriteOp::Update { changes, .. } => changes
+        WriteOp::Update(UpdateOp { changes, .. }) => changes
             .iter()
             .any(|c| matches!(c, Change::Set(Attr::FirstName, v) if digit(v))),
     }
@@ -74,16 +74,18 @@ async fn run_with(
     ledger: &MemoryLedgerStore,
     options: &ImportOptions,
 ) -> ImportOutcome {
-    run_import_with_ledger(
-        &mapping(false),
+    run_import(&ImportJob {
+        mapping: &mapping(false),
         source,
-        dest,
+        destination: dest,
         options,
-        None,
-        Some(ledger),
-        &ProgressCounter::default(),
-        &FixedClock,
-    )
+        stores: Stores {
+            outbox: None,
+            ledger: Some(ledger),
+        },
+        progress: &ProgressCounter::default(),
+        clock: &FixedClock,
+    })
     .await
 }
 
