@@ -279,7 +279,7 @@ async fn scim_503_and_a_lost_answer_on_single_writes_are_retried_without_duplica
     let mut env = Env::start(20).await;
     let front = Front::start(&env.scim).await;
     env.scim_url = front.url.clone();
-    front.script_writes(&[
+    front.script_writes_once_each(&[
         Fault::Unavailable,
         Fault::LoseAnswer,
         Fault::Unavailable,

@@ -2,7 +2,7 @@
 //! faults, then passes traffic through: scripted faults for the next requests of any
 //! kind or for the next writes only, and writes held back until released.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +29,8 @@ pub struct FrontState {
     next: Mutex<VecDeque<Fault>>,
     /// Faults for the next write requests (POST, PATCH, PUT, DELETE), in order.
     writes_script: Mutex<VecDeque<Fault>>,
+    /// With [`Front::script_writes_once_each`]: the bodies already given a fault.
+    faulted: Mutex<Option<HashSet<Vec<u8>>>>,
     /// Write requests seen so far.
     pub writes: AtomicUsize,
     /// Writes with an index at or past this are held until [`Front::release`].
@@ -36,6 +38,22 @@ pub struct FrontState {
     pub held: AtomicUsize,
     pub in_flight: AtomicUsize,
     changed: Notify,
+}
+
+impl FrontState {
+    /// False for a body already given a fault, when faults go once to each body.
+    fn fault_this_body(&self, request: &[u8]) -> bool {
+        let mut faulted = self.faulted.lock().unwrap();
+        let Some(seen) = faulted.as_mut() else {
+            return true;
+        };
+        let body = match request.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(at) => &request[at + 4..],
+            None => request,
+        };
+        let scripted = !self.writes_script.lock().unwrap().is_empty();
+        !scripted || seen.insert(body.to_vec())
+    }
 }
 
 pub struct Front {
@@ -76,6 +94,13 @@ impl Front {
     /// Faults for the next write requests; reads pass.
     pub fn script_writes(&self, faults: &[Fault]) {
         self.state.writes_script.lock().unwrap().extend(faults);
+    }
+
+    /// Faults for the next writes, never two for one body: a write retried after its
+    /// fault passes, whatever else is in flight (the client's retry may come back first).
+    pub fn script_writes_once_each(&self, faults: &[Fault]) {
+        *self.state.faulted.lock().unwrap() = Some(HashSet::new());
+        self.script_writes(faults);
     }
 
     /// Holds every write from the `n`-th (0-based) on.
@@ -136,7 +161,7 @@ async fn serve(
     let mut fault = state.next.lock().unwrap().pop_front();
     if matches!(method, b"POST" | b"PATCH" | b"PUT" | b"DELETE") {
         let index = state.writes.fetch_add(1, Ordering::SeqCst);
-        if fault.is_none() {
+        if fault.is_none() && state.fault_this_body(&request) {
             fault = state.writes_script.lock().unwrap().pop_front();
         }
         if index >= state.hold_from.load(Ordering::SeqCst) {
