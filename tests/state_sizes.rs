@@ -10,7 +10,7 @@ use freshteam_operator::api::{IntegrationState, StateKind};
 use freshteam_operator::controller::state::{
     object_of, ClusterConvergenceStore, ClusterLedgerStore, ClusterOutboxStore,
 };
-use freshteam_operator::destination::ConvergenceNotes;
+use freshteam_operator::destination::{ConvergenceNotes, NotesStore};
 use freshteam_operator::ledger::{Ledger, LedgerStore, Origin};
 use freshteam_operator::notify::{EntryState, Outbox, OutboxEntry, OutboxStore};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -242,7 +242,7 @@ async fn state_kept_in_configmaps_by_an_earlier_version_moves_once_and_whole() {
     assert_eq!(moved.spec.meta, serde_json::json!({"generation": 3}));
     assert_eq!(moved.spec.entry_count, 40);
     let convergence = ClusterConvergenceStore::new(client.clone(), "hr", "acme", None);
-    assert_eq!(convergence.load().await, notes);
+    assert_eq!(NotesStore::load_notes(&convergence).await.unwrap(), notes);
     assert!(states.get_opt("acme-convergence").await.unwrap().is_some());
 
     // Once moved, the IntegrationStates are the state: what the old ConfigMaps say no

@@ -12,7 +12,7 @@ use crate::api::{ImportPhase, ImportRun, ImportRunSpec, ImportTrigger};
 use crate::clock::SystemClock;
 use crate::connect::{ConnectError, Connector, HttpConnector};
 use crate::destination::scim::BulkMode;
-use crate::destination::{ConvergenceNotes, MemberDirectory};
+use crate::destination::{ConvergenceNotes, MemberDirectory, NotesStore};
 use crate::exit;
 use crate::ledger::LedgerStore;
 use crate::manifest::{self, Manifests};
@@ -137,7 +137,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
     let file_store = args.state_file.as_ref().map(FileOutboxStore::new);
     // What earlier runs learnt about the destination spares requests when connecting.
     let notes = match &file_store {
-        Some(f) => load_notes(f).await,
+        Some(f) => load_notes(f, &progress).await,
         None => ConvergenceNotes::default(),
     };
     // Connecting reads the destination: a wait for its rate limit shows as in the run.
@@ -207,6 +207,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         stores: Stores {
             outbox: invitations,
             ledger: file_store.as_ref().map(|f| f as &dyn LedgerStore),
+            notes: file_store.as_ref().map(|f| f as &dyn NotesStore),
         },
         progress: &progress,
         clock: &SystemClock,
@@ -226,13 +227,6 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
     };
     for w in notify_after_run(&mail, Some(store), &info, &mut outcome).await {
         progress.warn(&w);
-    }
-    if let (Some(file), Some(notes)) = (&file_store, &outcome.convergence) {
-        if let Err(e) = save_notes(file, notes).await {
-            progress.warn(&format!(
-                "convergence notes not saved ({e}): the next run may write unkept values again"
-            ));
-        }
     }
     progress.finish();
     finish(&args, &manifests, &run_name, outcome)
@@ -256,18 +250,16 @@ async fn stop_on_signal(stop: StopSignal) {
     stop.stop(format!("sync received {which}"));
 }
 
-/// The convergence notes in the state file (none when it has none or is unreadable).
-async fn load_notes(store: &FileOutboxStore) -> ConvergenceNotes {
-    store.load_notes().await.unwrap_or_default()
-}
-
-/// Writes the notes beside the outbox and the ledger (atomically: a temporary file
-/// renamed over it).
-async fn save_notes(store: &FileOutboxStore, notes: &ConvergenceNotes) -> Result<(), String> {
-    store
-        .save_notes(notes, notes.is_empty())
-        .await
-        .map_err(|e| e.to_string())
+/// The convergence notes in the state file. Unreadable notes do not stop a run: without
+/// them it writes what it would write anyway (an unkept value once more), so it says so
+/// and starts without them.
+async fn load_notes(store: &FileOutboxStore, progress: &TerminalProgress) -> ConvergenceNotes {
+    NotesStore::load_notes(store).await.unwrap_or_else(|e| {
+        progress.warn(&format!(
+            "convergence notes not read ({e}): the run starts without them"
+        ));
+        ConvergenceNotes::default()
+    })
 }
 
 /// Why the clients could not be had: bad input (exit code INVALID_INPUT) or a run that
@@ -508,7 +500,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let store = FileOutboxStore::new(&path);
-        assert_eq!(load_notes(&store).await, ConvergenceNotes::default());
+        assert_eq!(
+            NotesStore::load_notes(&store).await.unwrap(),
+            ConvergenceNotes::default()
+        );
         crate::notify::record_intents(
             &store,
             &[InvitationIntent {
@@ -521,8 +516,8 @@ mod tests {
         .unwrap();
         let mut notes = ConvergenceNotes::default();
         notes.record("E1", &[Change::Set(Attr::JobTitle, "Engineer".into())]);
-        save_notes(&store, &notes).await.unwrap();
-        assert_eq!(load_notes(&store).await, notes);
+        NotesStore::save_notes(&store, &notes).await.unwrap();
+        assert_eq!(NotesStore::load_notes(&store).await.unwrap(), notes);
         // The outbox reads as before, and its saves and the ledger's keep the notes.
         assert_eq!(store.load().await.unwrap().pending(), 1);
         let outbox = store.load().await.unwrap();
@@ -530,7 +525,7 @@ mod tests {
         crate::ledger::LedgerStore::save_ledger(&store, &crate::ledger::Ledger::default())
             .await
             .unwrap();
-        assert_eq!(load_notes(&store).await, notes);
+        assert_eq!(NotesStore::load_notes(&store).await.unwrap(), notes);
         assert_eq!(store.load().await.unwrap().pending(), 1);
     }
 }

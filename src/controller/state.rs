@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::{IntegrationState, IntegrationStateSpec, StateKind};
-use crate::destination::ConvergenceNotes;
+use crate::destination::{ConvergenceNotes, NotesStore};
 use crate::ledger::{ImportCursor, Ledger, LedgerEntry, LedgerStore, StateError};
 use crate::notify::{Outbox, OutboxEntry, OutboxStore};
 
@@ -664,27 +664,18 @@ pub type NoteEntry = BTreeMap<String, String>;
 /// [`crate::destination::convergence`]).
 pub type ClusterConvergenceStore = ClusterStore<NoteEntry>;
 
-impl ClusterConvergenceStore {
-    /// The notes, or none when there are none yet or they cannot be read (the run then
-    /// writes what it would write without them: nothing is lost but a write).
-    pub async fn load(&self) -> ConvergenceNotes {
-        let notes = self
-            .0
-            .load()
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|(_, entries)| {
-                serde_json::from_value(serde_json::to_value(entries).map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string())
-            });
-        notes.unwrap_or_else(|e| {
-            tracing::warn!(state = %self.0.name(), error = %e, "cannot read the convergence notes");
-            ConvergenceNotes::default()
-        })
+#[async_trait::async_trait]
+impl NotesStore for ClusterConvergenceStore {
+    /// The notes; none when there are none yet.
+    async fn load_notes(&self) -> Result<ConvergenceNotes, StateError> {
+        let (_, entries) = self.0.load().await?;
+        serde_json::to_value(entries)
+            .and_then(serde_json::from_value)
+            .map_err(|e| StateError::parse(self.0.location(0), e))
     }
 
     /// Replaces the notes (creates the objects on first use).
-    pub async fn save(&self, notes: &ConvergenceNotes) -> Result<(), StateError> {
+    async fn save_notes(&self, notes: &ConvergenceNotes) -> Result<(), StateError> {
         let entries: BTreeMap<String, NoteEntry> = serde_json::to_value(notes)
             .and_then(serde_json::from_value)
             .map_err(|e| StateError::write(self.0.location(0), e))?;

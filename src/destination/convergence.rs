@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::destination::{UpdateOp, WriteOp};
+use crate::ledger::StateError;
 use crate::member::{Attr, Change};
 
 /// Notes kept at most; past this a run keeps the first ones (by Employee ID) and the
@@ -381,6 +382,14 @@ pub(crate) fn write_hash(write: &WriteOp) -> String {
         }
     }
     format!("{:016x}", fnv1a(text.as_bytes()))
+}
+
+/// Where an integration's convergence notes are kept between runs (the state file, the
+/// cluster); the import saves them after its writes.
+#[async_trait::async_trait]
+pub trait NotesStore: Send + Sync {
+    async fn load_notes(&self) -> Result<ConvergenceNotes, StateError>;
+    async fn save_notes(&self, notes: &ConvergenceNotes) -> Result<(), StateError>;
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! state lives, where its progress goes and what time it is.
 
 use crate::clock::Clock;
-use crate::destination::MemberDirectory;
+use crate::destination::{MemberDirectory, NotesStore};
 use crate::ledger::LedgerStore;
 use crate::mapping::CompiledMapping;
 use crate::notify::OutboxStore;
@@ -30,4 +30,7 @@ pub struct Stores<'a> {
     pub outbox: Option<&'a dyn OutboxStore>,
     /// The ledger of managed members and the incremental cursor.
     pub ledger: Option<&'a dyn LedgerStore>,
+    /// The convergence notes, saved after the writes (they are read before the run:
+    /// connecting to the destination already uses them).
+    pub notes: Option<&'a dyn NotesStore>,
 }

@@ -523,6 +523,7 @@ async fn a_stop_between_write_batches_keeps_the_outbox_consistent_and_the_next_r
         stores: Stores {
             outbox: Some(&outbox),
             ledger: None,
+            notes: None,
         },
         progress: &counter,
         clock: &FixedClock,
@@ -801,6 +802,7 @@ async fn run_with_state(
         stores: Stores {
             outbox: Some(outbox),
             ledger: Some(ledger),
+            notes: None,
         },
         progress: &ProgressCounter::default(),
         clock: &FixedClock,
@@ -1120,4 +1122,80 @@ fn a_partial_run_drops_forgotten_members_and_keeps_a_vanished_id_until_the_new_o
     full.set_account("BACK", Some("old-BACK"));
     next_ledger(&mut full, sets, &plan, false);
     assert_eq!(full.account("BACK").as_deref(), Some("old-BACK"));
+}
+
+/// Notes kept in memory; `fail` makes every save fail.
+#[derive(Default)]
+struct NotesInMemory {
+    saved: Mutex<Option<ConvergenceNotes>>,
+    fail: bool,
+}
+
+#[async_trait]
+impl crate::destination::NotesStore for NotesInMemory {
+    async fn load_notes(&self) -> Result<ConvergenceNotes, crate::ledger::StateError> {
+        Ok(self.saved.lock().unwrap().clone().unwrap_or_default())
+    }
+
+    async fn save_notes(&self, notes: &ConvergenceNotes) -> Result<(), crate::ledger::StateError> {
+        if self.fail {
+            return Err(crate::ledger::StateError::write("memory", "disk full"));
+        }
+        *self.saved.lock().unwrap() = Some(notes.clone());
+        Ok(())
+    }
+}
+
+async fn run_keeping_notes(notes: &NotesInMemory) -> ImportOutcome {
+    let source = FakeSource {
+        employees: vec![employee(1, "E-1", "a@acme.example", "active")],
+        fail: None,
+    };
+    run_import(&ImportJob {
+        mapping: &mapping(false),
+        source: &source,
+        destination: &FakeDirectory::default(),
+        options: &opts(false),
+        stores: Stores {
+            notes: Some(notes),
+            ..Stores::default()
+        },
+        progress: &ProgressCounter::default(),
+        clock: &FixedClock,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_import_saves_its_convergence_notes_and_a_failed_save_is_a_warning_row() {
+    let kept = NotesInMemory::default();
+    let outcome = run_keeping_notes(&kept).await;
+    assert_eq!(outcome.status.phase, ImportPhase::Succeeded);
+    assert_eq!(
+        kept.saved.lock().unwrap().as_ref(),
+        outcome.convergence.as_ref()
+    );
+    assert!(kept.saved.lock().unwrap().is_some(), "the notes were saved");
+
+    let failing = NotesInMemory {
+        fail: true,
+        ..NotesInMemory::default()
+    };
+    let outcome = run_keeping_notes(&failing).await;
+    assert_eq!(
+        outcome.status.summary.created, 1,
+        "the run itself went through"
+    );
+    assert_eq!(outcome.status.summary.warnings, 1);
+    let row = outcome
+        .report
+        .iter()
+        .find(|r| r.severity == Severity::Warning)
+        .unwrap();
+    assert!(
+        row.message.contains("convergence notes could not be saved")
+            && row.message.contains("disk full"),
+        "{}",
+        row.message
+    );
 }

@@ -18,7 +18,7 @@ use crate::controller::decide::StartRun;
 use crate::controller::state::{ClusterConvergenceStore, ClusterLedgerStore, ClusterOutboxStore};
 use crate::controller::status::RunProgress;
 use crate::controller::Context;
-use crate::destination::{ConvergenceNotes, MemberDirectory};
+use crate::destination::{ConvergenceNotes, MemberDirectory, NotesStore};
 use crate::ledger::LedgerStore;
 use crate::mapping::CompiledMapping;
 use crate::notify::OutboxStore;
@@ -190,7 +190,7 @@ impl Run {
             RunProgress::started(started),
         );
         // What earlier runs learnt about the destination spares requests when connecting.
-        let notes = self.notes.load().await;
+        let notes = self.load_notes().await;
         // Connecting reads the destination too (its budget may make it wait): a stop
         // ends it at once, and a wait shows like one during the run.
         let connected = crate::progress::forward_waits(progress.as_ref(), async {
@@ -220,6 +220,16 @@ impl Run {
         ticker.stop().await;
         ctx.runs.forget_stop_signal(&key, &stop);
         outcome
+    }
+
+    /// The notes earlier runs kept. Unreadable notes are not a reason to fail a run:
+    /// without them it writes what it would write anyway (an unkept value once more)
+    /// and saves new ones; the failure is logged here, the one place that decides.
+    async fn load_notes(&self) -> ConvergenceNotes {
+        self.notes.load_notes().await.unwrap_or_else(|e| {
+            tracing::warn!(state = %self.notes.name(), error = %e, "cannot read the convergence notes; the run starts without them");
+            ConvergenceNotes::default()
+        })
     }
 
     /// The import itself, once both clients are connected.
@@ -255,6 +265,7 @@ impl Run {
             stores: crate::sync::Stores {
                 outbox: invitations,
                 ledger: Some(&self.ledger as &dyn LedgerStore),
+                notes: Some(&self.notes as &dyn NotesStore),
             },
             progress,
             clock: ctx.clock.as_ref(),

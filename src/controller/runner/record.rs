@@ -69,29 +69,15 @@ impl Run {
         started
     }
 
-    /// Record: the convergence notes, the e-mails, the report and the run's status, the
+    /// Record: the e-mails, the report and the run's status, the
     /// integration's `lastImport` (and preview), the outcome's Event and metrics, then
     /// history pruning.
     pub(super) async fn record(&self, started: DateTime<Utc>, mut outcome: ImportOutcome) {
-        self.save_notes(&mut outcome).await;
         self.notify(&mut outcome).await;
         let status = self.record_run_status(&outcome).await;
         self.record_last_import(&status, &outcome).await;
         self.announce(&status, &outcome, started).await;
         prune(&self.runs, self.fti()).await;
-    }
-
-    async fn save_notes(&self, outcome: &mut ImportOutcome) {
-        let Some(written) = &outcome.convergence else {
-            return;
-        };
-        if let Err(e) = self.notes.save(written).await {
-            outcome.add_warnings([crate::api::RecordError {
-                severity: crate::api::Severity::Warning,
-                message: format!("convergence notes could not be saved ({e}): the next run may write unkept values again"),
-                ..crate::api::RecordError::default()
-            }]);
-        }
     }
 
     /// The owners' e-mail (and invitations), with an Event for each that was not sent.

@@ -1,5 +1,5 @@
 //! Persist: the ledger again after the writes, with the accounts this run created and,
-//! when the run went through, the cursor moved on.
+//! when the run went through, the cursor moved on; then the convergence notes.
 
 use super::apply::Written;
 use super::prepare::Prepared;
@@ -10,6 +10,25 @@ use crate::sync::{mode, ImportJob};
 /// run's peak. Only a run that went through moves the cursor on: anything less reads
 /// again from where the last one that did started. A save that fails is a warning row.
 pub(super) async fn persist(job: &ImportJob<'_>, prepared: &Prepared, written: &mut Written) {
+    save_ledger(job, prepared, written).await;
+    save_notes(job, written).await;
+}
+
+/// The notes as the writes left them; a save that fails is a warning row.
+async fn save_notes(job: &ImportJob<'_>, written: &mut Written) {
+    let (Some(store), Some(notes)) = (job.stores.notes, &written.convergence) else {
+        return;
+    };
+    if let Err(e) = store.save_notes(notes).await {
+        written.report.push(RecordError {
+            severity: Severity::Warning,
+            message: format!("convergence notes could not be saved ({e}): the next run may write unkept values again"),
+            ..RecordError::default()
+        });
+    }
+}
+
+async fn save_ledger(job: &ImportJob<'_>, prepared: &Prepared, written: &mut Written) {
     let (Some(store), Some(mut keep)) = (job.stores.ledger, written.recorded.take()) else {
         return;
     };

@@ -82,6 +82,7 @@ async fn run_with(
         stores: Stores {
             outbox: None,
             ledger: Some(ledger),
+            notes: None,
         },
         progress: &ProgressCounter::default(),
         clock: &FixedClock,
