@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 
 use freshteam_simulator::{ListMode, SimConfig, Simulator};
-use serde_json::json;
 
 const KEY: &str = "sim-api-key";
 
@@ -15,39 +14,24 @@ fn sim_with(config: SimConfig) -> Simulator {
 /// Eight employees, three a page: four current staff, then one inactive, one terminated,
 /// one deleted and one draft.
 fn mixed(mode: ListMode) -> Simulator {
-    let sim = sim_with(SimConfig {
-        employees: 8,
-        page_size: 3,
-        inactive_percent: 0.0,
-        list_mode: mode,
-        ..SimConfig::default()
-    });
-    for (id, patch) in [
-        ("E-00005", json!({"status": "inactive"})),
-        ("E-00006", json!({"terminated": true})),
-        ("E-00007", json!({"deleted": true})),
-        ("E-00008", json!({"draft": true})),
-    ] {
-        sim.update_employee(id, patch).unwrap();
-    }
-    sim
+    Simulator::one_of_each_kind(mode).expect("simulator starts")
+}
+
+/// The product's client for the simulator's account.
+fn client_of(sim: &Simulator) -> freshteam_operator::source::FreshteamClient {
+    use freshteam_operator::source::{FreshteamClient, FreshteamConfig};
+    let key = freshteam_operator::secret::SecretString::new(KEY.to_string());
+    let config = FreshteamConfig::new("acme", Some(&sim.base_url()), key).unwrap();
+    FreshteamClient::new(config).unwrap()
 }
 
 /// The client reads the same populations whichever way the unfiltered list behaves.
 #[tokio::test]
 async fn the_client_reads_every_population_in_both_list_modes() {
-    use freshteam_operator::source::{
-        EmployeeSource, FreshteamClient, FreshteamConfig, Population,
-    };
+    use freshteam_operator::source::{EmployeeSource, Population};
     for mode in [ListMode::Documented, ListMode::Permissive] {
         let sim = mixed(mode);
-        let config = FreshteamConfig::new(
-            "acme",
-            Some(&sim.base_url()),
-            freshteam_operator::secret::SecretString::new(KEY.to_string()),
-        )
-        .unwrap();
-        let client = FreshteamClient::new(config).unwrap();
+        let client = client_of(&sim);
         let request = freshteam_operator::source::SourceRequest {
             fields: vec!["employee_id".into()],
             ..Default::default()
@@ -102,21 +86,13 @@ async fn the_client_reads_every_population_in_both_list_modes() {
 /// 1 % of them changed.
 #[tokio::test]
 async fn an_incremental_read_of_ten_thousand_lists_only_the_changed_hundred() {
-    use freshteam_operator::source::{
-        EmployeeSource, FreshteamClient, FreshteamConfig, SourceRequest,
-    };
+    use freshteam_operator::source::{EmployeeSource, SourceRequest};
     let sim = sim_with(SimConfig {
         employees: 10_000,
         page_size: 50,
         ..SimConfig::default()
     });
-    let config = FreshteamConfig::new(
-        "acme",
-        Some(&sim.base_url()),
-        freshteam_operator::secret::SecretString::new(KEY.to_string()),
-    )
-    .unwrap();
-    let client = FreshteamClient::new(config).unwrap();
+    let client = client_of(&sim);
     let mut request = SourceRequest {
         fields: vec!["employee_id".into(), "designation".into()],
         updated_since: Some(chrono::Utc::now() - chrono::Duration::minutes(10)),

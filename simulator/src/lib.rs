@@ -262,6 +262,29 @@ impl Simulator {
         Self::start_on(config, SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
+    /// A small account with one employee of each kind, eight in all at three a page:
+    /// E-00001..E-00004 current staff, E-00005 inactive, E-00006 terminated, E-00007
+    /// deleted, E-00008 a draft (for checking how a client reads every population).
+    pub fn one_of_each_kind(list_mode: ListMode) -> std::io::Result<Simulator> {
+        let sim = Self::start(SimConfig {
+            employees: 8,
+            page_size: 3,
+            inactive_percent: 0.0,
+            list_mode,
+            ..SimConfig::default()
+        })?;
+        for (id, patch) in [
+            ("E-00005", json!({"status": "inactive"})),
+            ("E-00006", json!({"terminated": true})),
+            ("E-00007", json!({"deleted": true})),
+            ("E-00008", json!({"draft": true})),
+        ] {
+            sim.update_employee(id, patch)
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(sim)
+    }
+
     /// Starts on a given address (port 0 picks a free one).
     pub fn start_on(config: SimConfig, addr: SocketAddr) -> std::io::Result<Simulator> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {

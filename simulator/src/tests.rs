@@ -1093,25 +1093,8 @@ fn simulate_arguments_map_to_the_config() {
     assert_eq!(config.latency, Duration::from_millis(20));
 }
 
-/// A small account with one employee of each kind: E-00001..E-00004 current, E-00005
-/// inactive, E-00006 terminated, E-00007 deleted, E-00008 a draft.
 fn mixed(mode: ListMode) -> Simulator {
-    let sim = sim_with(SimConfig {
-        employees: 8,
-        page_size: 3,
-        inactive_percent: 0.0,
-        list_mode: mode,
-        ..SimConfig::default()
-    });
-    for (id, patch) in [
-        ("E-00005", json!({"status": "inactive"})),
-        ("E-00006", json!({"terminated": true})),
-        ("E-00007", json!({"deleted": true})),
-        ("E-00008", json!({"draft": true})),
-    ] {
-        sim.update_employee(id, patch).unwrap();
-    }
-    sim
+    Simulator::one_of_each_kind(mode).expect("simulator starts")
 }
 
 async fn all_pages(sim: &Simulator, query: &str) -> Vec<i64> {
