@@ -453,29 +453,39 @@ async fn managers_created_in_the_same_run_are_linked_in_that_run() {
     assert_eq!(*dest.writes.lock().unwrap(), writes);
 }
 
-/// Asks the run to stop as soon as its first write batch is done.
-struct StopsAfterFirstBatch {
-    inner: FakeDirectory,
-    stop: StopSignal,
-    /// What it announces as its `/Bulk` `maxOperations`.
-    per_request: Option<usize>,
-    /// Ops of each `apply` call.
-    batches: std::sync::Mutex<Vec<usize>>,
+/// What a test does instead of the fake's own `apply`.
+#[async_trait]
+trait ApplyHook: Send + Sync {
+    async fn apply(
+        &self,
+        inner: &FakeDirectory,
+        ops: &[WriteOp],
+        on_done: &(dyn for<'o> Fn(usize, &'o WriteOutcome) + Send + Sync),
+    ) -> Vec<WriteOutcome>;
+    /// What the destination announces as its `/Bulk` `maxOperations`.
+    fn writes_per_request(&self) -> Option<usize> {
+        None
+    }
 }
 
-impl StopsAfterFirstBatch {
-    fn new(stop: &StopSignal, per_request: Option<usize>) -> Self {
-        StopsAfterFirstBatch {
+/// A [`FakeDirectory`] whose writes go through `hook`; it lists and counts as the fake.
+#[derive(Default)]
+struct Hooked<H> {
+    inner: FakeDirectory,
+    hook: H,
+}
+
+impl<H> Hooked<H> {
+    fn new(hook: H) -> Self {
+        Hooked {
             inner: FakeDirectory::default(),
-            stop: stop.clone(),
-            per_request,
-            batches: Default::default(),
+            hook,
         }
     }
 }
 
 #[async_trait]
-impl MemberDirectory for StopsAfterFirstBatch {
+impl<H: ApplyHook> MemberDirectory for Hooked<H> {
     async fn list_members(&self) -> Result<Vec<DestinationMember>, DestinationError> {
         self.inner.list_members().await
     }
@@ -484,13 +494,47 @@ impl MemberDirectory for StopsAfterFirstBatch {
         ops: &[WriteOp],
         on_done: &(dyn for<'o> Fn(usize, &'o WriteOutcome) + Send + Sync),
     ) -> Vec<WriteOutcome> {
-        self.batches.lock().unwrap().push(ops.len());
-        let out = self.inner.apply(ops, on_done).await;
-        self.stop.stop("spec.suspend was set to true");
-        out
+        self.hook.apply(&self.inner, ops, on_done).await
     }
     fn stats(&self) -> DestinationStats {
         self.inner.stats()
+    }
+    fn writes_per_request(&self) -> Option<usize> {
+        self.hook.writes_per_request()
+    }
+}
+
+/// Asks the run to stop as soon as its first write batch is done.
+struct StopsAfterFirstBatch {
+    stop: StopSignal,
+    /// What it announces as its `/Bulk` `maxOperations`.
+    per_request: Option<usize>,
+    /// Ops of each `apply` call.
+    batches: std::sync::Mutex<Vec<usize>>,
+}
+
+impl StopsAfterFirstBatch {
+    fn new(stop: &StopSignal, per_request: Option<usize>) -> Hooked<Self> {
+        Hooked::new(StopsAfterFirstBatch {
+            stop: stop.clone(),
+            per_request,
+            batches: Default::default(),
+        })
+    }
+}
+
+#[async_trait]
+impl ApplyHook for StopsAfterFirstBatch {
+    async fn apply(
+        &self,
+        inner: &FakeDirectory,
+        ops: &[WriteOp],
+        on_done: &(dyn for<'o> Fn(usize, &'o WriteOutcome) + Send + Sync),
+    ) -> Vec<WriteOutcome> {
+        self.batches.lock().unwrap().push(ops.len());
+        let out = inner.apply(ops, on_done).await;
+        self.stop.stop("spec.suspend was set to true");
+        out
     }
     fn writes_per_request(&self) -> Option<usize> {
         self.per_request
@@ -571,7 +615,7 @@ async fn write_batches_follow_the_bulk_size_the_destination_announces() {
         let dest = StopsAfterFirstBatch::new(&StopSignal::default(), per_request);
         let out = run(source, &dest, &opts(false)).await;
         assert_eq!(out.status.summary.created, 2500);
-        dest.batches.into_inner().unwrap()
+        dest.hook.batches.into_inner().unwrap()
     }
     // No bulk: stop checks every 500 writes.
     assert_eq!(batches(&source, None).await, vec![500; 5]);
@@ -596,7 +640,10 @@ async fn write_batches_follow_the_bulk_size_the_destination_announces() {
     };
     let dest = StopsAfterFirstBatch::new(&StopSignal::default(), Some(1_000_000));
     run(&source, &dest, &opts(false)).await;
-    assert_eq!(dest.batches.into_inner().unwrap(), vec![5000, 5000, 2000]);
+    assert_eq!(
+        dest.hook.batches.into_inner().unwrap(),
+        vec![5000, 5000, 2000]
+    );
 }
 
 #[tokio::test]
@@ -908,27 +955,20 @@ async fn what_a_create_did_not_keep_is_learnt_from_its_answer_so_the_second_run_
 
 /// Settles the first three writes of a batch, then waits for the destination's rate
 /// limit for an hour.
-struct WaitsForTheRateLimit {
-    inner: FakeDirectory,
-}
+struct WaitsForTheRateLimit;
 
 #[async_trait]
-impl MemberDirectory for WaitsForTheRateLimit {
-    async fn list_members(&self) -> Result<Vec<DestinationMember>, DestinationError> {
-        self.inner.list_members().await
-    }
+impl ApplyHook for WaitsForTheRateLimit {
     async fn apply(
         &self,
+        inner: &FakeDirectory,
         ops: &[WriteOp],
         on_done: &(dyn for<'o> Fn(usize, &'o WriteOutcome) + Send + Sync),
     ) -> Vec<WriteOutcome> {
-        self.inner.apply(&ops[..3], on_done).await;
+        inner.apply(&ops[..3], on_done).await;
         let hour = std::time::SystemTime::now() + Duration::from_secs(3600);
         crate::progress::report_wait("/Users", Some(hour));
         std::future::pending().await
-    }
-    fn stats(&self) -> DestinationStats {
-        self.inner.stats()
     }
 }
 
@@ -951,9 +991,7 @@ fn twenty_employees() -> FakeSource {
 #[tokio::test]
 async fn a_stop_while_waiting_for_the_rate_limit_interrupts_at_once_keeping_what_was_written() {
     let source = twenty_employees();
-    let dest = WaitsForTheRateLimit {
-        inner: FakeDirectory::default(),
-    };
+    let dest = Hooked::new(WaitsForTheRateLimit);
     let stop = StopSignal::default();
     let options = ImportOptions {
         stop: stop.clone(),
@@ -1004,9 +1042,7 @@ async fn a_stop_while_waiting_for_the_rate_limit_interrupts_at_once_keeping_what
 /// Twenty creates against a destination that settles three, then waits for its rate
 /// limit for an hour, under `options` with a deadline of 300 ms.
 async fn run_past_a_300ms_deadline(options: &ImportOptions) -> ImportOutcome {
-    let dest = WaitsForTheRateLimit {
-        inner: FakeDirectory::default(),
-    };
+    let dest = Hooked::new(WaitsForTheRateLimit);
     let options = ImportOptions {
         deadline: Some(Duration::from_millis(300)),
         ..options.clone()

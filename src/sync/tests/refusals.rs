@@ -5,12 +5,13 @@ use super::*;
 use crate::api::ScimProfile;
 use crate::ledger::MemoryLedgerStore;
 
-/// A [`FakeDirectory`] that answers 400 `invalidValue` to any write giving a first name
-/// with a digit, as Reward Gateway does, or the name "Nobody" (a rule of its own).
+/// Answers 400 `invalidValue` to any write giving a first name with a digit, as Reward
+/// Gateway does, or the name "Nobody" (a rule of its own); other writes go to the fake.
 #[derive(Default)]
-struct RefusingDirectory {
-    inner: FakeDirectory,
-}
+struct Refusing;
+
+/// A [`FakeDirectory`] that refuses as [`Refusing`] says.
+type RefusingDirectory = Hooked<Refusing>;
 
 fn refuses(op: &WriteOp) -> bool {
     let digit = |v: &str| v == "Nobody" || v.chars().any(|c| c.is_ascii_digit());
@@ -23,26 +24,24 @@ fn refuses(op: &WriteOp) -> bool {
 }
 
 #[async_trait]
-impl MemberDirectory for RefusingDirectory {
-    async fn list_members(&self) -> Result<Vec<DestinationMember>, DestinationError> {
-        self.inner.list_members().await
-    }
+impl ApplyHook for Refusing {
     async fn apply(
         &self,
+        inner: &FakeDirectory,
         ops: &[WriteOp],
         on_done: &(dyn for<'o> Fn(usize, &'o WriteOutcome) + Send + Sync),
     ) -> Vec<WriteOutcome> {
         let mut out = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             let outcome = if refuses(op) {
-                *self.inner.writes.lock().unwrap() += 1;
+                *inner.writes.lock().unwrap() += 1;
                 WriteOutcome::Failed {
                     field: None,
                     message: "could not create the member: the destination answered 400 invalidValue: name.givenName has a digit".into(),
                     refused: Some("400 invalidValue: name.givenName has a digit".into()),
                 }
             } else {
-                self.inner
+                inner
                     .apply(std::slice::from_ref(op), &|_, _| {})
                     .await
                     .remove(0)
@@ -51,9 +50,6 @@ impl MemberDirectory for RefusingDirectory {
             out.push(outcome);
         }
         out
-    }
-    fn stats(&self) -> DestinationStats {
-        self.inner.stats()
     }
 }
 
