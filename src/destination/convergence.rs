@@ -157,15 +157,7 @@ impl ConvergenceNotes {
 
     /// Records (or, `None`, forgets) the update form that works at this destination.
     pub fn set_write_form(&mut self, destination: &str, form: Option<&str>) {
-        match form {
-            Some(f) => {
-                self.write_forms
-                    .insert(destination.to_string(), f.to_string());
-            }
-            None => {
-                self.write_forms.remove(destination);
-            }
-        }
+        set_or_forget(&mut self.write_forms, destination, form);
     }
 
     /// What discovery at this destination (its base URL) yielded, and when, if noted.
@@ -175,15 +167,7 @@ impl ConvergenceNotes {
 
     /// Records (or, `None`, forgets) what discovery at this destination yielded.
     pub fn set_discovery(&mut self, destination: &str, note: Option<&str>) {
-        match note {
-            Some(n) => {
-                self.discovery
-                    .insert(destination.to_string(), n.to_string());
-            }
-            None => {
-                self.discovery.remove(destination);
-            }
-        }
+        set_or_forget(&mut self.discovery, destination, note);
     }
 
     /// The writes the destination refused (their own section).
@@ -382,6 +366,18 @@ pub(crate) fn write_hash(write: &WriteOp) -> String {
         }
     }
     format!("{:016x}", fnv1a(text.as_bytes()))
+}
+
+/// Sets `key` to `value` in a section keyed by destination, or forgets it (`None`).
+fn set_or_forget(section: &mut BTreeMap<String, String>, key: &str, value: Option<&str>) {
+    match value {
+        Some(v) => {
+            section.insert(key.to_string(), v.to_string());
+        }
+        None => {
+            section.remove(key);
+        }
+    }
 }
 
 /// Where an integration's convergence notes are kept between runs (the state file, the
