@@ -12,10 +12,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Display;
-use std::sync::Mutex;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -487,108 +484,6 @@ impl<'de> Deserialize<'de> for Ledger {
             }
         }
         d.deserialize_map(LedgerVisitor)
-    }
-}
-
-/// Why a store of an integration's state (its ledger, its invitation outbox) failed.
-/// `location` names where the state lives (a file, an object) so that the message
-/// points at what to look at.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum StateError {
-    /// The state could not be read (file system, API server).
-    #[error("{location}: {reason}")]
-    Read { location: String, reason: String },
-    /// What was read is not a state this version can use.
-    #[error("{location}: {reason}")]
-    Parse { location: String, reason: String },
-    /// The state could not be written.
-    #[error("{location}: {reason}")]
-    Write { location: String, reason: String },
-    /// Someone else saved in between (a stale version): nothing was overwritten.
-    #[error("{location}: {reason}")]
-    Conflict { location: String, reason: String },
-    /// The state outgrew what its store can hold.
-    #[error(
-        "the {state} ({entries} entries) does not fit in {limit} (one would hold {size} bytes)"
-    )]
-    TooLarge {
-        state: String,
-        entries: usize,
-        limit: String,
-        size: usize,
-    },
-}
-
-impl StateError {
-    pub fn read(location: impl Into<String>, reason: impl Display) -> Self {
-        StateError::Read {
-            location: location.into(),
-            reason: reason.to_string(),
-        }
-    }
-    pub fn parse(location: impl Into<String>, reason: impl Display) -> Self {
-        StateError::Parse {
-            location: location.into(),
-            reason: reason.to_string(),
-        }
-    }
-    pub fn write(location: impl Into<String>, reason: impl Display) -> Self {
-        StateError::Write {
-            location: location.into(),
-            reason: reason.to_string(),
-        }
-    }
-    pub fn conflict(location: impl Into<String>, reason: impl Display) -> Self {
-        StateError::Conflict {
-            location: location.into(),
-            reason: reason.to_string(),
-        }
-    }
-}
-
-/// Persistence of the ledger. `save` may be split over several objects, but each
-/// member's entry is either the old or the new one after a crash, and an `Err` means
-/// the new ledger may not be recorded.
-#[async_trait]
-pub trait LedgerStore: Send + Sync {
-    async fn load_ledger(&self) -> Result<Ledger, StateError>;
-    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), StateError>;
-    /// Where the ledger lives, for messages (`--state-file x.json`, `IntegrationState …`).
-    fn ledger_location(&self) -> String;
-}
-
-/// The ledger in memory (tests).
-#[derive(Debug, Default)]
-pub struct MemoryLedgerStore {
-    ledger: Mutex<Ledger>,
-    /// Makes every save fail with this message (to test the failure path).
-    pub fail_saves: Mutex<Option<String>>,
-}
-
-impl MemoryLedgerStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn snapshot(&self) -> Ledger {
-        self.ledger.lock().expect("ledger lock").clone()
-    }
-}
-
-#[async_trait]
-impl LedgerStore for MemoryLedgerStore {
-    async fn load_ledger(&self) -> Result<Ledger, StateError> {
-        Ok(self.snapshot())
-    }
-    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), StateError> {
-        if let Some(e) = self.fail_saves.lock().expect("ledger lock").clone() {
-            return Err(StateError::write(self.ledger_location(), e));
-        }
-        *self.ledger.lock().expect("ledger lock") = ledger.clone();
-        Ok(())
-    }
-    fn ledger_location(&self) -> String {
-        "memory".into()
     }
 }
 

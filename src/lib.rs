@@ -31,6 +31,7 @@ pub mod progress;
 pub mod schedule;
 pub mod secret;
 pub mod source;
+pub mod state;
 pub mod sync;
 pub(crate) mod telemetry;
 pub mod validate;

@@ -12,9 +12,10 @@ use freshteam_operator::api::{ImportPhase, ImportRunStatus, ImportSummary, Recor
 use freshteam_operator::notify::summary::send_summary;
 use freshteam_operator::notify::{
     confirm, deliver_pending, record_intents, summary_mail, DeliveryContext, DeliveryReport,
-    EntryState, FileOutboxStore, InvitationIntent, MailError, MailTransport, MemoryOutboxStore,
-    OutboxStore, OutgoingMail, RunSummary, SmtpMailer, SmtpSettings, Templates,
+    EntryState, InvitationIntent, MailError, MailTransport, Outbox, OutgoingMail, RunSummary,
+    SmtpMailer, SmtpSettings, Templates,
 };
+use freshteam_operator::state::{MemoryStore, StateFile, Store};
 use freshteam_operator::sync::errors_csv;
 use support::smtp::{free_port, ParsedMail, SmtpServer};
 
@@ -48,7 +49,7 @@ fn member(n: usize) -> InvitationIntent {
 
 /// Records and confirms invitations for `intents`, as the engine does around the
 /// creates. Returns their Employee IDs.
-async fn created(store: &dyn OutboxStore, intents: &[InvitationIntent]) -> HashSet<String> {
+async fn created(store: &dyn Store<Outbox>, intents: &[InvitationIntent]) -> HashSet<String> {
     record_intents(store, intents)
         .await
         .expect("record intents");
@@ -58,7 +59,7 @@ async fn created(store: &dyn OutboxStore, intents: &[InvitationIntent]) -> HashS
 }
 
 async fn deliver(
-    store: &dyn OutboxStore,
+    store: &dyn Store<Outbox>,
     transport: &dyn MailTransport,
     existing: &HashSet<String>,
 ) -> DeliveryReport {
@@ -88,7 +89,7 @@ async fn invitations_greet_by_first_name_carry_the_login_url_and_escape_html() {
     support::require_peers!(Aiosmtpd);
     let server = SmtpServer::start();
     let smtp = mailer(&server.url(), 1000.0, 50);
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::<Outbox>::new();
     let intents = [
         InvitationIntent {
             employee_id: "E-1".into(),
@@ -143,7 +144,7 @@ async fn each_member_gets_exactly_one_invitation_across_reruns() {
     support::require_peers!(Aiosmtpd);
     let server = SmtpServer::start();
     let smtp = mailer(&server.url(), 1000.0, 50);
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::<Outbox>::new();
     let intents: Vec<_> = (1..=25).map(member).collect();
     let ids = created(&store, &intents).await;
     assert_eq!(deliver(&store, &smtp, &ids).await.sent, 25);
@@ -163,7 +164,7 @@ async fn smtp_down_keeps_invitations_pending_then_sends_them_once() {
     support::require_peers!(Aiosmtpd);
     let port = free_port();
     let smtp = mailer(&format!("smtp://127.0.0.1:{port}"), 1000.0, 50);
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::<Outbox>::new();
     let intents: Vec<_> = (1..=5).map(member).collect();
     let ids = created(&store, &intents).await;
 
@@ -294,7 +295,7 @@ async fn refusals_deferrals_and_lost_replies_from_a_real_server() {
     support::require_peers!(Aiosmtpd);
     let server = SmtpServer::start_scripted(None);
     let smtp = mailer(&server.url(), 1000.0, 50);
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::<Outbox>::new();
     let person = |id: &str, email: &str| InvitationIntent {
         employee_id: id.into(),
         email: email.into(),
@@ -387,7 +388,7 @@ async fn authentication_works_and_the_password_never_shows() {
         .unwrap_err();
     assert!(matches!(err, MailError::Unavailable(_)), "{err:?}");
     assert!(err.to_string().contains("authenticating"), "{err}");
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::<Outbox>::new();
     let ids = created(&store, &[member(1)]).await;
     let report = deliver(&store, &bad, &ids).await;
     assert_eq!(report.pending, 1);
@@ -425,7 +426,7 @@ async fn no_smtp_password_in_any_output() {
         })
         .await
         .unwrap_err();
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::<Outbox>::new();
     let ids = created(&store, &[member(1)]).await;
     let report = deliver(&store, &smtp, &ids).await;
     assert_eq!(report.pending, 1);
@@ -473,7 +474,7 @@ async fn a_thousand_invitations_through_one_pooled_connection_within_the_rate() 
     let server = SmtpServer::start();
     let smtp = mailer(&server.url(), RATE, BURST);
     let dir = tempfile::tempdir().unwrap();
-    let store = FileOutboxStore::new(dir.path().join("invitations.json"));
+    let store = StateFile::new(dir.path().join("invitations.json"));
     let intents: Vec<_> = (1..=INVITATIONS).map(member).collect();
     let ids = created(&store, &intents).await;
 
@@ -513,7 +514,7 @@ async fn crash_child_delivers_invitations() {
     };
     let (state, url) = spec.split_once('|').expect("state|url");
     let smtp = mailer(url, 100.0, 1);
-    let store = FileOutboxStore::new(state);
+    let store = StateFile::new(state);
     let ids: HashSet<String> = (1..=CRASH_MEMBERS).map(|n| member(n).employee_id).collect();
     deliver(&store, &smtp, &ids).await;
 }
@@ -524,7 +525,7 @@ async fn a_crash_mid_delivery_sends_nobody_two_invitations() {
     let server = SmtpServer::start();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("invitations.json");
-    let store = FileOutboxStore::new(&state);
+    let store = StateFile::new(&state);
     let intents: Vec<_> = (1..=CRASH_MEMBERS).map(member).collect();
     let ids = created(&store, &intents).await;
 

@@ -20,6 +20,9 @@ const LAYERS: &[&[&str]] = &[
     &["api"],
     // Documents into CRD types (`sync --file`).
     &["manifest"],
+    // An integration's state between runs (ledger, outbox, notes): one store over the
+    // kind, file, cluster and memory backends. Below the edges that keep state in it.
+    &["state"],
     // Edges, behind traits.
     &["source", "destination", "notify"],
     // Pure: mapping, then the plan built from mapped members.

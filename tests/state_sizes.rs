@@ -7,12 +7,10 @@ use std::time::Instant;
 use std::collections::BTreeMap;
 
 use freshteam_operator::api::{IntegrationState, StateKind};
-use freshteam_operator::controller::state::{
-    object_of, ClusterConvergenceStore, ClusterLedgerStore, ClusterOutboxStore,
-};
-use freshteam_operator::destination::{ConvergenceNotes, NotesStore};
-use freshteam_operator::ledger::{Ledger, LedgerStore, Origin};
-use freshteam_operator::notify::{EntryState, Outbox, OutboxEntry, OutboxStore};
+use freshteam_operator::destination::ConvergenceNotes;
+use freshteam_operator::ledger::{Ledger, Origin};
+use freshteam_operator::notify::{EntryState, Outbox, OutboxEntry};
+use freshteam_operator::state::{object_of, ClusterStore, Store};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
@@ -47,7 +45,7 @@ async fn stored_sizes(api: &Api<IntegrationState>, base: &str, n: usize) -> Vec<
 async fn a_ledger_of_100000_members_fits_and_reads_back_whole() {
     let client = client().await;
     let api: Api<IntegrationState> = Api::namespaced(client.clone(), "hr");
-    let store = ClusterLedgerStore::new(client.clone(), "hr", "acme", None);
+    let store = ClusterStore::<Ledger>::new(client.clone(), "hr", "acme", None);
     let mut ledger = Ledger::default();
     for i in 0..100_000 {
         let origin = if i % 10 == 0 {
@@ -58,7 +56,7 @@ async fn a_ledger_of_100000_members_fits_and_reads_back_whole() {
         ledger.insert(&format!("E-{i:06}"), origin);
     }
     let started = Instant::now();
-    store.save_ledger(&ledger).await.unwrap();
+    store.save(&ledger).await.unwrap();
     let saved_in = started.elapsed();
     let sizes = stored_sizes(&api, "acme-ledger", 64).await;
     println!(
@@ -70,20 +68,20 @@ async fn a_ledger_of_100000_members_fits_and_reads_back_whole() {
     assert!(sizes.iter().all(|s| *s < MIB), "{sizes:?}");
     assert!(sizes.len() > 1, "100,000 members need more than one object");
 
-    let fresh = ClusterLedgerStore::new(client.clone(), "hr", "acme", None);
-    assert_eq!(fresh.load_ledger().await.unwrap(), ledger);
+    let fresh = ClusterStore::<Ledger>::new(client.clone(), "hr", "acme", None);
+    assert_eq!(fresh.load().await.unwrap(), ledger);
     // One member more rewrites one object, and the ledger still reads back whole.
     ledger.insert("E-NEW", Origin::Created);
-    fresh.save_ledger(&ledger).await.unwrap();
-    let again = ClusterLedgerStore::new(client, "hr", "acme", None);
-    assert_eq!(again.load_ledger().await.unwrap(), ledger);
+    fresh.save(&ledger).await.unwrap();
+    let again = ClusterStore::<Ledger>::new(client, "hr", "acme", None);
+    assert_eq!(again.load().await.unwrap(), ledger);
 }
 
 #[tokio::test]
 async fn an_outbox_of_20000_intents_fits_and_sending_rewrites_small_objects() {
     let client = client().await;
     let api: Api<IntegrationState> = Api::namespaced(client.clone(), "hr");
-    let store = ClusterOutboxStore::new(client.clone(), "hr", "acme", None);
+    let store = ClusterStore::<Outbox>::new(client.clone(), "hr", "acme", None);
     let mut outbox = Outbox::default();
     for i in 0..20_000 {
         outbox.entries.insert(
@@ -123,7 +121,7 @@ async fn an_outbox_of_20000_intents_fits_and_sending_rewrites_small_objects() {
         written.iter().all(|s| *s < 300 * 1024),
         "objects kept small: {written:?}"
     );
-    let fresh = ClusterOutboxStore::new(client, "hr", "acme", None);
+    let fresh = ClusterStore::<Outbox>::new(client, "hr", "acme", None);
     assert_eq!(fresh.load().await.unwrap(), outbox);
 }
 
@@ -228,12 +226,12 @@ async fn state_kept_in_configmaps_by_an_earlier_version_moves_once_and_whole() {
     .unwrap();
 
     // The first load returns the old state whole and writes it into IntegrationStates.
-    let store = ClusterLedgerStore::new(client.clone(), "hr", "acme", None);
-    assert_eq!(store.load_ledger().await.unwrap(), ledger);
-    assert_eq!(store.ledger_location(), "IntegrationState acme-ledger");
+    let store = ClusterStore::<Ledger>::new(client.clone(), "hr", "acme", None);
+    assert_eq!(store.load().await.unwrap(), ledger);
+    assert_eq!(store.location(), "IntegrationState acme-ledger");
     let head = states.get("acme-ledger").await.expect("the ledger moved");
     assert_eq!(head.spec.state, StateKind::Ledger);
-    let outboxes = ClusterOutboxStore::new(client.clone(), "hr", "acme", None);
+    let outboxes = ClusterStore::<Outbox>::new(client.clone(), "hr", "acme", None);
     assert_eq!(outboxes.load().await.unwrap(), outbox);
     let moved = states
         .get("acme-invitations")
@@ -241,8 +239,8 @@ async fn state_kept_in_configmaps_by_an_earlier_version_moves_once_and_whole() {
         .expect("the outbox moved");
     assert_eq!(moved.spec.meta, serde_json::json!({"generation": 3}));
     assert_eq!(moved.spec.entry_count, 40);
-    let convergence = ClusterConvergenceStore::new(client.clone(), "hr", "acme", None);
-    assert_eq!(NotesStore::load_notes(&convergence).await.unwrap(), notes);
+    let convergence = ClusterStore::<ConvergenceNotes>::new(client.clone(), "hr", "acme", None);
+    assert_eq!(convergence.load().await.unwrap(), notes);
     assert!(states.get_opt("acme-convergence").await.unwrap().is_some());
 
     // Once moved, the IntegrationStates are the state: what the old ConfigMaps say no
@@ -257,21 +255,21 @@ async fn state_kept_in_configmaps_by_an_earlier_version_moves_once_and_whole() {
     cms.delete("acme-invitations", &Default::default())
         .await
         .unwrap();
-    let fresh = ClusterLedgerStore::new(client.clone(), "hr", "acme", None);
-    assert_eq!(fresh.load_ledger().await.unwrap(), ledger);
-    let fresh = ClusterOutboxStore::new(client.clone(), "hr", "acme", None);
+    let fresh = ClusterStore::<Ledger>::new(client.clone(), "hr", "acme", None);
+    assert_eq!(fresh.load().await.unwrap(), ledger);
+    let fresh = ClusterStore::<Outbox>::new(client.clone(), "hr", "acme", None);
     assert_eq!(fresh.load().await.unwrap(), outbox);
     assert!(cms.get_opt("acme-ledger").await.unwrap().is_some());
 
     // And they take new entries as before.
     ledger.insert("E-NEW", Origin::Created);
     fresh_ledger_save(&client, &ledger).await;
-    let again = ClusterLedgerStore::new(client, "hr", "acme", None);
-    assert_eq!(again.load_ledger().await.unwrap(), ledger);
+    let again = ClusterStore::<Ledger>::new(client, "hr", "acme", None);
+    assert_eq!(again.load().await.unwrap(), ledger);
 }
 
 async fn fresh_ledger_save(client: &Client, ledger: &Ledger) {
-    let store = ClusterLedgerStore::new(client.clone(), "hr", "acme", None);
-    store.load_ledger().await.unwrap();
-    store.save_ledger(ledger).await.unwrap();
+    let store = ClusterStore::<Ledger>::new(client.clone(), "hr", "acme", None);
+    store.load().await.unwrap();
+    store.save(ledger).await.unwrap();
 }

@@ -12,13 +12,14 @@ use crate::api::{ImportPhase, ImportRun, ImportRunSpec, ImportTrigger};
 use crate::clock::SystemClock;
 use crate::connect::{ConnectError, Connector, HttpConnector};
 use crate::destination::scim::BulkMode;
-use crate::destination::{ConvergenceNotes, MemberDirectory, NotesStore};
+use crate::destination::{ConvergenceNotes, MemberDirectory};
 use crate::exit;
-use crate::ledger::LedgerStore;
+use crate::ledger::Ledger;
 use crate::manifest::{self, Manifests};
-use crate::notify::{FileOutboxStore, Mail, MailSetupError, MemoryOutboxStore, OutboxStore};
+use crate::notify::{Mail, MailSetupError, Outbox};
 use crate::progress::ProgressSink;
 use crate::source::EmployeeSource;
+use crate::state::{MemoryStore, StateFile, Store};
 use crate::sync::mode::{spec_fingerprint, ModePolicy, RequestedMode};
 use crate::sync::{
     describe, notify_after_run, report_csv, run_import, ImportJob, ImportOptions, ImportOutcome,
@@ -134,7 +135,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         .clone()
         .unwrap_or_default();
     let progress = TerminalProgress::new();
-    let file_store = args.state_file.as_ref().map(FileOutboxStore::new);
+    let file_store = args.state_file.as_ref().map(StateFile::new);
     // What earlier runs learnt about the destination spares requests when connecting.
     let notes = match &file_store {
         Some(f) => load_notes(f, &progress).await,
@@ -168,8 +169,8 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         }
     };
 
-    let memory_store = MemoryOutboxStore::new();
-    let store: &dyn OutboxStore = match &file_store {
+    let memory_store = MemoryStore::<Outbox>::new();
+    let store: &dyn Store<Outbox> = match &file_store {
         Some(f) => f,
         None => &memory_store,
     };
@@ -206,8 +207,10 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         options: &options,
         stores: Stores {
             outbox: invitations,
-            ledger: file_store.as_ref().map(|f| f as &dyn LedgerStore),
-            notes: file_store.as_ref().map(|f| f as &dyn NotesStore),
+            ledger: file_store.as_ref().map(|f| f as &dyn Store<Ledger>),
+            notes: file_store
+                .as_ref()
+                .map(|f| f as &dyn Store<ConvergenceNotes>),
         },
         progress: &progress,
         clock: &SystemClock,
@@ -253,13 +256,15 @@ async fn stop_on_signal(stop: StopSignal) {
 /// The convergence notes in the state file. Unreadable notes do not stop a run: without
 /// them it writes what it would write anyway (an unkept value once more), so it says so
 /// and starts without them.
-async fn load_notes(store: &FileOutboxStore, progress: &TerminalProgress) -> ConvergenceNotes {
-    NotesStore::load_notes(store).await.unwrap_or_else(|e| {
-        progress.warn(&format!(
-            "convergence notes not read ({e}): the run starts without them"
-        ));
-        ConvergenceNotes::default()
-    })
+async fn load_notes(store: &StateFile, progress: &TerminalProgress) -> ConvergenceNotes {
+    Store::<ConvergenceNotes>::load(store)
+        .await
+        .unwrap_or_else(|e| {
+            progress.warn(&format!(
+                "convergence notes not read ({e}): the run starts without them"
+            ));
+            ConvergenceNotes::default()
+        })
 }
 
 /// Why the clients could not be had: bad input (exit code INVALID_INPUT) or a run that
@@ -475,7 +480,7 @@ fn text_summary(run: &ImportRun, outcome: &ImportOutcome) -> String {
 mod tests {
     use super::*;
     use crate::member::{Attr, Change};
-    use crate::notify::{FileOutboxStore, InvitationIntent, OutboxStore};
+    use crate::notify::InvitationIntent;
 
     #[test]
     fn bad_configuration_is_invalid_input_and_an_unavailable_service_a_failed_run() {
@@ -499,9 +504,9 @@ mod tests {
     async fn notes_sit_beside_the_outbox_in_the_state_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        let store = FileOutboxStore::new(&path);
+        let store = StateFile::new(&path);
         assert_eq!(
-            NotesStore::load_notes(&store).await.unwrap(),
+            Store::<ConvergenceNotes>::load(&store).await.unwrap(),
             ConvergenceNotes::default()
         );
         crate::notify::record_intents(
@@ -516,16 +521,20 @@ mod tests {
         .unwrap();
         let mut notes = ConvergenceNotes::default();
         notes.record("E1", &[Change::Set(Attr::JobTitle, "Engineer".into())]);
-        NotesStore::save_notes(&store, &notes).await.unwrap();
-        assert_eq!(NotesStore::load_notes(&store).await.unwrap(), notes);
+        store.save(&notes).await.unwrap();
+        assert_eq!(
+            Store::<ConvergenceNotes>::load(&store).await.unwrap(),
+            notes
+        );
         // The outbox reads as before, and its saves and the ledger's keep the notes.
-        assert_eq!(store.load().await.unwrap().pending(), 1);
-        let outbox = store.load().await.unwrap();
+        assert_eq!(Store::<Outbox>::load(&store).await.unwrap().pending(), 1);
+        let outbox: Outbox = store.load().await.unwrap();
         store.save(&outbox).await.unwrap();
-        crate::ledger::LedgerStore::save_ledger(&store, &crate::ledger::Ledger::default())
-            .await
-            .unwrap();
-        assert_eq!(NotesStore::load_notes(&store).await.unwrap(), notes);
-        assert_eq!(store.load().await.unwrap().pending(), 1);
+        store.save(&Ledger::default()).await.unwrap();
+        assert_eq!(
+            Store::<ConvergenceNotes>::load(&store).await.unwrap(),
+            notes
+        );
+        assert_eq!(Store::<Outbox>::load(&store).await.unwrap().pending(), 1);
     }
 }

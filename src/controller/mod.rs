@@ -11,7 +11,6 @@ pub mod reconcile;
 pub mod registry;
 pub mod runner;
 pub mod shard;
-pub mod state;
 pub(crate) mod status;
 
 use std::sync::Arc;

@@ -6,13 +6,15 @@
 //! different and the source value is the same, the change is held back and reported as
 //! a warning instead; a new source value (another hash) is written again.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::StateKind;
 use crate::destination::{UpdateOp, WriteOp};
-use crate::ledger::StateError;
 use crate::member::{Attr, Change};
+use crate::state::{self, StateMeta};
 
 /// Notes kept at most; past this a run keeps the first ones (by Employee ID) and the
 /// others are simply written again next run. A note is about 50 bytes of state: this
@@ -380,12 +382,31 @@ fn set_or_forget(section: &mut BTreeMap<String, String>, key: &str, value: Optio
     }
 }
 
-/// Where an integration's convergence notes are kept between runs (the state file, the
-/// cluster); the import saves them after its writes.
-#[async_trait::async_trait]
-pub trait NotesStore: Send + Sync {
-    async fn load_notes(&self) -> Result<ConvergenceNotes, StateError>;
-    async fn save_notes(&self, notes: &ConvergenceNotes) -> Result<(), StateError>;
+/// The notes are a kind of state (kept between runs in the state file or the cluster,
+/// see [`crate::state`]; the import saves them after its writes). The cluster keeps
+/// each member's notes, and each section, as one entry: a map of strings.
+impl state::Kind for ConvergenceNotes {
+    const KIND: StateKind = StateKind::Convergence;
+    type Entry = BTreeMap<String, String>;
+
+    fn meta(&self) -> StateMeta {
+        StateMeta::default()
+    }
+    fn entries(&self) -> Result<Cow<'_, BTreeMap<String, Self::Entry>>, serde_json::Error> {
+        serde_json::to_value(self)
+            .and_then(serde_json::from_value)
+            .map(Cow::Owned)
+    }
+    fn join(
+        _: StateMeta,
+        entries: BTreeMap<String, Self::Entry>,
+    ) -> Result<Self, serde_json::Error> {
+        serde_json::to_value(entries).and_then(serde_json::from_value)
+    }
+    /// None at all: a state file without notes is left alone.
+    fn is_blank(&self) -> bool {
+        ConvergenceNotes::is_empty(self)
+    }
 }
 
 #[cfg(test)]

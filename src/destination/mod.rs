@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::member::{Attr, AttrSet, Change, Member, MemberFields, PackedMember};
 
-pub use convergence::{ConvergenceNotes, NotesStore, Refusal, Refusals};
+pub use convergence::{ConvergenceNotes, Refusal, Refusals};
 pub use scim::{BulkLimits, BulkMode, Capabilities, Keeps, ScimClient, ScimConfig};
 
 /// A member as the destination holds it.

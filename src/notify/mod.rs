@@ -27,8 +27,8 @@ pub use mail::{Mail, MailSetupError};
 pub use outbox::{
     confirm, confirm_accounts, deliver_pending, discard_pending, forget, invitation_message_id,
     invitation_message_id_of, record_intents, record_intents_for_new_accounts, DeliveryContext,
-    DeliveryReport, EntryState, FileOutboxStore, InvitationIntent, MemoryOutboxStore, Outbox,
-    OutboxEntry, OutboxLimits, OutboxStore, DELIVERY_BATCH_MAX, DELIVERY_BATCH_TIME,
+    DeliveryReport, EntryState, InvitationIntent, Outbox, OutboxEntry, OutboxLimits,
+    DELIVERY_BATCH_MAX, DELIVERY_BATCH_TIME,
 };
 pub use smtp::{SmtpConfigError, SmtpMailer, SmtpSecurity, SmtpSettings, SmtpStats};
 pub use summary::{send_summary, summary_mail, RunSummary};

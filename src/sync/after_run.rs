@@ -4,9 +4,10 @@
 use super::{report_csv, ImportOutcome};
 use crate::api::{FreshteamIntegrationSpec, RecordError, Severity};
 use crate::notify::{
-    deliver_pending, discard_pending, send_summary, summary_mail, DeliveryContext, Mail,
-    OutboxStore, RunSummary,
+    deliver_pending, discard_pending, send_summary, summary_mail, DeliveryContext, Mail, Outbox,
+    RunSummary,
 };
+use crate::state::Store;
 
 /// The run the e-mails are about.
 pub struct RunInfo<'a> {
@@ -24,7 +25,7 @@ pub struct RunInfo<'a> {
 /// rows, and returns the warnings for stderr or an Event. Dry runs send nothing.
 pub async fn notify_after_run(
     mail: &Mail,
-    outbox: Option<&dyn OutboxStore>,
+    outbox: Option<&dyn Store<Outbox>>,
     run: &RunInfo<'_>,
     outcome: &mut ImportOutcome,
 ) -> Vec<String> {

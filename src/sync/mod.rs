@@ -8,7 +8,6 @@ mod deadline;
 mod incremental;
 mod job;
 pub(crate) mod mode;
-mod notes;
 mod profile;
 mod refusals;
 pub(crate) mod report;

@@ -5,32 +5,32 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 
 use super::stages::{creation_depth, next_ledger, WRITE_BATCH};
 use super::*;
 use crate::api::Severity;
 use crate::api::{LeaversSpec, MappingSpec};
-use crate::clock::Clock;
+use crate::clock::TestClock;
 use crate::destination::{
     Accounts, DestinationMember, DestinationStats, MemberDirectory, WriteOp, WriteOutcome,
 };
 use crate::destination::{DestinationError, UpdateOp};
-use crate::ledger::ManagedIds;
+use crate::ledger::{Ledger, ManagedIds};
 use crate::mapping::{CompiledMapping, DesiredSet};
 use crate::member::Member;
 use crate::member::{Attr, AttrSet, Change, MemberFields};
+use crate::notify::Outbox;
 use crate::plan::{plan_sets, PlanOptions, PlanScope};
 use crate::source::{
     AccountInfo, EmployeeRecord, LookupKind, SourceError, SourceRequest, SourceSnapshot,
 };
 use crate::source::{EmployeeSource, SourceStats};
+use crate::state::{MemoryStore, Store};
 
-struct FixedClock;
-impl Clock for FixedClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0).unwrap()
-    }
+/// The runs' clock: 2026-11-24 03:00 UTC.
+fn fixed_clock() -> TestClock {
+    TestClock::new(Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0).unwrap())
 }
 
 /// Employees as field maps; answers with exactly the requested fields.
@@ -203,7 +203,7 @@ async fn run(source: &FakeSource, dest: &dyn MemberDirectory, o: &ImportOptions)
         options: o,
         stores: Stores::default(),
         progress: &counter,
-        clock: &FixedClock,
+        clock: &fixed_clock(),
     })
     .await;
     assert_eq!(counter.snapshot().percent, 100, "progress reaches 100%");
@@ -308,7 +308,7 @@ async fn unusable_source_fails_the_run_with_its_reason() {
         options: &opts(false),
         stores: Stores::default(),
         progress: &counter,
-        clock: &FixedClock,
+        clock: &fixed_clock(),
     })
     .await;
     assert_eq!(out.status.phase, ImportPhase::Failed);
@@ -386,7 +386,7 @@ async fn a_manager_cycle_still_creates_everyone_and_links_in_a_follow_up() {
         options: &opts(false),
         stores: Stores::default(),
         progress: &counter,
-        clock: &FixedClock,
+        clock: &fixed_clock(),
     })
     .await;
     assert_eq!(out.status.summary.created, 2);
@@ -416,7 +416,7 @@ async fn managers_created_in_the_same_run_are_linked_in_that_run() {
         options: &opts(false),
         stores: Stores::default(),
         progress: &counter,
-        clock: &FixedClock,
+        clock: &fixed_clock(),
     })
     .await;
     assert_eq!(first.status.summary.created, 2);
@@ -446,7 +446,7 @@ async fn managers_created_in_the_same_run_are_linked_in_that_run() {
         options: &opts(false),
         stores: Stores::default(),
         progress: &counter,
-        clock: &FixedClock,
+        clock: &fixed_clock(),
     })
     .await;
     assert_eq!(second.status.summary.unchanged, 2);
@@ -553,7 +553,7 @@ async fn a_stop_between_write_batches_keeps_the_outbox_consistent_and_the_next_r
     };
     let stop = StopSignal::default();
     let dest = StopsAfterFirstBatch::new(&stop, None);
-    let outbox = crate::notify::MemoryOutboxStore::new();
+    let outbox = MemoryStore::<Outbox>::new();
     let options = ImportOptions {
         stop,
         ..opts(false)
@@ -570,7 +570,7 @@ async fn a_stop_between_write_batches_keeps_the_outbox_consistent_and_the_next_r
             notes: None,
         },
         progress: &counter,
-        clock: &FixedClock,
+        clock: &fixed_clock(),
     })
     .await;
     assert_eq!(out.status.phase, ImportPhase::Interrupted);
@@ -666,7 +666,7 @@ async fn a_run_asked_to_stop_before_it_starts_reads_and_writes_nothing() {
         options: &options,
         stores: Stores::default(),
         progress: &counter,
-        clock: &FixedClock,
+        clock: &fixed_clock(),
     })
     .await;
     assert_eq!(out.status.phase, ImportPhase::Interrupted);
@@ -838,8 +838,8 @@ fn a_delivery_report_is_applied_to_the_run() {
 async fn run_with_state(
     source: &FakeSource,
     dest: &dyn MemberDirectory,
-    ledger: &crate::ledger::MemoryLedgerStore,
-    outbox: &crate::notify::MemoryOutboxStore,
+    ledger: &MemoryStore<Ledger>,
+    outbox: &MemoryStore<Outbox>,
 ) -> ImportOutcome {
     run_import(&ImportJob {
         mapping: &mapping(false),
@@ -852,14 +852,14 @@ async fn run_with_state(
             notes: None,
         },
         progress: &ProgressCounter::default(),
-        clock: &FixedClock,
+        clock: &fixed_clock(),
     })
     .await
 }
 
 #[tokio::test]
 async fn a_vanished_account_is_created_again_and_invited_again_a_leavers_is_forgotten() {
-    use crate::notify::{EntryState, OutboxStore};
+    use crate::notify::EntryState;
     let mut source = FakeSource {
         employees: vec![
             employee(1, "E-1", "a@acme.example", "active"),
@@ -868,8 +868,8 @@ async fn a_vanished_account_is_created_again_and_invited_again_a_leavers_is_forg
         fail: None,
     };
     let dest = FakeDirectory::default();
-    let ledger = crate::ledger::MemoryLedgerStore::new();
-    let outbox = crate::notify::MemoryOutboxStore::new();
+    let ledger = MemoryStore::new();
+    let outbox = MemoryStore::<Outbox>::new();
     run_with_state(&source, &dest, &ledger, &outbox).await;
     let mut sent = outbox.load().await.unwrap();
     for e in sent.entries.values_mut() {
@@ -1006,7 +1006,7 @@ async fn a_stop_while_waiting_for_the_rate_limit_interrupts_at_once_keeping_what
         options: &options,
         stores: Stores::default(),
         progress: &counter,
-        clock: &FixedClock,
+        clock: &fixed_clock(),
     };
     let run = run_import(&job);
     let stopper = async {
@@ -1056,7 +1056,7 @@ async fn run_past_a_300ms_deadline(options: &ImportOptions) -> ImportOutcome {
             options: &options,
             stores: Stores::default(),
             progress: &ProgressCounter::default(),
-            clock: &FixedClock,
+            clock: &fixed_clock(),
         }),
     )
     .await
@@ -1160,29 +1160,7 @@ fn a_partial_run_drops_forgotten_members_and_keeps_a_vanished_id_until_the_new_o
     assert_eq!(full.account("BACK").as_deref(), Some("old-BACK"));
 }
 
-/// Notes kept in memory; `fail` makes every save fail.
-#[derive(Default)]
-struct NotesInMemory {
-    saved: Mutex<Option<ConvergenceNotes>>,
-    fail: bool,
-}
-
-#[async_trait]
-impl crate::destination::NotesStore for NotesInMemory {
-    async fn load_notes(&self) -> Result<ConvergenceNotes, crate::ledger::StateError> {
-        Ok(self.saved.lock().unwrap().clone().unwrap_or_default())
-    }
-
-    async fn save_notes(&self, notes: &ConvergenceNotes) -> Result<(), crate::ledger::StateError> {
-        if self.fail {
-            return Err(crate::ledger::StateError::write("memory", "disk full"));
-        }
-        *self.saved.lock().unwrap() = Some(notes.clone());
-        Ok(())
-    }
-}
-
-async fn run_keeping_notes(notes: &NotesInMemory) -> ImportOutcome {
+async fn run_keeping_notes(notes: &MemoryStore<ConvergenceNotes>) -> ImportOutcome {
     let source = FakeSource {
         employees: vec![employee(1, "E-1", "a@acme.example", "active")],
         fail: None,
@@ -1197,26 +1175,21 @@ async fn run_keeping_notes(notes: &NotesInMemory) -> ImportOutcome {
             ..Stores::default()
         },
         progress: &ProgressCounter::default(),
-        clock: &FixedClock,
+        clock: &fixed_clock(),
     })
     .await
 }
 
 #[tokio::test]
 async fn the_import_saves_its_convergence_notes_and_a_failed_save_is_a_warning_row() {
-    let kept = NotesInMemory::default();
+    let kept = MemoryStore::new();
     let outcome = run_keeping_notes(&kept).await;
     assert_eq!(outcome.status.phase, ImportPhase::Succeeded);
-    assert_eq!(
-        kept.saved.lock().unwrap().as_ref(),
-        outcome.convergence.as_ref()
-    );
-    assert!(kept.saved.lock().unwrap().is_some(), "the notes were saved");
+    assert_eq!(Some(kept.snapshot()), outcome.convergence);
+    assert!(kept.saves() > 0, "the notes were saved");
 
-    let failing = NotesInMemory {
-        fail: true,
-        ..NotesInMemory::default()
-    };
+    let failing = MemoryStore::new();
+    failing.fail_saves("disk full");
     let outcome = run_keeping_notes(&failing).await;
     assert_eq!(
         outcome.status.summary.created, 1,

@@ -382,26 +382,9 @@ impl Drop for ScimServer {
     }
 }
 
-/// A clock that tests set and move by hand.
-pub struct TestClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
-
-impl TestClock {
-    pub fn at(t: chrono::DateTime<chrono::Utc>) -> std::sync::Arc<TestClock> {
-        std::sync::Arc::new(TestClock(std::sync::Mutex::new(t)))
-    }
-    pub fn set(&self, t: chrono::DateTime<chrono::Utc>) {
-        *self.0.lock().unwrap() = t;
-    }
-    pub fn advance(&self, secs: i64) {
-        *self.0.lock().unwrap() += chrono::Duration::seconds(secs);
-    }
-}
-
-impl freshteam_operator::clock::Clock for TestClock {
-    fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        *self.0.lock().unwrap()
-    }
-}
+/// The test clock (one for the unit and the integration tests).
+#[allow(unused_imports)]
+pub use freshteam_operator::clock::TestClock;
 
 /// A Secret in `namespace` with one key.
 pub fn secret(

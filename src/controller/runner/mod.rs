@@ -15,15 +15,15 @@ use kube::{Api, Resource, ResourceExt};
 use crate::api::{FreshteamIntegration, ImportPhase, ImportRun};
 use crate::connect::ConnectError;
 use crate::controller::decide::StartRun;
-use crate::controller::state::{ClusterConvergenceStore, ClusterLedgerStore, ClusterOutboxStore};
 use crate::controller::status::RunProgress;
 use crate::controller::Context;
-use crate::destination::{ConvergenceNotes, MemberDirectory, NotesStore};
-use crate::ledger::LedgerStore;
+use crate::destination::{ConvergenceNotes, MemberDirectory};
+use crate::ledger::Ledger;
 use crate::mapping::CompiledMapping;
-use crate::notify::OutboxStore;
+use crate::notify::Outbox;
 use crate::secret::SecretString;
 use crate::source::EmployeeSource;
+use crate::state::{ClusterStore, Store};
 use crate::sync::mode::ModePolicy;
 use crate::sync::{
     run_import, ImportJob, ImportOptions, ImportOutcome, ProgressCounter, StopSignal,
@@ -120,9 +120,9 @@ struct Run {
     integration: String,
     runs: Api<ImportRun>,
     integrations: Api<FreshteamIntegration>,
-    outbox: ClusterOutboxStore,
-    ledger: ClusterLedgerStore,
-    notes: ClusterConvergenceStore,
+    outbox: ClusterStore<Outbox>,
+    ledger: ClusterStore<Ledger>,
+    notes: ClusterStore<ConvergenceNotes>,
 }
 
 impl Run {
@@ -135,9 +135,9 @@ impl Run {
         Run {
             runs: Api::namespaced(client.clone(), &ns),
             integrations: Api::namespaced(client.clone(), &ns),
-            outbox: ClusterOutboxStore::new(client.clone(), &ns, &integration, owner.clone()),
-            ledger: ClusterLedgerStore::new(client.clone(), &ns, &integration, owner.clone()),
-            notes: ClusterConvergenceStore::new(client.clone(), &ns, &integration, owner),
+            outbox: ClusterStore::new(client.clone(), &ns, &integration, owner.clone()),
+            ledger: ClusterStore::new(client.clone(), &ns, &integration, owner.clone()),
+            notes: ClusterStore::new(client.clone(), &ns, &integration, owner),
             ns,
             integration,
             ctx,
@@ -226,7 +226,7 @@ impl Run {
     /// without them it writes what it would write anyway (an unkept value once more)
     /// and saves new ones; the failure is logged here, the one place that decides.
     async fn load_notes(&self) -> ConvergenceNotes {
-        self.notes.load_notes().await.unwrap_or_else(|e| {
+        self.notes.load().await.unwrap_or_else(|e| {
             tracing::warn!(state = %self.notes.name(), error = %e, "cannot read the convergence notes; the run starts without them");
             ConvergenceNotes::default()
         })
@@ -256,7 +256,7 @@ impl Run {
             ),
         };
         let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
-            .then_some(&self.outbox as &dyn OutboxStore);
+            .then_some(&self.outbox as &dyn Store<Outbox>);
         run_import(&ImportJob {
             mapping: &req.mapping,
             source,
@@ -264,8 +264,8 @@ impl Run {
             options: &options,
             stores: crate::sync::Stores {
                 outbox: invitations,
-                ledger: Some(&self.ledger as &dyn LedgerStore),
-                notes: Some(&self.notes as &dyn NotesStore),
+                ledger: Some(&self.ledger as &dyn Store<Ledger>),
+                notes: Some(&self.notes as &dyn Store<ConvergenceNotes>),
             },
             progress,
             clock: ctx.clock.as_ref(),

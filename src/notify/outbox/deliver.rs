@@ -3,11 +3,12 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::OutboxLimits;
 use super::{now_secs, DeliveryContext, DeliveryReport, EntryState, Outbox, OutboxEntry};
-use super::{OutboxLimits, OutboxStore};
 use crate::api::{RecordError, Severity};
 use crate::notify::templates::{InvitationVars, Templates};
 use crate::notify::{MailError, MailTransport, OutgoingMail};
+use crate::state::Store;
 
 /// Step 3: sends every pending invitation whose member exists, exactly once.
 ///
@@ -28,7 +29,7 @@ use crate::notify::{MailError, MailTransport, OutgoingMail};
 ///
 /// Never fails: problems are warnings in the report.
 pub async fn deliver_pending(
-    store: &dyn OutboxStore,
+    store: &dyn Store<Outbox>,
     transport: &dyn MailTransport,
     templates: &Templates,
     ctx: &DeliveryContext,
@@ -128,7 +129,7 @@ impl Delivery<'_> {
         self.ctx.limits.stop_after_consecutive_failures.max(1) as usize
     }
 
-    async fn send_batches(&mut self, store: &dyn OutboxStore, mut queue: VecDeque<String>) {
+    async fn send_batches(&mut self, store: &dyn Store<Outbox>, mut queue: VecDeque<String>) {
         // The first batch is one message: it measures the relay's pace for the next ones.
         let mut batch_size = 1usize;
         while !queue.is_empty() {
@@ -262,7 +263,7 @@ impl Delivery<'_> {
     }
 
     /// The last save, and the report's pending count and closing warning.
-    async fn finish(mut self, store: &dyn OutboxStore) -> DeliveryReport {
+    async fn finish(mut self, store: &dyn Store<Outbox>) -> DeliveryReport {
         let mut report = self.report;
         self.outbox.generation += 1;
         prune(&mut self.outbox, now_secs(), &self.ctx.limits);

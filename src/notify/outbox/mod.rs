@@ -39,7 +39,7 @@
 //! If [`record_intents`] fails (the store is unwritable), invitations for that run can't be
 //! guaranteed. Failing the import over it would break "e-mail never fails an import", so
 //! the suggested handling is: warn, create the members, and deliver their invitations
-//! through a [`MemoryOutboxStore`] (at most once, like the CLI without a state file).
+//! through a [`MemoryStore`](crate::state::MemoryStore) (at most once, like the CLI without a state file).
 //!
 //! One delivery at a time per outbox: the operator runs one import per integration at a
 //! time, the CLI documents one process per `--state-file`.
@@ -47,100 +47,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
 use crate::api::{RecordError, Severity};
-/// What the stores' errors are (shared with the ledger's store).
-pub(crate) use crate::ledger::StateError;
+use crate::state::{StateError, Store};
 
 mod deliver;
-mod store;
 
+/// The outbox as stored is the state module's (its stores keep it: the state file, the
+/// cluster, memory); the protocol that moves its entries is here.
+pub use crate::state::outbox::{EntryState, Outbox, OutboxEntry};
 pub use deliver::{deliver_pending, invitation_message_id, invitation_message_id_of};
-pub use store::{FileOutboxStore, MemoryOutboxStore, OutboxStore};
-
-/// The outbox as stored.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Outbox {
-    /// Completed deliveries. Tells intents recorded during the current run (which may
-    /// belong to a create whose answer was lost) from older ones.
-    #[serde(default)]
-    pub generation: u64,
-    /// Employee ID → entry.
-    #[serde(default)]
-    pub entries: BTreeMap<String, OutboxEntry>,
-}
-
-impl Outbox {
-    /// Invitations waiting to be sent.
-    pub fn pending(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|e| e.state == EntryState::Intended)
-            .count()
-    }
-}
-
-/// One member's invitation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OutboxEntry {
-    pub email: String,
-    /// Kept until sent (for the greeting).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_name: Option<String>,
-    pub state: EntryState,
-    /// The member was created (reported by the engine).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub confirmed: bool,
-    /// `Outbox::generation` when the intent was recorded.
-    #[serde(default, skip_serializing_if = "is_zero_u64")]
-    pub generation: u64,
-    /// Times the relay refused this invitation for good (5xx).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub refusals: u32,
-    /// The destination id of the account this invitation is for, once its create was
-    /// confirmed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account: Option<String>,
-    /// How many accounts of this member were invited before (0 for the first): a new
-    /// account's invitation gets a Message-ID of its own.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub round: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// When the state last changed (seconds since the Unix epoch).
-    pub since: u64,
-}
-
-fn is_false(b: &bool) -> bool {
-    !b
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-fn is_zero_u64(n: &u64) -> bool {
-    *n == 0
-}
-
-/// Where an invitation stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum EntryState {
-    /// To be sent once the member exists.
-    Intended,
-    /// Being sent right now; found at the start of a delivery it means a crash.
-    Sending,
-    /// Accepted by the relay.
-    Sent,
-    /// Interrupted while being sent: may or may not have arrived; never sent again.
-    Uncertain,
-    /// Refused by the relay for good; not retried.
-    Failed,
-}
 
 impl OutboxEntry {
     /// Moves to a final state, keeping only what a finished entry needs (small outboxes).
@@ -279,7 +194,7 @@ pub(super) fn now_secs() -> u64 {
 /// module docs suggest what to do). Entries already sent, in doubt or refused
 /// are left alone (never twice); pending ones are refreshed.
 pub async fn record_intents(
-    store: &dyn OutboxStore,
+    store: &dyn Store<Outbox>,
     intents: &[InvitationIntent],
 ) -> Result<(), StateError> {
     record(store, intents, false).await
@@ -294,14 +209,14 @@ pub async fn record_intents(
 /// only refreshed, and once the new account exists no create is planned for it, so no
 /// account is invited twice.
 pub async fn record_intents_for_new_accounts(
-    store: &dyn OutboxStore,
+    store: &dyn Store<Outbox>,
     intents: &[InvitationIntent],
 ) -> Result<(), StateError> {
     record(store, intents, true).await
 }
 
 async fn record(
-    store: &dyn OutboxStore,
+    store: &dyn Store<Outbox>,
     intents: &[InvitationIntent],
     new_accounts: bool,
 ) -> Result<(), StateError> {
@@ -344,7 +259,7 @@ async fn record(
 
 /// Step 2: marks the members the run created, so their invitations are sent even if the
 /// destination's member list is not known to [`deliver_pending`].
-pub async fn confirm(store: &dyn OutboxStore, created_ids: &[String]) -> Result<(), StateError> {
+pub async fn confirm(store: &dyn Store<Outbox>, created_ids: &[String]) -> Result<(), StateError> {
     update_intended(store, created_ids, |outbox, id| {
         if let Some(e) = outbox.entries.get_mut(id) {
             e.confirmed = true;
@@ -358,7 +273,7 @@ pub async fn confirm(store: &dyn OutboxStore, created_ids: &[String]) -> Result<
 /// Step 2, with the accounts: [`confirm`], recording which account each invitation is
 /// for (Employee ID, destination id).
 pub async fn confirm_accounts(
-    store: &dyn OutboxStore,
+    store: &dyn Store<Outbox>,
     created: &[(String, String)],
 ) -> Result<(), StateError> {
     let accounts: BTreeMap<&str, &str> = created
@@ -381,7 +296,7 @@ pub async fn confirm_accounts(
 /// destination refused them). Not needed for correctness — [`deliver_pending`] drops
 /// intents whose member does not exist on the run after — and not to be used for a
 /// create whose answer was lost (it may have happened).
-pub async fn forget(store: &dyn OutboxStore, failed_ids: &[String]) -> Result<(), StateError> {
+pub async fn forget(store: &dyn Store<Outbox>, failed_ids: &[String]) -> Result<(), StateError> {
     update_intended(store, failed_ids, |outbox, id| {
         outbox.entries.remove(id).is_some()
     })
@@ -389,7 +304,7 @@ pub async fn forget(store: &dyn OutboxStore, failed_ids: &[String]) -> Result<()
 }
 
 /// Drops every pending invitation (welcome e-mail switched off). Returns how many.
-pub async fn discard_pending(store: &dyn OutboxStore) -> Result<u32, StateError> {
+pub async fn discard_pending(store: &dyn Store<Outbox>) -> Result<u32, StateError> {
     let mut outbox = store.load().await?;
     let before = outbox.entries.len();
     outbox
@@ -403,7 +318,7 @@ pub async fn discard_pending(store: &dyn OutboxStore) -> Result<u32, StateError>
 }
 
 async fn update_intended(
-    store: &dyn OutboxStore,
+    store: &dyn Store<Outbox>,
     ids: &[String],
     mut change: impl FnMut(&mut Outbox, &str) -> bool,
 ) -> Result<(), StateError> {

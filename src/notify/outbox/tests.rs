@@ -10,6 +10,7 @@ use super::deliver::prune;
 use super::*;
 use crate::notify::templates::Templates;
 use crate::notify::{MailError, MailTransport, OutgoingMail};
+use crate::state::{MemoryStore, StateFile};
 
 /// Records messages; answers from a per-address script, then `default`.
 #[derive(Default)]
@@ -93,7 +94,7 @@ fn ctx() -> DeliveryContext {
 }
 
 async fn deliver(
-    store: &dyn OutboxStore,
+    store: &dyn Store<Outbox>,
     fake: &Fake,
     existing: Option<&HashSet<String>>,
 ) -> DeliveryReport {
@@ -101,7 +102,7 @@ async fn deliver(
 }
 
 /// Records and confirms `n` created members.
-async fn created(store: &dyn OutboxStore, n: u32) -> Vec<String> {
+async fn created(store: &dyn Store<Outbox>, n: u32) -> Vec<String> {
     let intents: Vec<_> = (1..=n).map(intent).collect();
     record_intents(store, &intents).await.unwrap();
     let ids = ids(1..=n);
@@ -111,7 +112,7 @@ async fn created(store: &dyn OutboxStore, n: u32) -> Vec<String> {
 
 #[tokio::test]
 async fn each_created_member_gets_one_invitation_and_a_rerun_sends_nothing() {
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     let ids = created(&store, 3).await;
     let fake = Fake::default();
     let saves_before = store.saves();
@@ -156,7 +157,7 @@ async fn each_created_member_gets_one_invitation_and_a_rerun_sends_nothing() {
 #[tokio::test]
 async fn an_intent_is_sent_when_its_member_exists_even_without_confirmation() {
     // A crash after the create and before `confirm`: the next run finds the member.
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     record_intents(&store, &[intent(1)]).await.unwrap();
     let fake = Fake::default();
     let report = deliver(&store, &fake, Some(&set(&ids(1..=1)))).await;
@@ -165,7 +166,7 @@ async fn an_intent_is_sent_when_its_member_exists_even_without_confirmation() {
 
 #[tokio::test]
 async fn unconfirmed_intents_wait_one_run_for_their_member_then_go() {
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     let fake = Fake::default();
     record_intents(&store, &[intent(1), intent(2)])
         .await
@@ -191,7 +192,7 @@ async fn unconfirmed_intents_wait_one_run_for_their_member_then_go() {
 
 #[tokio::test]
 async fn forget_drops_intents_and_discard_pending_clears_them() {
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     record_intents(&store, &[intent(1), intent(2), intent(3)])
         .await
         .unwrap();
@@ -203,7 +204,7 @@ async fn forget_drops_intents_and_discard_pending_clears_them() {
 
 #[tokio::test]
 async fn an_entry_found_sending_is_reported_and_never_sent_again() {
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     let ids = created(&store, 2).await;
     let mut outbox = store.snapshot();
     outbox.entries.get_mut("E1").unwrap().state = EntryState::Sending;
@@ -229,7 +230,7 @@ async fn an_entry_found_sending_is_reported_and_never_sent_again() {
 
 #[tokio::test]
 async fn an_unavailable_relay_stops_delivery_and_keeps_everything_pending() {
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     let ids = created(&store, 5).await;
     let fake = Fake::failing(MailError::Unavailable("connection refused".into()));
     let report = deliver(&store, &fake, Some(&set(&ids))).await;
@@ -256,7 +257,7 @@ async fn an_unavailable_relay_stops_delivery_and_keeps_everything_pending() {
 
 #[tokio::test]
 async fn deferrals_stay_pending_and_a_run_of_them_stops_delivery() {
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     let ids = created(&store, 2).await;
     let fake = Fake::default();
     fake.answer(
@@ -269,7 +270,7 @@ async fn deferrals_stay_pending_and_a_run_of_them_stops_delivery() {
     assert_eq!((report.sent, report.pending), (1, 0));
     assert_eq!(fake.sent_to(), ["p2@acme.example", "p1@acme.example"]);
 
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     let ids = created(&store, 5).await;
     let fake = Fake::failing(MailError::Transient("421 too many messages".into()));
     let report = deliver(&store, &fake, Some(&set(&ids))).await;
@@ -284,7 +285,7 @@ async fn deferrals_stay_pending_and_a_run_of_them_stops_delivery() {
 
 #[tokio::test]
 async fn a_refused_recipient_is_given_up_when_the_relay_accepts_others() {
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     let ids = created(&store, 2).await;
     let fake = Fake::default();
     fake.answer(
@@ -303,7 +304,7 @@ async fn a_refused_recipient_is_given_up_when_the_relay_accepts_others() {
 
 #[tokio::test]
 async fn refusals_with_no_accepted_invitation_are_retried_on_later_runs_then_given_up() {
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     let ids = created(&store, 5).await;
     let fake = Fake::failing(MailError::Permanent("550 5.7.1 not allowed".into()));
     for run in 1..=3u32 {
@@ -325,7 +326,7 @@ async fn refusals_with_no_accepted_invitation_are_retried_on_later_runs_then_giv
 
 #[tokio::test]
 async fn an_uncertain_send_is_not_retried() {
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     let ids = created(&store, 2).await;
     let fake = Fake::default();
     fake.answer(
@@ -339,31 +340,10 @@ async fn an_uncertain_send_is_not_retried() {
     assert_eq!(fake.attempts(), 2);
 }
 
-/// Fails every save after the first `ok` ones.
-struct FlakyStore {
-    inner: MemoryOutboxStore,
-    ok: u64,
-}
-
-#[async_trait]
-impl OutboxStore for FlakyStore {
-    async fn load(&self) -> Result<Outbox, StateError> {
-        self.inner.load().await
-    }
-    async fn save(&self, outbox: &Outbox) -> Result<(), StateError> {
-        if self.inner.saves() >= self.ok {
-            return Err(StateError::write("memory", "disk full"));
-        }
-        self.inner.save(outbox).await
-    }
-}
-
 #[tokio::test]
 async fn nothing_is_sent_unless_sending_was_saved_first() {
-    let store = FlakyStore {
-        inner: MemoryOutboxStore::new(),
-        ok: 3, // record + confirm + the first batch's `Sending`
-    };
+    let store = MemoryStore::new();
+    store.fail_saves_after(3, "disk full"); // record + confirm + the first batch's `Sending`
     let ids = created(&store, 3).await;
     let fake = Fake::default();
     let report = deliver(&store, &fake, Some(&set(&ids))).await;
@@ -375,7 +355,7 @@ async fn nothing_is_sent_unless_sending_was_saved_first() {
         report.warnings
     );
     // As stored: E1 still `Sending` (its outcome was not saved), the second batch pending.
-    let stored = store.inner.snapshot();
+    let stored: Outbox = store.snapshot();
     assert_eq!(stored.entries["E1"].state, EntryState::Sending);
     assert_eq!(stored.entries["E2"].state, EntryState::Intended);
     assert_eq!(stored.entries["E3"].state, EntryState::Intended);
@@ -386,7 +366,7 @@ async fn an_unreadable_outbox_sends_nothing_and_warns() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
     std::fs::write(&path, "{not json").unwrap();
-    let store = FileOutboxStore::new(&path);
+    let store = StateFile::new(&path);
     let fake = Fake::default();
     let report = deliver(&store, &fake, None).await;
     assert_eq!(report.sent, 0);
@@ -399,12 +379,15 @@ async fn the_file_store_round_trips_and_leaves_no_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
     for fsync in [false, true] {
-        let store = FileOutboxStore::new(&path).with_fsync(fsync);
-        assert_eq!(store.load().await.unwrap(), Outbox::default());
+        let store = StateFile::new(&path).with_fsync(fsync);
+        assert_eq!(
+            Store::<Outbox>::load(&store).await.unwrap(),
+            Outbox::default()
+        );
         record_intents(&store, &[intent(1), intent(2)])
             .await
             .unwrap();
-        let loaded = store.load().await.unwrap();
+        let loaded: Outbox = store.load().await.unwrap();
         assert_eq!(loaded.pending(), 2);
         assert_eq!(loaded.entries["E1"].first_name.as_deref(), Some("Person1"));
         let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -414,7 +397,7 @@ async fn the_file_store_round_trips_and_leaves_no_temporary_file() {
         assert_eq!(names, ["state.json"]);
         std::fs::remove_file(&path).unwrap();
     }
-    let err = FileOutboxStore::new(dir.path().join("no/such/dir/state.json"))
+    let err = StateFile::new(dir.path().join("no/such/dir/state.json"))
         .save(&Outbox::default())
         .await
         .unwrap_err();
@@ -472,27 +455,15 @@ fn message_ids_are_stable_and_well_formed() {
     );
 }
 
-/// Remembers how many entries each save left `Sending`.
-#[derive(Default)]
-struct BatchRecorder {
-    inner: MemoryOutboxStore,
-    sending: Mutex<Vec<usize>>,
-}
-
-#[async_trait]
-impl OutboxStore for BatchRecorder {
-    async fn load(&self) -> Result<Outbox, StateError> {
-        self.inner.load().await
-    }
-    async fn save(&self, outbox: &Outbox) -> Result<(), StateError> {
-        let n = outbox
-            .entries
+/// How many entries each save left `Sending`.
+fn sending_per_save(store: &MemoryStore<Outbox>) -> Vec<usize> {
+    let sending = |o: &Outbox| {
+        o.entries
             .values()
             .filter(|e| e.state == EntryState::Sending)
-            .count();
-        self.sending.lock().unwrap().push(n);
-        self.inner.save(outbox).await
-    }
+            .count()
+    };
+    store.saved().iter().map(sending).collect()
 }
 
 /// Answers after `delay`, like a relay with a pace.
@@ -511,20 +482,20 @@ impl MailTransport for Paced {
 
 #[tokio::test]
 async fn a_fast_relay_gets_batches_of_at_most_the_batch_maximum() {
-    let store = BatchRecorder::default();
+    let store = MemoryStore::recording();
     let ids = created(&store, 250).await;
     let fake = Fake::default();
     let report = deliver(&store, &fake, Some(&set(&ids))).await;
     assert_eq!(report.sent, 250);
     // record, confirm, then batches doubling up to 100, then the final save.
-    let sending = store.sending.lock().unwrap().clone();
+    let sending = sending_per_save(&store);
     assert_eq!(sending, [0, 0, 1, 2, 4, 8, 16, 32, 64, 100, 23, 0]);
     assert_eq!(fake.sent_to().len(), 250);
 }
 
 #[tokio::test]
 async fn a_slow_relay_gets_batches_of_what_it_takes_in_the_batch_time() {
-    let store = BatchRecorder::default();
+    let store = MemoryStore::recording();
     let ids = created(&store, 40).await;
     let paced = Paced {
         inner: Fake::default(),
@@ -541,7 +512,7 @@ async fn a_slow_relay_gets_batches_of_what_it_takes_in_the_batch_time() {
     )
     .await;
     assert_eq!(report.sent, 40);
-    let sending = store.sending.lock().unwrap().clone();
+    let sending = sending_per_save(&store);
     let batches = &sending[2..sending.len() - 1];
     // At most 100 messages a second: at most 10 in 100 ms, and never all at once.
     assert!(batches.iter().all(|n| (1..=10).contains(n)), "{sending:?}");
@@ -552,7 +523,7 @@ async fn a_slow_relay_gets_batches_of_what_it_takes_in_the_batch_time() {
 
 #[tokio::test]
 async fn a_relay_going_down_mid_batch_leaves_the_rest_of_the_batch_pending() {
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     let ids = created(&store, 5).await;
     let fake = Fake::default();
     fake.answer(
@@ -575,7 +546,7 @@ async fn a_relay_going_down_mid_batch_leaves_the_rest_of_the_batch_pending() {
 }
 
 /// `E1` created (as the engine records it: a new account) as `acct`, and delivered.
-async fn invited_as(store: &dyn OutboxStore, fake: &Fake, acct: &str) {
+async fn invited_as(store: &dyn Store<Outbox>, fake: &Fake, acct: &str) {
     record_intents_for_new_accounts(store, &[intent(1)])
         .await
         .unwrap();
@@ -587,7 +558,7 @@ async fn invited_as(store: &dyn OutboxStore, fake: &Fake, acct: &str) {
 
 #[tokio::test]
 async fn an_account_created_again_gets_one_new_invitation_with_its_own_message_id() {
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     let fake = Fake::default();
     invited_as(&store, &fake, "A").await;
     let entry = &store.load().await.unwrap().entries["E1"];
@@ -612,7 +583,7 @@ async fn an_account_created_again_gets_one_new_invitation_with_its_own_message_i
 
 #[tokio::test]
 async fn a_new_accounts_invitation_is_recorded_once_across_a_crash_before_the_create() {
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     let fake = Fake::default();
     invited_as(&store, &fake, "A").await;
     record_intents_for_new_accounts(&store, &[intent(1)])
@@ -626,7 +597,7 @@ async fn a_new_accounts_invitation_is_recorded_once_across_a_crash_before_the_cr
 
 #[tokio::test]
 async fn a_later_accounts_create_that_never_happened_keeps_the_rounds_counting() {
-    let store = MemoryOutboxStore::new();
+    let store = MemoryStore::new();
     let fake = Fake::default();
     invited_as(&store, &fake, "A").await;
     // A new account is planned but its create fails: the intent is dropped at a later

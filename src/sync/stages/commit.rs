@@ -6,10 +6,11 @@ use std::collections::HashMap;
 
 use super::plan::Planned;
 use crate::api::{RecordError, Severity};
-use crate::ledger::{Ledger, Origin, StateError};
+use crate::ledger::{Ledger, Origin};
 use crate::member::{Attr, MemberFields};
-use crate::notify::{InvitationIntent, OutboxStore};
+use crate::notify::{InvitationIntent, Outbox};
 use crate::plan::{PackedPlan, PlanItem, WriteKind};
+use crate::state::{StateError, Store};
 use crate::sync::{ImportJob, Sets};
 
 /// What the commit recorded, for the writes.
@@ -18,7 +19,7 @@ pub(super) struct Committed<'a> {
     pub recorded: Option<Ledger>,
     /// The outbox the intents went to; none: no invitations (none asked for, or they
     /// could not be recorded).
-    pub outbox: Option<&'a dyn OutboxStore>,
+    pub outbox: Option<&'a dyn Store<Outbox>>,
     /// Why creates were held back, when they were.
     pub held_back: Option<String>,
 }
@@ -42,10 +43,10 @@ pub(super) async fn commit<'a>(
     if let (Some(store), Some(mut next)) = (job.stores.ledger, ledger) {
         if !next_ledger(&mut next, sets, plan, planned.partial) {
             recorded = Some(next);
-        } else if let Err(e) = store.save_ledger(&next).await {
+        } else if let Err(e) = store.save(&next).await {
             let why = format!(
                 "the ledger of managed members could not be saved ({}): {e}",
-                store.ledger_location()
+                store.location()
             );
             held_back = hold_back_creates(plan, sets, report, &why);
         } else {
@@ -152,7 +153,7 @@ fn hold_back_creates(
 /// Records an invitation intent for each planned create. When that fails, the caller
 /// creates nobody in this run: a member is never created without its intent.
 async fn record_invitations(
-    store: &dyn OutboxStore,
+    store: &dyn Store<Outbox>,
     items: &[PlanItem],
     sets: Sets<'_>,
 ) -> Result<(), IntentsNotRecorded> {

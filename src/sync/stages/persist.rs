@@ -19,7 +19,7 @@ async fn save_notes(job: &ImportJob<'_>, written: &mut Written) {
     let (Some(store), Some(notes)) = (job.stores.notes, &written.convergence) else {
         return;
     };
-    if let Err(e) = store.save_notes(notes).await {
+    if let Err(e) = store.save(notes).await {
         written.report.push(RecordError {
             severity: Severity::Warning,
             message: format!("convergence notes could not be saved ({e}): the next run may write unkept values again"),
@@ -46,10 +46,10 @@ async fn save_ledger(job: &ImportJob<'_>, prepared: &Prepared, written: &mut Wri
     if !changed {
         return;
     }
-    if let Err(e) = store.save_ledger(&keep).await {
+    if let Err(e) = store.save(&keep).await {
         written.report.push(RecordError {
             severity: Severity::Warning,
-            message: format!("the ledger could not be saved after the writes ({}): {e}; the next run reads again from the previous cursor", store.ledger_location()),
+            message: format!("the ledger could not be saved after the writes ({}): {e}; the next run reads again from the previous cursor", store.location()),
             ..RecordError::default()
         });
     }

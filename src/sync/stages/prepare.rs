@@ -38,10 +38,10 @@ pub(super) async fn prepare(
     started: DateTime<Utc>,
 ) -> Result<Prepared, RunEnd> {
     let ledger = match job.stores.ledger {
-        Some(store) => Some(store.load_ledger().await.map_err(|e| {
+        Some(store) => Some(store.load().await.map_err(|e| {
             RunEnd::failed(format!(
                 "the ledger of managed members could not be read ({}): {e}; nothing was changed",
-                store.ledger_location()
+                store.location()
             ))
         })?),
         None => None,

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::api::ScimProfile;
-use crate::ledger::MemoryLedgerStore;
+use crate::ledger::Ledger;
+use crate::state::MemoryStore;
 
 /// Answers 400 `invalidValue` to any write giving a first name with a digit, as Reward
 /// Gateway does, or the name "Nobody" (a rule of its own); other writes go to the fake.
@@ -67,7 +68,7 @@ fn named(id: i64, first: &str) -> (i64, HashMap<&'static str, String>) {
 async fn run_with(
     source: &FakeSource,
     dest: &dyn MemberDirectory,
-    ledger: &MemoryLedgerStore,
+    ledger: &MemoryStore<Ledger>,
     options: &ImportOptions,
 ) -> ImportOutcome {
     run_import(&ImportJob {
@@ -81,7 +82,7 @@ async fn run_with(
             notes: None,
         },
         progress: &ProgressCounter::default(),
-        clock: &FixedClock,
+        clock: &fixed_clock(),
     })
     .await
 }
@@ -96,7 +97,7 @@ fn rows_of<'a>(out: &'a ImportOutcome, employee_id: &str) -> Vec<&'a RecordError
 #[tokio::test]
 async fn the_reward_gateway_profile_makes_refused_names_error_rows_without_a_request() {
     let dest = FakeDirectory::default();
-    let ledger = MemoryLedgerStore::new();
+    let ledger = MemoryStore::new();
     let mut source = FakeSource {
         employees: vec![named(1, "Ada"), named(2, "Bob"), named(3, "Cleo")],
         fail: None,
@@ -156,7 +157,7 @@ async fn the_reward_gateway_profile_makes_refused_names_error_rows_without_a_req
 #[tokio::test]
 async fn a_refused_write_is_not_sent_again_until_the_values_change() {
     let dest = RefusingDirectory::default();
-    let ledger = MemoryLedgerStore::new();
+    let ledger = MemoryStore::new();
     let mut source = FakeSource {
         employees: vec![named(1, "Ada"), named(2, "R2-D2")],
         fail: None,
@@ -241,7 +242,7 @@ async fn members_refused_for_their_values_do_not_hold_the_cursor_back() {
         .insert("last_name", "O<Brien".into());
     // One refused by the profile, one by the service; both error rows.
     let dest = RefusingDirectory::default();
-    let ledger = MemoryLedgerStore::new();
+    let ledger = MemoryStore::new();
     let options = with_cursor(ImportOptions {
         profile: ScimProfile::RewardGateway,
         ..opts(false)
@@ -258,7 +259,7 @@ async fn members_refused_for_their_values_do_not_hold_the_cursor_back() {
         reject: vec!["e1@acme.example".into()],
         ..FakeDirectory::default()
     };
-    let ledger = MemoryLedgerStore::new();
+    let ledger = MemoryStore::new();
     let out = run_with(&source_profile, &dest, &ledger, &options).await;
     assert_eq!(out.status.summary.errors, 2);
     assert!(

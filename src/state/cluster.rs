@@ -1,6 +1,6 @@
-//! An integration's state (its ledger, its invitation outbox, its convergence notes) in
-//! `IntegrationState` objects it owns, sized for 100,000 members within the API server's
-//! 1 MiB object limit.
+//! The cluster backend: an integration's state of one kind (its ledger, its invitation
+//! outbox, its convergence notes) in `IntegrationState` objects it owns, sized for 100,000
+//! members within the API server's 1 MiB object limit.
 //!
 //! Entries (keyed by Employee ID) fall into 64 fixed buckets by a stable hash; the
 //! buckets are spread over `n` objects (`n` a power of two up to 64): bucket `b` lives in
@@ -35,10 +35,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::{Kind, StateError, Store};
 use crate::api::{IntegrationState, IntegrationStateSpec, StateKind};
-use crate::destination::{ConvergenceNotes, NotesStore};
-use crate::ledger::{ImportCursor, Ledger, LedgerEntry, LedgerStore, StateError};
-use crate::notify::{Outbox, OutboxEntry, OutboxStore};
+use crate::ledger::ImportCursor;
 
 /// Buckets entries are hashed into (also the most objects a state may use).
 pub const BUCKETS: usize = 64;
@@ -178,7 +177,7 @@ where
     }
 
     /// Reads the state: the metadata and every entry.
-    pub async fn load(&self) -> Result<(Value, BTreeMap<String, T>), StateError> {
+    pub async fn load(&self) -> Result<(StateMeta, BTreeMap<String, T>), StateError> {
         let head = self
             .api
             .get_opt(&self.base)
@@ -213,7 +212,7 @@ where
         versions: Vec<Option<String>>,
         mut parts: Vec<BTreeMap<String, T>>,
         meta: Value,
-    ) -> (Value, BTreeMap<String, T>) {
+    ) -> (StateMeta, BTreeMap<String, T>) {
         let mut all = BTreeMap::new();
         for (j, part) in parts.iter_mut().enumerate() {
             // Entries of a bucket that moved away in a layout change are not this
@@ -221,21 +220,22 @@ where
             part.retain(|k, _| object_of(k, objects) == j);
             all.extend(part.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
+        let typed = StateMeta::read(&meta);
         *self.known.lock().expect("state lock") = Some(Known {
             objects,
             versions,
             entries: parts,
-            meta: meta.clone(),
+            meta,
         });
-        (meta, all)
+        (typed, all)
     }
 
     /// No IntegrationState yet: the state an earlier version kept in ConfigMaps, written
     /// into IntegrationStates first (an empty state when there is none).
-    async fn migrate(&self) -> Result<(Value, BTreeMap<String, T>), StateError> {
+    async fn migrate(&self) -> Result<(StateMeta, BTreeMap<String, T>), StateError> {
         let Some((meta, entries)) = self.load_legacy().await? else {
             *self.known.lock().expect("state lock") = Some(Known::empty());
-            return Ok((Value::Null, BTreeMap::new()));
+            return Ok((StateMeta::default(), BTreeMap::new()));
         };
         let known = self.write(Known::empty(), &meta, &entries).await?;
         tracing::info!(
@@ -246,7 +246,7 @@ where
             "state moved from ConfigMaps to IntegrationState objects"
         );
         *self.known.lock().expect("state lock") = Some(known);
-        Ok((meta, entries))
+        Ok((StateMeta::read(&meta), entries))
     }
 
     /// The state as an earlier version stored it in ConfigMaps, if it did.
@@ -333,9 +333,10 @@ where
     /// Writes what changed since the last load or save.
     pub async fn save(
         &self,
-        meta: &Value,
+        meta: &StateMeta,
         entries: &BTreeMap<String, T>,
     ) -> Result<(), StateError> {
+        let meta = meta.to_value();
         let known = self.known.lock().expect("state lock").take();
         let known = match known {
             Some(k) => k,
@@ -349,7 +350,7 @@ where
             }
         };
         // On failure nothing is kept: the next save starts from what the server holds.
-        let k = self.write(known, meta, entries).await?;
+        let k = self.write(known, &meta, entries).await?;
         *self.known.lock().expect("state lock") = Some(k);
         Ok(())
     }
@@ -568,31 +569,12 @@ where
     Ok(serde_json::from_value(value).ok())
 }
 
-/// One integration's state of one kind in the cluster: a [`ShardedState`] of the
-/// entries `T` in the `IntegrationState` objects of that kind.
-pub struct ClusterStore<T>(ShardedState<T>);
+/// One integration's state of kind `K` in the cluster: a [`ShardedState`] of its
+/// entries in the `IntegrationState` objects of that kind (`<integration>-ledger`,
+/// `<integration>-invitations`, `<integration>-convergence`).
+pub struct ClusterStore<K: Kind>(ShardedState<K::Entry>);
 
-/// The kind of state an entry type is kept as.
-pub trait ClusterEntry {
-    const KIND: StateKind;
-}
-
-impl ClusterEntry for OutboxEntry {
-    const KIND: StateKind = StateKind::Invitations;
-}
-
-impl ClusterEntry for LedgerEntry {
-    const KIND: StateKind = StateKind::Ledger;
-}
-
-impl ClusterEntry for NoteEntry {
-    const KIND: StateKind = StateKind::Convergence;
-}
-
-impl<T> ClusterStore<T>
-where
-    T: ClusterEntry + Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync,
-{
+impl<K: Kind> ClusterStore<K> {
     pub fn new(
         client: Client,
         namespace: &str,
@@ -603,85 +585,39 @@ where
             client,
             namespace,
             integration,
-            T::KIND,
+            K::KIND,
             owner,
         ))
     }
+
+    /// `<integration>-<kind>`: its first object.
     pub fn name(&self) -> &str {
         self.0.name()
     }
+
+    /// Bytes of data in each object as last written (object 0 first).
     pub fn object_sizes(&self) -> Vec<usize> {
         self.0.object_sizes()
     }
 }
 
-/// The invitation outbox (`<integration>-invitations`).
-pub type ClusterOutboxStore = ClusterStore<OutboxEntry>;
-
 #[async_trait]
-impl OutboxStore for ClusterOutboxStore {
-    async fn load(&self) -> Result<Outbox, StateError> {
+impl<K: Kind> Store<K> for ClusterStore<K> {
+    async fn load(&self) -> Result<K, StateError> {
         let (meta, entries) = self.0.load().await?;
-        Ok(Outbox {
-            generation: StateMeta::read(&meta).generation.unwrap_or(0),
-            entries,
-        })
-    }
-    async fn save(&self, outbox: &Outbox) -> Result<(), StateError> {
-        let meta = StateMeta {
-            generation: Some(outbox.generation),
-            ..StateMeta::default()
-        };
-        self.0.save(&meta.to_value(), &outbox.entries).await
-    }
-}
-
-/// The ledger of managed members (`<integration>-ledger`).
-pub type ClusterLedgerStore = ClusterStore<LedgerEntry>;
-
-#[async_trait]
-impl LedgerStore for ClusterLedgerStore {
-    async fn load_ledger(&self) -> Result<Ledger, StateError> {
-        let (meta, entries) = self.0.load().await?;
-        Ok(Ledger::from_entries(entries, StateMeta::read(&meta).cursor))
-    }
-    async fn save_ledger(&self, ledger: &Ledger) -> Result<(), StateError> {
-        let meta = StateMeta {
-            cursor: ledger.cursor.clone(),
-            ..StateMeta::default()
-        };
-        self.0.save(&meta.to_value(), &ledger.entries()).await
-    }
-    fn ledger_location(&self) -> String {
-        format!("IntegrationState {}", self.0.name())
-    }
-}
-
-/// Employee ID → member field → hash of the value written (a note's shape).
-pub type NoteEntry = BTreeMap<String, String>;
-
-/// The convergence notes (`<integration>-convergence`; see
-/// [`crate::destination::convergence`]).
-pub type ClusterConvergenceStore = ClusterStore<NoteEntry>;
-
-#[async_trait::async_trait]
-impl NotesStore for ClusterConvergenceStore {
-    /// The notes; none when there are none yet.
-    async fn load_notes(&self) -> Result<ConvergenceNotes, StateError> {
-        let (_, entries) = self.0.load().await?;
-        serde_json::to_value(entries)
-            .and_then(serde_json::from_value)
-            .map_err(|e| StateError::parse(self.0.location(0), e))
+        K::join(meta, entries).map_err(|e| StateError::parse(self.0.location(0), e))
     }
 
-    /// Replaces the notes (creates the objects on first use).
-    async fn save_notes(&self, notes: &ConvergenceNotes) -> Result<(), StateError> {
-        let entries: BTreeMap<String, NoteEntry> = serde_json::to_value(notes)
-            .and_then(serde_json::from_value)
+    /// Writes what changed (creates the objects on first use).
+    async fn save(&self, value: &K) -> Result<(), StateError> {
+        let entries = value
+            .entries()
             .map_err(|e| StateError::write(self.0.location(0), e))?;
-        self.0
-            .save(&StateMeta::default().to_value(), &entries)
-            .await
+        self.0.save(&value.meta(), &entries).await
+    }
+
+    fn location(&self) -> String {
+        self.0.location(0)
     }
 }
 
