@@ -3,8 +3,9 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::OutboxLimits;
-use super::{now_secs, DeliveryContext, DeliveryReport, EntryState, Outbox, OutboxEntry};
+use super::{
+    now_secs, DeliveryContext, DeliveryReport, EntryState, Outbox, OutboxEntry, OutboxLimits,
+};
 use crate::api::{RecordError, Severity};
 use crate::notify::templates::{InvitationVars, Templates};
 use crate::notify::{MailError, MailTransport, OutgoingMail};

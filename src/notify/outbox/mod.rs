@@ -39,7 +39,8 @@
 //! If [`record_intents`] fails (the store is unwritable), invitations for that run can't be
 //! guaranteed. Failing the import over it would break "e-mail never fails an import", so
 //! the suggested handling is: warn, create the members, and deliver their invitations
-//! through a [`MemoryStore`](crate::state::MemoryStore) (at most once, like the CLI without a state file).
+//! through a [`MemoryStore`](crate::state::MemoryStore) (at most once, like the CLI
+//! without a state file).
 //!
 //! One delivery at a time per outbox: the operator runs one import per integration at a
 //! time, the CLI documents one process per `--state-file`.
