@@ -87,3 +87,37 @@ impl<K: Kind> Store<K> for MemoryStore<K> {
         "memory".into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Ledger, Origin};
+
+    #[tokio::test]
+    async fn saves_are_kept_counted_recorded_and_fail_when_told() {
+        let store = MemoryStore::<Ledger>::recording();
+        assert_eq!(store.load().await.unwrap(), Ledger::default());
+        let mut ledger = Ledger::default();
+        ledger.insert("E1", Origin::Created);
+        store.save(&ledger).await.unwrap();
+        store.fail_saves_after(2, "disk full");
+        ledger.insert("E2", Origin::Adopted);
+        store.save(&ledger).await.unwrap();
+        let err = store.save(&Ledger::default()).await.unwrap_err();
+        assert_eq!(err, StateError::write("memory", "disk full"));
+        assert_eq!(store.saves(), 2);
+        assert_eq!(
+            store.load().await.unwrap(),
+            ledger,
+            "the failed save changed nothing"
+        );
+        let saved: Vec<usize> = store.saved().iter().map(Ledger::len).collect();
+        assert_eq!(saved, [1, 2]);
+        store.fail_saves("still full");
+        assert!(store.save(&ledger).await.is_err());
+        assert!(
+            MemoryStore::<Ledger>::new().saved().is_empty(),
+            "not recording"
+        );
+    }
+}
