@@ -14,7 +14,6 @@ use crate::connect::{ConnectError, Connector, HttpConnector};
 use crate::destination::scim::BulkMode;
 use crate::destination::{ConvergenceNotes, MemberDirectory};
 use crate::exit;
-use crate::ledger::Ledger;
 use crate::manifest::{self, Manifests};
 use crate::notify::{Mail, MailSetupError, Outbox};
 use crate::progress::ProgressSink;
@@ -207,10 +206,8 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
         options: &options,
         stores: Stores {
             outbox: invitations,
-            ledger: file_store.as_ref().map(|f| f as &dyn Store<Ledger>),
-            notes: file_store
-                .as_ref()
-                .map(|f| f as &dyn Store<ConvergenceNotes>),
+            ledger: file_store.as_ref().map(|f| f as _),
+            notes: file_store.as_ref().map(|f| f as _),
         },
         progress: &progress,
         clock: &SystemClock,
@@ -257,14 +254,12 @@ async fn stop_on_signal(stop: StopSignal) {
 /// them it writes what it would write anyway (an unkept value once more), so it says so
 /// and starts without them.
 async fn load_notes(store: &StateFile, progress: &TerminalProgress) -> ConvergenceNotes {
-    Store::<ConvergenceNotes>::load(store)
-        .await
-        .unwrap_or_else(|e| {
-            progress.warn(&format!(
-                "convergence notes not read ({e}): the run starts without them"
-            ));
-            ConvergenceNotes::default()
-        })
+    store.load().await.unwrap_or_else(|e| {
+        progress.warn(&format!(
+            "convergence notes not read ({e}): the run starts without them"
+        ));
+        ConvergenceNotes::default()
+    })
 }
 
 /// Why the clients could not be had: bad input (exit code INVALID_INPUT) or a run that
@@ -479,6 +474,7 @@ fn text_summary(run: &ImportRun, outcome: &ImportOutcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Ledger;
     use crate::member::{Attr, Change};
     use crate::notify::InvitationIntent;
 
