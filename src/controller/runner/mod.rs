@@ -254,6 +254,7 @@ impl Run {
                 crate::connect::run_deadline(&fti.spec)
                     .unwrap_or(std::time::Duration::from_secs(24 * 60 * 60)),
             ),
+            only: None,
         };
         let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
             .then_some(&self.outbox as &dyn OutboxStore);
