@@ -118,9 +118,13 @@ impl Plugin {
         let mut noted: Option<String> = None;
         loop {
             let runs = self.runs_of(name).await?;
-            // A scheduled run that happens to start now is not the requested one.
+            // A scheduled or on-demand run that happens to start now is not the requested one.
             if let Some(run) = runs.iter().find(|r| {
-                !before.contains(&r.name_any()) && r.spec.trigger != ImportTrigger::Scheduled
+                !before.contains(&r.name_any())
+                    && !matches!(
+                        r.spec.trigger,
+                        ImportTrigger::Scheduled | ImportTrigger::OnDemand
+                    )
             }) {
                 return Ok(run.name_any());
             }
@@ -164,7 +168,7 @@ impl Plugin {
         }
     }
 
-    async fn follow_run(
+    pub(super) async fn follow_run(
         &self,
         name: &str,
         run_name: &str,

@@ -19,7 +19,9 @@ use crate::exit;
 mod errors;
 mod history;
 mod import_now;
+mod member;
 mod preview;
+mod provision;
 mod status;
 
 pub use history::HistoryFormat;
