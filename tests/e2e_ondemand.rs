@@ -15,6 +15,7 @@ use std::time::Duration;
 use freshteam_operator::api::{ImportPhase, ImportRun, IMPORT_REQUESTED_AT};
 use harness::*;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::ResourceExt;
 use serde_json::json;
 
 fn employee_id(n: usize) -> String {
@@ -23,7 +24,7 @@ fn employee_id(n: usize) -> String {
 
 #[tokio::test]
 async fn an_on_demand_run_provision_and_a_members_history() {
-    let Some(mut env) = Env::new("ondemand", 8, 0).await else {
+    let Some(mut env) = Env::new("ondemand", 16, 0).await else {
         return;
     };
     let current: Vec<String> = env
@@ -54,6 +55,28 @@ async fn an_on_demand_run_provision_and_a_members_history() {
             .as_ref()
             .map(|s| (s.phase, s.summary.created as usize)),
         Some((ImportPhase::Succeeded, current.len()))
+    );
+    // A report longer than a screen: the first rows, how many more, where the file is.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("first.csv");
+    let out = env
+        .kubectl_freshteam(&["errors", &first.name_any(), "-o", file.to_str().unwrap()])
+        .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows = std::fs::read_to_string(&file).unwrap().lines().count() - 1;
+    assert!(rows > 10, "{rows} rows");
+    assert_eq!(stdout.lines().count(), 1 + 10 + 1, "{stdout}");
+    assert!(
+        stdout.starts_with("severity,employee_id,email,field,message\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with(&format!(
+            "… and {} more rows: the whole report is in {}\n",
+            rows - 10,
+            file.display()
+        )),
+        "{stdout}"
     );
     let john_before = env.scim.user_by_external_id(&john).await.unwrap();
     env.sim

@@ -341,7 +341,8 @@ async fn errors_writes_the_report_csv_to_a_file() {
         result,
         out(
             0,
-            "",
+            // The first rows on the terminal too (all of them, in a report this short).
+            REPORT_CSV,
             &format!(
                 "2 rows of ImportRun acme-20260701-090001's report written to {}\n",
                 file.display()

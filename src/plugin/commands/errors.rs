@@ -9,6 +9,29 @@ use super::{csv_rows, Fail, Output, Plugin};
 use crate::api::ErrorReportRef;
 use crate::sync::{errors_csv, report_part_name};
 
+/// Rows of a report `errors -o FILE` shows on stdout.
+const HEAD_ROWS: usize = 10;
+
+/// The header and the first `n` rows of a CSV as stored (rows may span lines: quoted
+/// messages).
+fn head(csv: &str, n: usize) -> String {
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let mut row = csv::StringRecord::new();
+    let has_header = reader.headers().is_ok();
+    let mut end = if has_header {
+        reader.position().byte() as usize
+    } else {
+        0
+    };
+    for _ in 0..n {
+        match reader.read_record(&mut row) {
+            Ok(true) => end = reader.position().byte() as usize,
+            _ => break,
+        }
+    }
+    csv.get(..end).unwrap_or(csv).to_string()
+}
+
 impl Plugin {
     /// Writes a run's CSV report (`status.errorReport` → its ConfigMap) to `file`, or to
     /// stdout. A run without errors or warnings has no report: a note on stderr, nothing
@@ -64,12 +87,21 @@ impl Plugin {
             Some(path) => {
                 std::fs::write(path, &csv)
                     .map_err(|e| Fail::Failed(format!("cannot write {}: {e}", path.display())))?;
+                let rows = csv_rows(&csv);
                 note.push_str(&format!(
-                    "{} rows of ImportRun {run_name}'s report written to {}\n",
-                    csv_rows(&csv),
+                    "{rows} rows of ImportRun {run_name}'s report written to {}\n",
                     path.display()
                 ));
-                Ok(Output::default().with_stderr(note))
+                // The first rows for whoever reads the terminal; the file has them all.
+                let mut shown = head(&csv, HEAD_ROWS);
+                if rows > HEAD_ROWS {
+                    shown.push_str(&format!(
+                        "… and {} more rows: the whole report is in {}\n",
+                        rows - HEAD_ROWS,
+                        path.display()
+                    ));
+                }
+                Ok(Output::ok(shown).with_stderr(note))
             }
         }
     }
