@@ -161,3 +161,61 @@ async fn only_the_named_employee_is_read_and_written_and_each_step_is_said() {
         text.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_named_employees_manager_is_read_to_name_them_and_stays_as_it_is() {
+    support::require_peers!(Scim2Server);
+    let env = Env::start(20).await;
+    let mapping = format!("{}    manager: reporting_to\n", Env::default_mapping());
+    let file = env.write(
+        "managed.yaml",
+        &env.manifest(support::sync_env::API_KEY, &mapping),
+    );
+    let state = env.dir.path().join("state.json");
+    let state = state.to_str().unwrap();
+    let first = env
+        .sync_file(&file, &["--output", "json", "--state-file", state])
+        .await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // An employee with a manager, whose title changes.
+    let employee = env
+        .sim
+        .employees()
+        .into_iter()
+        .find(|e| e["reporting_to_id"].is_number() && e["status"] == "active")
+        .expect("an employee with a manager");
+    let id = employee["employee_id"].as_str().unwrap().to_string();
+    let manager = env
+        .sim
+        .employees()
+        .into_iter()
+        .find(|m| m["id"] == employee["reporting_to_id"])
+        .unwrap()["employee_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.sim
+        .update_employee(&id, json!({"designation": "Head of Rewards"}))
+        .unwrap();
+    let before = env.user(&id).await;
+
+    let run = env
+        .sync_file(
+            &file,
+            &["--output", "json", "--only", &id, "--state-file", state],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let json = run.json();
+    let m = steps(&json, &id);
+    assert_eq!(m["values"]["manager"], manager.as_str(), "{m}");
+    // The title alone changes: the manager is known, not cleared.
+    assert_eq!(
+        m["changes"],
+        json!([{"field": "jobTitle", "old": before["title"], "new": "Head of Rewards"}])
+    );
+    let after = env.user(&id).await;
+    let enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    assert_eq!(after[enterprise]["manager"], before[enterprise]["manager"]);
+    assert_eq!(after["title"], "Head of Rewards");
+}
