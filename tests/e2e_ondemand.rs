@@ -12,7 +12,9 @@ mod support;
 
 use std::time::Duration;
 
-use freshteam_operator::api::{ImportPhase, ImportRun, IMPORT_REQUESTED_AT};
+use freshteam_operator::api::{
+    ImportPhase, ImportRun, MatchedBy, MemberAction, IMPORT_REQUESTED_AT,
+};
 use harness::*;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::ResourceExt;
@@ -156,6 +158,51 @@ async fn an_on_demand_run_provision_and_a_members_history() {
     ] {
         assert!(stdout.contains(&line), "no '{line}' in:\n{stdout}");
     }
+
+    // Unpublished: an on-demand run must be a dry run; one that is not ends Failed at once.
+    env.apply(env.manifest("beta", false, &[])).await.unwrap();
+    env.wait_condition("beta", "Authorized", "True", Duration::from_secs(30))
+        .await;
+    let on_demand = |name: &str, dry_run: bool| -> ImportRun {
+        serde_json::from_value(json!({
+            "apiVersion": "freshteam.provisioning.dev/v1alpha1",
+            "kind": "ImportRun",
+            "metadata": {"name": name, "namespace": env.ns},
+            "spec": {"integration": "beta", "trigger": "OnDemand", "employeeIds": [jane],
+                     "dryRun": dry_run},
+        }))
+        .unwrap()
+    };
+    runs.create(&PostParams::default(), &on_demand("beta-write", false))
+        .await
+        .unwrap();
+    env.wait_phase("beta-write", ImportPhase::Failed, Duration::from_secs(60))
+        .await;
+    let refused = runs.get("beta-write").await.unwrap().status.unwrap();
+    assert!(
+        refused
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("spec.dryRun: true"),
+        "{refused:?}"
+    );
+    runs.create(&PostParams::default(), &on_demand("beta-look", true))
+        .await
+        .unwrap();
+    env.wait_phase("beta-look", ImportPhase::Succeeded, Duration::from_secs(60))
+        .await;
+    let looked = runs.get("beta-look").await.unwrap().status.unwrap();
+    let [m] = &looked.members[..] else {
+        panic!("{looked:?}")
+    };
+    // Jane's account holds what beta maps already: found, matched, nothing to write.
+    assert_eq!((m.employee_id.as_str(), m.found), (jane.as_str(), true));
+    assert_eq!(
+        m.account.as_ref().map(|a| a.by),
+        Some(MatchedBy::ExternalId)
+    );
+    assert_eq!(m.action, MemberAction::None, "{m:?}");
 
     // `kubectl freshteam member`: created first, the title change after.
     let out = env.kubectl_freshteam(&["member", "acme", &john]).await;

@@ -140,3 +140,79 @@ pub(crate) async fn refuse(
     };
     apply_run_status(runs, name, &status).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ImportRunSpec, ImportRunStatus};
+
+    fn run(name: &str, trigger: ImportTrigger, status: Option<ImportPhase>) -> ImportRun {
+        let mut run = ImportRun::new(
+            name,
+            ImportRunSpec {
+                integration: "acme".into(),
+                trigger,
+                dry_run: false,
+                employee_ids: vec!["E-1".into()],
+            },
+        );
+        run.metadata.namespace = Some("hr".into());
+        run.status = status.map(|phase| ImportRunStatus {
+            phase,
+            ..ImportRunStatus::default()
+        });
+        run
+    }
+
+    #[test]
+    fn a_users_run_waits_until_taken_and_is_handed_out_once() {
+        let pending = PendingOnDemand::default();
+        let waiting = run("acme-b", ImportTrigger::OnDemand, None);
+        let target = pending.note(&waiting).unwrap();
+        assert_eq!(
+            (target.name.as_str(), target.namespace.as_deref()),
+            ("acme", Some("hr"))
+        );
+        pending.note(&run("acme-a", ImportTrigger::OnDemand, None));
+        // The operator's own runs, and a taken one, never wait.
+        pending.note(&run("acme-s", ImportTrigger::Scheduled, None));
+        pending.note(&run(
+            "acme-t",
+            ImportTrigger::OnDemand,
+            Some(ImportPhase::Pending),
+        ));
+        assert!(pending.has("hr/acme"));
+        assert_eq!(pending.next("hr/acme").as_deref(), Some("acme-a"));
+        // Seen taken: forgotten.
+        pending.note(&run(
+            "acme-b",
+            ImportTrigger::OnDemand,
+            Some(ImportPhase::Running),
+        ));
+        assert_eq!(pending.next("hr/acme"), None);
+        assert!(!pending.has("hr/acme"));
+    }
+
+    #[test]
+    fn a_run_that_cannot_start_says_which_field() {
+        let mut fti = FreshteamIntegration::new("acme", Default::default());
+        fti.spec.published = true;
+        let mut r = run("acme-x", ImportTrigger::OnDemand, None);
+        assert_eq!(refusal(&r, &fti), None);
+        r.spec.employee_ids.clear();
+        assert!(refusal(&r, &fti)
+            .unwrap()
+            .starts_with("spec.employeeIds is empty"));
+        r.spec.employee_ids = (0..=MAX_ON_DEMAND_EMPLOYEES)
+            .map(|i| format!("E-{i}"))
+            .collect();
+        assert!(refusal(&r, &fti).unwrap().contains("at most 100"));
+        r.spec.employee_ids = vec![" ".into()];
+        assert!(refusal(&r, &fti).unwrap().contains("empty Employee ID"));
+        r.spec.employee_ids = vec!["E-1".into()];
+        fti.spec.published = false;
+        assert!(refusal(&r, &fti).unwrap().contains("spec.dryRun: true"));
+        r.spec.dry_run = true;
+        assert_eq!(refusal(&r, &fti), None);
+    }
+}
