@@ -118,6 +118,31 @@ async fn an_on_demand_run_provision_and_a_members_history() {
         env.scim.user_by_external_id(&john).await.unwrap()["meta"],
         john_before["meta"]
     );
+    // The operator's log: the on-demand run's start and end, under its span.
+    let logs = env.operators[0].log_lines();
+    let said = |message: &str| {
+        logs.iter()
+            .find(|l| l["message"] == message && l["span"]["run"] == "acme-jane")
+            .cloned()
+            .unwrap_or_else(|| panic!("no '{message}' line for acme-jane\n{}", env.logs()))
+    };
+    let started = said("import run started");
+    assert_eq!(
+        (&started["span"]["trigger"], &started["mode"]),
+        (&json!("OnDemand"), &json!("OnDemand")),
+        "{started}"
+    );
+    let ended = said("import run finished");
+    assert_eq!(
+        (&ended["phase"], &ended["updated"], &ended["created"]),
+        (&json!("Succeeded"), &json!(1), &json!(0)),
+        "{ended}"
+    );
+    let text = std::fs::read_to_string(&env.operators[0].log).unwrap();
+    for secret in [API_KEY, env.scim.token.as_str()] {
+        assert!(!text.contains(secret), "the operator's log shows {secret}");
+    }
+
     // Not run again: the integration reconciled once more leaves the run as it ended.
     env.integrations()
         .patch(

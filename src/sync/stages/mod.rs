@@ -53,14 +53,17 @@ async fn run(
     let mut prepared = prepare::prepare(job, started).await?;
     let only = job.options.only.as_deref();
     if only.is_some() {
-        // An on-demand run leaves the incremental cursor where it was.
-        prepared.choice = None;
+        prepared.choice = None; // an on-demand run leaves the incremental cursor as it was
     }
+    let reason = prepared.choice.as_ref().map(|c| c.reason.clone());
     outcome.status.mode = Some(only.map_or(prepared.mode(), |_| ImportMode::OnDemand));
-    outcome.status.mode_reason = match only {
-        Some(ids) => Some(super::only::reason(ids)),
-        None => prepared.choice.as_ref().map(|c| c.reason.clone()),
-    };
+    outcome.status.mode_reason = only.map(super::only::reason).or(reason);
+    tracing::info!(
+        mode = ?outcome.status.mode.unwrap_or_default(),
+        reason = outcome.status.mode_reason.as_deref().unwrap_or_default(),
+        dry_run = job.options.dry_run,
+        "import run started"
+    );
 
     let read = read::read(job, &prepared).await?;
     let source_calls = read.stats.clone();
