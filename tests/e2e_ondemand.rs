@@ -243,5 +243,13 @@ async fn an_on_demand_run_provision_and_a_members_history() {
         "{stdout}"
     );
     assert!(stdout.contains("runs kept, the oldest"), "{stdout}");
+    // A run a user created without the label is part of the history too.
+    let out = env.kubectl_freshteam(&["member", "acme", &jane]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let by_hand = stdout
+        .lines()
+        .find(|l| l.contains("acme-jane"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(by_hand.ends_with("→ Head of Rewards"), "{stdout}");
     env.finish().await;
 }
