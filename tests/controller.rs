@@ -654,6 +654,7 @@ async fn an_orphaned_running_run_is_marked_interrupted() {
             integration: "acme".into(),
             trigger: ImportTrigger::Scheduled,
             dry_run: false,
+            employee_ids: Vec::new(),
         },
     );
     orphan.metadata.namespace = Some(NS.into());
@@ -1123,6 +1124,7 @@ async fn a_run_still_going_on_the_old_shard_holds_back_the_new_one() {
             integration: "acme".into(),
             trigger: ImportTrigger::Manual,
             dry_run: false,
+            employee_ids: Vec::new(),
         },
     );
     foreign.metadata.namespace = Some(NS.into());
@@ -1407,6 +1409,7 @@ async fn a_leaver_approval_counts_only_for_the_integrations_own_blocked_run() {
             integration: "other".into(),
             trigger: ImportTrigger::Manual,
             dry_run: false,
+            employee_ids: Vec::new(),
         },
     );
     runs.create(&PostParams::default(), &foreign).await.unwrap();

@@ -77,6 +77,10 @@ pub struct ImportRunSpec {
     /// counts what would have happened.
     #[serde(default)]
     pub dry_run: bool,
+    /// `trigger: OnDemand` only: the Employee IDs to import; nobody else is read, written
+    /// or marked as a leaver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub employee_ids: Vec<String>,
 }
 
 /// What started a run.
@@ -91,6 +95,9 @@ pub enum ImportTrigger {
     Manual,
     /// A dry run of an unpublished integration.
     Preview,
+    /// Created by a user for `spec.employeeIds` alone (provision on demand), or
+    /// `sync --only`.
+    OnDemand,
 }
 
 /// A run's lifecycle phase.
@@ -188,6 +195,131 @@ pub struct ImportRunStatus {
     /// Why the run was of that kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode_reason: Option<String>,
+    /// On-demand runs only: each named employee's steps, in the order named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberSteps>,
+}
+
+/// What an on-demand run did for one employee, step by step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberSteps {
+    /// The Employee ID asked for.
+    pub employee_id: String,
+    /// Whether Freshteam has an employee with this ID.
+    pub found: bool,
+    /// The Freshteam population it was found in: `active`, `inactive`, `terminated`,
+    /// `deleted` or `draft`; none when not found or its record could not be mapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub population: Option<String>,
+    /// Whether the employee is in the integration's scope; none when not found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_scope: Option<bool>,
+    /// The member values the mapping made, by member field (`email`, `jobTitle`, ...).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub values: std::collections::BTreeMap<String, String>,
+    /// The destination account it matched, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<MatchedAccount>,
+    /// What the run does for it.
+    pub action: MemberAction,
+    /// The values the action changes, old → new.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldChange>,
+    /// The destination's answer (a dry run: what it would send).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// The invitation e-mail: due, sent after the run, or why none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<String>,
+    /// Why it was not applied (unknown Employee ID, a record or value refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The destination account an employee matched, and how.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchedAccount {
+    /// The destination's id (SCIM `id`).
+    pub id: String,
+    /// How it was matched.
+    pub by: MatchedBy,
+}
+
+/// How an account was matched to an employee.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum MatchedBy {
+    /// The ledger recorded this account for the employee.
+    #[default]
+    Ledger,
+    /// Its `externalId` is the Employee ID.
+    ExternalId,
+    /// Its `userName` is the employee's e-mail (and its `externalId` is not the ID).
+    UserName,
+}
+
+impl MatchedBy {
+    /// `ledger`, `externalId` or `userName`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchedBy::Ledger => "ledger",
+            MatchedBy::ExternalId => "externalId",
+            MatchedBy::UserName => "userName",
+        }
+    }
+}
+
+/// What an on-demand run does for one employee.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum MemberAction {
+    /// Nothing to write: the account is up to date.
+    #[default]
+    None,
+    Create,
+    Update,
+    Reactivate,
+    /// Marked as leaver (`active: false`).
+    Leaver,
+    /// Deliberately not applied (a leaver or draft without an account).
+    Skip,
+    /// Not applied: see `error`.
+    Error,
+}
+
+impl MemberAction {
+    /// `none`, `create`, `update`, `reactivate`, `leaver`, `skip` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberAction::None => "none",
+            MemberAction::Create => "create",
+            MemberAction::Update => "update",
+            MemberAction::Reactivate => "reactivate",
+            MemberAction::Leaver => "leaver",
+            MemberAction::Skip => "skip",
+            MemberAction::Error => "error",
+        }
+    }
+}
+
+/// One value an action changes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldChange {
+    /// The member field (`jobTitle`, `active`, ...).
+    pub field: String,
+    /// The account's value before; none when it had none (or there was no account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<String>,
+    /// The value written; none when the value is cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<String>,
 }
 
 /// What a run compares.
@@ -201,6 +333,9 @@ pub enum ImportMode {
     /// Only the employees Freshteam reports changed since the last successful run, and
     /// their accounts.
     Incremental,
+    /// Only the employees an on-demand run names, and their accounts; the incremental
+    /// cursor stays where it was.
+    OnDemand,
 }
 
 /// Requests a run made, per system.

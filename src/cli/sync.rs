@@ -98,6 +98,30 @@ pub struct SyncArgs {
     /// of the last successful run is kept).
     #[arg(long, value_enum, default_value_t = ModeArg::Full)]
     pub mode: ModeArg,
+    /// Import these employees alone (Employee IDs, comma-separated): nobody else is
+    /// read, written or marked as a leaver, and each one's steps are printed (the
+    /// ImportRun's status.members with --output json).
+    #[arg(long, value_name = "EMPLOYEE-ID", value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+impl SyncArgs {
+    /// `--only` as the run's option: none without it; an empty ID is invalid input.
+    fn only(&self) -> Result<Option<Vec<String>>, String> {
+        if self.only.is_empty() {
+            return Ok(None);
+        }
+        let mut ids: Vec<String> = Vec::new();
+        for id in self.only.iter().map(|id| id.trim()) {
+            if id.is_empty() {
+                return Err("--only: an empty Employee ID; give IDs separated by commas, e.g. --only E-1,E-2".into());
+            }
+            if !ids.iter().any(|have| have == id) {
+                ids.push(id.to_string());
+            }
+        }
+        Ok(Some(ids))
+    }
 }
 
 /// Runs the command and maps the outcome to the exit codes of the contract.
@@ -118,6 +142,10 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
                 lines.join("\n")
             ));
         }
+    };
+    let only = match args.only() {
+        Ok(only) => only,
+        Err(e) => return invalid(&e),
     };
     let mail = match mail_setup(&args) {
         Ok(m) => m,
@@ -196,6 +224,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
             fingerprint: spec_fingerprint(spec),
         }),
         deadline: Some(deadline),
+        only,
         ..ImportOptions::default()
     };
     let signals = tokio::spawn(stop_on_signal(options.stop.clone()));
@@ -361,8 +390,12 @@ fn finish(
         },
         spec: ImportRunSpec {
             integration: name,
-            trigger: ImportTrigger::Manual,
+            trigger: match args.only.is_empty() {
+                true => ImportTrigger::Manual,
+                false => ImportTrigger::OnDemand,
+            },
             dry_run: args.dry_run,
+            employee_ids: args.only().ok().flatten().unwrap_or_default(),
         },
         status: Some(outcome.status.clone()),
     };
@@ -451,6 +484,9 @@ fn text_summary(run: &ImportRun, outcome: &ImportOutcome) -> String {
         "  SCIM:      {} reads, {} writes, {} bulk requests\n",
         c.destination_reads, c.destination_writes, c.destination_bulk
     ));
+    if !status.members.is_empty() {
+        out.push_str(&crate::sync::describe_steps(&status.members));
+    }
     if !status.errors.is_empty() {
         out.push_str(&format!(
             "  First {} of {} report rows:\n",

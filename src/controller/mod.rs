@@ -75,6 +75,8 @@ pub struct Context {
     pub runs: registry::RunRegistry,
     /// Turns to authorize, under one rate for the whole operator.
     pub authorizations: authorization_queue::AuthorizationQueue,
+    /// Users' on-demand ImportRuns waiting to start, as the watch saw them.
+    pub on_demand: runner::PendingOnDemand,
 }
 
 impl Context {
@@ -99,6 +101,7 @@ impl Context {
             metrics,
             mail: crate::notify::Mail::default(),
             shard: None,
+            on_demand: runner::PendingOnDemand::default(),
         }
     }
 

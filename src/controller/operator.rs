@@ -303,8 +303,13 @@ async fn control(
         .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES));
     let store = controller.store();
     let mut stop = stop_rx.clone();
+    let seen = ctx.clone();
     controller
-        .owns(runs, watcher::Config::default())
+        // Every run names its integration: the operator's own, and users' on-demand runs
+        // waiting to be started.
+        .watches(runs, watcher::Config::default(), move |run: ImportRun| {
+            seen.on_demand.note(&run)
+        })
         .watches(
             secrets,
             watcher::Config::default(),

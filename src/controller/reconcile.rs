@@ -19,12 +19,12 @@ use super::conditions::{
     READY,
 };
 use super::decide::{self, Decision, Inputs, StartRun};
-use super::runner::{create_run, execute, new_run, RunRequest};
+use super::runner::{self, create_run, execute, new_run, RunRequest};
 use super::status::ReconcilerStatus;
 use super::Context;
 use crate::api::{
     import_run_name, FreshteamIntegration, FreshteamIntegrationStatus, ImportPhase, ImportRun,
-    SecretKeyRef, APPROVE_LEAVERS, FULL_RECONCILE_REQUESTED_AT, IMPORT_REQUESTED_AT,
+    ImportTrigger, SecretKeyRef, APPROVE_LEAVERS, FULL_RECONCILE_REQUESTED_AT, IMPORT_REQUESTED_AT,
 };
 use crate::clock::rfc3339;
 use crate::secret::SecretString;
@@ -77,6 +77,8 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
             } = r.decide(&found.spec).await?;
             if let Some(start) = start {
                 r.act(found, start).await?;
+            } else if !r.running {
+                r.act_on_demand(found).await?;
             }
             match requeue_after.and_then(|d| d.to_std().ok()) {
                 Some(d) => Action::requeue(d),
@@ -474,7 +476,50 @@ impl Reconciliation {
         let run_name = import_run_name(&self.name, self.now);
         let runs: Api<ImportRun> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         let run = create_run(&runs, new_run(&self.fti, &run_name, &start)).await?;
-        let run_name = run.name_any();
+        self.start(found, start, run.name_any(), None);
+        Ok(())
+    }
+
+    /// A user's on-demand run waiting for this integration, when nothing else runs: taken
+    /// (see [`runner::take`]), then started, or ended `Failed` when its spec cannot run.
+    async fn act_on_demand(&mut self, found: Found) -> Result<(), Error> {
+        if !self.ctx.on_demand.has(&self.key)
+            || run_in_progress_elsewhere(&self.ctx, &self.ns, &self.name).await?
+        {
+            return Ok(());
+        }
+        let runs: Api<ImportRun> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        while let Some(name) = self.ctx.on_demand.next(&self.key) {
+            let Some(run) = runner::take(&runs, &self.fti, &name).await? else {
+                continue;
+            };
+            if let Some(why) = runner::refusal(&run, &self.fti) {
+                runner::refuse(&runs, &name, why, self.now).await?;
+                continue;
+            }
+            let start = StartRun {
+                trigger: ImportTrigger::OnDemand,
+                dry_run: run.spec.dry_run,
+                request: None,
+                full_request: None,
+                approval: None,
+                slot: None,
+            };
+            let only = Some(run.spec.employee_ids.clone());
+            self.start(found, start, name, only);
+            break;
+        }
+        Ok(())
+    }
+
+    /// Starts the run `run_name` in the background and records the requests it handles.
+    fn start(
+        &mut self,
+        found: Found,
+        start: StartRun,
+        run_name: String,
+        only: Option<Vec<String>>,
+    ) {
         if let Some(r) = &start.request {
             self.status.last_handled_import_request = Some(r.clone());
         }
@@ -517,10 +562,10 @@ impl Reconciliation {
                     mapping: spec.mapping,
                     api_key,
                     token,
+                    only,
                 },
             ),
         );
-        Ok(())
     }
 
     /// Write status: the one patch of what this reconcile owns, changed fields only.
@@ -538,7 +583,8 @@ impl Reconciliation {
 }
 
 /// An unfinished ImportRun this process does not run: the integration's previous shard
-/// or leader is still at it. Waiting for it keeps one run at a time per integration.
+/// or leader is still at it. Waiting for it keeps one run at a time per integration. A
+/// user's on-demand run nobody took yet is not under way.
 async fn run_in_progress_elsewhere(ctx: &Context, ns: &str, name: &str) -> Result<bool, Error> {
     let runs: Api<ImportRun> = Api::namespaced(ctx.client.clone(), ns);
     let selector = format!("{}={name}", crate::api::INTEGRATION_LABEL);
@@ -546,11 +592,13 @@ async fn run_in_progress_elsewhere(ctx: &Context, ns: &str, name: &str) -> Resul
         .list(&kube::api::ListParams::default().labels(&selector))
         .await?;
     Ok(list.items.iter().any(|r| {
-        !r.status
-            .as_ref()
-            .map(|s| s.phase)
-            .unwrap_or_default()
-            .is_final()
+        !runner::is_waiting(r)
+            && !r
+                .status
+                .as_ref()
+                .map(|s| s.phase)
+                .unwrap_or_default()
+                .is_final()
     }))
 }
 

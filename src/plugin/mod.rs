@@ -59,6 +59,30 @@ pub enum Command {
         #[arg(long)]
         no_follow: bool,
     },
+    /// Provision one employee now (an OnDemand ImportRun): follow it and print each
+    /// step (found in Freshteam, in scope, mapped values, the account matched, the
+    /// action, the destination's answer, the invitation). Exits as import-now.
+    Provision {
+        /// The FreshteamIntegration.
+        name: String,
+        /// The employee's Employee ID.
+        employee_id: String,
+        /// Write nothing: what would happen (the only kind an unpublished integration
+        /// runs).
+        #[arg(long)]
+        dry_run: bool,
+        /// Stop following after this long (e.g. 90s, 30m); the run goes on.
+        #[arg(long, default_value = "10m", value_parser = format::parse_duration)]
+        timeout: Duration,
+    },
+    /// What the kept runs did to one member, oldest first (from their reports), and how
+    /// far back the kept history goes.
+    Member {
+        /// The FreshteamIntegration.
+        name: String,
+        /// The employee's Employee ID.
+        employee_id: String,
+    },
     /// The integration's ImportRuns, newest first.
     History {
         /// The FreshteamIntegration.
@@ -152,6 +176,17 @@ pub async fn run(plugin: &Plugin, command: &Command, view: &dyn FollowView) -> O
             };
             plugin.import_now(name, &options, view).await
         }
+        Command::Provision {
+            name,
+            employee_id,
+            dry_run,
+            timeout,
+        } => {
+            plugin
+                .provision(name, employee_id, *dry_run, *timeout, view)
+                .await
+        }
+        Command::Member { name, employee_id } => plugin.member(name, employee_id).await,
         Command::History { name, output } => plugin.history(name, *output).await,
         Command::Errors { run, file } => plugin.errors(run, file.as_deref()).await,
         Command::Preview { name } => plugin.preview(name).await,

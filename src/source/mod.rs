@@ -248,6 +248,19 @@ pub trait EmployeeSource: Send + Sync {
         }
         Ok(snapshot.stats)
     }
+    /// [`EmployeeSource::fetch_each`] for the employees whose `employee_id` is among
+    /// `ids` (an on-demand run). The Freshteam client asks for those alone; this default
+    /// reads everyone, and the caller keeps only the employees it named.
+    async fn fetch_named(
+        &self,
+        ids: &[String],
+        request: &SourceRequest,
+        progress: &dyn ProgressSink,
+        sink: &mut dyn RecordSink,
+    ) -> Result<SourceStats, SourceError> {
+        let _ = ids;
+        self.fetch_each(request, progress, sink).await
+    }
 }
 
 /// Where [`EmployeeSource::fetch_each`] hands what it read.

@@ -113,7 +113,7 @@ async fn accounts_of(
     Ok(current)
 }
 
-async fn find_or_list(
+pub(super) async fn find_or_list(
     keys: &MemberKeys,
     destination: &dyn MemberDirectory,
 ) -> Result<Vec<DestinationMember>, DestinationError> {

@@ -8,6 +8,7 @@ mod deadline;
 mod incremental;
 mod job;
 pub(crate) mod mode;
+mod only;
 mod profile;
 mod refusals;
 pub(crate) mod report;
@@ -30,6 +31,7 @@ use crate::source::SourceStats;
 
 pub use after_run::{notify_after_run, unsent_mail_warning, RunInfo};
 pub use job::{ImportJob, Stores};
+pub use only::describe_steps;
 pub use report::{errors_csv, report_csv, report_part_name, report_parts, MAX_INLINE_ERRORS};
 pub use stop::StopSignal;
 
@@ -58,6 +60,9 @@ pub struct ImportOptions {
     /// `spec.runDeadline`: a run still going this long after it started is stopped and
     /// ends `Failed`; none: no deadline.
     pub deadline: Option<std::time::Duration>,
+    /// An on-demand run: only these Employee IDs are read, written or marked as leavers,
+    /// and `status.members` explains each (see `only.rs`); none: every employee.
+    pub only: Option<Vec<String>>,
 }
 
 fn api_calls(source: &SourceStats, dest: &DestinationStats) -> ApiCalls {

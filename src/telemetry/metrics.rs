@@ -50,6 +50,7 @@ pub(crate) fn trigger_label(trigger: ImportTrigger) -> &'static str {
         ImportTrigger::Scheduled => "Scheduled",
         ImportTrigger::Manual => "Manual",
         ImportTrigger::Preview => "Preview",
+        ImportTrigger::OnDemand => "OnDemand",
     }
 }
 

@@ -333,6 +333,9 @@ def test_aggregated_user_roles_can_be_turned_off(chart):
     assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
     edit = one(docs, "ClusterRole", f"{FULLNAME}-edit")
     assert ("freshteam.provisioning.dev", "freshteamintegrations/status", "patch") not in rule_set(edit)
+    # Users with "edit" provision on demand: they create ImportRuns, never write their status.
+    assert ("freshteam.provisioning.dev", "importruns", "create") in rule_set(edit)
+    assert ("freshteam.provisioning.dev", "importruns/status", "patch") not in rule_set(edit)
     assert not any(res == "secrets" for _, res, _ in rule_set(view) | rule_set(edit))
     # The operator's state (e-mail addresses, the ledger) is not for users' roles.
     assert not any(res == "integrationstates" for _, res, _ in rule_set(view) | rule_set(edit))

@@ -30,6 +30,7 @@ use crate::sync::{
 };
 
 mod objects;
+mod on_demand;
 mod orphans;
 mod progress;
 mod prune;
@@ -38,6 +39,8 @@ mod reports;
 
 use objects::is_own_run;
 pub use objects::{create_run, new_run};
+pub use on_demand::{is_waiting, PendingOnDemand, MAX_ON_DEMAND_EMPLOYEES};
+pub(crate) use on_demand::{refusal, refuse, take};
 pub use orphans::mark_interrupted;
 use progress::{spawn_progress_ticker, Watched};
 pub use prune::prune;
@@ -53,6 +56,8 @@ pub struct RunRequest {
     pub mode: ModePolicy,
     pub api_key: SecretString,
     pub token: SecretString,
+    /// An on-demand run: only these Employee IDs (`spec.employeeIds`).
+    pub only: Option<Vec<String>>,
 }
 
 /// Runs an import to its end: acquire its slots, run it, record what it did. Never panics
@@ -254,6 +259,7 @@ impl Run {
                 crate::connect::run_deadline(&fti.spec)
                     .unwrap_or(std::time::Duration::from_secs(24 * 60 * 60)),
             ),
+            only: req.only.clone(),
         };
         let invitations = (fti.spec.welcome_email.enabled && !req.start.dry_run)
             .then_some(&self.outbox as &dyn Store<Outbox>);

@@ -27,6 +27,7 @@ pub fn new_run(fti: &FreshteamIntegration, name: &str, start: &StartRun) -> Impo
             integration,
             trigger: start.trigger,
             dry_run: start.dry_run,
+            employee_ids: Vec::new(),
         },
         status: Some(ImportRunStatus::default()),
     }

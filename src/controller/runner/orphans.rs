@@ -17,7 +17,8 @@ pub async fn mark_interrupted(ctx: &Context, runs: &Api<ImportRun>) -> Result<u3
     let mut n = 0;
     for r in runs.list(&ListParams::default()).await?.items {
         let phase = r.status.as_ref().map(|s| s.phase).unwrap_or_default();
-        if phase.is_final() {
+        // A user's on-demand run nobody took yet is not interrupted: it waits to start.
+        if phase.is_final() || super::is_waiting(&r) {
             continue;
         }
         let ns = r.namespace().unwrap_or_default();

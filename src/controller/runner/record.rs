@@ -143,6 +143,11 @@ impl Run {
 
     /// The integration's view of the run: `lastImport`, and `preview` for a preview.
     async fn record_last_import(&self, status: &ImportRunStatus, outcome: &ImportOutcome) {
+        if self.req.start.trigger == ImportTrigger::OnDemand {
+            // A few named employees are not the integration's import: the outcome stays
+            // on the run.
+            return;
+        }
         let name = self.name();
         let last = LastImport {
             run_name: name.to_string(),

@@ -118,9 +118,13 @@ impl Plugin {
         let mut noted: Option<String> = None;
         loop {
             let runs = self.runs_of(name).await?;
-            // A scheduled run that happens to start now is not the requested one.
+            // A scheduled or on-demand run that happens to start now is not the requested one.
             if let Some(run) = runs.iter().find(|r| {
-                !before.contains(&r.name_any()) && r.spec.trigger != ImportTrigger::Scheduled
+                !before.contains(&r.name_any())
+                    && !matches!(
+                        r.spec.trigger,
+                        ImportTrigger::Scheduled | ImportTrigger::OnDemand
+                    )
             }) {
                 return Ok(run.name_any());
             }
@@ -164,7 +168,7 @@ impl Plugin {
         }
     }
 
-    async fn follow_run(
+    pub(super) async fn follow_run(
         &self,
         name: &str,
         run_name: &str,
@@ -238,11 +242,19 @@ impl Plugin {
         s: &ImportSummary,
         message: Option<&str>,
     ) -> Output {
-        let mut line = format!("ImportRun {run_name} {phase}: {}", counts(s));
-        if let Some(m) = message.filter(|m| !m.is_empty()) {
-            line.push_str(" - ");
-            line.push_str(m);
-        } else if dry_run {
+        // The counts once: the message of a run that went through (or was stopped) is its
+        // counts already; a Blocked or Failed run's message says why instead.
+        let message = message.filter(|m| !m.is_empty());
+        let says_counts = matches!(
+            phase,
+            ImportPhase::Succeeded | ImportPhase::PartiallySucceeded | ImportPhase::Interrupted
+        );
+        let mut line = match message {
+            Some(m) if says_counts => format!("ImportRun {run_name} {phase}: {m}"),
+            Some(m) => format!("ImportRun {run_name} {phase}: {} - {m}", counts(s)),
+            None => format!("ImportRun {run_name} {phase}: {}", counts(s)),
+        };
+        if message.is_none() && dry_run {
             line.push_str(" - preview: nothing was written");
         }
         line.push('\n');

@@ -19,7 +19,9 @@ use crate::exit;
 mod errors;
 mod history;
 mod import_now;
+mod member;
 mod preview;
+mod provision;
 mod status;
 
 pub use history::HistoryFormat;
@@ -125,15 +127,19 @@ impl Plugin {
         }
     }
 
-    /// The integration's runs, newest first.
+    /// The integration's runs, newest first: those labelled with it (the operator's, and
+    /// `provision`'s), and those a user created naming it without the label.
     async fn runs_of(&self, name: &str) -> Result<Vec<ImportRun>, Fail> {
-        let selector = format!("{INTEGRATION_LABEL}={name}");
         let mut runs = self
             .runs()
-            .list(&ListParams::default().labels(&selector))
+            .list(&ListParams::default())
             .await
             .map_err(|e| Fail::Failed(format!("cannot list the importruns of {name}: {e}")))?
             .items;
+        runs.retain(|r| {
+            r.labels().get(INTEGRATION_LABEL).map(String::as_str) == Some(name)
+                || (r.spec.integration == name && !r.labels().contains_key(INTEGRATION_LABEL))
+        });
         runs.sort_by_cached_key(|r| std::cmp::Reverse((created(r), r.name_any())));
         Ok(runs)
     }

@@ -46,6 +46,7 @@ use crate::progress::{NoProgress, ProgressSink};
 use crate::secret::{truncate_chars, SecretString};
 
 mod merge;
+mod named;
 mod paging;
 mod request;
 
@@ -288,6 +289,25 @@ impl EmployeeSource for FreshteamClient {
         )?;
         sink.lookups(lookups);
         // Unpacked one at a time: the records are never all held as plain values.
+        for found in records.into_iter().map(employee) {
+            sink.record(found);
+        }
+        Ok(tally.stats())
+    }
+
+    async fn fetch_named(
+        &self,
+        ids: &[String],
+        request: &SourceRequest,
+        progress: &dyn ProgressSink,
+        sink: &mut dyn RecordSink,
+    ) -> Result<SourceStats, SourceError> {
+        let tally = ReadTally::default();
+        let (records, lookups) = tokio::try_join!(
+            self.read_named(&tally, ids, request, progress),
+            self.read_lookups(&tally, &request.lookups)
+        )?;
+        sink.lookups(lookups);
         for found in records.into_iter().map(employee) {
             sink.record(found);
         }

@@ -28,7 +28,7 @@ pub(super) use writes::{creation_depth, WRITE_BATCH};
 use chrono::{DateTime, Utc};
 
 use super::{api_calls, ImportJob, ImportOutcome};
-use crate::api::ImportPhase;
+use crate::api::{ImportMode, ImportPhase};
 use crate::clock::rfc3339;
 use crate::source::SourceStats;
 
@@ -51,10 +51,15 @@ async fn run(
     outcome: &mut ImportOutcome,
 ) -> Result<(), RunEnd> {
     let mut prepared = prepare::prepare(job, started).await?;
-    outcome.status.mode = Some(prepared.mode());
-    outcome.status.mode_reason = prepared.choice.as_ref().map(|c| c.reason.clone());
+    let only = job.options.only.as_deref();
+    if only.is_some() {
+        prepared.choice = None; // an on-demand run leaves the incremental cursor as it was
+    }
+    let reason = prepared.choice.as_ref().map(|c| c.reason.clone());
+    outcome.status.mode = Some(only.map_or(prepared.mode(), |_| ImportMode::OnDemand));
+    outcome.status.mode_reason = only.map(super::only::reason).or(reason);
     tracing::info!(
-        mode = ?prepared.mode(),
+        mode = ?outcome.status.mode.unwrap_or_default(),
         reason = outcome.status.mode_reason.as_deref().unwrap_or_default(),
         dry_run = job.options.dry_run,
         "import run started"
@@ -65,9 +70,21 @@ async fn run(
     let total = read.desired.records as u64;
 
     // The plan owns the desired members and the accounts; the write stages consume it
-    // and free them before the ledger is saved after the writes (the run's peak).
-    let mut planned = plan::plan(job, read, prepared.since(), prepared.ledger.as_ref());
+    // and free them before the ledger is saved after the writes (the run's peak). An
+    // on-demand run, like an incremental one, sees only some: nobody else is removed.
+    let partial = prepared.since().or(only.map(|_| started));
+    let mut planned = plan::plan(job, read, partial, prepared.ledger.as_ref());
     outcome.unsupported_targets = std::mem::take(&mut planned.unsupported_targets);
+    let steps = only.map(|ids| {
+        let report = &mut planned.counts.report;
+        super::only::explain(
+            ids,
+            planned.sets.view(),
+            &planned.plan,
+            prepared.ledger.as_ref(),
+            report,
+        )
+    });
     let mut written = if job.options.dry_run {
         apply::dry_run(job, planned)
     } else {
@@ -80,6 +97,9 @@ async fn run(
 
     persist::persist(job, &prepared, &mut written).await;
     conclude::conclude(job, written, &source_calls, total, outcome);
+    if let Some(steps) = steps {
+        super::only::finish(job, steps, outcome);
+    }
     Ok(())
 }
 

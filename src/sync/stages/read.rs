@@ -18,13 +18,16 @@ use crate::sync::incremental::{self, ReadError};
 use crate::sync::ImportJob;
 
 /// What a run read.
-pub(super) struct Read {
+pub(in crate::sync) struct Read {
     pub stats: SourceStats,
     pub desired: DesiredSet,
     pub current: Accounts,
 }
 
 pub(super) async fn read(job: &ImportJob<'_>, prepared: &Prepared) -> Result<Read, RunEnd> {
+    if let Some(ids) = &job.options.only {
+        return crate::sync::only::read(job, prepared.ledger.as_ref(), ids).await;
+    }
     match prepared.since() {
         Some(since) => read_changed(job, prepared.ledger.as_ref(), since).await,
         None => read_all(job).await,
