@@ -1,5 +1,7 @@
 //! The member: one person on the rewards platform, as the operator manages it.
 
+pub mod target;
+
 use std::fmt;
 
 /// A member field the mapping can fill. `Active` is driven by the leaver rule, not the
@@ -14,6 +16,9 @@ pub enum Attr {
     Department,
     EmployeeNumber,
     Manager,
+    /// A target of `spec.mapping.attributes[]` (its text, interned:
+    /// [`target::intern`]).
+    Extra(&'static str),
 }
 
 impl Attr {
@@ -39,29 +44,81 @@ impl Attr {
             Attr::Department => "department",
             Attr::EmployeeNumber => "employeeNumber",
             Attr::Manager => "manager",
+            Attr::Extra(target) => target,
         }
+    }
+
+    /// The name change rows show: a fixed field's name, an extension attribute without
+    /// its URN (`costCenter`), any other target as written.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Attr::Extra(target) if target.starts_with("urn:") => {
+                let head = target.split('[').next().unwrap_or(target);
+                head.rfind(':').map_or(target, |i| &target[i + 1..])
+            }
+            other => other.field_name(),
+        }
+    }
+
+    /// The index of a fixed field in [`Attr::ALL`]; `None` for an extra target.
+    pub fn fixed_index(self) -> Option<usize> {
+        Attr::ALL
+            .iter()
+            .position(|a| *a == self)
+            .filter(|_| !self.is_extra())
+    }
+
+    pub fn is_extra(self) -> bool {
+        matches!(self, Attr::Extra(_))
     }
 }
 
 impl fmt::Display for Attr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.field_name())
+        f.write_str(self.display_name())
     }
 }
 
-/// A set of member fields (the ones a mapping manages).
+/// A set of member fields (the ones a mapping manages): the fixed ones, then the extra
+/// targets in mapping order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AttrSet(u16);
+pub struct AttrSet {
+    bits: u16,
+    extra: &'static [&'static str],
+}
 
 impl AttrSet {
     pub fn insert(&mut self, attr: Attr) {
-        self.0 |= 1 << attr as u16;
+        match attr {
+            Attr::Extra(t) => {
+                if !self.extra.contains(&t) {
+                    let mut list = self.extra.to_vec();
+                    list.push(t);
+                    self.extra = target::intern_list(&list);
+                }
+            }
+            fixed => self.bits |= 1 << fixed.fixed_index().unwrap_or(0),
+        }
     }
     pub fn contains(self, attr: Attr) -> bool {
-        self.0 & (1 << attr as u16) != 0
+        match attr {
+            Attr::Extra(t) => self.extra.contains(&t),
+            fixed => self.bits & (1 << fixed.fixed_index().unwrap_or(0)) != 0,
+        }
     }
     pub fn iter(self) -> impl Iterator<Item = Attr> {
-        Attr::ALL.into_iter().filter(move |a| self.contains(*a))
+        Attr::ALL
+            .into_iter()
+            .filter(move |a| self.contains(*a))
+            .chain(self.extra.iter().map(|t| Attr::Extra(t)))
+    }
+    /// The extra targets, in mapping order.
+    pub fn extras(self) -> &'static [&'static str] {
+        self.extra
+    }
+    /// The set without `attr`.
+    pub fn without(self, attr: Attr) -> AttrSet {
+        self.iter().filter(|a| *a != attr).collect()
     }
 }
 
@@ -89,6 +146,8 @@ pub struct Member {
     pub department: Option<String>,
     pub employee_number: Option<String>,
     pub manager: Option<String>,
+    /// Values of `spec.mapping.attributes[]` targets ([`Attr::Extra`]), only those set.
+    pub extra: Vec<(&'static str, String)>,
     /// False for a leaver.
     pub active: bool,
 }
@@ -104,6 +163,11 @@ impl Member {
             Attr::Department => self.department.as_deref(),
             Attr::EmployeeNumber => self.employee_number.as_deref(),
             Attr::Manager => self.manager.as_deref(),
+            Attr::Extra(t) => self
+                .extra
+                .iter()
+                .find(|(k, _)| *k == t)
+                .map(|(_, v)| v.as_str()),
         }
     }
 
@@ -117,6 +181,12 @@ impl Member {
             Attr::Department => self.department = value,
             Attr::EmployeeNumber => self.employee_number = value,
             Attr::Manager => self.manager = value,
+            Attr::Extra(t) => {
+                self.extra.retain(|(k, _)| *k != t);
+                if let Some(v) = value {
+                    self.extra.push((t, v));
+                }
+            }
         }
     }
 }
@@ -155,6 +225,8 @@ pub enum LeaverReason {
     /// The employee appears in no Freshteam list any more ("Delete Forever"); only the
     /// integration's ledger knows they were managed.
     Removed,
+    /// `spec.scope.filter` no longer keeps the employee (`whenOutOfScope: Deactivate`).
+    OutOfScope,
 }
 
 impl LeaverReason {
@@ -165,6 +237,7 @@ impl LeaverReason {
             LeaverReason::Terminated => "terminated",
             LeaverReason::Deleted => "deleted",
             LeaverReason::Removed => "removed from Freshteam",
+            LeaverReason::OutOfScope => "out of scope",
         }
     }
 }
@@ -255,6 +328,8 @@ pub struct PackedMember {
     present: u16,
     active: bool,
     flag: bool,
+    /// Extra targets set, each with the end of its value in `text` (after the slots).
+    extra: Option<Box<[(&'static str, u32)]>>,
 }
 
 impl PackedMember {
@@ -278,7 +353,10 @@ impl PackedMember {
                 _ => extra[i - EXTRA],
             }
         };
-        let len: usize = (0..SLOTS).map(|i| slot(i).map_or(0, str::len)).sum();
+        let len: usize = (0..SLOTS)
+            .map(|i| slot(i).map_or(0, str::len))
+            .sum::<usize>()
+            + member.extra.iter().map(|(_, v)| v.len()).sum::<usize>();
         let mut text = String::with_capacity(len);
         let mut ends = [0u32; SLOTS];
         let mut present = 0u16;
@@ -289,13 +367,47 @@ impl PackedMember {
             }
             *end = u32::try_from(text.len()).expect("a member's text fits in 4 GiB");
         }
+        let extra = (!member.extra.is_empty()).then(|| {
+            member
+                .extra
+                .iter()
+                .map(|(k, v)| {
+                    text.push_str(v);
+                    (
+                        *k,
+                        u32::try_from(text.len()).expect("a member's text fits in 4 GiB"),
+                    )
+                })
+                .collect()
+        });
         PackedMember {
             text: text.into_boxed_str(),
             ends,
             present,
             active: member.active,
             flag,
+            extra,
         }
+    }
+
+    fn extra_value(&self, target: &str) -> Option<&str> {
+        let list = self.extra.as_deref()?;
+        let i = list.iter().position(|(k, _)| *k == target)?;
+        let start = if i == 0 {
+            self.ends[SLOTS - 1]
+        } else {
+            list[i - 1].1
+        } as usize;
+        Some(&self.text[start..list[i].1 as usize])
+    }
+
+    fn extras(&self) -> Vec<(&'static str, String)> {
+        self.extra
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(k, _)| Some((*k, self.extra_value(k)?.to_string())))
+            .collect()
     }
 
     fn slot(&self, i: usize) -> Option<&str> {
@@ -338,6 +450,7 @@ impl PackedMember {
             department: own(Attr::Department),
             employee_number: own(Attr::EmployeeNumber),
             manager: own(Attr::Manager),
+            extra: self.extras(),
             active: self.active,
         }
     }
@@ -345,6 +458,9 @@ impl PackedMember {
 
 impl MemberFields for PackedMember {
     fn field(&self, attr: Attr) -> Option<&str> {
-        self.slot(attr as usize)
+        match attr {
+            Attr::Extra(t) => self.extra_value(t),
+            fixed => self.slot(fixed.fixed_index()?),
+        }
     }
 }

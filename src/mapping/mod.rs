@@ -1,15 +1,21 @@
 //! Mapping: Freshteam employee records → desired members, with one error row per bad
 //! record. Pure: no I/O.
 
+mod cel;
+mod extra;
 #[cfg(test)]
 mod tests;
+
+pub use extra::MAX_ATTRIBUTES;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use crate::api::{LeaversSpec, MappingSpec, RecordError, Severity};
+use crate::api::{LeaversSpec, MappingSpec, RecordError, ScopeSpec, Severity, WhenOutOfScope};
 use crate::member::{Attr, AttrSet, LeaverReason, Member, MemberFields, PackedMember};
-use crate::source::{EmployeeRecord, LookupKind, Population, SourceRequest, SourceSnapshot};
+use crate::source::{
+    EmployeeRecord, LookupFields, LookupKind, Population, SourceRequest, SourceSnapshot,
+};
 
 use crate::source::LIST_FIELDS;
 
@@ -21,6 +27,11 @@ pub const DETAIL_FIELDS: &[&str] = &[
     "marital_status",
     "nick_name",
     "blood_group",
+    "level_id",
+    "termination_reason",
+    "notice_period",
+    "probation_start_date",
+    "probation_end_date",
 ];
 
 /// Names that resolve through a lookup endpoint, with the id field they read.
@@ -62,6 +73,14 @@ enum Extract {
     Lookup(LookupKind, usize),
     /// Freshteam id of the manager at this index, turned into their Employee ID.
     Manager(usize),
+    /// A custom field at this index: a dropdown's `value`, else the value.
+    Custom(usize),
+    /// Id at this index, a field of the looked-up record.
+    LookupField(LookupKind, usize, String),
+    /// `value:` a constant.
+    Constant(String),
+    /// `expression:` CEL over `employee`.
+    Expression(cel::Cel),
 }
 
 /// A validated mapping: what to fetch and how to turn a record into a member.
@@ -77,6 +96,9 @@ pub struct CompiledMapping {
     derive_display_name: bool,
     leaver_statuses: HashSet<String>,
     email_field: String,
+    extras: Vec<extra::ExtraAttr>,
+    cel_input: extra::CelInput,
+    scope: Option<extra::Scope>,
 }
 
 impl CompiledMapping {
@@ -165,6 +187,14 @@ impl CompiledMapping {
             attrs.push((attr, extract));
         }
 
+        let mut cel_input = extra::CelInput::default();
+        let extras = extra::compile_attributes(
+            &mapping.attributes,
+            &mut request,
+            &mut managed,
+            &mut cel_input,
+        )?;
+
         let derive_display_name = mapping.display_name.is_none()
             && (managed.contains(Attr::FirstName) || managed.contains(Attr::LastName));
         if derive_display_name {
@@ -199,7 +229,21 @@ impl CompiledMapping {
             derive_display_name,
             leaver_statuses,
             email_field: email.to_string(),
+            extras,
+            cel_input,
+            scope: None,
         })
+    }
+
+    /// Adds `spec.scope` (validated: its filter compiles to a bool).
+    pub fn with_scope(mut self, scope: Option<&ScopeSpec>) -> Result<Self, MappingError> {
+        self.scope = extra::compile_scope(scope, &mut self.request, &mut self.cel_input)?;
+        Ok(self)
+    }
+
+    /// True when `spec.scope.filter` decides who is provisioned.
+    pub fn scoped(&self) -> bool {
+        self.scope.is_some()
     }
 }
 
@@ -251,6 +295,8 @@ pub struct MappedSource {
     pub drafts: Vec<String>,
     /// Records read from the source.
     pub records: usize,
+    /// Records `spec.scope.filter` put out of scope.
+    pub out_of_scope: usize,
 }
 
 /// A desired member, packed (see [`PackedMember`]): its manager slot holds the
@@ -299,6 +345,7 @@ pub struct DesiredSet {
     pub ambiguous_ids: Vec<String>,
     pub drafts: Vec<String>,
     pub records: usize,
+    pub out_of_scope: usize,
 }
 
 impl From<&MappedSource> for DesiredSet {
@@ -309,6 +356,7 @@ impl From<&MappedSource> for DesiredSet {
             ambiguous_ids: m.ambiguous_ids.clone(),
             drafts: m.drafts.clone(),
             records: m.records,
+            out_of_scope: m.out_of_scope,
         }
     }
 }
@@ -321,6 +369,7 @@ impl DesiredSet {
             ambiguous_ids: self.ambiguous_ids,
             drafts: self.drafts,
             records: self.records,
+            out_of_scope: self.out_of_scope,
         }
     }
 }
@@ -329,6 +378,7 @@ impl DesiredSet {
 /// row.
 pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> MappedSource {
     let mut mapper = Mapper::new(mapping, snapshot.lookups.clone());
+    mapper.lookup_fields = snapshot.lookup_fields.clone();
     for rec in &snapshot.employees {
         mapper.add(rec);
     }
@@ -338,6 +388,9 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
 impl crate::source::RecordSink for Mapper<'_> {
     fn lookups(&mut self, lookups: HashMap<LookupKind, HashMap<i64, String>>) {
         self.lookups = lookups;
+    }
+    fn lookup_fields(&mut self, fields: LookupFields) {
+        self.lookup_fields = fields;
     }
     fn record(&mut self, record: EmployeeRecord) {
         self.add(&record);
@@ -359,6 +412,7 @@ fn value(rec: &EmployeeRecord, i: usize) -> Option<String> {
 pub struct Mapper<'m> {
     mapping: &'m CompiledMapping,
     lookups: HashMap<LookupKind, HashMap<i64, String>>,
+    lookup_fields: LookupFields,
     /// Freshteam id → Employee ID, for managers (only kept when a manager is mapped).
     employee_ids: HashMap<i64, String>,
     maps_manager: bool,
@@ -379,6 +433,7 @@ impl<'m> Mapper<'m> {
         Mapper {
             mapping,
             lookups,
+            lookup_fields: LookupFields::new(),
             employee_ids: HashMap::new(),
             maps_manager,
             candidates: Vec::new(),
@@ -407,18 +462,11 @@ impl<'m> Mapper<'m> {
         };
         let mut manager = None;
         for (attr, extract) in &self.mapping.attrs {
-            let v = match extract {
-                Extract::Value(i) => value(rec, *i),
-                Extract::Lookup(kind, i) => value(rec, *i).and_then(|id| {
-                    let id: i64 = id.parse().ok()?;
-                    self.lookups.get(kind)?.get(&id).cloned()
-                }),
-                Extract::Manager(i) => {
-                    manager = value(rec, *i).and_then(|id| id.parse::<i64>().ok());
-                    continue;
-                }
-            };
-            member.set(*attr, v);
+            if let Extract::Manager(i) = extract {
+                manager = value(rec, *i).and_then(|id| id.parse::<i64>().ok());
+                continue;
+            }
+            member.set(*attr, self.extract(rec, extract));
         }
         if self.mapping.derive_display_name {
             member.display_name = match (member.first_name.as_deref(), member.last_name.as_deref())
@@ -442,6 +490,18 @@ impl<'m> Mapper<'m> {
             _ if by_status => Some(LeaverReason::Inactive),
             _ => None,
         };
+        let mut leaver_reason = leaver_reason;
+        if let Err(row) = self.extras(rec, &mut member, &mut leaver_reason) {
+            match row {
+                Some(row) => self.out.errors.push(row),
+                None => {
+                    if let Some(id) = value(rec, self.mapping.employee_id) {
+                        self.out.drafts.push(id);
+                    }
+                }
+            }
+            return;
+        }
         member.active = leaver_reason.is_none();
         // The record is dropped on every error path: its e-mail moves into the row.
         let Some(employee_id) = value(rec, self.mapping.employee_id) else {
@@ -493,6 +553,80 @@ impl<'m> Mapper<'m> {
                 leaver_reason,
             },
         ));
+    }
+
+    /// A fixed field's or an attribute's value from the record.
+    fn extract(&self, rec: &EmployeeRecord, extract: &Extract) -> Option<String> {
+        let lookup_id = |i: usize| value(rec, i).and_then(|id| id.parse::<i64>().ok());
+        match extract {
+            Extract::Value(i) => value(rec, *i),
+            Extract::Lookup(kind, i) => self.lookups.get(kind)?.get(&lookup_id(*i)?).cloned(),
+            Extract::LookupField(kind, i, field) => self
+                .lookup_fields
+                .get(&(*kind, field.clone()))?
+                .get(&lookup_id(*i)?)
+                .cloned(),
+            Extract::Custom(i) => value(rec, *i).and_then(|v| dropdown_value(&v)),
+            Extract::Constant(v) => Some(v.clone()).filter(|v| !v.is_empty()),
+            Extract::Manager(_) | Extract::Expression(_) => None,
+        }
+    }
+
+    /// Applies `spec.scope` and `spec.mapping.attributes[]` to a mapped record. `Err`
+    /// drops the record: with its error row, or `None` when it is out of scope and
+    /// `whenOutOfScope: Ignore` leaves its member alone.
+    fn extras(
+        &mut self,
+        rec: &EmployeeRecord,
+        member: &mut Member,
+        leaver_reason: &mut Option<LeaverReason>,
+    ) -> Result<(), Option<RecordError>> {
+        let mapping = self.mapping;
+        if !mapping.cel_input.used && mapping.extras.is_empty() {
+            return Ok(());
+        }
+        let email = (!member.email.is_empty()).then(|| member.email.clone());
+        let row = |field: &str, message: String| {
+            Some(RecordError {
+                employee_id: value(rec, mapping.employee_id),
+                email: email.clone(),
+                field: Some(field.to_string()),
+                severity: Severity::Error,
+                message,
+            })
+        };
+        let employee = mapping
+            .cel_input
+            .used
+            .then(|| extra::employee(&mapping.cel_input, rec, &self.lookups, &self.lookup_fields));
+        if let (Some(scope), Some(employee)) = (&mapping.scope, &employee) {
+            let inside = extra::in_scope(scope, employee)
+                .map_err(|e| row("scope", format!("spec.scope.filter: {}", e.message())))?;
+            if !inside {
+                self.out.out_of_scope += 1;
+                match scope.when_out {
+                    WhenOutOfScope::Ignore => return Err(None),
+                    WhenOutOfScope::Deactivate => {
+                        leaver_reason.get_or_insert(LeaverReason::OutOfScope);
+                    }
+                }
+            }
+        }
+        for x in &mapping.extras {
+            let v = match (&x.extract, &employee) {
+                (Extract::Expression(cel), Some(e)) => {
+                    cel.eval(e, cel::Want::Text).map_err(|err| {
+                        row(
+                            x.attr.display_name(),
+                            format!("{}.expression: {}", x.path, err.message()),
+                        )
+                    })?
+                }
+                (other, _) => self.extract(rec, other),
+            };
+            member.set(x.attr, v.or_else(|| x.default.clone()));
+        }
+        Ok(())
     }
 
     /// Every record added: the desired members.
@@ -580,6 +714,21 @@ impl<'m> Mapper<'m> {
         ambiguous.sort();
         out.ambiguous_ids = ambiguous;
         out
+    }
+}
+
+/// A custom field's value: a dropdown (`{id, value}`) gives its `value`.
+fn dropdown_value(text: &str) -> Option<String> {
+    if !text.starts_with('{') {
+        return Some(text.to_string());
+    }
+    match serde_json::from_str::<serde_json::Value>(text)
+        .ok()?
+        .get("value")?
+    {
+        serde_json::Value::String(s) => Some(s.clone()).filter(|s| !s.trim().is_empty()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
     }
 }
 

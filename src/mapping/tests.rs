@@ -54,6 +54,7 @@ fn snapshot(mapping: &CompiledMapping, records: &[(i64, &[(&str, &str)])]) -> So
     lookups.insert(LookupKind::Departments, departments);
     SourceSnapshot {
         employees,
+        lookup_fields: Default::default(),
         lookups,
         stats: Default::default(),
     }
@@ -165,6 +166,7 @@ fn maps_a_record_with_lookup_and_derived_display_name() {
             department: Some("Engineering".into()),
             employee_number: None,
             manager: None,
+            extra: Vec::new(),
             active: true,
         }
     );

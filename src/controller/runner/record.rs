@@ -183,6 +183,7 @@ impl Run {
                 ),
                 would_reactivate: count(s.reactivated),
                 errors: count(s.errors),
+                ..Preview::default()
             };
             self.patch_preview(&PreviewPatch::new(preview), "the preview")
                 .await;

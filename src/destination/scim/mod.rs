@@ -217,7 +217,7 @@ impl MemberDirectory for ScimClient {
     }
 
     fn keeps(&self) -> AttrSet {
-        self.keeps.attrs
+        self.keeps.with_extras(self.config.extras)
     }
 
     fn remember(&self, notes: &super::ConvergenceNotes) {

@@ -129,6 +129,7 @@ pub(super) fn changes_email(changes: &[Change]) -> bool {
 pub(super) fn created_changes(member: &Member) -> Vec<Change> {
     Attr::ALL
         .into_iter()
+        .chain(member.extra.iter().map(|(t, _)| Attr::Extra(t)))
         .filter_map(|a| {
             let v = member.field(a).filter(|v| !v.is_empty())?;
             Some(Change::Set(a, v.to_string()))
@@ -147,7 +148,14 @@ pub(super) fn not_kept(body: &[u8], written: &[Change]) -> Vec<Change> {
     if user.user_name.is_none() {
         return Vec::new();
     }
-    let returned = user.into_destination(None).member;
+    let extras: Vec<&'static str> = written
+        .iter()
+        .filter_map(|c| match c {
+            Change::Set(Attr::Extra(t), _) | Change::Clear(Attr::Extra(t)) => Some(*t),
+            _ => None,
+        })
+        .collect();
+    let returned = user.into_destination_with(None, &extras).member;
     let have = |a: Attr| returned.field(a).filter(|v| !v.is_empty());
     written
         .iter()
@@ -513,7 +521,7 @@ impl ScimClient {
             }
         };
         let current = match serde_json::from_value::<WireUser>(resource.clone()) {
-            Ok(u) => u.into_destination(resp.etag),
+            Ok(u) => u.into_destination_with(resp.etag, self.config.extras),
             Err(e) => {
                 return Step::Finished(failed(
                     None,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::destination::DestinationMember;
+use crate::member::target::TargetPath;
 use crate::member::{Attr, Change, Member};
 
 pub(crate) const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -35,6 +36,7 @@ mod tests {
             department: Some("R&D".into()),
             employee_number: Some("42".into()),
             manager: Some("mgr-id".into()),
+            extra: Vec::new(),
             active: true,
         }
     }

@@ -1,0 +1,192 @@
+//! `spec.mapping.attributes[]` and `spec.scope` through the real `sync` binary, against
+//! the Freshteam simulator and a real `scim2-server` (which keeps the core and
+//! enterprise attributes).
+
+mod support;
+
+use serde_json::{json, Value};
+use support::sync_env::{Env, API_KEY};
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// The mapping under test: a custom field, a lookup, a constant, two expressions and a
+/// default, with contractors out of scope.
+fn rich_mapping(extra: &str) -> String {
+    format!(
+        r#"  mapping:
+    email: official_email
+    firstName: first_name
+    lastName: last_name
+    jobTitle: designation
+    attributes:
+    - target: {ENTERPRISE}:costCenter
+      from: custom_field_values.cost_center
+    - target: 'addresses[type eq "work"].locality'
+      from: branch.city
+    - target: {ENTERPRISE}:organization
+      value: Acme Ltd
+    - target: nickName
+      expression: 'employee.first_name + " " + employee.last_name'
+    - target: userType
+      expression: 'employee.employee_type == "part_time" ? "Part-time" : "Employee"'
+    - target: {ENTERPRISE}:division
+      from: designation
+      default: Unassigned
+{extra}  scope:
+    filter: 'employee.employee_type != "contractor"'
+"#
+    )
+}
+
+async fn branch_cities(env: &Env) -> Vec<Value> {
+    reqwest::Client::new()
+        .get(format!("{}/branches", env.sim.base_url()))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json::<Vec<Value>>()
+        .await
+        .unwrap()
+}
+
+fn city_of(branches: &[Value], id: &Value) -> Value {
+    branches
+        .iter()
+        .find(|b| &b["id"] == id)
+        .map(|b| b["city"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attributes_and_scope_reach_the_destination_and_converge() {
+    support::require_peers!(Scim2Server);
+    let env = Env::start(40).await;
+    let file = env.write("acme.yaml", &env.manifest(API_KEY, &rich_mapping("")));
+    let json_out = ["--output", "json"];
+
+    let employees = env.sim.employees();
+    let contractors: Vec<&Value> = employees
+        .iter()
+        .filter(|e| e["employee_type"] == "contractor")
+        .collect();
+    assert!(!contractors.is_empty(), "the population has contractors");
+    let first = env.sync_file(&file, &json_out).await;
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    assert_eq!(
+        first.summary()["created"].as_u64(),
+        Some((40 - contractors.len()) as u64)
+    );
+    // Contractors are never created.
+    let users = env.scim.users().await;
+    for c in &contractors {
+        assert!(
+            !users.iter().any(|u| u["externalId"] == c["employee_id"]),
+            "contractor {} was created",
+            c["employee_id"]
+        );
+    }
+
+    // Every mapped attribute arrived.
+    let branches = branch_cities(&env).await;
+    let in_scope: Vec<&Value> = employees
+        .iter()
+        .filter(|e| e["employee_type"] != "contractor")
+        .collect();
+    for e in &in_scope {
+        let id = e["employee_id"].as_str().unwrap();
+        let detail = env.sim.employee(id).unwrap();
+        let u = env.user(id).await;
+        assert_eq!(
+            u[ENTERPRISE]["costCenter"], detail["custom_field_values"]["cost_center"],
+            "{id}"
+        );
+        let work = u["addresses"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["type"] == "work"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert_eq!(
+            work["locality"],
+            city_of(&branches, &e["branch_id"]),
+            "{id}"
+        );
+        assert_eq!(u[ENTERPRISE]["organization"], "Acme Ltd");
+        assert_eq!(
+            u["nickName"],
+            json!(format!(
+                "{} {}",
+                e["first_name"].as_str().unwrap(),
+                e["last_name"].as_str().unwrap()
+            ))
+        );
+        let user_type = if e["employee_type"] == "part_time" {
+            "Part-time"
+        } else {
+            "Employee"
+        };
+        assert_eq!(u["userType"], user_type, "{id}");
+        assert_eq!(u[ENTERPRISE]["division"], e["designation"], "{id}");
+    }
+
+    // A second run writes nothing.
+    let before = env.versions().await;
+    let second = env.sync_file(&file, &json_out).await;
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(second.summary()["updated"], 0, "{}", second.stdout);
+    assert_eq!(second.summary()["created"], 0);
+    assert_eq!(second.api_calls()["destinationWrites"], 0);
+    assert_eq!(env.versions().await, before);
+
+    // One member becomes a contractor, another loses the designation and changes cost
+    // centre: a leaver "out of scope", the default, a change row naming costCenter.
+    let leaver = in_scope[1]["employee_id"].as_str().unwrap().to_string();
+    let changed = in_scope[2]["employee_id"].as_str().unwrap().to_string();
+    let old_cc = env.sim.employee(&changed).unwrap()["custom_field_values"]["cost_center"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.sim
+        .update_employee(&leaver, json!({"employee_type": "contractor"}))
+        .unwrap();
+    env.sim
+        .update_employee(
+            &changed,
+            json!({"designation": null, "custom_field_values": {"cost_center": "CC-999"}}),
+        )
+        .unwrap();
+    let report = env.dir.path().join("third.csv");
+    let report_arg = report.to_str().unwrap();
+    let third = env
+        .sync_file(&file, &["--output", "json", "--error-report", report_arg])
+        .await;
+    assert_eq!(third.code, 0, "{}\n{}", third.stdout, third.stderr);
+    assert_eq!(third.summary()["leavers"], 1, "{}", third.stdout);
+    assert_eq!(third.summary()["updated"], 1, "{}", third.stdout);
+    assert_eq!(env.user(&leaver).await["active"], false);
+    let u = env.user(&changed).await;
+    assert_eq!(u[ENTERPRISE]["division"], "Unassigned");
+    assert_eq!(u[ENTERPRISE]["costCenter"], "CC-999");
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        text.contains("marked as leaver (out of scope)"),
+        "no out-of-scope leaver row: {text}"
+    );
+    assert!(
+        text.contains(&format!("costCenter: {old_cc} → CC-999")),
+        "no costCenter change row: {text}"
+    );
+
+    // An attribute added to the mapping reaches every active member on the next run.
+    let added = "    - target: preferredLanguage\n      value: en-GB\n";
+    let file = env.write("acme.yaml", &env.manifest(API_KEY, &rich_mapping(added)));
+    let fourth = env.sync_file(&file, &json_out).await;
+    assert_eq!(fourth.code, 0, "{}\n{}", fourth.stdout, fourth.stderr);
+    let active = in_scope.len() - 1;
+    assert_eq!(fourth.summary()["updated"].as_u64(), Some(active as u64));
+    for u in env.scim.users().await {
+        if u["active"] == true {
+            assert_eq!(u["preferredLanguage"], "en-GB", "{}", u["externalId"]);
+        }
+    }
+}
