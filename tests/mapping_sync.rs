@@ -190,3 +190,110 @@ async fn attributes_and_scope_reach_the_destination_and_converge() {
         }
     }
 }
+
+/// `sync` on a manifest whose mapping has `attributes` (lines under `attributes:`):
+/// exit code 2 and a message naming `field`, nothing read or written.
+async fn refused(env: &Env, attributes: &str, scope: &str, field: &str, says: &str) {
+    let mapping = format!(
+        "  mapping:\n    email: official_email\n    attributes:\n{attributes}{scope}"
+    );
+    let file = env.write("bad.yaml", &env.manifest(API_KEY, &mapping));
+    env.sim.clear_requests();
+    let run = env.sync_file(&file, &["--output", "json"]).await;
+    assert_eq!(run.code, 2, "{attributes}{scope}\n{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains(field) && run.stderr.contains(says),
+        "expected {field:?} and {says:?} in:\n{}",
+        run.stderr
+    );
+    assert!(env.sim.requests().is_empty(), "a refused manifest read Freshteam");
+    assert!(env.scim.users().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_attributes_and_scopes_are_refused_naming_the_path() {
+    support::require_peers!(Scim2Server);
+    let env = Env::start(3).await;
+    refused(
+        &env,
+        "    - target: costCentre\n      value: x\n",
+        "",
+        "spec.mapping.attributes[0].target",
+        "no attribute 'costCentre'",
+    )
+    .await;
+    refused(
+        &env,
+        "    - target: nickName\n      value: x\n      from: first_name\n",
+        "",
+        "spec.mapping.attributes[0]",
+        "exactly one of from, value or expression",
+    )
+    .await;
+    refused(
+        &env,
+        "    - target: nickName\n      value: x\n    - target: nickname\n      from: first_name\n",
+        "",
+        "spec.mapping.attributes[1].target",
+        "one source per target",
+    )
+    .await;
+    refused(
+        &env,
+        "    - target: nickName\n      expression: 'employee.first_name +'\n",
+        "",
+        "spec.mapping.attributes[0].expression",
+        "CEL syntax error",
+    )
+    .await;
+    refused(
+        &env,
+        "    - target: nickName\n      expression: 'employee.first_name + 1'\n",
+        "",
+        "spec.mapping.attributes[0].expression",
+        "CEL type error",
+    )
+    .await;
+    refused(
+        &env,
+        "    - target: nickName\n      value: x\n",
+        "  scope:\n    filter: 'employee.employee_type'\n",
+        "spec.scope.filter",
+        "must be a bool",
+    )
+    .await;
+    refused(
+        &env,
+        "    - target: nickName\n      from: shoe_size\n",
+        "",
+        "spec.mapping.attributes[0].from",
+        "no employee field 'shoe_size'",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expression_failing_for_one_employee_is_its_error_row() {
+    support::require_peers!(Scim2Server);
+    let env = Env::start(6).await;
+    let broken = support::sync_env::employee_id(4);
+    env.sim
+        .update_employee(&broken, json!({"custom_field_values": {"cost_center": null}}))
+        .unwrap();
+    let mapping = "  mapping:\n    email: official_email\n    attributes:\n    - target: nickName\n      expression: 'employee.custom_field_values.cost_center + \"/\" + employee.first_name'\n";
+    let file = env.write("acme.yaml", &env.manifest(API_KEY, mapping));
+    let run = env.sync_file(&file, &["--output", "json"]).await;
+    let v = run.json();
+    assert_eq!(v["status"]["phase"], "PartiallySucceeded", "{}", run.stdout);
+    assert_eq!(v["status"]["summary"]["created"], 5);
+    assert_eq!(v["status"]["summary"]["errors"], 1);
+    let row = &v["status"]["errors"][0];
+    assert_eq!(row["employeeId"], broken.as_str());
+    assert_eq!(row["field"], "nickName");
+    let message = row["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("spec.mapping.attributes[0].expression: CEL"),
+        "{message}"
+    );
+    assert_eq!(env.scim.users().await.len(), 5);
+}
