@@ -194,19 +194,25 @@ async fn attributes_and_scope_reach_the_destination_and_converge() {
 /// `sync` on a manifest whose mapping has `attributes` (lines under `attributes:`):
 /// exit code 2 and a message naming `field`, nothing read or written.
 async fn refused(env: &Env, attributes: &str, scope: &str, field: &str, says: &str) {
-    let mapping = format!(
-        "  mapping:\n    email: official_email\n    attributes:\n{attributes}{scope}"
-    );
+    let mapping =
+        format!("  mapping:\n    email: official_email\n    attributes:\n{attributes}{scope}");
     let file = env.write("bad.yaml", &env.manifest(API_KEY, &mapping));
     env.sim.clear_requests();
     let run = env.sync_file(&file, &["--output", "json"]).await;
-    assert_eq!(run.code, 2, "{attributes}{scope}\n{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.code, 2,
+        "{attributes}{scope}\n{}\n{}",
+        run.stdout, run.stderr
+    );
     assert!(
         run.stderr.contains(field) && run.stderr.contains(says),
         "expected {field:?} and {says:?} in:\n{}",
         run.stderr
     );
-    assert!(env.sim.requests().is_empty(), "a refused manifest read Freshteam");
+    assert!(
+        env.sim.requests().is_empty(),
+        "a refused manifest read Freshteam"
+    );
     assert!(env.scim.users().await.is_empty());
 }
 
@@ -278,7 +284,10 @@ async fn an_expression_failing_for_one_employee_is_its_error_row() {
     let env = Env::start(6).await;
     let broken = support::sync_env::employee_id(4);
     env.sim
-        .update_employee(&broken, json!({"custom_field_values": {"cost_center": null}}))
+        .update_employee(
+            &broken,
+            json!({"custom_field_values": {"cost_center": null}}),
+        )
         .unwrap();
     let mapping = "  mapping:\n    email: official_email\n    attributes:\n    - target: nickName\n      expression: 'employee.custom_field_values.cost_center + \"/\" + employee.first_name'\n";
     let file = env.write("acme.yaml", &env.manifest(API_KEY, mapping));
@@ -296,4 +305,34 @@ async fn an_expression_failing_for_one_employee_is_its_error_row() {
         "{message}"
     );
     assert_eq!(env.scim.users().await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_extension_the_destination_does_not_announce_is_named_and_never_written() {
+    support::require_peers!(Scim2Server);
+    let env = Env::start(3).await;
+    let target = "urn:example:params:scim:schemas:extension:rewards:2.0:User:startDate";
+    let mapping = format!(
+        "  mapping:\n    email: official_email\n    attributes:\n    - target: {target}\n      from: joining_date\n    - target: nickName\n      from: first_name\n"
+    );
+    let file = env.write("acme.yaml", &env.manifest(API_KEY, &mapping));
+    let run = env.sync_file(&file, &["--output", "json"]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let v = run.json();
+    assert_eq!(v["status"]["summary"]["created"], 3);
+    let warning = v["status"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["field"].as_str().is_some_and(|f| f.contains("startDate")))
+        .unwrap_or_else(|| panic!("no warning naming the target: {}", run.stdout))
+        .clone();
+    assert!(
+        warning["message"].as_str().unwrap().contains(target),
+        "{warning}"
+    );
+    for u in env.scim.users().await {
+        assert!(u.get(target).is_none(), "{u}");
+        assert!(u["nickName"].is_string(), "{u}");
+    }
 }

@@ -31,7 +31,7 @@ use super::{
     DestinationError, DestinationMember, DestinationStats, MemberDirectory, MemberKeys, WriteOp,
     WriteOutcome,
 };
-use crate::member::AttrSet;
+use crate::member::{AttrSet, Member};
 use config::check_scheme;
 pub use config::{BulkLimits, BulkMode, Capabilities, ScimConfig};
 pub(crate) use discovery::scim_name;
@@ -174,6 +174,19 @@ impl ScimClient {
     /// What `/Schemas` and `/ResourceTypes` say the service keeps.
     pub fn keeps(&self) -> Keeps {
         self.keeps
+    }
+
+    /// The body of `POST /Users` for `member`, without the mapped targets the service
+    /// does not keep (a service may refuse an unknown extension outright).
+    pub(crate) fn create_body(&self, member: &Member) -> serde_json::Value {
+        let unkept = self.keeps.unkept;
+        if member.extra.iter().any(|(t, _)| unkept.contains(t)) {
+            let mut kept = member.clone();
+            kept.extra.retain(|(t, _)| !unkept.contains(t));
+            model::create_body_for(&kept, self.keeps.emails)
+        } else {
+            model::create_body_for(member, self.keeps.emails)
+        }
     }
 }
 

@@ -228,8 +228,7 @@ impl ScimClient {
     }
 
     async fn create(&self, member: &Member, maybe_applied: bool) -> WriteOutcome {
-        let body =
-            serde_json::to_vec(&model::create_body_for(member, self.keeps.emails)).expect("JSON");
+        let body = serde_json::to_vec(&self.create_body(member)).expect("JSON");
         let url = self.url(&["Users"]);
         let resp = match self
             .send(Method::POST, url, Some(&body), None, CallKind::Write)
