@@ -60,6 +60,23 @@ impl Attr {
         }
     }
 
+    /// The SCIM attribute path a value is written to (`name.givenName`,
+    /// `urn:…:enterprise:2.0:User:department`, an extra target as mapped).
+    pub fn scim_path(self) -> String {
+        let enterprise = |name: &str| format!("{}:{name}", target::ENTERPRISE_SCHEMA);
+        match self {
+            Attr::Email => "userName".into(),
+            Attr::FirstName => "name.givenName".into(),
+            Attr::LastName => "name.familyName".into(),
+            Attr::DisplayName => "displayName".into(),
+            Attr::JobTitle => "title".into(),
+            Attr::Department => enterprise("department"),
+            Attr::EmployeeNumber => enterprise("employeeNumber"),
+            Attr::Manager => enterprise("manager"),
+            Attr::Extra(t) => t.to_string(),
+        }
+    }
+
     /// The index of a fixed field in [`Attr::ALL`]; `None` for an extra target.
     pub fn fixed_index(self) -> Option<usize> {
         Attr::ALL

@@ -62,6 +62,7 @@ async fn run(
     // and free them before the ledger is saved after the writes (the run's peak).
     let mut planned = plan::plan(job, read, prepared.since(), prepared.ledger.as_ref());
     outcome.unsupported_targets = std::mem::take(&mut planned.unsupported_targets);
+    outcome.mapped = std::mem::take(&mut planned.mapped);
     let mut written = if job.options.dry_run {
         apply::dry_run(job, planned)
     } else {
