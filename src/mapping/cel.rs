@@ -241,16 +241,20 @@ fn json_value(v: &serde_json::Value) -> Value {
 fn probe_employee(reads: &Reads) -> Value {
     let mut entries: Vec<(String, Value)> = Vec::new();
     for field in &reads.fields {
-        let subs: Vec<&String> = reads
+        let subs = reads
             .relation_fields
             .iter()
             .filter(|(r, _)| r == field)
-            .map(|(_, f)| f)
-            .collect();
+            .map(|(_, f)| f);
+        let relation = super::extra::RELATIONS.iter().any(|(n, _, _)| n == field);
         let value = if field == "custom_field_values" {
             map(Vec::new())
-        } else if !subs.is_empty() {
-            map(subs.iter().map(|f| ((*f).clone(), probe_text(f))))
+        } else if relation {
+            let mut entries: Vec<(String, Value)> =
+                subs.map(|f| (f.clone(), probe_text(f))).collect();
+            entries.push(("id".into(), Value::Int(1)));
+            entries.push(("name".into(), probe_text("name")));
+            map(entries)
         } else {
             probe_text(field)
         };
