@@ -604,8 +604,10 @@ impl<'m> Mapper<'m> {
                 .map_err(|e| row("scope", format!("spec.scope.filter: {}", e.message())))?;
             if !inside {
                 self.out.out_of_scope += 1;
+                // A leaver by status stays one, whatever the scope says.
                 match scope.when_out {
-                    WhenOutOfScope::Ignore => return Err(None),
+                    WhenOutOfScope::Ignore if leaver_reason.is_none() => return Err(None),
+                    WhenOutOfScope::Ignore => {}
                     WhenOutOfScope::Deactivate => {
                         leaver_reason.get_or_insert(LeaverReason::OutOfScope);
                     }
