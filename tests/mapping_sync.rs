@@ -63,7 +63,11 @@ async fn attributes_and_scope_reach_the_destination_and_converge() {
     support::require_peers!(Scim2Server);
     let env = Env::start(40).await;
     let file = env.write("acme.yaml", &env.manifest(API_KEY, &rich_mapping("")));
-    let json_out = ["--output", "json"];
+    let state = env.dir.path().join("state.json");
+    let state = state.to_str().unwrap();
+    // With a state file, runs are incremental until the spec changes.
+    let json_out = ["--output", "json", "--state-file", state, "--mode", "auto"];
+    let mode = |run: &support::sync_env::Run| run.json()["status"]["mode"].clone();
 
     let employees = env.sim.employees();
     let contractors: Vec<&Value> = employees
@@ -73,6 +77,7 @@ async fn attributes_and_scope_reach_the_destination_and_converge() {
     assert!(!contractors.is_empty(), "the population has contractors");
     let first = env.sync_file(&file, &json_out).await;
     assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    assert_eq!(mode(&first), "Full");
     assert_eq!(
         first.summary()["created"].as_u64(),
         Some((40 - contractors.len()) as u64)
@@ -133,6 +138,7 @@ async fn attributes_and_scope_reach_the_destination_and_converge() {
     let before = env.versions().await;
     let second = env.sync_file(&file, &json_out).await;
     assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(mode(&second), "Incremental", "{}", second.stdout);
     assert_eq!(second.summary()["updated"], 0, "{}", second.stdout);
     assert_eq!(second.summary()["created"], 0);
     assert_eq!(second.api_calls()["destinationWrites"], 0);
@@ -157,10 +163,11 @@ async fn attributes_and_scope_reach_the_destination_and_converge() {
         .unwrap();
     let report = env.dir.path().join("third.csv");
     let report_arg = report.to_str().unwrap();
-    let third = env
-        .sync_file(&file, &["--output", "json", "--error-report", report_arg])
-        .await;
+    let mut args = json_out.to_vec();
+    args.extend(["--error-report", report_arg]);
+    let third = env.sync_file(&file, &args).await;
     assert_eq!(third.code, 0, "{}\n{}", third.stdout, third.stderr);
+    assert_eq!(mode(&third), "Incremental", "{}", third.stdout);
     assert_eq!(third.summary()["leavers"], 1, "{}", third.stdout);
     assert_eq!(third.summary()["updated"], 1, "{}", third.stdout);
     assert_eq!(env.user(&leaver).await["active"], false);
@@ -182,6 +189,8 @@ async fn attributes_and_scope_reach_the_destination_and_converge() {
     let file = env.write("acme.yaml", &env.manifest(API_KEY, &rich_mapping(added)));
     let fourth = env.sync_file(&file, &json_out).await;
     assert_eq!(fourth.code, 0, "{}\n{}", fourth.stdout, fourth.stderr);
+    // The mapping changed: a full run, which writes the new attribute to everyone.
+    assert_eq!(mode(&fourth), "Full", "{}", fourth.stdout);
     let active = in_scope.len() - 1;
     assert_eq!(fourth.summary()["updated"].as_u64(), Some(active as u64));
     for u in env.scim.users().await {
