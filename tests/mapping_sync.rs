@@ -32,15 +32,19 @@ fn rich_mapping(extra: &str) -> String {
     - target: {ENTERPRISE}:division
       from: designation
       default: Unassigned
+    - target: 'addresses[type eq "work"].region'
+      from: custom_field_values.work_location
+    - target: 'entitlements[type eq "level"].value'
+      from: level
 {extra}  scope:
     filter: 'employee.employee_type != "contractor"'
 "#
     )
 }
 
-async fn branch_cities(env: &Env) -> Vec<Value> {
+async fn lookup(env: &Env, path: &str) -> Vec<Value> {
     reqwest::Client::new()
-        .get(format!("{}/branches", env.sim.base_url()))
+        .get(format!("{}/{path}", env.sim.base_url()))
         .bearer_auth(API_KEY)
         .send()
         .await
@@ -93,7 +97,8 @@ async fn attributes_and_scope_reach_the_destination_and_converge() {
     }
 
     // Every mapped attribute arrived.
-    let branches = branch_cities(&env).await;
+    let branches = lookup(&env, "branches").await;
+    let levels = lookup(&env, "levels").await;
     let in_scope: Vec<&Value> = employees
         .iter()
         .filter(|e| e["employee_type"] != "contractor")
@@ -132,6 +137,21 @@ async fn attributes_and_scope_reach_the_destination_and_converge() {
         };
         assert_eq!(u["userType"], user_type, "{id}");
         assert_eq!(u[ENTERPRISE]["division"], e["designation"], "{id}");
+        // A dropdown custom field gives its value; a level lookup its name.
+        assert_eq!(
+            work["region"], detail["custom_field_values"]["work_location"]["value"],
+            "{id}"
+        );
+        let level = levels
+            .iter()
+            .find(|l| l["id"] == detail["level_id"])
+            .map(|l| l["name"].clone())
+            .unwrap();
+        assert_eq!(
+            u["entitlements"][0],
+            json!({"type": "level", "value": level}),
+            "{id}"
+        );
     }
 
     // A second run writes nothing.
