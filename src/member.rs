@@ -481,3 +481,52 @@ impl MemberFields for PackedMember {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_targets_pack_compare_and_show_by_name() {
+        let cost = Attr::Extra(target::intern(
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter",
+        ));
+        let nick = Attr::Extra(target::intern("nickName"));
+        let mut member = Member {
+            employee_id: "E1".into(),
+            email: "a@acme.example".into(),
+            first_name: Some("Ada".into()),
+            active: true,
+            ..Member::default()
+        };
+        member.set(cost, Some("CC-101".into()));
+        member.set(nick, Some("Ada L".into()));
+        let packed = PackedMember::new(&member, [Some("id-1"), None], true);
+        assert_eq!(packed.field(cost), Some("CC-101"));
+        assert_eq!(packed.field(nick), Some("Ada L"));
+        assert_eq!(packed.field(Attr::FirstName), Some("Ada"));
+        assert_eq!(packed.extra(0), Some("id-1"));
+        assert_eq!(packed.unpack(), member);
+
+        let managed: AttrSet = [Attr::Email, Attr::FirstName, cost, nick]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            managed.iter().collect::<Vec<_>>(),
+            vec![Attr::Email, Attr::FirstName, cost, nick]
+        );
+        let mut desired = member.clone();
+        desired.set(cost, Some("CC-204".into()));
+        desired.set(nick, None);
+        let changes = diff_member(&member, &desired, managed);
+        assert_eq!(
+            changes,
+            vec![Change::Set(cost, "CC-204".into()), Change::Clear(nick)]
+        );
+        assert_eq!(cost.to_string(), "costCenter");
+        assert_eq!(nick.to_string(), "nickName");
+        // A member without extras packs without their table.
+        let plain = PackedMember::new(&Member::default(), [None, None], false);
+        assert!(plain.extra.is_none());
+    }
+}
