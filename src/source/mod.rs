@@ -33,7 +33,6 @@ pub const LIST_FIELDS: &[&str] = &[
     "branch_id",
     "team_id",
     "reporting_to_id",
-    "hr_incharge_id",
     "joining_date",
     "created_at",
     "updated_at",
