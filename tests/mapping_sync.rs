@@ -175,10 +175,22 @@ async fn attributes_and_scope_reach_the_destination_and_converge() {
     env.sim
         .update_employee(&leaver, json!({"employee_type": "contractor"}))
         .unwrap();
+    let old_branch = env.sim.employee(&changed).unwrap()["branch_id"].clone();
+    let new_branch = branches
+        .iter()
+        .find(|b| {
+            b["id"] != old_branch && city_of(&branches, &b["id"]) != city_of(&branches, &old_branch)
+        })
+        .unwrap()["id"]
+        .clone();
     env.sim
         .update_employee(
             &changed,
-            json!({"designation": null, "custom_field_values": {"cost_center": "CC-999"}}),
+            json!({
+                "designation": null,
+                "branch_id": new_branch,
+                "custom_field_values": {"cost_center": "CC-999"},
+            }),
         )
         .unwrap();
     let report = env.dir.path().join("third.csv");
@@ -194,6 +206,13 @@ async fn attributes_and_scope_reach_the_destination_and_converge() {
     let u = env.user(&changed).await;
     assert_eq!(u[ENTERPRISE]["division"], "Unassigned");
     assert_eq!(u[ENTERPRISE]["costCenter"], "CC-999");
+    // The work address's locality follows the new branch (a filtered value path).
+    let work = u["addresses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["type"] == "work"))
+        .cloned()
+        .unwrap();
+    assert_eq!(work["locality"], city_of(&branches, &new_branch), "{u}");
     let text = std::fs::read_to_string(&report).unwrap();
     assert!(
         text.contains("marked as leaver (out of scope)"),
