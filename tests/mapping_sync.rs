@@ -36,6 +36,8 @@ fn rich_mapping(extra: &str) -> String {
       from: custom_field_values.work_location
     - target: 'entitlements[type eq "level"].value'
       from: level
+    - target: 'entitlements[type eq "manager"].value'
+      from: reporting_to.first_name
 {extra}  scope:
     filter: 'employee.employee_type != "contractor"'
 "#
@@ -52,6 +54,22 @@ async fn lookup(env: &Env, path: &str) -> Vec<Value> {
         .json::<Vec<Value>>()
         .await
         .unwrap()
+}
+
+fn entitlement(user: &Value, kind: &str) -> Value {
+    user["entitlements"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["type"] == kind))
+        .map(|x| x["value"].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn manager_name(employees: &[Value], e: &Value) -> Value {
+    employees
+        .iter()
+        .find(|m| m["id"] == e["reporting_to_id"])
+        .map(|m| m["first_name"].clone())
+        .unwrap_or(Value::Null)
 }
 
 fn city_of(branches: &[Value], id: &Value) -> Value {
@@ -213,6 +231,17 @@ async fn attributes_and_scope_reach_the_destination_and_converge() {
         .cloned()
         .unwrap();
     assert_eq!(work["locality"], city_of(&branches, &new_branch), "{u}");
+    // Its manager's record was not read by this incremental run: the manager's name
+    // stays as it was, neither cleared nor rewritten.
+    let e = employees
+        .iter()
+        .find(|e| e["employee_id"] == changed.as_str())
+        .unwrap();
+    assert_eq!(
+        entitlement(&u, "manager"),
+        manager_name(&employees, e),
+        "{u}"
+    );
     let text = std::fs::read_to_string(&report).unwrap();
     assert!(
         text.contains("marked as leaver (out of scope)"),

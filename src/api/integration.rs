@@ -259,8 +259,8 @@ pub struct AttributeMapping {
     /// (`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter`).
     pub target: String,
     /// A Freshteam field path: a list or detail field (`joining_date`),
-    /// `custom_field_values.<name>`, or a lookup by relation (`branch.name`,
-    /// `department`, `level.name`, `reporting_to`).
+    /// `custom_field_values.<name>`, a lookup by relation (`branch.city`, `department`,
+    /// `level`), or another employee's field (`reporting_to.first_name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     /// A constant.

@@ -28,6 +28,14 @@ pub(super) const RELATIONS: &[(&str, LookupKind, &str)] = &[
     ("level", LookupKind::Levels, "level_id"),
 ];
 
+/// Relations to another employee: name, the field holding their Freshteam id. A path
+/// `reporting_to.<field>` takes that field of the manager's record (`reporting_to` alone:
+/// their Employee ID).
+pub(super) const PEOPLE: &[(&str, &str)] = &[
+    ("reporting_to", "reporting_to_id"),
+    ("hr_incharge", "hr_incharge_id"),
+];
+
 /// The most `spec.mapping.attributes[]` entries.
 pub const MAX_ATTRIBUTES: usize = 50;
 
@@ -189,11 +197,17 @@ fn compile_from(
             }
         });
     }
-    if matches!(head, "reporting_to" | "hr_incharge" | "manager") {
-        return Err(err(
-            field.to_string(),
-            format!("'{from}': a person is mapped by spec.mapping.manager (reporting_to); attributes take fields of the employee, custom fields and lookups (department, sub_department, branch, business_unit, team, level)"),
-        ));
+    if let Some((_, id_field)) = PEOPLE.iter().find(|(n, _)| *n == head) {
+        if !LIST_FIELDS.contains(id_field) {
+            request.needs_detail = true;
+        }
+        let id = index(request, id_field);
+        let of = rest.unwrap_or("employee_id");
+        check_plain_field(field, of)?;
+        if !LIST_FIELDS.contains(&of) {
+            request.needs_detail = true;
+        }
+        return Ok(Extract::Person(id, index(request, of)));
     }
     check_plain_field(field, from)?;
     if !LIST_FIELDS.contains(&from) {

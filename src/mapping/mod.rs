@@ -32,6 +32,7 @@ pub const DETAIL_FIELDS: &[&str] = &[
     "notice_period",
     "probation_start_date",
     "probation_end_date",
+    "hr_incharge_id",
 ];
 
 /// Names that resolve through a lookup endpoint, with the id field they read.
@@ -81,6 +82,9 @@ enum Extract {
     Constant(String),
     /// `expression:` CEL over `employee`.
     Expression(cel::Cel),
+    /// Another employee's Freshteam id at this index, and the index of the field taken
+    /// from their record (resolved once every record has been seen).
+    Person(usize, usize),
 }
 
 /// A validated mapping: what to fetch and how to turn a record into a member.
@@ -305,6 +309,9 @@ pub struct MappedSource {
 pub struct PackedDesired {
     pub member: PackedMember,
     pub leaver_reason: Option<LeaverReason>,
+    /// Attributes whose value this run could not know (another employee's field, when
+    /// that employee's record was not read): never compared, never written.
+    pub unknown: Box<[Attr]>,
 }
 
 impl PackedDesired {
@@ -317,6 +324,7 @@ impl PackedDesired {
                 false,
             ),
             leaver_reason: d.leaver_reason,
+            unknown: Box::default(),
         }
     }
 
@@ -418,6 +426,12 @@ pub struct Mapper<'m> {
     maps_manager: bool,
     /// Valid records with the Freshteam id of their manager, in the order added.
     candidates: Vec<(i64, Option<i64>, PackedDesired)>,
+    /// Request indices of the fields taken from other employees' records, and those
+    /// values of every record seen (only when such a path is mapped).
+    person_slots: Vec<usize>,
+    persons: HashMap<i64, Vec<Option<String>>>,
+    /// Attributes of candidates that wait for another employee's record.
+    pending: Vec<Pending>,
     out: DesiredSet,
 }
 
@@ -437,6 +451,9 @@ impl<'m> Mapper<'m> {
             employee_ids: HashMap::new(),
             maps_manager,
             candidates: Vec::new(),
+            person_slots: person_slots(mapping),
+            persons: HashMap::new(),
+            pending: Vec::new(),
             out: DesiredSet::default(),
         }
     }
@@ -449,6 +466,10 @@ impl<'m> Mapper<'m> {
             if let Some(e) = value(rec, mapping.employee_id) {
                 self.employee_ids.insert(rec.id, e);
             }
+        }
+        if !self.person_slots.is_empty() {
+            let values = self.person_slots.iter().map(|i| value(rec, *i)).collect();
+            self.persons.insert(rec.id, values);
         }
         if rec.population == Population::Draft {
             if let Some(id) = value(rec, self.mapping.employee_id) {
@@ -491,17 +512,16 @@ impl<'m> Mapper<'m> {
             _ => None,
         };
         let mut leaver_reason = leaver_reason;
-        if let Err(row) = self.extras(rec, &mut member, &mut leaver_reason) {
-            match row {
-                Some(row) => self.out.errors.push(row),
-                None => {
-                    if let Some(id) = value(rec, self.mapping.employee_id) {
-                        self.out.drafts.push(id);
-                    }
+        let pending = match self.extras(rec, &mut member, &mut leaver_reason) {
+            Ok(pending) => pending,
+            Err(Some(row)) => return self.out.errors.push(row),
+            Err(None) => {
+                if let Some(id) = value(rec, self.mapping.employee_id) {
+                    self.out.drafts.push(id);
                 }
+                return;
             }
-            return;
-        }
+        };
         member.active = leaver_reason.is_none();
         // The record is dropped on every error path: its e-mail moves into the row.
         let Some(employee_id) = value(rec, self.mapping.employee_id) else {
@@ -551,8 +571,21 @@ impl<'m> Mapper<'m> {
             PackedDesired {
                 member: PackedMember::new(&member, [None, None], false),
                 leaver_reason,
+                unknown: Box::default(),
             },
         ));
+        let at = self.candidates.len() - 1;
+        self.pending.extend(
+            pending
+                .into_iter()
+                .map(|(attr, person, slot, default)| Pending {
+                    at,
+                    attr,
+                    person,
+                    slot,
+                    default,
+                }),
+        );
     }
 
     /// A fixed field's or an attribute's value from the record.
@@ -568,7 +601,7 @@ impl<'m> Mapper<'m> {
                 .cloned(),
             Extract::Custom(i) => value(rec, *i).and_then(|v| dropdown_value(&v)),
             Extract::Constant(v) => Some(v.clone()).filter(|v| !v.is_empty()),
-            Extract::Manager(_) | Extract::Expression(_) => None,
+            Extract::Manager(_) | Extract::Expression(_) | Extract::Person(..) => None,
         }
     }
 
@@ -580,10 +613,11 @@ impl<'m> Mapper<'m> {
         rec: &EmployeeRecord,
         member: &mut Member,
         leaver_reason: &mut Option<LeaverReason>,
-    ) -> Result<(), Option<RecordError>> {
+    ) -> Result<Vec<PendingValue>, Option<RecordError>> {
         let mapping = self.mapping;
+        let mut pending = Vec::new();
         if !mapping.cel_input.used && mapping.extras.is_empty() {
-            return Ok(());
+            return Ok(pending);
         }
         let email = (!member.email.is_empty()).then(|| member.email.clone());
         let row = |field: &str, message: String| {
@@ -615,6 +649,11 @@ impl<'m> Mapper<'m> {
             }
         }
         for x in &mapping.extras {
+            if let Extract::Person(id, slot) = &x.extract {
+                let person = value(rec, *id).and_then(|v| v.parse::<i64>().ok());
+                pending.push((x.attr, person, *slot, x.default.clone()));
+                continue;
+            }
             let v = match (&x.extract, &employee) {
                 (Extract::Expression(cel), Some(e)) => {
                     cel.eval(e, cel::Want::Text).map_err(|err| {
@@ -628,7 +667,7 @@ impl<'m> Mapper<'m> {
             };
             member.set(x.attr, v.or_else(|| x.default.clone()));
         }
-        Ok(())
+        Ok(pending)
     }
 
     /// Every record added: the desired members.
@@ -637,8 +676,13 @@ impl<'m> Mapper<'m> {
             employee_ids,
             mut candidates,
             mut out,
+            person_slots,
+            persons,
+            pending,
             ..
         } = self;
+        resolve_persons(&mut candidates, pending, &persons, &person_slots);
+        drop(persons);
         // Managers resolve now that every record has been seen.
         for (_, manager, d) in candidates.iter_mut() {
             let resolved = manager.and_then(|id| employee_ids.get(&id));
@@ -716,6 +760,66 @@ impl<'m> Mapper<'m> {
         ambiguous.sort();
         out.ambiguous_ids = ambiguous;
         out
+    }
+}
+
+/// An attribute taken from another employee's record: (target, their Freshteam id,
+/// request index of the field, default).
+type PendingValue = (Attr, Option<i64>, usize, Option<String>);
+
+/// A [`PendingValue`] of the candidate at `at`.
+struct Pending {
+    at: usize,
+    attr: Attr,
+    person: Option<i64>,
+    slot: usize,
+    default: Option<String>,
+}
+
+/// The request indices [`Extract::Person`] paths read from other employees' records.
+fn person_slots(mapping: &CompiledMapping) -> Vec<usize> {
+    let mut slots: Vec<usize> = mapping
+        .extras
+        .iter()
+        .filter_map(|x| match x.extract {
+            Extract::Person(_, slot) => Some(slot),
+            _ => None,
+        })
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
+}
+
+/// Sets the attributes that come from another employee's record, now that every record
+/// has been seen. Someone named whose record was not read (an incremental run reads only
+/// the changed) leaves the attribute unknown: not compared this run.
+fn resolve_persons(
+    candidates: &mut [(i64, Option<i64>, PackedDesired)],
+    pending: Vec<Pending>,
+    persons: &HashMap<i64, Vec<Option<String>>>,
+    slots: &[usize],
+) {
+    for p in pending {
+        let d = &mut candidates[p.at].2;
+        let value = match p.person {
+            None => None,
+            Some(id) => match persons.get(&id) {
+                Some(values) => slots
+                    .iter()
+                    .position(|s| *s == p.slot)
+                    .and_then(|i| values[i].clone()),
+                None => {
+                    let mut unknown = d.unknown.to_vec();
+                    unknown.push(p.attr);
+                    d.unknown = unknown.into_boxed_slice();
+                    continue;
+                }
+            },
+        };
+        let mut member = d.member.unpack();
+        member.set(p.attr, value.or(p.default));
+        d.member = PackedMember::new(&member, [None, None], false);
     }
 }
 

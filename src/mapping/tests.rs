@@ -480,7 +480,7 @@ fn bad_attributes_name_their_path() {
     assert_eq!(e.field, "spec.mapping.attributes[1].target");
     let e = refused(vec![attribute(
         "nickName",
-        ("from", "reporting_to.first_name"),
+        ("from", "reporting_to.shoe_size"),
         None,
     )]);
     assert_eq!(e.field, "spec.mapping.attributes[0].from");
@@ -542,4 +542,48 @@ fn the_scope_deactivates_or_ignores_and_a_failing_filter_is_the_records_error() 
         "{}",
         mapped.errors[0].message
     );
+}
+
+#[test]
+fn a_persons_field_comes_from_their_record_and_is_unknown_when_it_was_not_read() {
+    let mut m = spec();
+    m.attributes = vec![
+        attribute("nickName", ("from", "reporting_to.first_name"), None),
+        attribute(
+            "entitlements[type eq \"manager\"].value",
+            ("from", "reporting_to"),
+            Some("nobody"),
+        ),
+    ];
+    let c = compile(&m);
+    let nick = Attr::Extra(crate::member::target::intern("nickName"));
+    let boss = Attr::Extra(crate::member::target::intern(
+        "entitlements[type eq \"manager\"].value",
+    ));
+    let mut grace = vec![
+        ("employee_id", "E-2"),
+        ("official_email", "grace@acme.example"),
+        ("first_name", "Grace"),
+        ("status", "active"),
+    ];
+    let mut ada = ada();
+    ada.push(("reporting_to_id", "2"));
+    // The manager comes after the report: resolved once every record is seen.
+    let mapped = map_records(&snapshot(&c, &[(1, &ada), (2, &grace)]), &c);
+    let first = &mapped.members[0].member;
+    assert_eq!(first.get(nick), Some("Grace"));
+    assert_eq!(first.get(boss), Some("E-2"));
+    // No manager: the default.
+    assert_eq!(mapped.members[1].member.get(boss), Some("nobody"));
+    assert_eq!(mapped.members[1].member.get(nick), None);
+
+    // The manager's record not read (an incremental run): unknown, never compared.
+    let snap = snapshot(&c, &[(1, &ada)]);
+    let mut mapper = Mapper::new(&c, snap.lookups.clone());
+    for rec in &snap.employees {
+        mapper.add(rec);
+    }
+    let set = mapper.finish();
+    assert_eq!(set.members[0].unknown.as_ref(), &[nick, boss]);
+    grace.clear();
 }
