@@ -399,6 +399,44 @@ mod tests {
     }
 
     #[test]
+    fn mapped_targets_the_schemas_do_not_keep_are_named_and_remembered() {
+        let s = schemas(json!([
+            {"id": USER_SCHEMA, "attributes": [
+                {"name": "userName"},
+                {"name": "nickName"},
+                {"name": "addresses", "subAttributes": [{"name": "locality"}]},
+            ]},
+            {"id": ENTERPRISE_SCHEMA, "attributes": [{"name": "costCenter", "mutability": "readOnly"}]},
+        ]));
+        let targets = [
+            intern("nickName"),
+            intern("addresses[type eq \"work\"].locality"),
+            intern("addresses[type eq \"work\"].region"),
+            intern(&format!("{ENTERPRISE_SCHEMA}:costCenter")),
+            intern("urn:example:rewards:2.0:User:startDate"),
+        ];
+        let unkept = unkept_extras(Some(&s), &targets);
+        assert_eq!(unkept, &targets[2..]);
+        assert!(
+            unkept_extras(None, &targets).is_empty(),
+            "undescribed: kept"
+        );
+
+        let keeps = Keeps {
+            unkept,
+            ..Keeps::everything()
+        };
+        let kept = keeps.with_extras(&targets);
+        assert!(kept.contains(Attr::Extra(targets[0])) && !kept.contains(Attr::Extra(targets[4])));
+        let learnt = at("2026-12-05T22:40:00Z");
+        let note = discovery_note(&Capabilities::minimal(), keeps, learnt);
+        assert_eq!(
+            remembered_discovery(&note, learnt).map(|r| r.1),
+            Some(keeps)
+        );
+    }
+
+    #[test]
     fn a_discovery_note_round_trips_while_fresh() {
         let caps = Capabilities {
             patch: true,
