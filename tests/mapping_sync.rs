@@ -413,3 +413,63 @@ async fn an_extension_the_destination_does_not_announce_is_named_and_never_writt
         assert!(u["nickName"].is_string(), "{u}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_members_first_work_address_is_written_without_giving_up_finer_updates() {
+    support::require_peers!(Scim2Server);
+    let env = Env::start(3).await;
+    let id = support::sync_env::employee_id(2);
+    env.sim
+        .update_employee(&id, json!({"branch_id": null}))
+        .unwrap();
+    let mapping = "  mapping:\n    email: official_email\n    firstName: first_name\n    attributes:\n    - target: 'addresses[type eq \"work\"].locality'\n      from: branch.city\n";
+    let file = env.write("acme.yaml", &env.manifest(API_KEY, mapping));
+    let state = env.dir.path().join("state.json");
+    let args = [
+        "--output",
+        "json",
+        "--state-file",
+        state.to_str().unwrap(),
+        "--mode",
+        "full",
+    ];
+    let first = env.sync_file(&file, &args).await;
+    assert_eq!(first.summary()["created"], 3, "{}", first.stdout);
+    assert!(env.user(&id).await.get("addresses").is_none());
+
+    // The branch is set: scim2-server refuses a replace whose filter matches no entry,
+    // so this one update goes through GET + PUT ...
+    env.sim
+        .update_employee(&id, json!({"branch_id": 302}))
+        .unwrap();
+    let second = env.sync_file(&file, &args).await;
+    assert_eq!(second.summary()["updated"], 1, "{}", second.stdout);
+    let u = env.user(&id).await;
+    assert_eq!(
+        u["addresses"],
+        json!([{"type": "work", "locality": "London"}]),
+        "{u}"
+    );
+    let notes: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let forms = &notes["convergence"]["@writeForm"];
+    assert!(
+        forms.as_object().is_none_or(|f| f
+            .values()
+            .all(|v| !v.as_str().unwrap_or("").starts_with("put"))),
+        "the service's update form was given up: {forms}"
+    );
+
+    // ... and the next rename is one PATCH.
+    let other = support::sync_env::employee_id(3);
+    env.sim
+        .update_employee(&other, json!({"first_name": "Renamed"}))
+        .unwrap();
+    let third = env.sync_file(&file, &args).await;
+    assert_eq!(third.summary()["updated"], 1, "{}", third.stdout);
+    assert_eq!(
+        third.api_calls()["destinationWrites"],
+        1,
+        "{}",
+        third.stdout
+    );
+}

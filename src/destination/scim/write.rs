@@ -125,6 +125,15 @@ pub(super) fn changes_email(changes: &[Change]) -> bool {
         .any(|c| matches!(c, Change::Set(crate::member::Attr::Email, _)))
 }
 
+/// Whether `changes` set a sub-attribute of a multi-valued entry picked by a filter
+/// (`addresses[type eq "work"].locality`).
+fn sets_a_filtered_entry(changes: &[Change]) -> bool {
+    changes.iter().any(|c| match c {
+        Change::Set(Attr::Extra(t), _) => model::target_path(t).is_some_and(|p| p.kind.is_some()),
+        _ => false,
+    })
+}
+
 /// A create as the changes it writes: every attribute it gives a value.
 pub(super) fn created_changes(member: &Member) -> Vec<Change> {
     Attr::ALL
@@ -421,6 +430,10 @@ impl ScimClient {
                     refused = true;
                     form = form.simpler();
                 }
+                // A filter that matches no entry yet (a member's first work address) is
+                // refused by some services whatever the form: that says nothing of the
+                // service's other updates.
+                Step::Done if refused && sets_a_filtered_entry(changes) => return Step::Done,
                 Step::Done => {
                     if refused && self.form.fetch_max(form as u8, Ordering::Relaxed) < form as u8 {
                         warn!(?form, "the SCIM service refuses finer updates; using this form for the rest of the run");
