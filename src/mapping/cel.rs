@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 pub(super) use cel::objects::Value;
 use cel::objects::{Key, Map};
-use cel::{Context, ExecutionError, Program};
+pub(super) use cel::Context;
+use cel::{ExecutionError, Program};
 
 /// The names of Freshteam fields an expression reads (`employee.<field>`), and for a
 /// relation the fields of the looked-up record (`employee.branch.city`).
@@ -88,10 +89,16 @@ impl Cel {
 
     /// Evaluates against one employee: `Ok(None)` for null or an empty string.
     pub(super) fn eval(&self, employee: &Value, want: Want) -> Result<Option<String>, CelError> {
-        let mut ctx = Context::default();
-        ctx.add_function("formatDate", format_date);
-        ctx.add_variable_from_value("employee", employee.clone());
-        let value = self.program.execute(&ctx).map_err(|e| classify(&e))?;
+        self.eval_in(&context(employee), want)
+    }
+
+    /// [`Cel::eval`] in a [`context`] made once for a record's expressions.
+    pub(super) fn eval_in(
+        &self,
+        ctx: &Context<'_>,
+        want: Want,
+    ) -> Result<Option<String>, CelError> {
+        let value = self.program.execute(ctx).map_err(|e| classify(&e))?;
         match (want, value) {
             (Want::Bool, Value::Bool(b)) => Ok(Some(b.to_string())),
             (Want::Bool, other) => Err(CelError::Type(format!(
@@ -111,6 +118,14 @@ impl Cel {
             ))),
         }
     }
+}
+
+/// CEL's standard functions, the helpers, and `employee`.
+pub(super) fn context(employee: &Value) -> Context<'static> {
+    let mut ctx = Context::default();
+    ctx.add_function("formatDate", format_date);
+    ctx.add_variable_from_value("employee", employee.clone());
+    ctx
 }
 
 fn classify(e: &ExecutionError) -> CelError {

@@ -334,6 +334,6 @@ pub(super) fn employee(
 }
 
 /// Whether the scope keeps the record; a failing filter is the record's error.
-pub(super) fn in_scope(scope: &Scope, employee: &cel::Value) -> Result<bool, CelError> {
-    Ok(scope.filter.eval(employee, Want::Bool)?.as_deref() == Some("true"))
+pub(super) fn in_scope(scope: &Scope, employee: &cel::Context<'_>) -> Result<bool, CelError> {
+    Ok(scope.filter.eval_in(employee, Want::Bool)?.as_deref() == Some("true"))
 }

@@ -629,10 +629,15 @@ impl<'m> Mapper<'m> {
                 message,
             })
         };
-        let employee = mapping
-            .cel_input
-            .used
-            .then(|| extra::employee(&mapping.cel_input, rec, &self.lookups, &self.lookup_fields));
+        // One context per record for the scope and every expression.
+        let employee = mapping.cel_input.used.then(|| {
+            cel::context(&extra::employee(
+                &mapping.cel_input,
+                rec,
+                &self.lookups,
+                &self.lookup_fields,
+            ))
+        });
         if let (Some(scope), Some(employee)) = (&mapping.scope, &employee) {
             let inside = extra::in_scope(scope, employee)
                 .map_err(|e| row("scope", format!("spec.scope.filter: {}", e.message())))?;
@@ -656,7 +661,7 @@ impl<'m> Mapper<'m> {
             }
             let v = match (&x.extract, &employee) {
                 (Extract::Expression(cel), Some(e)) => {
-                    cel.eval(e, cel::Want::Text).map_err(|err| {
+                    cel.eval_in(e, cel::Want::Text).map_err(|err| {
                         row(
                             x.attr.display_name(),
                             format!("{}.expression: {}", x.path, err.message()),
