@@ -79,10 +79,17 @@ impl Attr {
 
     /// The index of a fixed field in [`Attr::ALL`]; `None` for an extra target.
     pub fn fixed_index(self) -> Option<usize> {
-        Attr::ALL
-            .iter()
-            .position(|a| *a == self)
-            .filter(|_| !self.is_extra())
+        Some(match self {
+            Attr::Email => 0,
+            Attr::FirstName => 1,
+            Attr::LastName => 2,
+            Attr::DisplayName => 3,
+            Attr::JobTitle => 4,
+            Attr::Department => 5,
+            Attr::EmployeeNumber => 6,
+            Attr::Manager => 7,
+            Attr::Extra(_) => return None,
+        })
     }
 
     pub fn is_extra(self) -> bool {
@@ -114,13 +121,13 @@ impl AttrSet {
                     self.extra = target::intern_list(&list);
                 }
             }
-            fixed => self.bits |= 1 << fixed.fixed_index().unwrap_or(0),
+            fixed => self.bits |= 1 << fixed.fixed_index().expect("a fixed field"),
         }
     }
     pub fn contains(self, attr: Attr) -> bool {
         match attr {
             Attr::Extra(t) => self.extra.contains(&t),
-            fixed => self.bits & (1 << fixed.fixed_index().unwrap_or(0)) != 0,
+            fixed => self.bits & (1 << fixed.fixed_index().expect("a fixed field")) != 0,
         }
     }
     pub fn iter(self) -> impl Iterator<Item = Attr> {
