@@ -16,6 +16,9 @@ use cel::{ExecutionError, Program};
 pub(super) struct Reads {
     pub(super) fields: Vec<String>,
     pub(super) relation_fields: Vec<(String, String)>,
+    /// `employee` is used otherwise than as `employee.<field>` (`employee["x"]`, a
+    /// macro over it): every list field is given.
+    pub(super) whole: bool,
 }
 
 /// A compiled expression.
@@ -204,6 +207,18 @@ fn reads(source: &str) -> Reads {
         }
         rest = &after[n..];
     }
+    let words = source
+        .match_indices("employee")
+        .filter(|(at, _)| {
+            let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+            !source[..*at].chars().last().is_some_and(word)
+                && !source[at + "employee".len()..]
+                    .chars()
+                    .next()
+                    .is_some_and(word)
+        })
+        .count();
+    out.whole = words > source.matches("employee.").count();
     out
 }
 
@@ -308,6 +323,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.reads.fields, vec!["first_name", "last_name"]);
+        assert!(!c.reads.whole);
+        let whole = Cel::compile(r#"employee["first_name"]"#, Want::Text).unwrap();
+        assert!(whole.reads.whole);
         let e = employee(&[("first_name", "Ada"), ("last_name", "Lovelace")]);
         assert_eq!(
             c.eval(&e, Want::Text).unwrap().as_deref(),

@@ -228,9 +228,15 @@ fn add_cel_input(
     request: &mut SourceRequest,
     input: &mut CelInput,
 ) -> Result<(), MappingError> {
-    if !input.used {
-        input.used = true;
-        for f in LIST_FIELDS {
+    input.used = true;
+    // The list fields it names (all of them when `employee` is used as a whole): a run
+    // holds every record's requested fields until the last list page is in.
+    let whole = cel.reads.whole;
+    for f in LIST_FIELDS
+        .iter()
+        .filter(|f| whole || cel.reads.fields.iter().any(|n| n == *f))
+    {
+        if !input.fields.iter().any(|(n, _)| n == f) {
             let i = index(request, f);
             input.fields.push((f.to_string(), i));
         }
