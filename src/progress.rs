@@ -51,6 +51,9 @@ pub async fn forward_waits<F: std::future::Future>(sink: &dyn ProgressSink, work
             out = &mut work => break out,
             Ok(()) = rx.changed() => {
                 let wait = rx.borrow_and_update().clone();
+                if let Some(w) = &wait {
+                    tracing::info!(endpoint = %w.endpoint, "{}", w.message());
+                }
                 waiting = wait.is_some();
                 sink.waiting(wait.as_ref());
             }

@@ -1740,6 +1740,82 @@ async fn two_imports_at_once_each_log_line_names_its_own_run_and_no_credential()
     );
 }
 
+/// The JSON log lines written while `work` runs on this thread (the operator's format:
+/// fields at the top level), at `info` as the chart sets it.
+async fn logged<F: std::future::Future>(work: F) -> (F::Output, Vec<serde_json::Value>) {
+    // See `two_imports_at_once_…`: a second dispatcher keeps other threads from switching
+    // this thread's lines off.
+    let _anchor = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let out = {
+        let _logging = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_env_filter("info")
+                .with_writer(move || writer.clone())
+                .finish(),
+        );
+        work.await
+    };
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect();
+    (out, lines)
+}
+
+// One thread: the logger set here is this thread's, and the run runs on it too.
+#[tokio::test]
+async fn a_scheduled_run_logs_its_start_and_its_end_with_counts_and_no_credential() {
+    support::require_peers!(Scim2Server);
+    let h = Harness::new(15, true, |s| s.published = true).await;
+    h.reconcile().await;
+    h.clock
+        .set(Utc.with_ymd_and_hms(2026, 7, 2, 3, 0, 0).unwrap());
+    let ((), lines) = logged(async {
+        h.reconcile().await;
+        h.ctx.wait_idle().await;
+    })
+    .await;
+    let run = h.runs().await.pop().expect("the scheduled run").name_any();
+    let of_run: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["span"]["name"] == "import_run" && l["span"]["run"] == run.as_str())
+        .collect();
+    let line = |message: &str| {
+        of_run
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("no '{message}' line: {lines:#?}"))
+    };
+    let started = line("import run started");
+    assert_eq!(started["span"]["trigger"], "Scheduled", "{started}");
+    assert_eq!(started["span"]["integration"], "acme", "{started}");
+    assert_eq!(started["mode"], "Full", "{started}");
+    let ended = line("import run finished");
+    assert_eq!(
+        (
+            &ended["level"],
+            &ended["phase"],
+            &ended["created"],
+            &ended["errors"]
+        ),
+        (&json!("INFO"), &json!("Succeeded"), &json!(15), &json!(0)),
+        "{ended}"
+    );
+    assert!(ended["freshteam_requests"].as_u64() >= Some(1), "{ended}");
+    assert!(ended["destination_requests"].as_u64() >= Some(1), "{ended}");
+    let text = serde_json::to_string(&lines).unwrap();
+    assert!(!text.contains(API_KEY), "the API key is in the logs");
+    assert!(
+        !text.contains(&h.scim.token),
+        "the SCIM token is in the logs"
+    );
+}
+
 /// A run waiting for the destination's rate limit says so in its ImportRun (the Message
 /// column), and a suspend while it waits ends it `Interrupted` at once, keeping what it
 /// created.

@@ -173,6 +173,33 @@ async fn the_operator_with_the_charts_rbac_imports_follows_watches_and_cannot_wr
         Some("second")
     );
 
+    // The operator's log (the chart's JSON lines): each run's start and end under the
+    // run's span, the end with its counts and requests.
+    let logs = env.operators[0].log_lines();
+    let said = |message: &str, run: &str| {
+        logs.iter()
+            .find(|l| l["message"] == message && l["span"]["run"] == run)
+            .cloned()
+            .unwrap_or_else(|| panic!("no '{message}' line for {run}\n{}", env.logs()))
+    };
+    let first = runs[0].name_any();
+    let started = said("import run started", &first);
+    assert_eq!(
+        (&started["span"]["integration"], &started["span"]["trigger"]),
+        (&json!("acme"), &json!("Manual")),
+        "{started}"
+    );
+    assert_eq!(started["mode"], "Full", "{started}");
+    let ended = said("import run finished", &first);
+    assert_eq!(
+        (&ended["phase"], &ended["created"], &ended["errors"]),
+        (&json!("Succeeded"), &json!(12), &json!(0)),
+        "{ended}"
+    );
+    assert!(ended["freshteam_requests"].as_u64() >= Some(1), "{ended}");
+    assert!(ended["destination_requests"].as_u64() >= Some(1), "{ended}");
+    assert!(ended["duration_secs"].is_f64(), "{ended}");
+
     // Editing the referenced Secret re-authorizes at once (its watch, not the 5-minute retry).
     let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), &env.ns);
     secrets
@@ -199,6 +226,31 @@ async fn the_operator_with_the_charts_rbac_imports_follows_watches_and_cannot_wr
         .unwrap();
     env.wait_condition("acme", "Authorized", "True", Duration::from_secs(20))
         .await;
+    // Access lost and regained, each said once in the log; no credential anywhere in it.
+    let logs = env.operators[0].log_lines();
+    let authorization: Vec<(&str, &str)> = logs
+        .iter()
+        .filter(|l| l["span"]["integration"] == "acme")
+        .filter(|l| l["message"] == "authorized" || l["message"] == "not authorized")
+        .map(|l| {
+            let said = |k: &str| l[k].as_str().unwrap_or_default();
+            (said("message"), said("reason"))
+        })
+        .collect();
+    assert_eq!(
+        authorization,
+        [
+            ("authorized", "Connected"),
+            ("not authorized", "InvalidCredentials"),
+            ("authorized", "Connected")
+        ],
+        "{}",
+        env.logs()
+    );
+    let text = std::fs::read_to_string(&env.operators[0].log).unwrap();
+    for secret in [API_KEY, "revoked-key", env.scim.token.as_str()] {
+        assert!(!text.contains(secret), "the operator's log shows {secret}");
+    }
 
     // What the chart does not grant is refused by the server.
     let as_operator: Api<Secret> = Api::namespaced(env.cluster.cp.operator().await, &env.ns);

@@ -525,6 +525,7 @@ impl Reconciliation {
 
     /// Write status: the one patch of what this reconcile owns, changed fields only.
     async fn write_status(self) -> Result<(), Error> {
+        log_authorization_change(&self.previous, &self.status);
         write_status(
             &self.ctx,
             &self.ns,
@@ -551,6 +552,30 @@ async fn run_in_progress_elsewhere(ctx: &Context, ns: &str, name: &str) -> Resul
             .unwrap_or_default()
             .is_final()
     }))
+}
+
+/// One log line when the `Authorized` condition changes (granted, refused, revoked,
+/// suspended): the operator's log tells when access came and went, not only the status.
+/// The message is the condition's, which carries no secret.
+fn log_authorization_change(
+    previous: &FreshteamIntegrationStatus,
+    status: &FreshteamIntegrationStatus,
+) {
+    let key = |s: &FreshteamIntegrationStatus| {
+        cond::get(&s.conditions, AUTHORIZED).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    if key(previous) == key(status) {
+        return;
+    }
+    let Some(now) = cond::get(&status.conditions, AUTHORIZED) else {
+        return;
+    };
+    match now.status.as_str() {
+        "True" => tracing::info!(reason = %now.reason, detail = %now.message, "authorized"),
+        "False" => tracing::warn!(reason = %now.reason, detail = %now.message, "not authorized"),
+        // Waiting for its turn: the answer comes later.
+        _ => {}
+    }
 }
 
 /// The reconciler writes what it owns; `lastImport` and `preview` belong to the run and

@@ -270,6 +270,16 @@ impl Operator {
         assert!(ok, "kill -{sig} {}", self.pid());
     }
 
+    /// The log's JSON lines (the chart's format), each a flattened event with its
+    /// `span`; other lines are left out.
+    pub fn log_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -446,10 +456,15 @@ impl Env {
 
     /// The namespaces the rendered Deployment watches (`WATCH_NAMESPACE`), if it limits them.
     pub fn chart_watch_namespace(&self, shard: &str) -> Option<String> {
+        self.chart_env(shard, "WATCH_NAMESPACE")
+    }
+
+    /// A literal environment variable of the rendered Deployment.
+    pub fn chart_env(&self, shard: &str, name: &str) -> Option<String> {
         self.chart_container(shard)["env"]
             .as_array()?
             .iter()
-            .find(|e| e["name"] == "WATCH_NAMESPACE")
+            .find(|e| e["name"] == name)
             .map(|e| e["value"].as_str().expect("a literal value").to_string())
     }
 
@@ -515,9 +530,14 @@ impl Env {
             Some(watched) => command.env("WATCH_NAMESPACE", watched),
             None => command.env_remove("WATCH_NAMESPACE"),
         };
+        // The chart's log format (JSON by default), at the chart's level.
+        let log_format = self
+            .chart_env(shard, "LOG_FORMAT")
+            .expect("the chart sets LOG_FORMAT");
         let child = command
             .args(&args)
             .env("KUBECONFIG", &self.cluster.cp.operator_kubeconfig)
+            .env("LOG_FORMAT", log_format)
             .env("RUST_LOG", "info")
             .stdout(file.try_clone().unwrap())
             .stderr(file)

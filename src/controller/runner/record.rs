@@ -101,6 +101,7 @@ impl Run {
             }
         }
         for w in notify_after_run(&self.ctx.mail, Some(&self.outbox), &info, outcome).await {
+            tracing::warn!(warning = %w, "e-mail not sent");
             self.ctx
                 .event(fti, EventType::Warning, "EmailNotSent", w)
                 .await;
@@ -224,10 +225,11 @@ impl Run {
                 format!("ImportRun {}: {message}", self.name()),
             )
             .await;
+        let elapsed = (self.ctx.clock.now() - started)
+            .to_std()
+            .unwrap_or_default();
+        log_end(status, elapsed);
         if let Some(metrics) = &self.ctx.metrics {
-            let elapsed = (self.ctx.clock.now() - started)
-                .to_std()
-                .unwrap_or_default();
             metrics.record_outcome(
                 &self.ns,
                 &self.integration,
@@ -236,5 +238,43 @@ impl Run {
                 elapsed,
             );
         }
+    }
+}
+
+/// The run's end in the operator's log: its phase, counts, requests and duration (the
+/// run's span names the integration, the run and its trigger).
+fn log_end(status: &ImportRunStatus, elapsed: std::time::Duration) {
+    let s = &status.summary;
+    let calls = status.api_calls.clone().unwrap_or_default();
+    let freshteam_requests =
+        calls.freshteam_list + calls.freshteam_detail + calls.freshteam_lookups;
+    let destination_requests = calls.destination_reads + calls.destination_writes;
+    let message = status.message.as_deref().unwrap_or_default();
+    let mode = status.mode.map(|m| format!("{m:?}")).unwrap_or_default();
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                phase = ?status.phase,
+                %mode,
+                created = s.created,
+                updated = s.updated,
+                unchanged = s.unchanged,
+                leavers = s.leavers,
+                reactivated = s.reactivated,
+                skipped = s.skipped,
+                errors = s.errors,
+                warnings = s.warnings,
+                invitations_sent = s.invitations_sent,
+                freshteam_requests,
+                destination_requests,
+                duration_secs = elapsed.as_secs_f64(),
+                outcome = %message,
+                "import run finished"
+            )
+        };
+    }
+    match status.phase {
+        ImportPhase::Succeeded => line!(info),
+        _ => line!(warn),
     }
 }

@@ -53,6 +53,12 @@ async fn run(
     let mut prepared = prepare::prepare(job, started).await?;
     outcome.status.mode = Some(prepared.mode());
     outcome.status.mode_reason = prepared.choice.as_ref().map(|c| c.reason.clone());
+    tracing::info!(
+        mode = ?prepared.mode(),
+        reason = outcome.status.mode_reason.as_deref().unwrap_or_default(),
+        dry_run = job.options.dry_run,
+        "import run started"
+    );
 
     let read = read::read(job, &prepared).await?;
     let source_calls = read.stats.clone();

@@ -20,6 +20,7 @@ async fn save_notes(job: &ImportJob<'_>, written: &mut Written) {
         return;
     };
     if let Err(e) = store.save_notes(notes).await {
+        tracing::warn!(error = %e, "could not save the convergence notes");
         written.report.push(RecordError {
             severity: Severity::Warning,
             message: format!("convergence notes could not be saved ({e}): the next run may write unkept values again"),
@@ -47,6 +48,7 @@ async fn save_ledger(job: &ImportJob<'_>, prepared: &Prepared, written: &mut Wri
         return;
     }
     if let Err(e) = store.save_ledger(&keep).await {
+        tracing::warn!(state = %store.ledger_location(), error = %e, "could not save the ledger after the writes");
         written.report.push(RecordError {
             severity: Severity::Warning,
             message: format!("the ledger could not be saved after the writes ({}): {e}; the next run reads again from the previous cursor", store.ledger_location()),
