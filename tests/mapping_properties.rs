@@ -3,7 +3,9 @@
 //! member who is out of scope is a leaver "out of scope" (or, with `Ignore`, left
 //! alone), and leavers never exceed the safety threshold without approval.
 
-use freshteam_operator::api::{LeaversSpec, MappingSpec, ScopeSpec, WhenOutOfScope, WhenRemoved};
+use freshteam_operator::api::{
+    AttributeMapping, LeaversSpec, MappingSpec, ScopeSpec, WhenOutOfScope, WhenRemoved,
+};
 use freshteam_operator::destination::{DestinationMember, UpdateOp, WriteOp};
 use freshteam_operator::mapping::{map_records, CompiledMapping};
 use freshteam_operator::member::{LeaverReason, Member};
@@ -192,6 +194,39 @@ proptest! {
                 .count() as u32;
             let held = p.blocked.as_ref().map_or(0, |b| b.leavers);
             prop_assert_eq!(leavers + held, expected);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 2000, failure_persistence: None, ..Config::default() })]
+
+    /// Arbitrary targets, paths, expressions and filters never panic, and every refusal
+    /// names the path in the manifest.
+    #[test]
+    fn any_attribute_or_filter_is_compiled_or_refused_naming_its_path(
+        target in ".{0,30}",
+        from in ".{0,20}",
+        expression in "[a-z_.()\\[\\]\"'+ 0-9=!?:&|<>-]{0,40}",
+        filter in "(employee\\.)?[a-z_.()\"'+ 0-9=!?:&|<>-]{0,30}",
+        use_from in any::<bool>(),
+    ) {
+        let attribute = AttributeMapping {
+            target,
+            from: use_from.then(|| from.clone()),
+            expression: (!use_from).then(|| format!("employee.{expression}")),
+            ..AttributeMapping::default()
+        };
+        let spec = MappingSpec { attributes: vec![attribute], ..MappingSpec::default() };
+        let scope = ScopeSpec { filter: Some(filter), ..ScopeSpec::default() };
+        let compiled = CompiledMapping::compile(&spec, &LeaversSpec::default())
+            .and_then(|m| m.with_scope(Some(&scope)));
+        if let Err(e) = compiled {
+            prop_assert!(
+                e.field.starts_with("spec.mapping.attributes[0]") || e.field == "spec.scope.filter",
+                "{:?}", e
+            );
+            prop_assert!(!e.message.is_empty());
         }
     }
 }

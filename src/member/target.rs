@@ -117,7 +117,10 @@ impl TargetPath {
     pub fn parse(target: &str) -> Result<TargetPath, TargetError> {
         let target = target.trim();
         let syntax = || TargetError::Syntax(target.to_string());
-        let (schema, rest) = if target.len() > 4 && target[..4].eq_ignore_ascii_case("urn:") {
+        let urn = target
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("urn:"));
+        let (schema, rest) = if urn && target.len() > 4 {
             let head = target.split('[').next().unwrap_or(target);
             let colon = head.rfind(':').ok_or_else(syntax)?;
             (Some(target[..colon].to_string()), &target[colon + 1..])
@@ -503,6 +506,11 @@ mod tests {
         ));
         assert!(matches!(
             TargetPath::parse("addresses[type eq work].locality"),
+            Err(TargetError::Syntax(_))
+        ));
+        // Not a char boundary at 4 bytes: no panic, a syntax error.
+        assert!(matches!(
+            TargetPath::parse("bѨ¥{./{:-%"),
             Err(TargetError::Syntax(_))
         ));
     }
