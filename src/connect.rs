@@ -180,6 +180,9 @@ impl Connector for HttpConnector {
         config.egress = self.egress.clone();
         config.bulk = self.bulk;
         config.rate_limit = rate_limit(spec)?.or(self.default_rate_limit);
+        config.extras = crate::member::target::interned_targets(
+            spec.mapping.attributes.iter().map(|a| a.target.as_str()),
+        );
         let client = ScimClient::connect_remembering(config, notes)
             .await
             .map_err(|e| ConnectError::Unavailable {

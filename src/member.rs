@@ -1,5 +1,7 @@
 //! The member: one person on the rewards platform, as the operator manages it.
 
+pub mod target;
+
 use std::fmt;
 
 /// A member field the mapping can fill. `Active` is driven by the leaver rule, not the
@@ -14,6 +16,9 @@ pub enum Attr {
     Department,
     EmployeeNumber,
     Manager,
+    /// A target of `spec.mapping.attributes[]` (its text, interned:
+    /// [`target::intern`]).
+    Extra(&'static str),
 }
 
 impl Attr {
@@ -39,29 +44,105 @@ impl Attr {
             Attr::Department => "department",
             Attr::EmployeeNumber => "employeeNumber",
             Attr::Manager => "manager",
+            Attr::Extra(target) => target,
         }
+    }
+
+    /// The name change rows show: a fixed field's name, an extension attribute without
+    /// its URN (`costCenter`), any other target as written.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Attr::Extra(target) if target.starts_with("urn:") => {
+                let head = target.split('[').next().unwrap_or(target);
+                head.rfind(':').map_or(target, |i| &target[i + 1..])
+            }
+            other => other.field_name(),
+        }
+    }
+
+    /// The SCIM attribute path a value is written to (`name.givenName`,
+    /// `urn:…:enterprise:2.0:User:department`, an extra target as mapped).
+    pub fn scim_path(self) -> String {
+        let enterprise = |name: &str| format!("{}:{name}", target::ENTERPRISE_SCHEMA);
+        match self {
+            Attr::Email => "userName".into(),
+            Attr::FirstName => "name.givenName".into(),
+            Attr::LastName => "name.familyName".into(),
+            Attr::DisplayName => "displayName".into(),
+            Attr::JobTitle => "title".into(),
+            Attr::Department => enterprise("department"),
+            Attr::EmployeeNumber => enterprise("employeeNumber"),
+            Attr::Manager => enterprise("manager"),
+            Attr::Extra(t) => t.to_string(),
+        }
+    }
+
+    /// The index of a fixed field in [`Attr::ALL`]; `None` for an extra target.
+    pub fn fixed_index(self) -> Option<usize> {
+        Some(match self {
+            Attr::Email => 0,
+            Attr::FirstName => 1,
+            Attr::LastName => 2,
+            Attr::DisplayName => 3,
+            Attr::JobTitle => 4,
+            Attr::Department => 5,
+            Attr::EmployeeNumber => 6,
+            Attr::Manager => 7,
+            Attr::Extra(_) => return None,
+        })
+    }
+
+    pub fn is_extra(self) -> bool {
+        matches!(self, Attr::Extra(_))
     }
 }
 
 impl fmt::Display for Attr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.field_name())
+        f.write_str(self.display_name())
     }
 }
 
-/// A set of member fields (the ones a mapping manages).
+/// A set of member fields (the ones a mapping manages): the fixed ones, then the extra
+/// targets in mapping order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AttrSet(u16);
+pub struct AttrSet {
+    bits: u16,
+    extra: &'static [&'static str],
+}
 
 impl AttrSet {
     pub fn insert(&mut self, attr: Attr) {
-        self.0 |= 1 << attr as u16;
+        match attr {
+            Attr::Extra(t) => {
+                if !self.extra.contains(&t) {
+                    let mut list = self.extra.to_vec();
+                    list.push(t);
+                    self.extra = target::intern_list(&list);
+                }
+            }
+            fixed => self.bits |= 1 << fixed.fixed_index().expect("a fixed field"),
+        }
     }
     pub fn contains(self, attr: Attr) -> bool {
-        self.0 & (1 << attr as u16) != 0
+        match attr {
+            Attr::Extra(t) => self.extra.contains(&t),
+            fixed => self.bits & (1 << fixed.fixed_index().expect("a fixed field")) != 0,
+        }
     }
     pub fn iter(self) -> impl Iterator<Item = Attr> {
-        Attr::ALL.into_iter().filter(move |a| self.contains(*a))
+        Attr::ALL
+            .into_iter()
+            .filter(move |a| self.contains(*a))
+            .chain(self.extra.iter().map(|t| Attr::Extra(t)))
+    }
+    /// The extra targets, in mapping order.
+    pub fn extras(self) -> &'static [&'static str] {
+        self.extra
+    }
+    /// The set without `attr`.
+    pub fn without(self, attr: Attr) -> AttrSet {
+        self.iter().filter(|a| *a != attr).collect()
     }
 }
 
@@ -89,6 +170,8 @@ pub struct Member {
     pub department: Option<String>,
     pub employee_number: Option<String>,
     pub manager: Option<String>,
+    /// Values of `spec.mapping.attributes[]` targets ([`Attr::Extra`]), only those set.
+    pub extra: Vec<(&'static str, String)>,
     /// False for a leaver.
     pub active: bool,
 }
@@ -104,6 +187,11 @@ impl Member {
             Attr::Department => self.department.as_deref(),
             Attr::EmployeeNumber => self.employee_number.as_deref(),
             Attr::Manager => self.manager.as_deref(),
+            Attr::Extra(t) => self
+                .extra
+                .iter()
+                .find(|(k, _)| *k == t)
+                .map(|(_, v)| v.as_str()),
         }
     }
 
@@ -117,6 +205,12 @@ impl Member {
             Attr::Department => self.department = value,
             Attr::EmployeeNumber => self.employee_number = value,
             Attr::Manager => self.manager = value,
+            Attr::Extra(t) => {
+                self.extra.retain(|(k, _)| *k != t);
+                if let Some(v) = value {
+                    self.extra.push((t, v));
+                }
+            }
         }
     }
 }
@@ -155,6 +249,8 @@ pub enum LeaverReason {
     /// The employee appears in no Freshteam list any more ("Delete Forever"); only the
     /// integration's ledger knows they were managed.
     Removed,
+    /// `spec.scope.filter` no longer keeps the employee (`whenOutOfScope: Deactivate`).
+    OutOfScope,
 }
 
 impl LeaverReason {
@@ -165,6 +261,7 @@ impl LeaverReason {
             LeaverReason::Terminated => "terminated",
             LeaverReason::Deleted => "deleted",
             LeaverReason::Removed => "removed from Freshteam",
+            LeaverReason::OutOfScope => "out of scope",
         }
     }
 }
@@ -255,6 +352,8 @@ pub struct PackedMember {
     present: u16,
     active: bool,
     flag: bool,
+    /// Extra targets set, each with the end of its value in `text` (after the slots).
+    extra: Option<Box<[(&'static str, u32)]>>,
 }
 
 impl PackedMember {
@@ -278,7 +377,10 @@ impl PackedMember {
                 _ => extra[i - EXTRA],
             }
         };
-        let len: usize = (0..SLOTS).map(|i| slot(i).map_or(0, str::len)).sum();
+        let len: usize = (0..SLOTS)
+            .map(|i| slot(i).map_or(0, str::len))
+            .sum::<usize>()
+            + member.extra.iter().map(|(_, v)| v.len()).sum::<usize>();
         let mut text = String::with_capacity(len);
         let mut ends = [0u32; SLOTS];
         let mut present = 0u16;
@@ -289,13 +391,47 @@ impl PackedMember {
             }
             *end = u32::try_from(text.len()).expect("a member's text fits in 4 GiB");
         }
+        let extra = (!member.extra.is_empty()).then(|| {
+            member
+                .extra
+                .iter()
+                .map(|(k, v)| {
+                    text.push_str(v);
+                    (
+                        *k,
+                        u32::try_from(text.len()).expect("a member's text fits in 4 GiB"),
+                    )
+                })
+                .collect()
+        });
         PackedMember {
             text: text.into_boxed_str(),
             ends,
             present,
             active: member.active,
             flag,
+            extra,
         }
+    }
+
+    fn extra_value(&self, target: &str) -> Option<&str> {
+        let list = self.extra.as_deref()?;
+        let i = list.iter().position(|(k, _)| *k == target)?;
+        let start = if i == 0 {
+            self.ends[SLOTS - 1]
+        } else {
+            list[i - 1].1
+        } as usize;
+        Some(&self.text[start..list[i].1 as usize])
+    }
+
+    fn extras(&self) -> Vec<(&'static str, String)> {
+        self.extra
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(k, _)| Some((*k, self.extra_value(k)?.to_string())))
+            .collect()
     }
 
     fn slot(&self, i: usize) -> Option<&str> {
@@ -338,6 +474,7 @@ impl PackedMember {
             department: own(Attr::Department),
             employee_number: own(Attr::EmployeeNumber),
             manager: own(Attr::Manager),
+            extra: self.extras(),
             active: self.active,
         }
     }
@@ -345,6 +482,58 @@ impl PackedMember {
 
 impl MemberFields for PackedMember {
     fn field(&self, attr: Attr) -> Option<&str> {
-        self.slot(attr as usize)
+        match attr {
+            Attr::Extra(t) => self.extra_value(t),
+            fixed => self.slot(fixed.fixed_index()?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_targets_pack_compare_and_show_by_name() {
+        let cost = Attr::Extra(target::intern(
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter",
+        ));
+        let nick = Attr::Extra(target::intern("nickName"));
+        let mut member = Member {
+            employee_id: "E1".into(),
+            email: "a@acme.example".into(),
+            first_name: Some("Ada".into()),
+            active: true,
+            ..Member::default()
+        };
+        member.set(cost, Some("CC-101".into()));
+        member.set(nick, Some("Ada L".into()));
+        let packed = PackedMember::new(&member, [Some("id-1"), None], true);
+        assert_eq!(packed.field(cost), Some("CC-101"));
+        assert_eq!(packed.field(nick), Some("Ada L"));
+        assert_eq!(packed.field(Attr::FirstName), Some("Ada"));
+        assert_eq!(packed.extra(0), Some("id-1"));
+        assert_eq!(packed.unpack(), member);
+
+        let managed: AttrSet = [Attr::Email, Attr::FirstName, cost, nick]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            managed.iter().collect::<Vec<_>>(),
+            vec![Attr::Email, Attr::FirstName, cost, nick]
+        );
+        let mut desired = member.clone();
+        desired.set(cost, Some("CC-204".into()));
+        desired.set(nick, None);
+        let changes = diff_member(&member, &desired, managed);
+        assert_eq!(
+            changes,
+            vec![Change::Set(cost, "CC-204".into()), Change::Clear(nick)]
+        );
+        assert_eq!(cost.to_string(), "costCenter");
+        assert_eq!(nick.to_string(), "nickName");
+        // A member without extras packs without their table.
+        let plain = PackedMember::new(&Member::default(), [None, None], false);
+        assert!(plain.extra.is_none());
     }
 }

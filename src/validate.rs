@@ -174,6 +174,7 @@ pub fn validate_spec(
     }
 
     let mapping = CompiledMapping::compile(&spec.mapping, &spec.leavers)
+        .and_then(|m| m.with_scope(spec.scope.as_ref()))
         .map_err(|e| errors.push(err(e.field, e.message)))
         .ok();
 

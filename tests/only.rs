@@ -219,3 +219,67 @@ async fn a_named_employees_manager_is_read_to_name_them_and_stays_as_it_is() {
     assert_eq!(after[enterprise]["manager"], before[enterprise]["manager"]);
     assert_eq!(after["title"], "Head of Rewards");
 }
+
+/// `--only` asks `spec.scope` like a full run: a named contractor is out of scope. Under
+/// `Deactivate` a managed one becomes a leaver "out of scope"; under `Ignore` it is left
+/// as it is; each step says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_named_employee_out_of_scope_is_said_and_handled_as_the_scope_says() {
+    support::require_peers!(Scim2Server);
+    let env = Env::start(30).await;
+    let state = env.dir.path().join("state.json");
+    let state = state.to_str().unwrap();
+    let first = env.sync(&["--state-file", state]).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // A member who becomes a contractor.
+    let id = employee_id(4);
+    env.sim
+        .update_employee(&id, json!({"employee_type": "contractor"}))
+        .unwrap();
+    let scoped = |when: &str| {
+        format!(
+            "{}  scope:\n    filter: 'employee.employee_type != \"contractor\"'\n    whenOutOfScope: {when}\n",
+            Env::default_mapping()
+        )
+    };
+
+    let ignore = env.write(
+        "ignore.yaml",
+        &env.manifest(support::sync_env::API_KEY, &scoped("Ignore")),
+    );
+    let run = env
+        .sync_file(
+            &ignore,
+            &["--output", "json", "--only", &id, "--state-file", state],
+        )
+        .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let json = run.json();
+    let m = steps(&json, &id);
+    assert_eq!(
+        (&m["found"], &m["inScope"]),
+        (&json!(true), &json!(false)),
+        "{m}"
+    );
+    assert_eq!(m["action"], "skip", "{m}");
+    assert_eq!(
+        env.user(&id).await["active"],
+        true,
+        "Ignore left the member alone"
+    );
+
+    let deactivate = env.write(
+        "deactivate.yaml",
+        &env.manifest(support::sync_env::API_KEY, &scoped("Deactivate")),
+    );
+    let run = env
+        .sync_file(&deactivate, &["--only", &id, "--state-file", state])
+        .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("out of scope"), "{}", run.stdout);
+    assert_eq!(
+        env.user(&id).await["active"],
+        false,
+        "Deactivate made a leaver"
+    );
+}

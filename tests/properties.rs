@@ -541,6 +541,7 @@ proptest! {
             department: fields[6].clone(),
             employee_number: fields[7].clone(),
             manager: fields[8].clone(),
+            attributes: Vec::new(),
         };
         if let Err(e) = CompiledMapping::compile(&mapping, &LeaversSpec {
             statuses,

@@ -347,6 +347,10 @@ async fn the_detail_is_richer_than_the_list() {
     let custom = detail["custom_field_values"].as_object().unwrap();
     assert!(custom.contains_key("tshirt_size"));
     assert!(custom["cost_center"].as_str().unwrap().starts_with("CC-"));
+    // A dropdown custom field is an object {id, value}, as Freshteam sends it.
+    assert!(custom["work_location"]["id"].is_i64());
+    assert!(custom["work_location"]["value"].is_string());
+    assert!(detail["level_id"].is_i64());
 
     for missing in ["/api/employees/999999", "/api/employees/abc"] {
         let (status, code, _) = error_code(get(&sim, missing).await).await;
@@ -365,6 +369,7 @@ async fn lookups_name_every_id_the_employees_use() {
         "business_units",
         "teams",
         "roles",
+        "levels",
     ] {
         let response = get(&sim, &format!("/api/{path}")).await;
         assert_eq!(response.status(), 200, "{path}");

@@ -79,6 +79,10 @@ pub struct FreshteamIntegrationSpec {
     /// Which Freshteam field fills which member field.
     pub mapping: MappingSpec,
 
+    /// Who is provisioned at all. Unset: every current employee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeSpec>,
+
     /// How leavers are recognised.
     #[serde(default)]
     pub leavers: LeaversSpec,
@@ -237,6 +241,64 @@ pub struct MappingSpec {
     /// `reporting_to`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager: Option<String>,
+    /// Any other SCIM attribute the destination keeps, each filled from exactly one of
+    /// `from`, `value` or `expression`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub attributes: Vec<AttributeMapping>,
+}
+
+/// One SCIM attribute written from a Freshteam field, a constant or a CEL expression.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(cel, validation = Rule::new("(has(self.from) ? 1 : 0) + (has(self.value) ? 1 : 0) + (has(self.expression) ? 1 : 0) == 1").message("exactly one of from, value or expression fills a target"))]
+pub struct AttributeMapping {
+    /// The SCIM attribute path: a core attribute (`nickName`, `addresses[type eq
+    /// "work"].locality`), the enterprise extension or an extension the service announces
+    /// in `/Schemas`, URN-prefixed
+    /// (`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter`).
+    pub target: String,
+    /// A Freshteam field path: a list or detail field (`joining_date`),
+    /// `custom_field_values.<name>`, a lookup by relation (`branch.city`, `department`,
+    /// `level`), or another employee's field (`reporting_to.first_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A constant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// A CEL expression over `employee` (the record with its lookups nested).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+    /// Written when the source is empty or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+/// Who is provisioned at all.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeSpec {
+    /// A CEL expression over `employee`; false puts the employee out of scope (never
+    /// created). Unset: everyone is in scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// What happens to a managed member whose employee leaves the scope: `Deactivate`
+    /// (default) marks them as a leaver with reason "out of scope"; `Ignore` leaves them
+    /// as they are.
+    #[serde(default)]
+    pub when_out_of_scope: WhenOutOfScope,
+}
+
+/// `spec.scope.whenOutOfScope`.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum WhenOutOfScope {
+    /// Mark the member as a leaver (SCIM `active: false`).
+    #[default]
+    Deactivate,
+    /// Leave the member as it is.
+    Ignore,
 }
 
 impl Default for MappingSpec {
@@ -251,6 +313,7 @@ impl Default for MappingSpec {
             department: Some("department".into()),
             employee_number: None,
             manager: None,
+            attributes: Vec::new(),
         }
     }
 }
@@ -494,4 +557,25 @@ pub struct Preview {
     /// Records that would be rejected.
     #[serde(default)]
     pub errors: Option<u32>,
+    /// Employees in `spec.scope` (set when a scope filter is configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_scope: Option<u32>,
+    /// Employees out of `spec.scope`: never created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_scope: Option<u32>,
+    /// The first few mapped members, values as they would be written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample: Vec<PreviewMember>,
+}
+
+/// One mapped member in `status.preview.sample`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewMember {
+    /// The member's Employee ID.
+    pub employee_id: String,
+    /// Target → value, as the member would be written (`userName`, `title`,
+    /// `urn:…:costCenter`).
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }

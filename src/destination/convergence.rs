@@ -342,6 +342,13 @@ pub(crate) fn write_hash(write: &WriteOp) -> String {
                     None => text.push('\x01'),
                 }
             }
+            // Mapped attributes, when any (a create without them hashes as before).
+            for (target, value) in &member.extra {
+                text.push('\0');
+                text.push_str(target);
+                text.push('=');
+                text.push_str(value);
+            }
             text.push_str(if member.active {
                 "\0active"
             } else {
@@ -412,6 +419,28 @@ impl state::Kind for ConvergenceNotes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_create_is_another_write_once_a_mapped_attribute_changes() {
+        let cost = Attr::Extra(crate::member::target::intern("userType"));
+        let mut member = crate::member::Member {
+            employee_id: "E1".into(),
+            email: "e1@acme.example".into(),
+            active: true,
+            ..Default::default()
+        };
+        let plain = write_hash(&WriteOp::Create {
+            member: member.clone(),
+        });
+        member.set(cost, Some("Employee".into()));
+        let with = write_hash(&WriteOp::Create {
+            member: member.clone(),
+        });
+        member.set(cost, Some("Contractor".into()));
+        let changed = write_hash(&WriteOp::Create { member });
+        assert_ne!(plain, with);
+        assert_ne!(with, changed);
+    }
 
     #[test]
     fn held_back_only_while_the_source_value_is_the_same() {

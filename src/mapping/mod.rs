@@ -1,15 +1,21 @@
 //! Mapping: Freshteam employee records → desired members, with one error row per bad
 //! record. Pure: no I/O.
 
+mod cel;
+mod extra;
 #[cfg(test)]
 mod tests;
+
+pub use extra::MAX_ATTRIBUTES;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use crate::api::{LeaversSpec, MappingSpec, RecordError, Severity};
+use crate::api::{LeaversSpec, MappingSpec, RecordError, ScopeSpec, Severity, WhenOutOfScope};
 use crate::member::{Attr, AttrSet, LeaverReason, Member, MemberFields, PackedMember};
-use crate::source::{EmployeeRecord, LookupKind, Population, SourceRequest, SourceSnapshot};
+use crate::source::{
+    EmployeeRecord, LookupFields, LookupKind, Population, SourceRequest, SourceSnapshot,
+};
 
 use crate::source::LIST_FIELDS;
 
@@ -21,6 +27,12 @@ pub const DETAIL_FIELDS: &[&str] = &[
     "marital_status",
     "nick_name",
     "blood_group",
+    "level_id",
+    "termination_reason",
+    "notice_period",
+    "probation_start_date",
+    "probation_end_date",
+    "hr_incharge_id",
 ];
 
 /// Names that resolve through a lookup endpoint, with the id field they read.
@@ -62,6 +74,17 @@ enum Extract {
     Lookup(LookupKind, usize),
     /// Freshteam id of the manager at this index, turned into their Employee ID.
     Manager(usize),
+    /// A custom field at this index: a dropdown's `value`, else the value.
+    Custom(usize),
+    /// Id at this index, a field of the looked-up record.
+    LookupField(LookupKind, usize, String),
+    /// `value:` a constant.
+    Constant(String),
+    /// `expression:` CEL over `employee`.
+    Expression(cel::Cel),
+    /// Another employee's Freshteam id at this index, and the index of the field taken
+    /// from their record (resolved once every record has been seen).
+    Person(usize, usize),
 }
 
 /// A validated mapping: what to fetch and how to turn a record into a member.
@@ -77,6 +100,9 @@ pub struct CompiledMapping {
     derive_display_name: bool,
     leaver_statuses: HashSet<String>,
     email_field: String,
+    extras: Vec<extra::ExtraAttr>,
+    cel_input: extra::CelInput,
+    scope: Option<extra::Scope>,
 }
 
 impl CompiledMapping {
@@ -165,6 +191,14 @@ impl CompiledMapping {
             attrs.push((attr, extract));
         }
 
+        let mut cel_input = extra::CelInput::default();
+        let extras = extra::compile_attributes(
+            &mapping.attributes,
+            &mut request,
+            &mut managed,
+            &mut cel_input,
+        )?;
+
         let derive_display_name = mapping.display_name.is_none()
             && (managed.contains(Attr::FirstName) || managed.contains(Attr::LastName));
         if derive_display_name {
@@ -199,7 +233,21 @@ impl CompiledMapping {
             derive_display_name,
             leaver_statuses,
             email_field: email.to_string(),
+            extras,
+            cel_input,
+            scope: None,
         })
+    }
+
+    /// Adds `spec.scope` (validated: its filter compiles to a bool).
+    pub fn with_scope(mut self, scope: Option<&ScopeSpec>) -> Result<Self, MappingError> {
+        self.scope = extra::compile_scope(scope, &mut self.request, &mut self.cel_input)?;
+        Ok(self)
+    }
+
+    /// True when `spec.scope.filter` decides who is provisioned.
+    pub fn scoped(&self) -> bool {
+        self.scope.is_some()
     }
 }
 
@@ -251,6 +299,11 @@ pub struct MappedSource {
     pub drafts: Vec<String>,
     /// Records read from the source.
     pub records: usize,
+    /// Records `spec.scope.filter` put out of scope.
+    pub out_of_scope: usize,
+    /// Employee IDs out of scope that `whenOutOfScope: Ignore` leaves alone (also in
+    /// [`Self::drafts`]: like a draft, never provisioned, never a leaver).
+    pub ignored: Vec<String>,
 }
 
 /// A desired member, packed (see [`PackedMember`]): its manager slot holds the
@@ -259,6 +312,9 @@ pub struct MappedSource {
 pub struct PackedDesired {
     pub member: PackedMember,
     pub leaver_reason: Option<LeaverReason>,
+    /// Attributes whose value this run could not know (another employee's field, when
+    /// that employee's record was not read): never compared, never written.
+    pub unknown: Box<[Attr]>,
 }
 
 impl PackedDesired {
@@ -271,6 +327,7 @@ impl PackedDesired {
                 false,
             ),
             leaver_reason: d.leaver_reason,
+            unknown: Box::default(),
         }
     }
 
@@ -299,6 +356,8 @@ pub struct DesiredSet {
     pub ambiguous_ids: Vec<String>,
     pub drafts: Vec<String>,
     pub records: usize,
+    pub out_of_scope: usize,
+    pub ignored: Vec<String>,
 }
 
 impl From<&MappedSource> for DesiredSet {
@@ -309,6 +368,8 @@ impl From<&MappedSource> for DesiredSet {
             ambiguous_ids: m.ambiguous_ids.clone(),
             drafts: m.drafts.clone(),
             records: m.records,
+            out_of_scope: m.out_of_scope,
+            ignored: m.ignored.clone(),
         }
     }
 }
@@ -321,6 +382,8 @@ impl DesiredSet {
             ambiguous_ids: self.ambiguous_ids,
             drafts: self.drafts,
             records: self.records,
+            out_of_scope: self.out_of_scope,
+            ignored: self.ignored,
         }
     }
 }
@@ -329,6 +392,7 @@ impl DesiredSet {
 /// row.
 pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> MappedSource {
     let mut mapper = Mapper::new(mapping, snapshot.lookups.clone());
+    mapper.lookup_fields = snapshot.lookup_fields.clone();
     for rec in &snapshot.employees {
         mapper.add(rec);
     }
@@ -338,6 +402,9 @@ pub fn map_records(snapshot: &SourceSnapshot, mapping: &CompiledMapping) -> Mapp
 impl crate::source::RecordSink for Mapper<'_> {
     fn lookups(&mut self, lookups: HashMap<LookupKind, HashMap<i64, String>>) {
         self.lookups = lookups;
+    }
+    fn lookup_fields(&mut self, fields: LookupFields) {
+        self.lookup_fields = fields;
     }
     fn record(&mut self, record: EmployeeRecord) {
         self.add(&record);
@@ -359,11 +426,18 @@ fn value(rec: &EmployeeRecord, i: usize) -> Option<String> {
 pub struct Mapper<'m> {
     mapping: &'m CompiledMapping,
     lookups: HashMap<LookupKind, HashMap<i64, String>>,
+    lookup_fields: LookupFields,
     /// Freshteam id → Employee ID, for managers (only kept when a manager is mapped).
     employee_ids: HashMap<i64, String>,
     maps_manager: bool,
     /// Valid records with the Freshteam id of their manager, in the order added.
     candidates: Vec<(i64, Option<i64>, PackedDesired)>,
+    /// Request indices of the fields taken from other employees' records, and those
+    /// values of every record seen (only when such a path is mapped).
+    person_slots: Vec<usize>,
+    persons: HashMap<i64, Vec<Option<String>>>,
+    /// Attributes of candidates that wait for another employee's record.
+    pending: Vec<Pending>,
     out: DesiredSet,
 }
 
@@ -379,9 +453,13 @@ impl<'m> Mapper<'m> {
         Mapper {
             mapping,
             lookups,
+            lookup_fields: LookupFields::new(),
             employee_ids: HashMap::new(),
             maps_manager,
             candidates: Vec::new(),
+            person_slots: person_slots(mapping),
+            persons: HashMap::new(),
+            pending: Vec::new(),
             out: DesiredSet::default(),
         }
     }
@@ -395,6 +473,10 @@ impl<'m> Mapper<'m> {
                 self.employee_ids.insert(rec.id, e);
             }
         }
+        if !self.person_slots.is_empty() {
+            let values = self.person_slots.iter().map(|i| value(rec, *i)).collect();
+            self.persons.insert(rec.id, values);
+        }
         if rec.population == Population::Draft {
             if let Some(id) = value(rec, self.mapping.employee_id) {
                 self.out.drafts.push(id);
@@ -407,18 +489,11 @@ impl<'m> Mapper<'m> {
         };
         let mut manager = None;
         for (attr, extract) in &self.mapping.attrs {
-            let v = match extract {
-                Extract::Value(i) => value(rec, *i),
-                Extract::Lookup(kind, i) => value(rec, *i).and_then(|id| {
-                    let id: i64 = id.parse().ok()?;
-                    self.lookups.get(kind)?.get(&id).cloned()
-                }),
-                Extract::Manager(i) => {
-                    manager = value(rec, *i).and_then(|id| id.parse::<i64>().ok());
-                    continue;
-                }
-            };
-            member.set(*attr, v);
+            if let Extract::Manager(i) = extract {
+                manager = value(rec, *i).and_then(|id| id.parse::<i64>().ok());
+                continue;
+            }
+            member.set(*attr, self.extract(rec, extract));
         }
         if self.mapping.derive_display_name {
             member.display_name = match (member.first_name.as_deref(), member.last_name.as_deref())
@@ -441,6 +516,18 @@ impl<'m> Mapper<'m> {
             }
             _ if by_status => Some(LeaverReason::Inactive),
             _ => None,
+        };
+        let mut leaver_reason = leaver_reason;
+        let pending = match self.extras(rec, &mut member, &mut leaver_reason) {
+            Ok(pending) => pending,
+            Err(Some(row)) => return self.out.errors.push(row),
+            Err(None) => {
+                if let Some(id) = value(rec, self.mapping.employee_id) {
+                    self.out.ignored.push(id.clone());
+                    self.out.drafts.push(id);
+                }
+                return;
+            }
         };
         member.active = leaver_reason.is_none();
         // The record is dropped on every error path: its e-mail moves into the row.
@@ -491,8 +578,108 @@ impl<'m> Mapper<'m> {
             PackedDesired {
                 member: PackedMember::new(&member, [None, None], false),
                 leaver_reason,
+                unknown: Box::default(),
             },
         ));
+        let at = self.candidates.len() - 1;
+        self.pending.extend(
+            pending
+                .into_iter()
+                .map(|(attr, person, slot, default)| Pending {
+                    at,
+                    attr,
+                    person,
+                    slot,
+                    default,
+                }),
+        );
+    }
+
+    /// A fixed field's or an attribute's value from the record.
+    fn extract(&self, rec: &EmployeeRecord, extract: &Extract) -> Option<String> {
+        let lookup_id = |i: usize| value(rec, i).and_then(|id| id.parse::<i64>().ok());
+        match extract {
+            Extract::Value(i) => value(rec, *i),
+            Extract::Lookup(kind, i) => self.lookups.get(kind)?.get(&lookup_id(*i)?).cloned(),
+            Extract::LookupField(kind, i, field) => self
+                .lookup_fields
+                .get(&(*kind, field.clone()))?
+                .get(&lookup_id(*i)?)
+                .cloned(),
+            Extract::Custom(i) => value(rec, *i).and_then(|v| dropdown_value(&v)),
+            Extract::Constant(v) => Some(v.clone()).filter(|v| !v.is_empty()),
+            Extract::Manager(_) | Extract::Expression(_) | Extract::Person(..) => None,
+        }
+    }
+
+    /// Applies `spec.scope` and `spec.mapping.attributes[]` to a mapped record. `Err`
+    /// drops the record: with its error row, or `None` when it is out of scope and
+    /// `whenOutOfScope: Ignore` leaves its member alone.
+    fn extras(
+        &mut self,
+        rec: &EmployeeRecord,
+        member: &mut Member,
+        leaver_reason: &mut Option<LeaverReason>,
+    ) -> Result<Vec<PendingValue>, Option<RecordError>> {
+        let mapping = self.mapping;
+        let mut pending = Vec::new();
+        if !mapping.cel_input.used && mapping.extras.is_empty() {
+            return Ok(pending);
+        }
+        let email = (!member.email.is_empty()).then(|| member.email.clone());
+        let row = |field: &str, message: String| {
+            Some(RecordError {
+                employee_id: value(rec, mapping.employee_id),
+                email: email.clone(),
+                field: Some(field.to_string()),
+                severity: Severity::Error,
+                message,
+            })
+        };
+        // One context per record for the scope and every expression.
+        let employee = mapping.cel_input.used.then(|| {
+            cel::context(&extra::employee(
+                &mapping.cel_input,
+                rec,
+                &self.lookups,
+                &self.lookup_fields,
+            ))
+        });
+        if let (Some(scope), Some(employee)) = (&mapping.scope, &employee) {
+            let inside = extra::in_scope(scope, employee)
+                .map_err(|e| row("scope", format!("spec.scope.filter: {}", e.message())))?;
+            if !inside {
+                self.out.out_of_scope += 1;
+                // A leaver by status stays one, whatever the scope says.
+                match scope.when_out {
+                    WhenOutOfScope::Ignore if leaver_reason.is_none() => return Err(None),
+                    WhenOutOfScope::Ignore => {}
+                    WhenOutOfScope::Deactivate => {
+                        leaver_reason.get_or_insert(LeaverReason::OutOfScope);
+                    }
+                }
+            }
+        }
+        for x in &mapping.extras {
+            if let Extract::Person(id, slot) = &x.extract {
+                let person = value(rec, *id).and_then(|v| v.parse::<i64>().ok());
+                pending.push((x.attr, person, *slot, x.default.clone()));
+                continue;
+            }
+            let v = match (&x.extract, &employee) {
+                (Extract::Expression(cel), Some(e)) => {
+                    cel.eval_in(e, cel::Want::Text).map_err(|err| {
+                        row(
+                            x.attr.display_name(),
+                            format!("{}.expression: {}", x.path, err.message()),
+                        )
+                    })?
+                }
+                (other, _) => self.extract(rec, other),
+            };
+            member.set(x.attr, v.or_else(|| x.default.clone()));
+        }
+        Ok(pending)
     }
 
     /// Every record added: the desired members.
@@ -501,8 +688,13 @@ impl<'m> Mapper<'m> {
             employee_ids,
             mut candidates,
             mut out,
+            person_slots,
+            persons,
+            pending,
             ..
         } = self;
+        resolve_persons(&mut candidates, pending, &persons, &person_slots);
+        drop(persons);
         // Managers resolve now that every record has been seen.
         for (_, manager, d) in candidates.iter_mut() {
             let resolved = manager.and_then(|id| employee_ids.get(&id));
@@ -580,6 +772,81 @@ impl<'m> Mapper<'m> {
         ambiguous.sort();
         out.ambiguous_ids = ambiguous;
         out
+    }
+}
+
+/// An attribute taken from another employee's record: (target, their Freshteam id,
+/// request index of the field, default).
+type PendingValue = (Attr, Option<i64>, usize, Option<String>);
+
+/// A [`PendingValue`] of the candidate at `at`.
+struct Pending {
+    at: usize,
+    attr: Attr,
+    person: Option<i64>,
+    slot: usize,
+    default: Option<String>,
+}
+
+/// The request indices [`Extract::Person`] paths read from other employees' records.
+fn person_slots(mapping: &CompiledMapping) -> Vec<usize> {
+    let mut slots: Vec<usize> = mapping
+        .extras
+        .iter()
+        .filter_map(|x| match x.extract {
+            Extract::Person(_, slot) => Some(slot),
+            _ => None,
+        })
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
+}
+
+/// Sets the attributes that come from another employee's record, now that every record
+/// has been seen. Someone named whose record was not read (an incremental run reads only
+/// the changed) leaves the attribute unknown: not compared this run.
+fn resolve_persons(
+    candidates: &mut [(i64, Option<i64>, PackedDesired)],
+    pending: Vec<Pending>,
+    persons: &HashMap<i64, Vec<Option<String>>>,
+    slots: &[usize],
+) {
+    for p in pending {
+        let d = &mut candidates[p.at].2;
+        let value = match p.person {
+            None => None,
+            Some(id) => match persons.get(&id) {
+                Some(values) => slots
+                    .iter()
+                    .position(|s| *s == p.slot)
+                    .and_then(|i| values[i].clone()),
+                None => {
+                    let mut unknown = d.unknown.to_vec();
+                    unknown.push(p.attr);
+                    d.unknown = unknown.into_boxed_slice();
+                    continue;
+                }
+            },
+        };
+        let mut member = d.member.unpack();
+        member.set(p.attr, value.or(p.default));
+        d.member = PackedMember::new(&member, [None, None], false);
+    }
+}
+
+/// A custom field's value: a dropdown (`{id, value}`) gives its `value`.
+fn dropdown_value(text: &str) -> Option<String> {
+    if !text.starts_with('{') {
+        return Some(text.to_string());
+    }
+    match serde_json::from_str::<serde_json::Value>(text)
+        .ok()?
+        .get("value")?
+    {
+        serde_json::Value::String(s) => Some(s.clone()).filter(|s| !s.trim().is_empty()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
     }
 }
 

@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::api::AttributeMapping;
 use crate::source::{EmployeeRecord, SourceSnapshot};
 
 fn spec() -> MappingSpec {
@@ -54,6 +55,7 @@ fn snapshot(mapping: &CompiledMapping, records: &[(i64, &[(&str, &str)])]) -> So
     lookups.insert(LookupKind::Departments, departments);
     SourceSnapshot {
         employees,
+        lookup_fields: Default::default(),
         lookups,
         stats: Default::default(),
     }
@@ -165,6 +167,7 @@ fn maps_a_record_with_lookup_and_derived_display_name() {
             department: Some("Engineering".into()),
             employee_number: None,
             manager: None,
+            extra: Vec::new(),
             active: true,
         }
     );
@@ -369,4 +372,218 @@ fn email_check() {
     ] {
         assert!(check_email(bad).is_err(), "{bad}");
     }
+}
+
+fn attribute(target: &str, source: (&str, &str), default: Option<&str>) -> AttributeMapping {
+    let mut a = AttributeMapping {
+        target: target.into(),
+        default: default.map(str::to_string),
+        ..AttributeMapping::default()
+    };
+    match source.0 {
+        "from" => a.from = Some(source.1.into()),
+        "value" => a.value = Some(source.1.into()),
+        _ => a.expression = Some(source.1.into()),
+    }
+    a
+}
+
+const COST: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter";
+
+#[test]
+fn attributes_take_custom_fields_dropdowns_lookup_fields_constants_and_defaults() {
+    let mut m = spec();
+    m.attributes = vec![
+        attribute(COST, ("from", "custom_field_values.cost_center"), None),
+        attribute(
+            "addresses[type eq \"work\"].region",
+            ("from", "custom_field_values.work_location"),
+            None,
+        ),
+        attribute(
+            "addresses[type eq \"work\"].locality",
+            ("from", "department.city"),
+            Some("Nowhere"),
+        ),
+        attribute("userType", ("value", "Employee"), None),
+        attribute("nickName", ("from", "middle_name"), Some("none")),
+    ];
+    let c = compile(&m);
+    assert!(
+        c.request.needs_detail,
+        "custom fields are in the detail record"
+    );
+    assert_eq!(
+        c.request.lookup_fields,
+        vec![(LookupKind::Departments, "city".to_string())]
+    );
+    let mut fields = ada();
+    fields.push(("custom_field_values.cost_center", "CC-7"));
+    fields.push((
+        "custom_field_values.work_location",
+        r#"{"id":801,"value":"Office"}"#,
+    ));
+    let mut snap = snapshot(&c, &[(1, &fields)]);
+    snap.lookup_fields.insert(
+        (LookupKind::Departments, "city".into()),
+        HashMap::from([(7, "Oslo".to_string())]),
+    );
+    let mapped = map_records(&snap, &c);
+    assert!(mapped.errors.is_empty(), "{:?}", mapped.errors);
+    let member = &mapped.members[0].member;
+    let get = |t: &str| member.get(Attr::Extra(crate::member::target::intern(t)));
+    assert_eq!(get(COST), Some("CC-7"));
+    assert_eq!(get("addresses[type eq \"work\"].region"), Some("Office"));
+    assert_eq!(get("addresses[type eq \"work\"].locality"), Some("Oslo"));
+    assert_eq!(get("userType"), Some("Employee"));
+    assert_eq!(
+        get("nickName"),
+        Some("none"),
+        "the default for an empty field"
+    );
+
+    // Without the looked-up field the default is written.
+    snap.lookup_fields.clear();
+    let mapped = map_records(&snap, &c);
+    assert_eq!(
+        mapped.members[0]
+            .member
+            .get(Attr::Extra(crate::member::target::intern(
+                "addresses[type eq \"work\"].locality"
+            ))),
+        Some("Nowhere")
+    );
+}
+
+#[test]
+fn bad_attributes_name_their_path() {
+    let refused = |a: Vec<AttributeMapping>| {
+        let mut m = spec();
+        m.attributes = a;
+        CompiledMapping::compile(&m, &LeaversSpec::default()).unwrap_err()
+    };
+    let e = refused(vec![attribute("costCentre", ("value", "x"), None)]);
+    assert_eq!(e.field, "spec.mapping.attributes[0].target");
+    let mut two = attribute("nickName", ("value", "x"), None);
+    two.expression = Some("employee.first_name".into());
+    let e = refused(vec![two]);
+    assert_eq!(e.field, "spec.mapping.attributes[0]");
+    assert!(
+        e.message.contains("has value and expression"),
+        "{}",
+        e.message
+    );
+    let e = refused(vec![
+        attribute("nickName", ("value", "x"), None),
+        attribute("NICKNAME", ("value", "y"), None),
+    ]);
+    assert_eq!(e.field, "spec.mapping.attributes[1].target");
+    let e = refused(vec![attribute(
+        "nickName",
+        ("from", "reporting_to.shoe_size"),
+        None,
+    )]);
+    assert_eq!(e.field, "spec.mapping.attributes[0].from");
+    let e = refused(vec![attribute(
+        "nickName",
+        ("expression", "employee.shoe_size"),
+        None,
+    )]);
+    assert_eq!(e.field, "spec.mapping.attributes[0].expression");
+    assert!(e.message.contains("'shoe_size'"), "{}", e.message);
+}
+
+#[test]
+fn the_scope_deactivates_or_ignores_and_a_failing_filter_is_the_records_error() {
+    let scoped = |when: WhenOutOfScope, filter: &str| {
+        compile(&spec())
+            .with_scope(Some(&ScopeSpec {
+                filter: Some(filter.into()),
+                when_out_of_scope: when,
+            }))
+            .unwrap()
+    };
+    let mut contractor = ada();
+    contractor.push(("employee_type", "contractor"));
+    let filter = r#"employee.employee_type != "contractor""#;
+
+    let c = scoped(WhenOutOfScope::Deactivate, filter);
+    let mapped = map_records(&snapshot(&c, &[(1, &contractor)]), &c);
+    assert_eq!(mapped.out_of_scope, 1);
+    assert_eq!(
+        mapped.members[0].leaver_reason,
+        Some(LeaverReason::OutOfScope)
+    );
+    assert!(!mapped.members[0].member.active);
+
+    let c = scoped(WhenOutOfScope::Ignore, filter);
+    let mapped = map_records(&snapshot(&c, &[(1, &contractor)]), &c);
+    assert!(mapped.members.is_empty());
+    assert_eq!(mapped.drafts, vec!["E-1".to_string()], "left as it is");
+
+    // A leaver by status stays one under Ignore.
+    let mut terminated = contractor.clone();
+    terminated.push(("terminated", "true"));
+    let mapped = map_records(&snapshot(&c, &[(1, &terminated)]), &c);
+    assert_eq!(
+        mapped.members[0].leaver_reason,
+        Some(LeaverReason::Terminated)
+    );
+
+    let c = scoped(
+        WhenOutOfScope::Deactivate,
+        "employee.employee_type.size() > 3",
+    );
+    let mapped = map_records(&snapshot(&c, &[(1, &ada())]), &c);
+    assert!(mapped.members.is_empty());
+    assert_eq!(mapped.errors[0].field.as_deref(), Some("scope"));
+    assert!(
+        mapped.errors[0].message.starts_with("spec.scope.filter: "),
+        "{}",
+        mapped.errors[0].message
+    );
+}
+
+#[test]
+fn a_persons_field_comes_from_their_record_and_is_unknown_when_it_was_not_read() {
+    let mut m = spec();
+    m.attributes = vec![
+        attribute("nickName", ("from", "reporting_to.first_name"), None),
+        attribute(
+            "entitlements[type eq \"manager\"].value",
+            ("from", "reporting_to"),
+            Some("nobody"),
+        ),
+    ];
+    let c = compile(&m);
+    let nick = Attr::Extra(crate::member::target::intern("nickName"));
+    let boss = Attr::Extra(crate::member::target::intern(
+        "entitlements[type eq \"manager\"].value",
+    ));
+    let mut grace = vec![
+        ("employee_id", "E-2"),
+        ("official_email", "grace@acme.example"),
+        ("first_name", "Grace"),
+        ("status", "active"),
+    ];
+    let mut ada = ada();
+    ada.push(("reporting_to_id", "2"));
+    // The manager comes after the report: resolved once every record is seen.
+    let mapped = map_records(&snapshot(&c, &[(1, &ada), (2, &grace)]), &c);
+    let first = &mapped.members[0].member;
+    assert_eq!(first.get(nick), Some("Grace"));
+    assert_eq!(first.get(boss), Some("E-2"));
+    // No manager: the default.
+    assert_eq!(mapped.members[1].member.get(boss), Some("nobody"));
+    assert_eq!(mapped.members[1].member.get(nick), None);
+
+    // The manager's record not read (an incremental run): unknown, never compared.
+    let snap = snapshot(&c, &[(1, &ada)]);
+    let mut mapper = Mapper::new(&c, snap.lookups.clone());
+    for rec in &snap.employees {
+        mapper.add(rec);
+    }
+    let set = mapper.finish();
+    assert_eq!(set.members[0].unknown.as_ref(), &[nick, boss]);
+    grace.clear();
 }

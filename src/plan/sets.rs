@@ -211,6 +211,9 @@ impl<'a> Planner<'a> {
             },
         };
         let mut managed = self.options.managed;
+        if !d.unknown.is_empty() {
+            managed = managed.iter().filter(|a| !d.unknown.contains(a)).collect();
+        }
         if pending {
             plan.pending_manager_links += 1;
             managed = managed.iter().filter(|a| *a != Attr::Manager).collect();

@@ -35,6 +35,7 @@ fn member(id: &str, active: bool) -> Member {
         department: Some("Engineering".into()),
         employee_number: None,
         manager: None,
+        extra: Vec::new(),
         active,
     }
 }
@@ -452,6 +453,7 @@ fn random_member(rng: &mut StdRng, id: usize) -> Member {
         department: pick(rng, &["Eng", "HR"]),
         employee_number: pick(rng, &["1", "2"]),
         manager: None,
+        extra: Vec::new(),
         active: rng.random_bool(0.8),
     }
 }

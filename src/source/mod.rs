@@ -46,6 +46,7 @@ pub enum LookupKind {
     Branches,
     BusinessUnits,
     Teams,
+    Levels,
 }
 
 impl LookupKind {
@@ -57,6 +58,7 @@ impl LookupKind {
             LookupKind::Branches => "branches",
             LookupKind::BusinessUnits => "business_units",
             LookupKind::Teams => "teams",
+            LookupKind::Levels => "levels",
         }
     }
 }
@@ -70,6 +72,9 @@ pub struct SourceRequest {
     pub fields: Vec<String>,
     /// Lookup endpoints to read once.
     pub lookups: Vec<LookupKind>,
+    /// Fields of looked-up records besides `name` (`branches`' `city`), each read from
+    /// the same one call per endpoint (the kind is in [`SourceRequest::lookups`]).
+    pub lookup_fields: Vec<(LookupKind, String)>,
     /// True when a field is only on `GET /api/employees/{id}`.
     pub needs_detail: bool,
     /// Read only employees changed since this instant (an incremental read): every
@@ -159,9 +164,14 @@ pub struct SourceSnapshot {
     pub employees: Vec<EmployeeRecord>,
     /// id → name, per lookup endpoint.
     pub lookups: HashMap<LookupKind, HashMap<i64, String>>,
+    /// id → value of the requested [`SourceRequest::lookup_fields`].
+    pub lookup_fields: LookupFields,
     /// Requests made, for the run report and benchmarks.
     pub stats: SourceStats,
 }
+
+/// Per looked-up record field: id → the field's value as text.
+pub type LookupFields = HashMap<(LookupKind, String), HashMap<i64, String>>;
 
 /// Counts of calls a run made to Freshteam.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -243,6 +253,7 @@ pub trait EmployeeSource: Send + Sync {
     ) -> Result<SourceStats, SourceError> {
         let snapshot = self.fetch(request, progress).await?;
         sink.lookups(snapshot.lookups);
+        sink.lookup_fields(snapshot.lookup_fields);
         for record in snapshot.employees {
             sink.record(record);
         }
@@ -267,6 +278,10 @@ pub trait EmployeeSource: Send + Sync {
 pub trait RecordSink: Send {
     /// id → name, per lookup endpoint; before any record.
     fn lookups(&mut self, lookups: HashMap<LookupKind, HashMap<i64, String>>);
+    /// The requested fields of looked-up records; before any record.
+    fn lookup_fields(&mut self, fields: LookupFields) {
+        let _ = fields;
+    }
     /// One employee; in Freshteam id order, each once.
     fn record(&mut self, record: EmployeeRecord);
 }

@@ -142,6 +142,22 @@ pub(crate) fn lookup_names(body: &Value) -> Option<HashMap<i64, String>> {
     )
 }
 
+/// `id → field` (a possibly dotted path, as text) from a lookup endpoint's array;
+/// entries without an id or the field are skipped. `None` when the body is not an array.
+pub(crate) fn lookup_field(body: &Value, field: &str) -> Option<HashMap<i64, String>> {
+    let items = body.as_array()?;
+    Some(
+        items
+            .iter()
+            .filter_map(|item| {
+                let id = as_id(item.get("id")?)?;
+                let value = resolve(item, field).and_then(text)?;
+                (!value.trim().is_empty()).then_some((id, value))
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

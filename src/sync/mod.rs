@@ -79,6 +79,15 @@ fn api_calls(source: &SourceStats, dest: &DestinationStats) -> ApiCalls {
     }
 }
 
+/// Employees in and out of `spec.scope` (when a filter is set) and the first few mapped
+/// members, values as they would be written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MappedPreview {
+    pub in_scope: Option<u32>,
+    pub out_of_scope: Option<u32>,
+    pub sample: Vec<crate::api::PreviewMember>,
+}
+
 /// Everything a run produced.
 #[derive(Clone, Debug, Default)]
 pub struct ImportOutcome {
@@ -100,6 +109,8 @@ pub struct ImportOutcome {
     pub convergence: Option<ConvergenceNotes>,
     /// Mapping targets (`spec.mapping` field names) the destination does not keep.
     pub unsupported_targets: Vec<String>,
+    /// What the mapping made of the source, for `status.preview`.
+    pub mapped: MappedPreview,
     /// New members were held back (their state could not be recorded): how many and why,
     /// as the status message says it.
     pub held_back: Option<String>,

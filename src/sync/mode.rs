@@ -135,15 +135,20 @@ pub(crate) fn next_cursor(
 }
 
 /// A stable fingerprint of the parts of a spec that decide what a run writes: the
-/// source, the destination, the mapping and the leaver rules. Schedules,
+/// source, the destination, the mapping (with its attributes), the scope and the leaver
+/// rules. Schedules,
 /// notifications and history limits are not part of it.
 pub(crate) fn spec_fingerprint(spec: &FreshteamIntegrationSpec) -> String {
-    let parts = serde_json::json!({
+    let mut parts = serde_json::json!({
         "source": spec.source,
         "destination": spec.destination,
         "mapping": spec.mapping,
         "leavers": spec.leavers,
     });
+    // Only when set: fingerprints of specs without a scope stay as they were.
+    if let Some(scope) = &spec.scope {
+        parts["scope"] = serde_json::json!(scope);
+    }
     // FNV-1a: stable across builds and releases, unlike std's hasher.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in parts.to_string().bytes() {

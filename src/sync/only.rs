@@ -20,7 +20,7 @@ use crate::api::{
 use crate::destination::{Accounts, DestinationError, DestinationMember};
 use crate::ledger::Ledger;
 use crate::mapping::{lowercase, DesiredSet, Mapper, PackedDesired};
-use crate::member::{Attr, Change, MemberFields};
+use crate::member::{Attr, Change, LeaverReason, MemberFields};
 use crate::plan::{PackedPlan, WriteKind};
 
 /// The `status.mode_reason` of an on-demand run.
@@ -80,6 +80,7 @@ fn keep_named(desired: &mut DesiredSet, ids: &[String]) {
         .members
         .retain(|d| named.contains(d.member.employee_id()));
     desired.drafts.retain(|id| named.contains(id.as_str()));
+    desired.ignored.retain(|id| named.contains(id.as_str()));
     desired
         .ambiguous_ids
         .retain(|id| named.contains(id.as_str()));
@@ -117,10 +118,11 @@ async fn accounts_of(
     Ok(found)
 }
 
-/// Whether a found employee is in the integration's scope. Everyone found is, until
-/// the mapping has a scope: this is the one place that asks.
-fn in_scope(_member: &PackedDesired) -> bool {
-    true
+/// Whether a found employee is in the integration's scope (`spec.scope.filter`): one
+/// out of scope is a leaver "out of scope" under `whenOutOfScope: Deactivate`, and not
+/// among the members at all under `Ignore` (see [`steps_of`]).
+fn in_scope(member: &PackedDesired) -> bool {
+    member.leaver_reason != Some(LeaverReason::OutOfScope)
 }
 
 /// Each named employee's steps up to the plan: found (and where), in scope, mapped
@@ -176,6 +178,15 @@ fn steps_of(
         .iter()
         .chain(&plan.errors)
         .find(|r| r.employee_id.as_deref() == Some(id) && r.severity == Severity::Error);
+    if sets.desired.ignored.iter().any(|d| d == id) {
+        steps.found = true;
+        steps.in_scope = Some(false);
+        steps.action = MemberAction::Skip;
+        steps.result = Some(
+            "out of scope (spec.scope.filter); spec.scope.whenOutOfScope: Ignore leaves its member as it is".into(),
+        );
+        return steps;
+    }
     if sets.desired.drafts.iter().any(|d| d == id) {
         steps.found = true;
         steps.population = Some("draft".into());

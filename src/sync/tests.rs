@@ -75,6 +75,7 @@ impl EmployeeSource for FakeSource {
         );
         Ok(SourceSnapshot {
             employees,
+            lookup_fields: Default::default(),
             lookups,
             stats: SourceStats {
                 list_requests: 1,

@@ -226,6 +226,18 @@ const ROLES: &[(i64, &str, &str)] = &[
 
 const TSHIRT_SIZES: &[&str] = &["XS", "S", "M", "L", "XL", "XXL"];
 
+/// `/api/levels`: each employee's `level_id` (detail record).
+const LEVELS: &[(i64, &str)] = &[
+    (701, "L1 Associate"),
+    (702, "L2 Professional"),
+    (703, "L3 Senior"),
+    (704, "L4 Lead"),
+    (705, "L5 Director"),
+];
+
+/// The `work_location` dropdown custom field's choices (`{id, value}` in the record).
+const WORK_LOCATIONS: &[(i64, &str)] = &[(801, "Office"), (802, "Hybrid"), (803, "Remote")];
+
 /// Direct reports per manager in the generated org chart.
 const SPAN_OF_CONTROL: u64 = 6;
 
@@ -467,14 +479,21 @@ impl Generator {
             .chance(n, 38, 85)
             .then(|| *self.pick(n, 39, TSHIRT_SIZES));
         let cost_center = format!("CC-{}", 10 + self.below(n, 40, 31));
+        let level = self.pick(n, 41, LEVELS).0;
+        let (location_id, location) = *self.pick(n, 42, WORK_LOCATIONS);
         m.insert("personal_email".into(), json!(personal_email));
         m.insert("date_of_birth".into(), json!(birth));
         m.insert("gender".into(), gender);
         m.insert("phone_numbers".into(), Value::Array(phones));
         m.insert("role_ids".into(), json!(roles));
+        m.insert("level_id".into(), json!(level));
         m.insert(
             "custom_field_values".into(),
-            json!({ "tshirt_size": tshirt, "cost_center": cost_center }),
+            json!({
+                "tshirt_size": tshirt,
+                "cost_center": cost_center,
+                "work_location": { "id": location_id, "value": location },
+            }),
         );
         m
     }
@@ -510,6 +529,10 @@ pub(crate) fn lookup(path: &str) -> Option<Value> {
             .iter()
             .map(|(id, name)| json!({ "id": id, "name": name, "deleted": false }))
             .collect(),
+        "levels" => LEVELS
+            .iter()
+            .map(|(id, name)| json!({ "id": id, "name": name, "deleted": false }))
+            .collect(),
         "roles" => ROLES
             .iter()
             .map(|(id, name, description)| {
@@ -525,7 +548,7 @@ pub(crate) fn lookup(path: &str) -> Option<Value> {
 fn employee_fields() -> Vec<Value> {
     let field_type = |name: &str| match name {
         "id" | "department_id" | "sub_department_id" | "business_unit_id" | "branch_id"
-        | "team_id" | "reporting_to_id" => "number",
+        | "team_id" | "reporting_to_id" | "level_id" => "number",
         "terminated" | "deleted" => "boolean",
         "termination_date" | "joining_date" | "date_of_birth" => "date",
         "created_at" | "updated_at" => "date_time",
@@ -563,6 +586,11 @@ fn employee_fields() -> Vec<Value> {
         json!({
             "id": 902, "name": "cost_center", "label": "Cost center", "type": "custom",
             "field_type": "text", "mandatory": false,
+        }),
+        json!({
+            "id": 903, "name": "work_location", "label": "Work location", "type": "custom",
+            "field_type": "dropdown", "mandatory": false,
+            "choices": WORK_LOCATIONS.iter().map(|(_, v)| v).collect::<Vec<_>>(),
         }),
     ];
     standard.chain(custom).collect()

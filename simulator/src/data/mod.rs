@@ -47,6 +47,7 @@ pub(crate) const DETAIL_ONLY_FIELDS: &[&str] = &[
     "gender",
     "phone_numbers",
     "role_ids",
+    "level_id",
     "custom_field_values",
 ];
 

@@ -189,6 +189,12 @@ impl Run {
                 ),
                 would_reactivate: count(s.reactivated),
                 errors: count(s.errors),
+                in_scope: outcome.mapped.in_scope.filter(|_| counted),
+                out_of_scope: outcome.mapped.out_of_scope.filter(|_| counted),
+                sample: match counted {
+                    true => outcome.mapped.sample.clone(),
+                    false => Vec::new(),
+                },
             };
             self.patch_preview(&PreviewPatch::new(preview), "the preview")
                 .await;

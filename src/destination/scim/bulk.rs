@@ -64,7 +64,7 @@ impl ScimClient {
                 "method": "POST",
                 "path": "/Users",
                 "bulkId": Self::bulk_id(index),
-                "data": model::create_body_for(member, self.keeps.emails),
+                "data": self.create_body(member),
             }),
             WriteOp::Update(update) => {
                 let UpdateOp {

@@ -46,6 +46,9 @@ pub struct ScimConfig {
     /// run with an error (a service whose list never ends).
     pub max_listed_users: usize,
     pub max_list_pages: usize,
+    /// Targets of `spec.mapping.attributes[]` (interned, see
+    /// [`crate::member::target::intern`]): read from every User and written when mapped.
+    pub extras: &'static [&'static str],
 }
 
 impl ScimConfig {
@@ -67,6 +70,7 @@ impl ScimConfig {
             egress: Egress::default(),
             max_listed_users: MAX_LISTED_USERS,
             max_list_pages: MAX_LIST_PAGES,
+            extras: &[],
         })
     }
 }

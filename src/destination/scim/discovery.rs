@@ -14,6 +14,7 @@ use super::model::{WireServiceProviderConfig, ENTERPRISE_SCHEMA, USER_SCHEMA};
 use super::transport::{CallKind, Response};
 use super::ScimClient;
 use crate::destination::DestinationError;
+use crate::member::target::{intern, intern_list, TargetPath};
 use crate::member::{Attr, AttrSet};
 
 /// The User attributes a service keeps.
@@ -23,6 +24,9 @@ pub struct Keeps {
     pub attrs: AttrSet,
     /// The `emails` attribute (else only `userName` carries the e-mail).
     pub emails: bool,
+    /// Targets of `spec.mapping.attributes[]` the service's schemas do not keep (every
+    /// other mapped target is assumed kept).
+    pub unkept: &'static [&'static str],
 }
 
 impl Keeps {
@@ -31,8 +35,48 @@ impl Keeps {
         Keeps {
             attrs: Attr::ALL.into_iter().collect(),
             emails: true,
+            unkept: &[],
         }
     }
+
+    /// The member fields kept, with the mapped `extras` not in [`Keeps::unkept`].
+    pub fn with_extras(&self, extras: &[&'static str]) -> AttrSet {
+        let mut attrs = self.attrs;
+        for t in extras.iter().filter(|t| !self.unkept.contains(t)) {
+            attrs.insert(Attr::Extra(t));
+        }
+        attrs
+    }
+}
+
+/// The mapped `extras` that `schemas` (when published) do not describe as writable.
+pub(super) fn unkept_extras(
+    schemas: Option<&[WireSchema]>,
+    extras: &[&'static str],
+) -> &'static [&'static str] {
+    let Some(all) = schemas else {
+        return &[];
+    };
+    let schema = |id: &str| all.iter().find(|s| s.id.eq_ignore_ascii_case(id));
+    let unkept: Vec<&'static str> = extras
+        .iter()
+        .copied()
+        .filter(|t| {
+            let Ok(path) = TargetPath::parse(t) else {
+                return true;
+            };
+            let id = path.extension().unwrap_or(USER_SCHEMA);
+            let mut names = vec![path.attribute.as_str()];
+            names.extend(path.sub.as_deref());
+            // An extension the service does not describe at all keeps nothing; one it
+            // does not list while listing none is unknown: assumed kept.
+            match schema(id) {
+                Some(s) => !keeps(Some(s), &names),
+                None => path.extension().is_some() || schema(USER_SCHEMA).is_some(),
+            }
+        })
+        .collect();
+    intern_list(&unkept)
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +196,7 @@ pub(super) fn derive(schemas: Option<&[WireSchema]>, types: Option<&[WireResourc
             Attr::Department => enterprise && keeps(enterprise_schema, &["department"]),
             Attr::EmployeeNumber => enterprise && keeps(enterprise_schema, &["employeeNumber"]),
             Attr::Manager => enterprise && keeps(enterprise_schema, &["manager"]),
+            Attr::Extra(_) => true,
         };
         if kept {
             attrs.insert(attr);
@@ -160,6 +205,7 @@ pub(super) fn derive(schemas: Option<&[WireSchema]>, types: Option<&[WireResourc
     Keeps {
         attrs,
         emails: keeps(user, &["emails"]),
+        unkept: &[],
     }
 }
 
@@ -191,6 +237,14 @@ pub(super) fn discovery_note(caps: &Capabilities, keeps: Keeps, at: DateTime<Utc
     if keeps.emails {
         parts.push("emails".into());
     }
+    if !keeps.unkept.is_empty() {
+        let encoded: Vec<String> = keeps
+            .unkept
+            .iter()
+            .map(|t| url::form_urlencoded::byte_serialize(t.as_bytes()).collect())
+            .collect();
+        parts.push(format!("unkept={}", encoded.join(",")));
+    }
     parts.join(" ")
 }
 
@@ -210,6 +264,7 @@ pub(super) fn remembered_discovery(
     let mut keeps = Keeps {
         attrs: AttrSet::default(),
         emails: false,
+        unkept: &[],
     };
     let mut described = false;
     for part in parts {
@@ -225,6 +280,19 @@ pub(super) fn remembered_discovery(
                     max_operations: ops.parse().ok()?,
                     max_payload_size: bytes.parse().ok()?,
                 });
+            }
+            Some(("unkept", targets)) => {
+                let list: Vec<&'static str> = targets
+                    .split(',')
+                    .map(|t| {
+                        let text: String = url::form_urlencoded::parse(format!("t={t}").as_bytes())
+                            .next()
+                            .map(|(_, v)| v.into_owned())
+                            .unwrap_or_default();
+                        intern(&text)
+                    })
+                    .collect();
+                keeps.unkept = intern_list(&list);
             }
             Some(("keeps", fields)) => {
                 described = true;
@@ -251,6 +319,7 @@ pub(crate) fn scim_name(attr: Attr) -> &'static str {
         Attr::Department => "enterprise department",
         Attr::EmployeeNumber => "enterprise employeeNumber",
         Attr::Manager => "enterprise manager",
+        Attr::Extra(target) => target,
     }
 }
 
@@ -308,7 +377,9 @@ impl ScimClient {
     pub(super) async fn read_keeps(&self) -> Result<Keeps, DestinationError> {
         let schemas = self.discover::<WireSchema>("Schemas").await?;
         let types = self.discover::<WireResourceType>("ResourceTypes").await?;
-        Ok(derive(schemas.as_deref(), types.as_deref()))
+        let mut keeps = derive(schemas.as_deref(), types.as_deref());
+        keeps.unkept = unkept_extras(schemas.as_deref(), self.config.extras);
+        Ok(keeps)
     }
 }
 
@@ -328,6 +399,44 @@ mod tests {
     }
 
     #[test]
+    fn mapped_targets_the_schemas_do_not_keep_are_named_and_remembered() {
+        let s = schemas(json!([
+            {"id": USER_SCHEMA, "attributes": [
+                {"name": "userName"},
+                {"name": "nickName"},
+                {"name": "addresses", "subAttributes": [{"name": "locality"}]},
+            ]},
+            {"id": ENTERPRISE_SCHEMA, "attributes": [{"name": "costCenter", "mutability": "readOnly"}]},
+        ]));
+        let targets = [
+            intern("nickName"),
+            intern("addresses[type eq \"work\"].locality"),
+            intern("addresses[type eq \"work\"].region"),
+            intern(&format!("{ENTERPRISE_SCHEMA}:costCenter")),
+            intern("urn:example:rewards:2.0:User:startDate"),
+        ];
+        let unkept = unkept_extras(Some(&s), &targets);
+        assert_eq!(unkept, &targets[2..]);
+        assert!(
+            unkept_extras(None, &targets).is_empty(),
+            "undescribed: kept"
+        );
+
+        let keeps = Keeps {
+            unkept,
+            ..Keeps::everything()
+        };
+        let kept = keeps.with_extras(&targets);
+        assert!(kept.contains(Attr::Extra(targets[0])) && !kept.contains(Attr::Extra(targets[4])));
+        let learnt = at("2026-12-05T22:40:00Z");
+        let note = discovery_note(&Capabilities::minimal(), keeps, learnt);
+        assert_eq!(
+            remembered_discovery(&note, learnt).map(|r| r.1),
+            Some(keeps)
+        );
+    }
+
+    #[test]
     fn a_discovery_note_round_trips_while_fresh() {
         let caps = Capabilities {
             patch: true,
@@ -343,6 +452,7 @@ mod tests {
             attrs: [Attr::Email, Attr::FirstName, Attr::Department]
                 .into_iter()
                 .collect(),
+            unkept: &[],
             emails: true,
         };
         let learnt = at("2026-12-05T22:40:00Z");

@@ -31,7 +31,9 @@ impl ScimClient {
         let resp = self.expect_success(&url, resp)?;
         let user: WireUser =
             serde_json::from_slice(&resp.body).map_err(|e| self.bad_response(&url, e))?;
-        Ok(Some(user.into_destination(resp.etag)))
+        Ok(Some(
+            user.into_destination_with(resp.etag, self.config.extras),
+        ))
     }
 
     pub(super) async fn fetch_page(
@@ -68,7 +70,7 @@ impl ScimClient {
                 break;
             }
             bounds.page(start, n, count).map_err(|e| self.endless(e))?;
-            out(convert(page.resources));
+            out(convert(page.resources, self.config.extras));
             listed += n;
             start += n;
             count = count.saturating_sub(n);
@@ -128,7 +130,7 @@ impl ScimClient {
         let mut bounds = ListBounds::new(&self.config, total, step, count);
         bounds.page(1, step, count).map_err(|e| self.endless(e))?;
         // Converted and handed over page by page: no page is held once read.
-        out(convert(first.resources));
+        out(convert(first.resources, self.config.extras));
         let mut read = ListRead {
             listed: step,
             window: 1,
@@ -195,7 +197,7 @@ impl ScimClient {
                 .page(start, n, bounds.asked)
                 .map_err(|e| self.endless(e))?;
             read.listed += n;
-            out(convert(page.resources));
+            out(convert(page.resources, self.config.extras));
             let expected = walk.expected(start);
             if n < expected && total.is_some() {
                 let rest = expected - n;
@@ -445,10 +447,10 @@ pub(super) enum ListBoundError {
     },
 }
 
-fn convert(users: Vec<WireUser>) -> Vec<DestinationMember> {
+fn convert(users: Vec<WireUser>, extras: &[&'static str]) -> Vec<DestinationMember> {
     users
         .into_iter()
-        .map(|u| u.into_destination(None))
+        .map(|u| u.into_destination_with(None, extras))
         .collect()
 }
 

@@ -261,7 +261,11 @@ impl ScimClient {
         let mut seen = HashSet::new();
         found.retain(|u| wanted(u, &ids, &names) && seen.insert(u.id.clone()));
         let mut members: Vec<DestinationMember> = Vec::with_capacity(found.len());
-        members.extend(found.into_iter().map(|u| u.into_destination(None)));
+        members.extend(
+            found
+                .into_iter()
+                .map(|u| u.into_destination_with(None, self.config.extras)),
+        );
         members.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(Some(members))
     }

@@ -31,7 +31,7 @@ use super::{
     DestinationError, DestinationMember, DestinationStats, MemberDirectory, MemberKeys, WriteOp,
     WriteOutcome,
 };
-use crate::member::AttrSet;
+use crate::member::{AttrSet, Member};
 use config::check_scheme;
 pub use config::{BulkLimits, BulkMode, Capabilities, ScimConfig};
 pub(crate) use discovery::scim_name;
@@ -175,6 +175,19 @@ impl ScimClient {
     pub fn keeps(&self) -> Keeps {
         self.keeps
     }
+
+    /// The body of `POST /Users` for `member`, without the mapped targets the service
+    /// does not keep (a service may refuse an unknown extension outright).
+    pub(crate) fn create_body(&self, member: &Member) -> serde_json::Value {
+        let unkept = self.keeps.unkept;
+        if member.extra.iter().any(|(t, _)| unkept.contains(t)) {
+            let mut kept = member.clone();
+            kept.extra.retain(|(t, _)| !unkept.contains(t));
+            model::create_body_for(&kept, self.keeps.emails)
+        } else {
+            model::create_body_for(member, self.keeps.emails)
+        }
+    }
 }
 
 #[async_trait]
@@ -217,7 +230,7 @@ impl MemberDirectory for ScimClient {
     }
 
     fn keeps(&self) -> AttrSet {
-        self.keeps.attrs
+        self.keeps.with_extras(self.config.extras)
     }
 
     fn remember(&self, notes: &super::ConvergenceNotes) {

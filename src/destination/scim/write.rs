@@ -125,10 +125,20 @@ pub(super) fn changes_email(changes: &[Change]) -> bool {
         .any(|c| matches!(c, Change::Set(crate::member::Attr::Email, _)))
 }
 
+/// Whether `changes` set a sub-attribute of a multi-valued entry picked by a filter
+/// (`addresses[type eq "work"].locality`).
+fn sets_a_filtered_entry(changes: &[Change]) -> bool {
+    changes.iter().any(|c| match c {
+        Change::Set(Attr::Extra(t), _) => model::target_path(t).is_some_and(|p| p.kind.is_some()),
+        _ => false,
+    })
+}
+
 /// A create as the changes it writes: every attribute it gives a value.
 pub(super) fn created_changes(member: &Member) -> Vec<Change> {
     Attr::ALL
         .into_iter()
+        .chain(member.extra.iter().map(|(t, _)| Attr::Extra(t)))
         .filter_map(|a| {
             let v = member.field(a).filter(|v| !v.is_empty())?;
             Some(Change::Set(a, v.to_string()))
@@ -147,7 +157,14 @@ pub(super) fn not_kept(body: &[u8], written: &[Change]) -> Vec<Change> {
     if user.user_name.is_none() {
         return Vec::new();
     }
-    let returned = user.into_destination(None).member;
+    let extras: Vec<&'static str> = written
+        .iter()
+        .filter_map(|c| match c {
+            Change::Set(Attr::Extra(t), _) | Change::Clear(Attr::Extra(t)) => Some(*t),
+            _ => None,
+        })
+        .collect();
+    let returned = user.into_destination_with(None, &extras).member;
     let have = |a: Attr| returned.field(a).filter(|v| !v.is_empty());
     written
         .iter()
@@ -220,8 +237,7 @@ impl ScimClient {
     }
 
     async fn create(&self, member: &Member, maybe_applied: bool) -> WriteOutcome {
-        let body =
-            serde_json::to_vec(&model::create_body_for(member, self.keeps.emails)).expect("JSON");
+        let body = serde_json::to_vec(&self.create_body(member)).expect("JSON");
         let url = self.url(&["Users"]);
         let resp = match self
             .send(Method::POST, url, Some(&body), None, CallKind::Write)
@@ -414,6 +430,10 @@ impl ScimClient {
                     refused = true;
                     form = form.simpler();
                 }
+                // A filter that matches no entry yet (a member's first work address) is
+                // refused by some services whatever the form: that says nothing of the
+                // service's other updates.
+                Step::Done if refused && sets_a_filtered_entry(changes) => return Step::Done,
                 Step::Done => {
                     if refused && self.form.fetch_max(form as u8, Ordering::Relaxed) < form as u8 {
                         warn!(?form, "the SCIM service refuses finer updates; using this form for the rest of the run");
@@ -513,7 +533,7 @@ impl ScimClient {
             }
         };
         let current = match serde_json::from_value::<WireUser>(resource.clone()) {
-            Ok(u) => u.into_destination(resp.etag),
+            Ok(u) => u.into_destination_with(resp.etag, self.config.extras),
             Err(e) => {
                 return Step::Finished(failed(
                     None,

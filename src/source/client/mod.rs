@@ -35,10 +35,10 @@ use tracing::debug;
 use url::Url;
 
 use super::link::{check_next, next_link, MAX_LIST_PAGES};
-use super::project::{lookup_names, project, record_id, PackedValues};
+use super::project::{lookup_field, lookup_names, project, record_id, PackedValues};
 use super::{
-    validate_subdomain, AccountInfo, EmployeeRecord, EmployeeSource, LookupKind, Population,
-    RecordSink, SourceError, SourceRequest, SourceSnapshot, SourceStats,
+    validate_subdomain, AccountInfo, EmployeeRecord, EmployeeSource, LookupFields, LookupKind,
+    Population, RecordSink, SourceError, SourceRequest, SourceSnapshot, SourceStats,
 };
 use crate::egress::{self, Egress};
 use crate::http_policy::{self as retry, Budget, RateHeaders};
@@ -285,9 +285,11 @@ impl EmployeeSource for FreshteamClient {
         let tally = ReadTally::default();
         let (records, lookups) = tokio::try_join!(
             self.read_employees(&tally, request, progress),
-            self.read_lookups(&tally, &request.lookups)
+            self.read_lookups(&tally, &request.lookups, &request.lookup_fields)
         )?;
-        sink.lookups(lookups);
+        let (names, fields) = lookups;
+        sink.lookups(names);
+        sink.lookup_fields(fields);
         // Unpacked one at a time: the records are never all held as plain values.
         for found in records.into_iter().map(employee) {
             sink.record(found);
@@ -305,9 +307,11 @@ impl EmployeeSource for FreshteamClient {
         let tally = ReadTally::default();
         let (records, lookups) = tokio::try_join!(
             self.read_named(&tally, ids, request, progress),
-            self.read_lookups(&tally, &request.lookups)
+            self.read_lookups(&tally, &request.lookups, &request.lookup_fields)
         )?;
-        sink.lookups(lookups);
+        let (names, fields) = lookups;
+        sink.lookups(names);
+        sink.lookup_fields(fields);
         for found in records.into_iter().map(employee) {
             sink.record(found);
         }
@@ -319,6 +323,10 @@ impl EmployeeSource for FreshteamClient {
 impl RecordSink for SourceSnapshot {
     fn lookups(&mut self, lookups: HashMap<LookupKind, HashMap<i64, String>>) {
         self.lookups = lookups;
+    }
+
+    fn lookup_fields(&mut self, fields: super::LookupFields) {
+        self.lookup_fields = fields;
     }
 
     fn record(&mut self, record: EmployeeRecord) {

@@ -251,22 +251,35 @@ impl FreshteamClient {
         &self,
         tally: &ReadTally,
         kinds: &[LookupKind],
-    ) -> Result<HashMap<LookupKind, HashMap<i64, String>>, SourceError> {
+        fields: &[(LookupKind, String)],
+    ) -> Result<(HashMap<LookupKind, HashMap<i64, String>>, LookupFields), SourceError> {
         let kinds: BTreeSet<LookupKind> = kinds.iter().copied().collect();
-        stream::iter(kinds)
+        let read: Vec<(LookupKind, HashMap<i64, String>, LookupFields)> = stream::iter(kinds)
             .map(|kind| async move {
                 let url = self.endpoint(&[kind.path()]);
                 let response = self.get(tally, &url, Call::Lookup).await?;
-                let names =
-                    lookup_names(&response.body).ok_or_else(|| SourceError::BadResponse {
-                        path: shown_path(&url),
-                        detail: "expected a JSON array of {id, name} objects".into(),
-                    })?;
-                Ok((kind, names))
+                let bad = || SourceError::BadResponse {
+                    path: shown_path(&url),
+                    detail: "expected a JSON array of {id, name} objects".into(),
+                };
+                let names = lookup_names(&response.body).ok_or_else(bad)?;
+                let mut values = LookupFields::new();
+                for (k, field) in fields.iter().filter(|(k, _)| *k == kind) {
+                    let by_id = lookup_field(&response.body, field).ok_or_else(bad)?;
+                    values.insert((*k, field.clone()), by_id);
+                }
+                Ok::<_, SourceError>((kind, names, values))
             })
             .buffer_unordered(self.concurrency())
             .try_collect()
-            .await
+            .await?;
+        let mut names = HashMap::new();
+        let mut values = LookupFields::new();
+        for (kind, n, v) in read {
+            names.insert(kind, n);
+            values.extend(v);
+        }
+        Ok((names, values))
     }
 }
 

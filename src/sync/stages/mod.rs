@@ -75,6 +75,7 @@ async fn run(
     let partial = prepared.since().or(only.map(|_| started));
     let mut planned = plan::plan(job, read, partial, prepared.ledger.as_ref());
     outcome.unsupported_targets = std::mem::take(&mut planned.unsupported_targets);
+    outcome.mapped = std::mem::take(&mut planned.mapped);
     let steps = only.map(|ids| {
         let report = &mut planned.counts.report;
         super::only::explain(

@@ -5,13 +5,14 @@
 use chrono::{DateTime, Utc};
 
 use super::read::Read;
-use crate::api::{ImportSummary, RecordError, Severity};
+use crate::api::{ImportSummary, PreviewMember, RecordError, Severity};
 use crate::destination::{ConvergenceNotes, MemberDirectory};
 use crate::ledger::{Ledger, ManagedIds};
-use crate::member::{Attr, AttrSet};
+use crate::mapping::DesiredSet;
+use crate::member::{Attr, AttrSet, MemberFields};
 use crate::plan::{plan_sets, PackedPlan, PlanOptions, PlanScope};
 use crate::sync::sets::PlanSets;
-use crate::sync::{profile, refusals, ImportJob, Sets};
+use crate::sync::{profile, refusals, ImportJob, MappedPreview, Sets};
 
 /// The plan and everything the write stages need from planning.
 pub(super) struct Planned {
@@ -26,6 +27,39 @@ pub(super) struct Planned {
     pub counts: Counts,
     /// Mapping targets (field names) the destination does not keep.
     pub unsupported_targets: Vec<String>,
+    /// Scope counts and a sample of mapped members.
+    pub mapped: MappedPreview,
+}
+
+/// Members shown in `status.preview.sample`.
+const SAMPLE: usize = 5;
+
+/// The scope counts and the first [`SAMPLE`] current members, with the values the
+/// destination keeps as they would be written (the manager, still an Employee ID here,
+/// is left out).
+fn mapped_preview(job: &ImportJob<'_>, desired: &DesiredSet, kept: AttrSet) -> MappedPreview {
+    let sample = desired
+        .members
+        .iter()
+        .filter(|d| d.leaver_reason.is_none())
+        .take(SAMPLE)
+        .map(|d| PreviewMember {
+            employee_id: d.member.employee_id().to_string(),
+            attributes: kept
+                .iter()
+                .filter(|a| *a != Attr::Manager)
+                .filter_map(|a| Some((a.scim_path(), d.member.field(a)?.to_string())))
+                .collect(),
+        })
+        .collect();
+    let scoped = job.mapping.scoped();
+    let out = desired.out_of_scope as u32;
+    let considered = desired.records.saturating_sub(desired.drafts.len()) as u32;
+    MappedPreview {
+        in_scope: scoped.then(|| considered.saturating_sub(out)),
+        out_of_scope: scoped.then_some(out),
+        sample,
+    }
 }
 
 /// What the run counts and reports, from the plan through the writes.
@@ -47,6 +81,7 @@ pub(super) fn plan(
     let options = job.options;
     let total = read.desired.records as u64;
     let (plan_options, unsupported) = plan_options(job, since, ledger);
+    let mapped = mapped_preview(job, &read.desired, plan_options.managed);
     let (desired, mut refused) =
         profile::screen(read.desired, options.profile, plan_options.managed);
     let managed_ids = ledger.map(|l| l as &dyn ManagedIds);
@@ -93,6 +128,7 @@ pub(super) fn plan(
             .iter()
             .map(|a| a.field_name().to_string())
             .collect(),
+        mapped,
     }
 }
 

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::destination::DestinationMember;
+use crate::member::target::TargetPath;
 use crate::member::{Attr, Change, Member};
 
 pub(crate) const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -35,6 +36,7 @@ mod tests {
             department: Some("R&D".into()),
             employee_number: Some("42".into()),
             manager: Some("mgr-id".into()),
+            extra: Vec::new(),
             active: true,
         }
     }
@@ -205,6 +207,64 @@ mod tests {
             .unwrap()
             .iter()
             .all(|op| op["path"] != WORK_EMAIL_VALUE_PATH));
+    }
+
+    #[test]
+    fn mapped_targets_in_create_patch_put_and_read_back() {
+        let cost = Attr::Extra(crate::member::target::intern(
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter",
+        ));
+        let city = Attr::Extra(crate::member::target::intern(
+            "addresses[type eq \"work\"].locality",
+        ));
+        let mut member = full_member();
+        member.set(cost, Some("CC-1".into()));
+        member.set(city, Some("Oslo".into()));
+        let body = create_body(&member);
+        assert_eq!(body[ENTERPRISE_SCHEMA]["costCenter"], "CC-1");
+        assert_eq!(body[ENTERPRISE_SCHEMA]["department"], "R&D");
+        assert_eq!(
+            body["addresses"],
+            json!([{"type": "work", "locality": "Oslo"}])
+        );
+
+        let patch = patch_body(
+            &[Change::Set(city, "Bergen".into()), Change::Clear(cost)],
+            true,
+        );
+        assert_eq!(
+            patch["Operations"],
+            json!([
+                {"op": "replace", "path": "addresses[type eq \"work\"].locality", "value": "Bergen"},
+                {"op": "remove", "path": format!("{ENTERPRISE_SCHEMA}:costCenter")},
+            ])
+        );
+        // Whole attributes cannot replace one entry of a list: PUT instead.
+        let managed: crate::member::AttrSet = [Attr::Email, city].into_iter().collect();
+        assert!(patch_body_as(
+            PatchForm::WholeAttributes,
+            &[Change::Set(city, "Bergen".into())],
+            true,
+            &member,
+            managed,
+            true
+        )
+        .is_none());
+
+        let mut resource = body.clone();
+        apply_changes_to_resource(
+            &mut resource,
+            &[Change::Set(city, "Bergen".into()), Change::Clear(cost)],
+        );
+        assert_eq!(resource["addresses"][0]["locality"], "Bergen");
+        assert!(resource[ENTERPRISE_SCHEMA].get("costCenter").is_none());
+
+        resource["id"] = json!("1");
+        let user: WireUser = serde_json::from_value(resource).unwrap();
+        let read = user.into_destination_with(None, &[city.field_name(), cost.field_name()]);
+        assert_eq!(read.member.get(city), Some("Bergen"));
+        assert_eq!(read.member.get(cost), None);
+        assert_eq!(read.member.department.as_deref(), Some("R&D"));
     }
 
     #[test]

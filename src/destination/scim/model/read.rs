@@ -29,6 +29,9 @@ pub(crate) struct WireUser {
         default
     )]
     pub enterprise: Option<WireEnterprise>,
+    /// Every other attribute, for the targets of `spec.mapping.attributes[]`.
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +40,8 @@ pub(crate) struct WireName {
     pub given_name: Option<String>,
     #[serde(rename = "familyName", default)]
     pub family_name: Option<String>,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +84,8 @@ pub(crate) struct WireEnterprise {
     pub employee_number: Option<String>,
     #[serde(default)]
     pub manager: Option<WireManager>,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
 }
 
 /// `manager` is a complex attribute (`{"value": id}`); some services send the id as a
@@ -116,7 +123,52 @@ pub(super) fn non_empty(v: Option<String>) -> Option<String> {
 
 impl WireUser {
     /// `etag_header` wins over `meta.version` when present (they should agree).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn into_destination(self, etag_header: Option<String>) -> DestinationMember {
+        self.into_destination_with(etag_header, &[])
+    }
+
+    /// The values of the mapped `extras` this User holds.
+    fn extras(&self, extras: &[&'static str]) -> Vec<(&'static str, String)> {
+        extras
+            .iter()
+            .filter_map(|t| {
+                let path = target_path(t)?;
+                let container = match (path.extension(), &path.sub) {
+                    (Some(s), _) if s.eq_ignore_ascii_case(ENTERPRISE_SCHEMA) => {
+                        &self.enterprise.as_ref()?.rest
+                    }
+                    (None, Some(_)) if path.attribute == "name" && path.kind.is_none() => {
+                        let sub = path.sub.as_deref()?;
+                        let v = self.name.as_ref()?.rest.get(sub)?.as_str()?;
+                        return Some((*t, v.to_string())).filter(|(_, v)| !v.is_empty());
+                    }
+                    _ => &self.rest,
+                };
+                let bare = TargetPath {
+                    schema: None,
+                    ..path.clone()
+                };
+                let value = if path
+                    .extension()
+                    .is_some_and(|s| !s.eq_ignore_ascii_case(ENTERPRISE_SCHEMA))
+                {
+                    path.read(container)
+                } else {
+                    bare.read(container)
+                };
+                Some((*t, value?))
+            })
+            .collect()
+    }
+
+    /// [`WireUser::into_destination`], reading the mapped `extras` too.
+    pub(crate) fn into_destination_with(
+        self,
+        etag_header: Option<String>,
+        extras: &[&'static str],
+    ) -> DestinationMember {
+        let extra = self.extras(extras);
         let user_name = self.user_name.as_deref();
         let has_work_email = self
             .emails
@@ -153,6 +205,7 @@ impl WireUser {
                 department: non_empty(department),
                 employee_number: non_empty(employee_number),
                 manager: non_empty(manager),
+                extra,
                 active: self.active.as_ref().is_none_or(LenientBool::value),
             },
             has_work_email,

@@ -54,6 +54,11 @@ pub(crate) fn create_body_for(member: &Member, emails: bool) -> Value {
     if !enterprise.is_empty() {
         user.insert(ENTERPRISE_SCHEMA.into(), Value::Object(enterprise));
     }
+    for (target, value) in &member.extra {
+        if let Some(p) = target_path(target) {
+            p.write(&mut user, Some(value));
+        }
+    }
     user.insert("active".into(), json!(member.active));
     Value::Object(user)
 }
@@ -63,6 +68,13 @@ pub(crate) fn create_body_for(member: &Member, emails: bool) -> Value {
 pub(super) enum Location {
     Core(&'static [&'static str]),
     Enterprise(&'static str),
+    /// A target of `spec.mapping.attributes[]`.
+    Target(TargetPath),
+}
+
+/// An extra target, parsed (it was checked when the mapping was compiled).
+pub(crate) fn target_path(target: &str) -> Option<TargetPath> {
+    TargetPath::parse(target).ok()
 }
 
 pub(super) fn location(attr: Attr) -> Location {
@@ -75,6 +87,10 @@ pub(super) fn location(attr: Attr) -> Location {
         Attr::Department => Location::Enterprise("department"),
         Attr::EmployeeNumber => Location::Enterprise("employeeNumber"),
         Attr::Manager => Location::Enterprise("manager"),
+        Attr::Extra(t) => match target_path(t) {
+            Some(p) => Location::Target(p),
+            None => Location::Core(&[]),
+        },
     }
 }
 
@@ -83,6 +99,7 @@ pub(crate) fn patch_path(attr: Attr) -> String {
     match location(attr) {
         Location::Core(parts) => parts.join("."),
         Location::Enterprise(name) => format!("{ENTERPRISE_SCHEMA}:{name}"),
+        Location::Target(p) => p.patch_path(),
     }
 }
 
@@ -203,6 +220,12 @@ pub(crate) fn patch_body_as(
                     json!({ "op": "replace", "path": "name", "value": name })
                 });
             }
+            // A sub-attribute or an entry of a list is replaced whole only by PUT.
+            Change::Set(Attr::Extra(t), _) | Change::Clear(Attr::Extra(t))
+                if target_path(t).is_none_or(|p| p.sub.is_some() || p.kind.is_some()) =>
+            {
+                return None
+            }
             Change::Set(attr, value) => ops.push(json!({
                 "op": "replace",
                 "path": patch_path(*attr),
@@ -268,7 +291,8 @@ pub(super) fn set_attr(user: &mut Map<String, Value>, attr: Attr, value: Option<
                 user.remove(*parent);
             }
         }
-        Location::Core(_) => unreachable!("paths have one or two parts"),
+        Location::Target(p) => p.write(user, value.as_ref().and_then(Value::as_str)),
+        Location::Core(_) => {}
         Location::Enterprise(key) => {
             let ext = user
                 .entry(ENTERPRISE_SCHEMA.to_string())
