@@ -10,23 +10,7 @@ use crate::member::target::{intern, TargetPath};
 use crate::member::{Attr, AttrSet};
 use crate::source::{EmployeeRecord, LookupFields, LookupKind, SourceRequest, LIST_FIELDS};
 
-/// Relations a path or an expression can follow: name, lookup endpoint, id field.
-pub(super) const RELATIONS: &[(&str, LookupKind, &str)] = &[
-    ("department", LookupKind::Departments, "department_id"),
-    (
-        "sub_department",
-        LookupKind::SubDepartments,
-        "sub_department_id",
-    ),
-    ("branch", LookupKind::Branches, "branch_id"),
-    (
-        "business_unit",
-        LookupKind::BusinessUnits,
-        "business_unit_id",
-    ),
-    ("team", LookupKind::Teams, "team_id"),
-    ("level", LookupKind::Levels, "level_id"),
-];
+pub(super) use super::RELATIONS;
 
 /// Relations to another employee: name, the field holding their Freshteam id. A path
 /// `reporting_to.<field>` takes that field of the manager's record (`reporting_to` alone:

@@ -35,8 +35,9 @@ pub const DETAIL_FIELDS: &[&str] = &[
     "hr_incharge_id",
 ];
 
-/// Names that resolve through a lookup endpoint, with the id field they read.
-const LOOKUP_FIELDS: &[(&str, LookupKind, &str)] = &[
+/// Relations a field path or an expression can follow, each resolved through a lookup
+/// endpoint: name, endpoint, the id field the employee record carries.
+pub(super) const RELATIONS: &[(&str, LookupKind, &str)] = &[
     ("department", LookupKind::Departments, "department_id"),
     (
         "sub_department",
@@ -50,6 +51,7 @@ const LOOKUP_FIELDS: &[(&str, LookupKind, &str)] = &[
         "business_unit_id",
     ),
     ("team", LookupKind::Teams, "team_id"),
+    ("level", LookupKind::Levels, "level_id"),
 ];
 
 /// The manager's Employee ID, resolved through `reporting_to_id`.
@@ -164,7 +166,7 @@ impl CompiledMapping {
             };
             let field = format!("spec.mapping.{}", attr.field_name());
             let extract = if let Some((_, kind, id_field)) =
-                LOOKUP_FIELDS.iter().find(|(name, _, _)| *name == source)
+                RELATIONS.iter().find(|(name, _, _)| *name == source)
             {
                 if !request.lookups.contains(kind) {
                     request.lookups.push(*kind);
@@ -260,8 +262,7 @@ fn check_plain_field(field: &str, name: &str) -> Result<(), MappingError> {
             return Ok(());
         }
     }
-    let hint = if name.ends_with("_id") || LOOKUP_FIELDS.iter().any(|(n, _, _)| name.starts_with(n))
-    {
+    let hint = if name.ends_with("_id") || RELATIONS.iter().any(|(n, _, _)| name.starts_with(n)) {
         " (for a name looked up from an id use department, sub_department, branch, business_unit or team)"
     } else {
         ""
