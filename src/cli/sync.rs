@@ -105,16 +105,21 @@ pub struct SyncArgs {
     pub only: Vec<String>,
 }
 
+/// `--only` with an empty Employee ID.
+#[derive(Debug, thiserror::Error)]
+#[error("--only: an empty Employee ID; give IDs separated by commas, e.g. --only E-1,E-2")]
+struct EmptyEmployeeId;
+
 impl SyncArgs {
     /// `--only` as the run's option: none without it; an empty ID is invalid input.
-    fn only(&self) -> Result<Option<Vec<String>>, String> {
+    fn only(&self) -> Result<Option<Vec<String>>, EmptyEmployeeId> {
         if self.only.is_empty() {
             return Ok(None);
         }
         let mut ids: Vec<String> = Vec::new();
         for id in self.only.iter().map(|id| id.trim()) {
             if id.is_empty() {
-                return Err("--only: an empty Employee ID; give IDs separated by commas, e.g. --only E-1,E-2".into());
+                return Err(EmptyEmployeeId);
             }
             if !ids.iter().any(|have| have == id) {
                 ids.push(id.to_string());
@@ -145,7 +150,7 @@ pub(crate) async fn run(args: SyncArgs) -> ExitCode {
     };
     let only = match args.only() {
         Ok(only) => only,
-        Err(e) => return invalid(&e),
+        Err(e) => return invalid(&e.to_string()),
     };
     let mail = match mail_setup(&args) {
         Ok(m) => m,
