@@ -287,13 +287,7 @@ impl EmployeeSource for FreshteamClient {
             self.read_employees(&tally, request, progress),
             self.read_lookups(&tally, &request.lookups, &request.lookup_fields)
         )?;
-        let (names, fields) = lookups;
-        sink.lookups(names);
-        sink.lookup_fields(fields);
-        // Unpacked one at a time: the records are never all held as plain values.
-        for found in records.into_iter().map(employee) {
-            sink.record(found);
-        }
+        deliver(records, lookups, sink);
         Ok(tally.stats())
     }
 
@@ -309,13 +303,25 @@ impl EmployeeSource for FreshteamClient {
             self.read_named(&tally, ids, request, progress),
             self.read_lookups(&tally, &request.lookups, &request.lookup_fields)
         )?;
-        let (names, fields) = lookups;
-        sink.lookups(names);
-        sink.lookup_fields(fields);
-        for found in records.into_iter().map(employee) {
-            sink.record(found);
-        }
+        deliver(records, lookups, sink);
         Ok(tally.stats())
+    }
+}
+
+/// Hands a read's lookups to `sink`, then its records, unpacked one at a time: the
+/// records are never all held as plain values.
+fn deliver(
+    records: Records,
+    (names, fields): (
+        HashMap<LookupKind, HashMap<i64, String>>,
+        super::LookupFields,
+    ),
+    sink: &mut dyn RecordSink,
+) {
+    sink.lookups(names);
+    sink.lookup_fields(fields);
+    for found in records.into_iter().map(employee) {
+        sink.record(found);
     }
 }
 
