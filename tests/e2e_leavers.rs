@@ -22,6 +22,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
+use support::sync_env::employee_id;
 
 const MIB: usize = 1024 * 1024;
 
@@ -98,10 +99,6 @@ async fn state_objects(env: &Env, integration: &str) -> BTreeMap<String, usize> 
         .collect()
 }
 
-fn employee_id(n: usize) -> String {
-    format!("E-{n:05}")
-}
-
 /// Every kind of leaver ends inactive with its reason in the run's report, a draft gets
 /// no account, a returner comes back, a hand-made account is untouched, a re-run writes
 /// nothing: the ledger lives in the cluster.
@@ -110,14 +107,7 @@ async fn leavers_of_every_kind_through_the_operator_with_the_ledger_in_the_clust
     let Some(mut env) = Env::new("leavers", 12, 0).await else {
         return;
     };
-    let current: Vec<String> = env
-        .sim
-        .employees()
-        .await
-        .into_iter()
-        .filter(|e| e["status"] == "active" && e["terminated"] == false && e["deleted"] == false)
-        .filter_map(|e| e["employee_id"].as_str().map(str::to_string))
-        .collect();
+    let current = env.sim.current_ids().await;
     let id = employee_id;
     for n in 2..=6 {
         assert!(current.contains(&id(n)), "{} is not current staff", id(n));

@@ -19,24 +19,14 @@ use harness::*;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
-
-fn employee_id(n: usize) -> String {
-    format!("E-{n:05}")
-}
+use support::sync_env::employee_id;
 
 #[tokio::test]
 async fn an_on_demand_run_provision_and_a_members_history() {
     let Some(mut env) = Env::new("ondemand", 16, 0).await else {
         return;
     };
-    let current: Vec<String> = env
-        .sim
-        .employees()
-        .await
-        .into_iter()
-        .filter(|e| e["status"] == "active" && e["terminated"] == false && e["deleted"] == false)
-        .filter_map(|e| e["employee_id"].as_str().map(str::to_string))
-        .collect();
+    let current = env.sim.current_ids().await;
     let (jane, john) = (employee_id(2), employee_id(3));
     assert!(
         current.contains(&jane) && current.contains(&john),

@@ -19,6 +19,7 @@ use freshteam_operator::api::{ImportPhase, ImportRun, FULL_RECONCILE_REQUESTED_A
 use harness::*;
 use kube::api::{Patch, PatchParams};
 use serde_json::{json, Value};
+use support::sync_env::employee_id;
 use support::{wait_until, Peer};
 
 /// The scaled-down limit: 120 requests per endpoint per 4-second window (the peer, like
@@ -28,10 +29,6 @@ const WINDOW: Duration = Duration::from_secs(4);
 /// Invitations as fast as the sink takes them: the mailer's own pace is not under test.
 fn fast_mail(env: &Env) -> String {
     format!("--smtp-url={}?rate=2000&burst=50", env.smtp.url())
-}
-
-fn employee_id(n: usize) -> String {
-    format!("E-{n:05}")
 }
 
 /// Names Reward Gateway refuses, with the member field each breaks.

@@ -246,6 +246,18 @@ impl Simulator {
         assert_eq!(status, 200, "{body}");
         body.as_array().cloned().unwrap_or_default()
     }
+
+    /// The Employee IDs of current employees (active, neither terminated nor deleted).
+    pub async fn current_ids(&self) -> Vec<String> {
+        self.employees()
+            .await
+            .into_iter()
+            .filter(|e| {
+                e["status"] == "active" && e["terminated"] == false && e["deleted"] == false
+            })
+            .filter_map(|e| e["employee_id"].as_str().map(str::to_string))
+            .collect()
+    }
 }
 
 /// A `freshteam-operator run` process with the arguments of one of the chart's
