@@ -3,7 +3,9 @@
 //! simulator and `scim2-server`. The API server refuses two sources for one target; the
 //! controller refuses a CEL type error with `MappingValid=False`; the preview counts the
 //! scope and shows mapped members; the published import writes the attributes and never
-//! creates a contractor.
+//! creates a contractor; a member who becomes a contractor is a leaver; a run with
+//! nothing changed writes nothing; an attribute added to the mapping reaches every
+//! active member on the next run.
 //!
 //! Without the control-plane binaries the suite skips, loudly, unless
 //! FRESHTEAM_E2E_REQUIRED is set (CI sets it).
@@ -130,14 +132,8 @@ async fn the_operator_validates_previews_and_imports_attributes_within_the_scope
         )
         .await
         .unwrap();
-    env.annotate("acme", "first").await;
-    eventually(Duration::from_secs(120), "the first import", || async {
-        env.runs_of("acme").await.iter().any(|r| {
-            r.spec.trigger != freshteam_operator::api::ImportTrigger::Preview
-                && r.status.as_ref().is_some_and(|s| s.phase.is_final())
-        })
-    })
-    .await;
+    let first = import(&env, "first", 1).await;
+    assert_eq!(first.summary.created as usize, in_scope, "{first:?}");
     let users = env.scim.users().await;
     assert_eq!(users.len(), in_scope);
     for u in &users {
@@ -154,4 +150,93 @@ async fn the_operator_validates_previews_and_imports_attributes_within_the_scope
         );
         assert!(u["addresses"][0]["locality"].is_string(), "{u}");
     }
+    // A member who becomes a contractor leaves the scope: a leaver, and nobody else moves.
+    let member = users[0]["externalId"].as_str().unwrap().to_string();
+    env.sim
+        .update_employee(&member, json!({"employee_type": "contractor"}))
+        .await;
+    let second = import(&env, "second", 2).await;
+    assert_eq!(
+        (
+            second.summary.leavers,
+            second.summary.created,
+            second.summary.updated
+        ),
+        (1, 0, 0),
+        "{second:?}"
+    );
+    let account = env
+        .scim
+        .users()
+        .await
+        .into_iter()
+        .find(|u| u["externalId"] == member.as_str())
+        .expect("the contractor's account stays");
+    assert_eq!(account["active"], false, "{account}");
+
+    // Nothing changed since: nothing is written.
+    let third = import(&env, "third", 3).await;
+    assert_eq!(
+        third.api_calls.as_ref().map(|c| c.destination_writes),
+        Some(0),
+        "{third:?}"
+    );
+
+    // An attribute added to the mapping reaches every active member on the next run.
+    let organization = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:organization";
+    let mut more = attributes(json!({"target": "nickName", "from": "first_name"}));
+    more.as_array_mut()
+        .unwrap()
+        .push(json!({"target": organization, "value": "Acme Ltd"}));
+    env.integrations()
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mapping": {"attributes": more}}})),
+        )
+        .await
+        .unwrap();
+    let fourth = import(&env, "fourth", 4).await;
+    assert!(
+        fourth.summary.updated as usize >= in_scope - 1,
+        "{fourth:?}"
+    );
+    for u in env
+        .scim
+        .users()
+        .await
+        .iter()
+        .filter(|u| u["active"] != false)
+    {
+        assert_eq!(
+            u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["organization"],
+            "Acme Ltd",
+            "{u}"
+        );
+    }
+}
+
+/// Requests an import (the annotation `value`) and waits for the `n`th import (not a
+/// preview) to end; its status.
+async fn import(env: &Env, value: &str, n: usize) -> freshteam_operator::api::ImportRunStatus {
+    env.annotate("acme", value).await;
+    let imports = || async {
+        // In the order they started (a later run of the same second has a suffix).
+        let mut runs: Vec<_> = env
+            .runs_of("acme")
+            .await
+            .into_iter()
+            .filter(|r| r.spec.trigger != freshteam_operator::api::ImportTrigger::Preview)
+            .filter_map(|r| Some((r.status.clone()?, r.metadata.name?)))
+            .filter(|(s, _)| s.phase.is_final())
+            .map(|(s, name)| ((s.start_time.clone(), name), s))
+            .collect();
+        runs.sort_by(|a, b| a.0.cmp(&b.0));
+        runs.into_iter().map(|(_, s)| s).collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(120), "the import", || async {
+        imports().await.len() >= n
+    })
+    .await;
+    imports().await.swap_remove(n - 1)
 }
