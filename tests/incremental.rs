@@ -312,3 +312,46 @@ async fn a_due_full_reconciliation_makes_an_auto_run_full_but_not_an_incremental
     // Done: the next one continues incrementally.
     assert_eq!(mode(&auto(&env).await).0, "Incremental");
 }
+
+/// An incremental run reads only the changed employees: a changed employee whose manager
+/// did not change keeps their manager link (it is not known this run, so not compared),
+/// and the title alone is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_employees_unchanged_manager_is_kept_by_an_incremental_run() {
+    support::require_peers!(Scim2Server);
+    let env = Env::start(EMPLOYEES).await;
+    let mapping = format!("{}    manager: reporting_to\n", Env::default_mapping());
+    let file = env.write("managed.yaml", &env.manifest(API_KEY, &mapping));
+    let state = env.dir.path().join("state.json");
+    let args = [
+        "--output",
+        "json",
+        "--state-file",
+        state.to_str().unwrap(),
+        "--mode",
+        "auto",
+    ];
+    let first = env.sync_file(&file, &args).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let id = employee_id(5);
+    assert!(env.sim.employee(&id).unwrap()["reporting_to_id"].is_number());
+    let enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let before = env.user(&id).await;
+    assert!(
+        before[enterprise]["manager"]["value"].is_string(),
+        "{before}"
+    );
+    env.sim
+        .update_employee(&id, json!({"designation": "Head of Rewards"}))
+        .unwrap();
+
+    let second = env.sync_file(&file, &args).await;
+    assert_eq!(mode(&second).0, "Incremental", "{}", second.stdout);
+    assert_eq!(second.summary()["updated"], 1, "{}", second.stdout);
+    let after = env.user(&id).await;
+    assert_eq!(after["title"], "Head of Rewards");
+    assert_eq!(
+        after[enterprise]["manager"]["value"], before[enterprise]["manager"]["value"],
+        "an incremental run cleared the manager of a changed employee"
+    );
+}

@@ -431,6 +431,8 @@ pub struct Mapper<'m> {
     /// Freshteam id → Employee ID, for managers (only kept when a manager is mapped).
     employee_ids: HashMap<i64, String>,
     maps_manager: bool,
+    /// Only some employees are read (an incremental or a named read).
+    partial: bool,
     /// Valid records with the Freshteam id of their manager, in the order added.
     candidates: Vec<(i64, Option<i64>, PackedDesired)>,
     /// Request indices of the fields taken from other employees' records, and those
@@ -457,12 +459,21 @@ impl<'m> Mapper<'m> {
             lookup_fields: LookupFields::new(),
             employee_ids: HashMap::new(),
             maps_manager,
+            partial: false,
             candidates: Vec::new(),
             person_slots: person_slots(mapping),
             persons: HashMap::new(),
             pending: Vec::new(),
             out: DesiredSet::default(),
         }
+    }
+
+    /// The records will be some employees only (an incremental or a named read): a
+    /// manager whose record is not among them is unknown this run, not unset, so the
+    /// link stays as it is until a read that sees them.
+    pub fn partial(mut self) -> Self {
+        self.partial = true;
+        self
     }
 
     /// Maps one record (records come in Freshteam id order, each once).
@@ -692,17 +703,21 @@ impl<'m> Mapper<'m> {
             person_slots,
             persons,
             pending,
+            partial,
             ..
         } = self;
         resolve_persons(&mut candidates, pending, &persons, &person_slots);
         drop(persons);
         // Managers resolve now that every record has been seen.
         for (_, manager, d) in candidates.iter_mut() {
-            let resolved = manager.and_then(|id| employee_ids.get(&id));
-            if let Some(employee_id) = resolved {
-                let member = d.member.unpack();
-                d.member =
-                    PackedMember::with_manager(&member, Some(employee_id), [None, None], false);
+            match manager.map(|id| employee_ids.get(&id)) {
+                Some(Some(employee_id)) => {
+                    let member = d.member.unpack();
+                    d.member =
+                        PackedMember::with_manager(&member, Some(employee_id), [None, None], false);
+                }
+                Some(None) if partial => mark_unknown(d, Attr::Manager),
+                _ => {}
             }
         }
         drop(employee_ids);
@@ -823,9 +838,7 @@ fn resolve_persons(
                     .position(|s| *s == p.slot)
                     .and_then(|i| values[i].clone()),
                 None => {
-                    let mut unknown = d.unknown.to_vec();
-                    unknown.push(p.attr);
-                    d.unknown = unknown.into_boxed_slice();
+                    mark_unknown(d, p.attr);
                     continue;
                 }
             },
@@ -834,6 +847,13 @@ fn resolve_persons(
         member.set(p.attr, value.or(p.default));
         d.member = PackedMember::new(&member, [None, None], false);
     }
+}
+
+/// `attr` of `d` is not known this run: not compared.
+fn mark_unknown(d: &mut PackedDesired, attr: Attr) {
+    let mut unknown = d.unknown.to_vec();
+    unknown.push(attr);
+    d.unknown = unknown.into_boxed_slice();
 }
 
 /// A custom field's value: a dropdown (`{id, value}`) gives its `value`.

@@ -38,7 +38,7 @@ pub(super) async fn read(
     ledger: Option<&Ledger>,
     ids: &[String],
 ) -> Result<Read, RunEnd> {
-    let mut mapper = Mapper::new(job.mapping, HashMap::new());
+    let mut mapper = Mapper::new(job.mapping, HashMap::new()).partial();
     let fetch = job
         .source
         .fetch_named(ids, &job.mapping.request, job.progress, &mut mapper);

@@ -43,6 +43,9 @@ pub(in crate::sync) async fn read_desired(
     progress: &dyn ProgressSink,
 ) -> Result<(SourceStats, DesiredSet), SourceError> {
     let mut mapper = Mapper::new(mapping, HashMap::new());
+    if request.updated_since.is_some() {
+        mapper = mapper.partial();
+    }
     let stats = source.fetch_each(request, progress, &mut mapper).await?;
     let desired = mapper.finish();
     progress.set_total(desired.records as u64);
