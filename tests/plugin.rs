@@ -495,7 +495,12 @@ async fn preview_shows_what_an_import_would_do_and_how_to_publish() {
             v["status"] = json!({"preview": {
                 "runName": "acme-20260701-100000", "computedAt": "2026-07-01T10:00:07Z",
                 "generation": 2, "wouldCreate": 1180, "wouldUpdate": 0,
-                "wouldMarkAsLeavers": 24, "wouldReactivate": 1, "errors": 3}});
+                "wouldMarkAsLeavers": 24, "wouldReactivate": 1, "errors": 3,
+                "inScope": 1205, "outOfScope": 17,
+                "sample": [
+                    {"employeeId": "E-00001", "attributes": {"userName": "ada@acme.example",
+                        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter": "CC-101"}},
+                    {"employeeId": "E-00002", "attributes": {"userName": "alan@acme.example"}}]}});
         }))
         .with_object(integration("globex", |v| {
             v["spec"]["published"] = json!(false);
@@ -515,6 +520,11 @@ Preview of acme (ImportRun acme-20260701-100000, computed 2026-07-01T10:00:07Z)
   Would mark as leavers: 24
   Would re-activate:     1
   Errors:                3
+  In scope:              1205
+  Out of scope:          17 (never created)
+The first 2 mapped members, as they would be written:
+  E-00001  urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter=CC-101, userName=ada@acme.example
+  E-00002  userName=alan@acme.example
 The rejected records: kubectl freshteam errors acme-20260701-100000 -n hr
 The spec changed since (generation 2 → 3): a new preview is due.
 acme is not published: nothing is written to the destination. To publish:

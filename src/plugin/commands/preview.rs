@@ -1,7 +1,7 @@
 //! `preview`: what an import would do.
 
 use super::{condition, Fail, Output, Plugin};
-use crate::api::ImportPhase;
+use crate::api::{ImportPhase, Preview};
 
 impl Plugin {
     /// What an import would do (`status.preview`), and how to publish.
@@ -72,6 +72,7 @@ impl Plugin {
                 for (label, n) in rows {
                     out.push_str(&format!("  {label:<23}{n}\n"));
                 }
+                scope_and_sample(p, &mut out);
                 if p.errors.unwrap_or(0) > 0 {
                     out.push_str(&format!(
                         "The rejected records: kubectl freshteam errors {} {}\n",
@@ -100,5 +101,32 @@ impl Plugin {
             ));
         }
         Ok(Output::ok(out))
+    }
+}
+
+/// The scope's counts (when a scope filter is set) and the sample of mapped members, one
+/// line each, values as they would be written.
+fn scope_and_sample(p: &Preview, out: &mut String) {
+    if let (Some(inside), Some(outside)) = (p.in_scope, p.out_of_scope) {
+        out.push_str(&format!("  {:<23}{inside}\n", "In scope:"));
+        out.push_str(&format!(
+            "  {:<23}{outside} (never created)\n",
+            "Out of scope:"
+        ));
+    }
+    if p.sample.is_empty() {
+        return;
+    }
+    out.push_str(&format!(
+        "The first {} mapped members, as they would be written:\n",
+        p.sample.len()
+    ));
+    for m in &p.sample {
+        let values: Vec<String> = m
+            .attributes
+            .iter()
+            .map(|(target, value)| format!("{target}={value}"))
+            .collect();
+        out.push_str(&format!("  {}  {}\n", m.employee_id, values.join(", ")));
     }
 }
