@@ -283,12 +283,8 @@ impl EmployeeSource for FreshteamClient {
         sink: &mut dyn RecordSink,
     ) -> Result<SourceStats, SourceError> {
         let tally = ReadTally::default();
-        let (records, lookups) = tokio::try_join!(
-            self.read_employees(&tally, request, progress),
-            self.read_lookups(&tally, &request.lookups, &request.lookup_fields)
-        )?;
-        deliver(records, lookups, sink);
-        Ok(tally.stats())
+        let employees = self.read_employees(&tally, request, progress);
+        self.with_lookups(&tally, request, employees, sink).await
     }
 
     async fn fetch_named(
@@ -299,9 +295,24 @@ impl EmployeeSource for FreshteamClient {
         sink: &mut dyn RecordSink,
     ) -> Result<SourceStats, SourceError> {
         let tally = ReadTally::default();
+        let employees = self.read_named(&tally, ids, request, progress);
+        self.with_lookups(&tally, request, employees, sink).await
+    }
+}
+
+impl FreshteamClient {
+    /// Reads the request's lookups while `employees` reads the records, then hands both
+    /// to `sink`.
+    async fn with_lookups(
+        &self,
+        tally: &ReadTally,
+        request: &SourceRequest,
+        employees: impl std::future::Future<Output = Result<Records, SourceError>>,
+        sink: &mut dyn RecordSink,
+    ) -> Result<SourceStats, SourceError> {
         let (records, lookups) = tokio::try_join!(
-            self.read_named(&tally, ids, request, progress),
-            self.read_lookups(&tally, &request.lookups, &request.lookup_fields)
+            employees,
+            self.read_lookups(tally, &request.lookups, &request.lookup_fields)
         )?;
         deliver(records, lookups, sink);
         Ok(tally.stats())
