@@ -313,9 +313,9 @@ async fn a_due_full_reconciliation_makes_an_auto_run_full_but_not_an_incremental
     assert_eq!(mode(&auto(&env).await).0, "Incremental");
 }
 
-/// An incremental run reads only the changed employees: a changed employee whose manager
-/// did not change keeps their manager link (it is not known this run, so not compared),
-/// and the title alone is written.
+/// An incremental run reads only the changed employees, and the managers they name by
+/// detail: a changed employee keeps their manager link when the title alone changes, and
+/// moves to a new manager who did not change.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_employees_unchanged_manager_is_kept_by_an_incremental_run() {
     support::require_peers!(Scim2Server);
@@ -353,5 +353,26 @@ async fn a_changed_employees_unchanged_manager_is_kept_by_an_incremental_run() {
     assert_eq!(
         after[enterprise]["manager"]["value"], before[enterprise]["manager"]["value"],
         "an incremental run cleared the manager of a changed employee"
+    );
+
+    // A new manager who did not change themselves: read by one detail call.
+    let new_manager = env.sim.employee(&employee_id(9)).unwrap();
+    env.sim
+        .update_employee(&id, json!({"reporting_to_id": new_manager["id"]}))
+        .unwrap();
+    env.sim.clear_requests();
+    let third = env.sync_file(&file, &args).await;
+    assert_eq!(mode(&third).0, "Incremental", "{}", third.stdout);
+    assert_eq!(third.summary()["updated"], 1, "{}", third.stdout);
+    let details = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/api/employees/"))
+        .count();
+    assert_eq!(details, 1, "one detail call for the new manager");
+    assert_eq!(
+        env.user(&id).await[enterprise]["manager"]["value"],
+        env.user(&employee_id(9)).await["id"]
     );
 }

@@ -410,6 +410,9 @@ impl crate::source::RecordSink for Mapper<'_> {
     fn record(&mut self, record: EmployeeRecord) {
         self.add(&record);
     }
+    fn referenced(&mut self, record: EmployeeRecord) {
+        self.remember(&record);
+    }
 }
 
 fn value(rec: &EmployeeRecord, i: usize) -> Option<String> {
@@ -476,12 +479,11 @@ impl<'m> Mapper<'m> {
         self
     }
 
-    /// Maps one record (records come in Freshteam id order, each once).
-    pub fn add(&mut self, rec: &EmployeeRecord) {
-        let mapping = self.mapping;
-        self.out.records += 1;
+    /// What another record may need of this one: its Employee ID (to name it as a
+    /// manager) and the fields taken from it.
+    fn remember(&mut self, rec: &EmployeeRecord) {
         if self.maps_manager {
-            if let Some(e) = value(rec, mapping.employee_id) {
+            if let Some(e) = value(rec, self.mapping.employee_id) {
                 self.employee_ids.insert(rec.id, e);
             }
         }
@@ -489,6 +491,13 @@ impl<'m> Mapper<'m> {
             let values = self.person_slots.iter().map(|i| value(rec, *i)).collect();
             self.persons.insert(rec.id, values);
         }
+    }
+
+    /// Maps one record (records come in Freshteam id order, each once).
+    pub fn add(&mut self, rec: &EmployeeRecord) {
+        let mapping = self.mapping;
+        self.out.records += 1;
+        self.remember(rec);
         if rec.population == Population::Draft {
             if let Some(id) = value(rec, self.mapping.employee_id) {
                 self.out.drafts.push(id);

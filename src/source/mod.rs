@@ -284,6 +284,11 @@ pub trait RecordSink: Send {
     }
     /// One employee; in Freshteam id order, each once.
     fn record(&mut self, record: EmployeeRecord);
+    /// Another employee's record, read only so that the records can name them (the
+    /// managers of the employees a partial read found): never a member itself.
+    fn referenced(&mut self, record: EmployeeRecord) {
+        let _ = record;
+    }
 }
 
 /// Checks that a subdomain is a DNS label (`[a-z0-9]([a-z0-9-]*[a-z0-9])?`) before any

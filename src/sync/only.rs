@@ -73,7 +73,7 @@ pub(super) async fn read(
 }
 
 /// Keeps only what concerns the named employees: the source may send more (a server
-/// that ignores the filter, the managers read to name them).
+/// that ignores the filter).
 fn keep_named(desired: &mut DesiredSet, ids: &[String]) {
     let named: HashSet<&str> = ids.iter().map(String::as_str).collect();
     desired

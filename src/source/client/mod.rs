@@ -13,7 +13,9 @@
 //!   pass that they contradict (a server that ignores a filter).
 //! - An incremental read ([`SourceRequest::updated_since`]) adds
 //!   `updated_since=<YYYY-MM-DD>` to every pass; nothing else changes, so the same
-//!   populations are read, only fewer of them.
+//!   populations are read, only fewer of them. When the manager is mapped, the managers
+//!   of the changed employees who did not change are read by detail, one call each, so
+//!   that the records can name them ([`RecordSink::referenced`]).
 //! - Details (`/employees/{id}`) only when the request needs them; lookups one call each.
 //! - Every request passes the account's budget (`crate::http_policy`); 5xx, timeouts, connection
 //!   errors and unreadable 2xx bodies are retried with jittered backoff, 429s wait
@@ -283,7 +285,17 @@ impl EmployeeSource for FreshteamClient {
         sink: &mut dyn RecordSink,
     ) -> Result<SourceStats, SourceError> {
         let tally = ReadTally::default();
-        let employees = self.read_employees(&tally, request, progress);
+        let employees = async {
+            let records = self.read_employees(&tally, request, progress).await?;
+            let managers = match request.updated_since {
+                Some(_) => {
+                    self.managers_of(&tally, &request.fields, progress, &records)
+                        .await?
+                }
+                None => Records::new(),
+            };
+            Ok((records, managers))
+        };
         self.with_lookups(&tally, request, employees, sink).await
     }
 
@@ -307,22 +319,23 @@ impl FreshteamClient {
         &self,
         tally: &ReadTally,
         request: &SourceRequest,
-        employees: impl std::future::Future<Output = Result<Records, SourceError>>,
+        employees: impl std::future::Future<Output = Result<(Records, Records), SourceError>>,
         sink: &mut dyn RecordSink,
     ) -> Result<SourceStats, SourceError> {
-        let (records, lookups) = tokio::try_join!(
+        let ((records, managers), lookups) = tokio::try_join!(
             employees,
             self.read_lookups(tally, &request.lookups, &request.lookup_fields)
         )?;
-        deliver(records, lookups, sink);
+        deliver(records, managers, lookups, sink);
         Ok(tally.stats())
     }
 }
 
-/// Hands a read's lookups to `sink`, then its records, unpacked one at a time: the
-/// records are never all held as plain values.
+/// Hands a read's lookups to `sink`, then the managers read only to name them, then its
+/// records, unpacked one at a time: the records are never all held as plain values.
 fn deliver(
     records: Records,
+    managers: Records,
     (names, fields): (
         HashMap<LookupKind, HashMap<i64, String>>,
         super::LookupFields,
@@ -331,6 +344,9 @@ fn deliver(
 ) {
     sink.lookups(names);
     sink.lookup_fields(fields);
+    for found in managers.into_iter().map(employee) {
+        sink.referenced(found);
+    }
     for found in records.into_iter().map(employee) {
         sink.record(found);
     }

@@ -13,7 +13,7 @@ impl FreshteamClient {
         ids: &[String],
         request: &SourceRequest,
         progress: &dyn ProgressSink,
-    ) -> Result<Records, SourceError> {
+    ) -> Result<(Records, Records), SourceError> {
         progress.phase(&format!("Reading Freshteam employees {}", ids.join(", ")));
         let passes: Vec<(String, Population)> = ids
             .iter()
@@ -42,45 +42,10 @@ impl FreshteamClient {
             self.read_details(tally, &request.fields, progress, &mut records)
                 .await?;
         }
-        self.add_managers(tally, &request.fields, progress, &mut records)
+        let managers = self
+            .managers_of(tally, &request.fields, progress, &records)
             .await?;
-        Ok(records)
-    }
-
-    /// The named employees' managers (by `reporting_to_id`, one detail call each), so
-    /// that the mapping can name them: without them a named employee's manager would look
-    /// unset. The caller keeps only the employees it named.
-    async fn add_managers(
-        &self,
-        tally: &ReadTally,
-        fields: &[String],
-        progress: &dyn ProgressSink,
-        records: &mut Records,
-    ) -> Result<(), SourceError> {
-        let Some(at) = fields.iter().position(|f| f == "reporting_to_id") else {
-            return Ok(());
-        };
-        let mut managers = Records::new();
-        for found in records.values() {
-            let manager = found.values.unpack().swap_remove(at);
-            let Some(id) = manager.and_then(|m| m.parse::<i64>().ok()) else {
-                continue;
-            };
-            if !records.contains_key(&id) {
-                managers.entry(id).or_insert_with(|| Found {
-                    values: PackedValues::new(&vec![None; fields.len()]),
-                    population: Population::Active,
-                    contradicted: false,
-                });
-            }
-        }
-        if managers.is_empty() {
-            return Ok(());
-        }
-        self.read_details(tally, fields, progress, &mut managers)
-            .await?;
-        records.append(&mut managers);
-        Ok(())
+        Ok((records, managers))
     }
 
     /// One population's list filtered by one Employee ID: usually a single page; the
