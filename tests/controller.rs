@@ -283,9 +283,10 @@ async fn the_preview_has_one_writer_and_never_shows_an_older_generations_counts(
     h.reconcile().await;
     assert_eq!(h.status().await.preview.unwrap().would_create, Some(20));
 
-    // A spec change: generation 2 is previewed, slowly.
+    // A spec change: generation 2 is previewed, slowly (slow enough that a loaded
+    // machine still sees it running: at 150 ms it was sometimes over before the poll).
     h.sim.set_faults(freshteam_simulator::Faults {
-        latency: Duration::from_millis(150),
+        latency: Duration::from_millis(800),
         ..Default::default()
     });
     h.edit(json!({"metadata": {"generation": 2}, "spec": {"leavers": {"statuses": ["inactive", "terminated"]}}}))
