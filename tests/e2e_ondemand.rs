@@ -90,7 +90,27 @@ async fn an_on_demand_run_provision_and_a_members_history() {
     runs.create(&PostParams::default(), &asked).await.unwrap();
     env.wait_phase("acme-jane", ImportPhase::Succeeded, Duration::from_secs(60))
         .await;
-    let done = runs.get("acme-jane").await.unwrap().status.unwrap();
+    let done = runs.get("acme-jane").await.unwrap();
+    // Adopted: it goes with the integration and counts against its history limits.
+    let owner = &done
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default();
+    assert!(
+        owner.iter().any(|o| o.kind == "FreshteamIntegration"
+            && o.name == "acme"
+            && o.controller == Some(true)),
+        "not owned by the integration: {owner:?}"
+    );
+    assert_eq!(
+        done.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("freshteam.provisioning.dev/integration")),
+        Some(&"acme".to_string())
+    );
+    let done = done.status.unwrap();
     assert_eq!(done.summary.updated, 1, "{done:?}");
     let jane_account = env.scim.user_by_external_id(&jane).await.unwrap();
     assert_eq!(jane_account["title"], "Head of Rewards");

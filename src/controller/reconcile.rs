@@ -493,6 +493,10 @@ impl Reconciliation {
             let Some(run) = runner::take(&runs, &self.fti, &name).await? else {
                 continue;
             };
+            if let Err(e) = runner::adopt(&runs, &self.fti, &run).await {
+                // The run goes on; only its clean-up with the integration is missing.
+                tracing::warn!(run = %name, error = %e, "could not adopt an on-demand ImportRun");
+            }
             if let Some(why) = runner::refusal(&run, &self.fti) {
                 runner::refuse(&runs, &name, why, self.now).await?;
                 continue;

@@ -28,6 +28,8 @@ OPERATOR_RULES = {
     ("freshteam.provisioning.dev", "importruns", "list"),
     ("freshteam.provisioning.dev", "importruns", "watch"),
     ("freshteam.provisioning.dev", "importruns", "create"),
+    # Adopting a user's on-demand run: its owner and integration label.
+    ("freshteam.provisioning.dev", "importruns", "patch"),
     ("freshteam.provisioning.dev", "importruns", "delete"),
     ("freshteam.provisioning.dev", "importruns/status", "patch"),
     ("freshteam.provisioning.dev", "integrationstates", "get"),
@@ -255,10 +257,11 @@ def test_no_rule_lets_the_operator_update_configmaps(chart, values):
         ]
         rules = rule_set(role)
         assert not any(res == "configmaps" and verb in ("update", "patch", "delete") for _, res, verb in rules)
-        # The operator updates nothing of its own group but its state and statuses.
+        # The operator updates nothing of its own group but its state, statuses and the
+        # metadata of the on-demand runs it adopts.
         for group, res, verb in rules:
             if group == "freshteam.provisioning.dev" and verb in ("update", "patch"):
-                assert res in ("integrationstates", "freshteamintegrations/status", "importruns/status"), (res, verb)
+                assert res in ("integrationstates", "freshteamintegrations/status", "importruns/status", "importruns"), (res, verb)
 
 
 def test_cluster_scope_grants_exactly_what_the_controller_calls(chart):

@@ -189,10 +189,11 @@ rules:
   - apiGroups: ["freshteam.provisioning.dev"]
     resources: ["freshteamintegrations/status"]
     verbs: ["patch"]
-  # One ImportRun per run: created, progress in status, pruned to the history limits.
+  # One ImportRun per run: created, progress in status, pruned to the history limits;
+  # patch only adopts a user's on-demand run (owner and integration label).
   - apiGroups: ["freshteam.provisioning.dev"]
     resources: ["importruns"]
-    verbs: ["get", "list", "watch", "create", "delete"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
   - apiGroups: ["freshteam.provisioning.dev"]
     resources: ["importruns/status"]
     verbs: ["patch"]

@@ -39,8 +39,8 @@ mod reports;
 
 use objects::is_own_run;
 pub use objects::{create_run, new_run};
+pub(crate) use on_demand::{adopt, refusal, refuse, take};
 pub use on_demand::{is_waiting, PendingOnDemand, MAX_ON_DEMAND_EMPLOYEES};
-pub(crate) use on_demand::{refusal, refuse, take};
 pub use orphans::mark_interrupted;
 use progress::{spawn_progress_ticker, Watched};
 pub use prune::prune;

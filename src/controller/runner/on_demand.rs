@@ -7,20 +7,21 @@
 //! that see it (a leader hand-over, a shard moving) one wins and the other gets 409. A
 //! taken run is never picked up again: a restart mid-run finds it `Pending` or `Running`
 //! and marks it `Interrupted` like any other ([`super::mark_interrupted`]), while a run
-//! nobody took yet is left for the operator to start. The operator writes nothing but
-//! the status of an ImportRun it did not create: the run's owner (the integration, as
-//! `kubectl freshteam provision` sets it) is its creator's to set.
+//! nobody took yet is left for the operator to start. A taken run its creator left
+//! without the integration as controller or without the integration label is adopted
+//! (as a ReplicaSet adopts a Pod): both are added, so it goes with the integration and
+//! counts against the history limits like the runs the operator creates.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::objects::apply_run_status;
-use crate::api::{FreshteamIntegration, ImportPhase, ImportRun, ImportTrigger};
+use crate::api::{FreshteamIntegration, ImportPhase, ImportRun, ImportTrigger, INTEGRATION_LABEL};
 use crate::clock::rfc3339;
 use crate::controller::status::RunProgress;
 
@@ -122,6 +123,42 @@ pub(crate) async fn take(
         Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Adopts the taken run `run` of `fti`: the integration label, and the integration as
+/// controller when the run has none (other owners are kept), in one patch conditional
+/// on the run's `resourceVersion`. Nothing is sent when both are there already.
+pub(crate) async fn adopt(
+    runs: &Api<ImportRun>,
+    fti: &FreshteamIntegration,
+    run: &ImportRun,
+) -> Result<(), kube::Error> {
+    let name = fti.name_any();
+    let labelled = run.labels().get(INTEGRATION_LABEL) == Some(&name);
+    let controlled = run
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true));
+    if labelled && controlled {
+        return Ok(());
+    }
+    let mut metadata = json!({
+        "resourceVersion": run.resource_version(),
+        "labels": {INTEGRATION_LABEL: name},
+    });
+    if let Some(owner) = fti.controller_owner_ref(&()).filter(|_| !controlled) {
+        let mut owners = run.owner_references().to_vec();
+        owners.push(owner);
+        metadata["ownerReferences"] = json!(owners);
+    }
+    let patch = json!({ "metadata": metadata });
+    runs.patch(
+        &run.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Ends a taken run that cannot start: `Failed`, saying why.
