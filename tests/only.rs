@@ -283,3 +283,42 @@ async fn a_named_employee_out_of_scope_is_said_and_handled_as_the_scope_says() {
         "Deactivate made a leaver"
     );
 }
+
+/// A named employee's mapped values and a create's changes include the
+/// `spec.mapping.attributes[]` targets, as the change rows name them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_named_employees_steps_show_the_mapped_attributes() {
+    support::require_peers!(Scim2Server);
+    let env = Env::start(5).await;
+    let organization = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:organization";
+    let mapping = format!(
+        "{}    attributes:\n    - target: {organization}\n      value: Acme Ltd\n",
+        Env::default_mapping()
+    );
+    let file = env.write(
+        "org.yaml",
+        &env.manifest(support::sync_env::API_KEY, &mapping),
+    );
+    let id = employee_id(2);
+    let run = env
+        .sync_file(&file, &["--output", "json", "--only", &id])
+        .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let json = run.json();
+    let m = steps(&json, &id);
+    assert_eq!(m["action"], "create", "{m}");
+    assert_eq!(m["values"][organization], "Acme Ltd", "{m}");
+    assert!(
+        m["changes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"field": organization, "new": "Acme Ltd"})),
+        "{m}"
+    );
+    let text = env.sync_file(&file, &["--only", &id, "--dry-run"]).await;
+    assert!(
+        text.stdout.contains(&format!("{organization}=Acme Ltd")),
+        "{}",
+        text.stdout
+    );
+}

@@ -215,13 +215,18 @@ fn steps_of(
     steps
 }
 
+/// The mapped values by field name: the fixed fields and the `spec.mapping.attributes[]`
+/// targets (named as in the change rows).
 fn values_of(d: &PackedDesired) -> BTreeMap<String, String> {
-    let mut values: BTreeMap<String, String> = Attr::ALL
+    let member = d.member.unpack();
+    let fixed = Attr::ALL
         .into_iter()
-        .filter_map(|a| {
-            let v = d.member.field(a).filter(|v| !v.is_empty())?;
-            Some((a.field_name().to_string(), v.to_string()))
-        })
+        .filter_map(|a| Some((a.field_name(), member.get(a)?)));
+    let extra = member.extra.iter().map(|(t, v)| (*t, v.as_str()));
+    let mut values: BTreeMap<String, String> = fixed
+        .chain(extra)
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     values.insert("active".into(), d.member.active().to_string());
     values
