@@ -67,6 +67,13 @@ fn index(request: &mut SourceRequest, name: &str) -> usize {
     }
 }
 
+/// `id_field` names another employee whose record the mapping reads.
+pub(super) fn add_person(request: &mut SourceRequest, id_field: &str) {
+    if !request.people.iter().any(|p| p == id_field) {
+        request.people.push(id_field.to_string());
+    }
+}
+
 fn add_lookup(request: &mut SourceRequest, kind: LookupKind) {
     if !request.lookups.contains(&kind) {
         request.lookups.push(kind);
@@ -186,6 +193,7 @@ fn compile_from(
             request.needs_detail = true;
         }
         let id = index(request, id_field);
+        add_person(request, id_field);
         let of = rest.unwrap_or("employee_id");
         check_plain_field(field, of)?;
         if !LIST_FIELDS.contains(&of) {

@@ -173,6 +173,7 @@ impl CompiledMapping {
                 }
                 Extract::Lookup(*kind, index(&mut request, id_field))
             } else if MANAGER_FIELDS.contains(&source) {
+                extra::add_person(&mut request, "reporting_to_id");
                 Extract::Manager(index(&mut request, "reporting_to_id"))
             } else {
                 check_plain_field(&field, source)?;

@@ -587,3 +587,28 @@ fn a_persons_field_comes_from_their_record_and_is_unknown_when_it_was_not_read()
     assert_eq!(set.members[0].unknown.as_ref(), &[nick, boss]);
     grace.clear();
 }
+
+#[test]
+fn the_request_names_the_people_whose_records_the_mapping_reads() {
+    assert!(compile(&spec()).request.people.is_empty());
+    let mut s = spec();
+    s.manager = Some("reporting_to".into());
+    s.attributes = vec![
+        attribute("nickName", ("from", "reporting_to.first_name"), None),
+        attribute("userType", ("from", "hr_incharge"), None),
+    ];
+    assert_eq!(
+        compile(&s).request.people,
+        vec!["reporting_to_id".to_string(), "hr_incharge_id".to_string()]
+    );
+    // An expression over the whole record reads reporting_to_id, but nobody's record.
+    let mut s = spec();
+    s.attributes = vec![attribute(
+        "nickName",
+        ("expression", "string(employee)"),
+        None,
+    )];
+    let c = compile(&s);
+    assert!(c.request.fields.iter().any(|f| f == "reporting_to_id"));
+    assert!(c.request.people.is_empty(), "{:?}", c.request);
+}

@@ -77,6 +77,11 @@ pub struct SourceRequest {
     pub lookup_fields: Vec<(LookupKind, String)>,
     /// True when a field is only on `GET /api/employees/{id}`.
     pub needs_detail: bool,
+    /// Fields holding another employee's Freshteam id whose record the mapping reads
+    /// (`reporting_to_id`, `hr_incharge_id`). A partial read (incremental or named) also
+    /// reads, by detail, the people they name who are not among its records, so that the
+    /// records can name them ([`RecordSink::referenced`]).
+    pub people: Vec<String>,
     /// Read only employees changed since this instant (an incremental read): every
     /// population pass adds `updated_since=<its UTC date>`. Freshteam documents the
     /// parameter as a date and its granularity is unconfirmed, so the whole day is
@@ -285,7 +290,8 @@ pub trait RecordSink: Send {
     /// One employee; in Freshteam id order, each once.
     fn record(&mut self, record: EmployeeRecord);
     /// Another employee's record, read only so that the records can name them (the
-    /// managers of the employees a partial read found): never a member itself.
+    /// people of [`SourceRequest::people`] a partial read did not list): never a member
+    /// itself.
     fn referenced(&mut self, record: EmployeeRecord) {
         let _ = record;
     }

@@ -13,9 +13,10 @@
 //!   pass that they contradict (a server that ignores a filter).
 //! - An incremental read ([`SourceRequest::updated_since`]) adds
 //!   `updated_since=<YYYY-MM-DD>` to every pass; nothing else changes, so the same
-//!   populations are read, only fewer of them. When the manager is mapped, the managers
-//!   of the changed employees who did not change are read by detail, one call each, so
-//!   that the records can name them ([`RecordSink::referenced`]).
+//!   populations are read, only fewer of them. The people the changed employees name
+//!   ([`SourceRequest::people`]: their managers when the manager is mapped) who did not
+//!   change are read by detail, one call each, so that the records can name them
+//!   ([`RecordSink::referenced`]).
 //! - Details (`/employees/{id}`) only when the request needs them; lookups one call each.
 //! - Every request passes the account's budget (`crate::http_policy`); 5xx, timeouts, connection
 //!   errors and unreadable 2xx bodies are retried with jittered backoff, 429s wait
@@ -287,14 +288,11 @@ impl EmployeeSource for FreshteamClient {
         let tally = ReadTally::default();
         let employees = async {
             let records = self.read_employees(&tally, request, progress).await?;
-            let managers = match request.updated_since {
-                Some(_) => {
-                    self.managers_of(&tally, &request.fields, progress, &records)
-                        .await?
-                }
+            let people = match request.updated_since {
+                Some(_) => self.people_of(&tally, request, progress, &records).await?,
                 None => Records::new(),
             };
-            Ok((records, managers))
+            Ok((records, people))
         };
         self.with_lookups(&tally, request, employees, sink).await
     }
@@ -322,20 +320,20 @@ impl FreshteamClient {
         employees: impl std::future::Future<Output = Result<(Records, Records), SourceError>>,
         sink: &mut dyn RecordSink,
     ) -> Result<SourceStats, SourceError> {
-        let ((records, managers), lookups) = tokio::try_join!(
+        let ((records, people), lookups) = tokio::try_join!(
             employees,
             self.read_lookups(tally, &request.lookups, &request.lookup_fields)
         )?;
-        deliver(records, managers, lookups, sink);
+        deliver(records, people, lookups, sink);
         Ok(tally.stats())
     }
 }
 
-/// Hands a read's lookups to `sink`, then the managers read only to name them, then its
+/// Hands a read's lookups to `sink`, then the people read only to name them, then its
 /// records, unpacked one at a time: the records are never all held as plain values.
 fn deliver(
     records: Records,
-    managers: Records,
+    people: Records,
     (names, fields): (
         HashMap<LookupKind, HashMap<i64, String>>,
         super::LookupFields,
@@ -344,7 +342,7 @@ fn deliver(
 ) {
     sink.lookups(names);
     sink.lookup_fields(fields);
-    for found in managers.into_iter().map(employee) {
+    for found in people.into_iter().map(employee) {
         sink.referenced(found);
     }
     for found in records.into_iter().map(employee) {

@@ -42,10 +42,8 @@ impl FreshteamClient {
             self.read_details(tally, &request.fields, progress, &mut records)
                 .await?;
         }
-        let managers = self
-            .managers_of(tally, &request.fields, progress, &records)
-            .await?;
-        Ok((records, managers))
+        let people = self.people_of(tally, request, progress, &records).await?;
+        Ok((records, people))
     }
 
     /// One population's list filtered by one Employee ID: usually a single page; the

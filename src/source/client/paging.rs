@@ -174,38 +174,44 @@ impl FreshteamClient {
         Ok(records)
     }
 
-    /// The managers (by `reporting_to_id`, one detail call each) of `records` who are
-    /// not among them, so that a partial read (incremental or named) can name them:
-    /// without them a manager would look unset. One who is gone is left out.
-    pub(super) async fn managers_of(
+    /// The people the records name in `request.people` (a manager by `reporting_to_id`,
+    /// one detail call each) who are not among them, so that a partial read (incremental
+    /// or named) can name them: without them a manager would look unset. One who is gone
+    /// is left out.
+    pub(super) async fn people_of(
         &self,
         tally: &ReadTally,
-        fields: &[String],
+        request: &SourceRequest,
         progress: &dyn ProgressSink,
         records: &Records,
     ) -> Result<Records, SourceError> {
-        let mut managers = Records::new();
-        let Some(at) = fields.iter().position(|f| f == "reporting_to_id") else {
-            return Ok(managers);
-        };
+        let fields = &request.fields;
+        let slots: Vec<usize> = request
+            .people
+            .iter()
+            .filter_map(|p| fields.iter().position(|f| f == p))
+            .collect();
+        let mut people = Records::new();
         for found in records.values() {
-            let manager = found.values.unpack().swap_remove(at);
-            let Some(id) = manager.and_then(|m| m.parse::<i64>().ok()) else {
-                continue;
-            };
-            if !records.contains_key(&id) {
-                managers.entry(id).or_insert_with(|| Found {
-                    values: PackedValues::new(&vec![None; fields.len()]),
-                    population: Population::Active,
-                    contradicted: false,
-                });
+            let values = found.values.unpack();
+            for id in slots
+                .iter()
+                .filter_map(|&at| values[at].as_deref()?.parse::<i64>().ok())
+            {
+                if !records.contains_key(&id) {
+                    people.entry(id).or_insert_with(|| Found {
+                        values: PackedValues::new(&vec![None; fields.len()]),
+                        population: Population::Active,
+                        contradicted: false,
+                    });
+                }
             }
         }
-        if !managers.is_empty() {
-            self.read_details(tally, fields, progress, &mut managers)
+        if !people.is_empty() {
+            self.read_details(tally, fields, progress, &mut people)
                 .await?;
         }
-        Ok(managers)
+        Ok(people)
     }
 
     /// `GET /employees/{id}` for every record; a detail value wins over the list's,
