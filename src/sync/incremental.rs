@@ -108,9 +108,14 @@ async fn accounts_of(
         return Ok(current);
     }
     let found = find_or_list(&search, destination).await?;
+    add_unseen(&mut current, found);
+    Ok(current)
+}
+
+/// Adds to `current` the accounts of `found` it does not hold yet (by account id).
+pub(super) fn add_unseen(current: &mut Vec<DestinationMember>, found: Vec<DestinationMember>) {
     let mut seen: HashSet<String> = current.iter().map(|m| m.id.clone()).collect();
     current.extend(found.into_iter().filter(|m| seen.insert(m.id.clone())));
-    Ok(current)
 }
 
 pub(super) async fn find_or_list(

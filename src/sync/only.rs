@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::incremental::{find_or_list, keys_of};
+use super::incremental::{add_unseen, find_or_list, keys_of};
 use super::stages::read::Read;
 use super::stages::RunEnd;
 use super::{ImportJob, ImportOutcome, Sets};
@@ -113,8 +113,7 @@ async fn accounts_of(
         .await?
         .unwrap_or_default();
     let searched = find_or_list(&wanted, job.destination).await?;
-    let mut seen: HashSet<String> = found.iter().map(|m| m.id.clone()).collect();
-    found.extend(searched.into_iter().filter(|m| seen.insert(m.id.clone())));
+    add_unseen(&mut found, searched);
     Ok(found)
 }
 
