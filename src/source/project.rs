@@ -129,31 +129,29 @@ fn text(v: &Value) -> Option<String> {
 /// `id → name` from a lookup endpoint's array; entries without an id or a name are
 /// skipped. `None` when the body is not an array.
 pub(crate) fn lookup_names(body: &Value) -> Option<HashMap<i64, String>> {
-    let items = body.as_array()?;
-    Some(
-        items
-            .iter()
-            .filter_map(|item| {
-                let id = as_id(item.get("id")?)?;
-                let name = item.get("name")?.as_str()?.trim();
-                (!name.is_empty()).then(|| (id, name.to_string()))
-            })
-            .collect(),
-    )
+    by_id(body, |item| {
+        let name = item.get("name")?.as_str()?.trim();
+        (!name.is_empty()).then(|| name.to_string())
+    })
 }
 
 /// `id → field` (a possibly dotted path, as text) from a lookup endpoint's array;
 /// entries without an id or the field are skipped. `None` when the body is not an array.
 pub(crate) fn lookup_field(body: &Value, field: &str) -> Option<HashMap<i64, String>> {
+    by_id(body, |item| {
+        resolve(item, field)
+            .and_then(text)
+            .filter(|v| !v.trim().is_empty())
+    })
+}
+
+/// `id → value(item)` for the items of a lookup endpoint's array that have both.
+fn by_id(body: &Value, value: impl Fn(&Value) -> Option<String>) -> Option<HashMap<i64, String>> {
     let items = body.as_array()?;
     Some(
         items
             .iter()
-            .filter_map(|item| {
-                let id = as_id(item.get("id")?)?;
-                let value = resolve(item, field).and_then(text)?;
-                (!value.trim().is_empty()).then_some((id, value))
-            })
+            .filter_map(|item| Some((as_id(item.get("id")?)?, value(item)?)))
             .collect(),
     )
 }
