@@ -1883,3 +1883,52 @@ async fn a_run_waiting_for_the_rate_limit_says_so_and_a_suspend_ends_it_at_once(
     assert_eq!(status.summary.created as usize, created);
     assert!(created > 0 && created < 20, "{created}");
 }
+
+/// A user's on-demand run created while another run is under way waits for it, and the
+/// reconcile that finds it waiting looks again soon (the end of the run under way may
+/// reach no later event); the next reconcile takes and runs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_on_demand_run_waiting_for_a_run_under_way_is_looked_at_again_soon() {
+    support::require_peers!(Scim2Server);
+    let h = Harness::new(20, true, |_| {}).await;
+    h.reconcile().await;
+    // A slow preview of generation 2 is under way.
+    h.sim.set_faults(freshteam_simulator::Faults {
+        latency: Duration::from_millis(800),
+        ..Default::default()
+    });
+    h.edit(json!({"metadata": {"generation": 2}, "spec": {"leavers": {"statuses": ["inactive", "terminated"]}}}))
+        .await;
+    reconcile(Arc::new(h.fti().await), h.ctx.clone())
+        .await
+        .expect("reconcile");
+    let runs: Api<ImportRun> = Api::namespaced(h.client.clone(), NS);
+    let asked: ImportRun = serde_json::from_value(json!({
+        "apiVersion": "freshteam.provisioning.dev/v1alpha1",
+        "kind": "ImportRun",
+        "metadata": {"name": "acme-jane", "namespace": NS},
+        "spec": {"integration": "acme", "trigger": "OnDemand", "employeeIds": ["E-00002"],
+                 "dryRun": true},
+    }))
+    .unwrap();
+    let asked = runs.create(&PostParams::default(), &asked).await.unwrap();
+    h.ctx.on_demand.note(&asked);
+
+    let next = reconcile(Arc::new(h.fti().await), h.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        next,
+        kube::runtime::controller::Action::requeue(
+            freshteam_operator::controller::reconcile::ON_DEMAND_RECHECK
+        )
+    );
+    assert!(runs.get("acme-jane").await.unwrap().status.is_none());
+
+    h.ctx.wait_idle().await;
+    h.sim.set_faults(Default::default());
+    h.reconcile().await;
+    let done = runs.get("acme-jane").await.unwrap();
+    assert_eq!(phase(&done), ImportPhase::Succeeded, "{done:?}");
+    assert!(!h.ctx.on_demand.has(&format!("{NS}/acme")));
+}

@@ -47,6 +47,9 @@ pub const AWAITING_AUTHORIZATION: &str = "AwaitingAuthorization";
 /// How long to wait before checking an integration whose authorization failed again.
 const REAUTHORIZE_AFTER: Duration = Duration::from_secs(300);
 
+/// How soon to look again while a user's on-demand run waits for the run under way.
+pub const ON_DEMAND_RECHECK: Duration = Duration::from_secs(5);
+
 /// Observes the integration, decides whether to import now, acts on it, and writes the
 /// status: the one status patch of a reconcile, when anything changed. Returns when to
 /// reconcile again.
@@ -80,10 +83,15 @@ pub async fn reconcile(fti: Arc<FreshteamIntegration>, ctx: Arc<Context>) -> Res
             } else if !r.running {
                 r.act_on_demand(found).await?;
             }
-            match requeue_after.and_then(|d| d.to_std().ok()) {
-                Some(d) => Action::requeue(d),
-                None => Action::requeue(Duration::from_secs(3600)),
+            let mut next = requeue_after
+                .and_then(|d| d.to_std().ok())
+                .unwrap_or(Duration::from_secs(3600));
+            // A run under way may end without a later event reaching this integration
+            // (its last write can be seen while it still counts as running).
+            if r.ctx.on_demand.has(&r.key) {
+                next = next.min(ON_DEMAND_RECHECK);
             }
+            Action::requeue(next)
         }
     };
     r.write_status().await?;
